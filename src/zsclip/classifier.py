@@ -1,0 +1,285 @@
+"""``ZeroShotClassifier``: the result of a classifier build, as data.
+
+Weights [D, C] (unit-norm float32 columns), class names, the temperature and bias, and where
+they came from. Built once per (model, classes, prompts, precision), cached on disk, saved as
+safetensors with JSON metadata: never pickle, so a classifier file is safe to receive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Union
+
+import torch
+from PIL import Image
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .cache import cache_dir as default_cache_dir
+from .cache import cache_key
+from .encoders.base import Encoder
+from .errors import ClassifierFileError, InputError, ZsclipWarning
+from .images import load_image, to_rgb
+from .precision import resolve_precision
+from .prompts import Template, expand_prompts, resolve_classes, resolve_templates
+
+ImageInput = Union[Image.Image, str, os.PathLike]  # noqa: UP007 (a runtime alias, py3.10)
+_FILE_FORMAT = "zsclip-classifier/1"
+
+
+@dataclass
+class ZeroShotClassifier:
+    """Zero-shot classifier weights and everything needed to use and trace them.
+
+    Attributes:
+        weights: [embed_dim, num_classes] float32, each column L2-normalised.
+        classnames: display name of each class (its first synonym).
+        synonyms: all names of each class, whose prompts were averaged together.
+        logit_scale: temperature multiplier applied to cosine similarities (model's own by default).
+        logit_bias: added to logits for sigmoid-trained models, else None.
+        provenance: model name and fingerprint, templates, precision, zsclip version, creation time.
+    """
+
+    weights: torch.Tensor
+    classnames: list[str]
+    synonyms: list[list[str]]
+    logit_scale: float
+    logit_bias: float | None = None
+    provenance: dict = field(default_factory=dict)
+    encoder: Encoder | None = field(default=None, repr=False, compare=False)
+
+    # --- building --------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        encoder: Encoder,
+        classnames: str | Sequence[str | Sequence[str]],
+        templates: str | os.PathLike | Sequence[str | Template] | None = None,
+        *,
+        precision: str = "auto",
+        cache: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+        batch_size: int = 256,
+        progress: bool | None = None,
+        logit_scale: float | None = None,
+    ) -> ZeroShotClassifier:
+        """Build a classifier: prompt every class with every template, encode, ensemble.
+
+        Args:
+            encoder: from ``zsclip.load_model`` or ``zsclip.wrap``.
+            classnames: names, or lists of synonyms per class, or a named list ("imagenet1k").
+            templates: a set name ("openai-imagenet", "openai-imagenet-7", "photo"), a file with one
+                template per line, or a list of strings with ``{}`` / callables. Default:
+                "openai-imagenet", OpenAI's 80 templates (best zero-shot accuracy in the CLIP paper).
+            precision: "auto" (bf16 where the hardware runs it natively, else fp32), "fp32",
+                "bf16" or "fp16".
+            cache: reuse / store the result under ``cache_dir`` (default $ZSCLIP_CACHE_DIR or the
+                user cache dir); the key covers model, classes, prompts and precision.
+            logit_scale: fixed temperature (e.g. 100, as in the CLIP paper's eval) instead of the
+                model's learned ``logit_scale.exp()``.
+        """
+        classes, named_list = resolve_classes(classnames)
+        template_list = resolve_templates(templates)
+        prompts = expand_prompts(classes, template_list)
+        precision = resolve_precision(precision, encoder.device)
+        provenance = {
+            "model": encoder.name,
+            "backend": encoder.backend,
+            "fingerprint": encoder.fingerprint,
+            "templates": [t.text for t in template_list],
+            "precision": precision,
+            "zsclip_version": __version__,
+            "named_class_list": classnames if named_list else None,
+        }
+        key = cache_key(encoder.fingerprint, classes, prompts, precision)
+        cached_file = default_cache_dir(cache_dir) / f"{key}.zsc"
+        if cache and cached_file.is_file():
+            hit = _load_cached(cached_file)
+            if hit is not None:
+                hit.encoder = encoder
+                if logit_scale is not None:
+                    hit.logit_scale = float(logit_scale)
+                return hit
+        features = encoder.encode_text([p for ps in prompts for p in ps], precision=precision,
+                                       batch_size=batch_size, progress=progress)
+        weights = ensemble(features, [len(ps) for ps in prompts])
+        provenance["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        classifier = cls(weights, [names[0] for names in classes], classes, encoder.logit_scale,
+                         encoder.logit_bias, provenance, encoder)
+        if cache:
+            _store_cached(classifier, cached_file)
+        if logit_scale is not None:
+            classifier.logit_scale = float(logit_scale)
+        return classifier
+
+    # --- using -----------------------------------------------------------------------------
+    @property
+    def is_sigmoid(self) -> bool:
+        """Sigmoid-trained models (SigLIP) score classes independently, not by softmax."""
+        return self.logit_bias is not None
+
+    def logits(self, image_features: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+        """scale * features @ weights (+ bias): [B, D] normalised features -> [B, C]."""
+        scale = self.logit_scale if scale is None else scale
+        logits = scale * image_features.float() @ self.weights
+        return logits + self.logit_bias if self.logit_bias is not None else logits
+
+    def probabilities(self, image_features: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+        """Softmax over classes, or per-class sigmoid for sigmoid-trained models."""
+        logits = self.logits(image_features, scale)
+        return torch.sigmoid(logits) if self.is_sigmoid else logits.softmax(dim=-1)
+
+    def predict(
+        self,
+        images: ImageInput | Sequence[ImageInput] | torch.Tensor,
+        top_k: int = 5,
+        *,
+        encoder: Encoder | None = None,
+        batch_size: int = 32,
+        precision: str = "auto",
+        scale: float | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """Top-k (label, probability) per image, best first.
+
+        ``images``: PIL images, file paths, or a preprocessed [B, 3, H, W] tensor. A classifier
+        loaded from a file needs the ``encoder`` of the model it was built with.
+        """
+        encoder = self._encoder_for_prediction(encoder)
+        features = self.encode_images(images, encoder, batch_size=batch_size, precision=precision)
+        probs = self.probabilities(features, scale)
+        k = max(1, min(int(top_k), len(self.classnames)))
+        values, indices = probs.topk(k, dim=-1)
+        return [[(self.classnames[i], float(v)) for v, i in zip(row_v.tolist(), row_i.tolist(), strict=True)]
+                for row_v, row_i in zip(values, indices, strict=True)]
+
+    def encode_images(
+        self,
+        images: ImageInput | Sequence[ImageInput] | torch.Tensor,
+        encoder: Encoder,
+        batch_size: int = 32,
+        precision: str = "auto",
+    ) -> torch.Tensor:
+        """Normalised image features [B, D] for PIL images, paths or preprocessed pixels."""
+        if isinstance(images, torch.Tensor):
+            pixels = images.unsqueeze(0) if images.dim() == 3 else images
+            chunks = [pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)]
+            return torch.cat([encoder.encode_images(c, precision) for c in chunks])
+        if isinstance(images, (Image.Image, str, os.PathLike)):
+            images = [images]
+        features = []
+        for start in range(0, len(images), batch_size):
+            batch = [_as_rgb(image) for image in images[start : start + batch_size]]
+            pixels = torch.stack([encoder.preprocess(image) for image in batch])
+            features.append(encoder.encode_images(pixels, precision))
+        return torch.cat(features) if features else torch.empty(0, self.weights.shape[0])
+
+    def _encoder_for_prediction(self, encoder: Encoder | None) -> Encoder:
+        encoder = encoder or self.encoder
+        if encoder is None:
+            raise InputError("this classifier has no model attached: pass encoder=zsclip.load_model(...) "
+                             f"for {self.provenance.get('model', 'the model it was built with')}")
+        self.check_encoder(encoder)
+        return encoder
+
+    def check_encoder(self, encoder: Encoder) -> None:
+        """Refuse a model other than the one the classifier was built with (features would not match)."""
+        expected = self.provenance.get("fingerprint")
+        if expected and expected != encoder.fingerprint:
+            raise ClassifierFileError(
+                f"classifier was built for {self.provenance.get('model')} ({expected}), not "
+                f"{encoder.name} ({encoder.fingerprint}): rebuild it with this model")
+
+    # --- files -----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write safetensors (weights) + JSON metadata, atomically: a crash never leaves half a file."""
+        path = Path(path)
+        metadata = {
+            "format": _FILE_FORMAT,
+            "classnames": self.classnames,
+            "synonyms": self.synonyms,
+            "logit_scale": self.logit_scale,
+            "logit_bias": self.logit_bias,
+            "provenance": self.provenance,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(handle)
+        try:
+            save_file({"weights": self.weights.contiguous()}, temporary,
+                      metadata={"zsclip": json.dumps(metadata, ensure_ascii=False)})
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ZeroShotClassifier:
+        """Read a file written by ``save`` (safetensors: no code is executed while loading)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ClassifierFileError(f"classifier file {path} not found: write one with ZeroShotClassifier.save "
+                                      "or `zsclip build`")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = json.loads((handle.metadata() or {})["zsclip"])
+            weights = load_file(str(path))["weights"]
+        except (SafetensorError, OSError, KeyError, ValueError) as error:
+            raise ClassifierFileError(f"{path} is not a zsclip classifier file ({error}): rebuild it") from None
+        if metadata.get("format") != _FILE_FORMAT:
+            raise ClassifierFileError(f"{path}: unsupported classifier format {metadata.get('format')!r}")
+        if weights.dim() != 2 or weights.shape[1] != len(metadata["classnames"]):
+            raise ClassifierFileError(f"{path}: weights {tuple(weights.shape)} do not match "
+                                      f"{len(metadata['classnames'])} class names: rebuild it")
+        return cls(weights.float(), metadata["classnames"], metadata["synonyms"], float(metadata["logit_scale"]),
+                   metadata["logit_bias"], metadata["provenance"])
+
+    def __repr__(self) -> str:
+        return (f"ZeroShotClassifier({len(self.classnames)} classes, dim={self.weights.shape[0]}, "
+                f"model={self.provenance.get('model')!r}, templates={len(self.provenance.get('templates', []))})")
+
+
+def ensemble(features: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+    """Prompt ensembling: mean of each class's normalised prompt features, renormalised -> [D, C].
+
+    With equal prompt counts this is the reference's reshape-mean, operation for operation.
+    """
+    if len(set(counts)) == 1:
+        means = features.reshape(len(counts), counts[0], -1).mean(dim=1)
+    else:
+        owner = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+        sums = torch.zeros(len(counts), features.shape[1]).index_add_(0, owner, features)
+        means = sums / torch.tensor(counts, dtype=features.dtype).unsqueeze(1)
+    return (means / means.norm(dim=1, keepdim=True)).T.contiguous()
+
+
+def _as_rgb(image: ImageInput) -> Image.Image:
+    return to_rgb(image) if isinstance(image, Image.Image) else load_image(image)
+
+
+def _load_cached(path: Path) -> ZeroShotClassifier | None:
+    try:
+        return ZeroShotClassifier.load(path)
+    except ClassifierFileError as error:
+        warnings.warn(f"ignoring unreadable cache entry, rebuilding: {error}", ZsclipWarning, stacklevel=3)
+        return None
+
+
+def _store_cached(classifier: ZeroShotClassifier, path: Path) -> None:
+    try:
+        classifier.save(path)
+    except OSError as error:  # a read-only or full cache must not fail the build
+        warnings.warn(f"could not write classifier cache {path}: {error}", ZsclipWarning, stacklevel=3)
+
+
+__all__ = ["ZeroShotClassifier", "ensemble"]

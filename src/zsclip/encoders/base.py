@@ -1,0 +1,179 @@
+"""The encoder contract every backend adapter fulfils, and the backend-agnostic text batching.
+
+An adapter knows one library (open_clip, transformers). Everything above this layer sees only
+``Encoder``: normalised float32 features, ``logit_scale`` / ``logit_bias``, and a ``fingerprint``.
+The fast text path lives here because it is the same for every backend: encode each distinct
+prompt once, sort prompts by token length so batches are tight, and let the adapter drop
+padding when (and only when) its architecture makes that exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..precision import autocast, resolve_precision
+
+
+@dataclass
+class TokenBatch:
+    """Tokenised prompts as the tokenizer pads them, plus what the fast path needs.
+
+    ``lengths[i]`` is the number of positions prompt ``i`` needs: for towers that pool at the
+    end-of-text token it is that token's index + 1, so running ``ids[:, :max(lengths)]`` is exact.
+    """
+
+    ids: torch.Tensor  # [N, context] long
+    lengths: torch.Tensor  # [N] long
+    attention_mask: torch.Tensor | None = None  # [N, context], for towers that take one
+
+    def select(self, index: torch.Tensor, length: int | None) -> TokenBatch:
+        """Rows ``index``, cut to ``length`` positions (None keeps the full padded context)."""
+        cut = slice(None) if length is None else slice(0, length)
+        mask = None if self.attention_mask is None else self.attention_mask[index, cut]
+        return TokenBatch(self.ids[index, cut], self.lengths[index], mask)
+
+
+class Encoder(ABC):
+    """A CLIP-family model seen through one interface (see DESIGN.md, encoders/).
+
+    Attributes:
+        backend: the library behind it ("open_clip", "transformers").
+        name: what the user asked for, for messages and provenance.
+        embed_dim: size of the shared embedding space.
+        context_length: the text tower's maximum number of tokens.
+        logit_scale: the temperature multiplier, already exponentiated (about 100 for CLIP).
+        logit_bias: additive logit bias of sigmoid-trained models (SigLIP), else None.
+        truncates_padding: True when the text tower is causal and pools at the end-of-text token,
+            so positions after it cannot change the output and are not computed.
+        device: where the model lives.
+    """
+
+    backend: str
+    name: str
+    embed_dim: int
+    context_length: int
+    logit_scale: float
+    logit_bias: float | None
+    truncates_padding: bool
+    device: torch.device
+
+    def __init__(self) -> None:
+        self._fingerprint: str | None = None
+
+    # --- what an adapter implements -------------------------------------------------------
+    @abstractmethod
+    def tokenize(self, texts: Sequence[str]) -> TokenBatch:
+        """Tokenise as the model's own tokenizer does (warning about prompts it truncates)."""
+
+    @abstractmethod
+    def _text_forward(self, tokens: TokenBatch) -> torch.Tensor:
+        """Unnormalised text features for tokens already on ``self.device``."""
+
+    @abstractmethod
+    def _image_forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Unnormalised image features for preprocessed pixels already on ``self.device``."""
+
+    @abstractmethod
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """The model's own image transform: RGB PIL image -> [3, H, W] float tensor."""
+
+    @abstractmethod
+    def _fingerprint_parts(self) -> dict:
+        """Config that, with the weights' digest, identifies the model."""
+
+    @abstractmethod
+    def _module(self) -> torch.nn.Module:
+        """The underlying model, for hashing its weights."""
+
+    # --- shared behaviour ------------------------------------------------------------------
+    @property
+    def is_sigmoid(self) -> bool:
+        """Sigmoid-trained models (SigLIP) score each class independently."""
+        return self.logit_bias is not None
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable id of config + weights: equal for the same model on any machine or device."""
+        if self._fingerprint is None:
+            parts = dict(self._fingerprint_parts(), backend=self.backend,
+                         weights=state_dict_digest(self._module()))
+            blob = json.dumps(parts, sort_keys=True, default=str).encode()
+            self._fingerprint = f"{self.backend}:{hashlib.sha256(blob).hexdigest()[:24]}"
+        return self._fingerprint
+
+    def encode_text(
+        self,
+        texts: Sequence[str],
+        precision: str = "fp32",
+        batch_size: int = 256,
+        progress: bool | None = None,
+    ) -> torch.Tensor:
+        """Encode prompts to L2-normalised float32 features [N, D], in the order given.
+
+        Each distinct prompt is encoded once; prompts are sorted by token length and batched so
+        that a batch runs only as many positions as its longest prompt needs (when the tower
+        allows it). ``progress=None`` shows a bar only for long jobs on a terminal.
+        """
+        texts = list(texts)
+        if not texts:
+            return torch.empty(0, self.embed_dim)
+        unique = list(dict.fromkeys(texts))
+        position = {text: i for i, text in enumerate(unique)}
+        tokens = self.tokenize(unique)
+        order = torch.argsort(tokens.lengths, stable=True)
+        features = torch.empty(len(unique), self.embed_dim, dtype=torch.float32)
+        precision = resolve_precision(precision, self.device)
+        show = _show_progress(progress, len(unique))
+        with torch.inference_mode(), autocast(precision, self.device), tqdm(
+            total=len(unique), desc="encoding prompts", unit="prompt", disable=not show, leave=False
+        ) as bar:
+            for start in range(0, len(unique), batch_size):
+                index = order[start : start + batch_size]
+                length = int(tokens.lengths[index].max()) if self.truncates_padding else None
+                batch = tokens.select(index, length)
+                batch = TokenBatch(*(t.to(self.device) if t is not None else None for t in
+                                     (batch.ids, batch.lengths, batch.attention_mask)))
+                features[index] = F.normalize(self._text_forward(batch).float(), dim=-1).cpu()
+                bar.update(len(index))
+        if len(unique) == len(texts):
+            return features
+        return features[torch.tensor([position[text] for text in texts])]
+
+    def encode_images(self, pixels: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        """Encode preprocessed pixels [B, 3, H, W] to L2-normalised float32 features [B, D]."""
+        precision = resolve_precision(precision, self.device)
+        with torch.inference_mode(), autocast(precision, self.device):
+            features = self._image_forward(pixels.to(self.device, non_blocking=True))
+        return F.normalize(features.float(), dim=-1).cpu()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, device={self.device}, embed_dim={self.embed_dim})"
+
+
+def state_dict_digest(module: torch.nn.Module) -> str:
+    """Content hash of a module's parameters and buffers (names, shapes, dtypes, bytes)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        data = tensor.cpu().contiguous()
+        if data.dtype == torch.bfloat16:
+            data = data.view(torch.int16)
+        digest.update(data.numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
+def _show_progress(progress: bool | None, total: int) -> bool:
+    if progress is not None:
+        return progress and sys.stderr.isatty()
+    return total >= 2000 and sys.stderr.isatty()

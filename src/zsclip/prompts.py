@@ -1,0 +1,145 @@
+"""Prompt templates and class lists: pure data, validated once, before any model runs.
+
+Built-in template sets come from open_clip's ImageNet metadata (the references' own lists), so
+zsclip and open_clip build the same prompts by construction instead of by retyping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+#: Used when ``templates`` is not given: OpenAI's 80-prompt ensemble, the CLIP paper's best
+#: ImageNet setting. The fast build and the cache make its cost a one-off.
+DEFAULT_TEMPLATES = "openai-imagenet"
+_PLACEHOLDER_PROBE = "\x00class\x00"
+
+
+@dataclass(frozen=True)
+class Template:
+    """One prompt template: ``text`` shows it with ``{}``; ``fill`` makes the prompt for a name."""
+
+    text: str
+    fill: Callable[[str], str]
+
+    def __call__(self, name: str) -> str:
+        return self.fill(name)
+
+
+def _from_open_clip(attribute: str) -> list[Template]:
+    from open_clip import zero_shot_metadata
+
+    return [_callable_template(fn) for fn in getattr(zero_shot_metadata, attribute)]
+
+
+TEMPLATE_SETS: dict[str, Callable[[], list[Template]]] = {
+    "openai-imagenet": lambda: _from_open_clip("OPENAI_IMAGENET_TEMPLATES"),
+    "openai-imagenet-7": lambda: _from_open_clip("SIMPLE_IMAGENET_TEMPLATES"),
+    "photo": lambda: [_string_template("a photo of a {}.")],
+}
+
+
+def _classnames_from_open_clip() -> list[str]:
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    return list(IMAGENET_CLASSNAMES)
+
+
+#: Named class lists. ImageNet-1k is open_clip's (OpenAI's cleaned names); it repeats two names
+#: ("missile", "sunglasses") for distinct synsets, which named lists are allowed to do.
+CLASSNAME_SETS: dict[str, Callable[[], list[str]]] = {"imagenet1k": _classnames_from_open_clip}
+
+
+def resolve_templates(spec: str | Path | Sequence[str | Callable[[str], str]] | None) -> list[Template]:
+    """Templates from a set name, a text file (one per line), or a list of strings / callables."""
+    if spec is None:
+        spec = DEFAULT_TEMPLATES
+    if isinstance(spec, str) and spec in TEMPLATE_SETS:
+        return TEMPLATE_SETS[spec]()
+    if isinstance(spec, (str, Path)):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise InputError(f"unknown template set {str(spec)!r}: use one of {', '.join(TEMPLATE_SETS)} "
+                             "or a text file with one template per line")
+        lines = _read_lines(path)
+        if not lines:
+            raise InputError(f"template file {path} has no templates: write one per line, e.g. 'a photo of a {{}}.'")
+        return [_string_template(line, source=str(path)) for line in lines]
+    templates = [_callable_template(t) if callable(t) else _string_template(t) for t in spec]
+    if not templates:
+        raise InputError("templates is empty: pass at least one, e.g. ['a photo of a {}.'], or a set name")
+    return templates
+
+
+def resolve_classes(classnames: str | Sequence[str | Sequence[str]]) -> tuple[list[list[str]], bool]:
+    """Classes as lists of synonyms (first = display name); True when from a named list.
+
+    A class is a name or a list of names (synonyms): all their prompts join that class's mean.
+    Empty lists, empty names and names used twice are errors (a named list may repeat names).
+    """
+    if isinstance(classnames, str):
+        if classnames not in CLASSNAME_SETS:
+            raise InputError(f"unknown class list {classnames!r}: pass a list of names, or one of "
+                             f"{', '.join(CLASSNAME_SETS)}")
+        return [[name] for name in CLASSNAME_SETS[classnames]()], True
+    classes = [[entry] if isinstance(entry, str) else list(entry) for entry in classnames]
+    if not classes:
+        raise InputError("no class names given: pass at least two, e.g. ['dog', 'cat']")
+    seen: dict[str, int] = {}
+    for index, names in enumerate(classes):
+        if not names or any(not isinstance(n, str) or not n.strip() for n in names):
+            raise InputError(f"class #{index + 1} has an empty name: every class needs at least one name")
+        for name in names:
+            key = name.strip().casefold()
+            if key in seen:
+                raise InputError(f"class name {name!r} is given twice (classes #{seen[key] + 1} and "
+                                 f"#{index + 1}): remove one, or make it a synonym of a single class")
+            seen[key] = index
+    return [[n.strip() for n in names] for names in classes], False
+
+
+def expand_prompts(classes: Sequence[Sequence[str]], templates: Sequence[Template]) -> list[list[str]]:
+    """Prompts per class: every template applied to every synonym, in the reference's order."""
+    return [[template(name) for name in names for template in templates] for names in classes]
+
+
+def read_labels(path: str | Path) -> list[list[str]]:
+    """Read a labels file: one class per line, synonyms separated by ``|``, ``#`` comments."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"labels file {path} not found: write one class per line (synonyms: 'dog | puppy')")
+    classes = [[name.strip() for name in line.split("|") if name.strip()] for line in _read_lines(path)]
+    if not classes:
+        raise InputError(f"labels file {path} has no class names: write one class per line")
+    return classes
+
+
+def _string_template(text: str, source: str = "templates") -> Template:
+    if not isinstance(text, str):
+        raise InputError(f"template {text!r} in {source} is neither a string nor a callable")
+    try:
+        probe = text.format(_PLACEHOLDER_PROBE)
+    except (IndexError, KeyError, ValueError) as error:
+        raise InputError(f"template {text!r} in {source} is not a valid format string ({error}): "
+                         "use exactly one {} where the class name goes") from None
+    if _PLACEHOLDER_PROBE not in probe:
+        raise InputError(f"template {text!r} in {source} has no {{}} placeholder: write e.g. 'a photo of a {{}}.'")
+    return Template(text, text.format)
+
+
+def _callable_template(fn: Callable[[str], str]) -> Template:
+    probe = fn(_PLACEHOLDER_PROBE)
+    if not isinstance(probe, str) or _PLACEHOLDER_PROBE not in probe:
+        raise InputError(f"template callable {fn!r} must return a string containing the class name")
+    return Template(probe.replace(_PLACEHOLDER_PROBE, "{}"), fn)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read {path}: {error}") from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
