@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny models in real on-disk formats, and an isolated classifier cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_open_clip import TINY_BIDIRECTIONAL_CFG, TINY_CLIP_CFG, save_local_dir
+
+import zsclip
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> str:
+    return save_local_dir(tmp_path_factory.mktemp("tiny_clip"), TINY_CLIP_CFG, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_other_dir(tmp_path_factory) -> str:
+    return save_local_dir(tmp_path_factory.mktemp("tiny_clip_other"), TINY_CLIP_CFG, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_bidir_dir(tmp_path_factory) -> str:
+    return save_local_dir(tmp_path_factory.mktemp("tiny_bidir"), TINY_BIDIRECTIONAL_CFG, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_clip_dir) -> zsclip.Encoder:
+    return zsclip.load_model(tiny_clip_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_bidir(tiny_bidir_dir) -> zsclip.Encoder:
+    return zsclip.load_model(tiny_bidir_dir, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own empty classifier cache (never the user's)."""
+    cache = tmp_path / "zsclip-cache"
+    monkeypatch.setenv("ZSCLIP_CACHE_DIR", str(cache))
+    return cache

@@ -1,0 +1,100 @@
+"""The open_clip adapter: loading through local-dir:, feature contract, exact padding truncation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+import zsclip
+from zsclip.encoders.openclip import _encode_text_cut
+
+PROMPTS = ["a photo of a dog.", "itap of a cat.", "a low resolution photo of the great white shark in a video game.",
+           "x", "a sculpture of a hammerhead shark, with an unusually long prompt that goes on and on."]
+
+
+def test_local_dir_model_loads_with_feature_contract(tiny_clip):
+    text = tiny_clip.encode_text(PROMPTS)
+    pixels = torch.stack([tiny_clip.preprocess(img) for img in _images(3)])
+    image = tiny_clip.encode_images(pixels)
+    assert text.dtype == image.dtype == torch.float32
+    assert text.shape == (len(PROMPTS), tiny_clip.embed_dim) and image.shape == (3, tiny_clip.embed_dim)
+    assert torch.allclose(text.norm(dim=-1), torch.ones(len(PROMPTS)), atol=1e-5)
+    assert torch.allclose(image.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert abs(tiny_clip.logit_scale - 100.0) < 1e-3 and tiny_clip.logit_bias is None
+
+
+def test_text_features_equal_open_clip_encode_text(tiny_clip):
+    ours = tiny_clip.encode_text(PROMPTS)
+    with torch.no_grad():
+        reference = tiny_clip.model.encode_text(tiny_clip.tokenizer(PROMPTS), normalize=True)
+    assert (ours - reference).abs().max() <= 1e-5
+
+
+def test_image_features_equal_open_clip_encode_image(tiny_clip):
+    pixels = torch.stack([tiny_clip.preprocess(img) for img in _images(4)])
+    with torch.no_grad():
+        reference = tiny_clip.model.encode_image(pixels, normalize=True)
+    assert (tiny_clip.encode_images(pixels) - reference).abs().max() <= 1e-5
+
+
+def test_causal_tower_runs_only_the_positions_it_needs(tiny_clip, monkeypatch):
+    assert tiny_clip.truncates_padding, tiny_clip.truncation_blocker
+    widths = []
+    forward = tiny_clip._text_forward
+    monkeypatch.setattr(tiny_clip, "_text_forward",
+                        lambda tokens: widths.append(tokens.ids.shape[1]) or forward(tokens))
+    tiny_clip.encode_text(["a dog.", "a photo of a cat."], batch_size=1)
+    assert widths == [5, 8]  # <sot> a dog . <eot>  and  <sot> a photo of a cat . <eot>, not 77
+
+
+def test_truncation_is_exact_on_causal_tower(tiny_clip):
+    ids = tiny_clip.tokenize(PROMPTS).ids
+    cut = int(ids.argmax(dim=-1).max()) + 1
+    with torch.no_grad():
+        full = tiny_clip.model.encode_text(ids)
+        truncated = _encode_text_cut(tiny_clip.tower, ids[:, :cut])
+    assert cut < ids.shape[1]
+    assert (F.normalize(full, dim=-1) - F.normalize(truncated, dim=-1)).abs().max() <= 1e-5
+
+
+def test_bidirectional_tower_is_never_truncated_because_it_would_change_the_output(tiny_bidir):
+    assert not tiny_bidir.truncates_padding
+    assert "bidirectional" in tiny_bidir.truncation_blocker
+    ids = tiny_bidir.tokenize(PROMPTS).ids
+    cut = int(ids.argmax(dim=-1).max()) + 1
+    with torch.no_grad():
+        full = F.normalize(tiny_bidir.model.encode_text(ids), dim=-1)
+        truncated = F.normalize(_encode_text_cut(tiny_bidir.tower, ids[:, :cut]), dim=-1)
+    # what truncation would do to this tower: a different vector
+    assert (full - truncated).abs().max() > 1e-3
+    # what zsclip does: the reference vector
+    assert (tiny_bidir.encode_text(PROMPTS) - full).abs().max() <= 1e-5
+
+
+def test_duplicate_prompts_are_encoded_once(tiny_clip, monkeypatch):
+    seen = []
+    tokenize = tiny_clip.tokenize
+    monkeypatch.setattr(tiny_clip, "tokenize", lambda texts: seen.extend(texts) or tokenize(texts))
+    features = tiny_clip.encode_text(["a dog.", "a cat.", "a dog."])
+    assert seen == ["a dog.", "a cat."]
+    assert torch.equal(features[0], features[2]) and not torch.equal(features[0], features[1])
+
+
+def test_fingerprint_is_stable_and_tracks_weights(tiny_clip, tiny_clip_dir, tiny_clip_other_dir):
+    again = zsclip.load_model(tiny_clip_dir, device="cpu")
+    other = zsclip.load_model(tiny_clip_other_dir, device="cpu")
+    assert tiny_clip.fingerprint == again.fingerprint
+    assert tiny_clip.fingerprint != other.fingerprint
+
+
+def test_wrap_accepts_an_open_clip_model_and_tokenizer(tiny_clip):
+    wrapped = zsclip.wrap(tiny_clip.model, tiny_clip.tokenizer, tiny_clip._preprocess)
+    assert torch.equal(wrapped.encode_text(PROMPTS), tiny_clip.encode_text(PROMPTS))
+    assert wrapped.fingerprint == tiny_clip.fingerprint
+
+
+def _images(n: int):
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    return [Image.fromarray((torch.rand(40, 48, 3, generator=generator) * 255).byte().numpy()) for _ in range(n)]
