@@ -98,3 +98,46 @@ def _images(n: int):
 
     generator = torch.Generator().manual_seed(0)
     return [Image.fromarray((torch.rand(40, 48, 3, generator=generator) * 255).byte().numpy()) for _ in range(n)]
+
+
+def test_shared_prefix_is_computed_once_and_gives_the_reference_vectors(tiny_clip, monkeypatch):
+    from zsclip.encoders import openclip
+
+    assert tiny_clip.shares_prefixes
+    prefixes = []
+    run = openclip.run_blocks_with_prefix
+    monkeypatch.setattr(openclip, "run_blocks_with_prefix",
+                        lambda blocks, prefix, rest: prefixes.append(prefix.shape) or run(blocks, prefix, rest))
+    names = ["dog", "great white shark", "cat", "hammerhead shark with a very long name"]
+    prompts = [f"a low resolution photo of the {n}." for n in names] + [f"itap of a {n}." for n in names]
+    ours = tiny_clip.encode_text(prompts, groups=[0] * 4 + [1] * 4)
+    with torch.no_grad():
+        reference = tiny_clip.model.encode_text(tiny_clip.tokenizer(prompts), normalize=True)
+    assert (ours - reference).abs().max() <= 1e-5
+    # one batch per template; <sot> a low resolution photo of the = 7 tokens, <sot> it ap of a = 5
+    assert sorted(shape[1] for shape in prefixes) == [5, 7] and all(shape[0] == 1 for shape in prefixes)
+
+
+def test_common_prefix_leaves_every_row_its_end_of_text_token():
+    from zsclip.encoders.shared_prefix import common_prefix_length
+
+    ids = torch.tensor([[1, 5, 6, 7, 9], [1, 5, 6, 8, 9], [1, 5, 6, 7, 9]])
+    assert common_prefix_length(ids, torch.tensor([5, 5, 5])) == 3
+    assert common_prefix_length(ids[[0, 2]], torch.tensor([5, 5])) == 4  # identical rows keep one own token
+    assert common_prefix_length(ids, torch.tensor([5, 3, 5])) == 2
+
+
+def test_batches_follow_groups_and_length(tiny_clip, monkeypatch):
+    seen = []
+    forward = tiny_clip._text_forward
+    monkeypatch.setattr(tiny_clip, "_text_forward",
+                        lambda tokens: seen.append(tokens.ids[:, 1].tolist()) or forward(tokens))
+    prompts = ["b one.", "a one.", "b two two.", "a two two.", "a three three three."]
+    tiny_clip.encode_text(prompts, batch_size=2, groups=[1, 0, 1, 0, 0])
+    first_tokens = tiny_clip.tokenize(["a", "b"]).ids[:, 1].tolist()
+    assert [set(batch) for batch in seen] == [{first_tokens[0]}, {first_tokens[0]}, {first_tokens[1]}]
+    assert [len(batch) for batch in seen] == [2, 1, 2]
+
+
+def test_bidirectional_tower_does_not_share_prefixes(tiny_bidir):
+    assert not tiny_bidir.shares_prefixes

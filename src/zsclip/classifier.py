@@ -27,7 +27,7 @@ from .cache import cache_dir as default_cache_dir
 from .cache import cache_key
 from .encoders.base import Encoder
 from .errors import ClassifierFileError, InputError, ZsclipWarning
-from .images import load_image, to_rgb
+from .images import ImageReadError, load_image, to_rgb
 from .precision import resolve_precision
 from .prompts import Template, expand_prompts, resolve_classes, resolve_templates
 
@@ -92,6 +92,7 @@ class ZeroShotClassifier:
         precision = resolve_precision(precision, encoder.device)
         provenance = {
             "model": encoder.name,
+            "pretrained": getattr(encoder, "pretrained", None),
             "backend": encoder.backend,
             "fingerprint": encoder.fingerprint,
             "templates": [t.text for t in template_list],
@@ -108,8 +109,10 @@ class ZeroShotClassifier:
                 if logit_scale is not None:
                     hit.logit_scale = float(logit_scale)
                 return hit
+        # prompts of one template share their leading tokens: group them so batches can share work
+        template_of = [i % len(template_list) for ps in prompts for i in range(len(ps))]
         features = encoder.encode_text([p for ps in prompts for p in ps], precision=precision,
-                                       batch_size=batch_size, progress=progress)
+                                       batch_size=batch_size, progress=progress, groups=template_of)
         weights = ensemble(features, [len(ps) for ps in prompts])
         provenance["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         classifier = cls(weights, [names[0] for names in classes], classes, encoder.logit_scale,
@@ -264,7 +267,12 @@ def ensemble(features: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
 
 
 def _as_rgb(image: ImageInput) -> Image.Image:
-    return to_rgb(image) if isinstance(image, Image.Image) else load_image(image)
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    try:
+        return load_image(image)
+    except ImageReadError as error:
+        raise InputError(f"cannot read image {os.fspath(image)}: {error}") from None
 
 
 def _load_cached(path: Path) -> ZeroShotClassifier | None:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -55,7 +55,11 @@ class Encoder(ABC):
         logit_bias: additive logit bias of sigmoid-trained models (SigLIP), else None.
         truncates_padding: True when the text tower is causal and pools at the end-of-text token,
             so positions after it cannot change the output and are not computed.
+        shares_prefixes: True when, in addition, the adapter computes a batch's common token
+            prefix once (its rows attend to the prefix's keys and values).
         device: where the model lives.
+        image_size: the short side of the model's input image, in pixels (decoders use it to
+            decode large JPEGs at a reduced scale), or None when unknown.
     """
 
     backend: str
@@ -65,7 +69,9 @@ class Encoder(ABC):
     logit_scale: float
     logit_bias: float | None
     truncates_padding: bool
+    shares_prefixes: bool = False
     device: torch.device
+    image_size: int | None = None
 
     def __init__(self) -> None:
         self._fingerprint: str | None = None
@@ -84,8 +90,12 @@ class Encoder(ABC):
         """Unnormalised image features for preprocessed pixels already on ``self.device``."""
 
     @abstractmethod
+    def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        """The model's own image transform as a picklable callable (DataLoader workers run it)."""
+
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """The model's own image transform: RGB PIL image -> [3, H, W] float tensor."""
+        """RGB PIL image -> [3, H, W] float tensor, exactly as the model's own preprocessing."""
+        return self.image_transform()(image)
 
     @abstractmethod
     def _fingerprint_parts(self) -> dict:
@@ -117,28 +127,37 @@ class Encoder(ABC):
         precision: str = "fp32",
         batch_size: int = 256,
         progress: bool | None = None,
+        groups: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Encode prompts to L2-normalised float32 features [N, D], in the order given.
 
         Each distinct prompt is encoded once; prompts are sorted by token length and batched so
         that a batch runs only as many positions as its longest prompt needs (when the tower
-        allows it). ``progress=None`` shows a bar only for long jobs on a terminal.
+        allows it). ``groups`` (e.g. the template index of each prompt) keeps prompts likely to
+        share a prefix in the same batches. ``progress=None`` shows a bar only for long jobs on a
+        terminal.
         """
         texts = list(texts)
         if not texts:
             return torch.empty(0, self.embed_dim)
-        unique = list(dict.fromkeys(texts))
-        position = {text: i for i, text in enumerate(unique)}
+        position: dict[str, int] = {}
+        unique_groups: list[int] = []
+        for i, text in enumerate(texts):
+            if text not in position:
+                position[text] = len(position)
+                unique_groups.append(groups[i] if groups is not None else 0)
+        unique = list(position)
         tokens = self.tokenize(unique)
-        order = torch.argsort(tokens.lengths, stable=True)
+        group_of = torch.tensor(unique_groups)
+        by_length = torch.argsort(tokens.lengths, stable=True)
+        order = by_length[torch.argsort(group_of[by_length], stable=True)]
         features = torch.empty(len(unique), self.embed_dim, dtype=torch.float32)
         precision = resolve_precision(precision, self.device)
         show = _show_progress(progress, len(unique))
         with torch.inference_mode(), autocast(precision, self.device), tqdm(
             total=len(unique), desc="encoding prompts", unit="prompt", disable=not show, leave=False
         ) as bar:
-            for start in range(0, len(unique), batch_size):
-                index = order[start : start + batch_size]
+            for index in _batches(order, group_of[order], batch_size):
                 length = int(tokens.lengths[index].max()) if self.truncates_padding else None
                 batch = tokens.select(index, length)
                 batch = TokenBatch(*(t.to(self.device) if t is not None else None for t in
@@ -158,6 +177,15 @@ class Encoder(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, device={self.device}, embed_dim={self.embed_dim})"
+
+
+def _batches(order: torch.Tensor, groups: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Split ``order`` into batches of at most ``batch_size`` that never mix groups."""
+    boundaries = (torch.nonzero(groups[1:] != groups[:-1]).flatten() + 1).tolist()
+    batches = []
+    for start, end in zip([0, *boundaries], [*boundaries, len(order)], strict=True):
+        batches.extend(order[i : min(i + batch_size, end)] for i in range(start, end, batch_size))
+    return batches
 
 
 def state_dict_digest(module: torch.nn.Module) -> str:

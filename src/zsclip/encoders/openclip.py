@@ -23,6 +23,7 @@ from PIL import Image
 
 from ..errors import InputError, ModelLoadError, ZsclipWarning
 from .base import Encoder, TokenBatch
+from .shared_prefix import block_blocker, common_prefix_length, run_blocks_with_prefix
 
 #: ``pretrained`` value that asks for untrained weights on purpose (benchmarks, tests).
 RANDOM_WEIGHTS = "random"
@@ -60,11 +61,14 @@ class OpenClipEncoder(Encoder):
         positions = self.tower.positional_embedding
         self.context_length = int(getattr(tokenizer, "context_length", None) or positions.shape[0])
         self.embed_dim = _embed_dim(model)
+        size = getattr(getattr(model, "visual", None), "image_size", None)
+        self.image_size = int(min(size)) if isinstance(size, (tuple, list)) else (int(size) if size else None)
         self.logit_scale = float(model.logit_scale.detach().exp().item())
         bias = getattr(model, "logit_bias", None)
         self.logit_bias = float(bias.detach().item()) if bias is not None else None
         self.truncation_blocker = _truncation_blocker(self.tower, tokenizer, open_clip)
         self.truncates_padding = self.truncation_blocker is None
+        self.shares_prefixes = self.truncates_padding and block_blocker(self.tower.transformer.resblocks) is None
 
     # --- Encoder interface -------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
@@ -82,15 +86,16 @@ class OpenClipEncoder(Encoder):
     def _text_forward(self, tokens: TokenBatch) -> torch.Tensor:
         if not self.truncates_padding:
             return self.model.encode_text(tokens.ids)
-        return _encode_text_cut(self.tower, tokens.ids)
+        prefix = common_prefix_length(tokens.ids, tokens.lengths) if self.shares_prefixes else 0
+        return _encode_text_cut(self.tower, tokens.ids, prefix)
 
     def _image_forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels)
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
+    def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:
         if self._preprocess is None:
             raise InputError(f"{self.name}: no image preprocessing known; pass preprocess= to zsclip.wrap")
-        return self._preprocess(image)
+        return self._preprocess
 
     def _fingerprint_parts(self) -> dict:
         return {"class": type(self.model).__name__, "context_length": self.context_length}
@@ -233,11 +238,13 @@ def _truncation_blocker(tower: SimpleNamespace, tokenizer, open_clip) -> str | N
     return None
 
 
-def _encode_text_cut(tower: SimpleNamespace, ids: torch.Tensor) -> torch.Tensor:
+def _encode_text_cut(tower: SimpleNamespace, ids: torch.Tensor, shared_prefix: int = 0) -> torch.Tensor:
     """open_clip's text forward on ``ids`` already cut to L <= context positions.
 
     Identical to ``encode_text`` on the padded ids for a causal tower pooling at end-of-text:
     position embeddings and the causal mask are sliced to L, the rest is the model's own modules.
+    With ``shared_prefix`` = P > 1, the first P positions (equal in every row) run once and the
+    rows attend to their keys and values (see shared_prefix.py).
     """
     from open_clip.transformer import text_global_pool
 
@@ -245,8 +252,12 @@ def _encode_text_cut(tower: SimpleNamespace, ids: torch.Tensor) -> torch.Tensor:
     cast_dtype = tower.transformer.get_cast_dtype()
     x = tower.token_embedding(ids).to(cast_dtype)
     x = x + tower.positional_embedding[:length].to(cast_dtype)
-    mask = None if tower.attn_mask is None else tower.attn_mask[:length, :length]
-    x = tower.transformer(x, attn_mask=mask)
+    if shared_prefix > 1:
+        x = run_blocks_with_prefix(tower.transformer.resblocks, x[:1, :shared_prefix], x[:, shared_prefix:])
+        ids = ids[:, shared_prefix:]
+    else:
+        mask = None if tower.attn_mask is None else tower.attn_mask[:length, :length]
+        x = tower.transformer(x, attn_mask=mask)
     x = tower.ln_final(x)
     x = text_global_pool(x, ids, tower.pool_type, eos_token_id=tower.eos_id)
     projection = tower.text_projection
