@@ -1,0 +1,247 @@
+"""The ``zsclip`` command line: classify, build, models.
+
+Thin by design (DESIGN.md): parse, call the library, format. Exit status: 0 when every input
+was classified, 1 when some inputs failed (each reported on stderr and in the output), 2 for
+usage errors (no labels, unknown model or template set, bad arguments).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+from tqdm.auto import tqdm
+
+from .errors import InputError, ZsclipError
+from .images import MAX_PIXELS
+from .precision import PRECISIONS
+from .prompts import TEMPLATE_SETS
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+
+MODEL_HELP = (f"Model: an open_clip name (default {DEFAULT_MODEL}, weights {DEFAULT_PRETRAINED}, ~600 MB "
+              "downloaded once), hf-hub:ORG/REPO, local-dir:PATH (open_clip_config.json + weights) or "
+              "transformers:ID_OR_PATH.")
+TEMPLATES_HELP = (f"Prompt templates: {', '.join(TEMPLATE_SETS)} (default openai-imagenet, OpenAI's 80), "
+                  "or a text file with one template per line, each with {} for the class name.")
+
+
+class UsageFailure(click.UsageError):
+    """A ZsclipError raised while setting up a command: printed as one line, exit status 2."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"zsclip: error: {self.message}", err=True)
+
+
+def _model_options(function):
+    options = [
+        click.option("--model", "-m", default=None, help=MODEL_HELP),
+        click.option("--pretrained", default=None,
+                     help="Weights for an open_clip name: a tag (see `zsclip models`) or a checkpoint file."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+                     help="auto = bf16 where the hardware runs it natively, else fp32."),
+        click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                     help="Classifier cache folder (default $ZSCLIP_CACHE_DIR or the user cache dir)."),
+        click.option("--no-cache", is_flag=True, help="Build the classifier afresh and do not store it."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _label_options(function):
+    options = [
+        click.option("--labels", "-l", default=None,
+                     help='Class names, comma-separated; synonyms joined by |: "dog|puppy,cat,car".'),
+        click.option("--labels-file", type=click.Path(dir_okay=False), default=None,
+                     help="A file with one class per line (synonyms: 'dog | puppy'; # starts a comment)."),
+        click.option("--templates", "-t", default=None, help=TEMPLATES_HELP),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="zsclip")
+def main() -> None:
+    """Zero-shot image classification with CLIP-family models: name your classes, get predictions.
+
+    \b
+    zsclip classify photos/ --labels "dog,cat,car,airplane"
+    zsclip build --labels-file labels.txt --output pets.zsc
+    zsclip classify photos/ --classifier pets.zsc --output results.csv
+    """
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@_label_options
+@click.option("--classifier", "-c", "classifier_file", type=click.Path(dir_okay=False), default=None,
+              help="Use a classifier file from `zsclip build` instead of --labels.")
+@click.option("--top-k", "-k", default=3, show_default=True, type=click.IntRange(min=1),
+              help="How many labels per image.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write results to .csv, .jsonl or .json (by extension) instead of the terminal.")
+@_model_options
+@click.option("--batch-size", "-b", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", "-j", default=None, type=click.IntRange(min=0),
+              help="Decoding processes (default: one per core, at most 8; 0 decodes in this process).")
+@click.option("--max-pixels", default=MAX_PIXELS, show_default=True, type=click.IntRange(min=1),
+              help="Refuse images with more pixels than this (decompression bombs).")
+@click.option("--scale", type=float, default=None,
+              help="Fixed temperature for probabilities (e.g. 100); default: the model's own.")
+def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, model, pretrained, device,
+             precision, cache_dir, no_cache, batch_size, workers, max_pixels, scale) -> None:
+    """Classify images into the classes you name.
+
+    INPUTS are image files, folders (searched recursively), quoted glob patterns ("shots/**/*.jpg"),
+    http(s) URLs, or - to read one path or URL per line from stdin.
+
+    \b
+    Examples:
+      zsclip classify photos/ --labels "dog,cat,car,airplane"
+      zsclip classify "shots/**/*.jpg" --labels-file labels.txt --top-k 3 --output results.csv
+      find /data -name '*.png' | zsclip classify - --labels-file labels.txt --output results.jsonl
+
+    Bad inputs (missing, empty, corrupt or huge files, unreachable URLs) are reported on stderr and
+    in the output's error column; the run goes on. Exit status: 0 all classified, 1 some inputs
+    failed, 2 usage error.
+    """
+    from .outputs import ResultWriter, print_table
+    from .pipeline import classify_sources
+    from .sources import expand_inputs
+
+    with _usage_errors():
+        encoder, classifier = _encoder_and_classifier(
+            labels, labels_file, templates, classifier_file, model, pretrained, device, precision, cache_dir,
+            no_cache)
+        writer = ResultWriter(output, top_k) if output else None
+        sources = list(expand_inputs(inputs, sys.stdin))
+    if not sources:
+        raise UsageFailure("no inputs to classify: give image files, folders, glob patterns, URLs or -")
+    failures = 0
+    bar = tqdm(total=len(sources), unit="img", desc="classifying", file=sys.stderr,
+               disable=not sys.stderr.isatty() or len(sources) < 2, dynamic_ncols=True)
+    try:
+        for prediction in classify_sources(sources, classifier, encoder, top_k=top_k, batch_size=batch_size,
+                                           workers=workers, precision=precision, scale=scale,
+                                           max_pixels=max_pixels):
+            if prediction.error:
+                failures += 1
+                tqdm.write(f"zsclip: skipped {prediction.source}: {prediction.error}", file=sys.stderr)
+            if writer:
+                writer.write(prediction)
+            else:
+                print_table(prediction, sys.stdout)
+            bar.update(1)
+    except BaseException:
+        if writer:
+            click.echo(f"zsclip: interrupted; results so far are in {writer.abandon()}", err=True)
+        raise
+    finally:
+        bar.close()
+    if writer:
+        writer.close()
+    done = len(sources) - failures
+    click.echo(f"zsclip: classified {done} of {len(sources)} images"
+               + (f"; {failures} failed" if failures else "")
+               + (f"; results in {output}" if output else ""), err=True)
+    sys.exit(1 if failures else 0)
+
+
+@main.command()
+@_label_options
+@click.option("--output", "-o", type=click.Path(dir_okay=False), required=True,
+              help="Where to write the classifier (e.g. pets.zsc).")
+@_model_options
+def build(labels, labels_file, templates, output, model, pretrained, device, precision, cache_dir,
+          no_cache) -> None:
+    """Build a classifier once and save it, to reuse with `zsclip classify --classifier FILE`.
+
+    \b
+    Example:
+      zsclip build --labels-file labels.txt --templates openai-imagenet --output pets.zsc
+    """
+    with _usage_errors():
+        _, classifier = _encoder_and_classifier(labels, labels_file, templates, None, model, pretrained, device,
+                                                precision, cache_dir, no_cache)
+        path = classifier.save(output)
+    click.echo(f"zsclip: wrote {path}: {len(classifier.classnames)} classes x "
+               f"{len(classifier.provenance['templates'])} templates, model {classifier.provenance['model']}",
+               err=True)
+
+
+@main.command()
+@click.option("--all", "show_all", is_flag=True, help="List every open_clip model and pretrained tag.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Classifier cache folder.")
+def models(show_all, cache_dir) -> None:
+    """What can be loaded, and what is cached on this machine."""
+    from .inventory import describe_models
+
+    click.echo(describe_models(show_all=show_all, cache_dir=cache_dir))
+
+
+# --- helpers ------------------------------------------------------------------------------------
+class _usage_errors:
+    """Turn ZsclipError raised during setup into a one-line usage failure (exit 2)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if isinstance(error, ZsclipError):
+            raise UsageFailure(str(error)) from None
+        return False
+
+
+def parse_labels(labels: str | None, labels_file: str | None) -> list[list[str]]:
+    """Classes from --labels ("dog|puppy,cat") or --labels-file; exactly one of them."""
+    from .prompts import read_labels
+
+    if labels and labels_file:
+        raise InputError("give --labels or --labels-file, not both")
+    if labels_file:
+        return read_labels(labels_file)
+    if not labels or not labels.strip():
+        raise InputError('no labels: pass --labels "dog,cat,car", --labels-file FILE or --classifier FILE')
+    return [[name.strip() for name in entry.split("|")] for entry in labels.split(",")]
+
+
+def _encoder_and_classifier(labels, labels_file, templates, classifier_file, model, pretrained, device,
+                            precision, cache_dir, no_cache):
+    from . import ZeroShotClassifier, load_model
+
+    loaded = None
+    if classifier_file:
+        if labels or labels_file or templates:
+            raise InputError("--classifier already holds its labels and templates: drop --labels/--templates")
+        loaded = ZeroShotClassifier.load(classifier_file)
+        model = model or loaded.provenance.get("model")
+        pretrained = pretrained or loaded.provenance.get("pretrained")
+    else:
+        classes = parse_labels(labels, labels_file)
+    model = model or DEFAULT_MODEL
+    if model == DEFAULT_MODEL and pretrained is None:
+        pretrained = DEFAULT_PRETRAINED
+    encoder = load_model(model, pretrained, device=device)
+    if loaded is not None:
+        loaded.check_encoder(encoder)
+        loaded.encoder = encoder
+        return encoder, loaded
+    classifier = ZeroShotClassifier.build(encoder, classes, templates, precision=precision, cache=not no_cache,
+                                          cache_dir=cache_dir)
+    return encoder, classifier
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    """Console entry point."""
+    main(args=list(argv) if argv is not None else None, prog_name="zsclip")
+
+
+if __name__ == "__main__":
+    run()
+
