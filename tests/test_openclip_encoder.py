@@ -39,6 +39,7 @@ def test_image_features_equal_open_clip_encode_image(tiny_clip):
 
 def test_causal_tower_runs_only_the_positions_it_needs(tiny_clip, monkeypatch):
     assert tiny_clip.truncates_padding, tiny_clip.truncation_blocker
+    monkeypatch.setattr(tiny_clip, "shares_prefixes", False)  # the plain truncated path
     widths = []
     forward = tiny_clip._text_forward
     monkeypatch.setattr(tiny_clip, "_text_forward",
@@ -100,22 +101,42 @@ def _images(n: int):
     return [Image.fromarray((torch.rand(40, 48, 3, generator=generator) * 255).byte().numpy()) for _ in range(n)]
 
 
-def test_shared_prefix_is_computed_once_and_gives_the_reference_vectors(tiny_clip, monkeypatch):
+def _record_suffix_batches(monkeypatch) -> list[tuple[list[int], int]]:
+    """(groups, positions run) of every batch the shared-prefix path encodes."""
     from zsclip.encoders import openclip
 
+    batches = []
+    encode = openclip.encode_suffixes
+
+    def recording(tower, ids, pooled, groups, cache):
+        batches.append((groups.tolist(), int((pooled + 1 - cache.lengths[groups]).max())))
+        return encode(tower, ids, pooled, groups, cache)
+
+    monkeypatch.setattr(openclip, "encode_suffixes", recording)
+    return batches
+
+
+def test_shared_prefix_runs_only_each_prompts_own_tokens_and_gives_the_reference(tiny_clip, monkeypatch):
     assert tiny_clip.shares_prefixes
-    prefixes = []
-    run = openclip.run_blocks_with_prefix
-    monkeypatch.setattr(openclip, "run_blocks_with_prefix",
-                        lambda blocks, prefix, rest: prefixes.append(prefix.shape) or run(blocks, prefix, rest))
+    batches = _record_suffix_batches(monkeypatch)
     names = ["dog", "great white shark", "cat", "hammerhead shark with a very long name"]
     prompts = [f"a low resolution photo of the {n}." for n in names] + [f"itap of a {n}." for n in names]
     ours = tiny_clip.encode_text(prompts, groups=[0] * 4 + [1] * 4)
     with torch.no_grad():
         reference = tiny_clip.model.encode_text(tiny_clip.tokenizer(prompts), normalize=True)
     assert (ours - reference).abs().max() <= 1e-5
-    # one batch per template; <sot> a low resolution photo of the = 7 tokens, <sot> it ap of a = 5
-    assert sorted(shape[1] for shape in prefixes) == [5, 7] and all(shape[0] == 1 for shape in prefixes)
+    # prefixes "<sot> a low resolution photo of the" (7) and "<sot> it ap of a" (5) are not rerun:
+    # the widest row left is "hammerhead shark with a very long name . <eot>" of the longest prompt
+    full = int(tiny_clip.tokenize(prompts).lengths.max())
+    assert max(width for _, width in batches) == full - 7 == 10
+
+
+def test_batches_are_tight_by_own_length_across_templates(tiny_clip, monkeypatch):
+    batches = _record_suffix_batches(monkeypatch)
+    prompts = ["a photo of a dog.", "itap of a dog.", "a photo of a great white shark.", "itap of a great white shark."]
+    tiny_clip.encode_text(prompts, batch_size=2, groups=[0, 1, 0, 1])
+    # "dog . <eot>" is 3 positions in both templates; "great white shark . <eot>" is 5
+    assert batches == [([0, 1], 3), ([0, 1], 5)]
 
 
 def test_common_prefix_leaves_every_row_its_end_of_text_token():
@@ -125,18 +146,6 @@ def test_common_prefix_leaves_every_row_its_end_of_text_token():
     assert common_prefix_length(ids, torch.tensor([5, 5, 5])) == 3
     assert common_prefix_length(ids[[0, 2]], torch.tensor([5, 5])) == 4  # identical rows keep one own token
     assert common_prefix_length(ids, torch.tensor([5, 3, 5])) == 2
-
-
-def test_batches_follow_groups_and_length(tiny_clip, monkeypatch):
-    seen = []
-    forward = tiny_clip._text_forward
-    monkeypatch.setattr(tiny_clip, "_text_forward",
-                        lambda tokens: seen.append(tokens.ids[:, 1].tolist()) or forward(tokens))
-    prompts = ["b one.", "a one.", "b two two.", "a two two.", "a three three three."]
-    tiny_clip.encode_text(prompts, batch_size=2, groups=[1, 0, 1, 0, 0])
-    first_tokens = tiny_clip.tokenize(["a", "b"]).ids[:, 1].tolist()
-    assert [set(batch) for batch in seen] == [{first_tokens[0]}, {first_tokens[0]}, {first_tokens[1]}]
-    assert [len(batch) for batch in seen] == [2, 1, 2]
 
 
 def test_bidirectional_tower_does_not_share_prefixes(tiny_bidir):

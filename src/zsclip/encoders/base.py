@@ -55,8 +55,8 @@ class Encoder(ABC):
         logit_bias: additive logit bias of sigmoid-trained models (SigLIP), else None.
         truncates_padding: True when the text tower is causal and pools at the end-of-text token,
             so positions after it cannot change the output and are not computed.
-        shares_prefixes: True when, in addition, the adapter computes a batch's common token
-            prefix once (its rows attend to the prefix's keys and values).
+        shares_prefixes: True when, in addition, the adapter computes each group's common token
+            prefix once and runs only the rest of each prompt against its keys and values.
         device: where the model lives.
         image_size: the short side of the model's input image, in pixels (decoders use it to
             decode large JPEGs at a reduced scale), or None when unknown.
@@ -133,9 +133,9 @@ class Encoder(ABC):
 
         Each distinct prompt is encoded once; prompts are sorted by token length and batched so
         that a batch runs only as many positions as its longest prompt needs (when the tower
-        allows it). ``groups`` (e.g. the template index of each prompt) keeps prompts likely to
-        share a prefix in the same batches. ``progress=None`` shows a bar only for long jobs on a
-        terminal.
+        allows it). ``groups`` (e.g. the template index of each prompt) names prompts that
+        share a leading text, for adapters that compute a shared prefix once.
+        ``progress=None`` shows a bar only for long jobs on a terminal.
         """
         texts = list(texts)
         if not texts:
@@ -148,25 +148,37 @@ class Encoder(ABC):
                 unique_groups.append(groups[i] if groups is not None else 0)
         unique = list(position)
         tokens = self.tokenize(unique)
-        group_of = torch.tensor(unique_groups)
-        by_length = torch.argsort(tokens.lengths, stable=True)
-        order = by_length[torch.argsort(group_of[by_length], stable=True)]
         features = torch.empty(len(unique), self.embed_dim, dtype=torch.float32)
         precision = resolve_precision(precision, self.device)
         show = _show_progress(progress, len(unique))
         with torch.inference_mode(), autocast(precision, self.device), tqdm(
             total=len(unique), desc="encoding prompts", unit="prompt", disable=not show, leave=False
         ) as bar:
-            for index in _batches(order, group_of[order], batch_size):
-                length = int(tokens.lengths[index].max()) if self.truncates_padding else None
-                batch = tokens.select(index, length)
-                batch = TokenBatch(*(t.to(self.device) if t is not None else None for t in
-                                     (batch.ids, batch.lengths, batch.attention_mask)))
-                features[index] = F.normalize(self._text_forward(batch).float(), dim=-1).cpu()
+            work, forward = self._text_plan(tokens, torch.tensor(unique_groups))
+            order = torch.argsort(work, stable=True)
+            for start in range(0, len(unique), batch_size):
+                index = order[start : start + batch_size]
+                features[index] = F.normalize(forward(index).float(), dim=-1).cpu()
                 bar.update(len(index))
         if len(unique) == len(texts):
             return features
         return features[torch.tensor([position[text] for text in texts])]
+
+    def _text_plan(
+        self, tokens: TokenBatch, groups: torch.Tensor
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """(positions each prompt costs, forward(rows) -> features): prompts are sorted by cost so
+        a batch is tight. By default each batch runs up to its longest prompt (when the tower
+        allows cutting padding); adapters that share prefixes override this."""
+
+        def forward(index: torch.Tensor) -> torch.Tensor:
+            length = int(tokens.lengths[index].max()) if self.truncates_padding else None
+            batch = tokens.select(index, length)
+            mask = batch.attention_mask
+            return self._text_forward(TokenBatch(batch.ids.to(self.device), batch.lengths.to(self.device),
+                                                 None if mask is None else mask.to(self.device)))
+
+        return tokens.lengths, forward
 
     def encode_images(self, pixels: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """Encode preprocessed pixels [B, 3, H, W] to L2-normalised float32 features [B, D]."""
@@ -177,15 +189,6 @@ class Encoder(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, device={self.device}, embed_dim={self.embed_dim})"
-
-
-def _batches(order: torch.Tensor, groups: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    """Split ``order`` into batches of at most ``batch_size`` that never mix groups."""
-    boundaries = (torch.nonzero(groups[1:] != groups[:-1]).flatten() + 1).tolist()
-    batches = []
-    for start, end in zip([0, *boundaries], [*boundaries, len(order)], strict=True):
-        batches.extend(order[i : min(i + batch_size, end)] for i in range(start, end, batch_size))
-    return batches
 
 
 def state_dict_digest(module: torch.nn.Module) -> str:

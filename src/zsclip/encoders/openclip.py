@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..errors import InputError, ModelLoadError, ZsclipWarning
 from .base import Encoder, TokenBatch
-from .shared_prefix import block_blocker, common_prefix_length, run_blocks_with_prefix
+from .shared_prefix import PrefixCache, block_blocker, encode_suffixes
 
 #: ``pretrained`` value that asks for untrained weights on purpose (benchmarks, tests).
 RANDOM_WEIGHTS = "random"
@@ -86,8 +86,20 @@ class OpenClipEncoder(Encoder):
     def _text_forward(self, tokens: TokenBatch) -> torch.Tensor:
         if not self.truncates_padding:
             return self.model.encode_text(tokens.ids)
-        prefix = common_prefix_length(tokens.ids, tokens.lengths) if self.shares_prefixes else 0
-        return _encode_text_cut(self.tower, tokens.ids, prefix)
+        return _encode_text_cut(self.tower, tokens.ids)
+
+    def _text_plan(self, tokens: TokenBatch, groups: torch.Tensor):
+        """With shared prefixes a prompt costs only its own tokens: class name and template tail."""
+        if not self.shares_prefixes:
+            return super()._text_plan(tokens, groups)
+        ids, lengths, groups = tokens.ids.to(self.device), tokens.lengths.to(self.device), groups.to(self.device)
+        cache = PrefixCache.build(self.tower, ids, lengths, groups)
+
+        def forward(index: torch.Tensor) -> torch.Tensor:
+            index = index.to(self.device)
+            return encode_suffixes(self.tower, ids[index], lengths[index] - 1, groups[index], cache)
+
+        return (lengths - cache.lengths[groups]).cpu(), forward
 
     def _image_forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels)
@@ -238,13 +250,11 @@ def _truncation_blocker(tower: SimpleNamespace, tokenizer, open_clip) -> str | N
     return None
 
 
-def _encode_text_cut(tower: SimpleNamespace, ids: torch.Tensor, shared_prefix: int = 0) -> torch.Tensor:
+def _encode_text_cut(tower: SimpleNamespace, ids: torch.Tensor) -> torch.Tensor:
     """open_clip's text forward on ``ids`` already cut to L <= context positions.
 
     Identical to ``encode_text`` on the padded ids for a causal tower pooling at end-of-text:
     position embeddings and the causal mask are sliced to L, the rest is the model's own modules.
-    With ``shared_prefix`` = P > 1, the first P positions (equal in every row) run once and the
-    rows attend to their keys and values (see shared_prefix.py).
     """
     from open_clip.transformer import text_global_pool
 
@@ -252,12 +262,8 @@ def _encode_text_cut(tower: SimpleNamespace, ids: torch.Tensor, shared_prefix: i
     cast_dtype = tower.transformer.get_cast_dtype()
     x = tower.token_embedding(ids).to(cast_dtype)
     x = x + tower.positional_embedding[:length].to(cast_dtype)
-    if shared_prefix > 1:
-        x = run_blocks_with_prefix(tower.transformer.resblocks, x[:1, :shared_prefix], x[:, shared_prefix:])
-        ids = ids[:, shared_prefix:]
-    else:
-        mask = None if tower.attn_mask is None else tower.attn_mask[:length, :length]
-        x = tower.transformer(x, attn_mask=mask)
+    mask = None if tower.attn_mask is None else tower.attn_mask[:length, :length]
+    x = tower.transformer(x, attn_mask=mask)
     x = tower.ln_final(x)
     x = text_global_pool(x, ids, tower.pool_type, eos_token_id=tower.eos_id)
     projection = tower.text_projection
