@@ -1,0 +1,66 @@
+"""Classifier build speed: zsclip vs open_clip.build_zero_shot_classifier, same model, same run.
+
+    python benchmarks/build_speed.py                       # ViT-B-32, 100 ImageNet classes x 80 templates
+    python benchmarks/build_speed.py --classes 1000        # the full ImageNet classifier (slow reference)
+    python benchmarks/build_speed.py --precisions fp32,auto,bf16
+
+Random weights are the default (pretrained=random): speed does not depend on the weights, and
+no download is needed. Prints each time, the speed ratio, max |diff| and min cosine against the
+reference, and top-1 agreement of class retrieval between the reference and zsclip weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import open_clip
+import torch
+from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+
+import zsclip
+from zsclip.precision import resolve_precision
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--pretrained", default="random")
+    parser.add_argument("--classes", type=int, default=100, help="ImageNet classes, evenly spaced (default 100)")
+    parser.add_argument("--precisions", default="fp32,auto", help="zsclip precisions to time (comma-separated)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    step = max(1, len(IMAGENET_CLASSNAMES) // args.classes)
+    classes = list(IMAGENET_CLASSNAMES[::step][: args.classes])
+    encoder = zsclip.load_model(args.model, pretrained=args.pretrained, device="cpu")
+    prompts = len(classes) * len(OPENAI_IMAGENET_TEMPLATES)
+    print(f"model {args.model} ({args.pretrained}), {len(classes)} classes x {len(OPENAI_IMAGENET_TEMPLATES)} "
+          f"templates = {prompts} prompts, {torch.get_num_threads()} threads, torch {torch.__version__}")
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        reference = open_clip.build_zero_shot_classifier(
+            encoder.model, encoder.tokenizer, classes, OPENAI_IMAGENET_TEMPLATES, num_classes_per_batch=10,
+            device="cpu")
+    reference_seconds = time.perf_counter() - start
+    print(f"open_clip build_zero_shot_classifier: {reference_seconds:8.2f} s  ({prompts / reference_seconds:7.1f} "
+          "prompts/s)")
+
+    queries = encoder.encode_text([f"a photo of a {name}." for name in classes])
+    reference_top1 = (queries @ reference).argmax(dim=1)
+    for precision in args.precisions.split(","):
+        start = time.perf_counter()
+        clf = zsclip.ZeroShotClassifier.build(encoder, classes, "openai-imagenet", precision=precision, cache=False)
+        seconds = time.perf_counter() - start
+        cosine = (clf.weights * reference).sum(dim=0)
+        agreement = ((queries @ clf.weights).argmax(dim=1) == reference_top1).float().mean()
+        label = f"zsclip {precision} (= {resolve_precision(precision, 'cpu')})"
+        print(f"{label:37s} {seconds:8.2f} s  ({prompts / seconds:7.1f} prompts/s)  "
+              f"ratio {reference_seconds / seconds:5.1f}x  max|diff| {(clf.weights - reference).abs().max():.2e}  "
+              f"min cos {cosine.min():.6f}  top-1 agreement {agreement:.2%}")
+
+
+if __name__ == "__main__":
+    main()
