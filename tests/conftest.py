@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_open_clip import TINY_BIDIRECTIONAL_CFG, TINY_CLIP_CFG, save_local_dir
 
 import zsclip
+from tiny_open_clip import TINY_BIDIRECTIONAL_CFG, TINY_CLIP_CFG, save_local_dir
 
 torch.set_num_threads(2)
 

@@ -234,3 +234,11 @@ def test_models_lists_registry_and_cached_classifiers(tiny_clip_dir, isolated_ca
     assert result.exit_code == 0
     assert "--model ViT-B-32" in result.stdout and "laion2b_s34b_b79k" in result.stdout
     assert "cached classifiers" in result.stdout and "3 classes (red, green, blue)" in result.stdout
+
+
+def test_downloads_are_capped_in_size(http_server):
+    from zsclip.images import ImageReadError, fetch_url
+
+    assert len(fetch_url(f"{http_server}/large.jpg")) > 10_000
+    with pytest.raises(ImageReadError, match="over the 10000-byte limit"):
+        fetch_url(f"{http_server}/large.jpg", max_bytes=10_000)

@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tiny_hf import save_tiny_clip, save_tiny_siglip
 from transformers import AutoModel, AutoProcessor
 
+from tiny_hf import save_tiny_clip, save_tiny_siglip
 from zsclip.encoders.hf import TransformersEncoder
 from zsclip.errors import ModelLoadError, ZsclipWarning
 

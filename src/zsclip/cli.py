@@ -7,8 +7,9 @@ usage errors (no labels, unknown model or template set, bad arguments).
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import click
 from tqdm.auto import tqdm
@@ -186,16 +187,13 @@ def models(show_all, cache_dir) -> None:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-class _usage_errors:
-    """Turn ZsclipError raised during setup into a one-line usage failure (exit 2)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        if isinstance(error, ZsclipError):
-            raise UsageFailure(str(error)) from None
-        return False
+@contextlib.contextmanager
+def _usage_errors() -> Iterator[None]:
+    """Turn a ZsclipError raised during setup into a one-line usage failure (exit status 2)."""
+    try:
+        yield
+    except ZsclipError as error:
+        raise UsageFailure(str(error)) from None
 
 
 def parse_labels(labels: str | None, labels_file: str | None) -> list[list[str]]:

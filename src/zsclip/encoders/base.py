@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..errors import InputError
 from ..precision import autocast, resolve_precision
 
 
@@ -138,6 +139,8 @@ class Encoder(ABC):
         ``progress=None`` shows a bar only for long jobs on a terminal.
         """
         texts = list(texts)
+        if groups is not None and len(groups) != len(texts):
+            raise InputError(f"groups has {len(groups)} entries for {len(texts)} texts: give one per text")
         if not texts:
             return torch.empty(0, self.embed_dim)
         position: dict[str, int] = {}
