@@ -43,6 +43,20 @@ def test_string_templates_match_reference_and_columns_are_unit_norm(tiny_clip):
     assert torch.allclose(ours.weights.norm(dim=0), torch.ones(len(CLASSES)), atol=1e-5)
 
 
+def test_callable_templates_match_string_templates(tiny_clip):
+    callables = [lambda c: f"a photo of a {c}.", lambda c: f"art of the {c}."]
+    strings = ["a photo of a {}.", "art of the {}."]
+    a = ZeroShotClassifier.build(tiny_clip, CLASSES[:5], callables, precision="fp32", cache=False)
+    b = ZeroShotClassifier.build(tiny_clip, CLASSES[:5], strings, precision="fp32", cache=False)
+    assert torch.equal(a.weights, b.weights) and a.provenance["templates"] == strings
+
+
+def test_fp16_build_agrees_with_fp32(tiny_clip):
+    fp32 = ZeroShotClassifier.build(tiny_clip, CLASSES, "openai-imagenet-7", precision="fp32", cache=False)
+    fp16 = ZeroShotClassifier.build(tiny_clip, CLASSES, "openai-imagenet-7", precision="fp16", cache=False)
+    assert (fp32.weights * fp16.weights).sum(dim=0).min() >= 0.999 and fp16.provenance["precision"] == "fp16"
+
+
 def test_prompt_ensemble_semantics(tiny_clip):
     templates = ["a photo of a {}.", "a blurry photo of a {}.", "art of the {}."]
     prompts = [t.format("goldfish") for t in templates]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -150,3 +152,21 @@ def test_common_prefix_leaves_every_row_its_end_of_text_token():
 
 def test_bidirectional_tower_does_not_share_prefixes(tiny_bidir):
     assert not tiny_bidir.shares_prefixes
+
+
+def test_named_architecture_with_a_checkpoint_file(tiny_clip, tiny_clip_dir, tmp_path):
+    """``load_model(NAME, pretrained=FILE)``: a registered open_clip config plus a weights file."""
+    import json
+    import shutil
+
+    import open_clip
+
+    folder = Path(tiny_clip_dir.removeprefix("local-dir:"))
+    config = json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]
+    (tmp_path / "zsclip-test-tiny.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path / "zsclip-test-tiny.json")
+    weights = tmp_path / "weights.safetensors"
+    shutil.copy(folder / "open_clip_model.safetensors", weights)
+    encoder = zsclip.load_model("zsclip-test-tiny", pretrained=str(weights), device="cpu")
+    assert encoder.fingerprint == tiny_clip.fingerprint
+    assert torch.equal(encoder.encode_text(PROMPTS), tiny_clip.encode_text(PROMPTS))
