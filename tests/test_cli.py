@@ -242,3 +242,10 @@ def test_downloads_are_capped_in_size(http_server):
     assert len(fetch_url(f"{http_server}/large.jpg")) > 10_000
     with pytest.raises(ImageReadError, match="over the 10000-byte limit"):
         fetch_url(f"{http_server}/large.jpg", max_bytes=10_000)
+
+
+def test_no_inputs_is_a_usage_error_and_writes_nothing(tiny_clip_dir, tmp_path):
+    out = tmp_path / "results.csv"
+    result = _classify(tiny_clip_dir, "-", "--output", str(out), input="\n\n")
+    assert result.exit_code == 2 and "no inputs to classify" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -116,14 +116,14 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
     from .pipeline import classify_sources
     from .sources import expand_inputs
 
+    sources = list(expand_inputs(inputs, sys.stdin))
+    if not sources:
+        raise UsageFailure("no inputs to classify: give image files, folders, glob patterns, URLs or -")
     with _usage_errors():
         encoder, classifier = _encoder_and_classifier(
             labels, labels_file, templates, classifier_file, model, pretrained, device, precision, cache_dir,
             no_cache)
         writer = ResultWriter(output, top_k) if output else None
-        sources = list(expand_inputs(inputs, sys.stdin))
-    if not sources:
-        raise UsageFailure("no inputs to classify: give image files, folders, glob patterns, URLs or -")
     failures = 0
     bar = tqdm(total=len(sources), unit="img", desc="classifying", file=sys.stderr,
                disable=not sys.stderr.isatty() or len(sources) < 2, dynamic_ncols=True)

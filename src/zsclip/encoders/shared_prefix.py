@@ -89,10 +89,14 @@ def encode_suffixes(tower, ids: torch.Tensor, pooled: torch.Tensor, groups: torc
     causal = torch.ones(suffix, suffix, dtype=torch.bool, device=ids.device).tril_()
     mask = torch.cat([prefix_visible[:, None, None, :].expand(-1, 1, suffix, -1),
                       causal.expand(len(ids), 1, -1, -1)], dim=-1)  # [B, 1, S, P + S], True = attend
-    for layer, block in enumerate(tower.transformer.resblocks):
-        x, _, _ = _block(block, x, cache.keys[layer][groups], cache.values[layer][groups], mask)
-    x = x[torch.arange(len(ids), device=ids.device), pooled - starts]
-    x = tower.ln_final(x)  # per-token norm: pooling first gives the same vector
+    blocks = tower.transformer.resblocks
+    last = len(blocks) - 1
+    pooled_rows = pooled - starts
+    for layer, block in enumerate(blocks):
+        # the last layer's output is read at one position per row: compute only that query
+        rows = pooled_rows if layer == last else None
+        x, _, _ = _block(block, x, cache.keys[layer][groups], cache.values[layer][groups], mask, rows)
+    x = tower.ln_final(x[:, 0])  # per-token norm: pooling first gives the same vector
     projection = tower.text_projection
     if projection is None:
         return x
@@ -104,14 +108,28 @@ def _embed(tower, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return tower.token_embedding(ids).to(cast_dtype) + tower.positional_embedding[positions].to(cast_dtype)
 
 
-def _block(block, x, past_keys, past_values, mask):
+def _block(block, x, past_keys, past_values, mask, rows=None):
     """One open_clip ResidualAttentionBlock (pre-LN attention + MLP), optionally attending to
-    ``past_keys``/``past_values`` [B, H, P, hd] before its own positions. Returns its own k, v."""
+    ``past_keys``/``past_values`` [B, H, P, hd] before its own positions. Returns its own k, v.
+
+    ``rows`` [B]: compute the output at only that position of each row (keys and values still
+    come from every position); the result then has one position per row.
+    """
     attn = block.attn
     heads, width = attn.num_heads, attn.embed_dim
     batch, length = x.shape[0], x.shape[1]
-    q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    q, k, v = (t.reshape(batch, length, heads, width // heads).transpose(1, 2) for t in (q, k, v))
+    normed = block.ln_1(x)
+    if rows is None:
+        q, k, v = F.linear(normed, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    else:
+        take = torch.arange(batch, device=x.device)
+        x, normed_rows = x[take, rows].unsqueeze(1), normed[take, rows].unsqueeze(1)
+        mask = mask[take, :, rows].unsqueeze(2)
+        bias = attn.in_proj_bias
+        q = F.linear(normed_rows, attn.in_proj_weight[:width], None if bias is None else bias[:width])
+        k, v = F.linear(normed, attn.in_proj_weight[width:], None if bias is None else bias[width:]).chunk(2, dim=-1)
+    q = q.reshape(batch, -1, heads, width // heads).transpose(1, 2)
+    k, v = (t.reshape(batch, length, heads, width // heads).transpose(1, 2) for t in (k, v))
     own_keys, own_values = k, v
     if past_keys is not None:
         k = torch.cat([past_keys.to(k.dtype), k], dim=2)
@@ -119,7 +137,7 @@ def _block(block, x, past_keys, past_values, mask):
     if mask.dtype != torch.bool:
         mask = mask.to(q.dtype)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    out = F.linear(out.transpose(1, 2).reshape(batch, length, width), attn.out_proj.weight, attn.out_proj.bias)
+    out = F.linear(out.transpose(1, 2).reshape(batch, -1, width), attn.out_proj.weight, attn.out_proj.bias)
     x = x + block.ls_1(out)
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return x, own_keys, own_values
