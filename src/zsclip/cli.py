@@ -225,6 +225,8 @@ def _encoder_and_classifier(labels, labels_file, templates, classifier_file, mod
     model = model or DEFAULT_MODEL
     if model == DEFAULT_MODEL and pretrained is None:
         pretrained = DEFAULT_PRETRAINED
+    if model.startswith("transformers:"):
+        _quiet_transformers()
     encoder = load_model(model, pretrained, device=device)
     if loaded is not None:
         loaded.check_encoder(encoder)
@@ -233,6 +235,14 @@ def _encoder_and_classifier(labels, labels_file, templates, classifier_file, mod
     classifier = ZeroShotClassifier.build(encoder, classes, templates, precision=precision, cache=not no_cache,
                                           cache_dir=cache_dir)
     return encoder, classifier
+
+
+def _quiet_transformers() -> None:
+    """transformers prints weight-loading bars and config notes; our own lines are what users read."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
 
 
 def run(argv: Sequence[str] | None = None) -> None:
