@@ -202,6 +202,7 @@ def test_output_is_written_atomically(tiny_clip_dir, photos, tmp_path, monkeypat
     (["--labels", "dog,cat", "--templates", "nonsense-set"], "unknown template set"),
     (["--labels", "dog,cat", "--model", "ViT-B-33"], "unknown open_clip model"),
     (["--labels", "dog,cat", "--output", "results.xlsx"], "unknown format"),
+    (["--labels", "dog,cat", "--model", "ViT-B-33", "--output", "r.xlsx"], "unknown format"),  # before any load
     (["--labels", "dog,cat", "--labels-file", "x.txt"], "not both"),
 ])
 def test_usage_errors_exit_2_with_one_line(tiny_clip_dir, photos, args, message):

@@ -120,6 +120,8 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
     if not sources:
         raise UsageFailure("no inputs to classify: give image files, folders, glob patterns, URLs or -")
     with _usage_errors():
+        if output:
+            ResultWriter.check(output)
         encoder, classifier = _encoder_and_classifier(
             labels, labels_file, templates, classifier_file, model, pretrained, device, precision, cache_dir,
             no_cache)

@@ -23,13 +23,8 @@ class ResultWriter:
     """Write predictions to ``path`` in the format its extension names."""
 
     def __init__(self, path: str | os.PathLike, top_k: int) -> None:
-        self.path = Path(path)
+        self.path = self.check(path)
         self.format = self.path.suffix.lower()
-        if self.format not in FORMATS:
-            raise InputError(f"output {self.path}: unknown format {self.format or '(no extension)'!r}; "
-                             f"use one of {', '.join(FORMATS)}")
-        if self.path.parent and not self.path.parent.exists():
-            raise InputError(f"output {self.path}: folder {self.path.parent} does not exist")
         self.top_k = top_k
         self.partial = self.path.with_name(self.path.name + ".partial")
         self._file: IO[str] = open(self.partial, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed in close/abandon)
@@ -42,6 +37,17 @@ class ResultWriter:
             self._csv.writerow([*header, "error"])
         elif self.format == ".json":
             self._file.write("[")
+
+    @staticmethod
+    def check(path: str | os.PathLike) -> Path:
+        """Validate an output path before any work starts: known extension, existing folder."""
+        path = Path(path)
+        if path.suffix.lower() not in FORMATS:
+            raise InputError(f"output {path}: unknown format {path.suffix or '(no extension)'!r}; "
+                             f"use one of {', '.join(FORMATS)}")
+        if not path.parent.is_dir():
+            raise InputError(f"output {path}: folder {path.parent} does not exist")
+        return path
 
     def write(self, prediction: Prediction) -> None:
         if self.format == ".csv":
