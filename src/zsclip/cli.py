@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 import click
 from tqdm.auto import tqdm
 
+from .encoders import TRANSFORMERS_PREFIX
 from .errors import InputError, ZsclipError
 from .images import MAX_PIXELS
 from .precision import PRECISIONS
@@ -227,7 +228,7 @@ def _encoder_and_classifier(labels, labels_file, templates, classifier_file, mod
     model = model or DEFAULT_MODEL
     if model == DEFAULT_MODEL and pretrained is None:
         pretrained = DEFAULT_PRETRAINED
-    if model.startswith("transformers:"):
+    if model.startswith(TRANSFORMERS_PREFIX):
         _quiet_transformers()
     encoder = load_model(model, pretrained, device=device)
     if loaded is not None:
