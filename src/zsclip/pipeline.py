@@ -72,6 +72,30 @@ class DecodedBatches(Dataset):
         return {"names": [s.name for s in items], "errors": errors, "pixels": stacked}
 
 
+def feature_batches(
+    sources: Sequence[Source],
+    encoder: Encoder,
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    precision: str = "auto",
+    max_pixels: int = MAX_PIXELS,
+    draft: bool = True,
+) -> Iterator[tuple[list[str], list[str | None], torch.Tensor]]:
+    """Per batch, in input order: source names, their errors (None = decoded), and the
+    normalised features [n_ok, D] of the decoded ones. Decoding runs in ``workers`` processes."""
+    workers = default_workers() if workers is None else workers
+    dataset = DecodedBatches(sources, batch_size, encoder.image_transform(),
+                             encoder.image_size if draft else None, max_pixels)
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
+                        pin_memory=encoder.device.type == "cuda",
+                        prefetch_factor=2 if workers else None, persistent_workers=False)
+    for batch in loader:
+        pixels = batch["pixels"]
+        features = encoder.encode_images(pixels, precision) if len(pixels) else torch.empty(0, encoder.embed_dim)
+        yield batch["names"], batch["errors"], features
+
+
 def classify_sources(
     sources: Sequence[Source],
     classifier: ZeroShotClassifier,
@@ -87,20 +111,12 @@ def classify_sources(
 ) -> Iterator[Prediction]:
     """Predictions for ``sources``, in input order, streamed batch by batch."""
     classifier.check_encoder(encoder)
-    workers = default_workers() if workers is None else workers
-    dataset = DecodedBatches(sources, batch_size, encoder.image_transform(),
-                             encoder.image_size if draft else None, max_pixels)
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
-                        pin_memory=encoder.device.type == "cuda",
-                        prefetch_factor=2 if workers else None, persistent_workers=False)
     k = max(1, min(top_k, len(classifier.classnames)))
-    for batch in loader:
-        scores = indices = None
-        if len(batch["pixels"]):
-            features = encoder.encode_images(batch["pixels"], precision)
-            scores, indices = classifier.probabilities(features, scale).topk(k, dim=-1)
+    for names, errors, features in feature_batches(sources, encoder, batch_size=batch_size, workers=workers,
+                                                   precision=precision, max_pixels=max_pixels, draft=draft):
+        scores, indices = classifier.probabilities(features, scale).topk(k, dim=-1)
         row = 0
-        for name, error in zip(batch["names"], batch["errors"], strict=True):
+        for name, error in zip(names, errors, strict=True):
             if error is not None:
                 yield Prediction(name, [], [], error)
                 continue
