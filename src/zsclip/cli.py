@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import click
 from tqdm.auto import tqdm
@@ -179,6 +180,62 @@ def build(labels, labels_file, templates, output, model, pretrained, device, pre
                err=True)
 
 
+@main.command(name="eval")
+@click.option("--data", "-d", required=True,
+              help="A class-per-folder tree (folder names are the classes) or a .csv/.jsonl manifest of path,label.")
+@click.option("--dataset", default=None,
+              help="Name recorded in the results; imagenet1k also gives ImageNet's class names for synset folders.")
+@click.option("--labels-file", type=click.Path(dir_okay=False), default=None,
+              help="Class names, one per line in the folders' sorted order (synonyms: 'dog | puppy').")
+@click.option("--templates", "-t", default="openai-imagenet", show_default=True,
+              help="One or more template sets or files, comma-separated: all are scored on one pass over the images.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write results as JSON (CLIP_benchmark's layout plus per-class metrics and failures).")
+@_model_options
+@click.option("--batch-size", "-b", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", "-j", default=None, type=click.IntRange(min=0), help="Decoding processes.")
+@click.option("--max-pixels", default=MAX_PIXELS, show_default=True, type=click.IntRange(min=1))
+def eval_command(data, dataset, labels_file, templates, output, model, pretrained, device, precision, cache_dir,
+                 no_cache, batch_size, workers, max_pixels) -> None:
+    """Measure zero-shot accuracy on labelled images: acc1, acc5, mean per-class recall.
+
+    \b
+    Examples:
+      zsclip eval --data /data/imagenet/val --dataset imagenet1k --model ViT-B-32 --pretrained laion2b_s34b_b79k
+      zsclip eval --data my_photos/ --templates openai-imagenet,openai-imagenet-7,photo
+      zsclip eval --data labels.csv --labels-file classes.txt --output results.json
+
+    Images that fail to decode are counted and listed, not fatal.
+    """
+    from .evaluate import benchmark_record, evaluate
+
+    with _usage_errors():
+        collection, classes = _eval_collection(data, dataset, labels_file)
+        template_sets = [name.strip() for name in templates.split(",") if name.strip()]
+        model = model or DEFAULT_MODEL
+        if model == DEFAULT_MODEL and pretrained is None:
+            pretrained = DEFAULT_PRETRAINED
+        if model.startswith(TRANSFORMERS_PREFIX):
+            _quiet_transformers()
+        from . import load_model
+
+        encoder = load_model(model, pretrained, device=device)
+        result = evaluate(collection, encoder, template_sets, classes=classes, precision=precision,
+                          batch_size=batch_size, workers=workers, cache=not no_cache, cache_dir=cache_dir,
+                          max_pixels=max_pixels, progress=sys.stderr.isatty())
+    record = benchmark_record(result, dataset or Path(data).name, model, pretrained)
+    for failure in result.failures:
+        click.echo(f"zsclip: skipped {failure['path']}: {failure['error']}", err=True)
+    for name, metrics in result.metrics.items():
+        acc5 = "n/a" if metrics["acc5"] is None else f"{metrics['acc5']:.2%}"
+        click.echo(f"{name:24s} acc1 {metrics['acc1']:.2%}  acc5 {acc5}  "
+                   f"mean per-class recall {metrics['mean_per_class_recall']:.2%}")
+    click.echo(f"zsclip: evaluated {result.num_images} images ({len(result.failures)} failed), "
+               f"{result.images_per_second:.1f} images/s", err=True)
+    if output:
+        _write_json_atomically(output, record)
+
+
 @main.command()
 @click.option("--all", "show_all", is_flag=True, help="List every open_clip model and pretrained tag.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Classifier cache folder.")
@@ -238,6 +295,37 @@ def _encoder_and_classifier(labels, labels_file, templates, classifier_file, mod
     classifier = ZeroShotClassifier.build(encoder, classes, templates, precision=precision, cache=not no_cache,
                                           cache_dir=cache_dir)
     return encoder, classifier
+
+
+def _eval_collection(data: str, dataset: str | None, labels_file: str | None):
+    """The labelled collection for --data, and what to build classifiers from."""
+    from .datasets import image_folder, manifest
+    from .prompts import read_labels
+
+    classes = read_labels(labels_file) if labels_file else None
+    names = [synonyms[0] for synonyms in classes] if classes else None
+    path = Path(data)
+    if path.is_dir():
+        if dataset == "imagenet1k" and classes is None:
+            from .prompts import CLASSNAME_SETS
+
+            return image_folder(path, CLASSNAME_SETS["imagenet1k"]()), "imagenet1k"
+        return image_folder(path, names), classes
+    if path.suffix.lower() in (".csv", ".jsonl", ".ndjson"):
+        return manifest(path, names), classes
+    if path.suffix.lower() == ".tar" or "{" in data:
+        raise InputError(f"{data}: WebDataset shards are not supported by zsclip eval yet; use a folder or a manifest")
+    raise InputError(f"--data {data}: not a folder or a .csv/.jsonl manifest")
+
+
+def _write_json_atomically(path: str, record: dict) -> None:
+    import json
+    import os
+
+    target = Path(path)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(partial, target)
 
 
 def _quiet_transformers() -> None:

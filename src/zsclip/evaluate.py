@@ -1,0 +1,104 @@
+"""Zero-shot evaluation: images are encoded once, every template set's classifier scores them.
+
+Images are the expensive part and classifiers are cheap (and cached), so comparing template sets
+costs one pass over the data. Metrics are streamed (see metrics.py); images that fail to decode
+are counted and listed, never fatal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .classifier import ZeroShotClassifier
+from .datasets import LabelledCollection
+from .encoders.base import Encoder
+from .images import MAX_PIXELS
+from .metrics import StreamingMetrics
+from .pipeline import feature_batches
+
+
+@dataclass
+class EvalResult:
+    """Metrics per template set (in the order given), failures and throughput."""
+
+    classnames: list[str]
+    metrics: dict[str, dict]
+    failures: list[dict] = field(default_factory=list)
+    num_images: int = 0
+    images_per_second: float = 0.0
+
+
+def evaluate(
+    collection: LabelledCollection,
+    encoder: Encoder,
+    template_sets: Sequence[str],
+    *,
+    classes: str | Sequence[str | Sequence[str]] | None = None,
+    precision: str = "auto",
+    batch_size: int = 64,
+    workers: int | None = None,
+    cache: bool = True,
+    cache_dir: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+    progress: bool = False,
+) -> EvalResult:
+    """Evaluate ``encoder`` zero-shot on ``collection`` with each of ``template_sets``.
+
+    ``classes`` overrides what the classifiers are built from (synonym lists, or a named list such
+    as "imagenet1k"), in the collection's class order.
+    """
+    classes = collection.classnames if classes is None else classes
+    classifiers = {name: ZeroShotClassifier.build(encoder, classes, name, precision=precision,
+                                                  cache=cache, cache_dir=cache_dir)
+                   for name in template_sets}
+    metrics = {name: StreamingMetrics(len(collection.classnames)) for name in template_sets}
+    targets = [item.target for item in collection.items]
+    failures: list[dict] = []
+    start, position = time.perf_counter(), 0
+    with tqdm(total=len(targets), unit="img", desc="evaluating", disable=not progress, leave=False) as bar:
+        for names, errors, features in feature_batches(collection.items, encoder, batch_size=batch_size,
+                                                       workers=workers, precision=precision,
+                                                       max_pixels=max_pixels):
+            batch_targets = targets[position : position + len(names)]
+            position += len(names)
+            decoded = [t for t, error in zip(batch_targets, errors, strict=True) if error is None]
+            failures += [{"path": n, "error": e} for n, e in zip(names, errors, strict=True) if e is not None]
+            if decoded:
+                for name, clf in classifiers.items():
+                    metrics[name].update(clf.logits(features), torch.tensor(decoded))
+            bar.update(len(names))
+    seconds = time.perf_counter() - start
+    results = {name: m.result() for name, m in metrics.items()}
+    evaluated = next(iter(results.values()))["num_images"] if results else 0
+    return EvalResult(collection.classnames, results, failures, evaluated,
+                      evaluated / seconds if seconds > 0 else 0.0)
+
+
+def benchmark_record(result: EvalResult, dataset: str, model: str, pretrained: str | None) -> dict:
+    """CLIP_benchmark's JSON layout for the first template set, plus zsclip's extras."""
+    first, *_ = result.metrics
+    headline = ("acc1", "acc5", "mean_per_class_recall")
+    record = {
+        "dataset": dataset,
+        "model": model,
+        "pretrained": pretrained,
+        "task": "zeroshot_classification",
+        "metrics": {key: result.metrics[first][key] for key in headline},
+        "templates": first,
+        "num_images": result.num_images,
+        "num_failed": len(result.failures),
+        "failures": result.failures,
+        "images_per_second": round(result.images_per_second, 2),
+        "classnames": result.classnames,
+        "per_class": {key: result.metrics[first][key] for key in ("per_class_recall", "per_class_precision")},
+        "confusion_matrix": result.metrics[first]["confusion_matrix"],
+    }
+    if len(result.metrics) > 1:
+        record["template_comparison"] = {name: {key: m[key] for key in headline}
+                                         for name, m in result.metrics.items()}
+    return record

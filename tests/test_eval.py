@@ -1,0 +1,111 @@
+"""`zsclip eval` and evaluate(): reference metrics on folders and manifests, one image pass for
+several template sets, failures counted not fatal, CLIP_benchmark's JSON layout."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import zsclip
+from zsclip.cli import main
+from zsclip.datasets import image_folder
+from zsclip.evaluate import evaluate
+
+COLOURS = {"blue": (20, 20, 220), "dark_green": (20, 120, 20), "red": (220, 20, 20), "white": (240, 240, 240),
+           "yellow": (230, 220, 30), "black": (10, 10, 10)}
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """Six classes, three images each (with some noise), plus one corrupt file."""
+    root = tmp_path_factory.mktemp("colours")
+    generator = torch.Generator().manual_seed(0)
+    for name, rgb in COLOURS.items():
+        (root / name).mkdir()
+        for i in range(3):
+            noise = (torch.rand(24, 24, 3, generator=generator) * 60 - 30)
+            pixels = (torch.tensor(rgb).float() + noise).clamp(0, 255).byte().numpy()
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    (root / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    return root
+
+
+def _reference_acc1(encoder, collection, classifier):
+    """open_clip's zero-shot loop on the same classifier: 100 * f @ W, target among the top 1."""
+    good = [item for item in collection.items if not item.name.endswith("broken.jpg")]
+    pixels = torch.stack([encoder.preprocess(Image.open(item.name).convert("RGB")) for item in good])
+    with torch.no_grad():
+        features = encoder.model.encode_image(pixels, normalize=True)
+    logits = 100.0 * features @ classifier.weights
+    targets = torch.tensor([item.target for item in good])
+    return (logits.argmax(dim=1) == targets).float().mean().item(), len(good)
+
+
+def test_metrics_equal_the_open_clip_loop_and_images_are_encoded_once(tiny_clip, tree, monkeypatch):
+    collection = image_folder(tree)
+    calls = []
+    encode = tiny_clip.encode_images
+    monkeypatch.setattr(tiny_clip, "encode_images", lambda pixels, precision="fp32": calls.append(len(pixels))
+                        or encode(pixels, precision))
+    result = evaluate(collection, tiny_clip, ["photo", "openai-imagenet-7"], precision="fp32", batch_size=8,
+                      workers=0)
+    assert sum(calls) == 18 and len(calls) == 3  # 19 files in batches of 8, once for both template sets
+    for name in ("photo", "openai-imagenet-7"):
+        classifier = zsclip.ZeroShotClassifier.build(tiny_clip, collection.classnames, name, precision="fp32")
+        acc1, count = _reference_acc1(tiny_clip, collection, classifier)
+        assert result.metrics[name]["acc1"] == pytest.approx(acc1) and result.metrics[name]["num_images"] == count
+    assert [f["path"].endswith("broken.jpg") for f in result.failures] == [True]
+
+
+def test_eval_cli_writes_clip_benchmark_json(tiny_clip_dir, tree, tmp_path):
+    out = tmp_path / "results.json"
+    result = CliRunner().invoke(main, ["eval", "--data", str(tree), "--model", tiny_clip_dir, "--templates",
+                                       "photo,openai-imagenet-7", "--workers", "0", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["task"] == "zeroshot_classification" and record["dataset"] == tree.name
+    assert set(record["metrics"]) == {"acc1", "acc5", "mean_per_class_recall"}
+    assert record["num_images"] == 18 and record["num_failed"] == 1 and record["templates"] == "photo"
+    assert set(record["template_comparison"]) == {"photo", "openai-imagenet-7"}
+    assert record["classnames"][:3] == ["black", "blue", "dark green"]  # sorted folders, _ as space
+    assert len(record["confusion_matrix"]) == 6 and sum(map(sum, record["confusion_matrix"])) == 18
+    assert "photo" in result.stdout and "acc1" in result.stdout and "broken.jpg" in result.stderr
+
+
+def test_eval_on_a_manifest_with_a_labels_file(tiny_clip_dir, tree, tmp_path):
+    labels = tmp_path / "classes.txt"
+    labels.write_text("azure | blue\ncrimson | red\n")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,label\n{tree}/blue/0.png,azure\n{tree}/red/1.png,1\n{tree}/red/broken.jpg,crimson\n")
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["eval", "--data", str(manifest), "--labels-file", str(labels), "--model",
+                                       tiny_clip_dir, "--templates", "photo", "--workers", "0", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["classnames"] == ["azure", "crimson"] and record["num_images"] == 2
+    assert record["metrics"]["acc5"] is None and record["num_failed"] == 1
+
+
+def test_eval_usage_errors(tiny_clip_dir, tmp_path):
+    for data, message in [(str(tmp_path / "nope"), "not a folder"), ("shards/{000..009}.tar", "WebDataset")]:
+        result = CliRunner().invoke(main, ["eval", "--data", data, "--model", tiny_clip_dir])
+        assert result.exit_code == 2 and message in result.stderr
+
+
+def test_imagenet_synset_folders_get_imagenet_class_names(tiny_clip_dir, tmp_path):
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    for index in range(1000):  # wnids sort in ImageNet-1k class order; fake ones sort the same way
+        (tmp_path / "val" / f"n{index:08d}").mkdir(parents=True)
+    Image.new("RGB", (16, 16), (200, 0, 0)).save(tmp_path / "val" / "n00000001" / "x.png")
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["eval", "--data", str(tmp_path / "val"), "--dataset", "imagenet1k", "--model",
+                                       tiny_clip_dir, "--templates", "photo", "--workers", "0", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["classnames"] == list(IMAGENET_CLASSNAMES) and record["dataset"] == "imagenet1k"
+    assert record["num_images"] == 1 and sum(record["confusion_matrix"][1]) == 1
