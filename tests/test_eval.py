@@ -109,3 +109,45 @@ def test_imagenet_synset_folders_get_imagenet_class_names(tiny_clip_dir, tmp_pat
     record = json.loads(out.read_text())
     assert record["classnames"] == list(IMAGENET_CLASSNAMES) and record["dataset"] == "imagenet1k"
     assert record["num_images"] == 1 and sum(record["confusion_matrix"][1]) == 1
+
+
+def test_report_folder_has_page_plots_metrics_and_predictions(tiny_clip_dir, tree, tmp_path):
+    report = tmp_path / "report"
+    result = CliRunner().invoke(main, ["eval", "--data", str(tree), "--model", tiny_clip_dir, "--templates",
+                                       "photo,openai-imagenet-7", "--workers", "0", "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in report.iterdir()) == ["confusion.png", "index.html", "metrics.json",
+                                                        "per_class_recall.png", "predictions.csv"]
+    for plot in ("confusion.png", "per_class_recall.png"):
+        with Image.open(report / plot) as image:
+            assert image.format == "PNG" and image.width > 300
+    page = (report / "index.html").read_text()
+    assert "openai-imagenet-7" in page and "broken.jpg" in page and 'src="confusion.png"' in page
+    metrics = json.loads((report / "metrics.json").read_text())
+    confusions = sum(c for t, row in enumerate(metrics["confusion_matrix"]) for p, c in enumerate(row) if t != p)
+    assert sum(pair["count"] for pair in metrics["confused_pairs"]) == confusions  # fewer than 20 pairs here
+    rows = (report / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "path,true_label,label_1,label_2,label_3,label_4,label_5" and len(rows) == 19
+    correct = sum(row.split(",")[1] == row.split(",")[2] for row in rows[1:])
+    assert correct / 18 == pytest.approx(metrics["metrics"]["acc1"])
+
+
+def test_confusion_plot_keeps_the_most_confused_classes_beyond_fifty(tmp_path):
+    from zsclip.report import classes_to_show, confused_pairs, write_report
+
+    classes = [f"class {i}" for i in range(80)]
+    confusion = [[0] * 80 for _ in range(80)]
+    for i in range(80):
+        confusion[i][i] = 5
+    confusion[3][7], confusion[7][3], confusion[60][2] = 4, 2, 1
+    assert confused_pairs(confusion, classes)[:2] == [{"true": "class 3", "predicted": "class 7", "count": 4},
+                                                      {"true": "class 7", "predicted": "class 3", "count": 2}]
+    record = {"dataset": "d", "templates": "photo", "metrics": {"acc1": 0.9, "acc5": 1.0, "mean_per_class_recall": 0.9},
+              "classnames": classes, "confusion_matrix": confusion, "num_images": 407, "num_failed": 0,
+              "failures": [], "images_per_second": 1.0,
+              "per_class": {"per_class_recall": [0.9] * 80, "per_class_precision": [0.9] * 80}}
+    shown = classes_to_show(confusion)
+    assert len(shown) == 50 and {2, 3, 7, 60} <= set(shown) and shown == sorted(shown)
+    assert classes_to_show(confusion[:10]) == list(range(10))
+    write_report(tmp_path, record, {"model": "m"})
+    assert (tmp_path / "confusion.png").stat().st_size > 10_000

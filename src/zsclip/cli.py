@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 from tqdm.auto import tqdm
 
+from . import __version__
 from .encoders import TRANSFORMERS_PREFIX
 from .errors import InputError, ZsclipError
 from .images import MAX_PIXELS
@@ -191,12 +192,14 @@ def build(labels, labels_file, templates, output, model, pretrained, device, pre
               help="One or more template sets or files, comma-separated: all are scored on one pass over the images.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write results as JSON (CLIP_benchmark's layout plus per-class metrics and failures).")
+@click.option("--report", "-r", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Write a report folder: index.html with plots, metrics.json, predictions.csv.")
 @_model_options
 @click.option("--batch-size", "-b", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", "-j", default=None, type=click.IntRange(min=0), help="Decoding processes.")
 @click.option("--max-pixels", default=MAX_PIXELS, show_default=True, type=click.IntRange(min=1))
-def eval_command(data, dataset, labels_file, templates, output, model, pretrained, device, precision, cache_dir,
-                 no_cache, batch_size, workers, max_pixels) -> None:
+def eval_command(data, dataset, labels_file, templates, output, report_dir, model, pretrained, device, precision,
+                 cache_dir, no_cache, batch_size, workers, max_pixels) -> None:
     """Measure zero-shot accuracy on labelled images: acc1, acc5, mean per-class recall.
 
     \b
@@ -220,9 +223,10 @@ def eval_command(data, dataset, labels_file, templates, output, model, pretraine
         from . import load_model
 
         encoder = load_model(model, pretrained, device=device)
-        result = evaluate(collection, encoder, template_sets, classes=classes, precision=precision,
-                          batch_size=batch_size, workers=workers, cache=not no_cache, cache_dir=cache_dir,
-                          max_pixels=max_pixels, progress=sys.stderr.isatty())
+        with _PredictionsCsv(report_dir, collection.classnames) as on_prediction:
+            result = evaluate(collection, encoder, template_sets, classes=classes, precision=precision,
+                              batch_size=batch_size, workers=workers, cache=not no_cache, cache_dir=cache_dir,
+                              max_pixels=max_pixels, progress=sys.stderr.isatty(), on_prediction=on_prediction)
     record = benchmark_record(result, dataset or Path(data).name, model, pretrained)
     for failure in result.failures:
         click.echo(f"zsclip: skipped {failure['path']}: {failure['error']}", err=True)
@@ -234,6 +238,13 @@ def eval_command(data, dataset, labels_file, templates, output, model, pretraine
                f"{result.images_per_second:.1f} images/s", err=True)
     if output:
         _write_json_atomically(output, record)
+    if report_dir:
+        from .report import write_report
+
+        settings = {"data": data, "model": model, "pretrained": pretrained, "templates": ", ".join(template_sets),
+                    "precision": precision, "device": str(encoder.device), "zsclip": __version__}
+        page = write_report(report_dir, record, settings)
+        click.echo(f"zsclip: report in {page}", err=True)
 
 
 @main.command()
@@ -316,6 +327,39 @@ def _eval_collection(data: str, dataset: str | None, labels_file: str | None):
     if path.suffix.lower() == ".tar" or "{" in data:
         raise InputError(f"{data}: WebDataset shards are not supported by zsclip eval yet; use a folder or a manifest")
     raise InputError(f"--data {data}: not a folder or a .csv/.jsonl manifest")
+
+
+class _PredictionsCsv:
+    """predictions.csv in the report folder (path, true label, top-5), written as eval streams;
+    a no-op without --report."""
+
+    def __init__(self, folder: str | None, classnames: list[str]) -> None:
+        self.folder, self.classnames = folder, classnames
+
+    def __enter__(self):
+        if self.folder is None:
+            return None
+        import csv
+
+        Path(self.folder).mkdir(parents=True, exist_ok=True)
+        self.partial = Path(self.folder) / "predictions.csv.partial"
+        self.file = open(self.partial, "w", newline="", encoding="utf-8")  # noqa: SIM115 (closed in __exit__)
+        self.writer = csv.writer(self.file)
+        k = min(5, len(self.classnames))
+        self.writer.writerow(["path", "true_label", *[f"label_{i + 1}" for i in range(k)]])
+        return self.write
+
+    def write(self, path: str, target: int, ranked: list[int]) -> None:
+        self.writer.writerow([path, self.classnames[target], *[self.classnames[i] for i in ranked]])
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if self.folder is not None:
+            import os
+
+            self.file.close()
+            if error is None:
+                os.replace(self.partial, Path(self.folder) / "predictions.csv")
+        return False
 
 
 def _write_json_atomically(path: str, record: dict) -> None:

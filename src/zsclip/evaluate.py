@@ -8,7 +8,7 @@ are counted and listed, never fatal.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -46,11 +46,13 @@ def evaluate(
     cache_dir: str | None = None,
     max_pixels: int = MAX_PIXELS,
     progress: bool = False,
+    on_prediction: Callable[[str, int, list[int]], None] | None = None,
 ) -> EvalResult:
     """Evaluate ``encoder`` zero-shot on ``collection`` with each of ``template_sets``.
 
     ``classes`` overrides what the classifiers are built from (synonym lists, or a named list such
-    as "imagenet1k"), in the collection's class order.
+    as "imagenet1k"), in the collection's class order. ``on_prediction(path, target, top5)`` is
+    called for every decoded image with the first template set's ranked class indices.
     """
     classes = collection.classnames if classes is None else classes
     classifiers = {name: ZeroShotClassifier.build(encoder, classes, name, precision=precision,
@@ -69,8 +71,14 @@ def evaluate(
             decoded = [t for t, error in zip(batch_targets, errors, strict=True) if error is None]
             failures += [{"path": n, "error": e} for n, e in zip(names, errors, strict=True) if e is not None]
             if decoded:
-                for name, clf in classifiers.items():
-                    metrics[name].update(clf.logits(features), torch.tensor(decoded))
+                for index, (name, clf) in enumerate(classifiers.items()):
+                    logits = clf.logits(features)
+                    metrics[name].update(logits, torch.tensor(decoded))
+                    if index == 0 and on_prediction is not None:
+                        ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices.tolist()
+                        good = [n for n, error in zip(names, errors, strict=True) if error is None]
+                        for path, target, top in zip(good, decoded, ranked, strict=True):
+                            on_prediction(path, target, top)
             bar.update(len(names))
     seconds = time.perf_counter() - start
     results = {name: m.result() for name, m in metrics.items()}

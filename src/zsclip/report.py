@@ -1,0 +1,146 @@
+"""The eval report: a folder a person opens in a browser.
+
+index.html shows the run's settings, the headline metrics (every template set side by side), the
+confusion matrix and per-class recall as plots, the most confused class pairs and the failed
+images; metrics.json and predictions.csv hold the same numbers for machines.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+#: Beyond this many classes the confusion plot shows the most-confused classes only.
+MAX_MATRIX_CLASSES = 50
+
+
+def confused_pairs(confusion: list[list[int]], classnames: list[str], top: int = 20) -> list[dict]:
+    """The largest off-diagonal counts: (true class, predicted class, images), most first."""
+    pairs = [(count, t, p) for t, row in enumerate(confusion) for p, count in enumerate(row) if t != p and count]
+    pairs.sort(key=lambda pair: (-pair[0], pair[1], pair[2]))
+    return [{"true": classnames[t], "predicted": classnames[p], "count": c} for c, t, p in pairs[:top]]
+
+
+def classes_to_show(confusion: list[list[int]], limit: int = MAX_MATRIX_CLASSES) -> list[int]:
+    """All classes, or beyond ``limit`` the ``limit`` classes most involved in confusions, in order."""
+    import numpy as np
+
+    matrix = np.asarray(confusion, dtype=float)
+    if len(matrix) <= limit:
+        return list(range(len(matrix)))
+    off_diagonal = matrix - np.diag(np.diag(matrix))
+    mass = off_diagonal.sum(axis=0) + off_diagonal.sum(axis=1)
+    return sorted(np.argsort(-mass, kind="stable")[:limit].tolist())
+
+
+def write_report(folder: str | os.PathLike, record: dict, settings: dict) -> Path:
+    """Write metrics.json, confusion.png, per_class_recall.png and index.html into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names, confusion = record["classnames"], record["confusion_matrix"]
+    pairs = confused_pairs(confusion, names)
+    _write_atomically(folder / "metrics.json", json.dumps({**record, "confused_pairs": pairs}, indent=2) + "\n")
+    shown = _confusion_plot(folder / "confusion.png", confusion, names)
+    _recall_plot(folder / "per_class_recall.png", record["per_class"]["per_class_recall"], names)
+    _write_atomically(folder / "index.html", _page(record, settings, pairs, shown))
+    return folder / "index.html"
+
+
+def _confusion_plot(path: Path, confusion: list[list[int]], names: list[str]) -> int:
+    """Row-normalised confusion matrix; for many classes, the sub-matrix of the most confused ones."""
+    import numpy as np
+
+    matrix = np.asarray(confusion, dtype=float)
+    keep = classes_to_show(confusion)
+    sub = matrix[np.ix_(keep, keep)]
+    rows = sub.sum(axis=1, keepdims=True)
+    normalised = np.divide(sub, rows, out=np.zeros_like(sub), where=rows > 0)
+    size = max(5.0, 0.28 * len(keep) + 2)
+    figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    image = axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    labels = [names[i] for i in keep]
+    axes.set_xticks(range(len(keep)), labels, rotation=90, fontsize=8)
+    axes.set_yticks(range(len(keep)), labels, fontsize=8)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    title = "confusion (row-normalised)"
+    if len(keep) < len(names):
+        title += f": the {len(keep)} most confused of {len(names)} classes"
+    axes.set_title(title)
+    if len(keep) <= 20:
+        for (r, c), value in np.ndenumerate(sub):
+            if value:
+                axes.text(c, r, int(value), ha="center", va="center", fontsize=7,
+                          color="white" if normalised[r, c] > 0.5 else "black")
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return len(keep)
+
+
+def _recall_plot(path: Path, recall: list[float | None], names: list[str]) -> None:
+    """Per-class recall, worst first (classes without images are left out)."""
+    present = sorted(((r, n) for r, n in zip(recall, names, strict=True) if r is not None), key=lambda x: x[0])
+    shown = present[:60]
+    figure, axes = plt.subplots(figsize=(7, max(2.5, 0.22 * len(shown) + 1)))
+    axes.barh(range(len(shown)), [r for r, _ in shown], color="#4477aa")
+    axes.set_yticks(range(len(shown)), [n for _, n in shown], fontsize=8)
+    axes.invert_yaxis()  # worst class on top
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("recall")
+    title = "per-class recall" + (f" (the {len(shown)} lowest of {len(present)})" if len(shown) < len(present) else "")
+    axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _page(record: dict, settings: dict, pairs: list[dict], shown: int) -> str:
+    escape = html.escape
+    comparison = record.get("template_comparison") or {record["templates"]: record["metrics"]}
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td>" + "".join(f"<td>{_percent(m[k])}</td>" for k in
+                                                 ("acc1", "acc5", "mean_per_class_recall")) + "</tr>"
+        for name, m in comparison.items())
+    settings_rows = "".join(f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>" for k, v in settings.items())
+    pair_rows = "".join(f"<tr><td>{escape(p['true'])}</td><td>{escape(p['predicted'])}</td><td>{p['count']}</td></tr>"
+                        for p in pairs) or "<tr><td colspan=3>no confusions</td></tr>"
+    failures = "".join(f"<li><code>{escape(f['path'])}</code>: {escape(f['error'])}</li>" for f in record["failures"])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>zsclip eval: {escape(str(record['dataset']))}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:72rem}}
+table{{border-collapse:collapse;margin:1rem 0}} td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}
+img{{max-width:100%;border:1px solid #eee}}</style>
+</head><body>
+<h1>Zero-shot evaluation: {escape(str(record['dataset']))}</h1>
+<p>{record['num_images']} images, {len(record['classnames'])} classes, {record['num_failed']} failed to decode,
+{record['images_per_second']} images/s.</p>
+<h2>Metrics</h2>
+<table><tr><th>templates</th><th>acc1</th><th>acc5</th><th>mean per-class recall</th></tr>{rows}</table>
+<h2>Confusion matrix ({escape(record['templates'])})</h2>
+<img src="confusion.png" alt="confusion matrix of {shown} classes">
+<h2>Per-class recall</h2><img src="per_class_recall.png" alt="per-class recall">
+<h2>Most confused pairs</h2><table><tr><th>true</th><th>predicted as</th><th>images</th></tr>{pair_rows}</table>
+<h2>Run</h2><table>{settings_rows}</table>
+<h2>Failed images</h2><ul>{failures or "<li>none</li>"}</ul>
+<p>Numbers: <a href="metrics.json">metrics.json</a>, <a href="predictions.csv">predictions.csv</a>.</p>
+</body></html>
+"""
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
