@@ -91,7 +91,7 @@ def test_eval_on_a_manifest_with_a_labels_file(tiny_clip_dir, tree, tmp_path):
 
 
 def test_eval_usage_errors(tiny_clip_dir, tmp_path):
-    for data, message in [(str(tmp_path / "nope"), "not a folder"), ("shards/{000..009}.tar", "WebDataset")]:
+    for data, message in [(str(tmp_path / "nope"), "not a folder"), ("shards/{000..009}.tar", "--labels-file")]:
         result = CliRunner().invoke(main, ["eval", "--data", data, "--model", tiny_clip_dir])
         assert result.exit_code == 2 and message in result.stderr
 
@@ -151,3 +151,84 @@ def test_confusion_plot_keeps_the_most_confused_classes_beyond_fifty(tmp_path):
     assert classes_to_show(confusion[:10]) == list(range(10))
     write_report(tmp_path, record, {"model": "m"})
     assert (tmp_path / "confusion.png").stat().st_size > 10_000
+
+
+def _add(archive, name: str, data: bytes) -> None:
+    import io
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    archive.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture(scope="module")
+def shards(tree, tmp_path_factory):
+    """The tree's images as two WebDataset shards, labels as cls / txt / json, plus bad samples."""
+    import io
+    import tarfile
+
+    folder = tmp_path_factory.mktemp("shards")
+    classes = sorted(p.name for p in tree.iterdir())
+    samples = [(c, p.read_bytes()) for c in classes for p in sorted((tree / c).glob("*.png"))]
+    for shard_index in range(2):
+        with tarfile.open(folder / f"shard-{shard_index:02d}.tar", "w") as archive:
+            for i, (label, data) in enumerate(samples[shard_index::2]):
+                key = f"s{shard_index}/{i:04d}"
+                _add(archive, f"{key}.png", data)
+                kind = i % 3
+                if kind == 0:
+                    _add(archive, f"{key}.cls", str(classes.index(label)).encode())
+                elif kind == 1:
+                    _add(archive, f"{key}.txt", label.replace("_", " ").encode())
+                else:
+                    _add(archive, f"{key}.json", json.dumps({"label": classes.index(label)}).encode())
+            _add(archive, f"bad{shard_index}.png", b"not a png")
+            _add(archive, f"bad{shard_index}.cls", b"0")
+            buffer = io.BytesIO()
+            Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+            _add(archive, f"nolabel{shard_index}.png", buffer.getvalue())
+    labels = folder / "classes.txt"
+    labels.write_text("\n".join(c.replace("_", " ") for c in classes) + "\n")
+    return folder, labels
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_webdataset_shards_match_the_folder_and_report_bad_samples(tiny_clip_dir, tree, shards, tmp_path, workers):
+    folder, labels = shards
+    by_folder, by_shards = tmp_path / "folder.json", tmp_path / "shards.json"
+    common = ["--model", tiny_clip_dir, "--templates", "photo", "--labels-file", str(labels)]
+    assert CliRunner().invoke(main, ["eval", "--data", str(tree), *common, "--workers", "0",
+                                     "--output", str(by_folder)]).exit_code == 0
+    result = CliRunner().invoke(main, ["eval", "--data", f"{folder}/shard-{{00..01}}.tar", *common,
+                                       "--workers", workers, "--output", str(by_shards)])
+    assert result.exit_code == 0, result.output
+    a, b = json.loads(by_folder.read_text()), json.loads(by_shards.read_text())
+    assert b["num_images"] == a["num_images"] == 18
+    assert b["metrics"] == pytest.approx(a["metrics"]) and b["confusion_matrix"] == a["confusion_matrix"]
+    reasons = sorted(f["error"] for f in b["failures"])
+    assert len(reasons) == 4 and sum("not an image" in r for r in reasons) == 2
+    assert sum("no label" in r for r in reasons) == 2
+
+
+def test_missing_shards_and_shards_without_labels_file(tiny_clip_dir, shards):
+    folder, labels = shards
+    missing = CliRunner().invoke(main, ["eval", "--data", f"{folder}/shard-{{00..05}}.tar", "--model", tiny_clip_dir,
+                                        "--labels-file", str(labels)])
+    assert missing.exit_code == 2 and "4 of 6 shards not found" in missing.stderr
+    unlabeled = CliRunner().invoke(main, ["eval", "--data", f"{folder}/shard-00.tar", "--model", tiny_clip_dir])
+    assert unlabeled.exit_code == 2 and "need --labels-file" in unlabeled.stderr
+
+
+def test_a_truncated_shard_yields_its_readable_samples_then_one_error(shards, tmp_path):
+    from zsclip.datasets import shard_samples
+
+    folder, _ = shards
+    data = (folder / "shard-00.tar").read_bytes()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[: len(data) // 2])
+    items = list(shard_samples(str(cut)))
+    assert items[-1][2] is not None and "cannot read shard" in items[-1][2]
+    assert len(items) > 2 and all(error is None for _, _, error in items[:-1])
+    complete = [name for name, _, _ in shard_samples(str(folder / "shard-00.tar"))]
+    assert [name.split("#")[1] for name, _, _ in items[:-2]] == [n.split("#")[1] for n in complete[: len(items) - 2]]

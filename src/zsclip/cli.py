@@ -183,7 +183,8 @@ def build(labels, labels_file, templates, output, model, pretrained, device, pre
 
 @main.command(name="eval")
 @click.option("--data", "-d", required=True,
-              help="A class-per-folder tree (folder names are the classes) or a .csv/.jsonl manifest of path,label.")
+              help="A class-per-folder tree (folder names are the classes), a .csv/.jsonl manifest of path,label, "
+                   "or WebDataset shards (\"shards/{00000..00099}.tar\", with --labels-file).")
 @click.option("--dataset", default=None,
               help="Name recorded in the results; imagenet1k also gives ImageNet's class names for synset folders.")
 @click.option("--labels-file", type=click.Path(dir_okay=False), default=None,
@@ -207,6 +208,7 @@ def eval_command(data, dataset, labels_file, templates, output, report_dir, mode
       zsclip eval --data /data/imagenet/val --dataset imagenet1k --model ViT-B-32 --pretrained laion2b_s34b_b79k
       zsclip eval --data my_photos/ --templates openai-imagenet,openai-imagenet-7,photo
       zsclip eval --data labels.csv --labels-file classes.txt --output results.json
+      zsclip eval --data "shards/{00000..00099}.tar" --labels-file classes.txt
 
     Images that fail to decode are counted and listed, not fatal.
     """
@@ -310,7 +312,7 @@ def _encoder_and_classifier(labels, labels_file, templates, classifier_file, mod
 
 def _eval_collection(data: str, dataset: str | None, labels_file: str | None):
     """The labelled collection for --data, and what to build classifiers from."""
-    from .datasets import image_folder, manifest
+    from .datasets import image_folder, manifest, webdataset
     from .prompts import read_labels
 
     classes = read_labels(labels_file) if labels_file else None
@@ -325,7 +327,9 @@ def _eval_collection(data: str, dataset: str | None, labels_file: str | None):
     if path.suffix.lower() in (".csv", ".jsonl", ".ndjson"):
         return manifest(path, names), classes
     if path.suffix.lower() == ".tar" or "{" in data:
-        raise InputError(f"{data}: WebDataset shards are not supported by zsclip eval yet; use a folder or a manifest")
+        if classes is None:
+            raise InputError(f"{data}: WebDataset shards need --labels-file (class names in class-index order)")
+        return webdataset(data, names), classes
     raise InputError(f"--data {data}: not a folder or a .csv/.jsonl manifest")
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+import os
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
@@ -26,10 +28,12 @@ class LabelledSource(Source):
 
 @dataclass
 class LabelledCollection:
-    """Class names (display form) and the labelled sources, in a stable order."""
+    """Class names (display form) and the labelled sources, in a stable order; or, for WebDataset,
+    the shards whose samples are streamed when evaluated."""
 
     classnames: list[str]
     items: list[LabelledSource]
+    shards: list[str] = field(default_factory=list)
 
 
 def image_folder(root: str | Path, classnames: Sequence[str] | None = None) -> LabelledCollection:
@@ -117,3 +121,71 @@ def _target(label: str, lookup: dict[str, int], count: int) -> tuple[int, str | 
     if label in lookup:
         return lookup[label], None
     return -1, f"label {label!r} is not one of the classes" if label else "no label in this row"
+
+
+# --- WebDataset shards ----------------------------------------------------------------------------
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+
+
+def webdataset(pattern: str, classnames: Sequence[str]) -> LabelledCollection:
+    """Tar shards in WebDataset layout (``key.jpg`` + ``key.cls`` / ``key.txt`` / ``key.json``),
+    brace patterns expanded ("shards/{00000..00099}.tar"). Samples are read as streams later."""
+    from braceexpand import braceexpand
+
+    shards = list(braceexpand(pattern))
+    missing = [s for s in shards if "://" not in s and not Path(s).is_file()]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(shards)} shards not found, e.g. {missing[0]}")
+    return LabelledCollection(list(classnames), [], shards=shards)
+
+
+def shard_samples(shard: str) -> Iterator[tuple[str, dict[str, bytes] | None, str | None]]:
+    """(sample name, {extension: bytes}, error) for each sample of a tar shard, streamed in order.
+    A shard that cannot be read yields one error item instead of ending the run."""
+    key, fields = None, {}
+    try:
+        with tarfile.open(shard, mode="r|*") as archive:
+            for member in archive:
+                if not member.isfile():
+                    continue
+                folder, _, base = member.name.rpartition("/")
+                stem, _, extension = base.partition(".")
+                member_key = f"{folder}/{stem}" if folder else stem
+                if member_key != key and key is not None:
+                    yield f"{shard}#{key}", fields, None
+                    fields = {}
+                key = member_key
+                handle = archive.extractfile(member)
+                fields[extension.lower()] = handle.read() if handle else b""
+            # a cut inside a header ends a streamed tar silently: a whole archive ends with two
+            # zero blocks (1024 bytes) after its last member
+            if "://" not in shard and os.path.getsize(shard) < archive.offset + 1024:
+                raise tarfile.ReadError("truncated archive (no end-of-archive marker)")
+    except (tarfile.TarError, OSError, EOFError) as error:
+        if key is not None and fields:
+            yield f"{shard}#{key}", fields, None
+        yield shard, None, f"cannot read shard: {error}"
+        return
+    if key is not None:
+        yield f"{shard}#{key}", fields, None
+
+
+def sample_target(fields: dict[str, bytes], lookup: dict[str, int], count: int) -> int:
+    """The class index of a sample from its ``cls`` (index), ``txt`` (name) or ``json`` label."""
+    if "cls" in fields:
+        value: object = fields["cls"].decode("utf-8").strip()
+    elif "txt" in fields:
+        value = fields["txt"].decode("utf-8").strip()
+    elif "json" in fields:
+        record = json.loads(fields["json"].decode("utf-8"))
+        value = record.get("label", record.get("cls")) if isinstance(record, dict) else None
+    else:
+        raise ValueError("no label (cls, txt or json)")
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        index = int(value)
+        if not 0 <= index < count:
+            raise ValueError(f"class index {index} is out of range (0..{count - 1})")
+        return index
+    if isinstance(value, str) and value in lookup:
+        return lookup[value]
+    raise ValueError(f"label {value!r} is not one of the classes")

@@ -19,7 +19,7 @@ from .datasets import LabelledCollection
 from .encoders.base import Encoder
 from .images import MAX_PIXELS
 from .metrics import StreamingMetrics
-from .pipeline import feature_batches
+from .pipeline import labelled_feature_batches
 
 
 @dataclass
@@ -59,15 +59,13 @@ def evaluate(
                                                   cache=cache, cache_dir=cache_dir)
                    for name in template_sets}
     metrics = {name: StreamingMetrics(len(collection.classnames)) for name in template_sets}
-    targets = [item.target for item in collection.items]
     failures: list[dict] = []
-    start, position = time.perf_counter(), 0
-    with tqdm(total=len(targets), unit="img", desc="evaluating", disable=not progress, leave=False) as bar:
-        for names, errors, features in feature_batches(collection.items, encoder, batch_size=batch_size,
-                                                       workers=workers, precision=precision,
-                                                       max_pixels=max_pixels):
-            batch_targets = targets[position : position + len(names)]
-            position += len(names)
+    start = time.perf_counter()
+    total = len(collection.items) or None  # shards are streamed: their size is unknown up front
+    with tqdm(total=total, unit="img", desc="evaluating", disable=not progress, leave=False) as bar:
+        for names, errors, batch_targets, features in labelled_feature_batches(
+                collection, encoder, batch_size=batch_size, workers=workers, precision=precision,
+                max_pixels=max_pixels):
             decoded = [t for t, error in zip(batch_targets, errors, strict=True) if error is None]
             failures += [{"path": n, "error": e} for n, e in zip(names, errors, strict=True) if e is not None]
             if decoded:

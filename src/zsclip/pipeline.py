@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from .classifier import ZeroShotClassifier
+from .datasets import IMAGE_KEYS, LabelledCollection, sample_target, shard_samples
 from .encoders.base import Encoder
-from .images import MAX_PIXELS, ImageReadError, load_image
+from .images import MAX_PIXELS, ImageReadError, decode_bytes, load_image
 from .sources import Source
 
 
@@ -70,6 +71,89 @@ class DecodedBatches(Dataset):
             errors.append(error)
         stacked = torch.stack(pixels) if pixels else torch.empty(0)
         return {"names": [s.name for s in items], "errors": errors, "pixels": stacked}
+
+
+class ShardBatches(IterableDataset):
+    """Batches of decoded samples streamed from WebDataset shards; each worker reads its own
+    shards (shard i goes to worker i mod W). A bad sample costs its own row, with its reason."""
+
+    def __init__(
+        self,
+        shards: Sequence[str],
+        classnames: Sequence[str],
+        batch_size: int,
+        transform: Callable[[Image.Image], torch.Tensor],
+        target_size: int | None = None,
+        max_pixels: int = MAX_PIXELS,
+    ) -> None:
+        self.shards, self.classnames = list(shards), list(classnames)
+        self.batch_size, self.transform = batch_size, transform
+        self.target_size, self.max_pixels = target_size, max_pixels
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        shards = self.shards if info is None else self.shards[info.id :: info.num_workers]
+        lookup = {name: index for index, name in enumerate(self.classnames)}
+        batch: list[tuple[str, int, torch.Tensor | None, str | None]] = []
+        for shard in shards:
+            for name, fields, error in shard_samples(shard):
+                batch.append(self._decode(name, fields, error, lookup))
+                if len(batch) == self.batch_size:
+                    yield _collate(batch)
+                    batch = []
+        if batch:
+            yield _collate(batch)
+
+    def _decode(self, name, fields, error, lookup):
+        if error is not None:
+            return name, -1, None, error
+        try:
+            target = sample_target(fields, lookup, len(self.classnames))
+            data = next((fields[key] for key in IMAGE_KEYS if key in fields), None)
+            if data is None:
+                raise ValueError(f"no image ({', '.join(IMAGE_KEYS)})")
+            return name, target, self.transform(decode_bytes(data, self.target_size, self.max_pixels)), None
+        except (ImageReadError, ValueError) as failure:
+            return name, -1, None, str(failure)
+        except Exception as failure:  # one odd sample must not end the shard
+            return name, -1, None, f"preprocessing failed: {type(failure).__name__}: {failure}"
+
+
+def _collate(batch: list[tuple[str, int, torch.Tensor | None, str | None]]) -> dict:
+    pixels = [p for _, _, p, _ in batch if p is not None]
+    return {"names": [n for n, _, _, _ in batch], "targets": [t for _, t, _, _ in batch],
+            "errors": [e for _, _, _, e in batch], "pixels": torch.stack(pixels) if pixels else torch.empty(0)}
+
+
+def labelled_feature_batches(
+    collection: LabelledCollection,
+    encoder: Encoder,
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    precision: str = "auto",
+    max_pixels: int = MAX_PIXELS,
+) -> Iterator[tuple[list[str], list[str | None], list[int], torch.Tensor]]:
+    """(names, errors, targets, features of the decoded ones) per batch, for any collection."""
+    workers = default_workers() if workers is None else workers
+    if not collection.shards:
+        targets = [item.target for item in collection.items]
+        position = 0
+        for names, errors, features in feature_batches(collection.items, encoder, batch_size=batch_size,
+                                                       workers=workers, precision=precision,
+                                                       max_pixels=max_pixels):
+            yield names, errors, targets[position : position + len(names)], features
+            position += len(names)
+        return
+    dataset = ShardBatches(collection.shards, collection.classnames, batch_size, encoder.image_transform(),
+                           encoder.image_size, max_pixels)
+    workers = min(workers, len(collection.shards))
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=encoder.device.type == "cuda",
+                        prefetch_factor=2 if workers else None)
+    for batch in loader:
+        pixels = batch["pixels"]
+        features = encoder.encode_images(pixels, precision) if len(pixels) else torch.empty(0, encoder.embed_dim)
+        yield batch["names"], batch["errors"], batch["targets"], features
 
 
 def feature_batches(
