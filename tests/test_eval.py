@@ -34,15 +34,18 @@ def tree(tmp_path_factory):
     return root
 
 
-def _reference_acc1(encoder, collection, classifier):
-    """open_clip's zero-shot loop on the same classifier: 100 * f @ W, target among the top 1."""
+def _reference_accuracy(encoder, collection, classifier):
+    """open_clip's zero-shot loop on the same classifier: 100 * f @ W, target among the top 1 / 5."""
     good = [item for item in collection.items if not item.name.endswith("broken.jpg")]
     pixels = torch.stack([encoder.preprocess(Image.open(item.name).convert("RGB")) for item in good])
     with torch.no_grad():
         features = encoder.model.encode_image(pixels, normalize=True)
     logits = 100.0 * features @ classifier.weights
     targets = torch.tensor([item.target for item in good])
-    return (logits.argmax(dim=1) == targets).float().mean().item(), len(good)
+    top5 = logits.topk(5, dim=1).indices
+    acc1 = (top5[:, 0] == targets).float().mean().item()
+    acc5 = (top5 == targets[:, None]).any(dim=1).float().mean().item()
+    return acc1, acc5, len(good)
 
 
 def test_metrics_equal_the_open_clip_loop_and_images_are_encoded_once(tiny_clip, tree, monkeypatch):
@@ -56,8 +59,9 @@ def test_metrics_equal_the_open_clip_loop_and_images_are_encoded_once(tiny_clip,
     assert sum(calls) == 18 and len(calls) == 3  # 19 files in batches of 8, once for both template sets
     for name in ("photo", "openai-imagenet-7"):
         classifier = zsclip.ZeroShotClassifier.build(tiny_clip, collection.classnames, name, precision="fp32")
-        acc1, count = _reference_acc1(tiny_clip, collection, classifier)
+        acc1, acc5, count = _reference_accuracy(tiny_clip, collection, classifier)
         assert result.metrics[name]["acc1"] == pytest.approx(acc1) and result.metrics[name]["num_images"] == count
+        assert result.metrics[name]["acc5"] == pytest.approx(acc5)
     assert [f["path"].endswith("broken.jpg") for f in result.failures] == [True]
 
 
