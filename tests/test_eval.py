@@ -113,6 +113,10 @@ def test_imagenet_synset_folders_get_imagenet_class_names(tiny_clip_dir, tmp_pat
     record = json.loads(out.read_text())
     assert record["classnames"] == list(IMAGENET_CLASSNAMES) and record["dataset"] == "imagenet1k"
     assert record["num_images"] == 1 and sum(record["confusion_matrix"][1]) == 1
+    # without --dataset: 1000 WordNet-id folders are recognised as ImageNet-1k
+    auto = CliRunner().invoke(main, ["eval", "--data", str(tmp_path / "val"), "--model", tiny_clip_dir, "--templates",
+                                     "photo", "--workers", "0", "--output", str(out)])
+    assert auto.exit_code == 0 and json.loads(out.read_text())["classnames"][1] == IMAGENET_CLASSNAMES[1]
 
 
 def test_report_folder_has_page_plots_metrics_and_predictions(tiny_clip_dir, tree, tmp_path):

@@ -319,7 +319,7 @@ def _eval_collection(data: str, dataset: str | None, labels_file: str | None):
     names = [synonyms[0] for synonyms in classes] if classes else None
     path = Path(data)
     if path.is_dir():
-        if dataset == "imagenet1k" and classes is None:
+        if classes is None and (dataset == "imagenet1k" or looks_like_imagenet(path)):
             from .prompts import CLASSNAME_SETS
 
             return image_folder(path, CLASSNAME_SETS["imagenet1k"]()), "imagenet1k"
@@ -364,6 +364,15 @@ class _PredictionsCsv:
             if error is None:
                 os.replace(self.partial, Path(self.folder) / "predictions.csv")
         return False
+
+
+def looks_like_imagenet(folder: Path) -> bool:
+    """1000 class folders named by WordNet id (n01440764, ...): ImageNet-1k, whose class order is
+    the sorted ids, the order of open_clip's ImageNet class names."""
+    import re
+
+    names = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return len(names) == 1000 and all(re.fullmatch(r"n\d{8}", name) for name in names)
 
 
 def _write_json_atomically(path: str, record: dict) -> None:
