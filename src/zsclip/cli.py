@@ -217,14 +217,7 @@ def eval_command(data, dataset, labels_file, templates, output, report_dir, mode
     with _usage_errors():
         collection, classes = _eval_collection(data, dataset, labels_file)
         template_sets = [name.strip() for name in templates.split(",") if name.strip()]
-        model = model or DEFAULT_MODEL
-        if model == DEFAULT_MODEL and pretrained is None:
-            pretrained = DEFAULT_PRETRAINED
-        if model.startswith(TRANSFORMERS_PREFIX):
-            _quiet_transformers()
-        from . import load_model
-
-        encoder = load_model(model, pretrained, device=device)
+        encoder, model, pretrained = _load_encoder(model, pretrained, device)
         with _PredictionsCsv(report_dir, collection.classnames) as on_prediction:
             result = evaluate(collection, encoder, template_sets, classes=classes, precision=precision,
                               batch_size=batch_size, workers=workers, cache=not no_cache, cache_dir=cache_dir,
@@ -282,9 +275,21 @@ def parse_labels(labels: str | None, labels_file: str | None) -> list[list[str]]
     return [[name.strip() for name in entry.split("|")] for entry in labels.split(",")]
 
 
+def _load_encoder(model: str | None, pretrained: str | None, device: str):
+    """(encoder, model, pretrained): the default model and its weights when none is named."""
+    from . import load_model
+
+    model = model or DEFAULT_MODEL
+    if model == DEFAULT_MODEL and pretrained is None:
+        pretrained = DEFAULT_PRETRAINED
+    if model.startswith(TRANSFORMERS_PREFIX):
+        _quiet_transformers()
+    return load_model(model, pretrained, device=device), model, pretrained
+
+
 def _encoder_and_classifier(labels, labels_file, templates, classifier_file, model, pretrained, device,
                             precision, cache_dir, no_cache):
-    from . import ZeroShotClassifier, load_model
+    from . import ZeroShotClassifier
 
     loaded = None
     if classifier_file:
@@ -295,12 +300,7 @@ def _encoder_and_classifier(labels, labels_file, templates, classifier_file, mod
         pretrained = pretrained or loaded.provenance.get("pretrained")
     else:
         classes = parse_labels(labels, labels_file)
-    model = model or DEFAULT_MODEL
-    if model == DEFAULT_MODEL and pretrained is None:
-        pretrained = DEFAULT_PRETRAINED
-    if model.startswith(TRANSFORMERS_PREFIX):
-        _quiet_transformers()
-    encoder = load_model(model, pretrained, device=device)
+    encoder, _, _ = _load_encoder(model, pretrained, device)
     if loaded is not None:
         loaded.check_encoder(encoder)
         loaded.encoder = encoder

@@ -147,13 +147,19 @@ def labelled_feature_batches(
         return
     dataset = ShardBatches(collection.shards, collection.classnames, batch_size, encoder.image_transform(),
                            encoder.image_size, max_pixels)
-    workers = min(workers, len(collection.shards))
-    loader = DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=encoder.device.type == "cuda",
-                        prefetch_factor=2 if workers else None)
+    for batch, features in _encoded(dataset, encoder, min(workers, len(collection.shards)), precision):
+        yield batch["names"], batch["errors"], batch["targets"], features
+
+
+def _encoded(dataset: Dataset, encoder: Encoder, workers: int, precision: str) -> Iterator[tuple[dict, torch.Tensor]]:
+    """Each batch the dataset yields (decoded in ``workers`` processes) with the normalised
+    features [n_ok, D] of its decoded images."""
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
+                        pin_memory=encoder.device.type == "cuda", prefetch_factor=2 if workers else None)
     for batch in loader:
         pixels = batch["pixels"]
         features = encoder.encode_images(pixels, precision) if len(pixels) else torch.empty(0, encoder.embed_dim)
-        yield batch["names"], batch["errors"], batch["targets"], features
+        yield batch, features
 
 
 def feature_batches(
@@ -171,12 +177,7 @@ def feature_batches(
     workers = default_workers() if workers is None else workers
     dataset = DecodedBatches(sources, batch_size, encoder.image_transform(),
                              encoder.image_size if draft else None, max_pixels)
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
-                        pin_memory=encoder.device.type == "cuda",
-                        prefetch_factor=2 if workers else None, persistent_workers=False)
-    for batch in loader:
-        pixels = batch["pixels"]
-        features = encoder.encode_images(pixels, precision) if len(pixels) else torch.empty(0, encoder.embed_dim)
+    for batch, features in _encoded(dataset, encoder, workers, precision):
         yield batch["names"], batch["errors"], features
 
 
