@@ -1,0 +1,231 @@
+"""The synthetic world of the bundled demo model: coloured shapes on plain backgrounds.
+
+The demo model (``--model demo``) was trained only on images drawn here, so this module is how
+users and tests make images it can classify: ``render`` one image, ``sample_specs`` random ones,
+``write_dataset`` a labelled folder that ``zsclip eval`` reads. Some colour-shape combinations
+(``HELD_OUT``) never appeared in training; classifying them is true zero-shot.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image, ImageDraw
+
+#: Palette: each colour's nominal RGB (rendered with a little jitter so no colour is one exact value).
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 25, 30),
+    "green": (30, 150, 45),
+    "blue": (25, 60, 215),
+    "yellow": (245, 220, 25),
+    "purple": (125, 40, 165),
+    "orange": (245, 135, 15),
+    "white": (250, 250, 250),
+    "black": (15, 15, 15),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring")
+
+#: Combinations kept out of training entirely: every colour once and every shape at least once,
+#: so each word was learned elsewhere and only the pairing is new.
+HELD_OUT: tuple[tuple[str, str], ...] = (
+    ("red", "triangle"), ("green", "star"), ("blue", "ring"), ("yellow", "cross"),
+    ("purple", "circle"), ("orange", "square"), ("white", "star"), ("black", "triangle"),
+)
+
+Split = Literal["all", "seen", "held-out"]
+LabelKind = Literal["both", "colour", "shape"]
+COLOUR_JITTER = 18  # +- per RGB channel
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    """Everything that decides one image. Geometry is relative to the image side, so a spec renders
+    the same scene at any size."""
+
+    colour: str  # a palette name, or "#rrggbb" for an unnamed colour (training shows shapes in those too)
+    shape: str
+    background: str
+    radius: float  # of the shape's bounding circle, as a fraction of the side
+    centre: tuple[float, float]  # fractions of the side
+    rotation: float  # degrees
+    tint: tuple[int, int, int] = (0, 0, 0)  # colour jitter of the shape
+    background_tint: tuple[int, int, int] = (0, 0, 0)
+
+    @property
+    def label(self) -> str:
+        return f"{self.colour} {self.shape}"
+
+
+def combinations(split: Split = "all") -> list[tuple[str, str]]:
+    """Colour-shape pairs: all 48, the 40 seen in training, or the 8 held out."""
+    pairs = [(colour, shape) for colour in COLOURS for shape in SHAPES]
+    if split == "all":
+        return pairs
+    if split == "seen":
+        return [pair for pair in pairs if pair not in HELD_OUT]
+    if split == "held-out":
+        return list(HELD_OUT)
+    raise ValueError(f"unknown split {split!r}: use all, seen or held-out")
+
+
+def classnames(kind: LabelKind = "both") -> list[str]:
+    """Class names of one labelling: "red star" (48), "red" (8) or "star" (6)."""
+    if kind == "both":
+        return [f"{colour} {shape}" for colour, shape in combinations("all")]
+    if kind == "colour":
+        return list(COLOURS)
+    if kind == "shape":
+        return list(SHAPES)
+    raise ValueError(f"unknown label kind {kind!r}: use both, colour or shape")
+
+
+def label_of(spec: ShapeSpec, kind: LabelKind = "both") -> str:
+    return {"both": spec.label, "colour": spec.colour, "shape": spec.shape}[kind]
+
+
+def sample_spec(rng: random.Random, pairs: Sequence[tuple[str, str]] | None = None) -> ShapeSpec:
+    """A random scene: a pair from ``pairs`` (default: the seen ones), random size, position,
+    rotation and a background colour different from the shape's."""
+    colour, shape = rng.choice(list(pairs) if pairs is not None else combinations("seen"))
+    background = rng.choice([c for c in COLOURS if c != colour])
+    radius = rng.uniform(0.2, 0.42)
+    centre = (rng.uniform(radius, 1 - radius), rng.uniform(radius, 1 - radius))
+    jitter = [rng.randint(-COLOUR_JITTER, COLOUR_JITTER) for _ in range(6)]
+    return ShapeSpec(colour, shape, background, radius, centre, rng.uniform(0, 360),
+                     tuple(jitter[:3]), tuple(jitter[3:]))
+
+
+def sample_specs(count: int, seed: int, split: Split = "seen") -> list[ShapeSpec]:
+    """``count`` random scenes from one split, reproducible from ``seed``."""
+    rng = random.Random(seed)
+    pairs = combinations(split)
+    return [sample_spec(rng, pairs) for _ in range(count)]
+
+
+def _rgb(name: str, tint: tuple[int, int, int]) -> tuple[int, int, int]:
+    base = COLOURS[name] if name in COLOURS else tuple(int(name[i:i + 2], 16) for i in (1, 3, 5))
+    return tuple(min(255, max(0, value + delta)) for value, delta in zip(base, tint, strict=True))
+
+
+def unnamed_colour(rng: random.Random, min_distance: float = 110.0) -> str:
+    """A random "#rrggbb" far from every palette colour: no one would call it red, blue, ..."""
+    while True:
+        rgb = tuple(rng.randint(0, 255) for _ in range(3))
+        if all(math.dist(rgb, named) >= min_distance for named in COLOURS.values()):
+            return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def _star(cx: float, cy: float, r: float, rotation: float, points: int = 5) -> list[tuple[float, float]]:
+    corners = []
+    for k in range(points * 2):
+        radius = r if k % 2 == 0 else r * 0.42
+        angle = math.radians(rotation) + k * math.pi / points
+        corners.append((cx + radius * math.sin(angle), cy - radius * math.cos(angle)))
+    return corners
+
+
+def _cross(cx: float, cy: float, r: float, rotation: float) -> list[tuple[float, float]]:
+    arm = r * 0.36  # half the arm's width
+    outline = [(arm, r), (arm, arm), (r, arm), (r, -arm), (arm, -arm), (arm, -r),
+               (-arm, -r), (-arm, -arm), (-r, -arm), (-r, arm), (-arm, arm), (-arm, r)]
+    cos, sin = math.cos(math.radians(rotation)), math.sin(math.radians(rotation))
+    return [(cx + x * cos - y * sin, cy + x * sin + y * cos) for x, y in outline]
+
+
+def render(spec: ShapeSpec, size: int = 64, supersample: int = 4) -> Image.Image:
+    """Draw ``spec`` as a ``size`` x ``size`` RGB image (drawn larger, then downsampled, for smooth edges)."""
+    side = size * supersample
+    background = _rgb(spec.background, spec.background_tint)
+    colour = _rgb(spec.colour, spec.tint)
+    image = Image.new("RGB", (side, side), background)
+    draw = ImageDraw.Draw(image)
+    cx, cy, r = spec.centre[0] * side, spec.centre[1] * side, spec.radius * side
+    if spec.shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+    elif spec.shape == "ring":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+        inner = r * 0.6
+        draw.ellipse((cx - inner, cy - inner, cx + inner, cy + inner), fill=background)
+    elif spec.shape == "square":
+        draw.regular_polygon((cx, cy, r), 4, rotation=spec.rotation, fill=colour)
+    elif spec.shape == "triangle":
+        draw.regular_polygon((cx, cy, r), 3, rotation=spec.rotation, fill=colour)
+    elif spec.shape == "star":
+        draw.polygon(_star(cx, cy, r, spec.rotation), fill=colour)
+    elif spec.shape == "cross":
+        draw.polygon(_cross(cx, cy, r * 0.95, spec.rotation), fill=colour)
+    else:
+        raise ValueError(f"unknown shape {spec.shape!r}: use one of {', '.join(SHAPES)}")
+    return image.resize((size, size), Image.Resampling.LANCZOS) if supersample > 1 else image
+
+
+def write_dataset(
+    out_dir: str | Path,
+    per_class: int,
+    seed: int,
+    split: Split = "all",
+    label: LabelKind = "both",
+    size: int = 64,
+) -> Path:
+    """Write ``per_class`` images of every colour-shape pair in ``split`` as PNGs, plus
+    ``manifest.csv`` (path,label) and ``labels.txt`` (every class of the ``label`` kind, all 48,
+    8 or 6 of them, so held-out images are scored against the full label set).
+
+    Returns the manifest's path: ``zsclip eval --data DIR/manifest.csv --labels-file DIR/labels.txt``.
+    """
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    rows = []
+    for colour, shape in combinations(split):
+        for index in range(per_class):
+            spec = sample_spec(rng, [(colour, shape)])
+            name = f"images/{colour}_{shape}_{index:04d}.png"
+            render(spec, size).save(out / name)
+            rows.append((name, label_of(spec, label)))
+    manifest = out / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerows(rows)
+    (out / "labels.txt").write_text("\n".join(classnames(label)) + "\n")
+    return manifest
+
+
+def _main() -> None:
+    import click
+
+    @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.argument("out_dir", type=click.Path(file_okay=False))
+    @click.option("--per-class", default=20, show_default=True, type=click.IntRange(min=1),
+                  help="Images per colour-shape pair.")
+    @click.option("--seed", default=1, show_default=True, type=int,
+                  help="Random seed (the demo model was trained on seed 0's stream).")
+    @click.option("--split", type=click.Choice(["all", "seen", "held-out"]), default="all", show_default=True,
+                  help="Which colour-shape pairs: all 48, the 40 seen in training, or the 8 held out.")
+    @click.option("--label", type=click.Choice(["both", "colour", "shape"]), default="both", show_default=True,
+                  help='How images are labelled: "red star", "red" or "star".')
+    @click.option("--size", default=64, show_default=True, type=click.IntRange(min=16), help="Image side in pixels.")
+    def generate(out_dir, per_class, seed, split, label, size) -> None:
+        """Draw a labelled set of synthetic shapes images (the world the demo model knows).
+
+        \b
+        Writes OUT_DIR/images/*.png, OUT_DIR/manifest.csv and OUT_DIR/labels.txt; evaluate with
+          zsclip eval --data OUT_DIR/manifest.csv --labels-file OUT_DIR/labels.txt --model demo
+        """
+        manifest = write_dataset(out_dir, per_class, seed, split, label, size)
+        count = per_class * len(combinations(split))
+        click.echo(f"wrote {count} images of {split} pairs labelled by {label} to {manifest.parent}; evaluate with\n"
+                   f"  zsclip eval --data {manifest} --labels-file {manifest.parent / 'labels.txt'} --model demo")
+
+    generate()
+
+
+if __name__ == "__main__":
+    _main()
