@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def test_smoke_run_writes_a_local_dir_model_that_zsclip_loads(tmp_path):
     encoder = zsclip.load_model(f"local-dir:{out}", device="cpu")
     clf = zsclip.ZeroShotClassifier.build(encoder, ["red star", "blue ring"], "photo", cache=False)
     spec = shapes.sample_specs(1, seed=0)[0]
-    top = clf.predict([shapes.render(spec)], top_k=2)[0]
+    top = clf.predict([shapes.render(spec)], top_k=2)[0]  # proves load + run, not accuracy (3 steps)
     assert sorted(label for label, _ in top) == ["blue ring", "red star"]
     # training moved the weights away from the seeded initialisation
     torch.manual_seed(args.seed)
@@ -49,20 +50,31 @@ def test_smoke_run_writes_a_local_dir_model_that_zsclip_loads(tmp_path):
     assert not torch.equal(initial["visual.conv1.weight"], trained["visual.conv1.weight"])
 
 
-def test_training_is_reproducible_from_its_seed():
+def test_the_training_stream_is_a_function_of_its_seed():
     stream = train_demo.ShapeStream(6, seed=4, image_size=64, context_length=32)
     first, second = next(iter(stream)), next(iter(stream))
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
+    other = next(iter(train_demo.ShapeStream(6, seed=5, image_size=64, context_length=32)))
+    assert not torch.equal(first[0], other[0])
+    # through a DataLoader worker process, as train() reads it: the same batches
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=1)
+    assert all(torch.equal(a, b) for a, b in zip(next(iter(loader)), first, strict=True))
 
 
-def test_training_never_draws_a_held_out_pair():
-    stream = train_demo.ShapeStream(8, seed=1, image_size=16, context_length=32, unnamed_fraction=0.25)
-    rng = random.Random(0)
-    specs = [stream.sample(rng, shapes.combinations("seen")) for _ in range(3000)]
+def test_training_never_draws_or_names_a_held_out_pair():
+    stream = train_demo.ShapeStream(100, seed=1, image_size=16, context_length=32, unnamed_fraction=0.25)
+    batches = [batch for batch, _ in zip(stream.scenes(), range(30), strict=False)]
+    specs = [spec for spec_batch, _ in batches for spec in spec_batch]
+    texts = [caption.text for _, captions in batches for caption in captions]
     assert not any((s.colour, s.shape) in shapes.HELD_OUT for s in specs)
+    held_out_names = re.compile("|".join(rf"\b{colour} {shape}\b" for colour, shape in shapes.HELD_OUT))
+    assert not any(held_out_names.search(text) for text in texts)
+    assert held_out_names.search("the embroidered red triangle.")  # ("embroidered triangle" is no match)
+    assert {(s.colour, s.shape) for s in specs if s.colour in shapes.COLOURS} == set(shapes.combinations("seen"))
     unnamed = [s for s in specs if s.colour not in shapes.COLOURS]
     assert 0.2 < len(unnamed) / len(specs) < 0.3  # 0.25 asked for
+    assert {s.shape for s in unnamed} == set(shapes.SHAPES)
 
 
 def test_captions_are_true_and_unnamed_colours_are_captioned_by_shape_only():
@@ -88,7 +100,13 @@ def test_soft_loss_is_clips_loss_when_only_own_captions_match():
     reference = open_clip.ClipLoss()(images, texts, scale)
     ours = train_demo.soft_contrastive_loss(images, texts, scale, torch.eye(6, dtype=torch.bool))
     assert torch.allclose(ours, reference, atol=1e-6)
-    # a second true caption shares the target mass instead of being pushed away
+    # caption 0 truly describes images 0, 1 and 2: each image spreads its target over its true
+    # captions (rows), each caption over its true images (columns)
     shared = torch.eye(6, dtype=torch.bool)
-    shared[0, 1] = shared[1, 0] = True
-    assert not torch.allclose(train_demo.soft_contrastive_loss(images, texts, scale, shared), reference)
+    shared[1, 0] = shared[2, 0] = True
+    logits = scale * images @ texts.T
+    targets = shared.float()
+    expected = (F.cross_entropy(logits, targets / targets.sum(1, keepdim=True))
+                + F.cross_entropy(logits.T, (targets / targets.sum(0, keepdim=True)).T)) / 2
+    assert torch.allclose(train_demo.soft_contrastive_loss(images, texts, scale, shared), expected, atol=1e-6)
+    assert not torch.allclose(expected, reference)

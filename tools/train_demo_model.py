@@ -3,10 +3,12 @@
     python tools/train_demo_model.py --out src/zsclip/demo_model            # the shipped model
     python tools/train_demo_model.py --out /tmp/smoke --steps 3 --batch-size 8  # smoke run
 
-The model is a small open_clip ViT CLIP with the standard CLIP BPE tokenizer, saved in open_clip's
-``local-dir`` layout (open_clip_config.json + open_clip_model.safetensors), so open_clip loads it with
-no custom code. Training images come only from the *seen* colour-shape pairs; the pairs in
-``zsclip.shapes.HELD_OUT`` are never drawn, so classifying them is zero-shot.
+The model is a small open_clip CLIP (ModifiedResNet image tower) with the standard CLIP BPE
+tokenizer, saved in open_clip's ``local-dir`` layout (open_clip_config.json +
+open_clip_model.safetensors), so open_clip loads it with no custom code. Training images come only
+from the *seen* colour-shape pairs; the pairs in ``zsclip.shapes.HELD_OUT`` are never drawn, so
+classifying them is zero-shot. Shapes in *unnamed* colours (far from the palette) are captioned by
+their shape alone: they teach shape apart from colour.
 
 Captions put a description into a prompt template (OpenAI's 80 ImageNet templates and plain ones):
 the full "red star" (sometimes "red star on a blue background"), or only "red", or only "star", the
@@ -24,11 +26,13 @@ import math
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import open_clip
+import PIL
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
@@ -45,6 +49,9 @@ MODEL_CFG = {
 }
 MEAN, STD = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
 # OpenAI's 80 ImageNet templates (zsclip's default ensemble) plus plain phrasings
+#: training draws at 2x supersampling (evaluation and examples use render's default 4x): half the
+#: rendering cost, and edges differ by a fraction of a pixel
+TRAIN_SUPERSAMPLE = 2
 TEMPLATES = [*resolve_templates("openai-imagenet"), *resolve_templates(["a photo of a {}.", "{}", "a {}."])]
 
 
@@ -108,14 +115,18 @@ class ShapeStream(torch.utils.data.IterableDataset):
             spec = dataclasses.replace(spec, colour=shapes.unnamed_colour(rng))
         return spec
 
-    def __iter__(self):
+    def scenes(self) -> Iterator[tuple[list[shapes.ShapeSpec], list[Caption]]]:
+        """The stream's batches before drawing: scenes and their captions."""
         rng = random.Random(self.seed)
         pairs = shapes.combinations("seen")
         while True:
             specs = [self.sample(rng, pairs) for _ in range(self.batch_size)]
-            captions = [caption_for(spec, rng) for spec in specs]
+            yield specs, [caption_for(spec, rng) for spec in specs]
+
+    def __iter__(self):
+        for specs, captions in self.scenes():
             compatible = torch.tensor([[caption.describes(spec) for caption in captions] for spec in specs])
-            images = image_tensor([shapes.render(spec, self.image_size, supersample=2) for spec in specs])
+            images = image_tensor([shapes.render(spec, self.image_size, TRAIN_SUPERSAMPLE) for spec in specs])
             yield images, self.tokenizer([caption.text for caption in captions]), compatible
 
 
@@ -208,7 +219,9 @@ def train(args: argparse.Namespace) -> dict:
     meta = {
         "trained_with": "tools/train_demo_model.py",
         "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-        "unnamed_fraction": args.unnamed_fraction,
+        "unnamed_fraction": args.unnamed_fraction, "weight_decay": args.weight_decay, "warmup": warmup,
+        "threads": args.threads, "workers": args.workers,
+        "versions": {"torch": torch.__version__, "open_clip": open_clip.__version__, "pillow": PIL.__version__},
         "held_out": [f"{colour} {shape}" for colour, shape in shapes.HELD_OUT],
         "train_seconds": round(time.perf_counter() - start),
     }
@@ -228,7 +241,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--unnamed-fraction", type=float, default=0.35,
                         help="Share of training shapes drawn in unnamed colours (captioned by shape only).")
     parser.add_argument("--threads", type=int, default=2, help="Torch threads for the training step.")
-    parser.add_argument("--workers", type=int, default=1, help="Processes drawing images (0: in this one).")
+    parser.add_argument("--workers", type=int, default=1, choices=[0, 1],
+                        help="1: draw images in a second process, overlapped with the step; 0: in this one. "
+                             "(More would each replay the same seeded stream.)")
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--eval-every", type=int, default=500, help="Quick held-out check every N steps (0: off).")
     return parser.parse_args(argv)

@@ -41,6 +41,7 @@ HELD_OUT: tuple[tuple[str, str], ...] = (
 Split = Literal["all", "seen", "held-out"]
 LabelKind = Literal["both", "colour", "shape"]
 COLOUR_JITTER = 18  # +- per RGB channel
+CROSS_ARM = 0.36  # half a cross's arm width, relative to its arm length
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,12 @@ def sample_specs(count: int, seed: int, split: Split = "seen") -> list[ShapeSpec
 
 
 def _rgb(name: str, tint: tuple[int, int, int]) -> tuple[int, int, int]:
-    base = COLOURS[name] if name in COLOURS else tuple(int(name[i:i + 2], 16) for i in (1, 3, 5))
+    if name in COLOURS:
+        base = COLOURS[name]
+    elif len(name) == 7 and name.startswith("#"):
+        base = tuple(int(name[i:i + 2], 16) for i in (1, 3, 5))
+    else:
+        raise ValueError(f"unknown colour {name!r}: use one of {', '.join(COLOURS)} or '#rrggbb'")
     return tuple(min(255, max(0, value + delta)) for value, delta in zip(base, tint, strict=True))
 
 
@@ -131,7 +137,7 @@ def _star(cx: float, cy: float, r: float, rotation: float, points: int = 5) -> l
 
 
 def _cross(cx: float, cy: float, r: float, rotation: float) -> list[tuple[float, float]]:
-    arm = r * 0.36  # half the arm's width
+    arm = r * CROSS_ARM
     outline = [(arm, r), (arm, arm), (r, arm), (r, -arm), (arm, -arm), (arm, -r),
                (-arm, -r), (-arm, -arm), (-r, -arm), (-r, arm), (-arm, arm), (-arm, r)]
     cos, sin = math.cos(math.radians(rotation)), math.sin(math.radians(rotation))
@@ -148,7 +154,7 @@ def render(spec: ShapeSpec, size: int = 64, supersample: int = 4) -> Image.Image
     cx, cy, r = spec.centre[0] * side, spec.centre[1] * side, spec.radius * side
     if spec.shape == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
-    elif spec.shape == "ring":
+    elif spec.shape == "ring":  # its hole shows the background
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
         inner = r * 0.6
         draw.ellipse((cx - inner, cy - inner, cx + inner, cy + inner), fill=background)
@@ -159,7 +165,7 @@ def render(spec: ShapeSpec, size: int = 64, supersample: int = 4) -> Image.Image
     elif spec.shape == "star":
         draw.polygon(_star(cx, cy, r, spec.rotation), fill=colour)
     elif spec.shape == "cross":
-        draw.polygon(_cross(cx, cy, r * 0.95, spec.rotation), fill=colour)
+        draw.polygon(_cross(cx, cy, r / math.hypot(1, CROSS_ARM), spec.rotation), fill=colour)  # corners on r
     else:
         raise ValueError(f"unknown shape {spec.shape!r}: use one of {', '.join(SHAPES)}")
     return image.resize((size, size), Image.Resampling.LANCZOS) if supersample > 1 else image
