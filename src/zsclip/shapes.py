@@ -165,7 +165,9 @@ def render(spec: ShapeSpec, size: int = 64, supersample: int = 4) -> Image.Image
     elif spec.shape == "star":
         draw.polygon(_star(cx, cy, r, spec.rotation), fill=colour)
     elif spec.shape == "cross":
-        draw.polygon(_cross(cx, cy, r / math.hypot(1, CROSS_ARM), spec.rotation), fill=colour)  # corners on r
+        # corners at 0.95 * hypot(1, CROSS_ARM) = 1.01 r: a hair past the bounding circle, kept as the
+        # demo model was trained on it
+        draw.polygon(_cross(cx, cy, r * 0.95, spec.rotation), fill=colour)
     else:
         raise ValueError(f"unknown shape {spec.shape!r}: use one of {', '.join(SHAPES)}")
     return image.resize((size, size), Image.Resampling.LANCZOS) if supersample > 1 else image
