@@ -234,6 +234,7 @@ def test_models_lists_registry_and_cached_classifiers(tiny_clip_dir, isolated_ca
     result = _run("models")
     assert result.exit_code == 0
     assert "--model ViT-B-32" in result.stdout and "laion2b_s34b_b79k" in result.stdout
+    assert "--model demo" in result.stdout and "MB, offline" in result.stdout
     assert "cached classifiers" in result.stdout and "3 classes (red, green, blue)" in result.stdout
 
 

@@ -22,6 +22,8 @@ HELD_OUT = [("red", "triangle"), ("green", "star"), ("blue", "ring"), ("purple",
 def main() -> None:
     rng = random.Random(2026)
     OUT.mkdir(exist_ok=True)
+    for old in OUT.glob("*.png"):  # file names are labels: leave no stale picture behind
+        old.unlink()
     for colour, shape in SEEN + HELD_OUT:
         # a clearly visible size: these pictures are for people to look at
         spec = dataclasses.replace(shapes.sample_spec(rng, [(colour, shape)]), radius=rng.uniform(0.28, 0.4),

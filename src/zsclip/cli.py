@@ -26,8 +26,9 @@ DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 
 MODEL_HELP = (f"Model: an open_clip name (default {DEFAULT_MODEL}, weights {DEFAULT_PRETRAINED}, ~600 MB "
-              "downloaded once), hf-hub:ORG/REPO, local-dir:PATH (open_clip_config.json + weights) or "
-              "transformers:ID_OR_PATH.")
+              "downloaded once), hf-hub:ORG/REPO, local-dir:PATH (open_clip_config.json + weights), "
+              "transformers:ID_OR_PATH, or demo: the small bundled offline model, which knows ONLY synthetic "
+              "coloured shapes (8 colours x 6 shapes, see `python -m zsclip.shapes --help`), not real photos.")
 TEMPLATES_HELP = (f"Prompt templates: {', '.join(TEMPLATE_SETS)} (default openai-imagenet, OpenAI's 80), "
                   "or a text file with one template per line, each with {} for the class name.")
 
@@ -110,6 +111,11 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
       zsclip classify photos/ --labels "dog,cat,car,airplane"
       zsclip classify "shots/**/*.jpg" --labels-file labels.txt --top-k 3 --output results.csv
       find /data -name '*.png' | zsclip classify - --labels-file labels.txt --output results.jsonl
+      zsclip classify examples/ --labels-file examples/labels.txt --model demo   # offline
+
+    --model demo needs no download, but it knows only the synthetic world it was trained on:
+    red/green/blue/yellow/purple/orange/white/black circles, squares, triangles, stars, crosses
+    and rings on plain backgrounds. Use a real model (the default) for real photos.
 
     Bad inputs (missing, empty, corrupt or huge files, unreachable URLs) are reported on stderr and
     in the output's error column; the run goes on. Exit status: 0 all classified, 1 some inputs

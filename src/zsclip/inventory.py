@@ -9,8 +9,20 @@ from .cache import cache_dir as classifier_cache_dir
 
 
 def describe_models(show_all: bool = False, cache_dir: str | os.PathLike | None = None) -> str:
-    """A report in three parts: open_clip's registry, the Hugging Face cache, cached classifiers."""
-    return "\n".join([*_open_clip_registry(show_all), "", *_hub_cache(), "", *_classifier_cache(cache_dir)])
+    """A report in four parts: the bundled demo model, open_clip's registry, the Hugging Face cache,
+    cached classifiers."""
+    return "\n".join([*_bundled(), "", *_open_clip_registry(show_all), "", *_hub_cache(), "",
+                      *_classifier_cache(cache_dir)])
+
+
+def _bundled() -> list[str]:
+    from .encoders.openclip import demo_model_dir
+
+    folder = demo_model_dir()
+    size = sum(p.stat().st_size for p in folder.glob("*")) / 1e6 if folder.is_dir() else 0.0
+    state = f"{size:.1f} MB, offline" if size else "missing from this install"
+    return ["bundled with zsclip:",
+            f"  --model demo   a small CLIP for the synthetic shapes world only (python -m zsclip.shapes); {state}"]
 
 
 def _open_clip_registry(show_all: bool) -> list[str]:

@@ -27,6 +27,7 @@ from .shared_prefix import PrefixCache, block_blocker, encode_suffixes
 
 #: ``pretrained`` value that asks for untrained weights on purpose (benchmarks, tests).
 RANDOM_WEIGHTS = "random"
+DEMO_MODEL = "demo"  # the bundled offline model: --model demo
 _POOLING_AT_EOT = ("argmax", "eos")
 
 
@@ -122,9 +123,17 @@ def load_open_clip(
     device: torch.device | str = "cpu",
     cache_dir: str | None = None,
 ) -> OpenClipEncoder:
-    """Load through open_clip's own factory, turning its failures into one-line errors."""
+    """Load through open_clip's own factory, turning its failures into one-line errors.
+
+    ``"demo"`` is the bundled model (see ``demo_model_dir``), loaded as any local-dir model is.
+    """
     import open_clip
 
+    display_name = name
+    if name == DEMO_MODEL:
+        if pretrained is not None:
+            raise ModelLoadError(f"the demo model ships with its weights: drop pretrained={pretrained!r}")
+        name = f"local-dir:{demo_model_dir()}"
     pretrained_arg = _check_model_and_tag(name, pretrained, open_clip)
     try:
         with _without_open_clip_log_errors():
@@ -134,7 +143,13 @@ def load_open_clip(
             tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
     except Exception as error:  # open_clip raises bare RuntimeError/OSError for every cause
         raise ModelLoadError(_fetch_failure(name, pretrained, error)) from error
-    return OpenClipEncoder(model, tokenizer, preprocess, name=name, pretrained=pretrained, device=device)
+    return OpenClipEncoder(model, tokenizer, preprocess, name=display_name, pretrained=pretrained, device=device)
+
+
+def demo_model_dir() -> Path:
+    """The bundled demo CLIP (package data, open_clip local-dir layout). It knows only the synthetic
+    shapes world of ``zsclip.shapes``; tools/train_demo_model.py made it."""
+    return Path(__file__).resolve().parent.parent / "demo_model"
 
 
 # --- loading checks ------------------------------------------------------------------------------
