@@ -28,7 +28,7 @@ from .cache import cache_key
 from .encoders.base import Encoder
 from .errors import ClassifierFileError, InputError, ZsclipWarning
 from .images import ImageReadError, load_image, to_rgb
-from .precision import resolve_precision
+from .precision import resolve_precision, text_precision
 from .prompts import Template, expand_prompts, resolve_classes, resolve_templates
 
 ImageInput = Union[Image.Image, str, os.PathLike]  # noqa: UP007 (a runtime alias, py3.10)
@@ -80,7 +80,7 @@ class ZeroShotClassifier:
                 template per line, or a list of strings with ``{}`` / callables. Default:
                 "openai-imagenet", OpenAI's 80 templates (best zero-shot accuracy in the CLIP paper).
             precision: "auto" (bf16 where the hardware runs it natively, else fp32), "fp32",
-                "bf16" or "fp16".
+                "bf16" or "fp16"; "int8" quantizes image towers only, so its classifier is fp32.
             cache: reuse / store the result under ``cache_dir`` (default $ZSCLIP_CACHE_DIR or the
                 user cache dir); the key covers model, classes, prompts and precision.
             logit_scale: fixed temperature (e.g. 100, as in the CLIP paper's eval) instead of the
@@ -89,7 +89,7 @@ class ZeroShotClassifier:
         classes, named_list = resolve_classes(classnames)
         template_list = resolve_templates(templates)
         prompts = expand_prompts(classes, template_list)
-        precision = resolve_precision(precision, encoder.device)
+        precision = text_precision(resolve_precision(precision, encoder.device))  # int8: images only
         provenance = {
             "model": encoder.name,
             "pretrained": getattr(encoder, "pretrained", None),

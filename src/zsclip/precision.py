@@ -2,6 +2,8 @@
 
 ``"auto"`` picks bf16 only where the hardware computes it natively (CUDA with bf16, CPUs with
 AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower than fp32, so auto falls back to fp32.
+``"int8"`` (CPU only, opt-in) quantizes the image tower's linear layers (see quantize.py); text
+towers then run in fp32, so classifiers stay exact.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import torch
 
 from .errors import InputError
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -30,9 +32,11 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     """Turn ``"auto"`` into a concrete precision for ``device``; validate the others."""
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    device = torch.device(device)
+    if precision == "int8" and device.type != "cpu":
+        raise InputError(f"precision int8 is for CPUs; on {device} use bf16 or fp16 (or auto)")
     if precision != "auto":
         return precision
-    device = torch.device(device)
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "cpu" and cpu_has_native_bf16():
@@ -40,10 +44,15 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     return "fp32"
 
 
+def text_precision(precision: str) -> str:
+    """The precision a text tower runs in: int8 quantizes image towers only."""
+    return "fp32" if precision == "int8" else precision
+
+
 @contextlib.contextmanager
 def autocast(precision: str, device: torch.device | str) -> Iterator[None]:
-    """Autocast to ``precision`` (already resolved) on ``device``; fp32 runs as is."""
-    if precision == "fp32":
+    """Autocast to ``precision`` (already resolved) on ``device``; fp32 (and int8) run as is."""
+    if precision in ("fp32", "int8"):
         yield
         return
     device_type = torch.device(device).type

@@ -9,6 +9,7 @@ padding when (and only when) its architecture makes that exact.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import sys
@@ -22,7 +23,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..precision import autocast, resolve_precision
+from ..precision import autocast, resolve_precision, text_precision
 
 
 @dataclass
@@ -73,9 +74,12 @@ class Encoder(ABC):
     shares_prefixes: bool = False
     device: torch.device
     image_size: int | None = None
+    #: submodules of the model that make up the image tower (quantized by precision="int8")
+    image_tower_prefixes: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self._fingerprint: str | None = None
+        self._int8: Encoder | None = None
 
     # --- what an adapter implements -------------------------------------------------------
     @abstractmethod
@@ -152,7 +156,7 @@ class Encoder(ABC):
         unique = list(position)
         tokens = self.tokenize(unique)
         features = torch.empty(len(unique), self.embed_dim, dtype=torch.float32)
-        precision = resolve_precision(precision, self.device)
+        precision = text_precision(resolve_precision(precision, self.device))
         show = _show_progress(progress, len(unique))
         with torch.inference_mode(), autocast(precision, self.device), tqdm(
             total=len(unique), desc="encoding prompts", unit="prompt", disable=not show, leave=False
@@ -186,9 +190,30 @@ class Encoder(ABC):
     def encode_images(self, pixels: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
         """Encode preprocessed pixels [B, 3, H, W] to L2-normalised float32 features [B, D]."""
         precision = resolve_precision(precision, self.device)
+        pixels = pixels.to(self.device, non_blocking=True)
+        encoder = self._int8_encoder(pixels) if precision == "int8" else self
         with torch.inference_mode(), autocast(precision, self.device):
-            features = self._image_forward(pixels.to(self.device, non_blocking=True))
+            features = encoder._image_forward(pixels)
         return F.normalize(features.float(), dim=-1).cpu()
+
+    def _int8_encoder(self, pixels: torch.Tensor) -> Encoder:
+        """This encoder with an int8 image tower, built on first use (probed with ``pixels``) and kept.
+        Adapters hold their model in ``self.model``; the int8 twin holds the quantized copy there."""
+        if self._int8 is None:
+            from ..quantize import int8_image_copy
+
+            if not self.image_tower_prefixes:
+                raise InputError(f"{self.name}: precision int8 is not supported for this model; use fp32")
+
+            def with_model(model: torch.nn.Module) -> Encoder:
+                twin = copy.copy(self)
+                twin.model = model
+                return twin
+
+            quantized = int8_image_copy(self._module(), self.image_tower_prefixes,
+                                        probe=lambda model: with_model(model)._image_forward(pixels[:1]))
+            self._int8 = with_model(quantized)
+        return self._int8
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, device={self.device}, embed_dim={self.embed_dim})"

@@ -65,6 +65,7 @@ class TransformersEncoder(Encoder):
         config = model.config
         text_config = getattr(config, "text_config", None) or config
         self.model_type = str(getattr(config, "model_type", ""))
+        self.image_tower_prefixes = tuple(n for n in ("vision_model", "visual_projection") if hasattr(model, n))
         self.name = name or getattr(config, "_name_or_path", None) or type(model).__name__
         self.embed_dim = _embed_dim(config, text_config)
         self.context_length = _context_length(self.tokenizer, text_config)

@@ -35,6 +35,7 @@ class OpenClipEncoder(Encoder):
     """An open_clip model (CLIP, CustomTextCLIP, SigLIP, CoCa, ...) behind the Encoder interface."""
 
     backend = "open_clip"
+    image_tower_prefixes = ("visual",)
 
     def __init__(
         self,
