@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -170,3 +171,20 @@ def test_named_architecture_with_a_checkpoint_file(tiny_clip, tiny_clip_dir, tmp
     encoder = zsclip.load_model("zsclip-test-tiny", pretrained=str(weights), device="cpu")
     assert encoder.fingerprint == tiny_clip.fingerprint
     assert torch.equal(encoder.encode_text(PROMPTS), tiny_clip.encode_text(PROMPTS))
+
+
+def test_weight_digest_sees_one_changed_value_a_rename_and_bf16_bytes():
+    from zsclip.encoders.base import state_dict_digest
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    base = state_dict_digest(model)
+    assert state_dict_digest(copy.deepcopy(model)) == base
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        changed[0].weight[2, 1] += 1e-6
+    assert state_dict_digest(changed) != base
+    renamed = torch.nn.Sequential(torch.nn.Identity(), *copy.deepcopy(model))  # same tensors, other names
+    assert state_dict_digest(renamed) != base
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    assert state_dict_digest(half) not in (base, state_dict_digest(copy.deepcopy(model).to(torch.float16)))
