@@ -85,6 +85,16 @@ def test_save_load_round_trip(tiny_clip, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["pets.zsc"]  # no temporary left behind
 
 
+def test_a_classifier_from_an_older_fingerprint_recipe_is_refused_with_a_rebuild_hint(tiny_clip, tmp_path):
+    clf = ZeroShotClassifier.build(tiny_clip, ["dog", "cat"], "photo", cache=False)
+    clf.check_encoder(tiny_clip)  # the current recipe passes
+    assert clf.provenance["fingerprint"].startswith("open_clip:w2:")
+    clf.provenance["fingerprint"] = "open_clip:3f2a9c1b7e4d5a6b8c9d0e1f"  # zsclip 0.1.0's form
+    loaded = ZeroShotClassifier.load(clf.save(tmp_path / "old.zsc"))
+    with pytest.raises(ClassifierFileError, match="built by an older zsclip .* rebuild it with `zsclip build`"):
+        loaded.predict([torch.zeros(3, 32, 32)], encoder=tiny_clip)
+
+
 def test_classifier_file_is_plain_safetensors_with_json_metadata(tiny_clip, tmp_path):
     from safetensors import safe_open
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 
 import pytest
@@ -17,6 +18,7 @@ from zsclip.cli import main
 from zsclip.encoders.hf import TransformersEncoder
 from zsclip.errors import InputError
 from zsclip.precision import resolve_precision
+from zsclip.quantize import int8_image_copy
 
 LABELS = ["red", "green", "blue"]
 
@@ -75,7 +77,31 @@ def test_int8_is_refused_off_cpu_and_for_convolutional_towers():
         demo.encode_images(_pixels(demo, 2), "int8")
 
 
-def test_cli_classifies_with_int8(tiny_clip_dir, tmp_path):
+def test_int8_refuses_half_precision_towers_and_towers_that_break_once_quantized(tiny_clip):
+    half = zsclip.wrap(copy.deepcopy(tiny_clip.model).half(), tiny_clip.tokenizer, tiny_clip._preprocess)
+    with pytest.raises(InputError, match="quantizes float32 image towers"):
+        half.encode_images(_pixels(tiny_clip, 2), "int8")
+
+    class ReadsItsWeight(torch.nn.Module):  # calls the layer *and* reads its .weight tensor
+        def __init__(self):
+            super().__init__()
+            self.visual = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.visual(x) + self.visual.weight.sum()
+
+    model = ReadsItsWeight()
+    with pytest.raises(InputError, match="does not work with this image tower"):
+        int8_image_copy(model, ("visual",), probe=lambda m: m(torch.randn(2, 4)))
+    assert type(model.visual) is torch.nn.Linear  # the user's model is left as it was
+
+
+def test_cli_classifies_with_int8(tiny_clip_dir, tmp_path, monkeypatch):
+    import zsclip.quantize
+
+    built = []
+    real = zsclip.quantize.int8_image_copy
+    monkeypatch.setattr(zsclip.quantize, "int8_image_copy", lambda *a, **k: built.append(1) or real(*a, **k))
     for index, spec in enumerate(shapes.sample_specs(4, seed=1)):
         shapes.render(spec, 64).save(tmp_path / f"{index}.png")
     out = {}
@@ -85,6 +111,7 @@ def test_cli_classifies_with_int8(tiny_clip_dir, tmp_path):
                                            ",".join(LABELS), "--templates", "photo", "--workers", "0",
                                            "--precision", precision, "--output", str(out[precision])])
         assert result.exit_code == 0, result.output
+    assert built == [1]  # the int8 run really quantized its tower (once), the fp32 run did not
     rows = {p: list(csv.DictReader(out[p].open())) for p in out}
     assert len(rows["int8"]) == 4 and all(r["error"] == "" for r in rows["int8"])
     for exact, quantized in zip(rows["fp32"], rows["int8"], strict=True):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import struct
 from pathlib import Path
 
 import torch
@@ -187,4 +189,34 @@ def test_weight_digest_sees_one_changed_value_a_rename_and_bf16_bytes():
     renamed = torch.nn.Sequential(torch.nn.Identity(), *copy.deepcopy(model))  # same tensors, other names
     assert state_dict_digest(renamed) != base
     half = copy.deepcopy(model).to(torch.bfloat16)
-    assert state_dict_digest(half) not in (base, state_dict_digest(copy.deepcopy(model).to(torch.float16)))
+    nudged = copy.deepcopy(half)
+    with torch.no_grad():
+        nudged[1].bias[0] += 0.5
+    assert state_dict_digest(half) != state_dict_digest(nudged)  # bf16 bytes are hashed, not just its name
+
+
+def test_weight_digest_is_pinned_and_takes_every_dtype():
+    """A fixed module has a fixed digest: a change of recipe must bump FINGERPRINT_VERSION."""
+    from zsclip.encoders.base import state_dict_digest
+
+    class Buffers(torch.nn.Module):
+        def __init__(self, **tensors):
+            super().__init__()
+            for name, tensor in tensors.items():
+                self.register_buffer(name, tensor)
+
+    fixed = Buffers(a=torch.arange(6, dtype=torch.float32).reshape(2, 3), b=torch.tensor([True, False]))
+    a_bytes = struct.pack("<6f", 0, 1, 2, 3, 4, 5)  # little-endian float32, row-major
+    recipe = (f"a:(2, 3):torch.float32:{hashlib.sha256(a_bytes).hexdigest()}\n"
+              f"b:(2,):torch.bool:{hashlib.sha256(bytes([1, 0])).hexdigest()}\n")
+    assert state_dict_digest(fixed) == hashlib.sha256(recipe.encode()).hexdigest()[:32]
+    def odd() -> Buffers:
+        return Buffers(scalar=torch.tensor(3.5), empty=torch.zeros(0, 4), big=torch.arange(4, dtype=torch.int64),
+                       f8=torch.ones(3).to(torch.float8_e4m3fn), c=torch.ones(2, dtype=torch.complex64).conj(),
+                       q=torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.qint8), t=torch.ones(3, 2).T)
+
+    digest = state_dict_digest(odd())
+    assert digest == state_dict_digest(odd()) and len(digest) == 32
+    other_scale = odd()
+    other_scale.q = torch.quantize_per_tensor(torch.ones(3), 0.2, 0, torch.qint8)
+    assert state_dict_digest(other_scale) != digest  # same int8 values, other scale: other weights

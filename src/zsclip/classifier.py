@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .cache import cache_dir as default_cache_dir
 from .cache import cache_key
-from .encoders.base import Encoder
+from .encoders.base import FINGERPRINT_VERSION, Encoder
 from .errors import ClassifierFileError, InputError, ZsclipWarning
 from .images import ImageReadError, load_image, to_rgb
 from .precision import resolve_precision, text_precision
@@ -195,6 +195,10 @@ class ZeroShotClassifier:
     def check_encoder(self, encoder: Encoder) -> None:
         """Refuse a model other than the one the classifier was built with (features would not match)."""
         expected = self.provenance.get("fingerprint")
+        if expected and expected.split(":")[1:2] != [FINGERPRINT_VERSION]:
+            raise ClassifierFileError(
+                f"classifier was built by an older zsclip ({self.provenance.get('zsclip_version', 'unknown version')}) "
+                "that identified models differently: rebuild it with `zsclip build` (or ZeroShotClassifier.build)")
         if expected and expected != encoder.fingerprint:
             raise ClassifierFileError(
                 f"classifier was built for {self.provenance.get('model')} ({expected}), not "

@@ -33,24 +33,36 @@ def int8_image_copy(
     are quantized. Some towers hand a layer's weights to a functional op instead (open_clip's
     ResNet attention pool, nn.MultiheadAttention's out_proj); those must stay float.
     Everything else is shared with ``model``, not copied (the copy costs only the int8 weights):
-    the deep copy is told that every parameter and buffer is already copied.
+    the deep copy is told that every parameter and buffer is already copied. The int8 weights are
+    a snapshot: later in-place edits of ``model``'s linear weights do not reach them.
     """
     quantize_dynamic = getattr(getattr(torch, "ao", None), "quantization", None)
     quantize_dynamic = getattr(quantize_dynamic, "quantize_dynamic", None)
     if quantize_dynamic is None or "fbgemm" not in torch.backends.quantized.supported_engines:
         raise InputError("precision int8 needs PyTorch's dynamic quantization (fbgemm), missing from this "
                          "torch build: use --precision fp32")
+    tower = [p for name, p in model.named_parameters() if name.split(".")[0] in tower_prefixes]
+    if any(p.dtype != torch.float32 for p in tower):
+        raise InputError(f"precision int8 quantizes float32 image towers; this one holds "
+                         f"{sorted({str(p.dtype) for p in tower})}: load the model in float32 or use --precision auto")
     names = _linears_called(model, tuple(tower_prefixes), probe)
-    shared = {id(tensor): tensor for tensor in [*model.parameters(), *model.buffers()]}
-    clone = copy.deepcopy(model, memo=shared)
     if not names:
         raise InputError("precision int8 speeds up linear layers, and this image tower runs none through their "
                          "forward (a convolutional tower such as a ResNet): use --precision fp32")
+    shared = {id(tensor): tensor for tensor in [*model.parameters(), *model.buffers()]}
+    clone = copy.deepcopy(model, memo=shared)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's notice that this API moves to torchao
         quantize_dynamic(clone, {name: torch.ao.quantization.default_dynamic_qconfig for name in names},
                          dtype=torch.qint8, inplace=True)
-    return clone.eval()
+    clone.eval()
+    try:
+        with torch.inference_mode():
+            probe(clone)
+    except Exception as error:  # e.g. a tower that also reads a quantized layer's .weight directly
+        raise InputError(f"precision int8 does not work with this image tower ({type(error).__name__}: "
+                         f"{str(error)[:120]}): use --precision auto") from error
+    return clone
 
 
 def _linears_called(model: torch.nn.Module, prefixes: tuple[str, ...], probe: Callable) -> set[str]:

@@ -125,7 +125,7 @@ class Encoder(ABC):
             parts = dict(self._fingerprint_parts(), backend=self.backend,
                          weights=state_dict_digest(self._module()))
             blob = json.dumps(parts, sort_keys=True, default=str).encode()
-            self._fingerprint = f"{self.backend}:{hashlib.sha256(blob).hexdigest()[:24]}"
+            self._fingerprint = f"{self.backend}:{FINGERPRINT_VERSION}:{hashlib.sha256(blob).hexdigest()[:24]}"
         return self._fingerprint
 
     def encode_text(
@@ -221,27 +221,48 @@ class Encoder(ABC):
         return f"{type(self).__name__}({self.name!r}, device={self.device}, embed_dim={self.embed_dim})"
 
 
+#: bumped whenever the fingerprint's recipe changes (w2: per-tensor SHA-256); classifiers built
+#: under another recipe are told apart from classifiers built for another model
+FINGERPRINT_VERSION = "w2"
+
+
 def state_dict_digest(module: torch.nn.Module) -> str:
     """Content hash of a module's parameters and buffers (names, shapes, dtypes, bytes).
 
     Every run that looks up a cached classifier pays this, so it is made cheap: SHA-256 (hardware
-    accelerated on current CPUs, ~2x blake2b) over each tensor's memory without copying it, tensors
-    hashed in parallel threads (hashlib releases the GIL), then one digest over the per-tensor ones.
+    accelerated on current CPUs, ~2x blake2b) over each tensor's memory without copying it, CPU
+    tensors hashed in parallel threads (hashlib releases the GIL), then one digest over the
+    per-tensor ones. Tensors on a GPU are copied and hashed one at a time, on this thread.
     """
     items = sorted(module.state_dict().items())
-
-    def tensor_digest(tensor: torch.Tensor) -> str:
-        data = tensor.detach().cpu().contiguous()
-        if data.dtype == torch.bfloat16:  # numpy has no bfloat16: hash the same bytes as int16
-            data = data.view(torch.int16)
-        return hashlib.sha256(data.numpy() if data.numel() else b"").hexdigest()
-
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        digests = list(pool.map(tensor_digest, [tensor for _, tensor in items]))
+    on_cpu = all(tensor.device.type == "cpu" for _, tensor in items)
+    if on_cpu and len(items) > 1:
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            digests = list(pool.map(_tensor_digest, [tensor for _, tensor in items]))
+    else:
+        digests = [_tensor_digest(tensor) for _, tensor in items]
     combined = hashlib.sha256()
     for (name, tensor), digest in zip(items, digests, strict=True):
         combined.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}:{digest}\n".encode())
     return combined.hexdigest()[:32]
+
+
+def _tensor_digest(tensor: torch.Tensor) -> str:
+    """SHA-256 of a tensor's values as raw bytes, for any dtype (float8, bool, complex, quantized)."""
+    data = tensor.detach()
+    extra = b""
+    if data.is_quantized:
+        extra = f"{data.qscheme()}".encode()
+        if data.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            extra += f":{data.q_scale()}:{data.q_zero_point()}".encode()
+        else:
+            extra += _tensor_digest(data.q_per_channel_scales()).encode()
+            extra += _tensor_digest(data.q_per_channel_zero_points()).encode()
+        data = data.int_repr()
+    data = data.cpu().resolve_conj().resolve_neg().contiguous().reshape(-1).view(torch.uint8)
+    digest = hashlib.sha256(data.numpy())
+    digest.update(extra)
+    return digest.hexdigest()
 
 
 def _show_progress(progress: bool | None, total: int) -> bool:
