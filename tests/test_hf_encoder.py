@@ -124,6 +124,7 @@ def test_truncates_padding_only_for_causal_eos_pooled_towers(clip, siglip):
 
 
 def test_clip_truncation_is_exact(clip, monkeypatch):
+    monkeypatch.setattr(clip, "shares_prefixes", False)  # the padding cut alone (shared prefixes: below)
     tokens = clip.tokenize(PROMPTS)
     assert int(tokens.lengths.min()) < 8 and int(tokens.lengths.max()) > 20  # very different lengths
     with torch.inference_mode():
@@ -139,6 +140,29 @@ def test_clip_truncation_is_exact(clip, monkeypatch):
     cut = clip.encode_text(PROMPTS, batch_size=3)
     assert max(widths) < clip.context_length  # padding really was dropped
     assert (cut - full).abs().max() <= TOL
+
+
+def test_clip_shares_each_templates_prefix_and_gives_the_full_forward(clip, siglip, monkeypatch):
+    from zsclip.encoders import shared_prefix
+
+    assert clip.shares_prefixes and not siglip.shares_prefixes  # SigLIP's tower is bidirectional
+    runs = []
+    encode = shared_prefix.encode_suffixes
+
+    def recording(parts, ids, pooled, groups, cache):
+        runs.append(int((pooled + 1 - cache.lengths[groups]).max()))
+        return encode(parts, ids, pooled, groups, cache)
+
+    monkeypatch.setattr(shared_prefix, "encode_suffixes", recording)
+    names = ["dog", "great white shark", "cat", "hammerhead shark with a very long name"]
+    prompts = [f"a low resolution photo of the {n}." for n in names] + [f"itap of a {n}." for n in names]
+    ours = clip.encode_text(prompts, groups=[0] * 4 + [1] * 4)
+    tokens = clip.tokenize(prompts)
+    with torch.inference_mode():
+        full = F.normalize(clip._text_forward(tokens), dim=-1)  # the model's own forward, all 77 positions
+    assert (ours - full).abs().max() <= TOL
+    # "<sot> a low resolution photo of the" is computed once, not per prompt
+    assert runs and max(runs) <= int(tokens.lengths.max()) - 5
 
 
 def test_clip_truncation_is_exact_with_legacy_eos_id(clip_dir):

@@ -108,16 +108,16 @@ def _images(n: int):
 
 def _record_suffix_batches(monkeypatch) -> list[tuple[list[int], int]]:
     """(groups, positions run) of every batch the shared-prefix path encodes."""
-    from zsclip.encoders import openclip
+    from zsclip.encoders import shared_prefix
 
     batches = []
-    encode = openclip.encode_suffixes
+    encode = shared_prefix.encode_suffixes
 
     def recording(tower, ids, pooled, groups, cache):
         batches.append((groups.tolist(), int((pooled + 1 - cache.lengths[groups]).max())))
         return encode(tower, ids, pooled, groups, cache)
 
-    monkeypatch.setattr(openclip, "encode_suffixes", recording)
+    monkeypatch.setattr(shared_prefix, "encode_suffixes", recording)
     return batches
 
 

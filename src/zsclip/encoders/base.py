@@ -112,6 +112,10 @@ class Encoder(ABC):
     def _module(self) -> torch.nn.Module:
         """The underlying model, for hashing its weights."""
 
+    def _prefix_parts(self):
+        """The text tower as ``shared_prefix.TowerParts``; adapters with ``shares_prefixes`` give it."""
+        raise NotImplementedError(f"{type(self).__name__} sets shares_prefixes but has no _prefix_parts")
+
     # --- shared behaviour ------------------------------------------------------------------
     @property
     def is_sigmoid(self) -> bool:
@@ -177,8 +181,21 @@ class Encoder(ABC):
         self, tokens: TokenBatch, groups: torch.Tensor
     ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         """(positions each prompt costs, forward(rows) -> features): prompts are sorted by cost so
-        a batch is tight. By default each batch runs up to its longest prompt (when the tower
-        allows cutting padding); adapters that share prefixes override this."""
+        a batch is tight. With shared prefixes (see shared_prefix.py) a prompt costs only its own
+        tokens: class name and template tail. Otherwise each batch runs up to its longest prompt
+        (when the tower allows cutting padding)."""
+        if self.shares_prefixes:
+            from .shared_prefix import PrefixCache, encode_suffixes
+
+            ids, lengths, groups = tokens.ids.to(self.device), tokens.lengths.to(self.device), groups.to(self.device)
+            parts = self._prefix_parts()
+            cache = PrefixCache.build(parts, ids, lengths, groups)
+
+            def forward_suffixes(index: torch.Tensor) -> torch.Tensor:
+                index = index.to(self.device)
+                return encode_suffixes(parts, ids[index], lengths[index] - 1, groups[index], cache)
+
+            return (lengths - cache.lengths[groups]).cpu(), forward_suffixes
 
         def forward(index: torch.Tensor) -> torch.Tensor:
             length = int(tokens.lengths[index].max()) if self.truncates_padding else None

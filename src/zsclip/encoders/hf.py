@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..errors import InputError, ModelLoadError, ZsclipWarning
 from .base import Encoder, TokenBatch
+from .shared_prefix import hf_block_blocker, hf_clip_parts
 
 #: Text towers whose output cannot depend on positions after the pooled end-of-text token:
 #: a causal attention mask means no position sees a later one, and the pooled vector is the
@@ -74,6 +75,7 @@ class TransformersEncoder(Encoder):
         self.logit_bias = float(bias.detach().float().item()) if isinstance(bias, torch.Tensor) else None
         self.truncates_padding = (self.model_type in _CAUSAL_EOS_POOLED
                                   and getattr(self.tokenizer, "padding_side", "right") == "right")
+        self.shares_prefixes = self.truncates_padding and hf_block_blocker(model) is None
         self._eos_id = getattr(text_config, "eos_token_id", None)
         self._takes_mask = _takes_attention_mask(self.tokenizer, model)
         self.image_size = _image_size(self.image_processor)
@@ -116,6 +118,9 @@ class TransformersEncoder(Encoder):
         mask = encoded["attention_mask"].long()
         self._warn_truncated(texts, mask)
         return TokenBatch(ids, self._lengths(ids, mask), mask if self._takes_mask else None)
+
+    def _prefix_parts(self):
+        return hf_clip_parts(self.model)
 
     def _text_forward(self, tokens: TokenBatch) -> torch.Tensor:
         inputs = {"input_ids": tokens.ids}

@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..errors import InputError, ModelLoadError, ZsclipWarning
 from .base import Encoder, TokenBatch
-from .shared_prefix import PrefixCache, block_blocker, encode_suffixes
+from .shared_prefix import block_blocker, open_clip_parts
 
 #: ``pretrained`` value that asks for untrained weights on purpose (benchmarks, tests).
 RANDOM_WEIGHTS = "random"
@@ -90,18 +90,8 @@ class OpenClipEncoder(Encoder):
             return self.model.encode_text(tokens.ids)
         return _encode_text_cut(self.tower, tokens.ids)
 
-    def _text_plan(self, tokens: TokenBatch, groups: torch.Tensor):
-        """With shared prefixes a prompt costs only its own tokens: class name and template tail."""
-        if not self.shares_prefixes:
-            return super()._text_plan(tokens, groups)
-        ids, lengths, groups = tokens.ids.to(self.device), tokens.lengths.to(self.device), groups.to(self.device)
-        cache = PrefixCache.build(self.tower, ids, lengths, groups)
-
-        def forward(index: torch.Tensor) -> torch.Tensor:
-            index = index.to(self.device)
-            return encode_suffixes(self.tower, ids[index], lengths[index] - 1, groups[index], cache)
-
-        return (lengths - cache.lengths[groups]).cpu(), forward
+    def _prefix_parts(self):
+        return open_clip_parts(self.tower)
 
     def _image_forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels)
