@@ -79,3 +79,20 @@ def test_a_held_out_pair_is_named_by_its_own_label(demo):
     predictions = clf.predict([shapes.render(spec, 96) for spec in specs], top_k=1)
     correct = sum(p[0][0] == spec.label for p, spec in zip(predictions, specs, strict=True))
     assert correct >= 7
+
+
+def test_draft_decoding_of_large_jpegs_keeps_a_trained_models_answers(demo, tmp_path):
+    """JPEG draft mode (decode at 1/2..1/8 scale) against full decoding, with real predictions."""
+    from zsclip.pipeline import classify_sources
+    from zsclip.sources import expand_inputs
+
+    specs = shapes.sample_specs(48, seed=31, split="all")
+    for index, spec in enumerate(specs):
+        shapes.render(spec, 1024, supersample=1).save(tmp_path / f"{index:02d}.jpg", quality=90)
+    clf = ZeroShotClassifier.build(demo, shapes.classnames("both"), "photo", cache=False)
+    sources = list(expand_inputs([str(tmp_path)]))
+    runs = {draft: [p.labels[0] for p in classify_sources(sources, clf, demo, top_k=1, workers=0, draft=draft)]
+            for draft in (True, False)}
+    truth = [spec.label for spec in specs]
+    assert sum(a == b for a, b in zip(runs[True], runs[False], strict=True)) >= 46  # >= 95% agree
+    assert sum(a == b for a, b in zip(runs[True], truth, strict=True)) >= 43  # and stay right (90%)
