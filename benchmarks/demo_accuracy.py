@@ -22,7 +22,6 @@ from pathlib import Path
 from zsclip import load_model, shapes
 from zsclip.datasets import manifest
 from zsclip.evaluate import evaluate
-from zsclip.prompts import read_labels
 
 CASES = [("seen", "both"), ("held-out", "both"), ("held-out", "shape"), ("held-out", "colour"),
          ("seen", "shape"), ("seen", "colour")]
@@ -49,7 +48,7 @@ def main() -> None:
         for split, label in CASES:
             folder = Path(tmp) / f"{split}-{label}"
             path = shapes.write_dataset(folder, args.per_class, args.seed, split, label, size=args.size)
-            classes = [names[0] for names in read_labels(folder / "labels.txt")]
+            classes = shapes.classnames(label)
             result = evaluate(manifest(path, classes), encoder, template_sets, workers=args.workers, cache=False)
             scores = " ".join(f"{result.metrics[name]['acc1'] * 100:15.1f}%" for name in template_sets)
             target = TARGETS.get((split, label))

@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+from transformers import CLIPImageProcessor
 
 import zsclip
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from tiny_hf import clip_tokenizer  # noqa: E402  (the offline CLIP tokenizer lives with the tests)
+from tiny_hf import vit_b32_shaped_clip  # noqa: E402  (the offline CLIP tokenizer lives with the tests)
 
 
 def features(output) -> torch.Tensor:
@@ -52,11 +52,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=25, help="ImageNet classes, evenly spaced")
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    tokenizer = clip_tokenizer()
-    config = CLIPConfig(text_config={"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
-                                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id})
-    model = CLIPModel(config).eval()
+    model, tokenizer = vit_b32_shaped_clip()
     encoder = zsclip.wrap(model, tokenizer, CLIPImageProcessor(), name="clip-vit-b-32-shaped (random)")
     step = max(1, len(IMAGENET_CLASSNAMES) // args.classes)
     classes = list(IMAGENET_CLASSNAMES[::step][: args.classes])

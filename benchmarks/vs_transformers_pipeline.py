@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, pipeline
+from transformers import CLIPImageProcessor, pipeline
 
 import zsclip
 from zsclip.pipeline import classify_sources
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from classify_speed import make_photos  # noqa: E402
 
-from tiny_hf import clip_tokenizer  # noqa: E402  (the offline CLIP tokenizer lives with the tests)
+from tiny_hf import vit_b32_shaped_clip  # noqa: E402  (the offline CLIP tokenizer lives with the tests)
 
 TEMPLATE = "This is a photo of {}."  # the pipeline's default hypothesis_template
 
@@ -42,11 +42,7 @@ def main() -> None:
     parser.add_argument("--labels", default="10,100", help="label counts to run, comma-separated")
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    tokenizer = clip_tokenizer()
-    config = CLIPConfig(text_config={"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
-                                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id})
-    model = CLIPModel(config).eval()
+    model, tokenizer = vit_b32_shaped_clip()
     processor = CLIPImageProcessor()
     encoder = zsclip.wrap(model, tokenizer, processor, name="clip-vit-b-32-shaped (random)")
     classify = pipeline("zero-shot-image-classification", model=model, tokenizer=tokenizer,

@@ -70,6 +70,16 @@ def clip_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=77)
 
 
+def vit_b32_shaped_clip(seed: int = 0) -> tuple[CLIPModel, CLIPTokenizer]:
+    """A random transformers CLIPModel of ViT-B/32's shape (CLIPConfig defaults) and its tokenizer,
+    for benchmarks: speed does not depend on the weights, and no hub is needed."""
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer()
+    config = CLIPConfig(text_config={"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+                                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id})
+    return CLIPModel(config).eval(), tokenizer
+
+
 def save_tiny_clip(directory: str | Path, seed: int = 0) -> Path:
     """Write a random tiny CLIPModel + CLIPProcessor to ``directory`` and return it."""
     tokenizer = clip_tokenizer()

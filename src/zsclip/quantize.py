@@ -36,8 +36,10 @@ def int8_image_copy(
     the deep copy is told that every parameter and buffer is already copied. The int8 weights are
     a snapshot: later in-place edits of ``model``'s linear weights do not reach them.
     """
-    quantize_dynamic = getattr(getattr(torch, "ao", None), "quantization", None)
-    quantize_dynamic = getattr(quantize_dynamic, "quantize_dynamic", None)
+    try:
+        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+    except ImportError:
+        quantize_dynamic = None
     if quantize_dynamic is None or "fbgemm" not in torch.backends.quantized.supported_engines:
         raise InputError("precision int8 needs PyTorch's dynamic quantization (fbgemm), missing from this "
                          "torch build: use --precision fp32")
@@ -53,7 +55,7 @@ def int8_image_copy(
     clone = copy.deepcopy(model, memo=shared)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's notice that this API moves to torchao
-        quantize_dynamic(clone, {name: torch.ao.quantization.default_dynamic_qconfig for name in names},
+        quantize_dynamic(clone, {name: default_dynamic_qconfig for name in names},
                          dtype=torch.qint8, inplace=True)
     clone.eval()
     try:
