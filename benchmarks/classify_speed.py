@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 
 import zsclip
-from zsclip.pipeline import classify_sources
-from zsclip.sources import expand_inputs
+from zsclip.data.sources import expand_inputs
+from zsclip.tasks.classify import classify_items
 
 LABELS = ["dog", "cat", "car", "airplane", "tree", "house", "person", "bicycle", "boat", "flower"]
 
@@ -92,8 +92,8 @@ def main() -> None:
                   f"ratio {model_rate / reference_rate:4.2f}x   (image tower on decoded pixels: the ceiling)")
 
             start = time.perf_counter()
-            predictions = list(classify_sources(sources, classifier, encoder, top_k=1, batch_size=args.batch_size,
-                                                workers=args.workers, precision=precision, scale=100.0))
+            options = zsclip.RunOptions(precision=precision, batch_size=args.batch_size, workers=args.workers)
+            predictions = list(classify_items(sources, classifier, encoder, top_k=1, scale=100.0, options=options))
             rate = len(paths) / (time.perf_counter() - start)
             ours = [LABELS.index(p.labels[0]) for p in predictions]
             agreement = np.mean(np.array(ours) == np.array(reference))

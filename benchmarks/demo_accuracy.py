@@ -19,9 +19,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from zsclip import load_model, shapes
-from zsclip.datasets import manifest
-from zsclip.evaluate import evaluate
+from zsclip import RunOptions, evaluate, load_model, shapes
+from zsclip.data.collections import manifest
 
 CASES = [("seen", "both"), ("held-out", "both"), ("held-out", "shape"), ("held-out", "colour"),
          ("seen", "shape"), ("seen", "colour")]
@@ -49,7 +48,8 @@ def main() -> None:
             folder = Path(tmp) / f"{split}-{label}"
             path = shapes.write_dataset(folder, args.per_class, args.seed, split, label, size=args.size)
             classes = shapes.classnames(label)
-            result = evaluate(manifest(path, classes), encoder, template_sets, workers=args.workers, cache=False)
+            result = evaluate(manifest(path, classes), encoder, template_sets, options=RunOptions(workers=args.workers),
+                              cache=False)
             scores = " ".join(f"{result.metrics[name]['acc1'] * 100:15.1f}%" for name in template_sets)
             target = TARGETS.get((split, label))
             images = f"{split} ({result.num_images})"

@@ -21,8 +21,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 import zsclip
-from zsclip.datasets import image_folder
-from zsclip.evaluate import evaluate
+from zsclip import RunOptions, evaluate
+from zsclip.data.collections import image_folder
 
 CLASSES = ["dog", "cat", "car", "airplane", "tree", "house", "person", "bicycle", "boat", "flower"]
 TEMPLATE_SETS = ["photo", "openai-imagenet-7", "openai-imagenet"]
@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
+    run = RunOptions(batch_size=args.batch_size, workers=2)
     encoder = zsclip.load_model(args.model, pretrained=args.pretrained, device="cpu")
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as root:
@@ -82,7 +83,7 @@ def main() -> None:
         ref_acc1, ref_acc5 = open_clip_loop(collection, encoder, classifier, args.batch_size)
         reference = time.perf_counter() - start
         start = time.perf_counter()
-        result = evaluate(collection, encoder, ["photo"], batch_size=args.batch_size, workers=2, cache_dir=cache)
+        result = evaluate(collection, encoder, ["photo"], options=run, cache_dir=cache)
         ours = time.perf_counter() - start
         m = result.metrics["photo"]
         print(f"open_clip zero-shot loop   {reference:6.1f} s  acc1 {ref_acc1:.4f}  acc5 {ref_acc5:.4f}")
@@ -90,12 +91,12 @@ def main() -> None:
               f"ratio {reference / ours:.2f}x  equal metrics: {ref_acc1 == m['acc1'] and ref_acc5 == m['acc5']}")
 
         start = time.perf_counter()
-        evaluate(collection, encoder, TEMPLATE_SETS, batch_size=args.batch_size, workers=2, cache_dir=cache)
+        evaluate(collection, encoder, TEMPLATE_SETS, options=run, cache_dir=cache)
         together = time.perf_counter() - start
         separate = 0.0
         for name in TEMPLATE_SETS:
             start = time.perf_counter()
-            evaluate(collection, encoder, [name], batch_size=args.batch_size, workers=2, cache_dir=cache)
+            evaluate(collection, encoder, [name], options=run, cache_dir=cache)
             separate += time.perf_counter() - start
         print(f"{len(TEMPLATE_SETS)} template sets: one pass {together:6.1f} s vs one eval each {separate:6.1f} s "
               f"({separate / together:.2f}x)")

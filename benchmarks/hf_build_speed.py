@@ -17,9 +17,7 @@ switched off (padding cut only), to show each trick's share.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +25,7 @@ from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TE
 from transformers import CLIPImageProcessor
 
 import zsclip
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from tiny_hf import vit_b32_shaped_clip  # noqa: E402  (the offline CLIP tokenizer lives with the tests)
+from zsclip.testing.tiny_hf import vit_b32_shaped_clip
 
 
 def features(output) -> torch.Tensor:

@@ -13,25 +13,20 @@ vectors) and runs only the image tower per image. Prints images/s, the ratio and
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from classify_speed import make_photos  # benchmarks/ is on sys.path when a benchmark runs
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 from transformers import CLIPImageProcessor, pipeline
 
 import zsclip
-from zsclip.pipeline import classify_sources
-from zsclip.sources import expand_inputs
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from classify_speed import make_photos  # noqa: E402
-
-from tiny_hf import vit_b32_shaped_clip  # noqa: E402  (the offline CLIP tokenizer lives with the tests)
+from zsclip.data.sources import expand_inputs
+from zsclip.tasks.classify import classify_items
+from zsclip.testing.tiny_hf import vit_b32_shaped_clip
 
 TEMPLATE = "This is a photo of {}."  # the pipeline's default hypothesis_template
 
@@ -60,8 +55,7 @@ def main() -> None:
 
             start = time.perf_counter()  # zsclip's time includes building its classifier
             classifier = zsclip.ZeroShotClassifier.build(encoder, labels, [TEMPLATE], cache=False)
-            ours = [p.labels[0] for p in classify_sources(list(expand_inputs([folder])), classifier, encoder,
-                                                          top_k=1, batch_size=64)]
+            ours = [p.labels[0] for p in classify_items(list(expand_inputs([folder])), classifier, encoder, top_k=1)]
             rate = len(paths) / (time.perf_counter() - start)
             agreement = np.mean(np.array(ours) == np.array(theirs))
             print(f"{count:5d} labels: pipeline {pipeline_rate:6.2f} img/s, zsclip {rate:6.2f} img/s "

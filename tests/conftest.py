@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zsclip
-from tiny_open_clip import TINY_BIDIRECTIONAL_CFG, TINY_CLIP_CFG, save_local_dir
+from zsclip.testing.tiny_open_clip import TINY_BIDIRECTIONAL_CFG, TINY_CLIP_CFG, save_local_dir
 
 torch.set_num_threads(2)
 

@@ -179,16 +179,17 @@ def test_real_entry_point_with_stdin_paths(tiny_clip_dir, photos, tmp_path):
 
 
 def test_output_is_written_atomically(tiny_clip_dir, photos, tmp_path, monkeypatch):
-    import zsclip.pipeline
+    import zsclip.cli.classify
+    from zsclip.tasks.classify import Prediction
 
     out = tmp_path / "results.csv"
     out.write_text("previous complete results\n")
 
     def explode(*args, **kwargs):
-        yield zsclip.pipeline.Prediction("first.jpg", ["red"], [0.9])
+        yield Prediction("first.jpg", ["red"], [0.9])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(zsclip.pipeline, "classify_sources", explode)
+    monkeypatch.setattr(zsclip.cli.classify, "classify_items", explode)
     result = _classify(tiny_clip_dir, str(photos), "--output", str(out))
     assert result.exit_code != 0 and "interrupted; results so far are in" in result.stderr
     assert out.read_text() == "previous complete results\n"  # never replaced by a half file
@@ -239,7 +240,7 @@ def test_models_lists_registry_and_cached_classifiers(tiny_clip_dir, isolated_ca
 
 
 def test_downloads_are_capped_in_size(http_server):
-    from zsclip.images import ImageReadError, fetch_url
+    from zsclip.data.images import ImageReadError, fetch_url
 
     assert len(fetch_url(f"{http_server}/large.jpg")) > 10_000
     with pytest.raises(ImageReadError, match="over the 10000-byte limit"):

@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from zsclip.datasets import image_folder, manifest
+from zsclip.data.collections import image_folder, manifest
 from zsclip.errors import InputError
 
 

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 import zsclip
-from zsclip import ZeroShotClassifier, shapes
-from zsclip.datasets import manifest
+from zsclip import RunOptions, ZeroShotClassifier, evaluate, shapes
+from zsclip.data.collections import manifest
 from zsclip.encoders.openclip import demo_model_dir
 from zsclip.errors import ModelLoadError
-from zsclip.evaluate import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -68,7 +67,7 @@ def test_zero_shot_accuracy_on_fresh_images_is_far_above_chance(demo, tmp_path, 
     labelling (benchmarks/demo_accuracy.py), so 90% on these 48-240 images leaves a wide margin."""
     path = shapes.write_dataset(tmp_path, per_class=6, seed=20261123, split=split, label=label)
     classes = shapes.classnames(label)
-    result = evaluate(manifest(path, classes), demo, ["openai-imagenet"], workers=0, cache=False)
+    result = evaluate(manifest(path, classes), demo, ["openai-imagenet"], options=RunOptions(workers=0), cache=False)
     assert result.failures == [] and result.num_images == 6 * len(shapes.combinations(split))
     assert result.metrics["openai-imagenet"]["acc1"] >= threshold
 
@@ -83,15 +82,17 @@ def test_a_held_out_pair_is_named_by_its_own_label(demo):
 
 def test_draft_decoding_of_large_jpegs_keeps_a_trained_models_answers(demo, tmp_path):
     """JPEG draft mode (decode at 1/2..1/8 scale) against full decoding, with real predictions."""
-    from zsclip.pipeline import classify_sources
-    from zsclip.sources import expand_inputs
+    from zsclip import RunOptions
+    from zsclip.data.sources import expand_inputs
+    from zsclip.tasks.classify import classify_items
 
     specs = shapes.sample_specs(48, seed=31, split="all")
     for index, spec in enumerate(specs):
         shapes.render(spec, 1024, supersample=1).save(tmp_path / f"{index:02d}.jpg", quality=90)
     clf = ZeroShotClassifier.build(demo, shapes.classnames("both"), "photo", cache=False)
     sources = list(expand_inputs([str(tmp_path)]))
-    runs = {draft: [p.labels[0] for p in classify_sources(sources, clf, demo, top_k=1, workers=0, draft=draft)]
+    runs = {draft: [p.labels[0] for p in classify_items(sources, clf, demo, top_k=1,
+                                                        options=RunOptions(workers=0, draft=draft))]
             for draft in (True, False)}
     truth = [spec.label for spec in specs]
     assert sum(a == b for a, b in zip(runs[True], runs[False], strict=True)) >= 46  # >= 95% agree

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 import zsclip
+from zsclip import RunOptions, evaluate
 from zsclip.cli import main
-from zsclip.datasets import image_folder
-from zsclip.evaluate import evaluate
+from zsclip.data.collections import image_folder
 
 COLOURS = {"blue": (20, 20, 220), "dark_green": (20, 120, 20), "red": (220, 20, 20), "white": (240, 240, 240),
            "yellow": (230, 220, 30), "black": (10, 10, 10)}
@@ -54,8 +54,8 @@ def test_metrics_equal_the_open_clip_loop_and_images_are_encoded_once(tiny_clip,
     encode = tiny_clip.encode_images
     monkeypatch.setattr(tiny_clip, "encode_images", lambda pixels, precision="fp32": calls.append(len(pixels))
                         or encode(pixels, precision))
-    result = evaluate(collection, tiny_clip, ["photo", "openai-imagenet-7"], precision="fp32", batch_size=8,
-                      workers=0)
+    result = evaluate(collection, tiny_clip, ["photo", "openai-imagenet-7"],
+                      options=RunOptions(precision="fp32", batch_size=8, workers=0))
     assert sum(calls) == 18 and len(calls) == 3  # 19 files in batches of 8, once for both template sets
     for name in ("photo", "openai-imagenet-7"):
         classifier = zsclip.ZeroShotClassifier.build(tiny_clip, collection.classnames, name, precision="fp32")
@@ -141,7 +141,7 @@ def test_report_folder_has_page_plots_metrics_and_predictions(tiny_clip_dir, tre
 
 
 def test_confusion_plot_keeps_the_most_confused_classes_beyond_fifty(tmp_path):
-    from zsclip.report import classes_to_show, confused_pairs, write_report
+    from zsclip.outputs.report import classes_to_show, confused_pairs, write_report
 
     classes = [f"class {i}" for i in range(80)]
     confusion = [[0] * 80 for _ in range(80)]
@@ -229,7 +229,7 @@ def test_missing_shards_and_shards_without_labels_file(tiny_clip_dir, shards):
 
 
 def test_a_truncated_shard_yields_its_readable_samples_then_one_error(shards, tmp_path):
-    from zsclip.datasets import shard_samples
+    from zsclip.data.shards import shard_samples
 
     folder, _ = shards
     data = (folder / "shard-00.tar").read_bytes()

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
-from tiny_hf import save_tiny_clip, save_tiny_siglip
 from zsclip.encoders.hf import TransformersEncoder
 from zsclip.errors import ModelLoadError, ZsclipWarning
+from zsclip.testing.tiny_hf import save_tiny_clip, save_tiny_siglip
 
 #: Very different token lengths, all shorter than both contexts so that padding choices matter.
 PROMPTS = [
@@ -76,9 +76,9 @@ def _pipeline_text_kwargs(model) -> dict:
 @pytest.mark.parametrize("which", ["clip", "siglip"])
 def test_loads_and_encodes_unit_norm_float32(which, request, images):
     encoder = request.getfixturevalue(which)
-    text = encoder.encode_text(PROMPTS)
+    text = encoder.encode_text(PROMPTS, precision="fp32")
     pixels = torch.stack([encoder.preprocess(image) for image in images])
-    image = encoder.encode_images(pixels)
+    image = encoder.encode_images(pixels, precision="fp32")
     for features, n in ((text, len(PROMPTS)), (image, len(images))):
         assert features.dtype == torch.float32
         assert features.shape == (n, encoder.embed_dim)
@@ -94,7 +94,7 @@ def test_text_features_match_transformers_pipeline(which, request):
     inputs = processor(text=PROMPTS, return_tensors="pt", **_pipeline_text_kwargs(model))
     with torch.inference_mode():
         expected = F.normalize(model.get_text_features(**inputs).pooler_output, dim=-1)
-    got = encoder.encode_text(PROMPTS, batch_size=4)
+    got = encoder.encode_text(PROMPTS, batch_size=4, precision="fp32")
     assert (got - expected).abs().max() <= TOL
 
 
@@ -107,7 +107,7 @@ def test_image_features_match_transformers(which, request, images):
     torch.testing.assert_close(ours, pixels, atol=0, rtol=0)
     with torch.inference_mode():
         expected = F.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
-    assert (encoder.encode_images(ours) - expected).abs().max() <= TOL
+    assert (encoder.encode_images(ours, precision="fp32") - expected).abs().max() <= TOL
 
 
 def test_siglip_text_is_fed_without_attention_mask(siglip):
@@ -137,7 +137,7 @@ def test_clip_truncation_is_exact(clip, monkeypatch):
         return forward(batch)
 
     monkeypatch.setattr(clip, "_text_forward", recording_forward)
-    cut = clip.encode_text(PROMPTS, batch_size=3)
+    cut = clip.encode_text(PROMPTS, batch_size=3, precision="fp32")
     assert max(widths) < clip.context_length  # padding really was dropped
     assert (cut - full).abs().max() <= TOL
 
@@ -156,7 +156,7 @@ def test_clip_shares_each_templates_prefix_and_gives_the_full_forward(clip, sigl
     monkeypatch.setattr(shared_prefix, "encode_suffixes", recording)
     names = ["dog", "great white shark", "cat", "hammerhead shark with a very long name"]
     prompts = [f"a low resolution photo of the {n}." for n in names] + [f"itap of a {n}." for n in names]
-    ours = clip.encode_text(prompts, groups=[0] * 4 + [1] * 4)
+    ours = clip.encode_text(prompts, groups=[0] * 4 + [1] * 4, precision="fp32")
     tokens = clip.tokenize(prompts)
     with torch.inference_mode():
         full = F.normalize(clip._text_forward(tokens), dim=-1)  # the model's own forward, all 77 positions
@@ -174,7 +174,7 @@ def test_clip_truncation_is_exact_with_legacy_eos_id(clip_dir):
     assert torch.equal(tokens.lengths, tokens.ids.argmax(dim=-1) + 1)
     with torch.inference_mode():
         full = F.normalize(legacy._text_forward(tokens), dim=-1)
-    assert (legacy.encode_text(PROMPTS, batch_size=3) - full).abs().max() <= TOL
+    assert (legacy.encode_text(PROMPTS, batch_size=3, precision="fp32") - full).abs().max() <= TOL
 
 
 def test_clip_lengths_end_at_pooled_token(clip):
@@ -194,7 +194,7 @@ def test_siglip_truncation_would_change_features(siglip, monkeypatch):
         cut = F.normalize(siglip._text_forward(tokens.select(torch.arange(len(PROMPTS)), longest)), dim=-1)
     assert (cut - full).abs().max() > 1e-3
     monkeypatch.setattr(siglip, "truncates_padding", True)
-    assert (siglip.encode_text(PROMPTS) - full).abs().max() > 1e-3
+    assert (siglip.encode_text(PROMPTS, precision="fp32") - full).abs().max() > 1e-3
 
 
 # --- logit scale and bias ----------------------------------------------------------------------
@@ -244,7 +244,8 @@ def test_non_clip_model_is_rejected(siglip_dir):
 def test_tokenizer_and_image_processor_pair_works_like_processor(clip, clip_dir, images):
     model, processor = _reference(clip_dir)
     paired = TransformersEncoder(model, (processor.tokenizer, processor.image_processor))
-    assert (paired.encode_text(PROMPTS) - clip.encode_text(PROMPTS)).abs().max() <= TOL
+    difference = paired.encode_text(PROMPTS, precision="fp32") - clip.encode_text(PROMPTS, precision="fp32")
+    assert difference.abs().max() <= TOL
     torch.testing.assert_close(paired.preprocess(images[1]), clip.preprocess(images[1]), atol=0, rtol=0)
 
 
@@ -261,7 +262,7 @@ def test_overlong_prompt_warns_once_and_still_encodes(which, request):
     prompts = ["a cat", "a photo of a dog " * 40, "a photo of a bird " * 40]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        features = encoder.encode_text(prompts)
+        features = encoder.encode_text(prompts, precision="fp32")
     ours = [w for w in caught if issubclass(w.category, ZsclipWarning)]
     assert len(ours) == 1 and "2 prompt(s)" in str(ours[0].message)
     assert features.shape == (3, encoder.embed_dim) and torch.isfinite(features).all()
@@ -273,4 +274,4 @@ def test_prompt_filling_the_context_exactly_does_not_warn(clip):
     exact = " ".join(["cat"] * (clip.context_length - 2))
     with warnings.catch_warnings():
         warnings.simplefilter("error", ZsclipWarning)
-        clip.encode_text([exact])
+        clip.encode_text([exact], precision="fp32")

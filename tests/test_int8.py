@@ -12,13 +12,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 import zsclip
-from tiny_hf import save_tiny_clip
 from zsclip import ZeroShotClassifier, shapes
 from zsclip.cli import main
 from zsclip.encoders.hf import TransformersEncoder
+from zsclip.encoders.int8 import int8_image_copy
 from zsclip.errors import InputError
 from zsclip.precision import resolve_precision
-from zsclip.quantize import int8_image_copy
+from zsclip.testing.tiny_hf import save_tiny_clip
 
 LABELS = ["red", "green", "blue"]
 
@@ -97,11 +97,11 @@ def test_int8_refuses_half_precision_towers_and_towers_that_break_once_quantized
 
 
 def test_cli_classifies_with_int8(tiny_clip_dir, tmp_path, monkeypatch):
-    import zsclip.quantize
+    import zsclip.encoders.int8
 
     built = []
-    real = zsclip.quantize.int8_image_copy
-    monkeypatch.setattr(zsclip.quantize, "int8_image_copy", lambda *a, **k: built.append(1) or real(*a, **k))
+    real = zsclip.encoders.int8.int8_image_copy
+    monkeypatch.setattr(zsclip.encoders.int8, "int8_image_copy", lambda *a, **k: built.append(1) or real(*a, **k))
     for index, spec in enumerate(shapes.sample_specs(4, seed=1)):
         shapes.render(spec, 64).save(tmp_path / f"{index}.png")
     out = {}

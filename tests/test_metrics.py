@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zsclip.metrics import StreamingMetrics
+from zsclip.tasks.metrics import StreamingMetrics
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 

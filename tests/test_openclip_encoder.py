@@ -18,9 +18,9 @@ PROMPTS = ["a photo of a dog.", "itap of a cat.", "a low resolution photo of the
 
 
 def test_local_dir_model_loads_with_feature_contract(tiny_clip):
-    text = tiny_clip.encode_text(PROMPTS)
+    text = tiny_clip.encode_text(PROMPTS, precision="fp32")
     pixels = torch.stack([tiny_clip.preprocess(img) for img in _images(3)])
-    image = tiny_clip.encode_images(pixels)
+    image = tiny_clip.encode_images(pixels, precision="fp32")
     assert text.dtype == image.dtype == torch.float32
     assert text.shape == (len(PROMPTS), tiny_clip.embed_dim) and image.shape == (3, tiny_clip.embed_dim)
     assert torch.allclose(text.norm(dim=-1), torch.ones(len(PROMPTS)), atol=1e-5)
@@ -29,7 +29,7 @@ def test_local_dir_model_loads_with_feature_contract(tiny_clip):
 
 
 def test_text_features_equal_open_clip_encode_text(tiny_clip):
-    ours = tiny_clip.encode_text(PROMPTS)
+    ours = tiny_clip.encode_text(PROMPTS, precision="fp32")
     with torch.no_grad():
         reference = tiny_clip.model.encode_text(tiny_clip.tokenizer(PROMPTS), normalize=True)
     assert (ours - reference).abs().max() <= 1e-5
@@ -39,7 +39,7 @@ def test_image_features_equal_open_clip_encode_image(tiny_clip):
     pixels = torch.stack([tiny_clip.preprocess(img) for img in _images(4)])
     with torch.no_grad():
         reference = tiny_clip.model.encode_image(pixels, normalize=True)
-    assert (tiny_clip.encode_images(pixels) - reference).abs().max() <= 1e-5
+    assert (tiny_clip.encode_images(pixels, precision="fp32") - reference).abs().max() <= 1e-5
 
 
 def test_causal_tower_runs_only_the_positions_it_needs(tiny_clip, monkeypatch):
@@ -49,7 +49,7 @@ def test_causal_tower_runs_only_the_positions_it_needs(tiny_clip, monkeypatch):
     forward = tiny_clip._text_forward
     monkeypatch.setattr(tiny_clip, "_text_forward",
                         lambda tokens: widths.append(tokens.ids.shape[1]) or forward(tokens))
-    tiny_clip.encode_text(["a dog.", "a photo of a cat."], batch_size=1)
+    tiny_clip.encode_text(["a dog.", "a photo of a cat."], batch_size=1, precision="fp32")
     assert widths == [5, 8]  # <sot> a dog . <eot>  and  <sot> a photo of a cat . <eot>, not 77
 
 
@@ -74,14 +74,14 @@ def test_bidirectional_tower_is_never_truncated_because_it_would_change_the_outp
     # what truncation would do to this tower: a different vector
     assert (full - truncated).abs().max() > 1e-3
     # what zsclip does: the reference vector
-    assert (tiny_bidir.encode_text(PROMPTS) - full).abs().max() <= 1e-5
+    assert (tiny_bidir.encode_text(PROMPTS, precision="fp32") - full).abs().max() <= 1e-5
 
 
 def test_duplicate_prompts_are_encoded_once(tiny_clip, monkeypatch):
     seen = []
     tokenize = tiny_clip.tokenize
     monkeypatch.setattr(tiny_clip, "tokenize", lambda texts: seen.extend(texts) or tokenize(texts))
-    features = tiny_clip.encode_text(["a dog.", "a cat.", "a dog."])
+    features = tiny_clip.encode_text(["a dog.", "a cat.", "a dog."], precision="fp32")
     assert seen == ["a dog.", "a cat."]
     assert torch.equal(features[0], features[2]) and not torch.equal(features[0], features[1])
 
@@ -95,7 +95,7 @@ def test_fingerprint_is_stable_and_tracks_weights(tiny_clip, tiny_clip_dir, tiny
 
 def test_wrap_accepts_an_open_clip_model_and_tokenizer(tiny_clip):
     wrapped = zsclip.wrap(tiny_clip.model, tiny_clip.tokenizer, tiny_clip._preprocess)
-    assert torch.equal(wrapped.encode_text(PROMPTS), tiny_clip.encode_text(PROMPTS))
+    assert torch.equal(wrapped.encode_text(PROMPTS, precision="fp32"), tiny_clip.encode_text(PROMPTS, precision="fp32"))
     assert wrapped.fingerprint == tiny_clip.fingerprint
 
 
@@ -126,7 +126,7 @@ def test_shared_prefix_runs_only_each_prompts_own_tokens_and_gives_the_reference
     batches = _record_suffix_batches(monkeypatch)
     names = ["dog", "great white shark", "cat", "hammerhead shark with a very long name"]
     prompts = [f"a low resolution photo of the {n}." for n in names] + [f"itap of a {n}." for n in names]
-    ours = tiny_clip.encode_text(prompts, groups=[0] * 4 + [1] * 4)
+    ours = tiny_clip.encode_text(prompts, groups=[0] * 4 + [1] * 4, precision="fp32")
     with torch.no_grad():
         reference = tiny_clip.model.encode_text(tiny_clip.tokenizer(prompts), normalize=True)
     assert (ours - reference).abs().max() <= 1e-5
@@ -139,7 +139,7 @@ def test_shared_prefix_runs_only_each_prompts_own_tokens_and_gives_the_reference
 def test_batches_are_tight_by_own_length_across_templates(tiny_clip, monkeypatch):
     batches = _record_suffix_batches(monkeypatch)
     prompts = ["a photo of a dog.", "itap of a dog.", "a photo of a great white shark.", "itap of a great white shark."]
-    tiny_clip.encode_text(prompts, batch_size=2, groups=[0, 1, 0, 1])
+    tiny_clip.encode_text(prompts, batch_size=2, groups=[0, 1, 0, 1], precision="fp32")
     # "dog . <eot>" is 3 positions in both templates; "great white shark . <eot>" is 5
     assert batches == [([0, 1], 3), ([0, 1], 5)]
 
@@ -172,11 +172,11 @@ def test_named_architecture_with_a_checkpoint_file(tiny_clip, tiny_clip_dir, tmp
     shutil.copy(folder / "open_clip_model.safetensors", weights)
     encoder = zsclip.load_model("zsclip-test-tiny", pretrained=str(weights), device="cpu")
     assert encoder.fingerprint == tiny_clip.fingerprint
-    assert torch.equal(encoder.encode_text(PROMPTS), tiny_clip.encode_text(PROMPTS))
+    assert torch.equal(encoder.encode_text(PROMPTS, precision="fp32"), tiny_clip.encode_text(PROMPTS, precision="fp32"))
 
 
 def test_weight_digest_sees_one_changed_value_a_rename_and_bf16_bytes():
-    from zsclip.encoders.base import state_dict_digest
+    from zsclip.encoders.fingerprint import state_dict_digest
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
@@ -197,7 +197,7 @@ def test_weight_digest_sees_one_changed_value_a_rename_and_bf16_bytes():
 
 def test_weight_digest_is_pinned_and_takes_every_dtype():
     """A fixed module has a fixed digest: a change of recipe must bump FINGERPRINT_VERSION."""
-    from zsclip.encoders.base import state_dict_digest
+    from zsclip.encoders.fingerprint import state_dict_digest
 
     class Buffers(torch.nn.Module):
         def __init__(self, **tensors):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from zsclip import ClassifierFileError, InputError, ZeroShotClassifier
+from zsclip import ClassifierFileError, InputError, ZeroShotClassifier, ZsclipWarning
 
 CLASSES = ["dog", "cat", "bird", "car", "airplane", "tree"]
 
@@ -96,8 +96,12 @@ def test_loaded_classifier_needs_its_own_model(classifier, tiny_clip, tiny_clip_
         loaded.predict(images, encoder=other)
 
 
-def test_unreadable_image_is_a_clear_error(classifier, tmp_path):
+def test_an_unreadable_image_gets_an_error_row_and_the_rest_are_predicted(classifier, images, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
-    with pytest.raises(InputError, match="broken.jpg"):
-        classifier.predict([bad])
+    with pytest.warns(ZsclipWarning, match="broken.jpg"):
+        rows = classifier.predict([images[0], bad, images[1]], top_k=2, precision="fp32")
+    assert [len(row) for row in rows] == [2, 0, 2]
+    assert rows[1].error and "not an image" in rows[1].error and rows[1].source == str(bad)
+    assert rows[0].error is None and rows[0] == classifier.predict(images[0], top_k=2, precision="fp32")[0]
+    assert rows[2] == classifier.predict(images[1], top_k=2, precision="fp32")[0]

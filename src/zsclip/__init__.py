@@ -1,19 +1,51 @@
 """zsclip: zero-shot image classification with CLIP-family models.
 
     import zsclip
+    for p in zsclip.classify("photos/", ["dog", "cat", "bird"], model="demo"):
+        print(p.source, p.labels[:1] if not p.error else p.error)
+
     enc = zsclip.load_model("ViT-B-32", pretrained="laion2b_s34b_b79k")
     clf = zsclip.ZeroShotClassifier.build(enc, ["dog", "cat", "bird"])
     clf.predict(["photo.jpg"], top_k=3)
+
+The package is layered (see each sub-package's docstring): ``data`` (inputs -> images),
+``encoders`` (one adapter per model library), ``prompts``, ``classifier``, ``pipeline``
+(images -> features), ``tasks`` (classify, evaluate, ...), ``outputs`` (files), and the entry
+points (``cli``).
 """
 
 __version__ = "0.1.0"
 
 from .classifier import ZeroShotClassifier  # noqa: E402
+from .data import LabelledCollection, Source, expand_inputs, open_collection  # noqa: E402
 from .encoders import Encoder, load_model, wrap  # noqa: E402
-from .errors import ClassifierFileError, InputError, ModelLoadError, ZsclipError, ZsclipWarning  # noqa: E402
+from .errors import (  # noqa: E402
+    ClassifierFileError,
+    ImageReadError,
+    InputError,
+    ModelLoadError,
+    OutputError,
+    ZsclipError,
+    ZsclipWarning,
+)
+from .options import RunOptions  # noqa: E402
 from .prompts import TEMPLATE_SETS, read_labels, resolve_templates  # noqa: E402
+from .tasks import (  # noqa: E402
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    EvalResult,
+    Prediction,
+    TopK,
+    classify,
+    evaluate,
+    resolve_classifier,
+    resolve_model,
+)
 
 __all__ = [
-    "__version__", "ZeroShotClassifier", "Encoder", "load_model", "wrap", "TEMPLATE_SETS", "read_labels",
-    "resolve_templates", "ZsclipError", "InputError", "ModelLoadError", "ClassifierFileError", "ZsclipWarning",
+    "__version__", "ZeroShotClassifier", "Encoder", "load_model", "wrap", "RunOptions", "classify", "evaluate",
+    "resolve_classifier", "resolve_model", "open_collection", "expand_inputs", "Source", "LabelledCollection",
+    "Prediction", "TopK", "EvalResult", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "TEMPLATE_SETS", "read_labels",
+    "resolve_templates", "ZsclipError", "InputError", "ImageReadError", "ModelLoadError", "ClassifierFileError",
+    "OutputError", "ZsclipWarning",
 ]

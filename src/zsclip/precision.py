@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Literal
 
 import torch
 
 from .errors import InputError
 
-Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+#: The one default, for every entry point and library call (see options.RunOptions).
+DEFAULT_PRECISION = "auto"
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -106,12 +106,28 @@ def expand_prompts(classes: Sequence[Sequence[str]], templates: Sequence[Templat
     return [[template(name) for name in names for template in templates] for names in classes]
 
 
+def parse_synonyms(entry: str) -> list[str]:
+    """One class written as ``dog | puppy``: its names, first = display name (the one label syntax)."""
+    return [name.strip() for name in entry.split("|") if name.strip()]
+
+
+def parse_labels(text: str) -> list[list[str]]:
+    """Classes from a comma-separated string: ``"dog|puppy,cat,car"`` -> [["dog", "puppy"], ["cat"], ["car"]].
+
+    An entry with no name (``"dog,,cat"``) is kept as an empty class so that ``resolve_classes``
+    names its position in the error.
+    """
+    if not text or not text.strip():
+        raise InputError('no labels: pass e.g. "dog,cat,car" (synonyms joined by |: "dog|puppy,cat")')
+    return [parse_synonyms(entry) for entry in text.split(",")]
+
+
 def read_labels(path: str | Path) -> list[list[str]]:
     """Read a labels file: one class per line, synonyms separated by ``|``, ``#`` comments."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputError(f"labels file {path} not found: write one class per line (synonyms: 'dog | puppy')")
-    classes = [[name.strip() for name in line.split("|") if name.strip()] for line in _read_lines(path)]
+    classes = [parse_synonyms(line) for line in _read_lines(path)]
     if not classes:
         raise InputError(f"labels file {path} has no class names: write one class per line")
     return classes

@@ -1,22 +1,19 @@
-"""The encoder contract every backend adapter fulfils, and the backend-agnostic text batching.
+"""The encoder contract every backend adapter fulfils, and the behaviour they all share.
 
 An adapter knows one library (open_clip, transformers). Everything above this layer sees only
 ``Encoder``: normalised float32 features, ``logit_scale`` / ``logit_bias``, and a ``fingerprint``.
-The fast text path lives here because it is the same for every backend: encode each distinct
-prompt once, sort prompts by token length so batches are tight, and let the adapter drop
-padding when (and only when) its architecture makes that exact.
+What an adapter must provide is declared below as abstract members; what it gets for free:
+the fast text path (encode each distinct prompt once, sort prompts by token length so batches
+are tight, drop padding when, and only when, the architecture makes that exact; shared template
+prefixes, see shared_prefix.py), the fingerprint (fingerprint.py) and the int8 image tower (int8.py).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import os
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +22,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..precision import autocast, resolve_precision, text_precision
+from ..precision import DEFAULT_PRECISION, autocast, resolve_precision, text_precision
+from .fingerprint import model_fingerprint
 
 
 @dataclass
@@ -76,7 +74,10 @@ class Encoder(ABC):
     shares_prefixes: bool = False
     device: torch.device
     image_size: int | None = None
-    #: submodules of the model that make up the image tower (quantized by precision="int8")
+    #: the library's own model object: its weights are fingerprinted, the int8 twin swaps in a
+    #: quantized copy of it, and forward passes read it (adapters must set it)
+    model: torch.nn.Module
+    #: top-level submodules of ``model`` that make up the image tower (quantized by precision="int8")
     image_tower_prefixes: tuple[str, ...] = ()
 
     def __init__(self) -> None:
@@ -108,10 +109,6 @@ class Encoder(ABC):
     def _fingerprint_parts(self) -> dict:
         """Config that, with the weights' digest, identifies the model."""
 
-    @abstractmethod
-    def _module(self) -> torch.nn.Module:
-        """The underlying model, for hashing its weights."""
-
     def _prefix_parts(self):
         """The text tower as ``shared_prefix.TowerParts``; adapters with ``shares_prefixes`` give it."""
         raise NotImplementedError(f"{type(self).__name__} sets shares_prefixes but has no _prefix_parts")
@@ -126,16 +123,13 @@ class Encoder(ABC):
     def fingerprint(self) -> str:
         """Stable id of config + weights: equal for the same model on any machine or device."""
         if self._fingerprint is None:
-            parts = dict(self._fingerprint_parts(), backend=self.backend,
-                         weights=state_dict_digest(self._module()))
-            blob = json.dumps(parts, sort_keys=True, default=str).encode()
-            self._fingerprint = f"{self.backend}:{FINGERPRINT_VERSION}:{hashlib.sha256(blob).hexdigest()[:24]}"
+            self._fingerprint = model_fingerprint(self.backend, self._fingerprint_parts(), self.model)
         return self._fingerprint
 
     def encode_text(
         self,
         texts: Sequence[str],
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
         batch_size: int = 256,
         progress: bool | None = None,
         groups: Sequence[int] | None = None,
@@ -206,7 +200,7 @@ class Encoder(ABC):
 
         return tokens.lengths, forward
 
-    def encode_images(self, pixels: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    def encode_images(self, pixels: torch.Tensor, precision: str = DEFAULT_PRECISION) -> torch.Tensor:
         """Encode preprocessed pixels [B, 3, H, W] to L2-normalised float32 features [B, D]."""
         precision = resolve_precision(precision, self.device)
         pixels = pixels.to(self.device, non_blocking=True)
@@ -217,9 +211,9 @@ class Encoder(ABC):
 
     def _int8_encoder(self, pixels: torch.Tensor) -> Encoder:
         """This encoder with an int8 image tower, built on first use (probed with ``pixels``) and kept.
-        Adapters hold their model in ``self.model``; the int8 twin holds the quantized copy there."""
+        The twin is a shallow copy whose ``model`` is the quantized copy (see the ``model`` contract)."""
         if self._int8 is None:
-            from ..quantize import int8_image_copy
+            from .int8 import int8_image_copy
 
             if not self.image_tower_prefixes:
                 raise InputError(f"{self.name}: precision int8 is not supported for this model; use fp32")
@@ -229,57 +223,13 @@ class Encoder(ABC):
                 twin.model = model
                 return twin
 
-            quantized = int8_image_copy(self._module(), self.image_tower_prefixes,
+            quantized = int8_image_copy(self.model, self.image_tower_prefixes,
                                         probe=lambda model: with_model(model)._image_forward(pixels[:1]))
             self._int8 = with_model(quantized)
         return self._int8
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, device={self.device}, embed_dim={self.embed_dim})"
-
-
-#: bumped whenever the fingerprint's recipe changes (w2: per-tensor SHA-256); classifiers built
-#: under another recipe are told apart from classifiers built for another model
-FINGERPRINT_VERSION = "w2"
-
-
-def state_dict_digest(module: torch.nn.Module) -> str:
-    """Content hash of a module's parameters and buffers (names, shapes, dtypes, bytes).
-
-    Every run that looks up a cached classifier pays this, so it is made cheap: SHA-256 (hardware
-    accelerated on current CPUs, ~2x blake2b) over each tensor's memory without copying it, CPU
-    tensors hashed in parallel threads (hashlib releases the GIL), then one digest over the
-    per-tensor ones. Tensors on a GPU are copied and hashed one at a time, on this thread.
-    """
-    items = sorted(module.state_dict().items())
-    on_cpu = all(tensor.device.type == "cpu" for _, tensor in items)
-    if on_cpu and len(items) > 1:
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            digests = list(pool.map(_tensor_digest, [tensor for _, tensor in items]))
-    else:
-        digests = [_tensor_digest(tensor) for _, tensor in items]
-    combined = hashlib.sha256()
-    for (name, tensor), digest in zip(items, digests, strict=True):
-        combined.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}:{digest}\n".encode())
-    return combined.hexdigest()[:32]
-
-
-def _tensor_digest(tensor: torch.Tensor) -> str:
-    """SHA-256 of a tensor's values as raw bytes, for any dtype (float8, bool, complex, quantized)."""
-    data = tensor.detach()
-    extra = b""
-    if data.is_quantized:
-        extra = f"{data.qscheme()}".encode()
-        if data.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
-            extra += f":{data.q_scale()}:{data.q_zero_point()}".encode()
-        else:
-            extra += _tensor_digest(data.q_per_channel_scales()).encode()
-            extra += _tensor_digest(data.q_per_channel_zero_points()).encode()
-        data = data.int_repr()
-    data = data.cpu().resolve_conj().resolve_neg().contiguous().reshape(-1).view(torch.uint8)
-    digest = hashlib.sha256(data.numpy())
-    digest.update(extra)
-    return digest.hexdigest()
 
 
 def _show_progress(progress: bool | None, total: int) -> bool:

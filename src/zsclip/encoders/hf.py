@@ -141,8 +141,6 @@ class TransformersEncoder(Encoder):
         return {"class": type(self.model).__name__, "config": _strip_volatile(config),
                 "context_length": self.context_length, "tokenizer": _tokenizer_identity(self.tokenizer)}
 
-    def _module(self) -> torch.nn.Module:
-        return self.model
 
     # --- helpers -------------------------------------------------------------------------------
     def _lengths(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -62,7 +62,7 @@ class OpenClipEncoder(Encoder):
         self.tower = _text_tower(model)
         positions = self.tower.positional_embedding
         self.context_length = int(getattr(tokenizer, "context_length", None) or positions.shape[0])
-        self.embed_dim = _embed_dim(model)
+        self.embed_dim = _embed_dim(model, self.tower)
         size = getattr(getattr(model, "visual", None), "image_size", None)
         self.image_size = int(min(size)) if isinstance(size, (tuple, list)) else (int(size) if size else None)
         self.logit_scale = float(model.logit_scale.detach().exp().item())
@@ -104,8 +104,6 @@ class OpenClipEncoder(Encoder):
     def _fingerprint_parts(self) -> dict:
         return {"class": type(self.model).__name__, "context_length": self.context_length}
 
-    def _module(self) -> torch.nn.Module:
-        return self.model
 
 
 def load_open_clip(
@@ -227,12 +225,33 @@ def _text_tower(model: torch.nn.Module) -> SimpleNamespace:
     itself (pooling as ``text_pool_type``), other models in ``model.text``."""
     text = getattr(model, "text", None)
     if text is None:
-        return SimpleNamespace(kind="CLIP", **{part: getattr(model, part, None) for part in _TOWER_PARTS},
-                               pool_type=model.text_pool_type, eos_id=getattr(model, "text_eos_id", None),
-                               cls_emb=None, use_pad_mask=False)
-    return SimpleNamespace(kind=type(text).__name__, **{part: getattr(text, part, None) for part in _TOWER_PARTS},
-                           pool_type=getattr(text, "pool_type", None), eos_id=getattr(text, "eos_id", None),
-                           cls_emb=getattr(text, "cls_emb", None), use_pad_mask=getattr(text, "use_pad_mask", False))
+        tower = SimpleNamespace(kind="CLIP", **{part: getattr(model, part, None) for part in _TOWER_PARTS},
+                                pool_type=model.text_pool_type, eos_id=getattr(model, "text_eos_id", None),
+                                cls_emb=None, use_pad_mask=False)
+    else:
+        tower = SimpleNamespace(kind=type(text).__name__, **{part: getattr(text, part, None) for part in _TOWER_PARTS},
+                                pool_type=getattr(text, "pool_type", None), eos_id=getattr(text, "eos_id", None),
+                                cls_emb=getattr(text, "cls_emb", None),
+                                use_pad_mask=getattr(text, "use_pad_mask", False))
+    tower.project = _projector(tower.text_projection)
+    return tower
+
+
+# --- the text projection: open_clip stores it as a matrix (CLIP) or an nn.Linear (custom towers) --
+def _projector(projection: torch.nn.Module | torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """pooled [B, W] -> [B, D] for any form of text projection (None: the tower has none)."""
+    if projection is None:
+        return lambda x: x
+    if isinstance(projection, torch.nn.Linear):
+        return projection
+    return lambda x: x @ projection
+
+
+def _projection_width(projection: torch.nn.Module | torch.Tensor | None) -> int | None:
+    """D, the width a text projection maps to, or None without one."""
+    if projection is None:
+        return None
+    return projection.out_features if isinstance(projection, torch.nn.Linear) else int(projection.shape[1])
 
 
 def _truncation_blocker(tower: SimpleNamespace, tokenizer, open_clip) -> str | None:
@@ -272,10 +291,7 @@ def _encode_text_cut(tower: SimpleNamespace, ids: torch.Tensor) -> torch.Tensor:
     x = tower.transformer(x, attn_mask=mask)
     x = tower.ln_final(x)
     x = text_global_pool(x, ids, tower.pool_type, eos_token_id=tower.eos_id)
-    projection = tower.text_projection
-    if projection is None:
-        return x
-    return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+    return tower.project(x)
 
 
 def _warn_truncated(tokenizer, texts: Sequence[str], ids: torch.Tensor) -> None:
@@ -302,16 +318,9 @@ def _token_counter(tokenizer) -> Callable[[str], int] | None:
     return None
 
 
-def _embed_dim(model: torch.nn.Module) -> int:
-    projection = getattr(model, "text_projection", None)
-    if projection is None and getattr(model, "text", None) is not None:
-        projection = getattr(model.text, "text_projection", None)
-    if isinstance(projection, torch.nn.Linear):
-        return projection.out_features
-    if projection is not None:
-        return projection.shape[1]
-    visual = getattr(model, "visual", None)
-    return int(visual.output_dim)
+def _embed_dim(model: torch.nn.Module, tower: SimpleNamespace) -> int:
+    width = _projection_width(tower.text_projection)
+    return width if width is not None else int(model.visual.output_dim)
 
 
 def _module_device(model: torch.nn.Module) -> torch.device:

@@ -44,7 +44,7 @@ class TowerParts:
 
 
 def open_clip_parts(tower) -> TowerParts:
-    """The parts of an open_clip text tower (a CLIP model, or its TextTransformer)."""
+    """The parts of an open_clip text tower (openclip._text_tower's view of a CLIP model or its TextTransformer)."""
     cast_dtype = tower.transformer.get_cast_dtype()
 
     def embed(ids, positions):
@@ -54,15 +54,7 @@ def open_clip_parts(tower) -> TowerParts:
         return LayerParts(block.ln_1, block.attn.in_proj_weight, block.attn.in_proj_bias, block.attn.num_heads,
                           block.attn.out_proj, block.ls_1, lambda x: x + block.ls_2(block.mlp(block.ln_2(x))))
 
-    projection = tower.text_projection
-    if projection is None:
-        project = _identity
-    elif isinstance(projection, torch.nn.Linear):
-        project = projection
-    else:
-        def project(x):
-            return x @ projection
-    return TowerParts(embed, [layer(b) for b in tower.transformer.resblocks], tower.ln_final, project)
+    return TowerParts(embed, [layer(b) for b in tower.transformer.resblocks], tower.ln_final, tower.project)
 
 
 def hf_clip_parts(model) -> TowerParts:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def int8_image_copy(

@@ -11,22 +11,15 @@ from __future__ import annotations
 import io
 import math
 import os
-import urllib.error
-import urllib.request
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError
+from ..errors import ImageReadError
+from .urls import MAX_DOWNLOAD_BYTES, URL_TIMEOUT_S, fetch_url, is_url
 
 #: Default pixel cap (width x height): PIL's own decompression-bomb threshold, about 89 megapixels.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-#: Default cap on a downloaded image's size, and the download timeout.
-MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
-URL_TIMEOUT_S = 15.0
 
-
-class ImageReadError(InputError):
-    """One image could not be read; the message is the reason (the caller names the path)."""
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -58,7 +51,7 @@ def load_image(
     scale that still leaves at least twice the target on the short side. Raises ImageReadError.
     """
     source = os.fspath(source)
-    if source.startswith(("http://", "https://")):
+    if is_url(source):
         return decode_bytes(fetch_url(source, max_download_bytes, timeout), target_size, max_pixels)
     try:
         if os.path.getsize(source) == 0:
@@ -80,26 +73,6 @@ def decode_bytes(data: bytes, target_size: int | None = None, max_pixels: int = 
     if not data:
         raise ImageReadError("empty file")
     return _decode(io.BytesIO(data), target_size, max_pixels)
-
-
-def fetch_url(url: str, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = URL_TIMEOUT_S) -> bytes:
-    """Download ``url`` with a timeout, refusing bodies over ``max_bytes``."""
-    request = urllib.request.Request(url, headers={"User-Agent": "zsclip"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            declared = response.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise ImageReadError(f"download is {int(declared)} bytes, over the {max_bytes}-byte limit")
-            data = response.read(max_bytes + 1)
-    except urllib.error.HTTPError as error:
-        raise ImageReadError(f"HTTP {error.code} {error.reason}") from None
-    except urllib.error.URLError as error:
-        raise ImageReadError(f"unreachable URL: {error.reason}") from None
-    except (TimeoutError, OSError) as error:
-        raise ImageReadError(f"download failed: {error}") from None
-    if len(data) > max_bytes:
-        raise ImageReadError(f"download exceeds the {max_bytes}-byte limit")
-    return data
 
 
 def _decode(handle, target_size: int | None, max_pixels: int) -> Image.Image:

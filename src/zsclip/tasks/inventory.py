@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 
-from .cache import cache_dir as classifier_cache_dir
+from ..classifier.cache import cache_dir as classifier_cache_dir
 
 
 def describe_models(show_all: bool = False, cache_dir: str | os.PathLike | None = None) -> str:
@@ -16,7 +16,7 @@ def describe_models(show_all: bool = False, cache_dir: str | os.PathLike | None 
 
 
 def _bundled() -> list[str]:
-    from .encoders.openclip import demo_model_dir
+    from ..encoders.openclip import demo_model_dir
 
     folder = demo_model_dir()
     size = sum(p.stat().st_size for p in folder.glob("*")) / 1e6 if folder.is_dir() else 0.0
@@ -56,8 +56,8 @@ def _hub_cache() -> list[str]:
 
 
 def _classifier_cache(cache_dir: str | os.PathLike | None) -> list[str]:
-    from .classifier import ZeroShotClassifier
-    from .errors import ClassifierFileError
+    from ..classifier import ZeroShotClassifier
+    from ..errors import ClassifierFileError
 
     folder = classifier_cache_dir(cache_dir)
     entries = sorted(folder.glob("*.zsc")) if folder.is_dir() else []

@@ -7,19 +7,23 @@ are counted and listed, never fatal.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .classifier import ZeroShotClassifier
-from .datasets import LabelledCollection
-from .encoders.base import Encoder
-from .images import MAX_PIXELS
+from ..classifier import ZeroShotClassifier
+from ..data.collections import LabelledCollection, open_collection
+from ..encoders.base import Encoder
+from ..options import RunOptions
+from ..pipeline import labelled_feature_batches
+from ..prompts import DEFAULT_TEMPLATES
 from .metrics import StreamingMetrics
-from .pipeline import labelled_feature_batches
+from .models import resolve_model
 
 
 @dataclass
@@ -34,28 +38,40 @@ class EvalResult:
 
 
 def evaluate(
-    collection: LabelledCollection,
-    encoder: Encoder,
-    template_sets: Sequence[str],
+    collection: LabelledCollection | str | os.PathLike,
+    encoder: Encoder | None = None,
+    template_sets: str | Sequence[str] = DEFAULT_TEMPLATES,
     *,
     classes: str | Sequence[str | Sequence[str]] | None = None,
-    precision: str = "auto",
-    batch_size: int = 64,
-    workers: int | None = None,
+    model: str | None = None,
+    pretrained: str | None = None,
+    options: RunOptions | None = None,
     cache: bool = True,
-    cache_dir: str | None = None,
-    max_pixels: int = MAX_PIXELS,
+    cache_dir: str | os.PathLike | None = None,
     progress: bool = False,
     on_prediction: Callable[[str, int, list[int]], None] | None = None,
 ) -> EvalResult:
-    """Evaluate ``encoder`` zero-shot on ``collection`` with each of ``template_sets``.
+    """Evaluate a model zero-shot on a labelled collection with each of ``template_sets``.
 
-    ``classes`` overrides what the classifiers are built from (synonym lists, or a named list such
-    as "imagenet1k"), in the collection's class order. ``on_prediction(path, target, top5)`` is
-    called for every decoded image with the first template set's ranked class indices.
+    ``collection``: a ``LabelledCollection`` or what ``open_collection`` opens (a class-per-folder
+    tree, a CSV/JSONL manifest, WebDataset shards with ``classes``). The model is ``encoder``, else
+    ``model``/``pretrained`` (default ViT-B-32). ``classes`` overrides what the classifiers are built
+    from (synonym lists, or a named list such as "imagenet1k"), in the collection's class order.
+    Images that fail to decode are counted in ``failures``, never fatal.
+    ``on_prediction(path, target, top5)`` is called for every decoded image with the first
+    template set's ranked class indices.
     """
+    options = options or RunOptions()
+    if not isinstance(collection, LabelledCollection):
+        given = None if classes is None or isinstance(classes, str) else [
+            [name] if isinstance(name, str) else list(name) for name in classes]
+        collection, opened_classes = open_collection(Path(collection), given)
+        classes = classes if classes is not None else opened_classes
+    if isinstance(template_sets, str):
+        template_sets = [template_sets]
+    encoder = encoder or resolve_model(model, pretrained, options)
     classes = collection.classnames if classes is None else classes
-    classifiers = {name: ZeroShotClassifier.build(encoder, classes, name, precision=precision,
+    classifiers = {name: ZeroShotClassifier.build(encoder, classes, name, precision=options.precision,
                                                   cache=cache, cache_dir=cache_dir)
                    for name in template_sets}
     metrics = {name: StreamingMetrics(len(collection.classnames)) for name in template_sets}
@@ -63,9 +79,7 @@ def evaluate(
     start = time.perf_counter()
     total = len(collection.items) or None  # shards are streamed: their size is unknown up front
     with tqdm(total=total, unit="img", desc="evaluating", disable=not progress, leave=False) as bar:
-        for names, errors, batch_targets, features in labelled_feature_batches(
-                collection, encoder, batch_size=batch_size, workers=workers, precision=precision,
-                max_pixels=max_pixels):
+        for names, errors, batch_targets, features in labelled_feature_batches(collection, encoder, options):
             decoded = [t for t, error in zip(batch_targets, errors, strict=True) if error is None]
             failures += [{"path": n, "error": e} for n, e in zip(names, errors, strict=True) if e is not None]
             if decoded:

@@ -1,8 +1,9 @@
-"""Result writers: CSV, JSONL, JSON by extension, streamed and atomic; and the terminal table.
+"""Classify results: CSV, JSONL, JSON by extension, streamed and atomic; and the terminal table.
 
-Rows are written as they come (memory stays flat), into ``NAME.partial`` beside the target,
-renamed to NAME only when the run completes: an interrupted run leaves a file that says it is
-incomplete instead of one that looks finished.
+Rows are written as they come (memory stays flat) into a unique temporary file beside the target
+(see atomic.py), renamed to NAME only when the run completes: an interrupted run leaves
+``NAME.partial``, a file that says it is incomplete instead of one that looks finished.
+A new output format is a branch of ``ResultWriter`` (and an entry in ``FORMATS``).
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import IO, TextIO
+from typing import TextIO
 
-from .errors import InputError
-from .pipeline import Prediction
+from ..errors import InputError
+from ..tasks.classify import Prediction
+from .atomic import AtomicFile
 
 FORMATS = (".csv", ".jsonl", ".json")
 
@@ -26,8 +28,8 @@ class ResultWriter:
         self.path = self.check(path)
         self.format = self.path.suffix.lower()
         self.top_k = top_k
-        self.partial = self.path.with_name(self.path.name + ".partial")
-        self._file: IO[str] = open(self.partial, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed in close/abandon)
+        self._output = AtomicFile(self.path, "w", encoding="utf-8", newline="")
+        self._file = self._output.file
         self._rows = 0
         if self.format == ".csv":
             self._csv = csv.writer(self._file)
@@ -71,14 +73,11 @@ class ResultWriter:
         """Finish the file and move it into place."""
         if self.format == ".json":
             self._file.write("\n]\n" if self._rows else "]\n")
-        self._file.close()
-        os.replace(self.partial, self.path)
-        return self.path
+        return self._output.commit()
 
     def abandon(self) -> Path:
-        """Leave the rows written so far in ``NAME.partial`` (the run did not finish)."""
-        self._file.close()
-        return self.partial
+        """Leave the rows written so far in ``NAME.partial`` (the run did not finish); return where."""
+        return self._output.abandon()
 
 
 def as_record(prediction: Prediction) -> dict:

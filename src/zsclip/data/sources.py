@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from .urls import is_url
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"})
 _GLOB_CHARS = set("*?[")
 
@@ -24,10 +26,6 @@ class Source:
 
     name: str
     error: str | None = None
-
-    @property
-    def is_url(self) -> bool:
-        return self.name.startswith(("http://", "https://"))
 
 
 def expand_inputs(inputs: Iterable[str], stdin: TextIO | None = None) -> Iterator[Source]:
@@ -43,7 +41,7 @@ def expand_inputs(inputs: Iterable[str], stdin: TextIO | None = None) -> Iterato
 
 
 def _expand_one(item: str) -> Iterator[Source]:
-    if item.startswith(("http://", "https://")):
+    if is_url(item):
         yield Source(item)
         return
     path = Path(item).expanduser()

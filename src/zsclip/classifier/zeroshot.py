@@ -1,37 +1,43 @@
-"""``ZeroShotClassifier``: the result of a classifier build, as data.
+"""``ZeroShotClassifier``: the result of a classifier build, as data, and the math on it.
 
 Weights [D, C] (unit-norm float32 columns), class names, the temperature and bias, and where
 they came from. Built once per (model, classes, prompts, precision), cached on disk, saved as
 safetensors with JSON metadata: never pickle, so a classifier file is safe to receive.
+It never decodes an image: ``predict`` on files or PIL images hands them to the pipeline, the
+one image path of zsclip (worker processes, draft decoding, an error row per bad image).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import torch
-from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import __version__
+from .. import __version__
+from ..encoders.base import Encoder
+from ..encoders.fingerprint import FINGERPRINT_VERSION
+from ..errors import ClassifierFileError, InputError, ZsclipWarning
+from ..precision import DEFAULT_PRECISION, resolve_precision, text_precision
+from ..prompts import Template, expand_prompts, resolve_classes, resolve_templates
 from .cache import cache_dir as default_cache_dir
 from .cache import cache_key
-from .encoders.base import FINGERPRINT_VERSION, Encoder
-from .errors import ClassifierFileError, InputError, ZsclipWarning
-from .images import ImageReadError, load_image, to_rgb
-from .precision import resolve_precision, text_precision
-from .prompts import Template, expand_prompts, resolve_classes, resolve_templates
 
-ImageInput = Union[Image.Image, str, os.PathLike]  # noqa: UP007 (a runtime alias, py3.10)
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ..options import RunOptions
+    from ..tasks.classify import TopK
+
+ImageInput = Union["Image.Image", str, os.PathLike]  # noqa: UP007 (a runtime alias, py3.10)
 _FILE_FORMAT = "zsclip-classifier/1"
 
 
@@ -46,6 +52,8 @@ class ZeroShotClassifier:
         logit_scale: temperature multiplier applied to cosine similarities (model's own by default).
         logit_bias: added to logits for sigmoid-trained models, else None.
         provenance: model name and fingerprint, templates, precision, zsclip version, creation time.
+        encoder: the model it was built with (set by ``build`` and ``load(..., encoder=)``), which
+            ``predict`` uses; not part of the data (not saved, not compared).
     """
 
     weights: torch.Tensor
@@ -64,7 +72,7 @@ class ZeroShotClassifier:
         classnames: str | Sequence[str | Sequence[str]],
         templates: str | os.PathLike | Sequence[str | Template] | None = None,
         *,
-        precision: str = "auto",
+        precision: str = DEFAULT_PRECISION,
         cache: bool = True,
         cache_dir: str | os.PathLike | None = None,
         batch_size: int = 256,
@@ -146,43 +154,38 @@ class ZeroShotClassifier:
         top_k: int = 5,
         *,
         encoder: Encoder | None = None,
-        batch_size: int = 32,
-        precision: str = "auto",
+        options: RunOptions | None = None,
+        precision: str | None = None,
         scale: float | None = None,
-    ) -> list[list[tuple[str, float]]]:
-        """Top-k (label, probability) per image, best first.
+    ) -> list[TopK]:
+        """Top-k (label, probability) pairs per image, best first, in input order.
 
-        ``images``: PIL images, file paths, or a preprocessed [B, 3, H, W] tensor. A classifier
-        loaded from a file needs the ``encoder`` of the model it was built with.
+        ``images``: file paths or URLs, PIL images, or a preprocessed [B, 3, H, W] tensor. Files go
+        through the pipeline (decoded in worker processes for large inputs): an image that cannot be
+        read gets an empty row whose ``.error`` says why (and a ``ZsclipWarning``), the rest are
+        predicted. A classifier loaded from a file needs the ``encoder`` of the model it was built with.
+        ``options`` sets how images are decoded and encoded; ``precision`` is a shortcut for its precision.
         """
-        encoder = self._encoder_for_prediction(encoder)
-        features = self.encode_images(images, encoder, batch_size=batch_size, precision=precision)
-        probs = self.probabilities(features, scale)
-        k = max(1, min(int(top_k), len(self.classnames)))
-        values, indices = probs.topk(k, dim=-1)
-        return [[(self.classnames[i], float(v)) for v, i in zip(row_v.tolist(), row_i.tolist(), strict=True)]
-                for row_v, row_i in zip(values, indices, strict=True)]
+        from ..options import RunOptions
+        from ..tasks.classify import predict_images
 
-    def encode_images(
-        self,
-        images: ImageInput | Sequence[ImageInput] | torch.Tensor,
-        encoder: Encoder,
-        batch_size: int = 32,
-        precision: str = "auto",
-    ) -> torch.Tensor:
-        """Normalised image features [B, D] for PIL images, paths or preprocessed pixels."""
-        if isinstance(images, torch.Tensor):
-            pixels = images.unsqueeze(0) if images.dim() == 3 else images
-            chunks = [pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)]
-            return torch.cat([encoder.encode_images(c, precision) for c in chunks])
-        if isinstance(images, (Image.Image, str, os.PathLike)):
-            images = [images]
-        features = []
-        for start in range(0, len(images), batch_size):
-            batch = [_as_rgb(image) for image in images[start : start + batch_size]]
-            pixels = torch.stack([encoder.preprocess(image) for image in batch])
-            features.append(encoder.encode_images(pixels, precision))
-        return torch.cat(features) if features else torch.empty(0, self.weights.shape[0])
+        options = options or RunOptions()
+        if precision is not None:
+            options = options.with_(precision=precision)
+        return predict_images(self, images, self._encoder_for_prediction(encoder), top_k=top_k, options=options,
+                              scale=scale)
+
+    def top_k(self, image_features: torch.Tensor, k: int, scale: float | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, class indices) [B, k'] of the k best classes, k' = min(k, classes), best first.
+
+        Sigmoid models rank by logits: their probabilities saturate at 1.0 and would tie.
+        """
+        k = max(1, min(int(k), len(self.classnames)))
+        logits = self.logits(image_features, scale)
+        indices = logits.topk(k, dim=-1).indices
+        probabilities = torch.sigmoid(logits) if self.is_sigmoid else logits.softmax(dim=-1)
+        return probabilities.gather(-1, indices), indices
 
     def _encoder_for_prediction(self, encoder: Encoder | None) -> Encoder:
         encoder = encoder or self.encoder
@@ -216,21 +219,20 @@ class ZeroShotClassifier:
             "logit_bias": self.logit_bias,
             "provenance": self.provenance,
         }
+        from ..outputs.atomic import atomic_path
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            save_file({"weights": self.weights.contiguous()}, temporary,
+        with atomic_path(path) as temporary:
+            save_file({"weights": self.weights.contiguous()}, str(temporary),
                       metadata={"zsclip": json.dumps(metadata, ensure_ascii=False)})
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> ZeroShotClassifier:
-        """Read a file written by ``save`` (safetensors: no code is executed while loading)."""
+    def load(cls, path: str | os.PathLike, encoder: Encoder | None = None) -> ZeroShotClassifier:
+        """Read a file written by ``save`` (safetensors: no code is executed while loading).
+
+        With ``encoder``, check that it is the model the classifier was built with and attach it
+        (for ``predict``)."""
         path = Path(path)
         if not path.is_file():
             raise ClassifierFileError(f"classifier file {path} not found: write one with ZeroShotClassifier.save "
@@ -248,8 +250,12 @@ class ZeroShotClassifier:
         if weights.dim() != 2 or weights.shape[1] != len(metadata["classnames"]):
             raise ClassifierFileError(f"{path}: weights {tuple(weights.shape)} do not match "
                                       f"{len(metadata['classnames'])} class names: rebuild it")
-        return cls(weights.float(), metadata["classnames"], metadata["synonyms"], float(metadata["logit_scale"]),
-                   metadata["logit_bias"], metadata["provenance"])
+        classifier = cls(weights.float(), metadata["classnames"], metadata["synonyms"],
+                         float(metadata["logit_scale"]), metadata["logit_bias"], metadata["provenance"])
+        if encoder is not None:
+            classifier.check_encoder(encoder)
+            classifier.encoder = encoder
+        return classifier
 
     def __repr__(self) -> str:
         return (f"ZeroShotClassifier({len(self.classnames)} classes, dim={self.weights.shape[0]}, "
@@ -268,15 +274,6 @@ def ensemble(features: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
         sums = torch.zeros(len(counts), features.shape[1]).index_add_(0, owner, features)
         means = sums / torch.tensor(counts, dtype=features.dtype).unsqueeze(1)
     return (means / means.norm(dim=1, keepdim=True)).T.contiguous()
-
-
-def _as_rgb(image: ImageInput) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return to_rgb(image)
-    try:
-        return load_image(image)
-    except ImageReadError as error:
-        raise InputError(f"cannot read image {os.fspath(image)}: {error}") from None
 
 
 def _load_cached(path: Path) -> ZeroShotClassifier | None:

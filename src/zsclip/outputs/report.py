@@ -14,6 +14,8 @@ from pathlib import Path
 
 import matplotlib
 
+from .atomic import atomic_path, write_atomically
+
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -46,10 +48,10 @@ def write_report(folder: str | os.PathLike, record: dict, settings: dict) -> Pat
     folder.mkdir(parents=True, exist_ok=True)
     names, confusion = record["classnames"], record["confusion_matrix"]
     pairs = confused_pairs(confusion, names)
-    _write_atomically(folder / "metrics.json", json.dumps({**record, "confused_pairs": pairs}, indent=2) + "\n")
+    write_atomically(folder / "metrics.json", json.dumps({**record, "confused_pairs": pairs}, indent=2) + "\n")
     shown = _confusion_plot(folder / "confusion.png", confusion, names)
     _recall_plot(folder / "per_class_recall.png", record["per_class"]["per_class_recall"], names)
-    _write_atomically(folder / "index.html", _page(record, settings, pairs, shown))
+    write_atomically(folder / "index.html", _page(record, settings, pairs, shown))
     return folder / "index.html"
 
 
@@ -81,8 +83,7 @@ def _confusion_plot(path: Path, confusion: list[list[int]], names: list[str]) ->
                           color="white" if normalised[r, c] > 0.5 else "black")
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _save_figure(figure, path)
     return len(keep)
 
 
@@ -99,7 +100,12 @@ def _recall_plot(path: Path, recall: list[float | None], names: list[str]) -> No
     title = "per-class recall" + (f" (the {len(shown)} lowest of {len(present)})" if len(shown) < len(present) else "")
     axes.set_title(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save_figure(figure, path)
+
+
+def _save_figure(figure, path: Path) -> None:
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
 
 
@@ -138,9 +144,3 @@ img{{max-width:100%;border:1px solid #eee}}</style>
 
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2%}"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)

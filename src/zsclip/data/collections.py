@@ -1,6 +1,7 @@
-"""Labelled image collections for evaluation: class-per-folder trees and CSV/JSONL manifests.
+"""Labelled image collections: class-per-folder trees, CSV/JSONL manifests, WebDataset shards.
 
-Each yields ``LabelledSource`` items (an image source plus its class index) and knows its class
+``open_collection`` picks the reader from what the user named. Each collection holds
+``LabelledSource`` items (an image source plus its class index), or shards, and knows its class
 names. Reading a collection never decodes images: bad files surface later, one row each, in
 the pipeline that decodes them.
 """
@@ -9,14 +10,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tarfile
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 from .sources import IMAGE_EXTENSIONS, Source
+from .urls import is_url
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def manifest(path: str | Path, classnames: Sequence[str] | None = None) -> Label
         target, error = _target(label, lookup, len(names))
         if not image:
             location, error = f"{path}:{line}", "no path in this row"
-        elif "://" in image or Path(image).is_absolute():
+        elif is_url(image) or Path(image).is_absolute():
             location = image
         else:
             location = str(path.parent / image)
@@ -123,69 +124,42 @@ def _target(label: str, lookup: dict[str, int], count: int) -> tuple[int, str | 
     return -1, f"label {label!r} is not one of the classes" if label else "no label in this row"
 
 
-# --- WebDataset shards ----------------------------------------------------------------------------
-IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+def open_collection(
+    data: str | Path,
+    classes: Sequence[Sequence[str]] | None = None,
+    dataset: str | None = None,
+) -> tuple[LabelledCollection, str | list[list[str]] | None]:
+    """The labelled collection ``data`` names, and what to build its classifiers from.
+
+    ``data``: a class-per-folder tree, a .csv/.jsonl manifest, or WebDataset shards (a .tar or a
+    brace pattern such as "shards/{00000..00099}.tar", which needs ``classes``). ``classes``: synonym
+    lists (e.g. from ``read_labels``) in the collection's class order. A folder of 1000 WordNet-id
+    folders (or ``dataset="imagenet1k"``) gets ImageNet's class names. Returns the collection and
+    the classes to build from: ``classes``, a named list ("imagenet1k"), or None for the
+    collection's own names.
+    """
+    from .shards import webdataset
+
+    names = [synonyms[0] for synonyms in classes] if classes else None
+    text = str(data)
+    path = Path(data)
+    if path.is_dir():
+        if classes is None and (dataset == "imagenet1k" or looks_like_imagenet(path)):
+            from ..prompts import CLASSNAME_SETS
+
+            return image_folder(path, CLASSNAME_SETS["imagenet1k"]()), "imagenet1k"
+        return image_folder(path, names), classes
+    if path.suffix.lower() in (".csv", ".jsonl", ".ndjson"):
+        return manifest(path, names), classes
+    if path.suffix.lower() == ".tar" or "{" in text:
+        if classes is None:
+            raise InputError(f"{text}: WebDataset shards need --labels-file (class names in class-index order)")
+        return webdataset(text, names), classes
+    raise InputError(f"--data {text}: not a folder, a .csv/.jsonl manifest or WebDataset .tar shards")
 
 
-def webdataset(pattern: str, classnames: Sequence[str]) -> LabelledCollection:
-    """Tar shards in WebDataset layout (``key.jpg`` + ``key.cls`` / ``key.txt`` / ``key.json``),
-    brace patterns expanded ("shards/{00000..00099}.tar"). Samples are read as streams later."""
-    from braceexpand import braceexpand
-
-    shards = list(braceexpand(pattern))
-    missing = [s for s in shards if "://" not in s and not Path(s).is_file()]
-    if missing:
-        raise InputError(f"{len(missing)} of {len(shards)} shards not found, e.g. {missing[0]}")
-    return LabelledCollection(list(classnames), [], shards=shards)
-
-
-def shard_samples(shard: str) -> Iterator[tuple[str, dict[str, bytes] | None, str | None]]:
-    """(sample name, {extension: bytes}, error) for each sample of a tar shard, streamed in order.
-    A shard that cannot be read yields one error item instead of ending the run."""
-    key, fields = None, {}
-    try:
-        with tarfile.open(shard, mode="r|*") as archive:
-            for member in archive:
-                if not member.isfile():
-                    continue
-                folder, _, base = member.name.rpartition("/")
-                stem, _, extension = base.partition(".")
-                member_key = f"{folder}/{stem}" if folder else stem
-                if member_key != key and key is not None:
-                    yield f"{shard}#{key}", fields, None
-                    fields = {}
-                key = member_key
-                handle = archive.extractfile(member)
-                fields[extension.lower()] = handle.read() if handle else b""
-            # a cut inside a header ends a streamed tar silently: a whole archive ends with two
-            # zero blocks (1024 bytes) after its last member
-            if "://" not in shard and os.path.getsize(shard) < archive.offset + 1024:
-                raise tarfile.ReadError("truncated archive (no end-of-archive marker)")
-    except (tarfile.TarError, OSError, EOFError) as error:
-        if key is not None and fields:
-            yield f"{shard}#{key}", fields, None
-        yield shard, None, f"cannot read shard: {error}"
-        return
-    if key is not None:
-        yield f"{shard}#{key}", fields, None
-
-
-def sample_target(fields: dict[str, bytes], lookup: dict[str, int], count: int) -> int:
-    """The class index of a sample from its ``cls`` (index), ``txt`` (name) or ``json`` label."""
-    if "cls" in fields:
-        value: object = fields["cls"].decode("utf-8").strip()
-    elif "txt" in fields:
-        value = fields["txt"].decode("utf-8").strip()
-    elif "json" in fields:
-        record = json.loads(fields["json"].decode("utf-8"))
-        value = record.get("label", record.get("cls")) if isinstance(record, dict) else None
-    else:
-        raise ValueError("no label (cls, txt or json)")
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-        index = int(value)
-        if not 0 <= index < count:
-            raise ValueError(f"class index {index} is out of range (0..{count - 1})")
-        return index
-    if isinstance(value, str) and value in lookup:
-        return lookup[value]
-    raise ValueError(f"label {value!r} is not one of the classes")
+def looks_like_imagenet(folder: Path) -> bool:
+    """1000 class folders named by WordNet id (n01440764, ...): ImageNet-1k, whose class order is
+    the sorted ids, the order of open_clip's ImageNet class names."""
+    names = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return len(names) == 1000 and all(re.fullmatch(r"n\d{8}", name) for name in names)

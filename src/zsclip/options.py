@@ -1,0 +1,69 @@
+"""Run settings: where and how a run computes, resolved once at the entry point and passed down.
+
+Every entry point (the CLI, the service, the Ray runner, a Python caller) builds one ``RunOptions``
+and hands it to the tasks; nothing below re-declares batch size, workers, precision or pixel limits
+with defaults of its own, so a setting means the same thing wherever it is read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+from .data.images import MAX_PIXELS
+from .errors import InputError
+from .precision import DEFAULT_PRECISION, PRECISIONS
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How images are decoded and encoded.
+
+    Attributes:
+        device: "auto" (CUDA, else MPS, else CPU), "cpu", "cuda", "cuda:N" or "mps".
+        precision: "auto" (bf16 where the hardware runs it natively, else fp32), "fp32", "bf16",
+            "fp16", or "int8" (CPU image towers only; classifiers stay fp32).
+        batch_size: images per forward pass.
+        workers: decoding processes; None = one per core (at most 8), 0 = decode in this process.
+        max_pixels: refuse images with more pixels than this (decompression bombs).
+        draft: decode large JPEGs at a reduced scale when the model's input is small (same answers,
+            a fraction of the decode time; see data/images.py).
+    """
+
+    device: str = "auto"
+    precision: str = DEFAULT_PRECISION
+    batch_size: int = 64
+    workers: int | None = None
+    max_pixels: int = MAX_PIXELS
+    draft: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise InputError(f"batch size {self.batch_size!r} must be a whole number >= 1")
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
+            raise InputError(f"workers {self.workers!r} must be a whole number >= 0 (0 decodes in this process)")
+        if not isinstance(self.max_pixels, int) or self.max_pixels < 1:
+            raise InputError(f"max pixels {self.max_pixels!r} must be a whole number >= 1")
+
+    @property
+    def decode_workers(self) -> int:
+        """The number of decoding processes this run uses (``workers`` with its default applied)."""
+        return default_workers() if self.workers is None else self.workers
+
+    def with_(self, **changes) -> RunOptions:
+        """A copy with some settings changed (validated again)."""
+        return replace(self, **changes)
+
+
+def default_workers() -> int:
+    """Decode workers: one per core the process may use, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+__all__ = ["RunOptions", "default_workers"]

@@ -1,0 +1,12 @@
+"""The outputs layer: every file a run produces is written here, through one atomic-write helper
+(``atomic``): classify rows (``rows``: CSV / JSONL / JSON and the terminal table), eval's JSON and
+predictions.csv (``evalfiles``), the eval report (``report``). Classifier files are written by
+``ZeroShotClassifier.save`` through the same helper. A new output format goes here.
+"""
+
+from .atomic import AtomicFile, atomic_path, write_atomically
+from .evalfiles import PredictionsCsv, write_json
+from .rows import FORMATS, ResultWriter, as_record, print_table
+
+__all__ = ["AtomicFile", "atomic_path", "write_atomically", "PredictionsCsv", "write_json", "FORMATS",
+           "ResultWriter", "as_record", "print_table"]

@@ -1,0 +1,46 @@
+"""eval's files: the CLIP_benchmark-style results JSON and the report's predictions.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from types import TracebackType
+
+from .atomic import AtomicFile, write_atomically
+
+
+def write_json(path: str | os.PathLike, record: dict) -> Path:
+    """A JSON document, indented, UTF-8, written atomically."""
+    return write_atomically(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+
+
+class PredictionsCsv:
+    """predictions.csv (path, true label, top-5) in a report folder, written as eval streams and
+    moved into place when the pass completes; a no-op without a folder."""
+
+    def __init__(self, folder: str | os.PathLike | None, classnames: list[str]) -> None:
+        self.folder, self.classnames = folder, classnames
+        self._output: AtomicFile | None = None
+
+    def __enter__(self):
+        if self.folder is None:
+            return None
+        Path(self.folder).mkdir(parents=True, exist_ok=True)
+        self._output = AtomicFile(Path(self.folder) / "predictions.csv", "w", encoding="utf-8", newline="")
+        self._writer = csv.writer(self._output.file)
+        k = min(5, len(self.classnames))
+        self._writer.writerow(["path", "true_label", *[f"label_{i + 1}" for i in range(k)]])
+        return self.write
+
+    def write(self, path: str, target: int, ranked: list[int]) -> None:
+        self._writer.writerow([path, self.classnames[target], *[self.classnames[i] for i in ranked]])
+
+    def __exit__(self, kind: type | None, error: BaseException | None, traceback: TracebackType | None) -> bool:
+        if self._output is not None:
+            if error is None:
+                self._output.commit()
+            else:
+                self._output.discard()
+        return False

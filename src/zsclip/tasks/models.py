@@ -1,0 +1,99 @@
+"""Which model and which classifier a run uses: the defaults, and the rules that connect a
+classifier file to its model. Every entry point resolves them here, so a Python call, the CLI,
+the service and a Ray actor pick the same model for the same arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..classifier import ZeroShotClassifier
+from ..encoders import TRANSFORMERS_PREFIX, Encoder, load_model
+from ..errors import InputError
+from ..options import RunOptions
+from ..prompts import Template, resolve_classes, resolve_templates
+
+#: The model used when none is named: open_clip's ViT-B/32 with LAION-2B weights (~600 MB, downloaded once).
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+
+Classes = str | Sequence[str | Sequence[str]]
+Templates = str | os.PathLike | Sequence[str | Template] | None
+
+
+def default_weights(model: str | None, pretrained: str | None) -> tuple[str, str | None]:
+    """(model, pretrained) with the defaults applied: the default model gets its default weights."""
+    model = model or DEFAULT_MODEL
+    if model == DEFAULT_MODEL and pretrained is None:
+        pretrained = DEFAULT_PRETRAINED
+    return model, pretrained
+
+
+def resolve_model(
+    model: str | None = None,
+    pretrained: str | None = None,
+    options: RunOptions | None = None,
+    *,
+    cache_dir: str | None = None,
+) -> Encoder:
+    """Load ``model`` (default: ViT-B-32 with LAION-2B weights) on ``options.device``."""
+    model, pretrained = default_weights(model, pretrained)
+    if model.startswith(TRANSFORMERS_PREFIX):
+        quiet_transformers()
+    return load_model(model, pretrained, device=(options or RunOptions()).device, cache_dir=cache_dir)
+
+
+def resolve_classifier(
+    labels: Classes | None = None,
+    *,
+    classifier: ZeroShotClassifier | str | os.PathLike | None = None,
+    templates: Templates = None,
+    encoder: Encoder | None = None,
+    model: str | None = None,
+    pretrained: str | None = None,
+    options: RunOptions | None = None,
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[Encoder, ZeroShotClassifier]:
+    """The (encoder, classifier) pair a run uses, from labels or from a classifier.
+
+    Give ``labels`` (class names, synonym lists or a named list such as "imagenet1k") to build a
+    classifier (cached), or ``classifier`` (a ``ZeroShotClassifier`` or a classifier file) to use
+    one; never both. The model is ``encoder`` if given, else ``model``/``pretrained``, else the one
+    a classifier file names, else the default. A classifier is always checked against its model.
+    """
+    options = options or RunOptions()
+    if classifier is not None and (labels is not None or templates is not None):
+        raise InputError("a classifier already holds its labels and templates: give labels or a classifier, "
+                         "not both")
+    if classifier is None and labels is None:
+        raise InputError('no labels: pass labels such as ["dog", "cat"] (CLI: --labels "dog,cat", '
+                         "--labels-file FILE) or a classifier file")
+    if classifier is None:  # bad labels or templates fail here, before a model is loaded
+        resolve_classes(labels)
+        resolve_templates(templates)
+    if isinstance(classifier, (str, os.PathLike)):
+        classifier = ZeroShotClassifier.load(Path(classifier))
+    if classifier is not None and encoder is None:
+        encoder = classifier.encoder
+        model = model or classifier.provenance.get("model")
+        pretrained = pretrained or classifier.provenance.get("pretrained")
+    if encoder is None:
+        encoder = resolve_model(model, pretrained, options)
+    if classifier is not None:
+        classifier.check_encoder(encoder)
+        classifier.encoder = encoder
+        return encoder, classifier
+    built = ZeroShotClassifier.build(encoder, labels, templates, precision=options.precision, cache=cache,
+                                     cache_dir=cache_dir)
+    return encoder, built
+
+
+def quiet_transformers() -> None:
+    """transformers prints weight-loading bars and config notes; our own lines are what users read."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
