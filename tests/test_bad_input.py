@@ -40,8 +40,11 @@ def test_empty_class_name(tiny_clip):
 
 
 @pytest.mark.parametrize("template, match", [("a photo of a dog.", "no {} placeholder"),
-                                             ("a {} and a {}", "not a valid format string"),
-                                             ("a photo of a {name}", "not a valid format string")])
+                                             ("a {} and a {}", "more than one"),
+                                             ("a photo of a {name}", "only {} .the class name. is allowed"),
+                                             ("a photo of a {:>999999999}", "only {} .the class name. is allowed"),
+                                             ("a photo of a {0.__class__}", "only {} .the class name. is allowed"),
+                                             ("a photo of a {", "not a valid template")])
 def test_template_without_a_single_placeholder(tiny_clip, template, match):
     with pytest.raises(InputError, match=match) as error:
         ZeroShotClassifier.build(tiny_clip, ["dog", "cat"], [template])

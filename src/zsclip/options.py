@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, replace
 
 from .data.images import MAX_PIXELS
+from .data.urls import URL_TIMEOUT_S
 from .errors import InputError
 from .precision import DEFAULT_PRECISION, PRECISIONS
 
@@ -28,6 +29,7 @@ class RunOptions:
         max_pixels: refuse images with more pixels than this (decompression bombs).
         draft: decode large JPEGs at a reduced scale when the model's input is small (same answers,
             a fraction of the decode time; see data/images.py).
+        url_timeout: seconds a whole URL download may take (not per read).
     """
 
     device: str = "auto"
@@ -36,6 +38,7 @@ class RunOptions:
     workers: int | None = None
     max_pixels: int = MAX_PIXELS
     draft: bool = True
+    url_timeout: float = URL_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -46,6 +49,8 @@ class RunOptions:
             raise InputError(f"workers {self.workers!r} must be a whole number >= 0 (0 decodes in this process)")
         if not isinstance(self.max_pixels, int) or self.max_pixels < 1:
             raise InputError(f"max pixels {self.max_pixels!r} must be a whole number >= 1")
+        if not (isinstance(self.url_timeout, (int, float)) and 0 < self.url_timeout < float("inf")):
+            raise InputError(f"URL timeout {self.url_timeout!r} must be a number of seconds > 0")
 
     @property
     def decode_workers(self) -> int:

@@ -6,16 +6,23 @@ zsclip and open_clip build the same prompts by construction instead of by retypi
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .data.textfiles import read_text_file
 from .errors import InputError
 
 #: Used when ``templates`` is not given: OpenAI's 80-prompt ensemble, the CLIP paper's best
 #: ImageNet setting. The fast build and the cache make its cost a one-off.
 DEFAULT_TEMPLATES = "openai-imagenet"
 _PLACEHOLDER_PROBE = "\x00class\x00"
+#: Bounds on what users hand in: a template's and a class name's length, and the prompts one build
+#: may expand to (classes x synonyms x templates; ImageNet-21k x 80 templates is 1.7 million).
+MAX_TEMPLATE_CHARS = 1000
+MAX_NAME_CHARS = 1000
+MAX_PROMPTS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ def resolve_templates(spec: str | Path | Sequence[str | Callable[[str], str]] | 
         if not path.is_file():
             raise InputError(f"unknown template set {str(spec)!r}: use one of {', '.join(TEMPLATE_SETS)} "
                              "or a text file with one template per line")
-        lines = _read_lines(path)
+        lines = _read_lines(path, "template file")
         if not lines:
             raise InputError(f"template file {path} has no templates: write one per line, e.g. 'a photo of a {{}}.'")
         return [_string_template(line, source=str(path)) for line in lines]
@@ -93,6 +100,9 @@ def resolve_classes(classnames: str | Sequence[str | Sequence[str]]) -> tuple[li
         if not names or any(not isinstance(n, str) or not n.strip() for n in names):
             raise InputError(f"class #{index + 1} has an empty name: every class needs at least one name")
         for name in names:
+            if len(name) > MAX_NAME_CHARS:
+                raise InputError(f"class #{index + 1} has a name of {len(name)} characters, over the limit of "
+                                 f"{MAX_NAME_CHARS}")
             key = name.strip().casefold()
             if key in seen:
                 raise InputError(f"class name {name!r} is given twice (classes #{seen[key] + 1} and "
@@ -103,6 +113,10 @@ def resolve_classes(classnames: str | Sequence[str | Sequence[str]]) -> tuple[li
 
 def expand_prompts(classes: Sequence[Sequence[str]], templates: Sequence[Template]) -> list[list[str]]:
     """Prompts per class: every template applied to every synonym, in the reference's order."""
+    count = sum(len(names) for names in classes) * len(templates)
+    if count > MAX_PROMPTS:
+        raise InputError(f"{count} prompts ({sum(map(len, classes))} names x {len(templates)} templates) is over "
+                         f"the limit of {MAX_PROMPTS}: use fewer templates (e.g. openai-imagenet-7)")
     return [[template(name) for name in names for template in templates] for names in classes]
 
 
@@ -127,35 +141,53 @@ def read_labels(path: str | Path) -> list[list[str]]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputError(f"labels file {path} not found: write one class per line (synonyms: 'dog | puppy')")
-    classes = [parse_synonyms(line) for line in _read_lines(path)]
+    classes = [parse_synonyms(line) for line in _read_lines(path, "labels file")]
     if not classes:
         raise InputError(f"labels file {path} has no class names: write one class per line")
     return classes
 
 
 def _string_template(text: str, source: str = "templates") -> Template:
+    """A template string: text with ``{}`` (or ``{0}``) where the class name goes, nothing else.
+
+    Format specs, conversions and named fields are refused: ``{:>1000000000}`` would allocate a
+    gigabyte per prompt, ``{0.__class__}`` reads attributes."""
     if not isinstance(text, str):
         raise InputError(f"template {text!r} in {source} is neither a string nor a callable")
+    if len(text) > MAX_TEMPLATE_CHARS:
+        raise InputError(f"a template in {source} is {len(text)} characters long, over the limit of "
+                         f"{MAX_TEMPLATE_CHARS}")
     try:
-        probe = text.format(_PLACEHOLDER_PROBE)
-    except (IndexError, KeyError, ValueError) as error:
-        raise InputError(f"template {text!r} in {source} is not a valid format string ({error}): "
-                         "use exactly one {} where the class name goes") from None
-    if _PLACEHOLDER_PROBE not in probe:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(text)
+                  if name is not None]
+    except ValueError as error:
+        raise InputError(f"template {text!r} in {source} is not a valid template ({error}): use {{}} where the "
+                         "class name goes, and {{ }} for literal braces") from None
+    for name, spec, conversion in fields:
+        if name not in ("", "0") or spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise InputError(f"template {text!r} in {source} has {shown}: only {{}} (the class name) is allowed")
+    if len({name for name, _, _ in fields}) > 1:
+        raise InputError(f"template {text!r} in {source} mixes {{}} and {{0}}: use {{0}} everywhere")
+    if sum(1 for name, _, _ in fields if name == "") > 1:
+        raise InputError(f"template {text!r} in {source} has more than one {{}}: write {{0}} for each place the "
+                         "class name goes")
+    if not fields:
         raise InputError(f"template {text!r} in {source} has no {{}} placeholder: write e.g. 'a photo of a {{}}.'")
     return Template(text, text.format)
 
 
 def _callable_template(fn: Callable[[str], str]) -> Template:
-    probe = fn(_PLACEHOLDER_PROBE)
+    try:
+        probe = fn(_PLACEHOLDER_PROBE)
+    except Exception as error:  # a user's callable: any failure is a bad template
+        raise InputError(f"template callable {fn!r} failed on a class name ({type(error).__name__}: {error})") from None
     if not isinstance(probe, str) or _PLACEHOLDER_PROBE not in probe:
         raise InputError(f"template callable {fn!r} must return a string containing the class name")
     return Template(probe.replace(_PLACEHOLDER_PROBE, "{}"), fn)
 
 
-def _read_lines(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read {path}: {error}") from None
+def _read_lines(path: Path, what: str) -> list[str]:
+    """Non-empty lines; a line whose first non-blank character is ``#`` is a comment (``C#`` is a label)."""
+    text = read_text_file(path, what)
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]

@@ -10,6 +10,7 @@ one image path of zsclip (worker processes, draft decoding, an error row per bad
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -243,15 +244,14 @@ class ZeroShotClassifier:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = json.loads((handle.metadata() or {})["zsclip"])
             weights = load_file(str(path))["weights"]
-        except (SafetensorError, OSError, KeyError, ValueError) as error:
-            raise ClassifierFileError(f"{path} is not a zsclip classifier file ({error}): rebuild it") from None
-        if metadata.get("format") != _FILE_FORMAT:
-            raise ClassifierFileError(f"{path}: unsupported classifier format {metadata.get('format')!r}")
-        if weights.dim() != 2 or weights.shape[1] != len(metadata["classnames"]):
-            raise ClassifierFileError(f"{path}: weights {tuple(weights.shape)} do not match "
-                                      f"{len(metadata['classnames'])} class names: rebuild it")
-        classifier = cls(weights.float(), metadata["classnames"], metadata["synonyms"],
-                         float(metadata["logit_scale"]), metadata["logit_bias"], metadata["provenance"])
+        except (SafetensorError, OSError, KeyError, ValueError, TypeError, RuntimeError, RecursionError) as error:
+            reason = " ".join(str(error).split())[:160]
+            raise ClassifierFileError(f"{path} is not a zsclip classifier file ({reason}): rebuild it") from None
+        problem = _metadata_problem(metadata, weights)
+        if problem:
+            raise ClassifierFileError(f"{path} is damaged or not a zsclip classifier file ({problem}): rebuild it")
+        classifier = cls(weights.float(), list(metadata["classnames"]), [list(s) for s in metadata["synonyms"]],
+                         float(metadata["logit_scale"]), metadata["logit_bias"], dict(metadata["provenance"]))
         if encoder is not None:
             classifier.check_encoder(encoder)
             classifier.encoder = encoder
@@ -274,6 +274,34 @@ def ensemble(features: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
         sums = torch.zeros(len(counts), features.shape[1]).index_add_(0, owner, features)
         means = sums / torch.tensor(counts, dtype=features.dtype).unsqueeze(1)
     return (means / means.norm(dim=1, keepdim=True)).T.contiguous()
+
+
+def _metadata_problem(metadata: object, weights: torch.Tensor) -> str | None:
+    """What is wrong with a classifier file's metadata and weights, or None: every field is checked
+    for type and consistency, so a tampered or truncated file is refused here, in one line, instead
+    of failing later inside torch."""
+    if not isinstance(metadata, dict):
+        return "metadata is not an object"
+    if metadata.get("format") != _FILE_FORMAT:
+        return f"unsupported format {str(metadata.get('format'))[:40]!r}, expected {_FILE_FORMAT!r}"
+    names, synonyms = metadata.get("classnames"), metadata.get("synonyms")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return "classnames is not a list of names"
+    if (not isinstance(synonyms, list) or len(synonyms) != len(names)
+            or not all(isinstance(s, list) and s and all(isinstance(n, str) for n in s) for s in synonyms)):
+        return "synonyms do not match the class names"
+    scale, bias = metadata.get("logit_scale"), metadata.get("logit_bias")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        return f"logit_scale {str(scale)[:20]} is not a positive number"
+    if bias is not None and (isinstance(bias, bool) or not isinstance(bias, (int, float)) or not math.isfinite(bias)):
+        return f"logit_bias {str(bias)[:20]} is not a number"
+    if not isinstance(metadata.get("provenance"), dict):
+        return "provenance is missing"
+    if weights.dim() != 2 or weights.shape[1] != len(names) or not weights.is_floating_point():
+        return f"weights {tuple(weights.shape)} do not match {len(names)} class names"
+    if not torch.isfinite(weights).all():
+        return "weights hold NaN or infinite values"
+    return None
 
 
 def _load_cached(path: Path) -> ZeroShotClassifier | None:

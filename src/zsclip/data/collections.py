@@ -9,6 +9,7 @@ the pipeline that decodes them.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .sources import IMAGE_EXTENSIONS, Source
+from .textfiles import read_text_file
 from .urls import is_url
 
 
@@ -88,12 +90,16 @@ def _manifest_rows(path: Path) -> list[tuple[int, str, str]]:
     if not path.is_file():
         raise InputError(f"manifest {path} not found")
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, "manifest")
     if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise InputError(f"manifest {path} needs a header row with 'path' and 'label' columns")
-        return [(n, (row["path"] or "").strip(), (row["label"] or "").strip()) for n, row in enumerate(reader, 2)]
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            header = reader.fieldnames
+            if not header or not {"path", "label"} <= {name.strip() for name in header if name}:
+                raise InputError(f"manifest {path} needs a header row with 'path' and 'label' columns")
+            return [(reader.line_num, _cell(row, "path"), _cell(row, "label")) for row in reader]
+        except csv.Error as error:
+            raise InputError(f"manifest {path}, line {reader.line_num}: not valid CSV ({error})") from None
     if suffix in (".jsonl", ".ndjson"):
         rows = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -101,11 +107,31 @@ def _manifest_rows(path: Path) -> list[tuple[int, str, str]]:
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"manifest {path}:{n} is not valid JSON ({error.msg})") from None
-            rows.append((n, str(record.get("path", "")).strip(), str(record.get("label", "")).strip()))
+            except (json.JSONDecodeError, RecursionError) as error:
+                raise InputError(f"manifest {path}:{n} is not valid JSON ({getattr(error, 'msg', error)})") from None
+            if not isinstance(record, dict):
+                raise InputError(f"manifest {path}:{n}: each line must be an object "
+                                 '{"path": ..., "label": ...}')
+            rows.append((n, _field(record.get("path")), _field(record.get("label"))))
         return rows
     raise InputError(f"manifest {path}: use .csv (path,label) or .jsonl ({{\"path\", \"label\"}})")
+
+
+def _cell(row: dict, column: str) -> str:
+    """A CSV cell by column name, tolerating spaces around header names."""
+    value = row.get(column)
+    if value is None:
+        value = next((v for k, v in row.items() if k and k.strip() == column), "")
+    return (value or "").strip() if isinstance(value, str) else ""
+
+
+def _field(value: object) -> str:
+    """A JSONL path or label as text (a number label stays a class index)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return str(value).strip() if isinstance(value, float) else ""
+    return str(value).strip()
 
 
 def _names_in_order(rows: list[tuple[int, str, str]], path: Path) -> list[str]:
@@ -151,11 +177,11 @@ def open_collection(
         return image_folder(path, names), classes
     if path.suffix.lower() in (".csv", ".jsonl", ".ndjson"):
         return manifest(path, names), classes
-    if path.suffix.lower() == ".tar" or "{" in text:
+    if text.lower().endswith((".tar", ".tar.gz", ".tgz")) or "{" in text:
         if classes is None:
             raise InputError(f"{text}: WebDataset shards need --labels-file (class names in class-index order)")
         return webdataset(text, names), classes
-    raise InputError(f"--data {text}: not a folder, a .csv/.jsonl manifest or WebDataset .tar shards")
+    raise InputError(f"--data {text}: not a folder, a .csv/.jsonl manifest or WebDataset shards (.tar, .tar.gz)")
 
 
 def looks_like_imagenet(folder: Path) -> bool:

@@ -8,9 +8,13 @@ a small image: the same picture at a fraction of the decode time.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
+import struct
+import warnings
+from collections.abc import Iterator
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -18,7 +22,11 @@ from ..errors import ImageReadError
 from .urls import MAX_DOWNLOAD_BYTES, URL_TIMEOUT_S, fetch_url, is_url
 
 #: Default pixel cap (width x height): PIL's own decompression-bomb threshold, about 89 megapixels.
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+#: It bounds the image as stored and as resized for the model; a decoded image takes at most
+#: 4 bytes a pixel (RGBA), so one image costs at most ~360 MB at the default cap.
+MAX_PIXELS = 89_478_485
+#: The longest side may be at most this many times the shortest (a 1 x 200,000 strip is refused).
+MAX_ASPECT = 50
 
 
 
@@ -44,20 +52,24 @@ def load_image(
     max_pixels: int = MAX_PIXELS,
     max_download_bytes: int = MAX_DOWNLOAD_BYTES,
     timeout: float = URL_TIMEOUT_S,
+    *,
+    draft: bool = True,
 ) -> Image.Image:
     """Open ``source`` (a path or an http(s) URL) as an upright RGB image.
 
-    ``target_size``: the model's input side; JPEGs larger than twice that decode at a reduced
-    scale that still leaves at least twice the target on the short side. Raises ImageReadError.
+    ``target_size``: the short side the model resizes images to. With ``draft``, JPEGs larger
+    than twice that decode at a reduced scale that still leaves at least twice the target on the
+    short side. ``max_pixels`` bounds the image as stored and as the model would resize it, and
+    aspect ratios beyond 1:``MAX_ASPECT`` are refused. Raises ImageReadError.
     """
     source = os.fspath(source)
     if is_url(source):
-        return decode_bytes(fetch_url(source, max_download_bytes, timeout), target_size, max_pixels)
+        return decode_bytes(fetch_url(source, max_download_bytes, timeout), target_size, max_pixels, draft=draft)
     try:
         if os.path.getsize(source) == 0:
             raise ImageReadError("empty file")
         with open(source, "rb") as handle:
-            return _decode(handle, target_size, max_pixels)
+            return _decode(handle, target_size, max_pixels, draft)
     except FileNotFoundError:
         raise ImageReadError("no such file (or a broken link)") from None
     except IsADirectoryError:
@@ -68,21 +80,53 @@ def load_image(
         raise ImageReadError(f"cannot read file: {error.strerror or error}") from None
 
 
-def decode_bytes(data: bytes, target_size: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode an in-memory image file (downloads, archive members)."""
+def decode_bytes(data: bytes, target_size: int | None = None, max_pixels: int = MAX_PIXELS, *,
+                 draft: bool = True) -> Image.Image:
+    """Decode an in-memory image file (downloads, archive members, uploads)."""
     if not data:
         raise ImageReadError("empty file")
-    return _decode(io.BytesIO(data), target_size, max_pixels)
+    return _decode(io.BytesIO(data), target_size, max_pixels, draft)
 
 
-def _decode(handle, target_size: int | None, max_pixels: int) -> Image.Image:
+def check_size(width: int, height: int, target_size: int | None, max_pixels: int) -> None:
+    """Refuse an image whose pixels, aspect ratio, or size once resized for the model are over the limits."""
+    if width < 1 or height < 1:
+        raise ImageReadError(f"{width}x{height}: an image needs at least one pixel")
+    if width * height > max_pixels:
+        raise ImageReadError(f"{width}x{height} = {width * height} pixels is over the limit of {max_pixels} "
+                             "(possible decompression bomb; raise --max-pixels to allow it)")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageReadError(f"{width}x{height}: aspect ratio beyond 1:{MAX_ASPECT}; a model resizing its short "
+                             "side would blow it up (crop the image first)")
+    if target_size:
+        scale = target_size / min(width, height)
+        resized = math.ceil(width * scale) * math.ceil(height * scale)
+        if resized > max_pixels:
+            raise ImageReadError(f"{width}x{height} resized for the model is {resized} pixels, over the limit of "
+                                 f"{max_pixels}")
+
+
+@contextlib.contextmanager
+def _own_pixel_limit() -> Iterator[None]:
+    """PIL refuses images over 2x its own MAX_IMAGE_PIXELS before we see their size; zsclip's
+    ``max_pixels`` is the one limit (checked right after the header is read), so PIL's is lifted
+    while zsclip opens an image."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        with Image.open(handle) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _decode(handle, target_size: int | None, max_pixels: int, draft: bool = True) -> Image.Image:
+    try:
+        with _own_pixel_limit(), Image.open(handle) as image:
             width, height = image.size
-            if width * height > max_pixels:
-                raise ImageReadError(f"{width}x{height} = {width * height} pixels is over the limit of "
-                                     f"{max_pixels} (possible decompression bomb)")
-            if target_size and image.format == "JPEG":
+            check_size(width, height, target_size, max_pixels)
+            if draft and target_size and image.format == "JPEG":
                 scale = 2 * target_size / min(width, height)
                 if scale < 1:
                     image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
@@ -94,5 +138,8 @@ def _decode(handle, target_size: int | None, max_pixels: int) -> Image.Image:
         raise ImageReadError("not an image, or a format PIL cannot read") from None
     except Image.DecompressionBombError as error:
         raise ImageReadError(f"over the pixel limit (possible decompression bomb): {error}") from None
-    except (OSError, ValueError, SyntaxError) as error:
+    except MemoryError:
+        raise ImageReadError("not enough memory to decode this image") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, TypeError,
+            ZeroDivisionError) as error:  # what PIL's format plugins raise on damaged files
         raise ImageReadError(f"truncated or corrupt image: {error}") from None

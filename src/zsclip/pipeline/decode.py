@@ -13,9 +13,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from ..data.images import MAX_PIXELS, decode_bytes, load_image, to_rgb
+from ..data.images import MAX_PIXELS, check_size, decode_bytes, load_image, to_rgb
 from ..data.shards import IMAGE_KEYS, sample_target, shard_samples
 from ..data.sources import Source
+from ..data.urls import URL_TIMEOUT_S
 from ..errors import ImageReadError
 
 #: What the pipeline decodes: a source (path or URL, maybe carrying an error) or an image already in memory.
@@ -37,12 +38,16 @@ class DecodedBatches(Dataset):
         transform: Callable[[Image.Image], torch.Tensor],
         target_size: int | None = None,
         max_pixels: int = MAX_PIXELS,
+        draft: bool = True,
+        url_timeout: float = URL_TIMEOUT_S,
     ) -> None:
         self.items = list(items)
         self.batch_size = batch_size
         self.transform = transform
         self.target_size = target_size
         self.max_pixels = max_pixels
+        self.draft = draft
+        self.url_timeout = url_timeout
 
     def __len__(self) -> int:
         return math.ceil(len(self.items) / self.batch_size)
@@ -57,8 +62,10 @@ class DecodedBatches(Dataset):
             if error is None:
                 try:
                     if isinstance(item, Source):
-                        image = load_image(item.name, self.target_size, self.max_pixels)
+                        image = load_image(item.name, self.target_size, self.max_pixels, timeout=self.url_timeout,
+                                           draft=self.draft)
                     else:
+                        check_size(*item.size, self.target_size, self.max_pixels)
                         image = to_rgb(item)
                     pixels.append(self.transform(image))
                 except ImageReadError as failure:
@@ -83,10 +90,11 @@ class ShardBatches(IterableDataset):
         transform: Callable[[Image.Image], torch.Tensor],
         target_size: int | None = None,
         max_pixels: int = MAX_PIXELS,
+        draft: bool = True,
     ) -> None:
         self.shards, self.classnames = list(shards), list(classnames)
         self.batch_size, self.transform = batch_size, transform
-        self.target_size, self.max_pixels = target_size, max_pixels
+        self.target_size, self.max_pixels, self.draft = target_size, max_pixels, draft
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -110,7 +118,8 @@ class ShardBatches(IterableDataset):
             data = next((fields[key] for key in IMAGE_KEYS if key in fields), None)
             if data is None:
                 raise ValueError(f"no image ({', '.join(IMAGE_KEYS)})")
-            return name, target, self.transform(decode_bytes(data, self.target_size, self.max_pixels)), None
+            return name, target, self.transform(decode_bytes(data, self.target_size, self.max_pixels,
+                                                                     draft=self.draft)), None
         except (ImageReadError, ValueError) as failure:
             return name, -1, None, str(failure)
         except Exception as failure:  # one odd sample must not end the shard

@@ -27,8 +27,8 @@ def feature_batches(
     """Per batch, in input order: item names, their errors (None = decoded), and the normalised
     features [n_ok, D] of the decoded ones."""
     options = options or RunOptions()
-    dataset = DecodedBatches(items, options.batch_size, encoder.image_transform(),
-                             encoder.image_size if options.draft else None, options.max_pixels)
+    dataset = DecodedBatches(items, options.batch_size, encoder.image_transform(), encoder.image_size,
+                             options.max_pixels, options.draft, options.url_timeout)
     for batch, features in _encoded(dataset, encoder, _workers_for(options, len(dataset)), options.precision):
         yield batch["names"], batch["errors"], features
 
@@ -48,7 +48,7 @@ def labelled_feature_batches(
             position += len(names)
         return
     dataset = ShardBatches(collection.shards, collection.classnames, options.batch_size, encoder.image_transform(),
-                           encoder.image_size if options.draft else None, options.max_pixels)
+                           encoder.image_size, options.max_pixels, options.draft)
     workers = min(options.decode_workers, len(collection.shards))
     for batch, features in _encoded(dataset, encoder, workers, options.precision):
         yield batch["names"], batch["errors"], batch["targets"], features
