@@ -96,6 +96,12 @@ class ZeroShotClassifier:
                 model's learned ``logit_scale.exp()``.
         """
         classes, named_list = resolve_classes(classnames)
+        if logit_scale is not None:
+            logit_scale = checked_scale(logit_scale)
+        if len(classes) == 1 and encoder.logit_bias is None:
+            warnings.warn(f"only one class ({classes[0][0]!r}): softmax over one class always gives 1.0; add the "
+                          "alternatives (e.g. 'other'), or use a sigmoid model such as SigLIP", ZsclipWarning,
+                          stacklevel=2)
         template_list = resolve_templates(templates)
         prompts = expand_prompts(classes, template_list)
         precision = text_precision(resolve_precision(precision, encoder.device))  # int8: images only
@@ -140,7 +146,7 @@ class ZeroShotClassifier:
 
     def logits(self, image_features: torch.Tensor, scale: float | None = None) -> torch.Tensor:
         """scale * features @ weights (+ bias): [B, D] normalised features -> [B, C]."""
-        scale = self.logit_scale if scale is None else scale
+        scale = self.logit_scale if scale is None else checked_scale(scale)
         logits = scale * image_features.float() @ self.weights
         return logits + self.logit_bias if self.logit_bias is not None else logits
 
@@ -205,8 +211,9 @@ class ZeroShotClassifier:
                 "that identified models differently: rebuild it with `zsclip build` (or ZeroShotClassifier.build)")
         if expected and expected != encoder.fingerprint:
             raise ClassifierFileError(
-                f"classifier was built for {self.provenance.get('model')} ({expected}), not "
-                f"{encoder.name} ({encoder.fingerprint}): rebuild it with this model")
+                f"classifier was built for model {self.provenance.get('model')} ({expected}), not {encoder.name} "
+                f"({encoder.fingerprint}): use the model it was built for (CLI: leave out --model), or rebuild it "
+                f"with this model (`zsclip build --model {encoder.name}`)")
 
     # --- files -----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -260,6 +267,19 @@ class ZeroShotClassifier:
     def __repr__(self) -> str:
         return (f"ZeroShotClassifier({len(self.classnames)} classes, dim={self.weights.shape[0]}, "
                 f"model={self.provenance.get('model')!r}, templates={len(self.provenance.get('templates', []))})")
+
+
+def checked_scale(scale: object) -> float:
+    """A temperature must be a finite number > 0: NaN gives NaN scores, 0 ties every class, a
+    negative one ranks the worst class first."""
+    try:
+        value = float(scale)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"scale {scale!r} must be a finite number > 0 (e.g. 100, the CLIP paper's); leave it out "
+                         "to use the model's own")
+    return value
 
 
 def ensemble(features: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:

@@ -4,26 +4,112 @@ registered below.
 
 Exit status: 0 when every input was handled, 1 when some inputs failed (each reported on stderr
 and in the output), 2 for usage errors (no labels, unknown model or template set, bad arguments).
+Every failure is one line on stderr; ``ZsclipGroup`` is where that is enforced for all commands.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from collections.abc import Sequence
 
 import click
 
+from ..errors import OutputError, ZsclipError
+from ..outputs.text import printable
 from . import build, classify, eval, models
 
+DEBUG_ENV = "ZSCLIP_DEBUG"
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class ZsclipGroup(click.Group):
+    """The command group: turns every failure into one line on stderr and a documented exit status.
+
+    zsclip's own errors print their message (exit 2; 1 when inputs failed or an output could not
+    be written); Ctrl-C prints "interrupted" (exit 130); anything else is a bug, printed as one line
+    that says so. ``--debug`` or ``ZSCLIP_DEBUG=1`` shows the traceback instead.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """click's own usage errors (bad option values, missing arguments) as one line too."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as error:
+            from .common import UsageFailure
+
+            where = (f" (see `{error.ctx.command_path} --help`)"
+                     if error.ctx is not None and not isinstance(error, UsageFailure) else "")
+            click.echo(f"zsclip: error: {printable(error.format_message())}{where}", err=True)
+            sys.exit(error.exit_code)
+        except click.ClickException as error:
+            click.echo(f"zsclip: error: {printable(error.format_message())}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("zsclip: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(status if isinstance(status, int) else 0)
+
+    def invoke(self, ctx: click.Context):
+        debug = bool(ctx.params.get("debug")) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            try:
+                return super().invoke(ctx)
+            except (click.exceptions.Exit, click.ClickException, click.Abort):
+                raise
+            except KeyboardInterrupt:
+                if debug:
+                    raise
+                click.echo("zsclip: interrupted", err=True)
+                ctx.exit(130)
+            except BrokenPipeError:  # `zsclip classify ... | head`: the reader left, nothing to report
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+                ctx.exit(1)
+            except Exception as error:
+                if debug:
+                    raise
+                status, message = _describe(error)
+                click.echo(f"zsclip: error: {message}", err=True)
+                ctx.exit(status)
+
+
+def _describe(error: Exception) -> tuple[int, str]:
+    """(exit status, one printable line) for an error that reached the top."""
+    from ..tasks.evaluate import NothingDecodedError
+
+    if isinstance(error, (NothingDecodedError, OutputError)):
+        return 1, printable(error)
+    if isinstance(error, ZsclipError):
+        return 2, printable(error)
+    if isinstance(error, MemoryError):
+        return 1, "out of memory: lower --batch-size or --workers, or --max-pixels"
+    if isinstance(error, OSError):
+        return 1, printable(f"{error.filename + ': ' if error.filename else ''}{error.strerror or error}")
+    return 1, printable(f"unexpected {type(error).__name__}: {error} (this is a bug in zsclip: rerun with --debug "
+                        "for the traceback and please report it)")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line: ``zsclip: warning: ...`` (library internals' warnings included)."""
+    click.echo(f"zsclip: warning: {printable(message)}", err=True)
+
+
+@click.group(cls=ZsclipGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="zsclip")
-def main() -> None:
+@click.option("--debug", is_flag=True, help=f"Show tracebacks instead of one-line errors (also: {DEBUG_ENV}=1).")
+def main(debug: bool) -> None:
     """Zero-shot image classification with CLIP-family models: name your classes, get predictions.
 
     \b
     zsclip classify photos/ --labels "dog,cat,car,airplane"
     zsclip build --labels-file labels.txt --output pets.zsc
     zsclip classify photos/ --classifier pets.zsc --output results.csv
+
+    Errors are one line on stderr (`zsclip --debug COMMAND ...` shows the traceback). Exit status:
+    0 all inputs handled, 1 some inputs failed (results still written), 2 usage error, 130 Ctrl-C.
     """
 
 

@@ -7,10 +7,21 @@ import sys
 import click
 from tqdm.auto import tqdm
 
+from ..data.sources import unique_sources
 from ..outputs import ResultWriter, print_table
+from ..outputs.text import printable
 from ..tasks.classify import classify_items, expand_sources
 from ..tasks.models import resolve_classifier
-from .common import UsageFailure, image_options, label_options, model_options, read_classes, run_options, usage_errors
+from .common import (
+    UsageFailure,
+    image_options,
+    label_options,
+    model_options,
+    read_classes,
+    run_options,
+    scale_option,
+    usage_errors,
+)
 
 
 @click.command()
@@ -24,10 +35,9 @@ from .common import UsageFailure, image_options, label_options, model_options, r
               help="Write results to .csv, .jsonl or .json (by extension) instead of the terminal.")
 @model_options
 @image_options
-@click.option("--scale", type=float, default=None,
-              help="Fixed temperature for probabilities (e.g. 100); default: the model's own.")
+@scale_option
 def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, model, pretrained, device,
-             precision, cache_dir, no_cache, batch_size, workers, max_pixels, scale) -> None:
+             precision, cache_dir, no_cache, batch_size, workers, max_pixels, url_timeout, scale) -> None:
     """Classify images into the classes you name.
 
     INPUTS are image files, folders (searched recursively), quoted glob patterns ("shots/**/*.jpg"),
@@ -44,15 +54,29 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
     red/green/blue/yellow/purple/orange/white/black circles, squares, triangles, stars, crosses
     and rings on plain backgrounds. Use a real model (the default) for real photos.
 
-    Bad inputs (missing, empty, corrupt or huge files, unreachable URLs) are reported on stderr and
-    in the output's error column; the run goes on. Exit status: 0 all classified, 1 some inputs
-    failed, 2 usage error.
+    Bad inputs (missing, empty, corrupt or huge files, unreachable or slow URLs, unreadable folders)
+    are reported on stderr and in the output's error column; the run goes on. A file given twice
+    (directly, by a glob, through a link) is classified once, with a note. Folders and globs take
+    every image type the installed Pillow opens; links to folders are not followed.
+
+    The output is checked writable before the run, written under a temporary name and renamed when
+    complete: Ctrl-C leaves the rows so far in NAME.partial. Names and errors in CSV cells and on
+    the terminal are shown escaped (control characters as \\n, \\x1b; file-name bytes that are not
+    UTF-8 as \\xNN), and CSV cells starting with = + - @ get a ' so spreadsheets show them as text;
+    JSON and JSONL keep the raw text.
+
+    Exit status: 0 all classified, 1 some inputs failed, 2 usage error, 130 interrupted.
     """
-    options = run_options(device, precision, batch_size, workers, max_pixels)
+    options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout)
     arguments = [sys.stdin if item == "-" else item for item in inputs]
-    sources = [source for item in arguments for source in _expand(item)]
+    sources, duplicates = unique_sources(source for item in arguments for source in _expand(item))
     if not sources:
         raise UsageFailure("no inputs to classify: give image files, folders, glob patterns, URLs or -")
+    for duplicate, kept in duplicates[:5]:
+        click.echo(f"zsclip: note: {printable(duplicate.name)} is the same file as {printable(kept.name)}; "
+                   "classified once", err=True)
+    if len(duplicates) > 5:
+        click.echo(f"zsclip: note: {len(duplicates) - 5} more files were given twice; each classified once", err=True)
     with usage_errors():
         if output:
             ResultWriter.check(output)
@@ -68,15 +92,17 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         for prediction in classify_items(sources, classifier, encoder, top_k=top_k, scale=scale, options=options):
             if prediction.error:
                 failures += 1
-                tqdm.write(f"zsclip: skipped {prediction.source}: {prediction.error}", file=sys.stderr)
+                tqdm.write(f"zsclip: skipped {printable(prediction.source)}: {printable(prediction.error)}",
+                           file=sys.stderr)
             if writer:
                 writer.write(prediction)
             else:
                 print_table(prediction, sys.stdout)
             bar.update(1)
-    except BaseException:
+    except BaseException as error:
         if writer:
-            click.echo(f"zsclip: interrupted; results so far are in {writer.abandon()}", err=True)
+            why = "interrupted" if isinstance(error, KeyboardInterrupt) else "stopped by an error"
+            click.echo(f"zsclip: {why}; results so far are in {printable(writer.abandon())}", err=True)
         raise
     finally:
         bar.close()
@@ -85,7 +111,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
     done = len(sources) - failures
     click.echo(f"zsclip: classified {done} of {len(sources)} images"
                + (f"; {failures} failed" if failures else "")
-               + (f"; results in {output}" if output else ""), err=True)
+               + (f"; results in {printable(output)}" if output else ""), err=True)
     sys.exit(1 if failures else 0)
 
 

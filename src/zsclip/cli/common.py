@@ -7,9 +7,12 @@ from collections.abc import Iterator
 
 import click
 
+from ..classifier.zeroshot import checked_scale
 from ..data.images import MAX_PIXELS
+from ..data.urls import URL_TIMEOUT_S
 from ..errors import InputError, ZsclipError
 from ..options import RunOptions
+from ..outputs.text import printable
 from ..precision import DEFAULT_PRECISION, PRECISIONS
 from ..prompts import TEMPLATE_SETS, parse_labels, read_labels
 from ..tasks.models import DEFAULT_MODEL, DEFAULT_PRETRAINED
@@ -26,7 +29,7 @@ class UsageFailure(click.UsageError):
     """A ZsclipError raised while setting up a command: printed as one line, exit status 2."""
 
     def show(self, file=None) -> None:
-        click.echo(f"zsclip: error: {self.message}", err=True)
+        click.echo(f"zsclip: error: {printable(self.message)}", err=True)
 
 
 @contextlib.contextmanager
@@ -67,28 +70,51 @@ def label_options(function):
         click.option("--labels", "-l", default=None,
                      help='Class names, comma-separated; synonyms joined by |: "dog|puppy,cat,car".'),
         click.option("--labels-file", type=click.Path(dir_okay=False), default=None,
-                     help="A file with one class per line (synonyms: 'dog | puppy'; # starts a comment)."),
+                     help="A UTF-8 file with one class per line (synonyms: 'dog | puppy'). A line whose first "
+                          "non-blank character is # is a comment; # elsewhere is kept (C# is a label)."),
         click.option("--templates", "-t", default=None, help=TEMPLATES_HELP),
     ])
 
 
 def image_options(function):
-    """--batch-size, --workers, --max-pixels: how images are decoded and batched."""
+    """--batch-size, --workers, --max-pixels, --url-timeout: how images are read, decoded and batched."""
     return _apply(function, [
         click.option("--batch-size", "-b", default=64, show_default=True, type=click.IntRange(min=1)),
         click.option("--workers", "-j", default=None, type=click.IntRange(min=0),
                      help="Decoding processes (default: one per core, at most 8; 0 decodes in this process)."),
         click.option("--max-pixels", default=MAX_PIXELS, show_default=True, type=click.IntRange(min=1),
-                     help="Refuse images with more pixels than this (decompression bombs)."),
+                     help="The one image size limit, in pixels: checked in the file's header (decompression "
+                          "bombs) and again after any resize; also refused: sides more than 50:1. Raise it to "
+                          "open larger images."),
+        click.option("--url-timeout", default=URL_TIMEOUT_S, show_default=True,
+                     type=click.FloatRange(min=0, min_open=True, max=3600),
+                     help="Seconds a whole URL download may take (http/https only, at most 5 redirects)."),
     ])
 
 
 def run_options(device: str = "auto", precision: str = DEFAULT_PRECISION, batch_size: int = 64,
-                workers: int | None = None, max_pixels: int = MAX_PIXELS) -> RunOptions:
+                workers: int | None = None, max_pixels: int = MAX_PIXELS,
+                url_timeout: float = URL_TIMEOUT_S) -> RunOptions:
     """The run's settings, resolved once from the command's options."""
     with usage_errors():
         return RunOptions(device=device, precision=precision, batch_size=batch_size, workers=workers,
-                          max_pixels=max_pixels)
+                          max_pixels=max_pixels, url_timeout=url_timeout)
+
+
+def scale_option(function):
+    """--scale: a fixed temperature, refused unless a finite number > 0."""
+
+    def check(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return checked_scale(value)
+        except InputError as error:
+            raise click.BadParameter(str(error)) from None
+
+    return click.option("--scale", type=float, default=None, callback=check,
+                        help="Fixed temperature for probabilities (a finite number > 0, e.g. 100); "
+                             "default: the model's own.")(function)
 
 
 def read_classes(labels: str | None, labels_file: str | None) -> list[list[str]] | None:

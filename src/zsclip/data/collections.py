@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from .sources import IMAGE_EXTENSIONS, Source
+from .sources import Source, images_under
 from .textfiles import read_text_file
 from .urls import is_url
 
@@ -48,17 +48,18 @@ def image_folder(root: str | Path, classnames: Sequence[str] | None = None) -> L
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"data folder {root} not found")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as error:
+        raise InputError(f"data folder {root} cannot be read: {error.strerror or error}") from None
     if not folders:
         raise InputError(f"{root} has no class folders: expect one sub-folder of images per class")
     if classnames is not None and len(classnames) != len(folders):
         raise InputError(f"{len(classnames)} class names given for {len(folders)} class folders in {root}: "
                          "give one name per folder, in sorted folder order")
     names = list(classnames) if classnames is not None else [f.name.replace("_", " ") for f in folders]
-    items = [LabelledSource(str(path), target=index)
-             for index, folder in enumerate(folders)
-             for path in sorted(folder.rglob("*"))
-             if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")]
+    items = [LabelledSource(source.name, source.error, target=index)
+             for index, folder in enumerate(folders) for source in images_under(folder)]
     return LabelledCollection(names, items)
 
 

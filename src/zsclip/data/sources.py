@@ -88,7 +88,7 @@ def _expand_one(item: str) -> Iterator[Source]:
     path = Path(item).expanduser()
     try:
         if path.is_dir():
-            yield from _images_under(path)
+            yield from images_under(path)
             return
         if path.exists() or path.is_symlink():
             yield Source(str(path))
@@ -105,7 +105,7 @@ def _expand_one(item: str) -> Iterator[Source]:
         yield Source(item, "no such file or directory")
 
 
-def _images_under(folder: Path) -> Iterator[Source]:
+def images_under(folder: Path) -> Iterator[Source]:
     """Image files below ``folder``, sorted, hidden entries skipped; an unreadable sub-folder is an
     error source, and symbolic links to folders are not followed (loops cannot recur)."""
     extensions = image_extensions()

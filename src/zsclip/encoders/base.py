@@ -209,6 +209,13 @@ class Encoder(ABC):
             features = encoder._image_forward(pixels)
         return F.normalize(features.float(), dim=-1).cpu()
 
+    def prepare(self, precision: str) -> None:
+        """Do now what the first image batch would do at ``precision`` (build the int8 image tower),
+        so a model that cannot run it fails in one line before any image is read."""
+        if resolve_precision(precision, self.device) == "int8":
+            side = self.image_size or 224
+            self._int8_encoder(torch.zeros(1, 3, side, side, device=self.device))
+
     def _int8_encoder(self, pixels: torch.Tensor) -> Encoder:
         """This encoder with an int8 image tower, built on first use (probed with ``pixels``) and kept.
         The twin is a shallow copy whose ``model`` is the quantized copy (see the ``model`` contract)."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import OutputError
+from .text import printable
 
 
 def _umask_mode() -> int:
@@ -108,6 +109,36 @@ class AtomicFile:
             os.unlink(self.temporary)
 
 
+def check_writable(target: str | os.PathLike, what: str = "output") -> Path:
+    """Check, before a long run starts, that ``target`` can be written; return it as a Path.
+
+    The check does what the final write will do (create a temporary file beside the target, then
+    remove it), so a missing folder, no permission, a read-only disk or a name too long for the
+    file system is reported in one line now rather than after an hour of work.
+    """
+    target = Path(target).expanduser()
+    shown = printable(target)
+    if target.is_dir():
+        raise OutputError(f"{what} {shown} is a folder: give a file name inside it")
+    folder = target.parent
+    if not folder.is_dir():
+        raise OutputError(f"{what} {shown}: folder {printable(folder)} does not exist; create it first")
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    if len(os.fsencode(target.name)) > limit:
+        raise OutputError(f"{what} {printable(target.name[:40])}...: the name is {len(os.fsencode(target.name))} "
+                          f"bytes, over this file system's limit of {limit}; choose a shorter name")
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name[:80]}.", suffix=".partial")
+    except OSError as error:
+        raise OutputError(f"{what} {shown} cannot be written: {error.strerror or error}") from None
+    os.close(handle)
+    os.unlink(probe)
+    return target
+
+
 def write_atomically(target: str | os.PathLike, content: str | bytes | Callable[[IO], None]) -> Path:
     """Write ``content`` (text, bytes, or a function that writes to the open file) to ``target`` atomically."""
     binary = isinstance(content, bytes)
@@ -124,4 +155,4 @@ def write_atomically(target: str | os.PathLike, content: str | bytes | Callable[
     return output.commit()
 
 
-__all__ = ["AtomicFile", "atomic_path", "write_atomically"]
+__all__ = ["AtomicFile", "atomic_path", "check_writable", "write_atomically"]

@@ -9,11 +9,14 @@ from pathlib import Path
 from types import TracebackType
 
 from .atomic import AtomicFile, write_atomically
+from .text import csv_cell, utf8_safe
 
 
 def write_json(path: str | os.PathLike, record: dict) -> Path:
-    """A JSON document, indented, UTF-8, written atomically."""
-    return write_atomically(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    """A JSON document, indented, UTF-8, written atomically (file-name bytes that are not UTF-8
+    appear backslash-escaped, as in classify's JSON)."""
+    return write_atomically(path, json.dumps(utf8_safe(record), indent=2, ensure_ascii=False) + "\n")
+
 
 
 class PredictionsCsv:
@@ -35,7 +38,8 @@ class PredictionsCsv:
         return self.write
 
     def write(self, path: str, target: int, ranked: list[int]) -> None:
-        self._writer.writerow([path, self.classnames[target], *[self.classnames[i] for i in ranked]])
+        names = [self.classnames[target], *[self.classnames[i] for i in ranked]]
+        self._writer.writerow([csv_cell(path), *map(csv_cell, names)])
 
     def __exit__(self, kind: type | None, error: BaseException | None, traceback: TracebackType | None) -> bool:
         if self._output is not None:

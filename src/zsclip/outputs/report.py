@@ -8,13 +8,14 @@ images; metrics.json and predictions.csv hold the same numbers for machines.
 from __future__ import annotations
 
 import html
-import json
 import os
 from pathlib import Path
 
 import matplotlib
 
 from .atomic import atomic_path, write_atomically
+from .evalfiles import write_json
+from .text import utf8_safe
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -46,9 +47,10 @@ def write_report(folder: str | os.PathLike, record: dict, settings: dict) -> Pat
     """Write metrics.json, confusion.png, per_class_recall.png and index.html into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    record, settings = utf8_safe(record), utf8_safe(settings)
     names, confusion = record["classnames"], record["confusion_matrix"]
     pairs = confused_pairs(confusion, names)
-    write_atomically(folder / "metrics.json", json.dumps({**record, "confused_pairs": pairs}, indent=2) + "\n")
+    write_json(folder / "metrics.json", {**record, "confused_pairs": pairs})
     shown = _confusion_plot(folder / "confusion.png", confusion, names)
     _recall_plot(folder / "per_class_recall.png", record["per_class"]["per_class_recall"], names)
     write_atomically(folder / "index.html", _page(record, settings, pairs, shown))

@@ -16,7 +16,8 @@ from typing import TextIO
 
 from ..errors import InputError
 from ..tasks.classify import Prediction
-from .atomic import AtomicFile
+from .atomic import AtomicFile, check_writable
+from .text import csv_cell, printable, undecodable_escaped
 
 FORMATS = (".csv", ".jsonl", ".json")
 
@@ -42,24 +43,23 @@ class ResultWriter:
 
     @staticmethod
     def check(path: str | os.PathLike) -> Path:
-        """Validate an output path before any work starts: known extension, existing folder."""
+        """Validate an output path before any work starts: a known extension, and a place that can
+        be written (see ``check_writable``)."""
         path = Path(path)
         if path.suffix.lower() not in FORMATS:
-            raise InputError(f"output {path}: unknown format {path.suffix or '(no extension)'!r}; "
+            raise InputError(f"output {printable(path)}: unknown format {printable(path.suffix or '(no extension)')}; "
                              f"use one of {', '.join(FORMATS)}")
-        if not path.parent.is_dir():
-            raise InputError(f"output {path}: folder {path.parent} does not exist")
-        return path
+        return check_writable(path)
 
     def write(self, prediction: Prediction) -> None:
         if self.format == ".csv":
-            cells: list[str] = [prediction.source]
+            cells: list[str] = [csv_cell(prediction.source)]
             for rank in range(self.top_k):
                 if rank < len(prediction.labels):
-                    cells += [prediction.labels[rank], f"{prediction.scores[rank]:.6f}"]
+                    cells += [csv_cell(prediction.labels[rank]), f"{prediction.scores[rank]:.6f}"]
                 else:
                     cells += ["", ""]
-            self._csv.writerow([*cells, prediction.error or ""])
+            self._csv.writerow([*cells, csv_cell(prediction.error) if prediction.error else ""])
         else:
             text = json.dumps(as_record(prediction), ensure_ascii=False)
             if self.format == ".json":
@@ -81,22 +81,26 @@ class ResultWriter:
 
 
 def as_record(prediction: Prediction) -> dict:
-    """The JSON shape of one result: path, predictions [{label, score}], error."""
+    """The JSON shape of one result: path, predictions [{label, score}], error.
+
+    Values are kept raw (a JSON reader gets the exact text), except bytes that are not UTF-8 in a
+    file name, which JSON cannot hold: they appear backslash-escaped (``caf\\xe9.jpg``)."""
     return {
-        "path": prediction.source,
-        "predictions": [{"label": label, "score": round(score, 6)}
+        "path": undecodable_escaped(prediction.source),
+        "predictions": [{"label": undecodable_escaped(label), "score": round(score, 6)}
                         for label, score in zip(prediction.labels, prediction.scores, strict=True)],
-        "error": prediction.error,
+        "error": None if prediction.error is None else undecodable_escaped(prediction.error),
     }
 
 
 def print_table(prediction: Prediction, stream: TextIO) -> None:
     """A few lines per image for reading on a terminal."""
     if prediction.error:
-        stream.write(f"{prediction.source}\n    error: {prediction.error}\n")
+        stream.write(f"{printable(prediction.source)}\n    error: {printable(prediction.error)}\n")
         return
-    stream.write(f"{prediction.source}\n")
-    width = max(len(label) for label in prediction.labels)
-    for rank, (label, score) in enumerate(zip(prediction.labels, prediction.scores, strict=True), start=1):
+    stream.write(f"{printable(prediction.source)}\n")
+    labels = [printable(label) for label in prediction.labels]
+    width = max(len(label) for label in labels)
+    for rank, (label, score) in enumerate(zip(labels, prediction.scores, strict=True), start=1):
         bar = "#" * round(score * 20)
         stream.write(f"  {rank}. {label:<{width}}  {score:7.2%}  {bar}\n")

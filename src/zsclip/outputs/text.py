@@ -26,6 +26,18 @@ def undecodable_escaped(text: str) -> str:
             text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def utf8_safe(value: object) -> object:
+    """``value`` (str, or dicts and lists of them) with every string passed through
+    ``undecodable_escaped``: what a UTF-8 file (JSON, HTML) can hold."""
+    if isinstance(value, str):
+        return undecodable_escaped(value)
+    if isinstance(value, dict):
+        return {utf8_safe(key): utf8_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [utf8_safe(item) for item in value]
+    return value
+
+
 def printable(text: object) -> str:
     """One line, no control characters: newlines, tabs and escapes shown as ``\\n``, ``\\x1b``..."""
     return _CONTROL.sub(_escape, undecodable_escaped(str(text)))

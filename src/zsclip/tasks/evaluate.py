@@ -19,11 +19,20 @@ from tqdm.auto import tqdm
 from ..classifier import ZeroShotClassifier
 from ..data.collections import LabelledCollection, open_collection
 from ..encoders.base import Encoder
+from ..errors import InputError
 from ..options import RunOptions
 from ..pipeline import labelled_feature_batches
 from ..prompts import DEFAULT_TEMPLATES
 from .metrics import StreamingMetrics
 from .models import resolve_model
+
+
+class NothingDecodedError(InputError):
+    """Every image of the collection failed to decode: no metrics exist. ``failures`` says why."""
+
+    def __init__(self, message: str, failures: list[dict]) -> None:
+        super().__init__(message)
+        self.failures = failures
 
 
 @dataclass
@@ -69,6 +78,12 @@ def evaluate(
         classes = classes if classes is not None else opened_classes
     if isinstance(template_sets, str):
         template_sets = [template_sets]
+    template_sets = list(template_sets)
+    if not template_sets or any(not isinstance(name, str) or not name.strip() for name in template_sets):
+        raise InputError(f"template sets {template_sets!r}: name at least one, e.g. openai-imagenet (several: "
+                         "openai-imagenet,photo), or a template file")
+    if not collection.items and not collection.shards:
+        raise InputError("the collection has no images to evaluate")
     encoder = encoder or resolve_model(model, pretrained, options)
     classes = collection.classnames if classes is None else classes
     classifiers = {name: ZeroShotClassifier.build(encoder, classes, name, precision=options.precision,
@@ -93,6 +108,9 @@ def evaluate(
                             on_prediction(path, target, top)
             bar.update(len(names))
     seconds = time.perf_counter() - start
+    if not any(m.count for m in metrics.values()):
+        first = f"; first: {failures[0]['path']}: {failures[0]['error']}" if failures else ""
+        raise NothingDecodedError(f"none of the {len(failures)} images could be read{first}", failures)
     results = {name: m.result() for name, m in metrics.items()}
     evaluated = next(iter(results.values()))["num_images"] if results else 0
     return EvalResult(collection.classnames, results, failures, evaluated,
@@ -106,8 +124,9 @@ def benchmark_record(result: EvalResult, dataset: str, model: str, pretrained: s
     record = {
         "dataset": dataset,
         "model": model,
-        "pretrained": pretrained,
+        "pretrained": pretrained or "",
         "task": "zeroshot_classification",
+        "language": "en",
         "metrics": {key: result.metrics[first][key] for key in headline},
         "templates": first,
         "num_images": result.num_images,
