@@ -53,7 +53,9 @@ class ZsclipGroup(click.Group):
         sys.exit(status if isinstance(status, int) else 0)
 
     def invoke(self, ctx: click.Context):
-        debug = bool(ctx.params.get("debug")) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+        from .common import debugging
+
+        debug = debugging()
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             try:

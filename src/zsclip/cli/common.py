@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import click
@@ -38,7 +39,17 @@ def usage_errors() -> Iterator[None]:
     try:
         yield
     except ZsclipError as error:
+        if debugging():
+            raise
         raise UsageFailure(str(error)) from None
+
+
+def debugging() -> bool:
+    """True with ``zsclip --debug`` or ZSCLIP_DEBUG=1: errors keep their tracebacks."""
+    if os.environ.get("ZSCLIP_DEBUG", "") not in ("", "0"):
+        return True
+    context = click.get_current_context(silent=True)
+    return bool(context and context.find_root().params.get("debug"))
 
 
 def _apply(function, options):

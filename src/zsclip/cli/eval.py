@@ -106,9 +106,9 @@ def _report_failures(failures: list[dict], shown: int = 20) -> None:
 
 def _check_report_folder(folder: Path) -> None:
     """The report folder is created if missing; either way, check now that files can go into it."""
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"--report {printable(folder)} is a file: give a folder name")
     try:
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"--report {printable(folder)} is a file: give a folder name")
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InputError(f"--report {printable(folder)} cannot be created: {error.strerror or error}") from None

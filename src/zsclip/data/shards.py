@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tarfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -32,6 +33,8 @@ def expand_shards(pattern: str) -> list[str]:
 
     from braceexpand import braceexpand
 
+    if _upper_bound(pattern) > MAX_SHARDS:  # braceexpand builds a range whole before yielding from it
+        raise InputError(f"shard pattern {pattern!r} names more than {MAX_SHARDS} shards: split the run")
     try:
         shards = list(islice(braceexpand(pattern), MAX_SHARDS + 1))
     except (ValueError, RecursionError) as error:
@@ -39,6 +42,29 @@ def expand_shards(pattern: str) -> list[str]:
     if len(shards) > MAX_SHARDS:
         raise InputError(f"shard pattern {pattern!r} names more than {MAX_SHARDS} shards: split the run")
     return shards
+
+
+_RANGE = re.compile(r"\{(-?\d+|[A-Za-z])\.\.(-?\d+|[A-Za-z])(?:\.\.(-?\d+))?\}")
+
+
+def _upper_bound(pattern: str) -> int:
+    """How many names ``pattern``'s ranges ({0..99}, {a..z}, with a step) and lists ({a,b}) can
+    give at most, computed without expanding (nested braces counted generously)."""
+    total = 1
+    for match in _RANGE.finditer(pattern):
+        start, end, step = match.groups()
+        if start.lstrip("-").isdigit() and end.lstrip("-").isdigit():
+            span = abs(int(end) - int(start))
+        else:
+            span = abs(ord(end) - ord(start))
+        total *= span // max(1, abs(int(step or 1))) + 1
+        if total > MAX_SHARDS:
+            return total
+    for group in re.findall(r"\{([^{}]*,[^{}]*)\}", pattern):
+        total *= group.count(",") + 1
+        if total > MAX_SHARDS:
+            return total
+    return total
 
 
 def webdataset(pattern: str, classnames: Sequence[str]) -> LabelledCollection:

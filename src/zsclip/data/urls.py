@@ -77,6 +77,9 @@ def fetch_url(url: str, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = UR
     except ImageReadError:
         raise
     except urllib.error.HTTPError as error:
+        if 300 <= error.code < 400:  # urllib refuses non-http(s) targets and long chains before our handler
+            raise ImageReadError(f"redirect not followed (HTTP {error.code}: {error.msg}); zsclip follows at most "
+                                 f"{MAX_REDIRECTS} redirects, to http(s) URLs only") from None
         raise ImageReadError(f"HTTP {error.code} {error.reason}") from None
     except urllib.error.URLError as error:
         reason = error.reason

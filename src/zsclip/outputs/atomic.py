@@ -118,18 +118,24 @@ def check_writable(target: str | os.PathLike, what: str = "output") -> Path:
     """
     target = Path(target).expanduser()
     shown = printable(target)
-    if target.is_dir():
-        raise OutputError(f"{what} {shown} is a folder: give a file name inside it")
     folder = target.parent
-    if not folder.is_dir():
-        raise OutputError(f"{what} {shown}: folder {printable(folder)} does not exist; create it first")
     try:
-        limit = os.pathconf(folder, "PC_NAME_MAX")
+        limit = os.pathconf(folder if folder.is_dir() else ".", "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):
         limit = 255
-    if len(os.fsencode(target.name)) > limit:
-        raise OutputError(f"{what} {printable(target.name[:40])}...: the name is {len(os.fsencode(target.name))} "
-                          f"bytes, over this file system's limit of {limit}; choose a shorter name")
+    length = len(os.fsencode(target.name))
+    if length > limit:
+        raise OutputError(f"{what} {printable(target.name[:40])}...: the name is {length} bytes, over this file "
+                          f"system's limit of {limit}; choose a shorter name")
+    try:
+        if target.is_dir():
+            raise OutputError(f"{what} {shown} is a folder: give a file name inside it")
+        if not folder.is_dir():
+            raise OutputError(f"{what} {shown}: folder {printable(folder)} does not exist; create it first")
+    except OSError as error:
+        if isinstance(error, OutputError):
+            raise
+        raise OutputError(f"{what} {shown} cannot be written: {error.strerror or error}") from None
     try:
         handle, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name[:80]}.", suffix=".partial")
     except OSError as error:
