@@ -57,9 +57,16 @@ def test_jsonl_manifest(tmp_path):
     assert collection.classnames == ["dog", "cat"] and [i.target for i in collection.items] == [0, 1]
 
 
+def test_bad_jsonl_lines_are_error_rows(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"path": "a.jpg", "label": "dog"}\n{broken\n[1, 2]\n')
+    items = manifest(tmp_path / "m.jsonl").items
+    assert items[0].error is None
+    assert "m.jsonl:2: not valid JSON" in items[1].error and "m.jsonl:3: not an object" in items[2].error
+
+
 @pytest.mark.parametrize("name, content, message", [
     ("m.csv", "file,class\na.jpg,dog\n", "header row"),
-    ("m.jsonl", '{"path": "a.jpg", "label": "dog"}\n{broken\n', "m.jsonl:2 is not valid JSON"),
+    ("m.jsonl", '{broken\n[1]\n', r"no line is a JSON object .* \(line 1: not valid JSON"),
     ("m.txt", "a.jpg dog\n", "use .csv"),
     ("m.csv", "path,label\na.jpg,0\n", "labels classes by index"),
 ])

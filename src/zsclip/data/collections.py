@@ -75,9 +75,11 @@ def manifest(path: str | Path, classnames: Sequence[str] | None = None) -> Label
     names = list(classnames) if classnames is not None else _names_in_order(rows, path)
     lookup = {name: index for index, name in enumerate(names)}
     items = []
-    for line, image, label in rows:
+    for line, image, label, problem in rows:
         target, error = _target(label, lookup, len(names))
-        if not image:
+        if problem:
+            location, error = f"{path}:{line}", problem
+        elif not image:
             location, error = f"{path}:{line}", "no path in this row"
         elif is_url(image) or Path(image).is_absolute():
             location = image
@@ -87,7 +89,8 @@ def manifest(path: str | Path, classnames: Sequence[str] | None = None) -> Label
     return LabelledCollection(names, items)
 
 
-def _manifest_rows(path: Path) -> list[tuple[int, str, str]]:
+def _manifest_rows(path: Path) -> list[tuple[int, str, str, str | None]]:
+    """(line number, path, label, why the row cannot be used or None) per row."""
     if not path.is_file():
         raise InputError(f"manifest {path} not found")
     suffix = path.suffix.lower()
@@ -98,7 +101,7 @@ def _manifest_rows(path: Path) -> list[tuple[int, str, str]]:
             header = reader.fieldnames
             if not header or not {"path", "label"} <= {name.strip() for name in header if name}:
                 raise InputError(f"manifest {path} needs a header row with 'path' and 'label' columns")
-            return [(reader.line_num, _cell(row, "path"), _cell(row, "label")) for row in reader]
+            return [(reader.line_num, _cell(row, "path"), _cell(row, "label"), None) for row in reader]
         except csv.Error as error:
             raise InputError(f"manifest {path}, line {reader.line_num}: not valid CSV ({error})") from None
     if suffix in (".jsonl", ".ndjson"):
@@ -109,11 +112,15 @@ def _manifest_rows(path: Path) -> list[tuple[int, str, str]]:
             try:
                 record = json.loads(line)
             except (json.JSONDecodeError, RecursionError) as error:
-                raise InputError(f"manifest {path}:{n} is not valid JSON ({getattr(error, 'msg', error)})") from None
+                rows.append((n, "", "", f"not valid JSON ({getattr(error, 'msg', error)})"))
+                continue
             if not isinstance(record, dict):
-                raise InputError(f"manifest {path}:{n}: each line must be an object "
-                                 '{"path": ..., "label": ...}')
-            rows.append((n, _field(record.get("path")), _field(record.get("label"))))
+                rows.append((n, "", "", 'not an object {"path": ..., "label": ...}'))
+                continue
+            rows.append((n, _field(record.get("path")), _field(record.get("label")), None))
+        if rows and all(problem for *_, problem in rows):
+            raise InputError(f"manifest {path}: no line is a JSON object {{\"path\": ..., \"label\": ...}} "
+                             f"(line {rows[0][0]}: {rows[0][3]})")
         return rows
     raise InputError(f"manifest {path}: use .csv (path,label) or .jsonl ({{\"path\", \"label\"}})")
 
@@ -135,8 +142,8 @@ def _field(value: object) -> str:
     return str(value).strip()
 
 
-def _names_in_order(rows: list[tuple[int, str, str]], path: Path) -> list[str]:
-    labels = [label for _, _, label in rows if label]
+def _names_in_order(rows: list[tuple[int, str, str, str | None]], path: Path) -> list[str]:
+    labels = [label for _, _, label, _ in rows if label]
     if labels and all(label.isdigit() for label in labels):
         raise InputError(f"manifest {path} labels classes by index: give the class names (--labels-file)")
     return list(dict.fromkeys(label for label in labels if not label.isdigit()))

@@ -1,0 +1,208 @@
+"""The adversarial suite: a corpus of hostile and unlucky inputs built at test time, and every
+command run on it in a real subprocess under a memory limit (RLIMIT_AS) and a time limit.
+
+What must hold for each run: it ends in time, inside the memory limit, without a traceback (every
+stderr line is one of zsclip's own), with the documented exit status (0 all handled, 1 some inputs
+failed, 2 usage), every good input classified, and every output file whole and valid.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import resource
+import struct
+import subprocess
+import sys
+import tarfile
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and FIFOs as on Linux")
+
+#: Address space per process: torch's import and the demo model fit in about 2.5 GB here, so an
+#: image that tried to allocate gigabytes (a 1 x 200,000 strip resized: 4.7 GB) would fail loudly.
+MEMORY_LIMIT = 4 << 30
+TIME_LIMIT_S = 120
+GOOD = ("red_circle.png", "blue_square.jpg", "nested/green_triangle.png")
+
+
+def _limits() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def _zsclip(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ZSCLIP_CACHE_DIR": str(cwd / "cache"), "PYTHONIOENCODING": "utf-8"}
+    env.pop("ZSCLIP_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "zsclip", *args], cwd=cwd, env=env, preexec_fn=_limits,
+                          capture_output=True, timeout=TIME_LIMIT_S)
+
+
+def _stderr_lines(result: subprocess.CompletedProcess) -> list[str]:
+    text = result.stderr.decode("utf-8")  # decodable: names are escaped before they are printed
+    assert "Traceback" not in text, text
+    lines = text.splitlines()
+    assert all(line.startswith("zsclip: ") for line in lines), text
+    return lines
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG header declaring width x height, with almost no data behind it."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + _png_chunk(b"IEND", b""))
+
+
+def _shape(colour: str, shape: str) -> Image.Image:
+    """A clean picture from the demo model's world, so the good inputs have known answers."""
+    from zsclip.shapes import ShapeSpec, render
+
+    background = "black" if colour == "white" else "white"
+    return render(ShapeSpec(colour, shape, background, radius=0.35, centre=(0.5, 0.5), rotation=0.0), size=96)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("adversarial")
+    images = root / "images"
+    (images / "nested").mkdir(parents=True)
+    for name in GOOD:
+        _shape(*Path(name).stem.split("_")).save(images / name)
+    Image.new("L", (200_000, 1), 255).save(images / "strip.png")  # 858 bytes, 4.7 GB once resized
+    (images / "bomb.png").write_bytes(_bomb_png(100_000, 100_000))
+    (images / "empty.jpg").write_bytes(b"")
+    (images / "text.png").write_text("not an image")
+    buffer = io.BytesIO()
+    _shape("red", "circle").save(buffer, "JPEG")
+    (images / "cut.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 3])
+    (images / "folder.png").mkdir()
+    os.mkfifo(images / "fifo.png")
+    os.symlink(images / "missing.png", images / "dangling.png")
+    os.symlink(images, images / "nested" / "loop")
+    _shape("white", "star").save(os.fsdecode(bytes(images) + b"/caf\xe9.png"))
+    _shape("black", "ring").save(images / "line\nbreak\x1b[31m=1+1.png")
+
+    # text files users hand in
+    (root / "latin1.txt").write_bytes("red circle\ncaf\xe9\n".encode("latin-1"))
+    (root / "bom.txt").write_text("red circle\nblue square\ngreen triangle\n", encoding="utf-8-sig")
+    (root / "spec-templates.txt").write_text("a photo of a {:>1000000000}\n")
+    (root / "manifest.csv").write_text(
+        "path,label\n" + "".join(f"images/{name},{Path(name).stem.replace('_', ' ')}\n" for name in GOOD)
+        + 'images/text.png,red circle\n,blue square\n"images/strip.png,unterminated\n', encoding="utf-8-sig")
+    (root / "manifest.jsonl").write_text(
+        "".join(json.dumps({"path": f"images/{n}", "label": Path(n).stem.replace("_", " ")}) + "\n" for n in GOOD)
+        + "[1, 2]\nnot json\n" + json.dumps({"path": "images/bomb.png", "label": "red circle"}) + "\n")
+
+    # shards: a gzip one with the good images, a plain one with an oversized member, a cut one
+    shards = root / "shards"
+    shards.mkdir()
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w") as archive:
+        for index, name in enumerate(GOOD):
+            archive.add(images / name, arcname=f"{index:04d}.{name.rsplit('.', 1)[1]}")
+            label = f"{index}".encode()
+            info = tarfile.TarInfo(f"{index:04d}.cls")
+            info.size = len(label)
+            archive.addfile(info, io.BytesIO(label))
+    (shards / "good.tar.gz").write_bytes(gzip.compress(plain.getvalue()))
+    huge = tarfile.TarInfo("9999.png")
+    huge.size = 7 * 1024**3  # claims 7 GB; the data behind it is cut short
+    (shards / "huge.tar").write_bytes(huge.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 4096)
+    (shards / "cut.tar").write_bytes(plain.getvalue()[:1500])
+    (root / "classes.txt").write_text("red circle\nblue square\ngreen triangle\n")
+    return root
+
+
+def _rows(path: Path) -> list[dict]:
+    return list(csv.DictReader(path.open(encoding="utf-8", newline="")))
+
+
+def test_classify_the_whole_corpus(corpus):
+    out = corpus / "out.csv"
+    result = _zsclip("classify", "images", "images/**/*.png", "--labels-file", "bom.txt", "--model", "demo",
+                     "--workers", "2", "-o", str(out), cwd=corpus)
+    lines = _stderr_lines(result)
+    assert result.returncode == 1, lines
+    rows = _rows(out)
+    by_name = {row["path"]: row for row in rows}
+    for name in GOOD:
+        assert not by_name[f"images/{name}"]["error"]
+        assert by_name[f"images/{name}"]["label"] == Path(name).stem.replace("_", " ")  # BOM did not stick
+    failed = {Path(row["path"]).name for row in rows if row["error"]}
+    assert {"strip.png", "bomb.png", "empty.jpg", "text.png", "cut.jpg", "fifo.png", "dangling.png"} <= failed
+    assert any(row["path"].endswith("caf\\xe9.png") and not row["error"] for row in rows)
+    assert any("line\\nbreak\\x1b[31m=1+1.png" in row["path"] for row in rows)
+    assert len(rows) == len({row["path"] for row in rows})  # the loop and the glob added no duplicates
+    assert any("classified once" in line for line in lines)
+
+
+def test_classify_with_a_latin1_labels_file(corpus):
+    result = _zsclip("classify", "images", "--labels-file", "latin1.txt", "--model", "demo", cwd=corpus)
+    lines = _stderr_lines(result)
+    assert result.returncode == 2 and len(lines) == 1 and "latin1.txt" in lines[0] and "line 2" in lines[0]
+
+
+def test_build_with_a_format_spec_template_and_a_bad_scale(corpus):
+    result = _zsclip("build", "--labels", "a,b", "-t", "spec-templates.txt", "--model", "demo", "-o", "x.zsc",
+                     cwd=corpus)
+    assert result.returncode == 2 and len(_stderr_lines(result)) == 1
+    result = _zsclip("classify", "images", "--labels", "a,b", "--model", "demo", "--scale", "nan", cwd=corpus)
+    assert result.returncode == 2 and len(_stderr_lines(result)) == 1
+
+
+@pytest.mark.parametrize("manifest", ["manifest.csv", "manifest.jsonl"])
+def test_eval_on_manifests_with_bad_rows(corpus, manifest):
+    out = corpus / f"{manifest}.json"
+    result = _zsclip("eval", "--data", manifest, "--model", "demo", "-t", "photo", "--workers", "2",
+                     "-o", str(out), cwd=corpus)
+    lines = _stderr_lines(result)
+    assert result.returncode == 1, lines  # bad rows (no path, unterminated quote, not JSON) are error rows
+    record = json.loads(out.read_text(encoding="utf-8"))
+    assert record["num_images"] == len(GOOD) and record["metrics"]["acc1"] == 1.0
+    assert record["num_failed"] >= 1 and record["pretrained"] == "" and record["language"] == "en"
+
+
+def test_eval_on_hostile_shards(corpus):
+    out = corpus / "shards.json"
+    result = _zsclip("eval", "--data", "shards/{good.tar.gz,huge.tar,cut.tar}", "--labels-file", "classes.txt",
+                     "--model", "demo", "-t", "photo", "--workers", "0", "-o", str(out), cwd=corpus)
+    lines = _stderr_lines(result)
+    assert result.returncode == 1, lines
+    record = json.loads(out.read_text(encoding="utf-8"))
+    assert record["num_images"] >= len(GOOD) and record["metrics"]["acc1"] == 1.0
+    reasons = " ".join(failure["error"] for failure in record["failures"])
+    assert "7516192768 bytes" in reasons and "cannot read shard" in reasons
+
+
+def test_tampered_classifier_files_in_classify_and_models(corpus):
+    built = _zsclip("build", "--labels-file", "bom.txt", "-t", "photo", "--model", "demo", "-o", "shapes.zsc",
+                    cwd=corpus)
+    assert built.returncode == 0, built.stderr
+    data = (corpus / "shapes.zsc").read_bytes()
+    (corpus / "cut.zsc").write_bytes(data[: len(data) // 2])
+    result = _zsclip("classify", "images", "--classifier", "cut.zsc", cwd=corpus)
+    lines = _stderr_lines(result)
+    assert result.returncode == 2 and len(lines) == 1 and "cut.zsc" in lines[0]
+    cache = corpus / "cache"
+    cache.mkdir(exist_ok=True)
+    (cache / ("0" * 64 + ".zsc")).write_bytes(data[:200])
+    listing = _zsclip("models", "--cache-dir", str(cache), cwd=corpus)
+    assert listing.returncode == 0 and "unreadable (will be rebuilt)" in listing.stdout.decode()
+    _stderr_lines(listing)
+
+
+def test_int8_on_the_demo_model(corpus):
+    result = _zsclip("classify", "images", "--labels", "a,b", "--model", "demo", "--precision", "int8",
+                     "-o", "int8.csv", cwd=corpus)
+    lines = _stderr_lines(result)
+    assert result.returncode == 2 and len(lines) == 1 and not (corpus / "int8.csv.partial").exists()
