@@ -599,3 +599,33 @@ def test_the_library_raises_value_errors_not_torch_errors(tiny_clip, good):
 
 def test_the_module_limit_constant_is_pils_default():
     assert images_module.MAX_PIXELS == Image.MAX_IMAGE_PIXELS  # one limit, the value users know from PIL
+
+
+def test_sigmoid_models_rank_by_logits_not_saturated_probabilities():
+    weights = torch.eye(3)
+    features = torch.tensor([[0.2, 0.9, 0.5]])
+    sigmoid = zsclip.ZeroShotClassifier(weights, ["a", "b", "c"], [["a"], ["b"], ["c"]], logit_scale=1000.0,
+                                        logit_bias=10.0)
+    assert torch.all(sigmoid.probabilities(features) == 1.0)  # every class saturates in float32
+    scores, indices = sigmoid.top_k(features, 3)
+    assert indices.tolist() == [[1, 2, 0]] and scores.tolist() == [[1.0, 1.0, 1.0]]
+
+
+def test_eval_report_with_odd_file_names_is_valid(tiny_clip_dir, tmp_path):
+    root = tmp_path / "tree"
+    for name, colour in (("red", (220, 20, 20)), ("green", (20, 200, 20))):
+        (root / name).mkdir(parents=True)
+        _png(Path(os.fsdecode(bytes(root / name) + b"/caf\xe9.png")), colour=colour)
+        _png(root / name / "=1+2\n.png", colour=colour)
+    (root / "red" / "bad\x1b[2J.png").write_bytes(b"junk")
+    report, out = tmp_path / "report", tmp_path / "r.json"
+    result = _run("eval", "--data", str(root), "--model", tiny_clip_dir, "-t", "photo", "-j", "0",
+                  "--report", str(report), "-o", str(out))
+    assert result.exit_code == 1 and _one_line(result.stderr) and "\x1b" not in result.stderr, result.output
+    record = json.loads(out.read_text(encoding="utf-8"))
+    assert record["num_images"] == 4 and record["failures"][0]["path"].endswith("bad\x1b[2J.png")  # raw in JSON
+    rows = list(csv.reader((report / "predictions.csv").open(encoding="utf-8")))
+    assert len(rows) == 5 and all(not cell.startswith("=") for row in rows for cell in row)
+    assert sum(row[0].endswith("caf\\xe9.png") for row in rows) == 2
+    assert json.loads((report / "metrics.json").read_text(encoding="utf-8"))["num_failed"] == 1
+    assert "bad\x1b[2J.png" in (report / "index.html").read_text(encoding="utf-8")
