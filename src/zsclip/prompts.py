@@ -141,7 +141,12 @@ def read_labels(path: str | Path) -> list[list[str]]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputError(f"labels file {path} not found: write one class per line (synonyms: 'dog | puppy')")
-    classes = [parse_synonyms(line) for line in _read_lines(path, "labels file")]
+    classes = []
+    for number, line in _numbered_lines(path, "labels file"):
+        names = parse_synonyms(line)
+        if not names:
+            raise InputError(f"labels file {path}, line {number}: no class name in {line!r} (synonyms: 'dog | puppy')")
+        classes.append(names)
     if not classes:
         raise InputError(f"labels file {path} has no class names: write one class per line")
     return classes
@@ -189,5 +194,11 @@ def _callable_template(fn: Callable[[str], str]) -> Template:
 
 def _read_lines(path: Path, what: str) -> list[str]:
     """Non-empty lines; a line whose first non-blank character is ``#`` is a comment (``C#`` is a label)."""
+    return [line for _, line in _numbered_lines(path, what)]
+
+
+def _numbered_lines(path: Path, what: str) -> list[tuple[int, str]]:
+    """(line number, stripped text) of the lines that are neither blank nor comments."""
     text = read_text_file(path, what)
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)
+            if line.strip() and not line.lstrip().startswith("#")]
