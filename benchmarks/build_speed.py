@@ -4,6 +4,7 @@
     python benchmarks/build_speed.py --classes 1000        # the full ImageNet classifier (slow reference)
     python benchmarks/build_speed.py --precisions fp32,auto,bf16
     python benchmarks/build_speed.py --classes 1000 --reference-classes 50   # reference timed on 50
+    python benchmarks/build_speed.py --classes 1000 --device cuda --precisions fp32,auto
 
 open_clip runs every prompt through all 77 positions in batches of 800, so its cost per prompt
 does not depend on the class count: ``--reference-classes`` times it on the first N classes and
@@ -36,12 +37,13 @@ def main() -> None:
     parser.add_argument("--reference-classes", type=int, default=None,
                         help="time open_clip on only the first N classes and scale its time per prompt")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     step = max(1, len(IMAGENET_CLASSNAMES) // args.classes)
     classes = list(IMAGENET_CLASSNAMES[::step][: args.classes])
-    encoder = zsclip.load_model(args.model, pretrained=args.pretrained, device="cpu")
+    encoder = zsclip.load_model(args.model, pretrained=args.pretrained, device=args.device)
     prompts = len(classes) * len(OPENAI_IMAGENET_TEMPLATES)
     print(f"model {args.model} ({args.pretrained}), {len(classes)} classes x {len(OPENAI_IMAGENET_TEMPLATES)} "
           f"templates = {prompts} prompts, {torch.get_num_threads()} threads, torch {torch.__version__}")
@@ -51,7 +53,7 @@ def main() -> None:
     with torch.no_grad():
         reference = open_clip.build_zero_shot_classifier(
             encoder.model, encoder.tokenizer, reference_classes, OPENAI_IMAGENET_TEMPLATES,
-            num_classes_per_batch=10, device="cpu")
+            num_classes_per_batch=10, device=args.device).float().cpu()
     reference_seconds = (time.perf_counter() - start) * len(classes) / len(reference_classes)
     note = "" if len(reference_classes) == len(classes) else f", scaled from {len(reference_classes)} classes"
     print(f"open_clip build_zero_shot_classifier: {reference_seconds:8.2f} s  ({prompts / reference_seconds:7.1f} "
@@ -69,7 +71,7 @@ def main() -> None:
         weights = clf.weights[:, : len(reference_classes)]
         cosine = (weights * reference).sum(dim=0)
         agreement = ((queries @ weights).argmax(dim=1) == reference_top1).float().mean()
-        label = f"zsclip {precision} (= {resolve_precision(precision, 'cpu')})"
+        label = f"zsclip {precision} (= {resolve_precision(precision, args.device)})"
         print(f"{label:37s} {seconds:8.2f} s  ({prompts / seconds:7.1f} prompts/s)  "
               f"ratio {reference_seconds / seconds:5.1f}x  max|diff| {(weights - reference).abs().max():.2e}  "
               f"min cos {cosine.min():.6f}  top-1 agreement {agreement:.2%}")

@@ -2,6 +2,7 @@
 
     python benchmarks/classify_speed.py                     # 200 generated 1600x1200 JPEGs, ViT-B-32
     python benchmarks/classify_speed.py --images 400 --workers 2
+    python benchmarks/classify_speed.py --device cuda --images 2000 --batch-size 256 --precisions auto
 
 (a) the seed example's loop: PIL open, preprocess, batches of 64, encode, matmul, softmax;
 (b) zsclip's classify pipeline (what `zsclip classify` runs): JPEG draft decoding in DataLoader
@@ -44,16 +45,20 @@ def make_photos(folder: Path, count: int, size: tuple[int, int]) -> list[Path]:
     return paths
 
 
-def reference_loop(paths, encoder, classifier, batch_size=64) -> list[int]:
-    """The seed example, batched: what a user writes with open_clip alone."""
-    model, preprocess = encoder.model, encoder.image_transform()
+def reference_loop(paths, encoder, classifier, batch_size=64, precision="fp32") -> list[int]:
+    """The seed example, batched: what a user writes with open_clip alone (PIL in the main process,
+    then the model on ``encoder.device``, under autocast for bf16/fp16 as open_clip's own eval does)."""
+    from zsclip.precision import autocast
+
+    model, preprocess, device = encoder.model, encoder.image_transform(), encoder.device
+    weights = classifier.weights.to(device)
     top1 = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast(precision, device):
         for start in range(0, len(paths), batch_size):
-            images = torch.stack([preprocess(Image.open(p)) for p in paths[start : start + batch_size]])
-            features = model.encode_image(images)
+            images = torch.stack([preprocess(Image.open(p)) for p in paths[start : start + batch_size]]).to(device)
+            features = model.encode_image(images).float()
             features = features / features.norm(dim=-1, keepdim=True)
-            probs = (100.0 * features @ classifier.weights).softmax(dim=-1)
+            probs = (100.0 * features @ weights).softmax(dim=-1)
             top1.extend(probs.argmax(dim=-1).tolist())
     return top1
 
@@ -65,20 +70,27 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--workers", type=int, default=None, help="zsclip decode workers (default: one per core)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--precisions", default="auto,int8", help="zsclip precisions to run, comma-separated.")
+    parser.add_argument("--precisions", default=None,
+                        help="zsclip precisions to run, comma-separated (default: auto,int8 on CPU, auto on CUDA).")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--reference-precision", default="fp32", help="the open_clip loop's autocast: fp32, bf16, fp16")
+    parser.add_argument("--decode", default="auto", help="zsclip's --decode: auto, cpu or device")
     args = parser.parse_args()
+    if args.precisions is None:
+        args.precisions = "auto,int8" if args.device == "cpu" else "auto"
 
-    encoder = zsclip.load_model(args.model, pretrained=args.pretrained, device="cpu")
+    encoder = zsclip.load_model(args.model, pretrained=args.pretrained, device=args.device)
     classifier = zsclip.ZeroShotClassifier.build(encoder, LABELS, "photo", precision="fp32", cache=False)
     with tempfile.TemporaryDirectory() as folder:
         paths = make_photos(Path(folder), args.images, (1600, 1200))
         print(f"{len(paths)} JPEGs 1600x1200, model {args.model} ({args.pretrained}), {len(LABELS)} labels, "
-              f"{torch.get_num_threads()} torch threads")
+              f"{torch.get_num_threads()} torch threads, device {encoder.device}")
 
         start = time.perf_counter()
-        reference = reference_loop([str(p) for p in paths], encoder, classifier, args.batch_size)
+        reference = reference_loop([str(p) for p in paths], encoder, classifier, args.batch_size,
+                                   args.reference_precision)
         reference_rate = len(paths) / (time.perf_counter() - start)
-        print(f"open_clip loop (seed example)   {reference_rate:7.2f} images/s")
+        print(f"open_clip loop (seed example), {args.reference_precision}  {reference_rate:7.2f} images/s")
 
         pixels = torch.stack([encoder.preprocess(Image.open(p).convert("RGB")) for p in paths[: args.batch_size]])
         sources = list(expand_inputs([folder]))
@@ -92,12 +104,13 @@ def main() -> None:
                   f"ratio {model_rate / reference_rate:4.2f}x   (image tower on decoded pixels: the ceiling)")
 
             start = time.perf_counter()
-            options = zsclip.RunOptions(precision=precision, batch_size=args.batch_size, workers=args.workers)
+            options = zsclip.RunOptions(device=args.device, precision=precision, batch_size=args.batch_size,
+                                        workers=args.workers, decode=args.decode)
             predictions = list(classify_items(sources, classifier, encoder, top_k=1, scale=100.0, options=options))
             rate = len(paths) / (time.perf_counter() - start)
             ours = [LABELS.index(p.labels[0]) for p in predictions]
             agreement = np.mean(np.array(ours) == np.array(reference))
-            print(f"zsclip classify, {precision:5s}         {rate:7.2f} images/s   "
+            print(f"zsclip classify, {precision:5s} ({args.decode} decode) {rate:7.2f} images/s   "
                   f"ratio {rate / reference_rate:4.2f}x   "
                   f"top-1 agreement {agreement:.2%}", flush=True)
 

@@ -40,14 +40,17 @@ class _Folder(Dataset):
         return self.transform(Image.open(item.name).convert("RGB")), item.target
 
 
-def open_clip_loop(collection, encoder, classifier, batch_size: int) -> tuple[float, float]:
-    """open_clip_train.zero_shot.run, as written there (minus its logging)."""
-    loader = DataLoader(_Folder(collection.items, encoder.image_transform()), batch_size=batch_size, num_workers=2)
+def open_clip_loop(collection, encoder, classifier, batch_size: int, workers: int = 2) -> tuple[float, float]:
+    """open_clip_train.zero_shot.run, as written there (minus its logging), on ``encoder.device``."""
+    loader = DataLoader(_Folder(collection.items, encoder.image_transform()), batch_size=batch_size,
+                        num_workers=workers)
+    weights = classifier.weights.to(encoder.device)
     top1 = top5 = n = 0.0
     with torch.inference_mode():
         for images, target in loader:
-            features = encoder.model.encode_image(images, normalize=True)
-            logits = 100.0 * features @ classifier.weights
+            images, target = images.to(encoder.device), target.to(encoder.device)
+            features = encoder.model.encode_image(images, normalize=True).float()
+            logits = 100.0 * features @ weights
             pred = logits.topk(5, 1, True, True)[1].t()
             correct = pred.eq(target.view(1, -1).expand_as(pred))
             top1 += correct[:1].reshape(-1).float().sum().item()
@@ -62,9 +65,13 @@ def main() -> None:
     parser.add_argument("--pretrained", default="random")
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--workers", type=int, default=2, help="decode workers for both loops")
+    parser.add_argument("--precision", default="fp32",
+                        help="zsclip's precision (fp32 = the reference's, so metrics must be equal)")
     args = parser.parse_args()
-    run = RunOptions(batch_size=args.batch_size, workers=2)
-    encoder = zsclip.load_model(args.model, pretrained=args.pretrained, device="cpu")
+    run = RunOptions(device=args.device, batch_size=args.batch_size, workers=args.workers, precision=args.precision)
+    encoder = zsclip.load_model(args.model, pretrained=args.pretrained, device=args.device)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as root:
         for name in CLASSES:
@@ -80,7 +87,7 @@ def main() -> None:
 
         classifier = zsclip.ZeroShotClassifier.build(encoder, collection.classnames, "photo", cache_dir=cache)
         start = time.perf_counter()
-        ref_acc1, ref_acc5 = open_clip_loop(collection, encoder, classifier, args.batch_size)
+        ref_acc1, ref_acc5 = open_clip_loop(collection, encoder, classifier, args.batch_size, args.workers)
         reference = time.perf_counter() - start
         start = time.perf_counter()
         result = evaluate(collection, encoder, ["photo"], options=run, cache_dir=cache)

@@ -35,13 +35,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--labels", default="10,100", help="label counts to run, comma-separated")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]: both run there")
     args = parser.parse_args()
 
     model, tokenizer = vit_b32_shaped_clip()
+    model = model.to(args.device)
     processor = CLIPImageProcessor()
     encoder = zsclip.wrap(model, tokenizer, processor, name="clip-vit-b-32-shaped (random)")
     classify = pipeline("zero-shot-image-classification", model=model, tokenizer=tokenizer,
-                        image_processor=processor, device="cpu")
+                        image_processor=processor, device=args.device)
     with tempfile.TemporaryDirectory() as folder:
         paths = [str(p) for p in make_photos(Path(folder), args.images, (640, 480))]
         print(f"{len(paths)} JPEGs 640x480, transformers CLIPModel (ViT-B/32 shape), {torch.get_num_threads()} threads")

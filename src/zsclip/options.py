@@ -15,6 +15,9 @@ from .data.urls import URL_TIMEOUT_S
 from .errors import InputError
 from .precision import DEFAULT_PRECISION, PRECISIONS
 
+#: Where JPEGs can be decoded (see RunOptions.decode).
+DECODE_MODES = ("auto", "cpu", "device")
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -30,6 +33,10 @@ class RunOptions:
         draft: decode large JPEGs at a reduced scale when the model's input is small (same answers,
             a fraction of the decode time; see data/images.py).
         url_timeout: seconds a whole URL download may take (not per read).
+        decode: where JPEGs are decoded: "auto" (on the GPU when the model runs on CUDA with open_clip's
+            standard preprocessing, else on the CPU), "cpu" (PIL in the decoding workers), or
+            "device" (torchvision on the model's device, CPU included; other formats and rejected
+            files fall back to PIL). See pipeline/device_decode.py.
     """
 
     device: str = "auto"
@@ -39,6 +46,7 @@ class RunOptions:
     max_pixels: int = MAX_PIXELS
     draft: bool = True
     url_timeout: float = URL_TIMEOUT_S
+    decode: str = "auto"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -49,6 +57,8 @@ class RunOptions:
             raise InputError(f"workers {self.workers!r} must be a whole number >= 0 (0 decodes in this process)")
         if not isinstance(self.max_pixels, int) or self.max_pixels < 1:
             raise InputError(f"max pixels {self.max_pixels!r} must be a whole number >= 1")
+        if self.decode not in DECODE_MODES:
+            raise InputError(f"decode {self.decode!r}: choose one of {', '.join(DECODE_MODES)}")
         if not (isinstance(self.url_timeout, (int, float)) and 0 < self.url_timeout < float("inf")):
             raise InputError(f"URL timeout {self.url_timeout!r} must be a number of seconds > 0")
 
@@ -71,4 +81,4 @@ def default_workers() -> int:
     return max(1, min(8, cores))
 
 
-__all__ = ["RunOptions", "default_workers"]
+__all__ = ["DECODE_MODES", "RunOptions", "default_workers"]

@@ -37,7 +37,7 @@ from .common import (
 @image_options
 @scale_option
 def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, model, pretrained, device,
-             precision, cache_dir, no_cache, batch_size, workers, max_pixels, url_timeout, scale) -> None:
+             precision, cache_dir, no_cache, batch_size, workers, max_pixels, decode, url_timeout, scale) -> None:
     """Classify images into the classes you name.
 
     INPUTS are image files, folders (searched recursively), quoted glob patterns ("shots/**/*.jpg"),
@@ -67,7 +67,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
 
     Exit status: 0 all classified, 1 some inputs failed, 2 usage error, 130 interrupted.
     """
-    options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout)
+    options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
     arguments = [sys.stdin if item == "-" else item for item in inputs]
     sources, duplicates = unique_sources(source for item in arguments for source in _expand(item))
     if not sources:

@@ -12,7 +12,7 @@ from ..classifier.zeroshot import checked_scale
 from ..data.images import MAX_PIXELS
 from ..data.urls import URL_TIMEOUT_S
 from ..errors import InputError, ZsclipError
-from ..options import RunOptions
+from ..options import DECODE_MODES, RunOptions
 from ..outputs.text import printable
 from ..precision import DEFAULT_PRECISION, PRECISIONS
 from ..prompts import TEMPLATE_SETS, parse_labels, read_labels
@@ -97,6 +97,10 @@ def image_options(function):
                      help="The one image size limit, in pixels: checked in the file's header (decompression "
                           "bombs) and again after any resize; also refused: sides more than 50:1. Raise it to "
                           "open larger images."),
+        click.option("--decode", type=click.Choice(DECODE_MODES), default="auto", show_default=True,
+                     help="Where JPEGs are decoded: auto = on the GPU (nvJPEG) when the model runs on CUDA with "
+                          "open_clip's standard preprocessing, else cpu (PIL in the --workers processes); device "
+                          "forces torchvision decoding on the model's device. Other formats always use PIL."),
         click.option("--url-timeout", default=URL_TIMEOUT_S, show_default=True,
                      type=click.FloatRange(min=0, min_open=True, max=3600),
                      help="Seconds a whole URL download may take (http/https only, at most 5 redirects)."),
@@ -105,11 +109,11 @@ def image_options(function):
 
 def run_options(device: str = "auto", precision: str = DEFAULT_PRECISION, batch_size: int = 64,
                 workers: int | None = None, max_pixels: int = MAX_PIXELS,
-                url_timeout: float = URL_TIMEOUT_S) -> RunOptions:
+                url_timeout: float = URL_TIMEOUT_S, decode: str = "auto") -> RunOptions:
     """The run's settings, resolved once from the command's options."""
     with usage_errors():
         return RunOptions(device=device, precision=precision, batch_size=batch_size, workers=workers,
-                          max_pixels=max_pixels, url_timeout=url_timeout)
+                          max_pixels=max_pixels, url_timeout=url_timeout, decode=decode)
 
 
 def scale_option(function):

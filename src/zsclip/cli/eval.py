@@ -36,7 +36,7 @@ from .common import image_options, model_options, run_options, usage_errors
 @model_options
 @image_options
 def eval_command(data, dataset, labels_file, templates, output, report_dir, model, pretrained, device, precision,
-                 cache_dir, no_cache, batch_size, workers, max_pixels, url_timeout) -> None:
+                 cache_dir, no_cache, batch_size, workers, max_pixels, decode, url_timeout) -> None:
     """Measure zero-shot accuracy on labelled images: acc1, acc5, mean per-class recall.
 
     \b
@@ -51,7 +51,7 @@ def eval_command(data, dataset, labels_file, templates, output, report_dir, mode
     and exit 1. Templates, labels and the -o / --report places are checked before the pass starts.
     Manifests and labels files are UTF-8 (a BOM is fine); a line starting with # is a comment.
     """
-    options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout)
+    options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
     model, pretrained = default_weights(model, pretrained)
     with usage_errors():
         template_sets = [name.strip() for name in templates.split(",") if name.strip()]

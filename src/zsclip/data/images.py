@@ -80,6 +80,31 @@ def load_image(
         raise ImageReadError(f"cannot read file: {error.strerror or error}") from None
 
 
+def read_image_bytes(source: str | os.PathLike, max_bytes: int = MAX_DOWNLOAD_BYTES * 5,
+                     timeout: float = URL_TIMEOUT_S) -> bytes:
+    """The raw bytes of an image file or URL, undecoded (for decoders elsewhere, e.g. on a GPU),
+    with the same refusals as ``load_image``: empty files, FIFOs, folders, files over ``max_bytes``."""
+    source = os.fspath(source)
+    if is_url(source):
+        return fetch_url(source, min(max_bytes, MAX_DOWNLOAD_BYTES), timeout)
+    try:
+        size = os.path.getsize(source)
+        if size == 0:
+            raise ImageReadError("empty file")
+        if size > max_bytes:
+            raise ImageReadError(f"file is {size} bytes, over the {max_bytes}-byte limit for one image")
+        with open(source, "rb") as handle:
+            return handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise ImageReadError("no such file (or a broken link)") from None
+    except IsADirectoryError:
+        raise ImageReadError("is a directory, not an image file") from None
+    except PermissionError:
+        raise ImageReadError("permission denied") from None
+    except OSError as error:
+        raise ImageReadError(f"cannot read file: {error.strerror or error}") from None
+
+
 def decode_bytes(data: bytes, target_size: int | None = None, max_pixels: int = MAX_PIXELS, *,
                  draft: bool = True) -> Image.Image:
     """Decode an in-memory image file (downloads, archive members, uploads)."""

@@ -13,11 +13,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from ..data.images import MAX_PIXELS, check_size, decode_bytes, load_image, to_rgb
+from ..data.images import MAX_PIXELS, check_size, decode_bytes, load_image, read_image_bytes, to_rgb
 from ..data.shards import IMAGE_KEYS, sample_target, shard_samples
 from ..data.sources import Source
 from ..data.urls import URL_TIMEOUT_S
 from ..errors import ImageReadError
+from .device_decode import JpegBytes, read_for_device
 
 #: What the pipeline decodes: a source (path or URL, maybe carrying an error) or an image already in memory.
 Item = Source | Image.Image
@@ -40,8 +41,10 @@ class DecodedBatches(Dataset):
         max_pixels: int = MAX_PIXELS,
         draft: bool = True,
         url_timeout: float = URL_TIMEOUT_S,
+        device_decode: bool = False,
     ) -> None:
         self.items = list(items)
+        self.device_decode = device_decode
         self.batch_size = batch_size
         self.transform = transform
         self.target_size = target_size
@@ -57,25 +60,45 @@ class DecodedBatches(Dataset):
         items = self.items[start : start + self.batch_size]
         errors: list[str | None] = []
         pixels = []
+        kinds: list[str] = []  # per item: "pixels" (decoded here), "jpeg" (bytes for the device), "error"
+        jpegs: list[torch.Tensor] = []
+        orientations: list[int] = []
         for item in items:
             error = item.error if isinstance(item, Source) else None
+            kind = "error"
             if error is None:
                 try:
-                    if isinstance(item, Source):
-                        image = load_image(item.name, self.target_size, self.max_pixels, timeout=self.url_timeout,
-                                           draft=self.draft)
+                    if isinstance(item, Source) and self.device_decode:
+                        read = read_for_device(read_image_bytes(item.name, timeout=self.url_timeout), self.target_size,
+                                               self.max_pixels, self.transform, self.draft)
+                        if isinstance(read, JpegBytes):
+                            jpegs.append(read.data)
+                            orientations.append(read.orientation)
+                            kind = "jpeg"
+                        else:
+                            pixels.append(read)
+                            kind = "pixels"
                     else:
-                        check_size(*item.size, self.target_size, self.max_pixels)
-                        image = to_rgb(item)
-                    pixels.append(self.transform(image))
+                        if isinstance(item, Source):
+                            image = load_image(item.name, self.target_size, self.max_pixels,
+                                               timeout=self.url_timeout, draft=self.draft)
+                        else:
+                            check_size(*item.size, self.target_size, self.max_pixels)
+                            image = to_rgb(item)
+                        pixels.append(self.transform(image))
+                        kind = "pixels"
                 except ImageReadError as failure:
                     error = str(failure)
                 except Exception as failure:  # a transform bug on one odd image must not end the batch
                     error = f"preprocessing failed: {type(failure).__name__}: {failure}"
             errors.append(error)
+            kinds.append(kind)
         stacked = torch.stack(pixels) if pixels else torch.empty(0)
         names = [item_name(item, start + i) for i, item in enumerate(items)]
-        return {"names": names, "errors": errors, "pixels": stacked}
+        batch = {"names": names, "errors": errors, "pixels": stacked}
+        if self.device_decode:
+            batch.update(kinds=kinds, jpegs=jpegs, orientations=orientations)
+        return batch
 
 
 class ShardBatches(IterableDataset):

@@ -14,9 +14,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.collections import LabelledCollection
+from ..data.images import decode_bytes
 from ..encoders.base import Encoder
+from ..errors import InputError
 from ..options import RunOptions
 from .decode import DecodedBatches, Item, ShardBatches
+from .device_decode import (
+    DevicePreprocessing,
+    JpegBytes,
+    decode_on_device,
+    device_decoding_supported,
+    device_preprocessing,
+)
 
 
 def feature_batches(
@@ -27,10 +36,57 @@ def feature_batches(
     """Per batch, in input order: item names, their errors (None = decoded), and the normalised
     features [n_ok, D] of the decoded ones."""
     options = options or RunOptions()
-    dataset = DecodedBatches(items, options.batch_size, encoder.image_transform(), encoder.image_size,
-                             options.max_pixels, options.draft, options.url_timeout)
-    for batch, features in _encoded(dataset, encoder, _workers_for(options, len(dataset)), options.precision):
+    transform = encoder.image_transform()
+    on_device = device_preprocessing_for(encoder, options, transform)
+    dataset = DecodedBatches(items, options.batch_size, transform, encoder.image_size, options.max_pixels,
+                             options.draft, options.url_timeout, device_decode=on_device is not None)
+    assemble = None
+    if on_device is not None:
+        def fallback(data: bytes) -> torch.Tensor:
+            return transform(decode_bytes(data, encoder.image_size, options.max_pixels, draft=options.draft))
+
+        def assemble(batch: dict) -> torch.Tensor:
+            return assemble_batch(batch, encoder.device, on_device, fallback)
+
+    for batch, features in _encoded(dataset, encoder, _workers_for(options, len(dataset)), options.precision,
+                                    assemble):
         yield batch["names"], batch["errors"], features
+
+
+def device_preprocessing_for(encoder: Encoder, options: RunOptions, transform) -> DevicePreprocessing | None:
+    """The device preprocessing this run uses, or None for the CPU path (see ``RunOptions.decode``)."""
+    if options.decode == "cpu" or not device_decoding_supported(encoder.device):
+        if options.decode == "device" and not device_decoding_supported(encoder.device):
+            raise InputError(f"decode=device: JPEGs cannot be decoded on {encoder.device}; use decode=cpu")
+        return None
+    if options.decode == "auto" and encoder.device.type != "cuda":
+        return None
+    preprocessing = device_preprocessing(transform)
+    if preprocessing is None and options.decode == "device":
+        raise InputError(f"decode=device: {encoder.name}'s preprocessing is not open_clip's standard resize/crop/"
+                         "normalise, so it cannot be moved to the device; use decode=cpu (or auto)")
+    return preprocessing
+
+
+def assemble_batch(batch: dict, device: torch.device, preprocessing: DevicePreprocessing,
+                   fallback) -> torch.Tensor:
+    """The batch's pixels in item order on ``device``: JPEG bytes decoded there, images the workers
+    decoded copied over; a JPEG that fails both decoders becomes an error in ``batch["errors"]``."""
+    jpegs = [JpegBytes(data, orientation) for data, orientation in zip(batch["jpegs"], batch["orientations"],
+                                                                       strict=True)]
+    decoded = iter(decode_on_device(jpegs, device, preprocessing, fallback))
+    decoded_here = iter(batch["pixels"])
+    ordered = []
+    for index, kind in enumerate(batch["kinds"]):
+        if kind == "pixels":
+            ordered.append(next(decoded_here).to(device, non_blocking=True))
+        elif kind == "jpeg":
+            result = next(decoded)
+            if isinstance(result, str):
+                batch["errors"][index] = result
+            else:
+                ordered.append(result)
+    return torch.stack(ordered) if ordered else torch.empty(0)
 
 
 def labelled_feature_batches(
@@ -60,12 +116,14 @@ def _workers_for(options: RunOptions, batches: int) -> int:
     return 0 if batches <= 1 else min(options.decode_workers, batches)
 
 
-def _encoded(dataset: Dataset, encoder: Encoder, workers: int, precision: str) -> Iterator[tuple[dict, torch.Tensor]]:
+def _encoded(dataset: Dataset, encoder: Encoder, workers: int, precision: str,
+             assemble=None) -> Iterator[tuple[dict, torch.Tensor]]:
     """Each batch the dataset yields (decoded in ``workers`` processes) with the normalised
-    features [n_ok, D] of its decoded images."""
+    features [n_ok, D] of its decoded images; ``assemble`` finishes batches whose JPEGs are
+    decoded on the device. Batches are pinned on CUDA, so copies to the GPU are asynchronous."""
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                         pin_memory=encoder.device.type == "cuda", prefetch_factor=2 if workers else None)
     for batch in loader:
-        pixels = batch["pixels"]
+        pixels = assemble(batch) if assemble is not None else batch["pixels"]
         features = encoder.encode_images(pixels, precision) if len(pixels) else torch.empty(0, encoder.embed_dim)
         yield batch, features
