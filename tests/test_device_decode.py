@@ -5,6 +5,7 @@ dispatch, the fallbacks and the tensor preprocessing; the CUDA run itself is gua
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +179,25 @@ def test_cuda_device_decoding_agrees_with_the_cpu_path(jpegs):
                                  options=zsclip.RunOptions(device="cuda", decode="cpu")))
     assert [p.labels for p in on_gpu] == [p.labels for p in on_cpu]
     assert [p.error is None for p in on_gpu] == [p.error is None for p in on_cpu]
+
+
+def test_shards_decode_on_the_device_with_the_same_metrics(demo, jpegs, tmp_path):
+    import tarfile
+
+    labels = [line for line in (EXAMPLES / "labels.txt").read_text().splitlines() if line and line[0] != "#"]
+    shard = tmp_path / "shard.tar"
+    with tarfile.open(shard, "w") as archive:
+        for index, path in enumerate(sorted(jpegs.glob("*"))):
+            stem = path.stem.split("_", 1)[1] if path.stem.startswith(("cmyk_", "png_")) else path.stem
+            archive.add(path, arcname=f"{index:04d}{path.suffix}")
+            label = stem.replace("_", " ").encode()
+            info = tarfile.TarInfo(f"{index:04d}.txt")
+            info.size = len(label)
+            archive.addfile(info, io.BytesIO(label))
+    collection = zsclip.data.shards.webdataset(str(shard), labels)
+    results = {mode: zsclip.evaluate(collection, demo, "photo", options=zsclip.RunOptions(decode=mode, workers=0,
+                                                                                             precision="fp32"))
+               for mode in ("cpu", "device")}
+    assert results["device"].metrics["photo"]["acc1"] == results["cpu"].metrics["photo"]["acc1"] == 1.0
+    assert results["device"].num_images == results["cpu"].num_images == 12
+    assert [f["error"] for f in results["device"].failures] and len(results["device"].failures) == 1

@@ -114,10 +114,12 @@ class ShardBatches(IterableDataset):
         target_size: int | None = None,
         max_pixels: int = MAX_PIXELS,
         draft: bool = True,
+        device_decode: bool = False,
     ) -> None:
         self.shards, self.classnames = list(shards), list(classnames)
         self.batch_size, self.transform = batch_size, transform
         self.target_size, self.max_pixels, self.draft = target_size, max_pixels, draft
+        self.device_decode = device_decode
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -128,10 +130,10 @@ class ShardBatches(IterableDataset):
             for name, fields, error in shard_samples(shard):
                 batch.append(self._decode(name, fields, error, lookup))
                 if len(batch) == self.batch_size:
-                    yield _collate(batch)
+                    yield _collate(batch, self.device_decode)
                     batch = []
         if batch:
-            yield _collate(batch)
+            yield _collate(batch, self.device_decode)
 
     def _decode(self, name, fields, error, lookup):
         if error is not None:
@@ -141,6 +143,9 @@ class ShardBatches(IterableDataset):
             data = next((fields[key] for key in IMAGE_KEYS if key in fields), None)
             if data is None:
                 raise ValueError(f"no image ({', '.join(IMAGE_KEYS)})")
+            if self.device_decode:
+                return name, target, read_for_device(data, self.target_size, self.max_pixels, self.transform,
+                                                     self.draft), None
             return name, target, self.transform(decode_bytes(data, self.target_size, self.max_pixels,
                                                                      draft=self.draft)), None
         except (ImageReadError, ValueError) as failure:
@@ -149,7 +154,14 @@ class ShardBatches(IterableDataset):
             return name, -1, None, f"preprocessing failed: {type(failure).__name__}: {failure}"
 
 
-def _collate(batch: list[tuple[str, int, torch.Tensor | None, str | None]]) -> dict:
-    pixels = [p for _, _, p, _ in batch if p is not None]
-    return {"names": [n for n, _, _, _ in batch], "targets": [t for _, t, _, _ in batch],
-            "errors": [e for _, _, _, e in batch], "pixels": torch.stack(pixels) if pixels else torch.empty(0)}
+def _collate(batch: list[tuple[str, int, torch.Tensor | JpegBytes | None, str | None]],
+             device_decode: bool = False) -> dict:
+    pixels = [p for _, _, p, _ in batch if isinstance(p, torch.Tensor)]
+    collated = {"names": [n for n, _, _, _ in batch], "targets": [t for _, t, _, _ in batch],
+                "errors": [e for _, _, _, e in batch], "pixels": torch.stack(pixels) if pixels else torch.empty(0)}
+    if device_decode:
+        jpegs = [p for _, _, p, _ in batch if isinstance(p, JpegBytes)]
+        collated.update(kinds=["jpeg" if isinstance(p, JpegBytes) else "pixels" if p is not None else "error"
+                               for _, _, p, _ in batch],
+                        jpegs=[j.data for j in jpegs], orientations=[j.orientation for j in jpegs])
+    return collated

@@ -40,17 +40,20 @@ def feature_batches(
     on_device = device_preprocessing_for(encoder, options, transform)
     dataset = DecodedBatches(items, options.batch_size, transform, encoder.image_size, options.max_pixels,
                              options.draft, options.url_timeout, device_decode=on_device is not None)
-    assemble = None
-    if on_device is not None:
-        def fallback(data: bytes) -> torch.Tensor:
-            return transform(decode_bytes(data, encoder.image_size, options.max_pixels, draft=options.draft))
-
-        def assemble(batch: dict) -> torch.Tensor:
-            return assemble_batch(batch, encoder.device, on_device, fallback)
-
     for batch, features in _encoded(dataset, encoder, _workers_for(options, len(dataset)), options.precision,
-                                    assemble):
+                                    _assembler(encoder, options, transform, on_device)):
         yield batch["names"], batch["errors"], features
+
+
+def _assembler(encoder: Encoder, options: RunOptions, transform, on_device: DevicePreprocessing | None):
+    """The function that finishes device-decoded batches, or None on the CPU path."""
+    if on_device is None:
+        return None
+
+    def fallback(data: bytes) -> torch.Tensor:
+        return transform(decode_bytes(data, encoder.image_size, options.max_pixels, draft=options.draft))
+
+    return lambda batch: assemble_batch(batch, encoder.device, on_device, fallback)
 
 
 def device_preprocessing_for(encoder: Encoder, options: RunOptions, transform) -> DevicePreprocessing | None:
@@ -103,10 +106,13 @@ def labelled_feature_batches(
             yield names, errors, targets[position : position + len(names)], features
             position += len(names)
         return
-    dataset = ShardBatches(collection.shards, collection.classnames, options.batch_size, encoder.image_transform(),
-                           encoder.image_size, options.max_pixels, options.draft)
+    transform = encoder.image_transform()
+    on_device = device_preprocessing_for(encoder, options, transform)
+    dataset = ShardBatches(collection.shards, collection.classnames, options.batch_size, transform,
+                           encoder.image_size, options.max_pixels, options.draft, device_decode=on_device is not None)
     workers = min(options.decode_workers, len(collection.shards))
-    for batch, features in _encoded(dataset, encoder, workers, options.precision):
+    for batch, features in _encoded(dataset, encoder, workers, options.precision,
+                                    _assembler(encoder, options, transform, on_device)):
         yield batch["names"], batch["errors"], batch["targets"], features
 
 
