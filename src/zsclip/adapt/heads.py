@@ -39,8 +39,8 @@ from .features import LabelledFeatures, check_shots
 LINEAR_LAMBDAS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 #: Tip-Adapter grid: residual weight alpha (in units of the classifier's logits at logit scale 100,
 #: rescaled to the model's own scale) and sharpness beta. alpha 0 is the zero-shot classifier.
-TIP_ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-TIP_BETAS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+TIP_ALPHAS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
+TIP_BETAS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 TIP_FORMAT = _FILE_FORMAT + "+tip-adapter"
 MAX_FOLDS = 5
 
