@@ -163,12 +163,11 @@ class TipAdapterClassifier(ZeroShotClassifier):
     beta: float = 1.0
 
     def logits(self, image_features: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+        zero_shot = super().logits(image_features, scale)  # the same operations as the zero-shot classifier
         scale = self.logit_scale if scale is None else scale
-        features = image_features.float()
-        affinity = torch.exp(-self.beta * (1 - features @ self.cache_keys.T))
+        affinity = torch.exp(-self.beta * (1 - image_features.float() @ self.cache_keys.T))
         cache = affinity @ F.one_hot(self.cache_values, len(self.classnames)).float()
-        logits = scale * (features @ self.weights) + (scale / self.logit_scale) * self.alpha * cache
-        return logits + self.logit_bias if self.logit_bias is not None else logits
+        return zero_shot + (scale / self.logit_scale) * self.alpha * cache
 
     def save(self, path: str | os.PathLike) -> Path:
         """safetensors (weights, cache_keys, cache_values) + JSON metadata, atomically."""
