@@ -4,15 +4,21 @@ The demo model (``--model demo``) was trained only on images drawn here, so this
 users and tests make images it can classify: ``render`` one image, ``sample_specs`` random ones,
 ``write_dataset`` a labelled folder that ``zsclip eval`` reads. Some colour-shape combinations
 (``HELD_OUT``) never appeared in training; classifying them is true zero-shot.
+
+``STYLES`` are distribution shifts the model never saw (outlined shapes, textured backgrounds,
+pixel noise, tiny shapes), combinable with "+" ("outline+noise"): they make the few-shot
+adaptation task (``zsclip adapt``) and the shifted test set its robustness is measured on.
+The default style "plain" draws exactly what the model was trained on.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +46,12 @@ HELD_OUT: tuple[tuple[str, str], ...] = (
 
 Split = Literal["all", "seen", "held-out"]
 LabelKind = Literal["both", "colour", "shape"]
+Style = str  # "plain", one of STYLES, or several joined by "+"
+#: Distribution shifts; "plain" is the training distribution.
+STYLES: tuple[str, ...] = ("plain", "outline", "texture", "noise", "tiny")
+NOISE_SIGMA = 40.0  # per-pixel Gaussian noise of style "noise", in RGB levels
+TINY_SCALE = 0.45  # radius factor of style "tiny"
+OUTLINE_WIDTH = 0.06  # stroke width of style "outline", relative to the side
 COLOUR_JITTER = 18  # +- per RGB channel
 CROSS_ARM = 0.36  # half a cross's arm width, relative to its arm length
 
@@ -144,8 +156,51 @@ def _cross(cx: float, cy: float, r: float, rotation: float) -> list[tuple[float,
     return [(cx + x * cos - y * sin, cy + x * sin + y * cos) for x, y in outline]
 
 
-def render(spec: ShapeSpec, size: int = 64, supersample: int = 4) -> Image.Image:
-    """Draw ``spec`` as a ``size`` x ``size`` RGB image (drawn larger, then downsampled, for smooth edges)."""
+def parse_style(style: Style) -> frozenset[str]:
+    """The set of shifts named by ``style`` ("plain" is the empty set); unknown names are refused."""
+    parts = frozenset(part.strip() for part in str(style).split("+")) - {"plain"}
+    unknown = sorted(part for part in parts if part not in STYLES)
+    if unknown or not str(style).strip():
+        raise ValueError(f"unknown style {style!r}: use {', '.join(STYLES)}, or several joined by '+' "
+                         "(e.g. 'outline+noise')")
+    return parts
+
+
+def render(spec: ShapeSpec, size: int = 64, supersample: int = 4, *, style: Style = "plain") -> Image.Image:
+    """Draw ``spec`` as a ``size`` x ``size`` RGB image (drawn larger, then downsampled, for smooth edges).
+
+    ``style`` adds distribution shifts (see ``STYLES``); any randomness they need (noise, texture
+    phase) is seeded from the spec, so a spec and style always give the same image.
+    """
+    shifts = parse_style(style)
+    if not shifts:
+        return _render_plain(spec, size, supersample)
+    if "tiny" in shifts:
+        spec = replace(spec, radius=spec.radius * TINY_SCALE)
+    side = size * supersample
+    background = _rgb(spec.background, spec.background_tint)
+    colour = _rgb(spec.colour, spec.tint)
+    rng = random.Random(_style_seed(spec))
+    image = Image.new("RGB", (side, side), background)
+    draw = ImageDraw.Draw(image)
+    if "texture" in shifts:
+        _stripes(draw, side, background, rng)
+    cx, cy, r = spec.centre[0] * side, spec.centre[1] * side, spec.radius * side
+    if "outline" in shifts:
+        _draw_outline(draw, spec, cx, cy, r, colour, max(1, round(OUTLINE_WIDTH * side)))
+    else:
+        _draw_filled(draw, spec, cx, cy, r, colour, background)
+    image = image.resize((size, size), Image.Resampling.LANCZOS) if supersample > 1 else image
+    if "noise" in shifts:
+        import numpy as np
+
+        noise = np.random.default_rng(rng.getrandbits(64)).normal(0.0, NOISE_SIGMA, (size, size, 3))
+        image = Image.fromarray(np.clip(np.asarray(image, dtype=np.float64) + noise, 0, 255).round().astype(np.uint8))
+    return image
+
+
+def _render_plain(spec: ShapeSpec, size: int, supersample: int) -> Image.Image:
+    """The training distribution, drawn exactly as the demo model saw it."""
     side = size * supersample
     background = _rgb(spec.background, spec.background_tint)
     colour = _rgb(spec.colour, spec.tint)
@@ -173,6 +228,62 @@ def render(spec: ShapeSpec, size: int = 64, supersample: int = 4) -> Image.Image
     return image.resize((size, size), Image.Resampling.LANCZOS) if supersample > 1 else image
 
 
+def _style_seed(spec: ShapeSpec) -> int:
+    """A seed from the spec's content (stable across processes, unlike ``hash``)."""
+    return int.from_bytes(hashlib.sha256(repr(spec).encode()).digest()[:8], "big")
+
+
+def _stripes(draw: ImageDraw.ImageDraw, side: int, background: tuple[int, int, int], rng: random.Random) -> None:
+    """Diagonal stripes of a lighter or darker shade of the background, at a random angle and pitch."""
+    shade = tuple(int(v * 0.55) if sum(background) > 380 else int(v + (255 - v) * 0.45) for v in background)
+    angle = math.radians(rng.uniform(0, 180))
+    pitch = side * rng.uniform(0.08, 0.16)
+    dx, dy = math.cos(angle), math.sin(angle)  # along the stripes
+    nx, ny = -dy, dx  # across them
+    half = side * 1.5
+    offset = -half + rng.uniform(0, pitch)
+    while offset < half:
+        cx, cy = side / 2 + nx * offset, side / 2 + ny * offset
+        draw.line((cx - dx * half, cy - dy * half, cx + dx * half, cy + dy * half), fill=shade,
+                  width=max(1, round(pitch / 2)))
+        offset += pitch
+
+
+def _draw_filled(draw, spec: ShapeSpec, cx: float, cy: float, r: float, colour, background) -> None:
+    if spec.shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+    elif spec.shape == "ring":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+        inner = r * 0.6
+        draw.ellipse((cx - inner, cy - inner, cx + inner, cy + inner), fill=background)
+    else:
+        _polygon(draw, spec, cx, cy, r, fill=colour)
+
+
+def _draw_outline(draw, spec: ShapeSpec, cx: float, cy: float, r: float, colour, width: int) -> None:
+    if spec.shape in ("circle", "ring"):
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=colour, width=width)
+        if spec.shape == "ring":
+            inner = r * 0.6
+            draw.ellipse((cx - inner, cy - inner, cx + inner, cy + inner), outline=colour, width=width)
+    else:
+        _polygon(draw, spec, cx, cy, r, outline=colour, width=width)
+
+
+def _polygon(draw, spec: ShapeSpec, cx: float, cy: float, r: float, **paint) -> None:
+    """A polygonal shape with the plain renderer's geometry; ``paint`` is fill= or outline= and width=."""
+    if spec.shape == "square":
+        draw.regular_polygon((cx, cy, r), 4, rotation=spec.rotation, **paint)
+    elif spec.shape == "triangle":
+        draw.regular_polygon((cx, cy, r), 3, rotation=spec.rotation, **paint)
+    elif spec.shape == "star":
+        draw.polygon(_star(cx, cy, r, spec.rotation), **paint)
+    elif spec.shape == "cross":
+        draw.polygon(_cross(cx, cy, r * 0.95, spec.rotation), **paint)
+    else:
+        raise ValueError(f"unknown shape {spec.shape!r}: use one of {', '.join(SHAPES)}")
+
+
 def write_dataset(
     out_dir: str | Path,
     per_class: int,
@@ -180,13 +291,19 @@ def write_dataset(
     split: Split = "all",
     label: LabelKind = "both",
     size: int = 64,
+    *,
+    style: Style = "plain",
 ) -> Path:
     """Write ``per_class`` images of every colour-shape pair in ``split`` as PNGs, plus
     ``manifest.csv`` (path,label) and ``labels.txt`` (every class of the ``label`` kind, all 48,
     8 or 6 of them, so held-out images are scored against the full label set).
 
+    ``style`` draws every image in that style (``STYLES``); the scenes (pairs, sizes, places) are
+    the same for every style at one seed, so only the style differs between two sets.
+
     Returns the manifest's path: ``zsclip eval --data DIR/manifest.csv --labels-file DIR/labels.txt``.
     """
+    parse_style(style)  # refuse an unknown style before writing anything
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -195,7 +312,7 @@ def write_dataset(
         for index in range(per_class):
             spec = sample_spec(rng, [(colour, shape)])
             name = f"images/{colour}_{shape}_{index:04d}.png"
-            render(spec, size).save(out / name)
+            render(spec, size, style=style).save(out / name)
             rows.append((name, label_of(spec, label)))
     manifest = out / "manifest.csv"
     with manifest.open("w", newline="") as handle:
@@ -220,16 +337,23 @@ def _main() -> None:
     @click.option("--label", type=click.Choice(["both", "colour", "shape"]), default="both", show_default=True,
                   help='How images are labelled: "red star", "red" or "star".')
     @click.option("--size", default=64, show_default=True, type=click.IntRange(min=16), help="Image side in pixels.")
-    def generate(out_dir, per_class, seed, split, label, size) -> None:
+    @click.option("--style", default="plain", show_default=True,
+                  help=f"Distribution shift: {', '.join(STYLES)}, or several joined by '+' (outline+tiny).")
+    def generate(out_dir, per_class, seed, split, label, size, style) -> None:
         """Draw a labelled set of synthetic shapes images (the world the demo model knows).
 
         \b
         Writes OUT_DIR/images/*.png, OUT_DIR/manifest.csv and OUT_DIR/labels.txt; evaluate with
           zsclip eval --data OUT_DIR/manifest.csv --labels-file OUT_DIR/labels.txt --model demo
         """
-        manifest = write_dataset(out_dir, per_class, seed, split, label, size)
+        try:
+            parse_style(style)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--style") from None
+        manifest = write_dataset(out_dir, per_class, seed, split, label, size, style=style)
         count = per_class * len(combinations(split))
-        click.echo(f"wrote {count} images of {split} pairs labelled by {label} to {manifest.parent}; evaluate with\n"
+        click.echo(f"wrote {count} {style} images of {split} pairs labelled by {label} to {manifest.parent}; "
+                   "evaluate with\n"
                    f"  zsclip eval --data {manifest} --labels-file {manifest.parent / 'labels.txt'} --model demo")
 
     generate()
