@@ -29,7 +29,7 @@ from zsclip.adapt import encode_collection, linear_probe, sweep_heads, tip_adapt
 from zsclip.adapt.finetune import FineTuneSettings, encode_pixels, finetune, load_pixels
 from zsclip.adapt.report import plot_sweep
 from zsclip.adapt.wise import DEFAULT_ALPHAS
-from zsclip.datasets import manifest
+from zsclip.data.collections import manifest
 
 FINETUNE_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 

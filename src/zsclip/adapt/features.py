@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,12 +23,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..cache import cache_dir as default_cache_dir
-from ..datasets import LabelledCollection
+from ..classifier.cache import cache_dir as default_cache_dir
+from ..data.collections import LabelledCollection
+from ..data.images import MAX_PIXELS
 from ..encoders.base import Encoder
 from ..errors import InputError, ZsclipWarning
-from ..images import MAX_PIXELS
-from ..pipeline import labelled_feature_batches
+from ..options import RunOptions
+from ..outputs.atomic import atomic_path
+from ..pipeline.features import labelled_feature_batches
 from ..precision import resolve_precision
 
 _FORMAT = "zsclip-features/1"
@@ -136,9 +137,9 @@ def encode_collection(
     features, targets, names, failures = [], [], [], []
     total = len(collection.items) or None
     with tqdm(total=total, unit="img", desc="encoding images", disable=not progress, leave=False) as bar:
+        options = RunOptions(batch_size=batch_size, workers=workers, precision=precision, max_pixels=max_pixels)
         for batch_names, errors, batch_targets, batch_features in labelled_feature_batches(
-                collection, encoder, batch_size=batch_size, workers=workers, precision=precision,
-                max_pixels=max_pixels):
+                collection, encoder, options):
             for name, error, target in zip(batch_names, errors, batch_targets, strict=True):
                 if error is None:
                     names.append(name)
@@ -166,16 +167,9 @@ def _store(data: LabelledFeatures, path: Path) -> None:
                 "failures": data.failures}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # TODO(merge): use zsclip.outputs.atomic
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
+        with atomic_path(path) as temporary:
             save_file({"features": data.features.contiguous(), "targets": data.targets.contiguous()}, temporary,
                       metadata={"zsclip": json.dumps(metadata, ensure_ascii=False)})
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
     except OSError as error:  # a read-only or full cache must not fail the run
         warnings.warn(f"could not write feature cache {path}: {error}", ZsclipWarning, stacklevel=3)
 

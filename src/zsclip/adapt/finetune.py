@@ -34,9 +34,9 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..classifier import ZeroShotClassifier
+from ..data.images import load_image
 from ..encoders.base import Encoder
-from ..errors import InputError
-from ..images import ImageReadError, load_image
+from ..errors import ImageReadError, InputError
 from .features import LabelledFeatures
 from .wise import check_alpha, mix_state_dicts
 

@@ -21,18 +21,18 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..classifier import _FILE_FORMAT, ZeroShotClassifier
+from ..classifier.zeroshot import TIP_ADAPTER_FORMAT, ZeroShotClassifier
 from ..errors import ClassifierFileError, InputError
+from ..outputs.atomic import atomic_path
 from .features import LabelledFeatures, check_shots
 
 #: Penalties tried for the linear probe (per shot-averaged cross-entropy); a huge one is zero-shot.
@@ -41,7 +41,7 @@ LINEAR_LAMBDAS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 #: rescaled to the model's own scale) and sharpness beta. alpha 0 is the zero-shot classifier.
 TIP_ALPHAS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
 TIP_BETAS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
-TIP_FORMAT = _FILE_FORMAT + "+tip-adapter"
+TIP_FORMAT = TIP_ADAPTER_FORMAT
 MAX_FOLDS = 5
 
 
@@ -227,19 +227,14 @@ def _tip(zero_shot: ZeroShotClassifier, shots: LabelledFeatures, alpha: float, b
 
 # --- files --------------------------------------------------------------------------------------------
 def load_classifier(path: str | os.PathLike) -> ZeroShotClassifier:
-    """Any classifier file: a zero-shot or linear head (``ZeroShotClassifier.load``) or Tip-Adapter.
+    """Any classifier file: zero-shot, linear probe or Tip-Adapter (``ZeroShotClassifier.load``
+    reads them all: it hands Tip-Adapter files to ``read_tip_adapter``)."""
+    return ZeroShotClassifier.load(path)
 
-    TODO(merge): ``ZeroShotClassifier.load`` should dispatch on the file's format to this, so that
-    `classify --classifier`, eval and the service read Tip-Adapter files unchanged (see docs_adapt.md).
-    """
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = json.loads((handle.metadata() or {})["zsclip"])
-    except (SafetensorError, OSError, KeyError, ValueError):
-        return ZeroShotClassifier.load(path)  # its own messages for missing / foreign files
-    if metadata.get("format") != TIP_FORMAT:
-        return ZeroShotClassifier.load(path)
+
+def read_tip_adapter(path: Path, metadata: dict) -> TipAdapterClassifier:
+    """The Tip-Adapter part of a classifier file whose common metadata ``ZeroShotClassifier.load``
+    has already validated: its cache of shot features and labels, and alpha / beta."""
     try:
         tensors = load_file(str(path))
         weights, keys, values = tensors["weights"].float(), tensors["cache_keys"].float(), tensors["cache_values"]
@@ -259,16 +254,9 @@ def load_classifier(path: str | os.PathLike) -> ZeroShotClassifier:
 
 
 def _write_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
-    # TODO(merge): use zsclip.outputs.atomic
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         save_file(tensors, temporary, metadata={"zsclip": json.dumps(metadata, ensure_ascii=False)})
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 # --- shared -------------------------------------------------------------------------------------------

@@ -11,11 +11,12 @@ from __future__ import annotations
 import html
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+
+from ..outputs.atomic import write_atomically
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -86,12 +87,4 @@ def write_report(folder: str | os.PathLike, record: dict, names: Sequence[str]) 
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    # TODO(merge): use zsclip.outputs.atomic
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    write_atomically(path, text)

@@ -13,7 +13,6 @@ when asked to report it, and users should evaluate the chosen file on other imag
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,9 +21,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..datasets import LabelledCollection
+from ..data.collections import LabelledCollection
 from ..encoders.base import Encoder
 from ..errors import InputError, ZsclipWarning
+from ..outputs.atomic import write_atomically
 from ..prompts import Template, resolve_classes, resolve_templates
 from .features import LabelledFeatures, encode_collection
 
@@ -117,16 +117,7 @@ def write_template_file(path: str | os.PathLike, templates: Sequence[Template]) 
             raise InputError(f"template {text!r} cannot be written to a template file faithfully")
         lines.append(text)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # TODO(merge): use zsclip.outputs.atomic
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write("\n".join(lines) + "\n")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return path
+    return write_atomically(path, "\n".join(lines) + "\n")
 
 
 def _template_vectors(encoder: Encoder, classes: list[list[str]], templates: list[Template],

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 ImageInput = Union["Image.Image", str, os.PathLike]  # noqa: UP007 (a runtime alias, py3.10)
 _FILE_FORMAT = "zsclip-classifier/1"
+#: Tip-Adapter heads (zsclip.adapt.heads) add a cache of few-shot features to the same layout.
+TIP_ADAPTER_FORMAT = _FILE_FORMAT + "+tip-adapter"
 
 
 @dataclass
@@ -254,11 +256,17 @@ class ZeroShotClassifier:
         except (SafetensorError, OSError, KeyError, ValueError, TypeError, RuntimeError, RecursionError) as error:
             reason = " ".join(str(error).split())[:160]
             raise ClassifierFileError(f"{path} is not a zsclip classifier file ({reason}): rebuild it") from None
-        problem = _metadata_problem(metadata, weights)
+        tip_adapter = isinstance(metadata, dict) and metadata.get("format") == TIP_ADAPTER_FORMAT
+        problem = _metadata_problem({**metadata, "format": _FILE_FORMAT} if tip_adapter else metadata, weights)
         if problem:
             raise ClassifierFileError(f"{path} is damaged or not a zsclip classifier file ({problem}): rebuild it")
-        classifier = cls(weights.float(), list(metadata["classnames"]), [list(s) for s in metadata["synonyms"]],
-                         float(metadata["logit_scale"]), metadata["logit_bias"], dict(metadata["provenance"]))
+        if tip_adapter:  # a few-shot head (zsclip adapt): the same classifier plus a cache of shot features
+            from ..adapt.heads import read_tip_adapter
+
+            classifier = read_tip_adapter(path, metadata)
+        else:
+            classifier = cls(weights.float(), list(metadata["classnames"]), [list(s) for s in metadata["synonyms"]],
+                             float(metadata["logit_scale"]), metadata["logit_bias"], dict(metadata["provenance"]))
         if encoder is not None:
             classifier.check_encoder(encoder)
             classifier.encoder = encoder

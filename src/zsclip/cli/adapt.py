@@ -1,42 +1,28 @@
 """``zsclip adapt``: from the zero-shot classifier to a few-shot one, WiSE-FT mixed, with a report.
 
-A standalone click command (registered on the ``zsclip`` group at merge time). Library work is in
-features / heads / wise / finetune; this module parses, calls them, prints and exits: 0 when every
-image was used, 1 when some were skipped (each named on stderr), 2 for usage errors.
+Library work is in ``zsclip.adapt`` (features / heads / wise / finetune); this module parses,
+calls them, prints and exits: 0 when every image was used, 1 when some were skipped (each named on
+stderr), 2 for usage errors.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from ..errors import InputError, ZsclipError, ZsclipWarning
-from ..images import MAX_PIXELS
+from ..adapt.features import LabelledFeatures, check_shots, encode_collection
+from ..adapt.wise import DEFAULT_ALPHAS, check_alpha, mix_heads, sweep_heads
+from ..data.images import MAX_PIXELS
+from ..errors import InputError, ZsclipWarning
 from ..precision import PRECISIONS
-from .features import LabelledFeatures, check_shots, encode_collection
-from .wise import DEFAULT_ALPHAS, check_alpha, mix_heads, sweep_heads
+from .common import usage_errors
 
 METHODS = ("linear", "tip-adapter", "finetune")
 #: fine-tuned sweeps re-encode every eval image per alpha: fewer points
 FINETUNE_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-class _Usage(click.UsageError):
-    def show(self, file=None) -> None:
-        click.echo(f"zsclip: error: {self.message}", err=True)
-
-
-@contextlib.contextmanager
-def _usage_errors() -> Iterator[None]:
-    try:
-        yield
-    except ZsclipError as error:
-        raise _Usage(str(error)) from None
 
 
 @click.command(name="adapt", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -96,11 +82,11 @@ def adapt_command(data, labels_file, templates, method, shots, seed, alpha, swee
       zsclip classify photos/ --model local-dir:adapted/ --classifier adapted/classifier.zsc
     """
     from .. import ZeroShotClassifier, load_model
-    from ..cli import DEFAULT_MODEL, DEFAULT_PRETRAINED
+    from ..tasks.models import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
     encode = dict(precision=precision, batch_size=batch_size, workers=workers, max_pixels=MAX_PIXELS,
                   cache=not no_cache, cache_dir=cache_dir, progress=sys.stderr.isatty())
-    with _usage_errors():
+    with usage_errors():
         alpha = check_alpha(alpha if alpha is not None else (0.5 if method == "finetune" else 1.0))
         if (sweep_alpha or report_dir) and not eval_sets:
             raise InputError("--sweep-alpha and --report measure on --eval data: add --eval DATA")
@@ -133,7 +119,7 @@ def adapt_command(data, labels_file, templates, method, shots, seed, alpha, swee
         click.echo(f"{name:24s} zero-shot {at[0.0]:.2%}  alpha {alpha:g}: {at[alpha]:.2%}"
                    + (f"  adapted (alpha 1): {at[1.0]:.2%}" if 1.0 in at and alpha != 1.0 else ""))
     if report_dir:
-        from .report import write_report
+        from ..adapt.report import write_report
 
         record.update(data=data, method=method, eval=list(evals), sweep=rows, failures=pool.failures,
                       model=model, pretrained=pretrained)
@@ -144,7 +130,7 @@ def adapt_command(data, labels_file, templates, method, shots, seed, alpha, swee
 
 
 def _head(method, zero_shot, shots, evals, alpha, sweep, output, seed):
-    from .heads import linear_probe, tip_adapter
+    from ..adapt.heads import linear_probe, tip_adapter
 
     adapted = linear_probe(zero_shot, shots, seed=seed) if method == "linear" else tip_adapter(zero_shot, shots,
                                                                                                 seed=seed)
@@ -159,7 +145,7 @@ def _head(method, zero_shot, shots, evals, alpha, sweep, output, seed):
 
 
 def _finetune(encoder, zero_shot, shots, evals, alpha, sweep, output, steps, lr, seed):
-    from .finetune import FineTuneSettings, encode_pixels, finetune, load_pixels
+    from ..adapt.finetune import FineTuneSettings, encode_pixels, finetune, load_pixels
 
     tuned = finetune(encoder, zero_shot, shots, FineTuneSettings(steps=steps, lr=lr, seed=seed),
                      progress=sys.stderr.isatty())
@@ -191,7 +177,7 @@ def _read_classes(labels_file: str | None):
 
 def _collection(data: str, classes, fallback: list[str] | None = None):
     """A labelled folder or manifest; eval sets take the shots' classes (``fallback``)."""
-    from ..datasets import image_folder, manifest
+    from ..data.collections import image_folder, manifest
 
     names = [synonyms[0] for synonyms in classes] if classes else fallback
     path = Path(data)
