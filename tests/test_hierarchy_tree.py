@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import string
 import time
@@ -125,7 +126,7 @@ def test_size_depth_and_node_bounds(tmp_path, monkeypatch):
     lines = ["l0: &l0 [x0, x1, x2, x3, x4, x5, x6, x7, x8, x9]"]
     lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 8)]  # 10^8 leaves expanded
     started = time.perf_counter()
-    with pytest.raises(InputError, match="more than 50 nodes"):
+    with pytest.raises(InputError, match="more than 50 nodes|directly inside a list"):
         parse_tree("\n".join(lines) + "\n", "yaml")
     assert time.perf_counter() - started < 5
     monkeypatch.setattr(tree_module, "MAX_TREE_BYTES", 100)
@@ -185,17 +186,15 @@ structured = st.recursive(
 @settings(max_examples=150, deadline=None)
 @given(structured)
 def test_no_nested_data_crashes_from_data_with_anything_but_input_error(data):
-    try:
+    with contextlib.suppress(InputError):
         from_data(data)
-    except InputError:
-        pass
 
 
 @settings(max_examples=60, deadline=None)
 @given(trees())
 def test_valid_trees_round_trip_through_every_format(data):
     tree = from_data(data)
-    assert shape_of(parse_tree(yaml.safe_dump(data, allow_unicode=True), "yaml")) == shape_of(tree)
+    assert shape_of(parse_tree(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "yaml")) == shape_of(tree)
     assert shape_of(parse_tree(json.dumps(data), "json")) == shape_of(tree)
     assert shape_of(parse_tree(tree.to_text(), "text")) == shape_of(tree)
     assert shape_of(from_data(json.loads(json.dumps(tree.to_data())))) == shape_of(tree)

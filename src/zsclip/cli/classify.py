@@ -8,9 +8,11 @@ import click
 from tqdm.auto import tqdm
 
 from ..data.sources import unique_sources
-from ..outputs import ResultWriter, print_table
+from ..errors import InputError
+from ..outputs import RecordWriter, ResultWriter, print_record, print_table
 from ..outputs.text import printable
 from ..tasks.classify import classify_items, expand_sources
+from ..tasks.hierarchy import classify_tree
 from ..tasks.models import resolve_classifier
 from .common import (
     UsageFailure,
@@ -22,6 +24,7 @@ from .common import (
     scale_option,
     usage_errors,
 )
+from .trees import make_rejector, resolve_tree_classifier, tree_options
 
 
 @click.command()
@@ -33,10 +36,12 @@ from .common import (
               help="How many labels per image.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write results to .csv, .jsonl or .json (by extension) instead of the terminal.")
+@tree_options
 @model_options
 @image_options
 @scale_option
-def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, model, pretrained, device,
+def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, labels_tree, tree_mode, beam,
+             descriptions, reject, reject_calibrate, tpr, reject_score, reject_label, model, pretrained, device,
              precision, cache_dir, no_cache, batch_size, workers, max_pixels, decode, url_timeout, scale) -> None:
     """Classify images into the classes you name.
 
@@ -80,16 +85,30 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
     with usage_errors():
         if output:
             ResultWriter.check(output)
-        encoder, classifier = resolve_classifier(
-            read_classes(labels, labels_file) if classifier_file is None or labels or labels_file else None,
-            classifier=classifier_file, templates=templates, model=model, pretrained=pretrained, options=options,
-            cache=not no_cache, cache_dir=cache_dir)
+        if labels_tree:
+            if labels or labels_file or classifier_file:
+                raise InputError("--labels-tree holds the classes: leave out --labels, --labels-file and --classifier")
+            encoder, tree_classifier = resolve_tree_classifier(labels_tree, descriptions, templates, model, pretrained,
+                                                               options, not no_cache, cache_dir)
+            classifier = tree_classifier.leaf_classifier
+        else:
+            encoder, classifier = resolve_classifier(
+                read_classes(labels, labels_file) if classifier_file is None or labels or labels_file else None,
+                classifier=classifier_file, templates=templates, model=model, pretrained=pretrained, options=options,
+                cache=not no_cache, cache_dir=cache_dir, descriptions=descriptions)
+        rejector = make_rejector(classifier, encoder, reject, reject_calibrate, tpr, reject_score, reject_label,
+                                 options)
+    if labels_tree:
+        _classify_tree(sources, tree_classifier, encoder, tree_mode, beam, rejector, options, output)
+        return
+    with usage_errors():
         writer = ResultWriter(output, top_k) if output else None
     failures = 0
     bar = tqdm(total=len(sources), unit="img", desc="classifying", file=sys.stderr,
                disable=not sys.stderr.isatty() or len(sources) < 2, dynamic_ncols=True)
     try:
-        for prediction in classify_items(sources, classifier, encoder, top_k=top_k, scale=scale, options=options):
+        for prediction in classify_items(sources, classifier, encoder, top_k=top_k, scale=scale, options=options,
+                                         rejector=rejector):
             if prediction.error:
                 failures += 1
                 tqdm.write(f"zsclip: skipped {printable(prediction.source)}: {printable(prediction.error)}",
@@ -108,11 +127,41 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         bar.close()
     if writer:
         writer.close()
-    done = len(sources) - failures
-    click.echo(f"zsclip: classified {done} of {len(sources)} images"
+    _finish(len(sources), failures, output)
+
+
+def _finish(total: int, failures: int, output: str | None) -> None:
+    click.echo(f"zsclip: classified {total - failures} of {total} images"
                + (f"; {failures} failed" if failures else "")
                + (f"; results in {printable(output)}" if output else ""), err=True)
     sys.exit(1 if failures else 0)
+
+
+def _classify_tree(sources, tree_classifier, encoder, mode, beam, rejector, options, output) -> None:
+    """--labels-tree: one label and probability per level, streamed like flat results."""
+    columns = [column for name in tree_classifier.tree.level_names() for column in (name, f"{name}_probability")]
+    columns += ["openset_score"] if rejector is not None else []
+    with usage_errors():
+        writer = RecordWriter(output, columns) if output else None
+    failures = 0
+    try:
+        for row in classify_tree(sources, tree_classifier, encoder, mode=mode, beam=beam, rejector=rejector,
+                                 options=options):
+            if row.error:
+                failures += 1
+                click.echo(f"zsclip: skipped {printable(row.source)}: {printable(row.error)}", err=True)
+            if writer:
+                writer.write(row.source, row.record, row.error)
+            else:
+                print_record(row.source, row.record, row.error, sys.stdout)
+    except BaseException as error:
+        if writer:
+            why = "interrupted" if isinstance(error, KeyboardInterrupt) else "stopped by an error"
+            click.echo(f"zsclip: {why}; results so far are in {printable(writer.abandon())}", err=True)
+        raise
+    if writer:
+        writer.close()
+    _finish(len(sources), failures, output)
 
 
 def _expand(item):

@@ -33,10 +33,21 @@ from .common import image_options, model_options, run_options, usage_errors
               help="Write results as JSON (CLIP_benchmark's layout plus per-class metrics and failures).")
 @click.option("--report", "-r", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Write a report folder: index.html with plots, metrics.json, predictions.csv.")
+@click.option("--labels-tree", type=click.Path(dir_okay=False), default=None,
+              help="A label tree (YAML/JSON/indented text) whose nodes the data's classes name: accuracy per level "
+                   "and mistake severity for each mode (flat, top-down, chils).")
+@click.option("--unknown", default=None,
+              help="Images of none of the classes (folder, glob): open-set AUROC and FPR at --tpr for the MCM and "
+                   "max-probability scores.")
+@click.option("--tpr", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="True-positive rate for the FPR figure.")
+@click.option("--descriptions", type=click.Path(dir_okay=False), default=None,
+              help="A JSON of class -> sentences (CuPL / CLIP_benchmark format) added to each class's prompts.")
 @model_options
 @image_options
-def eval_command(data, dataset, labels_file, templates, output, report_dir, model, pretrained, device, precision,
-                 cache_dir, no_cache, batch_size, workers, max_pixels, decode, url_timeout) -> None:
+def eval_command(data, dataset, labels_file, templates, output, report_dir, labels_tree, unknown, tpr, descriptions,
+                 model, pretrained, device, precision, cache_dir, no_cache, batch_size, workers, max_pixels, decode,
+                 url_timeout) -> None:
     """Measure zero-shot accuracy on labelled images: acc1, acc5, mean per-class recall.
 
     \b
@@ -66,6 +77,10 @@ def eval_command(data, dataset, labels_file, templates, output, report_dir, mode
             _check_report_folder(Path(report_dir))
         collection, classes = open_collection(data, read_labels(labels_file) if labels_file else None, dataset)
         encoder = resolve_model(model, pretrained, options)
+    if labels_tree or unknown or descriptions:
+        _eval_tree(collection, classes, encoder, labels_tree, unknown, tpr, descriptions, template_sets[0], options,
+                   not no_cache, cache_dir, output, report_dir, dataset or Path(data).name, model, pretrained)
+        return
     try:
         with PredictionsCsv(report_dir, collection.classnames) as on_prediction:
             result = evaluate(collection, encoder, template_sets, classes=classes, options=options,
@@ -94,6 +109,51 @@ def eval_command(data, dataset, labels_file, templates, output, report_dir, mode
             page = write_report(report_dir, record, settings)
             click.echo(f"zsclip: report in {printable(page)}", err=True)
     sys.exit(1 if result.failures else 0)
+
+
+def _eval_tree(collection, classes, encoder, labels_tree, unknown, tpr, descriptions, templates, options, cache,
+               cache_dir, output, report_dir, dataset, model, pretrained) -> None:
+    """Hierarchical and open-set evaluation: every mode on one pass over the images; a flat label
+    list is a tree of one level, so --unknown and --descriptions work without a tree too."""
+    from ..hierarchy import TreeClassifier, from_data, plot_node_recall, read_tree
+    from ..tasks.hierarchy import evaluate_tree_collection
+
+    with usage_errors():
+        if labels_tree:
+            tree = read_tree(labels_tree)
+        else:
+            names = classes if isinstance(classes, list) else [[name] for name in collection.classnames]
+            tree = from_data([" | ".join(synonyms) for synonyms in names], source="the data's classes")
+        tree_classifier = TreeClassifier.build(encoder, tree, templates, descriptions=descriptions,
+                                               precision=options.precision, cache=cache, cache_dir=cache_dir)
+        modes = ("flat", "top-down", "chils") if tree.depth > 1 else ("flat",)
+        result, failures = evaluate_tree_collection(collection, tree_classifier, encoder, modes=modes,
+                                                    unknown=unknown, tpr=tpr, options=options)
+    _report_failures(failures)
+    for mode, metrics in result["modes"].items():
+        levels = "  ".join(f"{entry['level']} {entry['accuracy']:.2%}" if entry["accuracy"] is not None
+                           else f"{entry['level']} n/a" for entry in metrics["levels"])
+        severity = metrics["mistake_severity"]
+        click.echo(f"{mode:9s} {levels}" + (f"  mistake severity {severity:.2f}" if severity is not None else ""))
+    for score, entry in result.get("openset", {}).items():
+        fpr = entry.get(f"fpr{round(tpr * 100)}")
+        click.echo(f"open set {score:8s} AUROC {entry['auroc']:.4f}  FPR@{tpr:.0%} TPR {fpr:.4f}  "
+                   f"({entry['num_known']} known, {entry['num_unknown']} unknown images)"
+                   if entry["auroc"] is not None else f"open set {score:8s} n/a (no unknown images read)")
+    record = {"dataset": dataset, "model": model, "pretrained": pretrained or "", "task": "zeroshot_classification",
+              "language": "en", "templates": templates, "tree": tree.to_data(), **result,
+              "num_failed": len(failures), "failures": failures}
+    with usage_errors():
+        if output:
+            write_json(output, record)
+        if report_dir:
+            folder = Path(report_dir)
+            write_json(folder / "metrics.json", record)
+            first = next(iter(result["modes"]))
+            plot_node_recall(folder / "node_recall.png", result["modes"][first], tree,
+                             title=f"per-node recall ({first} mode)")
+            click.echo(f"zsclip: report in {printable(folder)} (metrics.json, node_recall.png)", err=True)
+    sys.exit(1 if failures else 0)
 
 
 def _report_failures(failures: list[dict], shown: int = 20) -> None:

@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import __version__
-from ..cache import cache_dir as default_cache_dir
-from ..cache import cache_key
-from ..classifier import ZeroShotClassifier, _load_cached, _store_cached, ensemble
+from ..classifier.cache import cache_dir as default_cache_dir
+from ..classifier.cache import cache_key
+from ..classifier.zeroshot import ZeroShotClassifier, _load_cached, _store_cached, ensemble
 from ..encoders.base import Encoder
 from ..errors import InputError, ZsclipWarning
 from ..precision import resolve_precision, text_precision

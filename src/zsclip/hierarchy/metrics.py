@@ -12,13 +12,13 @@ Images the open-set rejector refused count as wrong at every level and as no mis
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
 from ..errors import InputError
+from ..outputs.atomic import atomic_path
 from .modes import TreeClassifier
 from .openset import OpenSetMetrics, Rejector
 from .tree import LabelTree
@@ -176,16 +176,11 @@ def plot_node_recall(path: str | os.PathLike, metrics: dict, tree: LabelTree, ti
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # TODO(merge): use zsclip.outputs.atomic
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
     try:
-        figure.savefig(temporary, dpi=110, format="png")
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=110, format="png")
     finally:
         plt.close(figure)
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return path
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +34,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..classifier import ZeroShotClassifier
+from ..classifier.zeroshot import ZeroShotClassifier
 from ..encoders.base import Encoder
 from ..errors import ClassifierFileError, InputError
+from ..outputs.atomic import atomic_path
 from .descriptions import Descriptions, build_classifier, match_descriptions
 from .tree import LabelTree, from_data
 
@@ -113,16 +113,9 @@ class TreeClassifier:
         metadata = {"format": _FILE_FORMAT, "tree": self.tree.to_data(), "logit_scale": clf.logit_scale,
                     "logit_bias": clf.logit_bias, "provenance": clf.provenance}
         path.parent.mkdir(parents=True, exist_ok=True)
-        # TODO(merge): use zsclip.outputs.atomic
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
+        with atomic_path(path) as temporary:
             save_file({"weights": clf.weights.contiguous()}, temporary,
                       metadata={"zsclip": json.dumps(metadata, ensure_ascii=False)})
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
         return path
 
     @classmethod

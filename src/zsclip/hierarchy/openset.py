@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..classifier import ZeroShotClassifier
+from ..classifier.zeroshot import ZeroShotClassifier
 from ..errors import InputError
 
 SCORES = ("mcm", "max-prob")

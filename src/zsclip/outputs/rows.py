@@ -104,3 +104,74 @@ def print_table(prediction: Prediction, stream: TextIO) -> None:
     for rank, (label, score) in enumerate(zip(labels, prediction.scores, strict=True), start=1):
         bar = "#" * round(score * 20)
         stream.write(f"  {rank}. {label:<{width}}  {score:7.2%}  {bar}\n")
+
+
+class RecordWriter:
+    """Rows of named fields (a label tree's levels, open-set scores) to .csv / .jsonl / .json by
+    extension, atomically as ``ResultWriter``: CSV gets one column per field, JSON one object per row."""
+
+    def __init__(self, path: str | os.PathLike, columns: list[str]) -> None:
+        self.path = ResultWriter.check(path)
+        self.format = self.path.suffix.lower()
+        self.columns = columns
+        self._output = AtomicFile(self.path, "w", encoding="utf-8", newline="")
+        self._file = self._output.file
+        self._rows = 0
+        if self.format == ".csv":
+            self._csv = csv.writer(self._file)
+            self._csv.writerow(["path", *columns, "error"])
+        elif self.format == ".json":
+            self._file.write("[")
+
+    def write(self, source: str, record: dict, error: str | None = None) -> None:
+        if self.format == ".csv":
+            cells = [_cell(record.get(column)) for column in self.columns]
+            self._csv.writerow([csv_cell(source), *cells, csv_cell(error) if error else ""])
+        else:
+            row = {"path": undecodable_escaped(source), **{k: _json_value(v) for k, v in record.items()},
+                   "error": None if error is None else undecodable_escaped(error)}
+            text = json.dumps(row, ensure_ascii=False)
+            if self.format == ".json":
+                text = ("\n  " if self._rows == 0 else ",\n  ") + text
+            else:
+                text += "\n"
+            self._file.write(text)
+        self._rows += 1
+
+    def close(self) -> Path:
+        if self.format == ".json":
+            self._file.write("\n]\n" if self._rows else "]\n")
+        return self._output.commit()
+
+    def abandon(self) -> Path:
+        return self._output.abandon()
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return csv_cell(value)
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, float):
+        return round(value, 6)
+    return undecodable_escaped(value) if isinstance(value, str) else value
+
+
+def print_record(source: str, record: dict, error: str | None, stream: TextIO) -> None:
+    """A label tree's answer for reading on a terminal: one line per level."""
+    stream.write(f"{printable(source)}\n")
+    if error:
+        stream.write(f"    error: {printable(error)}\n")
+        return
+    for key, value in record.items():
+        if key.endswith("_probability") or key == "openset_score":
+            continue
+        probability = record.get(f"{key}_probability")
+        shown = "" if probability is None else f"  {probability:7.2%}"
+        stream.write(f"  {key:8s} {printable(value)}{shown}\n")
+    if "openset_score" in record:
+        stream.write(f"  open-set score {record['openset_score']:.4f}\n")

@@ -11,6 +11,7 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -23,6 +24,9 @@ from ..options import RunOptions
 from ..pipeline import feature_batches
 from ..pipeline.decode import Item
 from .models import Classes, Templates, resolve_classifier
+
+if TYPE_CHECKING:
+    from ..hierarchy import Rejector
 
 
 @dataclass
@@ -97,18 +101,25 @@ def classify_items(
     top_k: int = 5,
     scale: float | None = None,
     options: RunOptions | None = None,
+    rejector: Rejector | None = None,
 ) -> Iterator[Prediction]:
-    """Predictions for already expanded ``items`` (sources or PIL images), in order, streamed."""
+    """Predictions for already expanded ``items`` (sources or PIL images), in order, streamed.
+
+    With ``rejector`` (open-set rejection, see zsclip.hierarchy.openset), an image whose open-set
+    score is below its threshold gets the single label ``rejector.label`` scored with that score."""
     classifier.check_encoder(encoder)
     for names, errors, features in feature_batches(items, encoder, options):
         scores, indices = classifier.top_k(features, top_k, scale)
+        kept = rejector.scores(classifier, features).tolist() if rejector is not None and len(features) else []
         row = 0
         for name, error in zip(names, errors, strict=True):
             if error is not None:
                 yield Prediction(name, [], [], error)
                 continue
-            labels = [classifier.classnames[i] for i in indices[row].tolist()]
-            yield Prediction(name, labels, scores[row].tolist())
+            if rejector is not None and kept[row] < rejector.threshold:
+                yield Prediction(name, [rejector.label], [kept[row]])
+            else:
+                yield Prediction(name, [classifier.classnames[i] for i in indices[row].tolist()], scores[row].tolist())
             row += 1
 
 

@@ -59,6 +59,7 @@ def resolve_classifier(
     options: RunOptions | None = None,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    descriptions: str | os.PathLike | dict | None = None,
 ) -> tuple[Encoder, ZeroShotClassifier]:
     """The (encoder, classifier) pair a run uses, from labels or from a classifier.
 
@@ -66,9 +67,10 @@ def resolve_classifier(
     classifier (cached), or ``classifier`` (a ``ZeroShotClassifier`` or a classifier file) to use
     one; never both. The model is ``encoder`` if given, else ``model``/``pretrained``, else the one
     a classifier file names, else the default. A classifier is always checked against its model.
+    ``descriptions`` (class -> sentences, or a CuPL-style JSON file) join each class's prompt ensemble.
     """
     options = options or RunOptions()
-    if classifier is not None and (labels is not None or templates is not None):
+    if classifier is not None and (labels is not None or templates is not None or descriptions is not None):
         raise InputError("a classifier already holds its labels and templates: give labels or a classifier, "
                          "not both")
     if classifier is None and labels is None:
@@ -90,6 +92,11 @@ def resolve_classifier(
         classifier.check_encoder(encoder)
         classifier.encoder = encoder
         return encoder, classifier
+    if descriptions is not None:
+        from ..hierarchy.descriptions import build_classifier
+
+        return encoder, build_classifier(encoder, labels, templates, descriptions, precision=options.precision,
+                                         cache=cache, cache_dir=cache_dir)
     built = ZeroShotClassifier.build(encoder, labels, templates, precision=options.precision, cache=cache,
                                      cache_dir=cache_dir)
     return encoder, built
