@@ -181,7 +181,8 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
     async def info(current: State) -> dict:
         return {"model": current.encoder.name, "device": str(current.encoder.device),
                 "precision": settings.precision, "template_sets": list(TEMPLATE_SETS),
-                "default_templates": settings.default_templates, "limits": limits.public(),
+                "default_templates": settings.default_templates if isinstance(settings.default_templates, str)
+                else f"custom ({len(settings.default_templates)} templates)", "limits": limits.public(),
                 "max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms,
                 "classifiers": [e.describe(with_classes=False) for e in current.registry.entries()],
                 "version": __version__}

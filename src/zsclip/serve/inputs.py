@@ -54,11 +54,12 @@ def parse_labels(values: Sequence[str] | None, limits: Limits) -> list[list[str]
     return resolved
 
 
-def parse_templates(values: Sequence[str] | None, default: str, limits: Limits) -> str | list[str]:
-    """A template set name (known to the server) or a list of checked template strings."""
+def parse_templates(values: Sequence[str] | None, default: str | Sequence[str], limits: Limits) -> str | list[str]:
+    """A template set name (known to the server) or a list of checked template strings; ``default``
+    (the operator's choice, trusted) when the request names none."""
     values = [value for value in (values or ()) if value.strip()]
     if not values:
-        return default
+        return default if isinstance(default, str) else list(default)
     if len(values) == 1 and values[0].strip() in TEMPLATE_SETS:
         return values[0].strip()
     templates = [line.strip() for value in values for line in value.splitlines() if line.strip()]

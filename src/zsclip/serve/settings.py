@@ -52,7 +52,7 @@ class ServeSettings:
         decode_workers: threads that decode and preprocess uploads (off the event loop).
         max_classifiers: label sets built on request and kept in memory (least recently used go first).
         max_pending_builds: label sets being built at once at most; beyond it requests get 429.
-        default_templates: template set used when a request names none.
+        default_templates: template set name (or the templates themselves) used when a request names none.
         api_key: when set, /v1/* and /metrics need it (header X-API-Key or Authorization: Bearer).
         cors_origins: origins allowed to call the API from a browser; none (CORS off) by default.
     """
@@ -68,7 +68,7 @@ class ServeSettings:
     decode_workers: int = 4
     max_classifiers: int = 64
     max_pending_builds: int = 4
-    default_templates: str = "openai-imagenet"
+    default_templates: str | tuple[str, ...] = "openai-imagenet"
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)

@@ -39,6 +39,11 @@ async function loadInfo() {
   $("model").textContent = info.model + " · " + info.device;
   const templates = $("templates");
   templates.replaceChildren();
+  if (!info.template_sets.includes(info.default_templates)) {
+    const option = el("option", "", "server default: " + info.default_templates);
+    option.value = "";
+    templates.append(option);
+  }
   for (const name of info.template_sets) {
     const option = el("option", "", name);
     option.value = name;
@@ -125,7 +130,7 @@ async function classify(event) {
     form.append("classifier", classifierId);
   } else {
     form.append("labels", $("labels").value);
-    form.append("templates", $("templates").value);
+    if ($("templates").value) form.append("templates", $("templates").value);
   }
   form.append("top_k", $("topk").value || "3");
   $("classify").disabled = true;
