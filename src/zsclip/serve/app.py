@@ -1,0 +1,390 @@
+"""The HTTP service: ``create_app(settings)`` builds the FastAPI app that ``zsclip serve`` runs.
+
+Request path of ``POST /v1/classify``: the multipart body is bounded (guard.py), the label set is
+looked up or built once (classifiers.py) while the uploads are decoded and preprocessed on a
+thread pool (never on the event loop), the pixels join the batching queue (batching.py) whose
+single model thread runs them together with other requests' images, and the scores go back as
+JSON with a prediction or an error per image. The server only ever reads the bytes a client sent:
+it never opens a path or fetches a URL that a request names.
+"""
+
+# no `from __future__ import annotations`: FastAPI reads the route closures' annotations at runtime
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import torch
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..encoders.base import Encoder
+from ..images import ImageReadError, decode_bytes
+from ..prompts import TEMPLATE_SETS
+from .batching import BatchQueue, QueueClosed, QueueFull
+from .classifiers import ClassifierRegistry, Entry
+from .guard import RequestGuard
+from .inputs import ClientError, parse_labels, parse_templates
+from .metrics import ServeMetrics
+from .settings import ServeSettings
+
+log = logging.getLogger("zsclip.serve")
+STATIC_DIR = Path(str(resources.files("zsclip.serve") / "static"))
+MAX_FILENAME_CHARS = 200
+
+
+# --- response models (they are the OpenAPI schema at /docs) ----------------------------------------
+class Prediction(BaseModel):
+    label: str
+    score: float
+
+
+class ImageResult(BaseModel):
+    index: int
+    filename: str | None = None
+    predictions: list[Prediction] | None = None
+    error: str | None = None
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    classifier: str
+    scoring: str
+    results: list[ImageResult]
+
+
+class ClassifierInfo(BaseModel):
+    id: str
+    source: str
+    num_classes: int
+    num_templates: int
+    model: str | None = None
+    scoring: str
+    created: str
+    classes: list[str] | None = None
+    templates: list[str] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: str
+    status: int
+    details: list | dict | None = None
+
+
+ERRORS = {status: {"model": ErrorBody, "description": text} for status, text in {
+    400: "No image could be decoded", 401: "Missing or wrong API key", 404: "Unknown classifier id",
+    413: "Body, image count or pixels over a limit", 422: "Bad parameters", 429: "Queue full: retry shortly",
+    503: "Timed out, shutting down, or not ready"}.items()}
+
+
+# --- state -----------------------------------------------------------------------------------------
+@dataclass
+class ServerState:
+    """What the routes share; created at startup, torn down at shutdown."""
+
+    settings: ServeSettings
+    encoder: Encoder
+    queue: BatchQueue
+    registry: ClassifierRegistry
+    decoder: ThreadPoolExecutor
+    transform: object
+    shutting_down: bool = False
+
+
+def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = None) -> FastAPI:
+    """The service as an ASGI app. ``encoder``: an already-loaded model (else loaded at startup from
+    ``settings.model``); classifier files in ``settings`` are loaded at startup (errors stop it)."""
+    settings = settings or ServeSettings()
+    metrics = ServeMetrics()
+    limits = settings.limits
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = await asyncio.to_thread(_start, settings, encoder, metrics)
+        app.state.zsclip = state
+        log.info("zsclip serve ready: model %s on %s", state.encoder.name, state.encoder.device)
+        try:
+            yield
+        finally:
+            # uvicorn has stopped accepting and waited for in-flight requests; the queue finishes its work
+            state.shutting_down = True
+            await asyncio.to_thread(state.queue.close, limits.request_timeout_s)
+            state.registry.close()
+            state.decoder.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="zsclip", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Zero-shot image classification with CLIP-family models. Send images and "
+                              "labels; concurrent requests share batched forward passes.")
+    app.state.metrics = metrics
+    _install_error_handlers(app)
+
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's --api-key")
+    bearer = HTTPBearer(auto_error=False, description="the server's --api-key as a bearer token")
+
+    async def require_key(key: Annotated[str | None, Depends(key_header)],
+                          token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if settings.api_key is None:
+            return
+        given = key if key is not None else (token.credentials if token is not None else None)
+        if given is None or not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+            raise ClientError(401, "missing or wrong API key: send it in the X-API-Key header "
+                                   "(or Authorization: Bearer KEY)")
+
+    def state(request: Request) -> ServerState:
+        current: ServerState | None = getattr(request.app.state, "zsclip", None)
+        if current is None or current.shutting_down:
+            raise ClientError(503, "the server is starting or shutting down: retry shortly")
+        return current
+
+    Auth = Depends(require_key)  # noqa: N806 (a FastAPI dependency marker)
+    State = Annotated[ServerState, Depends(state)]
+
+    # --- health -------------------------------------------------------------------------------
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Readiness: model loaded, queue running, not shutting down",
+             responses={503: ERRORS[503]})
+    async def readyz(request: Request) -> JSONResponse:
+        current: ServerState | None = getattr(request.app.state, "zsclip", None)
+        if current is None or current.shutting_down or not current.queue.alive:
+            return JSONResponse({"status": "not ready"}, status_code=503)
+        return JSONResponse({"status": "ready", "model": current.encoder.name, "queue_depth": current.queue.depth})
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", dependencies=[Auth],
+             response_class=Response)
+    async def prometheus(request: Request) -> Response:
+        current: ServerState | None = getattr(request.app.state, "zsclip", None)
+        if current is not None:
+            metrics.queue_depth.set(current.queue.depth)
+            metrics.classifiers.set(len(current.registry))
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    # --- API ----------------------------------------------------------------------------------
+    @app.get("/v1/info", tags=["api"], summary="Model, template sets and limits", dependencies=[Auth])
+    async def info(current: State) -> dict:
+        return {"model": current.encoder.name, "device": str(current.encoder.device),
+                "precision": settings.precision, "template_sets": list(TEMPLATE_SETS),
+                "default_templates": settings.default_templates if isinstance(settings.default_templates, str)
+                else f"custom ({len(settings.default_templates)} templates)", "limits": limits.public(),
+                "max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms,
+                "classifiers": [e.describe(with_classes=False) for e in current.registry.entries()],
+                "version": __version__}
+
+    @app.post("/v1/classify", tags=["api"], response_model=ClassifyResponse, dependencies=[Auth],
+              responses=ERRORS, summary="Classify images by labels or a classifier id")
+    async def classify(
+        current: State,
+        images: Annotated[list[UploadFile], File(description="one or more image files (PNG, JPEG, ...)")],
+        labels: Annotated[list[str] | None, Form(description='"cat,dog" or one per line; synonyms: "dog|puppy"')]
+        = None,
+        classifier: Annotated[str | None, Form(description="a classifier id instead of labels")] = None,
+        templates: Annotated[list[str] | None, Form(
+            description=f"a set ({', '.join(TEMPLATE_SETS)}) or templates with one {{}}, one per line")] = None,
+        top_k: Annotated[int, Form(ge=1, description="labels per image")] = 5,
+    ) -> ClassifyResponse:
+        if len(images) > limits.max_images:
+            raise ClientError(413, f"{len(images)} images in one request, over the limit of {limits.max_images}: "
+                                   "split them over several requests")
+        if top_k > limits.max_top_k:
+            raise ClientError(422, f"top_k {top_k} is over the limit of {limits.max_top_k}")
+        entry_task = asyncio.ensure_future(_resolve_classifier(current, labels, classifier, templates))
+        try:
+            decoded = await asyncio.gather(*(_decode_upload(current, upload) for upload in images))
+            entry = await entry_task
+        finally:
+            if not entry_task.done():
+                entry_task.cancel()
+        ok = [i for i, item in enumerate(decoded) if isinstance(item, torch.Tensor)]
+        ok_set = set(ok)
+        metrics.images.labels("ok").inc(len(ok))
+        metrics.images.labels("error").inc(len(decoded) - len(ok))
+        names = [(upload.filename or "")[:MAX_FILENAME_CHARS] or None for upload in images]
+        if not ok:
+            details = [{"index": i, "filename": names[i], "error": decoded[i]} for i in range(len(decoded))]
+            message = "no image could be decoded: " + "; ".join(
+                f"{d['filename'] or '#' + str(d['index'])}: {d['error']}" for d in details[:3])
+            raise ClientError(400, message, details)
+        features = await current.queue.submit(torch.stack([decoded[i] for i in ok]))
+        scores = entry.classifier.probabilities(features)
+        k = min(top_k, scores.shape[1])
+        values, indices = scores.topk(k, dim=-1)
+        results = [ImageResult(index=i, filename=names[i], error=None if i in ok_set else decoded[i])
+                   for i in range(len(decoded))]
+        classnames = entry.classifier.classnames
+        for row, i in enumerate(ok):
+            results[i].predictions = [Prediction(label=classnames[c], score=float(v))
+                                      for v, c in zip(values[row].tolist(), indices[row].tolist(), strict=True)]
+        return ClassifyResponse(model=current.encoder.name, classifier=entry.id,
+                                scoring="sigmoid" if entry.classifier.is_sigmoid else "softmax", results=results)
+
+    @app.post("/v1/classifiers", tags=["api"], response_model=ClassifierInfo, dependencies=[Auth],
+              responses=ERRORS, summary="Build (or find) the classifier for labels + templates; returns its id")
+    async def create_classifier(
+        current: State,
+        labels: Annotated[list[str], Form(description='"cat,dog" or one per line; synonyms: "dog|puppy"')],
+        templates: Annotated[list[str] | None, Form(
+            description=f"a set ({', '.join(TEMPLATE_SETS)}) or templates with one {{}}, one per line")] = None,
+    ) -> ClassifierInfo:
+        entry = await _resolve_classifier(current, labels, None, templates)
+        return ClassifierInfo(**entry.describe())
+
+    @app.get("/v1/classifiers", tags=["api"], dependencies=[Auth], summary="Classifiers this server holds",
+             response_model_exclude_none=True)
+    async def list_classifiers(current: State) -> list[ClassifierInfo]:
+        return [ClassifierInfo(**e.describe(with_classes=False)) for e in current.registry.entries()]
+
+    @app.get("/v1/classifiers/{classifier_id}", tags=["api"], response_model=ClassifierInfo,
+             dependencies=[Auth], responses={404: ERRORS[404]}, summary="One classifier, with its classes")
+    async def get_classifier(current: State, classifier_id: str) -> ClassifierInfo:
+        entry = current.registry.get(classifier_id)
+        if entry is None:
+            raise ClientError(404, f"no classifier {classifier_id[:40]!r}: GET /v1/classifiers lists them")
+        return ClassifierInfo(**entry.describe())
+
+    # --- the page and the docs, from package files (no CDN: works offline) ---------------------
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _install_docs(app)
+
+    app.add_middleware(RequestGuard, max_body_bytes=limits.max_request_bytes, timeout_s=limits.request_timeout_s,
+                       metrics=metrics)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["X-API-Key", "Authorization"])
+    return app
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+def _start(settings: ServeSettings, encoder: Encoder | None, metrics: ServeMetrics) -> ServerState:
+    """Load what is missing, warm the model up, start the queue (runs in a thread at startup)."""
+    if encoder is None:
+        from .. import load_model
+
+        encoder = load_model(settings.model, settings.pretrained, device=settings.device)
+    registry = ClassifierRegistry(encoder, settings.precision, max_entries=settings.max_classifiers,
+                                  max_pending=settings.max_pending_builds, on_build=metrics.builds.inc)
+    for path in settings.classifier_files:
+        registry.add_file(path)
+    transform = encoder.image_transform()
+    size = encoder.image_size or 224
+    encoder.encode_images(torch.zeros(1, 3, size, size), settings.precision)  # warm-up: first pass is slow
+
+    def forward(pixels: torch.Tensor) -> torch.Tensor:
+        return encoder.encode_images(pixels, settings.precision)
+
+    queue = BatchQueue(forward, max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms,
+                       queue_limit=settings.queue_limit, on_batch=metrics.observe_batch,
+                       on_depth=metrics.queue_depth.set).start()
+    decoder = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="zsclip-decode")
+    metrics.classifiers.set(len(registry))
+    return ServerState(settings, encoder, queue, registry, decoder, transform)
+
+
+async def _resolve_classifier(current: ServerState, labels: list[str] | None, classifier_id: str | None,
+                              templates: list[str] | None) -> Entry:
+    has_labels = any(value.strip() for value in labels or ())
+    if classifier_id and has_labels:
+        raise ClientError(422, "give labels or a classifier id, not both")
+    if classifier_id:
+        if any(value.strip() for value in templates or ()):
+            raise ClientError(422, "templates go with labels: a classifier id already has its templates")
+        entry = current.registry.get(classifier_id)
+        if entry is None:
+            raise ClientError(404, f"no classifier {classifier_id[:40]!r}: GET /v1/classifiers lists them")
+        return entry
+    limits = current.settings.limits
+    classes = parse_labels(labels, limits)
+    template_spec = parse_templates(templates, current.settings.default_templates, limits)
+    return await current.registry.get_or_build(classes, template_spec)
+
+
+async def _decode_upload(current: ServerState, upload: UploadFile) -> torch.Tensor | str:
+    """Pixels [3, H, W], or the reason this upload is not an image (a per-image error)."""
+    data = await upload.read()
+    limits = current.settings.limits
+
+    def decode() -> torch.Tensor:
+        image = decode_bytes(data, current.encoder.image_size, limits.max_pixels)
+        return current.transform(image)
+
+    try:
+        return await asyncio.get_running_loop().run_in_executor(current.decoder, decode)
+    except ImageReadError as error:
+        return str(error)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error is JSON {"error": one line, "status": code}; the server keeps serving (unexpected
+    exceptions become a JSON 500 in guard.RequestGuard, which keeps the connection usable)."""
+
+    def body(status: int, message: str, details=None, headers=None) -> JSONResponse:
+        content = {"error": message, "status": status}
+        if details is not None:
+            content["details"] = details
+        return JSONResponse(content, status_code=status, headers=headers)
+
+    @app.exception_handler(ClientError)
+    async def client_error(request: Request, error: ClientError) -> JSONResponse:
+        headers = {"Retry-After": "1"} if error.status in (429, 503) else None
+        if error.status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        return body(error.status, error.message, error.details, headers)
+
+    @app.exception_handler(QueueFull)
+    async def queue_full(request: Request, error: QueueFull) -> JSONResponse:
+        return body(429, f"server busy: {error}; retry shortly", headers={"Retry-After": "1"})
+
+    @app.exception_handler(QueueClosed)
+    async def queue_closed(request: Request, error: QueueClosed) -> JSONResponse:
+        return body(503, str(error), headers={"Retry-After": "1"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return body(error.status_code, str(error.detail), headers=getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in error.errors()]
+        details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+        return body(422, "bad parameters: " + "; ".join(problems), details)
+
+
+def _install_docs(app: FastAPI) -> None:
+    """/docs with Swagger UI from the swagger-ui-bundle package when installed (offline), else from a CDN."""
+    try:
+        import swagger_ui_bundle
+
+        app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+        assets = {"swagger_js_url": "/docs-assets/swagger-ui-bundle.js",
+                  "swagger_css_url": "/docs-assets/swagger-ui.css",
+                  "swagger_favicon_url": "/docs-assets/favicon-32x32.png"}
+    except ImportError:
+        log.warning("swagger-ui-bundle is not installed: /docs loads Swagger UI from a CDN (needs internet)")
+        assets = {}
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="zsclip API", **assets)
+
+
+__all__ = ["create_app", "ServerState", "STATIC_DIR"]

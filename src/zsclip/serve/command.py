@@ -1,0 +1,204 @@
+"""``zsclip serve``: the click command that loads a model and runs the HTTP service on uvicorn.
+
+Only click and the standard library load at import, so ``zsclip --help`` works without the serve
+extra; FastAPI and uvicorn are imported when the command runs, and their absence is one line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import os
+
+import click
+
+from ..precision import PRECISIONS
+from ..prompts import TEMPLATE_SETS
+from .settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_REQUEST_BYTES, Limits
+
+# TODO(merge): share with the cli package's DEFAULT_MODEL / DEFAULT_PRETRAINED
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+#: import name -> distribution, for the one-line "install the extra" message
+SERVE_MODULES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart",
+                 "prometheus_client": "prometheus-client"}
+
+EPILOG = """\b
+Examples:
+  zsclip serve --model demo                      # http://127.0.0.1:8000/  (page), /docs (API)
+  curl -F images=@cat.jpg -F labels="cat,dog" http://127.0.0.1:8000/v1/classify
+  curl -F labels="cat,dog|puppy" -F templates=photo http://127.0.0.1:8000/v1/classifiers   # -> an id
+  curl -F images=@a.jpg -F images=@b.jpg -F classifier=ID -F top_k=3 http://127.0.0.1:8000/v1/classify
+  zsclip build --labels-file labels.txt -o pets.zsc && zsclip serve --classifier pets.zsc   # id "pets"
+
+\b
+Behind a reverse proxy (TLS, auth, rate limits at the edge; the server stays on 127.0.0.1):
+  zsclip serve --model ViT-B-32 --pretrained laion2b_s34b_b79k --api-key "$KEY" --port 8000
+  # nginx:
+  #   location /zsclip/ {
+  #     proxy_pass http://127.0.0.1:8000/;
+  #     client_max_body_size 32m;          # = --max-request-mb
+  #     proxy_read_timeout 60s;            # > --request-timeout
+  #     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+  #     proxy_set_header X-Forwarded-Proto $scheme;
+  #   }
+  # and add --root-path /zsclip so /docs and the page link correctly under the prefix.
+
+\b
+Several GPUs or worker processes: one server per device, each with its own model and batching
+queue (batches form per device), on its own port, behind one load balancer:
+  CUDA_VISIBLE_DEVICES=0 zsclip serve --model ViT-B-32 --device cuda --port 8001 &
+  CUDA_VISIBLE_DEVICES=1 zsclip serve --model ViT-B-32 --device cuda --port 8002 &
+  # nginx: upstream zsclip { least_conn; server 127.0.0.1:8001; server 127.0.0.1:8002; }
+  # CPU only: start N processes the same way with --device cpu and OMP_NUM_THREADS=cores/N.
+  # Prometheus scrapes each port's /metrics; readiness per process at /readyz.
+
+\b
+Security: binds 127.0.0.1 unless --host says otherwise; with --api-key every route except
+/healthz, /readyz, the page, its static files and /docs needs header X-API-Key (or Authorization:
+Bearer). The server reads only uploaded bytes: it never opens a path or fetches a URL a client names.
+"""
+
+
+class ServeError(click.ClickException):
+    """One line on stderr, no traceback: ``zsclip: error: ...``."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"zsclip: error: {self.message}", err=True)
+
+
+def missing_serve_modules() -> list[str]:
+    """Distributions of the serve extra that are not installed."""
+    return [dist for module, dist in SERVE_MODULES.items() if importlib.util.find_spec(module) is None]
+
+
+@click.command("serve", epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"],
+                                                         "max_content_width": 100})
+@click.option("--model", "-m", default=None,
+              help=f"Model: an open_clip name (default {DEFAULT_MODEL} with {DEFAULT_PRETRAINED}), hf-hub:ORG/REPO, "
+                   "local-dir:PATH, transformers:ID_OR_PATH, or demo (the bundled offline shapes model).")
+@click.option("--pretrained", default=None, help="Weights for an open_clip name: a tag or a checkpoint file.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="Image and text towers' precision (auto = bf16 where the hardware runs it natively).")
+@click.option("--classifier", "classifiers", multiple=True, type=click.Path(dir_okay=False),
+              help="A classifier file (`zsclip build`) to serve, under its file name's stem as id. Repeatable.")
+@click.option("--templates", "-t", default="openai-imagenet", show_default=True,
+              help=f"Templates for requests that name none: {', '.join(TEMPLATE_SETS)}, or a file with one "
+                   "template per line (read once, at start).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. 0.0.0.0 exposes the server to the network: use --api-key, or a proxy.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(1),
+              help="Images per forward pass at most; 1 turns dynamic batching off.")
+@click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0),
+              help="How long the first waiting image waits for others to join its batch.")
+@click.option("--queue-limit", default=256, show_default=True, type=click.IntRange(1),
+              help="Images waiting for the model at most; beyond it requests get 429 (with Retry-After).")
+@click.option("--decode-workers", default=min(4, os.cpu_count() or 1), show_default=True, type=click.IntRange(1),
+              help="Threads decoding uploads.")
+@click.option("--max-request-mb", default=DEFAULT_MAX_REQUEST_BYTES / 2**20, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), help="Request body limit (413 beyond).")
+@click.option("--max-images", default=Limits.max_images, show_default=True, type=click.IntRange(1),
+              help="Images per request at most (413 beyond).")
+@click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True, type=click.IntRange(1),
+              help="Pixels per image at most (that image gets an error; decompression bombs stop here).")
+@click.option("--max-labels", default=Limits.max_labels, show_default=True, type=click.IntRange(2),
+              help="Labels per request at most (422 beyond); serve bigger label sets with --classifier.")
+@click.option("--max-classifiers", default=64, show_default=True, type=click.IntRange(1),
+              help="Label sets built on request kept in memory (least recently used dropped first).")
+@click.option("--request-timeout", default=Limits.request_timeout_s, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), help="Seconds per request, upload included (503 beyond).")
+@click.option("--api-key", envvar="ZSCLIP_API_KEY", default=None,
+              help="Require this key (header X-API-Key or Authorization: Bearer). Also $ZSCLIP_API_KEY, which "
+                   "keeps it out of the process list.")
+@click.option("--cors-origin", "cors_origins", multiple=True,
+              help="Allow browser pages from this origin to call the API (e.g. https://app.example.com). "
+                   "Repeatable. CORS is off by default.")
+@click.option("--root-path", default="", help="URL prefix when a proxy serves the app under a sub-path.")
+@click.option("--graceful-timeout", default=30.0, show_default=True, type=click.FloatRange(0),
+              help="On SIGTERM / Ctrl-C: seconds in-flight requests get to finish.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True)
+def serve(model, pretrained, device, precision, classifiers, templates, host, port, max_batch_size, max_wait_ms,
+          queue_limit, decode_workers, max_request_mb, max_images, max_pixels, max_labels, max_classifiers,
+          request_timeout, api_key, cors_origins, root_path, graceful_timeout, log_level) -> None:
+    """Serve zero-shot classification over HTTP: a web page, a JSON API, dynamic batching.
+
+    Concurrent requests' images are gathered into one forward pass (--max-batch-size, --max-wait-ms);
+    each label set is encoded once and cached; bad input gets a JSON 4xx and the server keeps going.
+    Routes: POST /v1/classify, POST|GET /v1/classifiers, GET /v1/info, /healthz, /readyz, /metrics,
+    / (the page), /docs (OpenAPI).
+    """
+    missing = missing_serve_modules()
+    if missing:
+        raise ServeError(f'zsclip serve needs the serve extra: pip install "zsclip[serve]" '
+                         f"(missing: {', '.join(missing)})")
+    from ..errors import ZsclipError
+    from ..prompts import resolve_templates
+    from .settings import ServeSettings
+
+    if model is None:
+        model = DEFAULT_MODEL
+        pretrained = pretrained or DEFAULT_PRETRAINED
+    try:
+        default_templates = templates if templates in TEMPLATE_SETS else \
+            tuple(t.text for t in resolve_templates(templates))
+        limits = Limits(max_request_bytes=int(max_request_mb * 2**20), max_images=max_images, max_pixels=max_pixels,
+                        max_labels=max_labels, request_timeout_s=request_timeout)
+        settings = ServeSettings(
+            model=model, pretrained=pretrained, device=device, precision=precision,
+            classifier_files=tuple(classifiers), max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+            queue_limit=queue_limit, decode_workers=decode_workers, max_classifiers=max_classifiers,
+            default_templates=default_templates, api_key=api_key, cors_origins=tuple(cors_origins), limits=limits)
+    except (ValueError, ZsclipError) as error:
+        raise ServeError(str(error)) from None
+    encoder = _load(settings)
+    _run(settings, encoder, host, port, root_path, graceful_timeout, log_level)
+
+
+def _load(settings):
+    """The model and a check of every classifier file, before the server starts (one-line errors)."""
+    from .. import ZeroShotClassifier, load_model
+    from ..errors import ZsclipError
+    from ..precision import resolve_precision
+
+    try:
+        resolve_precision(settings.precision, "cpu" if settings.device == "auto" else settings.device)
+        click.echo(f"zsclip serve: loading {settings.model} ...", err=True)
+        encoder = load_model(settings.model, settings.pretrained, device=settings.device)
+        for path in settings.classifier_files:
+            ZeroShotClassifier.load(path).check_encoder(encoder)
+    except ZsclipError as error:
+        raise ServeError(str(error)) from None
+    return encoder
+
+
+def _run(settings, encoder, host: str, port: int, root_path: str, graceful_timeout: float, log_level: str) -> None:
+    import uvicorn
+
+    from .app import create_app
+
+    if not _is_loopback(host) and settings.api_key is None:
+        click.echo(f"zsclip serve: warning: listening on {host} without --api-key: anyone who can reach this "
+                   "port can use the model", err=True)
+    app = create_app(settings, encoder=encoder)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"zsclip serve: {settings.model} on {encoder.device} at http://{shown}:{port}{root_path}/ "
+               f"(API docs: /docs)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, root_path=root_path,
+                timeout_graceful_shutdown=graceful_timeout or None, server_header=False)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+__all__ = ["serve", "missing_serve_modules", "ServeError"]

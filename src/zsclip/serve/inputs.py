@@ -1,0 +1,89 @@
+"""Turn what a client sends (form fields) into checked classes and templates, or a ClientError.
+
+Label syntax is the command line's: classes separated by commas (or one per line), synonyms
+joined by ``|``: ``"dog|puppy,cat"``. Templates are a built-in set's name or template strings
+with one ``{}``. Nothing here ever opens a file or a URL: a string that is not a known set name is
+a template, never a path (unlike ``zsclip.prompts.resolve_templates``, which reads files for the CLI).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+
+from ..errors import InputError
+from ..prompts import TEMPLATE_SETS, resolve_classes
+from .settings import Limits
+
+
+class ClientError(Exception):
+    """A request the server refuses: an HTTP status and one line saying what to change."""
+
+    def __init__(self, status: int, message: str, details: object = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details
+
+
+def parse_labels(values: Sequence[str] | None, limits: Limits) -> list[list[str]]:
+    """Classes (lists of synonyms) from ``labels`` fields: "dog|puppy,cat" or one class per line."""
+    classes: list[list[str]] = []
+    for value in values or ():
+        entries = value.splitlines() if "\n" in value else value.split(",")
+        for entry in entries:
+            names = [name.strip() for name in entry.split("|") if name.strip()]
+            if not names:
+                continue
+            for name in names:
+                if len(name) > limits.max_label_chars:
+                    raise ClientError(422, f"label {name[:40]!r}... is {len(name)} characters, over the limit "
+                                           f"of {limits.max_label_chars}")
+            classes.append(names)
+            if len(classes) > limits.max_labels:
+                raise ClientError(422, f"more than {limits.max_labels} labels: send fewer, or build a classifier "
+                                       "file with `zsclip build` and start the server with --classifier")
+    if not classes:
+        raise ClientError(422, 'no labels: send labels="cat,dog" (synonyms: "dog|puppy") or a classifier id')
+    if len(classes) < 2:
+        raise ClientError(422, f"only one label ({classes[0][0]!r}): zero-shot classification needs at least two")
+    try:
+        resolved, _ = resolve_classes(classes)
+    except InputError as error:
+        raise ClientError(422, str(error)) from None
+    return resolved
+
+
+def parse_templates(values: Sequence[str] | None, default: str | Sequence[str], limits: Limits) -> str | list[str]:
+    """A template set name (known to the server) or a list of checked template strings; ``default``
+    (the operator's choice, trusted) when the request names none."""
+    values = [value for value in (values or ()) if value.strip()]
+    if not values:
+        return default if isinstance(default, str) else list(default)
+    if len(values) == 1 and values[0].strip() in TEMPLATE_SETS:
+        return values[0].strip()
+    templates = [line.strip() for value in values for line in value.splitlines() if line.strip()]
+    if len(templates) > limits.max_templates:
+        raise ClientError(422, f"{len(templates)} templates, over the limit of {limits.max_templates}")
+    for template in templates:
+        check_template(template, limits)
+    return templates
+
+
+def check_template(template: str, limits: Limits) -> None:
+    """Exactly one bare ``{}`` and nothing else a format string could do (no fields, widths, attributes):
+    ``"{:>999999999}"`` would otherwise allocate a gigabyte per prompt."""
+    if len(template) > limits.max_template_chars:
+        raise ClientError(422, f"template {template[:40]!r}... is over {limits.max_template_chars} characters")
+    hint = (f"use a set name ({', '.join(TEMPLATE_SETS)}) or templates with exactly one {{}} "
+            "where the label goes, e.g. 'a photo of a {}.'")
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as error:
+        raise ClientError(422, f"template {template!r} is not valid ({error}): {hint}") from None
+    if fields != [("", "", None)]:
+        raise ClientError(422, f"template {template!r} is not accepted: {hint}")
+
+
+__all__ = ["ClientError", "parse_labels", "parse_templates", "check_template"]

@@ -1,0 +1,90 @@
+"""Everything a running service is configured with, resolved once by the command (or a test).
+
+Two frozen dataclasses: ``Limits`` bound what one client can make the server do (bytes, images,
+pixels, labels, templates, time), ``ServeSettings`` add the model, the batching queue and access
+control. The app factory reads nothing else, so a test builds exactly the server a user runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Body limit: a request carries at most this many bytes (all images and fields together).
+DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+#: A decoded image holds 3 bytes per pixel: 25 megapixels = 75 MB at most, per decode thread.
+DEFAULT_MAX_PIXELS = 25_000_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request bounds. Anything over them is refused with a JSON 4xx before work is done."""
+
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_images: int = 32
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_labels: int = 1000
+    max_label_chars: int = 200
+    max_templates: int = 100
+    max_template_chars: int = 300
+    max_top_k: int = 100
+    request_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not value > 0:
+                raise ValueError(f"limit {name} must be positive, got {value!r}")
+
+    def public(self) -> dict:
+        """The limits as clients see them (GET /v1/info), so a page can check before uploading."""
+        return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How one server process runs: its model, batching, classifier cache, limits and access.
+
+    Attributes:
+        model, pretrained, device, precision: as ``zsclip.load_model`` / ``encode_images`` take them.
+        classifier_files: classifier files (``zsclip build`` output) served from start, by file stem.
+        max_batch_size: images in one forward pass at most.
+        max_wait_ms: how long the first image of a batch waits for others to join it.
+        queue_limit: images waiting for the model at most; beyond it requests get 429.
+        decode_workers: threads that decode and preprocess uploads (off the event loop).
+        max_classifiers: label sets built on request and kept in memory (least recently used go first).
+        max_pending_builds: label sets being built at once at most; beyond it requests get 429.
+        default_templates: template set name (or the templates themselves) used when a request names none.
+        api_key: when set, /v1/* and /metrics need it (header X-API-Key or Authorization: Bearer).
+        cors_origins: origins allowed to call the API from a browser; none (CORS off) by default.
+    """
+
+    model: str = "demo"
+    pretrained: str | None = None
+    device: str = "cpu"
+    precision: str = "auto"
+    classifier_files: tuple[str, ...] = ()
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    queue_limit: int = 256
+    decode_workers: int = 4
+    max_classifiers: int = 64
+    max_pending_builds: int = 4
+    default_templates: str | tuple[str, ...] = "openai-imagenet"
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        positive = ("max_batch_size", "queue_limit", "decode_workers", "max_classifiers", "max_pending_builds")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
+        if self.queue_limit < self.limits.max_images:
+            raise ValueError(f"queue_limit ({self.queue_limit}) is below max_images ({self.limits.max_images}): "
+                             "a full request could never be queued")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("api_key is empty: give a real secret or none")
+
+
+__all__ = ["Limits", "ServeSettings", "DEFAULT_MAX_REQUEST_BYTES", "DEFAULT_MAX_PIXELS"]
