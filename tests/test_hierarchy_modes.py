@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +129,7 @@ def world(tmp_path_factory) -> dict:
         for shape in known_shapes + unknown_shapes:
             target = root / ("known" if shape in known_shapes else "unknown") / f"{colour} {shape}"
             target.mkdir(parents=True)
-            for index, spec in enumerate(shapes.sample_specs(3, seed=hash((colour, shape)) % 1000)):
+            for index, spec in enumerate(shapes.sample_specs(3, seed=zlib.crc32(f"{colour} {shape}".encode()))):
                 spec = shapes.ShapeSpec(colour, shape, spec.background, spec.radius, spec.centre, spec.rotation)
                 shapes.render(spec).save(target / f"{index}.png")
     return {"root": root, "tree": root / "tree.json", "known": root / "known", "unknown": root / "unknown"}
@@ -156,10 +157,11 @@ def test_classify_rejects_unknown_shapes(world, tmp_path):
                                        "--tpr", "0.9", "--reject-label", "unknown", "-o", str(out)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    rejected = {Path(r["path"]).parent.parent.name: 0 for r in rows}
+    rejected = {"known": [], "unknown": []}
     for row in rows:
-        rejected[Path(row["path"]).parent.parent.name] += row["predictions"][0]["label"] == "unknown"
-    assert rejected["unknown"] > rejected["known"]  # unknown shapes are rejected far more often
+        rejected[Path(row["path"]).parent.parent.name].append(row["predictions"][0]["label"] == "unknown")
+    known_rate, unknown_rate = (sum(v) / len(v) for v in (rejected["known"], rejected["unknown"]))
+    assert known_rate <= 0.2 and unknown_rate > known_rate  # calibrated at 90% TPR; unknowns rejected more often
 
 
 def test_eval_with_a_tree_and_unknowns_reports_levels_and_open_set(world, tmp_path):

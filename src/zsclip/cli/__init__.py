@@ -18,7 +18,7 @@ import click
 
 from ..errors import OutputError, ZsclipError
 from ..outputs.text import printable
-from . import adapt, build, classify, eval, models
+from . import adapt, build, classify, eval, models, serve
 
 DEBUG_ENV = "ZSCLIP_DEBUG"
 
@@ -115,7 +115,8 @@ def main(debug: bool) -> None:
     """
 
 
-for command in (classify.classify, build.build, eval.eval_command, models.models, adapt.adapt_command):
+for command in (classify.classify, build.build, eval.eval_command, models.models, adapt.adapt_command,
+                serve.serve):
     main.add_command(command)
 
 

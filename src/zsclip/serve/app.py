@@ -32,8 +32,9 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..data.images import decode_bytes
 from ..encoders.base import Encoder
-from ..images import ImageReadError, decode_bytes
+from ..errors import ImageReadError
 from ..prompts import TEMPLATE_SETS
 from .batching import BatchQueue, QueueClosed, QueueFull
 from .classifiers import ClassifierRegistry, Entry
