@@ -18,7 +18,7 @@ import click
 
 from ..errors import OutputError, ZsclipError
 from ..outputs.text import printable
-from . import adapt, build, classify, eval, models, serve
+from . import adapt, build, classify, embed, eval, models, search, serve
 
 DEBUG_ENV = "ZSCLIP_DEBUG"
 
@@ -115,8 +115,8 @@ def main(debug: bool) -> None:
     """
 
 
-for command in (classify.classify, build.build, eval.eval_command, models.models, adapt.adapt_command,
-                serve.serve):
+for command in (classify.classify, build.build, eval.eval_command, embed.embed_command, search.search,
+                models.models, adapt.adapt_command, serve.serve):
     main.add_command(command)
 
 

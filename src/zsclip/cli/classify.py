@@ -11,9 +11,11 @@ from ..data.sources import unique_sources
 from ..errors import InputError
 from ..outputs import RecordWriter, ResultWriter, print_record, print_table
 from ..outputs.text import printable
+from ..store import EmbeddingStore
 from ..tasks.classify import classify_items, expand_sources
 from ..tasks.hierarchy import classify_tree
 from ..tasks.models import resolve_classifier
+from ..tasks.stored import classify_store, is_store
 from .common import (
     UsageFailure,
     image_options,
@@ -73,6 +75,24 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
     Exit status: 0 all classified, 1 some inputs failed, 2 usage error, 130 interrupted.
     """
     options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
+    if len(inputs) == 1 and is_store(inputs[0]):
+        with usage_errors():
+            if output:
+                ResultWriter.check(output)
+            if labels_tree:
+                raise InputError("--labels-tree is not available on a store yet: classify the images")
+            store = EmbeddingStore.open(inputs[0], model=model)
+            encoder, classifier = resolve_classifier(
+                read_classes(labels, labels_file) if classifier_file is None or labels or labels_file else None,
+                classifier=classifier_file, templates=templates, model=store.model,
+                pretrained=pretrained or store.pretrained, options=options, cache=not no_cache, cache_dir=cache_dir,
+                descriptions=descriptions)
+            store.check_encoder(encoder)
+            rejector = make_rejector(classifier, encoder, reject, reject_calibrate, tpr, reject_score, reject_label,
+                                     options)
+            total = len(store)
+        _emit(classify_store(store, classifier, top_k=top_k, scale=scale, rejector=rejector), total, output, top_k)
+        return
     arguments = [sys.stdin if item == "-" else item for item in inputs]
     sources, duplicates = unique_sources(source for item in arguments for source in _expand(item))
     if not sources:
@@ -101,14 +121,19 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
     if labels_tree:
         _classify_tree(sources, tree_classifier, encoder, tree_mode, beam, rejector, options, output)
         return
+    _emit(classify_items(sources, classifier, encoder, top_k=top_k, scale=scale, options=options, rejector=rejector),
+          len(sources), output, top_k)
+
+
+def _emit(predictions, total: int, output: str | None, top_k: int) -> None:
+    """Write or print predictions as they stream; report failures; exit with the documented status."""
     with usage_errors():
         writer = ResultWriter(output, top_k) if output else None
     failures = 0
-    bar = tqdm(total=len(sources), unit="img", desc="classifying", file=sys.stderr,
-               disable=not sys.stderr.isatty() or len(sources) < 2, dynamic_ncols=True)
+    bar = tqdm(total=total, unit="img", desc="classifying", file=sys.stderr,
+               disable=not sys.stderr.isatty() or total < 2, dynamic_ncols=True)
     try:
-        for prediction in classify_items(sources, classifier, encoder, top_k=top_k, scale=scale, options=options,
-                                         rejector=rejector):
+        for prediction in predictions:
             if prediction.error:
                 failures += 1
                 tqdm.write(f"zsclip: skipped {printable(prediction.source)}: {printable(prediction.error)}",
@@ -127,7 +152,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         bar.close()
     if writer:
         writer.close()
-    _finish(len(sources), failures, output)
+    _finish(total, failures, output)
 
 
 def _finish(total: int, failures: int, output: str | None) -> None:

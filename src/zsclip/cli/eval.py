@@ -16,6 +16,7 @@ from ..outputs.text import printable
 from ..prompts import read_labels, resolve_templates
 from ..tasks.evaluate import NothingDecodedError, benchmark_record, evaluate
 from ..tasks.models import default_weights, resolve_model
+from ..tasks.stored import is_store
 from .common import image_options, model_options, run_options, usage_errors
 
 
@@ -63,6 +64,7 @@ def eval_command(data, dataset, labels_file, templates, output, report_dir, labe
     Manifests and labels files are UTF-8 (a BOM is fine); a line starting with # is a comment.
     """
     options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
+    given_model, given_pretrained = model, pretrained
     model, pretrained = default_weights(model, pretrained)
     with usage_errors():
         template_sets = [name.strip() for name in templates.split(",") if name.strip()]
@@ -75,6 +77,11 @@ def eval_command(data, dataset, labels_file, templates, output, report_dir, labe
             check_writable(output, "--output")
         if report_dir:
             _check_report_folder(Path(report_dir))
+    if is_store(data):
+        _eval_store(data, dataset, labels_file, template_sets, given_model, given_pretrained, options, no_cache,
+                    cache_dir, output, report_dir, precision)
+        return
+    with usage_errors():
         collection, classes = open_collection(data, read_labels(labels_file) if labels_file else None, dataset)
         encoder = resolve_model(model, pretrained, options)
     if labels_tree or unknown or descriptions:
@@ -154,6 +161,38 @@ def _eval_tree(collection, classes, encoder, labels_tree, unknown, tpr, descript
                              title=f"per-node recall ({first} mode)")
             click.echo(f"zsclip: report in {printable(folder)} (metrics.json, node_recall.png)", err=True)
     sys.exit(1 if failures else 0)
+
+
+def _eval_store(data, dataset, labels_file, template_sets, model, pretrained, options, no_cache, cache_dir, output,
+                report_dir, precision) -> None:
+    """eval --data STORE: the stored embeddings of a labelled collection, no image decoded."""
+    from ..store import EmbeddingStore
+    from ..tasks.stored import evaluate_store
+
+    with usage_errors():
+        store = EmbeddingStore.open(data, model=model)
+        encoder = resolve_model(store.model, pretrained or store.pretrained, options)
+        classes = read_labels(labels_file) if labels_file else None
+        result = evaluate_store(store, encoder, template_sets, classes=classes, precision=options.precision,
+                                cache=not no_cache, cache_dir=cache_dir)
+    _report_failures(result.failures)
+    record = benchmark_record(result, dataset or Path(data).name, store.model, store.pretrained)
+    for name, metrics in result.metrics.items():
+        acc5 = "n/a" if metrics["acc5"] is None else f"{metrics['acc5']:.2%}"
+        click.echo(f"{name:24s} acc1 {metrics['acc1']:.2%}  acc5 {acc5}  "
+                   f"mean per-class recall {metrics['mean_per_class_recall']:.2%}")
+    click.echo(f"zsclip: evaluated {result.num_images} stored images ({len(result.failures)} failed)", err=True)
+    with usage_errors():
+        if output:
+            write_json(output, record)
+        if report_dir:
+            from ..outputs.report import write_report
+
+            settings = {"data": data, "model": store.model, "pretrained": store.pretrained,
+                        "templates": ", ".join(template_sets), "precision": precision, "store": True,
+                        "zsclip": __version__}
+            click.echo(f"zsclip: report in {printable(write_report(report_dir, record, settings))}", err=True)
+    sys.exit(1 if result.failures else 0)
 
 
 def _report_failures(failures: list[dict], shown: int = 20) -> None:

@@ -19,7 +19,9 @@ from ..tasks.classify import Prediction
 from .atomic import AtomicFile, check_writable
 from .text import csv_cell, printable, undecodable_escaped
 
-FORMATS = (".csv", ".jsonl", ".json")
+FORMATS = (".csv", ".jsonl", ".json", ".parquet")
+#: Parquet rows are written in row groups of this many predictions (memory stays flat).
+PARQUET_ROWS = 8192
 
 
 class ResultWriter:
@@ -29,9 +31,15 @@ class ResultWriter:
         self.path = self.check(path)
         self.format = self.path.suffix.lower()
         self.top_k = top_k
+        self._rows = 0
+        if self.format == ".parquet":
+            self._output = AtomicFile(self.path, "wb")
+            self._file = self._output.file
+            self._pending: list[Prediction] = []
+            self._parquet = None
+            return
         self._output = AtomicFile(self.path, "w", encoding="utf-8", newline="")
         self._file = self._output.file
-        self._rows = 0
         if self.format == ".csv":
             self._csv = csv.writer(self._file)
             header = ["path", "label", "score"]
@@ -52,6 +60,11 @@ class ResultWriter:
         return check_writable(path)
 
     def write(self, prediction: Prediction) -> None:
+        if self.format == ".parquet":
+            self._pending.append(prediction)
+            if len(self._pending) >= PARQUET_ROWS:
+                self._flush_parquet()
+            return
         if self.format == ".csv":
             cells: list[str] = [csv_cell(prediction.source)]
             for rank in range(self.top_k):
@@ -73,7 +86,31 @@ class ResultWriter:
         """Finish the file and move it into place."""
         if self.format == ".json":
             self._file.write("\n]\n" if self._rows else "]\n")
+        if self.format == ".parquet":
+            self._flush_parquet(final=True)
         return self._output.commit()
+
+    def _flush_parquet(self, final: bool = False) -> None:
+        """One row group: path, labels and scores as list columns (best first), error."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema([("path", pa.string()), ("labels", pa.list_(pa.string())),
+                            ("scores", pa.list_(pa.float32())), ("error", pa.string())])
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self._file, schema, compression="zstd")
+        if self._pending:
+            rows = self._pending
+            table = pa.table({"path": [undecodable_escaped(p.source) for p in rows],
+                              "labels": [[undecodable_escaped(label) for label in p.labels] for p in rows],
+                              "scores": [p.scores for p in rows],
+                              "error": [None if p.error is None else undecodable_escaped(p.error) for p in rows]},
+                             schema=schema)
+            self._parquet.write_table(table)
+            self._rows += len(rows)
+            self._pending = []
+        if final:
+            self._parquet.close()
 
     def abandon(self) -> Path:
         """Leave the rows written so far in ``NAME.partial`` (the run did not finish); return where."""

@@ -1,0 +1,87 @@
+"""``zsclip embed``: encode images once into a store; later runs add only what is new or changed."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from tqdm.auto import tqdm
+
+from ..data.collections import open_collection
+from ..data.sources import unique_sources
+from ..outputs.text import printable
+from ..store import COMMIT_EVERY, EmbeddingStore, embed
+from ..tasks.classify import expand_sources
+from ..tasks.models import resolve_model
+from .common import UsageFailure, image_options, model_options, run_options, usage_errors
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="The store folder (created, or added to: only new or changed files are encoded).")
+@click.option("--labelled", is_flag=True,
+              help="INPUT is a labelled collection (class-per-folder tree or a .csv/.jsonl manifest): the store "
+                   "keeps each image's label, so `zsclip eval --data STORE` works.")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True,
+              help="How embeddings are stored: float16 is half the disk with the same top-1 (see the README).")
+@click.option("--commit-every", default=COMMIT_EVERY, show_default=True, type=click.IntRange(min=1),
+              help="Images per shard: a killed run loses at most this many, and resumes from there.")
+@model_options
+@image_options
+def embed_command(inputs, output, labelled, dtype, commit_every, model, pretrained, device, precision, cache_dir,
+                  no_cache, batch_size, workers, max_pixels, decode, url_timeout) -> None:
+    """Encode images once into an embedding store, to classify, evaluate and search them in milliseconds.
+
+    \b
+    Examples:
+      zsclip embed photos/ --model ViT-B-32 --pretrained laion2b_s34b_b79k --output photos.zse
+      zsclip embed photos/ --output photos.zse        # later: only new or changed files are encoded
+      zsclip classify photos.zse --labels "forklift,pallet,empty shelf" --output results.parquet
+      zsclip embed labelled_tree/ --labelled --output tree.zse && zsclip eval --data tree.zse
+      zsclip search photos.zse "a forklift in the rain" --top-k 20
+
+    A store is a folder of Parquet shards and a JSON manifest naming the model. Rows are committed
+    every --commit-every images: kill the run at any time and run the same command again, and it
+    goes on from the last commit. Changed files are encoded again; files that are gone are dropped
+    from the store's view. The model of an existing store is the one used (--model must match).
+    """
+    options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
+    with usage_errors():
+        classnames = None
+        if labelled:
+            if len(inputs) != 1:
+                raise UsageFailure("--labelled takes one labelled collection (a class-per-folder tree or a manifest)")
+            collection, _ = open_collection(inputs[0])
+            sources, classnames = list(collection.items), list(collection.classnames)
+        else:
+            sources, duplicates = unique_sources(s for item in inputs for s in expand_sources(item))
+            for duplicate, kept in duplicates[:5]:
+                click.echo(f"zsclip: note: {printable(duplicate.name)} is the same file as {printable(kept.name)}; "
+                           "embedded once", err=True)
+        if not sources:
+            raise UsageFailure("no images to embed: give image files, folders or glob patterns")
+        existing = _existing_model(output)
+        if existing and model is None:
+            model, pretrained = existing
+        encoder = resolve_model(model, pretrained, options)
+        store = EmbeddingStore.create_or_open(output, encoder, precision=options.precision, dtype=dtype,
+                                              classnames=classnames)
+    with tqdm(total=len(sources), unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True,
+              disable=not sys.stderr.isatty()) as bar, usage_errors():
+        report = embed(store, sources, encoder, options, commit_every=commit_every, on_progress=bar.update)
+    click.echo(f"zsclip: {printable(output)}: {report.encoded} encoded, {report.skipped} unchanged, "
+               f"{report.failed} failed, {report.deleted} gone; {len(store)} images in the store", err=True)
+    sys.exit(1 if report.failed else 0)
+
+
+def _existing_model(folder: str) -> tuple[str, str | None] | None:
+    """(model, pretrained) an existing store was made with, so a rerun needs no --model."""
+    from pathlib import Path
+
+    from ..store.format import MANIFEST, read_manifest
+
+    if not (Path(folder) / MANIFEST).is_file():
+        return None
+    manifest = read_manifest(Path(folder))
+    return manifest.get("model"), manifest.get("pretrained")

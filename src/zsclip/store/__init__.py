@@ -1,0 +1,16 @@
+"""The embedding store: images encoded once, then classified, evaluated and searched from disk.
+
+    from zsclip.store import EmbeddingStore, embed
+    store = EmbeddingStore.create_or_open("photos.zse", encoder, precision="auto")
+    embed(store, sources, encoder)                     # only new or changed files are encoded
+    for batch in EmbeddingStore.open("photos.zse").batches():
+        ...                                            # batch.embeddings: float32 [n, D]
+
+The layout (Parquet shards + a JSON manifest) and its guarantees are in ``format.py``.
+"""
+
+from .embed import COMMIT_EVERY, EmbedReport, embed
+from .format import StoreError
+from .store import EmbeddingStore, StoreBatch
+
+__all__ = ["COMMIT_EVERY", "EmbedReport", "EmbeddingStore", "StoreBatch", "StoreError", "embed"]

@@ -1,0 +1,283 @@
+"""``EmbeddingStore``: open, create, append to and stream an embedding store (see format.py).
+
+Reading streams shard by shard in record batches, so classify / eval / search over a store of any
+size hold one batch of embeddings at a time (plus one small entry per path for the view).
+Writing appends whole shards: each is written under a temporary name, renamed, then listed in the
+manifest, which is replaced atomically; that is what makes a killed ``zsclip embed`` resumable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..errors import ClassifierFileError
+from ..outputs.atomic import atomic_path, write_atomically
+from .format import DTYPES, FORMAT, MANIFEST, VERSION, StoreError, read_manifest, schema
+
+#: What ``batches`` reads by default (everything but the file facts).
+#: Rows per Parquet row group: the unit a reader decodes at once (4096 x 768 float16 = 6 MB).
+ROW_GROUP_ROWS = 4096
+READ_COLUMNS = ("path", "resolved", "label", "error", "deleted", "embedding")
+
+
+@dataclass
+class StoreBatch:
+    """Rows of the store's view: paths, errors (None = has an embedding), labels (-1 = none), and
+    the float32 embeddings [n_ok, D] of the rows without an error, in row order."""
+
+    paths: list[str]
+    errors: list[str | None]
+    labels: list[int]
+    embeddings: np.ndarray
+
+
+class EmbeddingStore:
+    """A folder of Parquet shards plus a manifest; see ``zsclip.store.format`` for the layout."""
+
+    def __init__(self, folder: Path, manifest: dict) -> None:
+        self.folder = folder
+        self.manifest = manifest
+
+    # --- opening ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike, model: str | None = None) -> EmbeddingStore:
+        """A store made by ``zsclip embed``, or clip-retrieval's output folder (``img_emb/`` +
+        ``metadata/``), which needs the ``model`` that made it (clip-retrieval does not record it)."""
+        folder = Path(path).expanduser()
+        if (folder / "img_emb").is_dir() and not (folder / MANIFEST).exists():
+            from .clip_retrieval import open_clip_retrieval
+
+            return open_clip_retrieval(folder, model)
+        return cls(folder, read_manifest(folder))
+
+    @classmethod
+    def create_or_open(cls, path: str | os.PathLike, encoder, *, precision: str, dtype: str = "float16",
+                       classnames: list[str] | None = None) -> EmbeddingStore:
+        """The store at ``path`` for adding ``encoder``'s embeddings: opened (and checked to be the
+        same model, dtype and classes) when it exists, else created empty."""
+        folder = Path(path).expanduser()
+        if dtype not in DTYPES:
+            raise StoreError(f"storage dtype {dtype!r}: use float16 (half the disk) or float32 (exact)")
+        if (folder / MANIFEST).exists():
+            store = cls(folder, read_manifest(folder))
+            store.check_encoder(encoder)
+            if store.dtype != dtype:
+                raise StoreError(f"store {folder} holds {store.dtype} embeddings, not {dtype}: use another --output")
+            if (store.classnames or None) != (classnames or None):
+                raise StoreError(f"store {folder} was made with other class labels: use another --output")
+            return store
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise StoreError(f"{folder} exists and is not a zsclip store: give a new folder name for --output")
+        folder.mkdir(parents=True, exist_ok=True)
+        from ..pipeline.device_decode import device_preprocessing
+
+        preprocessing = device_preprocessing(encoder.image_transform())
+        manifest = {
+            "format": FORMAT, "version": VERSION, "zsclip_version": __version__,
+            "model": encoder.name, "pretrained": getattr(encoder, "pretrained", None),
+            "fingerprint": encoder.fingerprint, "backend": encoder.backend, "embed_dim": int(encoder.embed_dim),
+            "precision": precision, "dtype": dtype, "logit_scale": float(encoder.logit_scale),
+            "logit_bias": encoder.logit_bias,
+            "preprocessing": None if preprocessing is None else {
+                "size": preprocessing.size, "crop": list(preprocessing.crop), "resize": preprocessing.interpolation,
+                "mean": list(preprocessing.mean), "std": list(preprocessing.std)},
+            "classnames": classnames, "shards": [],
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        store = cls(folder, manifest)
+        store._write_manifest()
+        return store
+
+    # --- what it holds -----------------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        return int(self.manifest["embed_dim"])
+
+    @property
+    def dtype(self) -> str:
+        return self.manifest["dtype"]
+
+    @property
+    def model(self) -> str:
+        return self.manifest.get("model") or ""
+
+    @property
+    def pretrained(self) -> str | None:
+        return self.manifest.get("pretrained")
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.manifest.get("fingerprint")
+
+    @property
+    def classnames(self) -> list[str] | None:
+        return self.manifest.get("classnames")
+
+    @property
+    def shard_files(self) -> list[Path]:
+        return [self.folder / shard["file"] for shard in self.manifest["shards"]]
+
+    def check_encoder(self, encoder) -> None:
+        """Refuse a model other than the one the embeddings came from (they would not match)."""
+        if self.fingerprint and self.fingerprint != encoder.fingerprint:
+            raise StoreError(f"store {self.folder} holds embeddings of model {self.model} ({self.fingerprint}), not "
+                             f"{encoder.name} ({encoder.fingerprint}): use --model {self.model}, or embed again")
+
+    def check_classifier(self, classifier) -> None:
+        """Refuse a classifier built for another model than the store's."""
+        expected = classifier.provenance.get("fingerprint")
+        if self.fingerprint and expected and expected != self.fingerprint:
+            raise ClassifierFileError(f"classifier was built for model {classifier.provenance.get('model')}, but store "
+                                      f"{self.folder} holds embeddings of {self.model}: rebuild the classifier with "
+                                      f"`zsclip build --model {self.model}`")
+
+    # --- reading -----------------------------------------------------------------------------
+    def view_masks(self) -> dict[int, np.ndarray]:
+        """Per readable shard, which of its rows are in the view: each path's latest row, unless
+        that row is a deletion. Computed by Arrow over the path column alone (a hash aggregate in
+        native memory): the embeddings are never read for it."""
+        tables = list(self._tables(("resolved", "deleted")))
+        if not tables:
+            return {}
+        sizes = [table.num_rows for _, table in tables]
+        resolved = pa.concat_arrays([table.column("resolved").combine_chunks() for _, table in tables])
+        deleted = np.concatenate([table.column("deleted").to_numpy(zero_copy_only=False).astype(bool)
+                                  for _, table in tables])
+        order = pa.array(np.arange(len(resolved), dtype=np.int64))
+        latest = pa.table({"resolved": resolved, "order": order}).group_by("resolved").aggregate([("order", "max")])
+        keep = np.zeros(len(resolved), dtype=bool)
+        keep[latest.column("order_max").to_numpy()] = True
+        keep &= ~deleted
+        offsets = np.cumsum([0, *sizes])
+        return {index: keep[offsets[n] : offsets[n + 1]] for n, (index, _) in enumerate(tables)}
+
+    def facts(self) -> dict[str, tuple[int | None, int | None]]:
+        """resolved path -> (size, mtime_ns) of its latest row: what ``embed`` compares to skip work."""
+        masks = self.view_masks()
+        out: dict[str, tuple[int | None, int | None]] = {}
+        for shard_index, table in self._tables(("resolved", "size", "mtime_ns")):
+            mask = masks.get(shard_index)
+            if mask is None:
+                continue
+            rows = np.flatnonzero(mask)
+            picked = table.take(pa.array(rows))
+            for key, size, mtime in zip(picked.column("resolved").to_pylist(), picked.column("size").to_pylist(),
+                                        picked.column("mtime_ns").to_pylist(), strict=True):
+                out[key] = (size, mtime)
+        return out
+
+    def __len__(self) -> int:
+        return int(sum(mask.sum() for mask in self.view_masks().values()))
+
+    def batches(self, batch_size: int = 8192) -> Iterator[StoreBatch]:
+        """The view's rows, shard by shard, in record batches of at most ``batch_size``."""
+        masks = self.view_masks()
+        if not any(mask.any() for mask in masks.values()):
+            raise StoreError(f"store {self.folder} is empty: add images with `zsclip embed IMAGES --output "
+                             f"{self.folder}`")
+        for shard_index, path in enumerate(self.shard_files):
+            if shard_index not in masks:
+                continue  # unreadable: warned about while computing the view
+            try:
+                reader = pq.ParquetFile(path)
+                offset = 0
+                for record in reader.iter_batches(batch_size=batch_size, columns=list(READ_COLUMNS)):
+                    yield self._batch(record, masks[shard_index][offset : offset + record.num_rows])
+                    offset += record.num_rows
+            except (OSError, pa.ArrowException) as error:
+                import warnings
+
+                from ..errors import ZsclipWarning
+
+                warnings.warn(f"store shard {path.name} cannot be read ({error}); skipping it", ZsclipWarning,
+                              stacklevel=2)
+
+    def _batch(self, record: pa.RecordBatch, mask: np.ndarray) -> StoreBatch:
+        keep = np.flatnonzero(mask).tolist()
+        paths = record.column("path").to_pylist()
+        errors = record.column("error").to_pylist()
+        labels = record.column("label").to_pylist()
+        good = [i for i in keep if errors[i] is None]
+        embeddings = np.empty((0, self.embed_dim), dtype=np.float32)
+        if good:
+            column = record.column("embedding").take(pa.array(good))
+            embeddings = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(good), -1)
+        return StoreBatch([paths[i] for i in keep], [errors[i] for i in keep],
+                          [-1 if labels[i] is None else int(labels[i]) for i in keep], embeddings)
+
+    def _tables(self, columns: tuple[str, ...]) -> Iterator[tuple[int, pa.Table]]:
+        for shard_index, path in enumerate(self.shard_files):
+            try:
+                yield shard_index, pq.read_table(path, columns=list(columns))
+            except (OSError, pa.ArrowException) as error:
+                import warnings
+
+                from ..errors import ZsclipWarning
+
+                warnings.warn(f"store shard {path.name} cannot be read ({error}); skipping it", ZsclipWarning,
+                              stacklevel=3)
+
+    # --- writing -----------------------------------------------------------------------------
+    def append(self, rows: list[dict], embeddings: list[np.ndarray | None]) -> Path:
+        """Commit one shard: ``rows`` (the schema's columns but the embedding) and each row's
+        embedding (None for error and deleted rows). The shard counts once the manifest lists it."""
+        dim, dtype = self.embed_dim, self.dtype
+        numpy_dtype = np.float16 if dtype == "float16" else np.float32
+        columns = {name: [row.get(name) for row in rows] for name in schema(dim, dtype).names if name != "embedding"}
+        flat = [None if e is None else np.asarray(e, dtype=numpy_dtype).reshape(-1) for e in embeddings]
+        vectors = pa.array([None if e is None else e for e in flat], type=pa.list_(DTYPES[dtype], dim))
+        table = pa.table({**columns, "embedding": vectors}, schema=schema(dim, dtype))
+        name = f"shard-{len(self.manifest['shards']):05d}-{uuid.uuid4().hex[:8]}.parquet"
+        with atomic_path(self.folder / name) as temporary:
+            pq.write_table(table, temporary, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        self.manifest["shards"].append({"file": name, "rows": len(rows)})
+        self._write_manifest()
+        return self.folder / name
+
+    def remove_leftovers(self) -> list[Path]:
+        """Delete shard files the manifest does not list (a killed run's last, uncommitted shard)."""
+        listed = {shard["file"] for shard in self.manifest["shards"]}
+        removed = []
+        for path in self.folder.glob("shard-*.parquet"):
+            if path.name not in listed:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed.append(path)
+        return removed
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[EmbeddingStore]:
+        """Hold the store's write lock: two writers on one store would interleave their manifests."""
+        with open(self.folder / ".lock", "a+b") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise StoreError(f"store {self.folder} is being written by another run: wait for it") from None
+            try:
+                self.remove_leftovers()
+                yield self
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write_manifest(self) -> None:
+        self.manifest["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_atomically(self.folder / MANIFEST, json.dumps(self.manifest, indent=1, ensure_ascii=False) + "\n")
+
+    def __repr__(self) -> str:
+        return f"EmbeddingStore({str(self.folder)!r}, model={self.model!r}, shards={len(self.manifest['shards'])})"
+
+
+__all__ = ["EmbeddingStore", "StoreBatch", "StoreError"]

@@ -1,0 +1,253 @@
+"""The embedding store (issue 12): kill-and-resume equality, incremental add/change/delete,
+clip-retrieval's layout, classification and eval from a store equal to the images', search, flat
+memory while streaming, Parquet output, and every bad store in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from click.testing import CliRunner
+
+import zsclip
+from zsclip import shapes
+from zsclip.cli import main
+from zsclip.data.sources import expand_inputs
+from zsclip.store import EmbeddingStore, StoreError, embed
+from zsclip.store.format import MANIFEST
+from zsclip.tasks.classify import classify_items
+from zsclip.tasks.stored import classify_store, evaluate_store, search_store
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+LABELS = [line for line in (EXAMPLES / "labels.txt").read_text().splitlines() if line and line[0] != "#"]
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return zsclip.load_model("demo", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """A labelled tree of demo-world images (4 classes x 6), plus one broken file."""
+    root = tmp_path_factory.mktemp("store_photos")
+    for colour, shape in (("red", "circle"), ("blue", "square"), ("green", "star"), ("yellow", "ring")):
+        folder = root / f"{colour}_{shape}"
+        folder.mkdir()
+        for index, spec in enumerate(shapes.sample_specs(6, seed=len(colour) * 7 + len(shape))):
+            spec = shapes.ShapeSpec(colour, shape, spec.background, spec.radius, spec.centre, spec.rotation)
+            shapes.render(spec).save(folder / f"{index}.png")
+    (root / "red_circle" / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+def _options(**changes) -> zsclip.RunOptions:
+    return zsclip.RunOptions(workers=0, precision="fp32", batch_size=8, **changes)
+
+
+def _view(store: EmbeddingStore) -> dict[str, tuple[str | None, bytes | None]]:
+    out = {}
+    rows = 0
+    for batch in store.batches():
+        embeddings = iter(batch.embeddings)
+        for path, error in zip(batch.paths, batch.errors, strict=True):
+            out[path] = (error, None if error else next(embeddings).tobytes())
+            rows += 1
+    assert rows == len(out)  # nothing duplicated in the view
+    return out
+
+
+def test_classifying_a_store_equals_classifying_the_images(demo, photos, tmp_path):
+    sources = list(expand_inputs([str(photos)]))
+    store = EmbeddingStore.create_or_open(tmp_path / "s.zse", demo, precision="fp32", dtype="float32")
+    report = embed(store, sources, demo, _options(), commit_every=7)
+    assert (report.encoded, report.failed, report.shards) == (24, 1, 4)
+    classifier = zsclip.ZeroShotClassifier.build(demo, LABELS, "photo", precision="fp32")
+    direct = list(classify_items(sources, classifier, demo, top_k=3, options=_options()))
+    stored = list(classify_store(EmbeddingStore.open(tmp_path / "s.zse"), classifier, top_k=3))
+    assert [p.source for p in stored] == [p.source for p in direct]
+    for a, b in zip(direct, stored, strict=True):
+        assert a.labels == b.labels and (a.error is None) == (b.error is None)
+        assert a.scores == pytest.approx(b.scores, abs=1e-6)
+
+
+def test_eval_from_a_store_equals_eval_from_the_folder(demo, photos, tmp_path):
+    out = tmp_path / "tree.zse"
+    result = CliRunner().invoke(main, ["embed", str(photos), "--labelled", "-o", str(out), "-m", "demo",
+                                       "--dtype", "float32", "--precision", "fp32", "-j", "0"])
+    assert result.exit_code == 1, result.output  # the broken file is recorded as a failed row
+    from_store = evaluate_store(EmbeddingStore.open(out), demo, "photo", precision="fp32")
+    from_folder = zsclip.evaluate(photos, demo, "photo", options=_options())
+    assert from_store.metrics["photo"] == from_folder.metrics["photo"]
+    assert [f["path"] for f in from_store.failures] == [f["path"] for f in from_folder.failures]
+    cli = CliRunner().invoke(main, ["eval", "--data", str(out), "-t", "photo", "-o", str(tmp_path / "r.json")])
+    assert cli.exit_code == 1 and json.loads((tmp_path / "r.json").read_text())["metrics"]["acc1"] == pytest.approx(
+        from_folder.metrics["photo"]["acc1"])
+
+
+def test_a_killed_embed_resumes_to_the_same_store(photos, tmp_path):
+    big = tmp_path / "many"
+    big.mkdir()
+    for index, spec in enumerate(shapes.sample_specs(240, seed=5)):
+        shapes.render(spec).save(big / f"{index:04d}.png")
+    command = [sys.executable, "-m", "zsclip", "embed", str(big), "-m", "demo", "--commit-every", "16", "-j", "0",
+               "-b", "8", "--precision", "fp32"]
+    env = {**os.environ, "ZSCLIP_CACHE_DIR": str(tmp_path / "cache")}
+    killed_store = tmp_path / "killed.zse"
+    process = subprocess.Popen([*command, "-o", str(killed_store)], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        manifest = killed_store / MANIFEST
+        if manifest.is_file() and len(json.loads(manifest.read_text())["shards"]) >= 3:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    committed = len(json.loads((killed_store / MANIFEST).read_text())["shards"])
+    assert 3 <= committed < 15, "the run should have been killed part-way"
+    resumed = subprocess.run([*command, "-o", str(killed_store)], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{16 * committed} unchanged" in resumed.stderr  # nothing committed was encoded again
+    whole = subprocess.run([*command, "-o", str(tmp_path / "whole.zse")], env=env, capture_output=True, timeout=300)
+    assert whole.returncode == 0
+    assert _view(EmbeddingStore.open(killed_store)) == _view(EmbeddingStore.open(tmp_path / "whole.zse"))
+    assert not [p for p in killed_store.glob("*.parquet")
+                if p.name not in (killed_store / MANIFEST).read_text()]  # the uncommitted shard was removed
+
+
+def test_new_changed_and_deleted_files(demo, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    specs = shapes.sample_specs(4, seed=9)
+    for index, spec in enumerate(specs[:3]):
+        shapes.render(spec).save(folder / f"{index}.png")
+    store = EmbeddingStore.create_or_open(tmp_path / "s.zse", demo, precision="fp32")
+    embed(store, list(expand_inputs([str(folder)])), demo, _options())
+    before = _view(store)
+    shapes.render(specs[3]).save(folder / "new.png")                 # added
+    time.sleep(0.01)
+    shapes.render(specs[3]).save(folder / "0.png")                   # changed (other picture, new mtime)
+    (folder / "1.png").unlink()                                      # deleted
+    report = embed(store, list(expand_inputs([str(folder)])), demo, _options())
+    assert (report.encoded, report.skipped, report.deleted) == (2, 1, 1)
+    after = _view(store)
+    assert set(after) == {str(folder / n) for n in ("0.png", "2.png", "new.png")}
+    assert after[str(folder / "0.png")] != before[str(folder / "0.png")]
+    assert after[str(folder / "0.png")] == after[str(folder / "new.png")]  # same picture, same embedding
+    assert after[str(folder / "2.png")] == before[str(folder / "2.png")]
+
+
+def test_clip_retrievals_layout_opens_as_a_store(demo, photos, tmp_path):
+    sources = [s for s in expand_inputs([str(photos)]) if not s.name.endswith("broken.png")]
+    features = torch.cat([f for _, _, f in zsclip.pipeline.feature_batches(sources, demo, _options())])
+    (tmp_path / "cr" / "img_emb").mkdir(parents=True)
+    (tmp_path / "cr" / "metadata").mkdir()
+    for part, rows in enumerate((slice(0, 10), slice(10, None))):
+        np.save(tmp_path / "cr" / "img_emb" / f"img_emb_{part}.npy", features[rows].numpy().astype(np.float16))
+        pq.write_table(pa.table({"image_path": [s.name for s in sources[rows]]}),
+                       tmp_path / "cr" / "metadata" / f"metadata_{part}.parquet")
+    with pytest.raises(StoreError, match="name the model"):
+        EmbeddingStore.open(tmp_path / "cr")
+    store = EmbeddingStore.open(tmp_path / "cr", model="demo")
+    classifier = zsclip.ZeroShotClassifier.build(demo, LABELS, "photo", precision="fp32")
+    stored = list(classify_store(store, classifier, top_k=1))
+    direct = list(classify_items(sources, classifier, demo, top_k=1, options=_options()))
+    assert [p.labels for p in stored] == [p.labels for p in direct] and len(stored) == 24
+    result = CliRunner().invoke(main, ["classify", str(tmp_path / "cr"), "--model", "demo", "--labels-file",
+                                       str(EXAMPLES / "labels.txt"), "-t", "photo", "-o", str(tmp_path / "r.parquet")])
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(tmp_path / "r.parquet")
+    assert table.num_rows == 24 and table.column_names == ["path", "labels", "scores", "error"]
+
+
+def test_search_ranks_the_known_image_first(demo, photos, tmp_path):
+    store = EmbeddingStore.create_or_open(tmp_path / "s.zse", demo, precision="fp32", dtype="float32")
+    embed(store, list(expand_inputs([str(photos)])), demo, _options())
+    target = str(photos / "green_star" / "3.png")
+    query = torch.cat([f for _, _, f in zsclip.pipeline.feature_batches([zsclip.Source(target)], demo, _options())])
+    results = search_store(store, query[0], top_k=5)
+    assert results[0][0] == target and results[0][1] == pytest.approx(1.0, abs=1e-5)
+    text = CliRunner().invoke(main, ["search", str(tmp_path / "s.zse"), "a green star", "-k", "3"])
+    assert text.exit_code == 0 and text.stdout.count("green_star") >= 2
+
+
+def test_streaming_memory_does_not_grow_with_the_number_of_shards(demo, tmp_path):
+    def build(shards: int) -> EmbeddingStore:
+        store = EmbeddingStore.create_or_open(tmp_path / f"{shards}.zse", demo, precision="fp32", dtype="float32")
+        rng = np.random.default_rng(0)
+        for shard in range(shards):
+            rows = [{"path": f"{shard}/{i}", "resolved": f"/{shard}/{i}", "deleted": False} for i in range(20_000)]
+            vectors = list(rng.standard_normal((20_000, demo.embed_dim)).astype(np.float32))
+            store.append(rows, vectors)
+        return EmbeddingStore.open(tmp_path / f"{shards}.zse")
+
+    peaks = {}
+    for shards in (2, 8):
+        store = build(shards)
+        tracemalloc.start()
+        count = sum(len(batch.embeddings) for batch in store.batches(batch_size=4096))
+        peaks[shards] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert count == 20_000 * shards
+    embeddings_8 = 8 * 20_000 * demo.embed_dim * 4
+    assert peaks[8] < embeddings_8 / 4  # a fraction of the store: batches are streamed, not collected
+    assert peaks[8] < 2.5 * peaks[2]  # 4x the shards: what grows is the view's one small entry per path
+
+
+@pytest.mark.parametrize("damage", ["not a store", "newer version", "empty", "truncated shard", "other model"])
+def test_bad_stores_are_one_line(demo, photos, tmp_path, damage):
+    folder = tmp_path / "s.zse"
+    store = EmbeddingStore.create_or_open(folder, demo, precision="fp32")
+    if damage != "empty":
+        embed(store, list(expand_inputs([str(photos)])), demo, _options(), commit_every=10)
+    labels = ["--labels", "red circle,blue square", "-t", "photo"]
+    if damage == "not a store":
+        (tmp_path / "plain").mkdir()
+        (tmp_path / "plain" / "x.txt").write_text("x")
+        with pytest.raises(StoreError, match="not a zsclip store"):
+            EmbeddingStore.open(tmp_path / "plain")
+        return
+    if damage == "newer version":
+        manifest = json.loads((folder / MANIFEST).read_text())
+        manifest["version"] = 99
+        (folder / MANIFEST).write_text(json.dumps(manifest))
+    if damage == "truncated shard":
+        shard = store.shard_files[1]
+        shard.write_bytes(shard.read_bytes()[:200])
+        with pytest.warns(zsclip.ZsclipWarning, match=shard.name):
+            rows = list(classify_store(EmbeddingStore.open(folder),
+                                       zsclip.ZeroShotClassifier.build(demo, LABELS, "photo"), top_k=1))
+        assert len(rows) == 25 - 10  # the other shards still work
+        return
+    args = ["classify", str(folder), *labels] + (["--model", str(tmp_path)] if damage == "other model" else [])
+    if damage == "other model":
+        other = zsclip.ZeroShotClassifier.build(zsclip.load_model("ViT-B-32", pretrained="random"), ["a", "b"],
+                                                "photo", cache=False)
+        with pytest.raises(zsclip.ClassifierFileError, match="rebuild the classifier"):
+            list(classify_store(EmbeddingStore.open(folder), other))
+        return
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+    assert {"newer version": "newer than this zsclip", "empty": "is empty"}[damage] in result.stderr
+
+
+def test_float16_storage_keeps_top1(demo, photos, tmp_path):
+    sources = list(expand_inputs([str(photos)]))
+    classifier = zsclip.ZeroShotClassifier.build(demo, LABELS, "photo", precision="fp32")
+    answers = {}
+    for dtype in ("float16", "float32"):
+        store = EmbeddingStore.create_or_open(tmp_path / f"{dtype}.zse", demo, precision="fp32", dtype=dtype)
+        embed(store, sources, demo, _options())
+        answers[dtype] = [p.labels[:1] for p in classify_store(store, classifier, top_k=1)]
+    assert answers["float16"] == answers["float32"]
