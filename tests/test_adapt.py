@@ -195,3 +195,16 @@ def test_template_selection_picks_the_known_good_template_over_junk(world, tmp_p
         select_templates(manifest(world["eval_manifest"], NAMES), world["encoder"], 1, pool=pool,
                          reported_on_same_data=True, workers=0, cache_dir=world["cache"])
     assert "selected on these same images" in SELECTION_WARNING
+
+
+def test_eval_select_templates_writes_a_usable_template_file(world, tmp_path):
+    from zsclip.cli import main
+
+    out = tmp_path / "chosen.txt"
+    result = CliRunner().invoke(main, ["eval", "--data", str(world["pool_manifest"]), "--model", "demo",
+                                       "--templates", "openai-imagenet-7", "--select-templates", "3", "-o", str(out),
+                                       "-j", "0"])
+    assert result.exit_code == 0, result.output
+    chosen = out.read_text().splitlines()
+    assert len(chosen) == 3 and "optimistic" in result.stderr
+    assert len(zsclip.prompts.resolve_templates(out)) == 3

@@ -30,6 +30,7 @@ from .errors import (  # noqa: E402
 )
 from .options import RunOptions  # noqa: E402
 from .prompts import TEMPLATE_SETS, read_labels, resolve_templates  # noqa: E402
+from .store import EmbeddingStore, embed  # noqa: E402
 from .tasks import (  # noqa: E402
     DEFAULT_MODEL,
     DEFAULT_PRETRAINED,
@@ -47,5 +48,5 @@ __all__ = [
     "resolve_classifier", "resolve_model", "open_collection", "expand_inputs", "Source", "LabelledCollection",
     "Prediction", "TopK", "EvalResult", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "TEMPLATE_SETS", "read_labels",
     "resolve_templates", "ZsclipError", "InputError", "ImageReadError", "ModelLoadError", "ClassifierFileError",
-    "OutputError", "ZsclipWarning",
+    "OutputError", "ZsclipWarning", "EmbeddingStore", "embed",
 ]

@@ -44,11 +44,14 @@ from .common import image_options, model_options, run_options, usage_errors
               help="True-positive rate for the FPR figure.")
 @click.option("--descriptions", type=click.Path(dir_okay=False), default=None,
               help="A JSON of class -> sentences (CuPL / CLIP_benchmark format) added to each class's prompts.")
+@click.option("--select-templates", type=click.IntRange(min=1), default=None,
+              help="Choose this many templates from the --templates pool by greedy forward selection on --data "
+                   "(as OpenAI chose its 7); --output then names the template file written.")
 @model_options
 @image_options
 def eval_command(data, dataset, labels_file, templates, output, report_dir, labels_tree, unknown, tpr, descriptions,
-                 model, pretrained, device, precision, cache_dir, no_cache, batch_size, workers, max_pixels, decode,
-                 url_timeout) -> None:
+                 select_templates, model, pretrained, device, precision, cache_dir, no_cache, batch_size, workers,
+                 max_pixels, decode, url_timeout) -> None:
     """Measure zero-shot accuracy on labelled images: acc1, acc5, mean per-class recall.
 
     \b
@@ -84,6 +87,10 @@ def eval_command(data, dataset, labels_file, templates, output, report_dir, labe
     with usage_errors():
         collection, classes = open_collection(data, read_labels(labels_file) if labels_file else None, dataset)
         encoder = resolve_model(model, pretrained, options)
+    if select_templates:
+        _select_templates(collection, classes, encoder, select_templates, template_sets[0], options, output,
+                          not no_cache, cache_dir)
+        return
     if labels_tree or unknown or descriptions:
         _eval_tree(collection, classes, encoder, labels_tree, unknown, tpr, descriptions, template_sets[0], options,
                    not no_cache, cache_dir, output, report_dir, dataset or Path(data).name, model, pretrained)
@@ -161,6 +168,22 @@ def _eval_tree(collection, classes, encoder, labels_tree, unknown, tpr, descript
                              title=f"per-node recall ({first} mode)")
             click.echo(f"zsclip: report in {printable(folder)} (metrics.json, node_recall.png)", err=True)
     sys.exit(1 if failures else 0)
+
+
+def _select_templates(collection, classes, encoder, count, pool, options, output, cache, cache_dir) -> None:
+    """eval --select-templates N: greedy forward selection; the chosen templates as a file."""
+    from ..adapt.templates import select_templates
+
+    with usage_errors():
+        selection = select_templates(collection, encoder, count, pool=pool,
+                                     classes=classes if isinstance(classes, list) else None,
+                                     precision=options.precision, output=output, reported_on_same_data=True,
+                                     batch_size=options.batch_size, workers=options.workers,
+                                     max_pixels=options.max_pixels, cache=cache, cache_dir=cache_dir)
+    for rank, (template, accuracy) in enumerate(zip(selection.texts, selection.accuracies, strict=True), start=1):
+        click.echo(f"{rank:3d}. acc1 {accuracy:.2%}  {printable(template)}")
+    click.echo(f"zsclip: chose {len(selection.templates)} of {selection.pool_size} templates"
+               + (f"; written to {printable(output)} (use it as --templates)" if output else ""), err=True)
 
 
 def _eval_store(data, dataset, labels_file, template_sets, model, pretrained, options, no_cache, cache_dir, output,
