@@ -208,3 +208,18 @@ def test_eval_select_templates_writes_a_usable_template_file(world, tmp_path):
     chosen = out.read_text().splitlines()
     assert len(chosen) == 3 and "optimistic" in result.stderr
     assert len(zsclip.prompts.resolve_templates(out)) == 3
+
+
+def test_finetune_smoke_output_loads_through_local_dir(world, tmp_path):
+    out = tmp_path / "tuned"
+    result = CliRunner().invoke(adapt_command, [
+        "--data", str(world["pool_manifest"]), "--model", "demo", "--method", "finetune", "--shots", "2",
+        "--steps", "3", "--alpha", "0.5", "--workers", "0", "--cache-dir", str(world["cache"]), "-t", "photo",
+        "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    tuned = zsclip.load_model(f"local-dir:{out}", device="cpu")
+    classifier = zsclip.ZeroShotClassifier.load(out / "classifier.zsc", encoder=tuned)
+    assert classifier.provenance["adaptation"]["method"] == "finetune"
+    assert tuned.fingerprint != world["encoder"].fingerprint  # the image tower moved (alpha 0.5 of 3 steps)
+    rows = classifier.predict([str(p) for p in sorted((world["pool_manifest"].parent / "images").glob("*.png"))[:4]])
+    assert len(rows) == 4 and all(row and row.error is None for row in rows)
