@@ -21,6 +21,8 @@ from .common import (
     image_options,
     label_options,
     model_options,
+    ray_options,
+    ray_settings,
     read_classes,
     run_options,
     scale_option,
@@ -42,9 +44,11 @@ from .trees import make_rejector, resolve_tree_classifier, tree_options
 @model_options
 @image_options
 @scale_option
+@ray_options
 def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, labels_tree, tree_mode, beam,
              descriptions, reject, reject_calibrate, tpr, reject_score, reject_label, model, pretrained, device,
-             precision, cache_dir, no_cache, batch_size, workers, max_pixels, decode, url_timeout, scale) -> None:
+             precision, cache_dir, no_cache, batch_size, workers, max_pixels, decode, url_timeout, scale, ray_address,
+             ray_actors) -> None:
     """Classify images into the classes you name.
 
     INPUTS are image files, folders (searched recursively), quoted glob patterns ("shots/**/*.jpg"),
@@ -121,8 +125,16 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
     if labels_tree:
         _classify_tree(sources, tree_classifier, encoder, tree_mode, beam, rejector, options, output)
         return
-    _emit(classify_items(sources, classifier, encoder, top_k=top_k, scale=scale, options=options, rejector=rejector),
-          len(sources), output, top_k)
+    features = None
+    settings = ray_settings(ray_address, ray_actors)
+    if settings is not None:
+        from ..cluster.pipeline import ray_feature_batches
+
+        def features(items):
+            return ray_feature_batches(items, encoder, options, settings)
+
+    _emit(classify_items(sources, classifier, encoder, top_k=top_k, scale=scale, options=options, rejector=rejector,
+                         features=features), len(sources), output, top_k)
 
 
 def _emit(predictions, total: int, output: str | None, top_k: int) -> None:

@@ -107,6 +107,30 @@ def image_options(function):
     ])
 
 
+def ray_options(function):
+    """--ray, --ray-actors: run the pipeline on Ray Data (the ray extra)."""
+    return _apply(function, [
+        click.option("--ray", "ray_address", default=None, metavar="auto|ADDRESS",
+                     help="Run on Ray Data: auto = $RAY_ADDRESS, else a local Ray instance; or a cluster address "
+                          '(ray://head:10001). Needs pip install "zsclip[ray]".'),
+        click.option("--ray-actors", default=None, type=click.IntRange(min=1),
+                     help="Encoding actors, each loading the model once (default: one per GPU; on CPUs a quarter "
+                          "of the cores, the rest decode)."),
+    ])
+
+
+def ray_settings(address: str | None, actors: int | None):
+    """RaySettings for --ray, or None when the run is local."""
+    if address is None:
+        return None
+    from ..cluster import RaySettings, connect
+
+    settings = RaySettings(address=address, actors=actors)
+    with usage_errors():
+        connect(settings)
+    return settings
+
+
 def run_options(device: str = "auto", precision: str = DEFAULT_PRECISION, batch_size: int = 64,
                 workers: int | None = None, max_pixels: int = MAX_PIXELS,
                 url_timeout: float = URL_TIMEOUT_S, decode: str = "auto") -> RunOptions:

@@ -13,7 +13,15 @@ from ..outputs.text import printable
 from ..store import COMMIT_EVERY, EmbeddingStore, embed
 from ..tasks.classify import expand_sources
 from ..tasks.models import resolve_model
-from .common import UsageFailure, image_options, model_options, run_options, usage_errors
+from .common import (
+    UsageFailure,
+    image_options,
+    model_options,
+    ray_options,
+    ray_settings,
+    run_options,
+    usage_errors,
+)
 
 
 @click.command()
@@ -29,8 +37,9 @@ from .common import UsageFailure, image_options, model_options, run_options, usa
               help="Images per shard: a killed run loses at most this many, and resumes from there.")
 @model_options
 @image_options
+@ray_options
 def embed_command(inputs, output, labelled, dtype, commit_every, model, pretrained, device, precision, cache_dir,
-                  no_cache, batch_size, workers, max_pixels, decode, url_timeout) -> None:
+                  no_cache, batch_size, workers, max_pixels, decode, url_timeout, ray_address, ray_actors) -> None:
     """Encode images once into an embedding store, to classify, evaluate and search them in milliseconds.
 
     \b
@@ -40,6 +49,7 @@ def embed_command(inputs, output, labelled, dtype, commit_every, model, pretrain
       zsclip classify photos.zse --labels "forklift,pallet,empty shelf" --output results.parquet
       zsclip embed labelled_tree/ --labelled --output tree.zse && zsclip eval --data tree.zse
       zsclip search photos.zse "a forklift in the rain" --top-k 20
+      zsclip embed "shards/**/*.jpg" --output store/ --ray auto      # on Ray: local, or $RAY_ADDRESS
 
     A store is a folder of Parquet shards and a JSON manifest naming the model. Rows are committed
     every --commit-every images: kill the run at any time and run the same command again, and it
@@ -47,6 +57,7 @@ def embed_command(inputs, output, labelled, dtype, commit_every, model, pretrain
     from the store's view. The model of an existing store is the one used (--model must match).
     """
     options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
+    settings = ray_settings(ray_address, ray_actors)
     with usage_errors():
         classnames = None
         if labelled:
@@ -69,7 +80,13 @@ def embed_command(inputs, output, labelled, dtype, commit_every, model, pretrain
                                               classnames=classnames)
     with tqdm(total=len(sources), unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True,
               disable=not sys.stderr.isatty()) as bar, usage_errors():
-        report = embed(store, sources, encoder, options, commit_every=commit_every, on_progress=bar.update)
+        if settings is not None:
+            from ..cluster.tasks import embed_on_ray
+
+            report = embed_on_ray(store, sources, encoder, options, settings, commit_every=commit_every,
+                                  on_progress=bar.update)
+        else:
+            report = embed(store, sources, encoder, options, commit_every=commit_every, on_progress=bar.update)
     click.echo(f"zsclip: {printable(output)}: {report.encoded} encoded, {report.skipped} unchanged, "
                f"{report.failed} failed, {report.deleted} gone; {len(store)} images in the store", err=True)
     sys.exit(1 if report.failed else 0)

@@ -17,7 +17,7 @@ from ..prompts import read_labels, resolve_templates
 from ..tasks.evaluate import NothingDecodedError, benchmark_record, evaluate
 from ..tasks.models import default_weights, resolve_model
 from ..tasks.stored import is_store
-from .common import image_options, model_options, run_options, usage_errors
+from .common import image_options, model_options, ray_options, ray_settings, run_options, usage_errors
 
 
 @click.command(name="eval")
@@ -49,9 +49,10 @@ from .common import image_options, model_options, run_options, usage_errors
                    "(as OpenAI chose its 7); --output then names the template file written.")
 @model_options
 @image_options
+@ray_options
 def eval_command(data, dataset, labels_file, templates, output, report_dir, labels_tree, unknown, tpr, descriptions,
                  select_templates, model, pretrained, device, precision, cache_dir, no_cache, batch_size, workers,
-                 max_pixels, decode, url_timeout) -> None:
+                 max_pixels, decode, url_timeout, ray_address, ray_actors) -> None:
     """Measure zero-shot accuracy on labelled images: acc1, acc5, mean per-class recall.
 
     \b
@@ -95,11 +96,19 @@ def eval_command(data, dataset, labels_file, templates, output, report_dir, labe
         _eval_tree(collection, classes, encoder, labels_tree, unknown, tpr, descriptions, template_sets[0], options,
                    not no_cache, cache_dir, output, report_dir, dataset or Path(data).name, model, pretrained)
         return
+    settings = ray_settings(ray_address, ray_actors)
     try:
-        with PredictionsCsv(report_dir, collection.classnames) as on_prediction:
-            result = evaluate(collection, encoder, template_sets, classes=classes, options=options,
-                              cache=not no_cache, cache_dir=cache_dir, progress=sys.stderr.isatty(),
-                              on_prediction=on_prediction)
+        if settings is not None:
+            from ..cluster.tasks import evaluate_on_ray
+
+            with usage_errors():
+                result = evaluate_on_ray(collection, encoder, template_sets, classes=classes, options=options,
+                                         settings=settings, cache=not no_cache, cache_dir=cache_dir)
+        else:
+            with PredictionsCsv(report_dir, collection.classnames) as on_prediction:
+                result = evaluate(collection, encoder, template_sets, classes=classes, options=options,
+                                  cache=not no_cache, cache_dir=cache_dir, progress=sys.stderr.isatty(),
+                                  on_prediction=on_prediction)
     except NothingDecodedError as error:
         _report_failures(error.failures)
         raise

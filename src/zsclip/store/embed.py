@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -29,6 +30,8 @@ from ..pipeline import feature_batches
 from .store import EmbeddingStore
 
 COMMIT_EVERY = 1024
+#: Where embeddings come from: sources -> (names, errors, features [n_ok, D]) per batch, in order.
+FeatureSource = Callable[[Sequence[Source]], Iterable[tuple[list[str], list[str | None], Any]]]
 
 
 @dataclass
@@ -56,9 +59,17 @@ def embed(
     commit_every: int = COMMIT_EVERY,
     on_progress: Callable[[int], None] | None = None,
     remove_missing: bool = True,
+    features: FeatureSource | None = None,
 ) -> EmbedReport:
-    """Add what is new or changed among ``sources`` to ``store`` (see the module docstring)."""
+    """Add what is new or changed among ``sources`` to ``store`` (see the module docstring).
+
+    ``features(sources)`` yields (names, errors, features of the decoded ones) per batch, in order:
+    the local pipeline by default, a Ray Data job for ``--ray`` (zsclip.cluster); either way the
+    rows and shards written are the same, so the two can continue each other's work."""
     options = options or RunOptions()
+    if features is None:
+        def features(chunk: Sequence[Source]):
+            return feature_batches(list(chunk), encoder, options)
     store.check_encoder(encoder)
     report = EmbedReport()
     with store.writing():
@@ -82,28 +93,26 @@ def embed(
                     rows.append({"path": key, "resolved": key, "deleted": True})
                     vectors.append(None)
                     report.deleted += 1
-        for start in range(0, len(todo), commit_every):
-            chunk = todo[start : start + commit_every]
-            for names, errors, features in feature_batches(chunk[:], encoder, options):
-                batch = chunk[:len(names)]
-                chunk = chunk[len(names):]
-                row_features = iter(features.numpy())
-                for source, error in zip(batch, errors, strict=True):
-                    row = _facts(source)
-                    if error is not None:
-                        row["error"] = error
-                        vectors.append(None)
-                        report.failed += 1
-                    else:
-                        vectors.append(next(row_features))
-                        report.encoded += 1
-                    rows.append(row)
-                if on_progress:
-                    on_progress(len(names))
-            store.append(rows, vectors)
-            report.shards += 1
-            rows, vectors = [], []
-        if rows:  # only tombstones
+        pending = iter(todo)
+        for names, errors, batch_features in (features(todo) if todo else ()):
+            row_features = iter(np.asarray(batch_features))
+            for _name, error in zip(names, errors, strict=True):
+                row = _facts(next(pending))
+                if error is not None:
+                    row["error"] = error
+                    vectors.append(None)
+                    report.failed += 1
+                else:
+                    vectors.append(next(row_features))
+                    report.encoded += 1
+                rows.append(row)
+                if len(rows) >= commit_every:
+                    store.append(rows, vectors)
+                    report.shards += 1
+                    rows, vectors = [], []
+            if on_progress:
+                on_progress(len(names))
+        if rows:
             store.append(rows, vectors)
             report.shards += 1
     return report

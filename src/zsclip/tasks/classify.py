@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -102,13 +102,17 @@ def classify_items(
     scale: float | None = None,
     options: RunOptions | None = None,
     rejector: Rejector | None = None,
+    features: Callable[[Sequence[Item]], Iterable[tuple[list[str], list[str | None], torch.Tensor]]] | None = None,
 ) -> Iterator[Prediction]:
     """Predictions for already expanded ``items`` (sources or PIL images), in order, streamed.
 
     With ``rejector`` (open-set rejection, see zsclip.hierarchy.openset), an image whose open-set
-    score is below its threshold gets the single label ``rejector.label`` scored with that score."""
+    score is below its threshold gets the single label ``rejector.label`` scored with that score.
+    ``features`` replaces the local pipeline as the source of (names, errors, features) batches
+    (``zsclip.cluster`` passes a Ray Data job)."""
     classifier.check_encoder(encoder)
-    for names, errors, features in feature_batches(items, encoder, options):
+    batches = features(items) if features is not None else feature_batches(items, encoder, options)
+    for names, errors, features in batches:
         scores, indices = classifier.top_k(features, top_k, scale)
         kept = rejector.scores(classifier, features).tolist() if rejector is not None and len(features) else []
         row = 0

@@ -31,6 +31,18 @@ class StreamingMetrics:
         self.confusion += torch.bincount(flat, minlength=self.num_classes**2).view(self.num_classes, -1)
         self.count += len(targets)
 
+    def state(self) -> dict:
+        """The counts as plain data (for workers that score batches elsewhere, e.g. Ray tasks)."""
+        return {"confusion": self.confusion.numpy(), "hits": dict(self.hits), "count": self.count}
+
+    def absorb(self, state: dict) -> None:
+        """Add counts another ``StreamingMetrics`` gathered (``state()``): metrics of disjoint
+        batches combine exactly by addition."""
+        self.confusion += torch.as_tensor(state["confusion"], dtype=torch.long)
+        for k in self.top_k:
+            self.hits[k] += int(state["hits"][k])
+        self.count += int(state["count"])
+
     def result(self) -> dict:
         """``acc1``, ``acc5`` (None with fewer than 5 classes), ``mean_per_class_recall``, per-class
         recall and precision (None where undefined), the confusion matrix and the image count."""

@@ -1,0 +1,118 @@
+"""The local pipeline's stages as a Ray Data job: decode tasks, then an actor pool that encodes.
+
+Both stages call the same code as the local pipeline (``DecodedBatches`` decodes, the model's own
+``encode_images`` encodes), so a row's embedding is the one a single process computes. Rows keep
+their error (a bad image is a row, the job goes on); an actor that dies is restarted and its batch
+retried by Ray (``max_restarts`` / ``max_task_retries``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.collections import LabelledSource
+from ..data.sources import Source
+from ..errors import InputError
+from ..options import RunOptions
+from ..pipeline.decode import DecodedBatches
+from .session import RaySettings, connect
+
+#: How often Ray restarts a dead encoding actor, and retries the batch it was running.
+ACTOR_RESTARTS = 3
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What each actor loads: the model, its weights, the device and precision to encode with."""
+
+    model: str
+    pretrained: str | None
+    device: str
+    precision: str
+
+    @classmethod
+    def of(cls, encoder, options: RunOptions) -> ModelSpec:
+        return cls(encoder.name, getattr(encoder, "pretrained", None),
+                   "cuda" if encoder.device.type == "cuda" else "cpu", options.precision)
+
+
+def decode_batch(batch: dict[str, np.ndarray], transform: Callable, target_size: int | None, max_pixels: int,
+                 draft: bool, url_timeout: float, pixel_shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """A Ray task: one batch of sources decoded and preprocessed, a row per source (zeros where it failed)."""
+    names = [str(name) for name in batch["name"]]
+    items = [Source(name, str(error) or None) for name, error in zip(names, batch["error"], strict=True)]
+    decoded = DecodedBatches(items, max(1, len(items)), transform, target_size, max_pixels, draft, url_timeout)[0]
+    ok = np.array([error is None for error in decoded["errors"]], dtype=bool)
+    pixels = np.zeros((len(items), *pixel_shape), dtype=np.float32)
+    if ok.any():
+        pixels[ok] = decoded["pixels"].numpy()
+    return {"name": np.array(names, dtype=object), "target": batch["target"],
+            "error": np.array([error or "" for error in decoded["errors"]], dtype=object), "ok": ok,
+            "pixels": pixels}
+
+
+class EncodeActor:
+    """An actor holding one model: pixels in, L2-normalised float32 embeddings out (per row)."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        from ..tasks.models import resolve_model
+
+        self.spec = spec
+        self.encoder = resolve_model(spec.model, spec.pretrained, RunOptions(device=spec.device,
+                                                                             precision=spec.precision))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = batch["ok"].astype(bool)
+        embeddings = np.zeros((len(ok), self.encoder.embed_dim), dtype=np.float32)
+        if ok.any():
+            pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok]))
+            embeddings[ok] = self.encoder.encode_images(pixels, self.spec.precision).numpy()
+        return {"name": batch["name"], "target": batch["target"], "error": batch["error"], "ok": ok,
+                "embedding": embeddings}
+
+
+def encoded_dataset(items: Sequence[Source], encoder, options: RunOptions, settings: RaySettings,
+                    actor: type = EncodeActor):
+    """The Ray Dataset of ``items`` decoded by tasks and encoded by an actor pool (of ``actor``,
+    an ``EncodeActor``), in input order."""
+    ray = connect(settings)
+    transform = encoder.image_transform()
+    pixel_shape = tuple(transform(Image.new("RGB", (encoder.image_size or 224,) * 2)).shape)
+    records = [{"name": item.name, "error": item.error or "",
+                "target": item.target if isinstance(item, LabelledSource) else -1} for item in items]
+    gpus = encoder.device.type == "cuda"
+    # on CPUs, leave most cores to the decoding tasks: an actor holds its CPU for the whole job
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    actors = settings.actors or (max(1, int(ray.cluster_resources().get("GPU", 0))) if gpus else max(1, cpus // 4))
+    if not gpus and actors >= cpus:
+        raise InputError(f"--ray-actors {actors} would hold all {cpus} CPUs of the Ray cluster and leave none for "
+                         "decoding: use fewer actors")
+    dataset = ray.data.from_items(records)
+    dataset = dataset.map_batches(
+        decode_batch, batch_size=options.batch_size, batch_format="numpy", num_cpus=1,
+        fn_kwargs={"transform": transform, "target_size": encoder.image_size, "max_pixels": options.max_pixels,
+                   "draft": options.draft, "url_timeout": options.url_timeout, "pixel_shape": pixel_shape})
+    return dataset.map_batches(
+        actor, fn_constructor_kwargs={"spec": ModelSpec.of(encoder, options)}, batch_size=options.batch_size,
+        batch_format="numpy", concurrency=actors, num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
+        max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
+
+
+def ray_feature_batches(items: Sequence[Source], encoder, options: RunOptions | None = None,
+                        settings: RaySettings | None = None, actor: type = EncodeActor
+                        ) -> Iterator[tuple[list[str], list[str | None], torch.Tensor]]:
+    """``pipeline.feature_batches`` on Ray: (names, errors, features of the decoded ones) per batch."""
+    options = options or RunOptions()
+    dataset = encoded_dataset(items, encoder, options, settings or RaySettings(), actor)
+    for batch in dataset.iter_batches(batch_size=options.batch_size, batch_format="numpy"):
+        ok = batch["ok"].astype(bool)
+        yield ([str(name) for name in batch["name"]], [str(error) or None for error in batch["error"]],
+               torch.from_numpy(np.ascontiguousarray(batch["embedding"][ok])))
+
+
+__all__ = ["EncodeActor", "ModelSpec", "decode_batch", "encoded_dataset", "ray_feature_batches"]

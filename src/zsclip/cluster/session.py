@@ -1,0 +1,62 @@
+"""Connecting to Ray: ``--ray auto`` (RAY_ADDRESS, else a local instance), or an explicit address."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """How a run uses Ray.
+
+    Attributes:
+        address: "auto" (RAY_ADDRESS if set, else start a local instance), or a cluster address
+            such as ``ray://head:10001``.
+        actors: encoding actors (each loads the model once); None = one per GPU, else 2 on CPU.
+        num_cpus: for a local instance only: how many CPUs it may use (None = all).
+    """
+
+    address: str = "auto"
+    actors: int | None = None
+    num_cpus: int | None = None
+
+
+def ray_available() -> bool:
+    return importlib.util.find_spec("ray") is not None
+
+
+def connect(settings: RaySettings):
+    """The ``ray`` module, initialised: joined to the cluster the settings name, or a local one."""
+    if not ray_available():
+        raise InputError('--ray needs the ray extra: pip install "zsclip[ray]"')
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = settings.address
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS") or None
+    kwargs = {"ignore_reinit_error": True, "include_dashboard": False, "log_to_driver": False,
+              "logging_level": "ERROR"}
+    if address is None:
+        kwargs["num_cpus"] = settings.num_cpus
+        kwargs["runtime_env"] = {"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise InputError(f"cannot reach Ray at {address}: {error}") from None
+    import logging
+
+    for name in ("ray", "ray.data"):  # our own lines are what users read; Ray's INFO lines are noise here
+        logging.getLogger(name).setLevel(logging.ERROR)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # results in input order, as the local pipeline gives them
+    context.enable_progress_bars = False
+    return ray
+
+
+__all__ = ["RaySettings", "connect", "ray_available"]

@@ -1,0 +1,166 @@
+"""zsclip on Ray Data (issue 13), on a real local Ray instance (one per module, 2 CPUs): the same
+embeddings, predictions and metrics as the local pipeline, error rows for bad images, a dead actor
+replaced and its batch retried, and a killed driver's `zsclip embed --ray` resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+ray = pytest.importorskip("ray")
+
+import zsclip  # noqa: E402
+from zsclip import shapes  # noqa: E402
+from zsclip.cli import main  # noqa: E402
+from zsclip.cluster import RaySettings, connect  # noqa: E402
+from zsclip.cluster.pipeline import EncodeActor, ray_feature_batches  # noqa: E402
+from zsclip.cluster.tasks import embed_on_ray, evaluate_on_ray  # noqa: E402
+from zsclip.data.sources import expand_inputs  # noqa: E402
+from zsclip.errors import InputError  # noqa: E402
+from zsclip.pipeline import feature_batches  # noqa: E402
+from zsclip.store import EmbeddingStore, embed  # noqa: E402
+from zsclip.store.format import MANIFEST  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    connect(RaySettings(num_cpus=2))
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return zsclip.load_model("demo", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ray_tree")
+    for colour, shape in (("red", "circle"), ("blue", "square"), ("green", "star")):
+        folder = root / f"{colour}_{shape}"
+        folder.mkdir()
+        for index, spec in enumerate(shapes.sample_specs(5, seed=len(colour) + 10 * len(shape))):
+            spec = shapes.ShapeSpec(colour, shape, spec.background, spec.radius, spec.centre, spec.rotation)
+            shapes.render(spec).save(folder / f"{index}.png")
+    (root / "blue_square" / "broken.png").write_bytes(b"not an image")
+    return root
+
+
+OPTIONS = zsclip.RunOptions(precision="fp32", batch_size=4, workers=0)
+
+
+def test_ray_gives_the_local_embeddings_and_error_rows(demo, tree):
+    sources = list(expand_inputs([str(tree)]))
+    local = list(feature_batches(sources, demo, OPTIONS))
+    remote = list(ray_feature_batches(sources, demo, OPTIONS, RaySettings()))
+    assert sum((n for n, _, _ in remote), []) == sum((n for n, _, _ in local), [])
+    assert sum((e for _, e, _ in remote), []) == sum((e for _, e, _ in local), [])
+    difference = (torch.cat([f for *_, f in remote]) - torch.cat([f for *_, f in local])).abs().max()
+    assert float(difference) < 1e-6
+
+
+def test_eval_on_ray_equals_the_local_eval(demo, tree):
+    collection = zsclip.open_collection(tree)[0]
+    local = zsclip.evaluate(collection, demo, ["photo", "openai-imagenet-7"], options=OPTIONS)
+    remote = evaluate_on_ray(collection, demo, ["photo", "openai-imagenet-7"], options=OPTIONS, settings=RaySettings())
+    assert remote.metrics == local.metrics  # aggregated from per-batch counts: exactly equal
+    assert remote.failures == local.failures and remote.num_images == 15
+
+
+def test_classify_and_embed_with_the_ray_option(demo, tree, tmp_path):
+    common = ["--model", "demo", "--precision", "fp32", "-b", "4", "-j", "0"]
+    labels = ["--labels", "red circle,blue square,green star", "-t", "photo"]
+    local = CliRunner().invoke(main, ["classify", str(tree), *labels, *common, "-o", str(tmp_path / "l.jsonl")])
+    remote = CliRunner().invoke(main, ["classify", str(tree), *labels, *common, "--ray", "auto",
+                                       "-o", str(tmp_path / "r.jsonl")])
+    assert local.exit_code == remote.exit_code == 1, remote.output  # the broken file, reported by both
+    lines = [[json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+             for name in ("l.jsonl", "r.jsonl")]
+    assert [(r["path"], r["predictions"][:1], r["error"]) for r in lines[0]] == \
+           [(r["path"], r["predictions"][:1], r["error"]) for r in lines[1]]
+    result = CliRunner().invoke(main, ["embed", str(tree), *common, "--ray", "auto", "-o", str(tmp_path / "s.zse")])
+    assert result.exit_code == 1 and "15 encoded" in result.stderr
+    # a local run continues the Ray run's store: nothing to encode again
+    again = CliRunner().invoke(main, ["embed", str(tree), *common, "-o", str(tmp_path / "s.zse")])
+    assert "0 encoded, 16 unchanged" in again.stderr
+
+
+class CrashOnce(EncodeActor):
+    """An encoding actor whose process dies on its first batch (once per marker file)."""
+
+    def __call__(self, batch):
+        marker = Path(os.environ["ZSCLIP_TEST_MARKER"])
+        if not marker.exists():
+            marker.write_text("crashed")
+            os._exit(1)
+        return super().__call__(batch)
+
+
+def test_a_dead_actor_is_replaced_and_its_batch_retried(demo, tree, tmp_path, monkeypatch):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    marker = tmp_path / "crashed"
+    ray.shutdown()
+    os.environ["ZSCLIP_TEST_MARKER"] = str(marker)  # inherited by the new instance's workers
+    try:
+        connect(RaySettings(num_cpus=2))
+        sources = list(expand_inputs([str(tree)]))
+        remote = list(ray_feature_batches(sources, demo, OPTIONS, RaySettings(), actor=CrashOnce))
+    finally:
+        del os.environ["ZSCLIP_TEST_MARKER"]
+    assert marker.read_text() == "crashed"  # the actor did die
+    assert sum(len(n) for n, _, _ in remote) == 16 and sum(len(f) for *_, f in remote) == 15
+
+
+def test_a_killed_ray_driver_resumes_to_the_same_store(demo, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index, spec in enumerate(shapes.sample_specs(96, seed=3)):
+        shapes.render(spec).save(folder / f"{index:03d}.png")
+    store_path = tmp_path / "killed.zse"
+    command = [sys.executable, "-m", "zsclip", "embed", str(folder), "-m", "demo", "--precision", "fp32", "-b", "4",
+               "--commit-every", "8", "--ray", "auto", "-o", str(store_path)]
+    env = {**os.environ, "ZSCLIP_CACHE_DIR": str(tmp_path / "cache"), "RAY_ADDRESS": ""}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        manifest = store_path / MANIFEST
+        if manifest.is_file() and len(json.loads(manifest.read_text())["shards"]) >= 2:
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    process.wait(timeout=30)
+    committed = len(json.loads((store_path / MANIFEST).read_text())["shards"])
+    assert 2 <= committed < 12
+    store = EmbeddingStore.open(store_path)
+    report = embed_on_ray(store, list(expand_inputs([str(folder)])), demo, OPTIONS, RaySettings(), commit_every=8)
+    assert report.skipped == 8 * committed and report.encoded == 96 - 8 * committed
+    whole = EmbeddingStore.create_or_open(tmp_path / "whole.zse", demo, precision="fp32")
+    embed(whole, list(expand_inputs([str(folder)])), demo, OPTIONS)
+
+    def view(s: EmbeddingStore) -> dict:
+        return {p: e for b in s.batches() for p, e in zip(b.paths, b.embeddings, strict=True)}
+
+    resumed, reference = view(EmbeddingStore.open(store_path)), view(whole)
+    assert set(resumed) == set(reference)
+    assert max(float(np.abs(resumed[p] - reference[p]).max()) for p in reference) < 1e-3  # float16 storage
+
+
+def test_without_ray_the_option_is_one_line(monkeypatch):
+    from zsclip.cluster import session
+
+    monkeypatch.setattr(session, "ray_available", lambda: False)
+    with pytest.raises(InputError, match=r'pip install "zsclip\[ray\]"'):
+        session.connect(RaySettings())
