@@ -8,6 +8,7 @@ retried by Ray (``max_restarts`` / ``max_task_retries``).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -34,11 +35,12 @@ class ModelSpec:
     pretrained: str | None
     device: str
     precision: str
+    fingerprint: str
 
     @classmethod
     def of(cls, encoder, options: RunOptions) -> ModelSpec:
         return cls(encoder.name, getattr(encoder, "pretrained", None),
-                   "cuda" if encoder.device.type == "cuda" else "cpu", options.precision)
+                   "cuda" if encoder.device.type == "cuda" else "cpu", options.precision, encoder.fingerprint)
 
 
 def decode_batch(batch: dict[str, np.ndarray], transform: Callable, target_size: int | None, max_pixels: int,
@@ -65,6 +67,10 @@ class EncodeActor:
         self.spec = spec
         self.encoder = resolve_model(spec.model, spec.pretrained, RunOptions(device=spec.device,
                                                                              precision=spec.precision))
+        if self.encoder.fingerprint != spec.fingerprint:  # e.g. random weights, or other files on this node
+            raise InputError(f"the model loaded on a Ray worker ({spec.model}, {self.encoder.fingerprint}) differs "
+                             f"from the driver's ({spec.fingerprint}): give every node the same weights (a "
+                             "checkpoint file or local-dir: on shared storage)")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = batch["ok"].astype(bool)
@@ -97,10 +103,12 @@ def encoded_dataset(items: Sequence[Source], encoder, options: RunOptions, setti
         decode_batch, batch_size=options.batch_size, batch_format="numpy", num_cpus=1,
         fn_kwargs={"transform": transform, "target_size": encoder.image_size, "max_pixels": options.max_pixels,
                    "draft": options.draft, "url_timeout": options.url_timeout, "pixel_shape": pixel_shape})
-    return dataset.map_batches(
-        actor, fn_constructor_kwargs={"spec": ModelSpec.of(encoder, options)}, batch_size=options.batch_size,
-        batch_format="numpy", concurrency=actors, num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
-        max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
+    with warnings.catch_warnings():  # Ray 2.60 flags remote args passed this way; they are the documented way
+        warnings.simplefilter("ignore")
+        return dataset.map_batches(
+            actor, fn_constructor_kwargs={"spec": ModelSpec.of(encoder, options)}, batch_size=options.batch_size,
+            batch_format="numpy", concurrency=actors, num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
+            max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
 
 
 def ray_feature_batches(items: Sequence[Source], encoder, options: RunOptions | None = None,
