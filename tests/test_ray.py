@@ -164,3 +164,28 @@ def test_without_ray_the_option_is_one_line(monkeypatch):
     monkeypatch.setattr(session, "ray_available", lambda: False)
     with pytest.raises(InputError, match=r'pip install "zsclip\[ray\]"'):
         session.connect(RaySettings())
+
+
+def test_eval_on_ray_reads_webdataset_shards_and_reports_a_missing_one(demo, tree, tmp_path):
+    import io
+    import tarfile
+
+    classnames = ["red circle", "blue square", "green star"]
+    images = sorted(p for p in tree.rglob("*.png"))
+    for shard in range(2):
+        with tarfile.open(tmp_path / f"s-{shard}.tar", "w") as archive:
+            for index, path in enumerate(images[shard::2]):
+                archive.add(path, arcname=f"{shard}{index:03d}.png")
+                label = str(classnames.index(path.parent.name.replace("_", " "))).encode()
+                info = tarfile.TarInfo(f"{shard}{index:03d}.cls")
+                info.size = len(label)
+                archive.addfile(info, io.BytesIO(label))
+    (tmp_path / "s-2.tar").write_bytes((tmp_path / "s-1.tar").read_bytes())
+    collection = zsclip.data.shards.webdataset(f"{tmp_path}/s-{{0..2}}.tar", classnames)
+    (tmp_path / "s-2.tar").unlink()  # a shard that vanishes after the job was planned (storage trouble)
+    local = zsclip.evaluate(collection, demo, "photo", options=OPTIONS)
+    remote = evaluate_on_ray(collection, demo, "photo", options=OPTIONS, settings=RaySettings())
+    assert remote.metrics == local.metrics and remote.num_images == 15
+    reasons = " ".join(f["error"] for f in remote.failures)
+    assert "cannot read shard" in reasons and "s-2.tar" in " ".join(f["path"] for f in remote.failures)
+    assert sorted(f["path"] for f in remote.failures) == sorted(f["path"] for f in local.failures)

@@ -58,6 +58,48 @@ def decode_batch(batch: dict[str, np.ndarray], transform: Callable, target_size:
             "pixels": pixels}
 
 
+def shard_records(row: dict, classnames: list[str]) -> list[dict]:
+    """A Ray task: one WebDataset shard's samples as records (image bytes, target, or the error;
+    a shard that cannot be read is one error record naming it, as in the local reader)."""
+    from ..data.shards import IMAGE_KEYS, sample_target, shard_samples
+
+    lookup = {name: index for index, name in enumerate(classnames)}
+    records = []
+    for name, fields, error in shard_samples(str(row["shard"])):
+        data, target = b"", -1
+        if error is None:
+            try:
+                target = sample_target(fields, lookup, len(classnames))
+                data = next((fields[key] for key in IMAGE_KEYS if key in fields), None)
+                if data is None:
+                    raise ValueError(f"no image ({', '.join(IMAGE_KEYS)})")
+            except (ValueError, UnicodeDecodeError) as failure:
+                error, data, target = str(failure), b"", -1
+        records.append({"name": name, "error": error or "", "target": target, "data": data})
+    return records
+
+
+def decode_bytes_batch(batch: dict[str, np.ndarray], transform: Callable, target_size: int | None, max_pixels: int,
+                       draft: bool, pixel_shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """A Ray task: shard samples' bytes decoded and preprocessed, a row per sample."""
+    from ..data.images import decode_bytes
+    from ..errors import ImageReadError
+
+    errors = [str(error) or None for error in batch["error"]]
+    pixels = np.zeros((len(errors), *pixel_shape), dtype=np.float32)
+    for row, data in enumerate(batch["data"]):
+        if errors[row] is None:
+            try:
+                pixels[row] = transform(decode_bytes(bytes(data), target_size, max_pixels, draft=draft)).numpy()
+            except ImageReadError as failure:
+                errors[row] = str(failure)
+            except Exception as failure:  # one odd sample must not end the batch
+                errors[row] = f"preprocessing failed: {type(failure).__name__}: {failure}"
+    return {"name": batch["name"], "target": batch["target"],
+            "error": np.array([error or "" for error in errors], dtype=object),
+            "ok": np.array([error is None for error in errors], dtype=bool), "pixels": pixels}
+
+
 class EncodeActor:
     """An actor holding one model: pixels in, L2-normalised float32 embeddings out (per row)."""
 
@@ -83,14 +125,12 @@ class EncodeActor:
 
 
 def encoded_dataset(items: Sequence[Source], encoder, options: RunOptions, settings: RaySettings,
-                    actor: type = EncodeActor):
-    """The Ray Dataset of ``items`` decoded by tasks and encoded by an actor pool (of ``actor``,
-    an ``EncodeActor``), in input order."""
+                    actor: type = EncodeActor, shards: Sequence[str] = (), classnames: Sequence[str] = ()):
+    """The Ray Dataset of ``items`` (or of the samples of WebDataset ``shards``, one read task per
+    shard) decoded by tasks and encoded by an actor pool (of ``actor``, an ``EncodeActor``), in order."""
     ray = connect(settings)
     transform = encoder.image_transform()
     pixel_shape = tuple(transform(Image.new("RGB", (encoder.image_size or 224,) * 2)).shape)
-    records = [{"name": item.name, "error": item.error or "",
-                "target": item.target if isinstance(item, LabelledSource) else -1} for item in items]
     gpus = encoder.device.type == "cuda"
     # on CPUs, leave most cores to the decoding tasks: an actor holds its CPU for the whole job
     cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -98,11 +138,19 @@ def encoded_dataset(items: Sequence[Source], encoder, options: RunOptions, setti
     if not gpus and actors >= cpus:
         raise InputError(f"--ray-actors {actors} would hold all {cpus} CPUs of the Ray cluster and leave none for "
                          "decoding: use fewer actors")
-    dataset = ray.data.from_items(records)
-    dataset = dataset.map_batches(
-        decode_batch, batch_size=options.batch_size, batch_format="numpy", num_cpus=1,
-        fn_kwargs={"transform": transform, "target_size": encoder.image_size, "max_pixels": options.max_pixels,
-                   "draft": options.draft, "url_timeout": options.url_timeout, "pixel_shape": pixel_shape})
+    if shards:
+        dataset = ray.data.from_items([{"shard": shard} for shard in shards], override_num_blocks=len(shards))
+        dataset = dataset.flat_map(shard_records, fn_kwargs={"classnames": list(classnames)}).map_batches(
+            decode_bytes_batch, batch_size=options.batch_size, batch_format="numpy", num_cpus=1,
+            fn_kwargs={"transform": transform, "target_size": encoder.image_size, "max_pixels": options.max_pixels,
+                       "draft": options.draft, "pixel_shape": pixel_shape})
+    else:
+        records = [{"name": item.name, "error": item.error or "",
+                    "target": item.target if isinstance(item, LabelledSource) else -1} for item in items]
+        dataset = ray.data.from_items(records).map_batches(
+            decode_batch, batch_size=options.batch_size, batch_format="numpy", num_cpus=1,
+            fn_kwargs={"transform": transform, "target_size": encoder.image_size, "max_pixels": options.max_pixels,
+                       "draft": options.draft, "url_timeout": options.url_timeout, "pixel_shape": pixel_shape})
     with warnings.catch_warnings():  # Ray 2.60 flags remote args passed this way; they are the documented way
         warnings.simplefilter("ignore")
         return dataset.map_batches(

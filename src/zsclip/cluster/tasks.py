@@ -20,7 +20,6 @@ import torch
 from ..classifier import ZeroShotClassifier
 from ..data.collections import LabelledCollection
 from ..data.sources import Source
-from ..errors import InputError
 from ..options import RunOptions
 from ..store import EmbeddingStore, embed
 from ..tasks.evaluate import EvalResult, NothingDecodedError
@@ -61,8 +60,6 @@ def evaluate_on_ray(collection: LabelledCollection, encoder, template_sets: str 
                     cache: bool = True, cache_dir: str | os.PathLike | None = None) -> EvalResult:
     """``zsclip eval --ray``: the same metrics as ``evaluate`` on the same data."""
     options = options or RunOptions()
-    if collection.shards:
-        raise InputError("--ray evaluates folders and manifests; WebDataset shards run locally for now")
     template_sets = [template_sets] if isinstance(template_sets, str) else list(template_sets)
     classes = collection.classnames if classes is None else classes
     classifiers = {name: ZeroShotClassifier.build(encoder, classes, name, precision=options.precision, cache=cache,
@@ -72,7 +69,8 @@ def evaluate_on_ray(collection: LabelledCollection, encoder, template_sets: str 
     metrics = {name: StreamingMetrics(num_classes) for name in template_sets}
     failures: list[dict] = []
     start = time.perf_counter()
-    dataset = encoded_dataset(collection.items, encoder, options, settings or RaySettings()).map_batches(
+    dataset = encoded_dataset(collection.items, encoder, options, settings or RaySettings(), shards=collection.shards,
+                              classnames=collection.classnames).map_batches(
         score_batch, batch_size=options.batch_size, batch_format="numpy", num_cpus=1,
         fn_kwargs={"heads": heads, "num_classes": num_classes})
     for row in dataset.iter_rows():
