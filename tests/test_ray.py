@@ -189,3 +189,20 @@ def test_eval_on_ray_reads_webdataset_shards_and_reports_a_missing_one(demo, tre
     reasons = " ".join(f["error"] for f in remote.failures)
     assert "cannot read shard" in reasons and "s-2.tar" in " ".join(f["path"] for f in remote.failures)
     assert sorted(f["path"] for f in remote.failures) == sorted(f["path"] for f in local.failures)
+
+
+def test_classify_a_store_on_ray_equals_the_local_store_classification(demo, tree, tmp_path):
+    from zsclip.cluster.tasks import classify_store_on_ray
+    from zsclip.tasks.stored import classify_store
+
+    store = EmbeddingStore.create_or_open(tmp_path / "s.zse", demo, precision="fp32", dtype="float32")
+    embed(store, list(expand_inputs([str(tree)])), demo, OPTIONS, commit_every=6)
+    (tree / "red_circle" / "0.png").touch()  # a newer row for one image: the view keeps only that one
+    embed(store, list(expand_inputs([str(tree)])), demo, OPTIONS, commit_every=6)
+    classifier = zsclip.ZeroShotClassifier.build(demo, ["red circle", "blue square", "green star"], "photo")
+    local = list(classify_store(store, classifier, top_k=2))
+    remote = list(classify_store_on_ray(store, classifier, top_k=2, settings=RaySettings()))
+    assert [(p.source, p.labels, p.error) for p in remote] == [(p.source, p.labels, p.error) for p in local]
+    assert len(remote) == 16
+    for a, b in zip(local, remote, strict=True):
+        assert a.scores == pytest.approx(b.scores, abs=1e-6)

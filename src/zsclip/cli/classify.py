@@ -95,7 +95,16 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
             rejector = make_rejector(classifier, encoder, reject, reject_calibrate, tpr, reject_score, reject_label,
                                      options)
             total = len(store)
-        _emit(classify_store(store, classifier, top_k=top_k, scale=scale, rejector=rejector), total, output, top_k)
+        settings = ray_settings(ray_address, ray_actors)
+        if settings is not None:
+            if rejector is not None:
+                raise UsageFailure("--reject with --ray on a store is not available: run it without --ray")
+            from ..cluster.tasks import classify_store_on_ray
+
+            predictions = classify_store_on_ray(store, classifier, top_k=top_k, scale=scale, settings=settings)
+        else:
+            predictions = classify_store(store, classifier, top_k=top_k, scale=scale, rejector=rejector)
+        _emit(predictions, total, output, top_k)
         return
     arguments = [sys.stdin if item == "-" else item for item in inputs]
     sources, duplicates = unique_sources(source for item in arguments for source in _expand(item))

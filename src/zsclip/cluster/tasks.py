@@ -20,6 +20,7 @@ import torch
 from ..classifier import ZeroShotClassifier
 from ..data.collections import LabelledCollection
 from ..data.sources import Source
+from ..errors import InputError
 from ..options import RunOptions
 from ..store import EmbeddingStore, embed
 from ..tasks.evaluate import EvalResult, NothingDecodedError
@@ -33,6 +34,70 @@ def embed_on_ray(store: EmbeddingStore, sources: Sequence[Source], encoder, opti
     """``zsclip embed --ray``: new and changed images encoded on the cluster, shards written here."""
     return embed(store, sources, encoder, options,
                  features=lambda todo: ray_feature_batches(list(todo), encoder, options, settings), **embed_options)
+
+
+def store_rows(row: dict, masks: dict[int, np.ndarray]) -> list[dict]:
+    """A Ray task: one store shard's rows that are in the store's view (path, error, embedding)."""
+    import pyarrow.parquet as pq
+
+    index = int(row["index"])
+    table = pq.read_table(str(row["shard"]), columns=["path", "error", "embedding"])
+    keep = np.unpackbits(masks[index])[: table.num_rows].astype(bool)
+    table = table.filter(keep)
+    out = []
+    for path, error, vector in zip(table.column("path").to_pylist(), table.column("error").to_pylist(),
+                                   table.column("embedding").to_pylist(), strict=True):
+        out.append({"path": path, "error": error or "",
+                    "embedding": np.asarray(vector if vector is not None else [], dtype=np.float32)})
+    return out
+
+
+def head_batch(batch: dict[str, np.ndarray], weights: np.ndarray, scale: float, bias: float | None,
+               classnames: list[str], top_k: int, sigmoid: bool) -> dict[str, np.ndarray]:
+    """A Ray task: a batch of stored embeddings through a classifier head: top-k labels and scores."""
+    errors = [str(error) for error in batch["error"]]
+    labels = np.empty(len(errors), dtype=object)
+    scores = np.empty(len(errors), dtype=object)
+    good = [row for row, error in enumerate(errors) if not error]
+    for row in range(len(errors)):
+        labels[row], scores[row] = [], []
+    if good:
+        features = torch.from_numpy(np.stack([np.asarray(batch["embedding"][row], dtype=np.float32) for row in good]))
+        logits = scale * features @ torch.from_numpy(weights)
+        logits = logits + bias if bias is not None else logits
+        k = max(1, min(top_k, len(classnames)))
+        order = logits.topk(k, dim=-1).indices
+        probabilities = torch.sigmoid(logits) if sigmoid else logits.softmax(dim=-1)
+        for position, row in enumerate(good):
+            picked = order[position].tolist()
+            labels[row] = [classnames[i] for i in picked]
+            scores[row] = probabilities[position, picked].tolist()
+    return {"path": batch["path"], "error": batch["error"], "labels": labels, "scores": scores}
+
+
+def classify_store_on_ray(store: EmbeddingStore, classifier: ZeroShotClassifier, *, top_k: int = 5,
+                          scale: float | None = None, settings: RaySettings | None = None,
+                          batch_size: int = 8192):
+    """``classify_store`` on Ray: one read task per shard (its rows in the view), heads in tasks."""
+    from ..tasks.classify import Prediction
+    from .session import connect
+
+    store.check_classifier(classifier)
+    ray = connect(settings or RaySettings())
+    masks = {index: np.packbits(mask) for index, mask in store.view_masks().items()}
+    shards = [{"shard": str(path), "index": index} for index, path in enumerate(store.shard_files) if index in masks]
+    if not shards:
+        raise InputError(f"store {store.folder} is empty or unreadable")
+    dataset = ray.data.from_items(shards, override_num_blocks=len(shards)).flat_map(
+        store_rows, fn_kwargs={"masks": masks}).map_batches(
+        head_batch, batch_size=batch_size, batch_format="numpy", num_cpus=1,
+        fn_kwargs={"weights": classifier.weights.numpy(), "scale": float(classifier.logit_scale if scale is None
+                                                                         else scale),
+                   "bias": classifier.logit_bias, "classnames": list(classifier.classnames), "top_k": top_k,
+                   "sigmoid": classifier.is_sigmoid})
+    for row in dataset.iter_rows():
+        error = str(row["error"]) or None
+        yield Prediction(str(row["path"]), list(row["labels"]), [float(s) for s in row["scores"]], error)
 
 
 def score_batch(batch: dict[str, np.ndarray], heads: dict[str, tuple[np.ndarray, float, float | None]],
@@ -87,4 +152,4 @@ def evaluate_on_ray(collection: LabelledCollection, encoder, template_sets: str 
     return EvalResult(collection.classnames, results, failures, count, count / seconds if seconds > 0 else 0.0)
 
 
-__all__ = ["embed_on_ray", "evaluate_on_ray", "score_batch"]
+__all__ = ["classify_store_on_ray", "embed_on_ray", "evaluate_on_ray", "head_batch", "score_batch", "store_rows"]
