@@ -251,3 +251,22 @@ def test_float16_storage_keeps_top1(demo, photos, tmp_path):
         embed(store, sources, demo, _options())
         answers[dtype] = [p.labels[:1] for p in classify_store(store, classifier, top_k=1)]
     assert answers["float16"] == answers["float32"]
+
+
+def test_a_store_at_a_pyarrow_filesystem_uri(demo, photos, tmp_path):
+    """file:// goes through the same code as s3:// or gs:// (pyarrow.fs, no rename, no lock)."""
+    uri = (tmp_path / "remote.zse").as_uri()
+    common = ["-m", "demo", "--precision", "fp32", "-j", "0", "--commit-every", "10"]
+    first = CliRunner().invoke(main, ["embed", str(photos), "-o", uri, *common])
+    assert first.exit_code == 1 and "24 encoded" in first.stderr, first.output
+    again = CliRunner().invoke(main, ["embed", str(photos), "-o", uri, *common])
+    assert "0 encoded, 25 unchanged" in again.stderr
+    remote = EmbeddingStore.open(uri)
+    assert remote.location.local is None and len(remote) == 25
+    assert all(str(path).startswith("file://") for path in remote.shard_files)
+    local = EmbeddingStore.create_or_open(tmp_path / "local.zse", demo, precision="fp32")
+    embed(local, list(expand_inputs([str(photos)])), demo, _options())
+    assert _view(remote) == _view(local)
+    result = CliRunner().invoke(main, ["classify", uri, "--labels-file", str(EXAMPLES / "labels.txt"), "-t", "photo",
+                                       "-o", str(tmp_path / "r.csv")])
+    assert result.exit_code == 1 and "classified 24 of 25" in result.stderr

@@ -26,8 +26,9 @@ from .common import (
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
-              help="The store folder (created, or added to: only new or changed files are encoded).")
+@click.option("--output", "-o", required=True,
+              help="The store folder (created, or added to: only new or changed files are encoded); a local path or "
+                   "a pyarrow filesystem URI (s3://bucket/photos.zse, gs://..., hdfs://...).")
 @click.option("--labelled", is_flag=True,
               help="INPUT is a labelled collection (class-per-folder tree or a .csv/.jsonl manifest): the store "
                    "keeps each image's label, so `zsclip eval --data STORE` works.")
@@ -94,11 +95,11 @@ def embed_command(inputs, output, labelled, dtype, commit_every, model, pretrain
 
 def _existing_model(folder: str) -> tuple[str, str | None] | None:
     """(model, pretrained) an existing store was made with, so a rerun needs no --model."""
-    from pathlib import Path
-
     from ..store.format import MANIFEST, read_manifest
+    from ..store.location import Location
 
-    if not (Path(folder) / MANIFEST).is_file():
+    location = Location(folder)
+    if not location.exists(MANIFEST):
         return None
-    manifest = read_manifest(Path(folder))
+    manifest = read_manifest(location)
     return manifest.get("model"), manifest.get("pretrained")

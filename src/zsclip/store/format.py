@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pyarrow as pa
 
@@ -54,18 +53,16 @@ def schema(dim: int, dtype: str) -> pa.Schema:
     ])
 
 
-def read_manifest(folder: Path) -> dict:
-    """The validated manifest of the store in ``folder`` (one-line StoreError otherwise)."""
-    path = folder / MANIFEST
+def read_manifest(folder) -> dict:
+    """The validated manifest of the store at ``folder`` (a ``Location``; one-line StoreError otherwise)."""
+    path = folder.path_of(MANIFEST)
     if not folder.is_dir():
         raise StoreError(f"{folder} is not a folder: a store is a folder made by `zsclip embed`")
-    if not path.is_file():
+    if not folder.exists(MANIFEST):
         raise StoreError(f"{folder} is not a zsclip store (no {MANIFEST}): make one with `zsclip embed IMAGES "
                          f"--output {folder}`")
     try:
-        if path.stat().st_size > MAX_MANIFEST_BYTES:
-            raise ValueError(f"over {MAX_MANIFEST_BYTES} bytes")
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(folder.read_text(MANIFEST, MAX_MANIFEST_BYTES))
     except (OSError, ValueError, RecursionError) as error:
         raise StoreError(f"store manifest {path} cannot be read ({error}): the store is damaged") from None
     problem = _problem(manifest)

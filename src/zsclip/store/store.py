@@ -9,7 +9,6 @@ manifest, which is replaced atomically; that is what makes a killed ``zsclip emb
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import uuid
@@ -20,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import __version__
 from ..errors import ClassifierFileError
-from ..outputs.atomic import atomic_path, write_atomically
 from .format import DTYPES, FORMAT, MANIFEST, VERSION, StoreError, read_manifest, schema
+from .location import Location
 
 #: What ``batches`` reads by default (everything but the file facts).
 #: Rows per Parquet row group: the unit a reader decodes at once (4096 x 768 float16 = 6 MB).
@@ -47,8 +45,9 @@ class StoreBatch:
 class EmbeddingStore:
     """A folder of Parquet shards plus a manifest; see ``zsclip.store.format`` for the layout."""
 
-    def __init__(self, folder: Path, manifest: dict) -> None:
-        self.folder = folder
+    def __init__(self, folder: Location | Path, manifest: dict) -> None:
+        self.location = folder if isinstance(folder, Location) else Location(folder)
+        self.folder = self.location.local if self.location.local is not None else self.location
         self.manifest = manifest
 
     # --- opening ---------------------------------------------------------------------------
@@ -56,22 +55,22 @@ class EmbeddingStore:
     def open(cls, path: str | os.PathLike, model: str | None = None) -> EmbeddingStore:
         """A store made by ``zsclip embed``, or clip-retrieval's output folder (``img_emb/`` +
         ``metadata/``), which needs the ``model`` that made it (clip-retrieval does not record it)."""
-        folder = Path(path).expanduser()
-        if (folder / "img_emb").is_dir() and not (folder / MANIFEST).exists():
+        location = Location(path)
+        if location.local is not None and (location.local / "img_emb").is_dir() and not location.exists(MANIFEST):
             from .clip_retrieval import open_clip_retrieval
 
-            return open_clip_retrieval(folder, model)
-        return cls(folder, read_manifest(folder))
+            return open_clip_retrieval(location.local, model)
+        return cls(location, read_manifest(location))
 
     @classmethod
     def create_or_open(cls, path: str | os.PathLike, encoder, *, precision: str, dtype: str = "float16",
                        classnames: list[str] | None = None) -> EmbeddingStore:
         """The store at ``path`` for adding ``encoder``'s embeddings: opened (and checked to be the
         same model, dtype and classes) when it exists, else created empty."""
-        folder = Path(path).expanduser()
+        folder = Location(path)
         if dtype not in DTYPES:
             raise StoreError(f"storage dtype {dtype!r}: use float16 (half the disk) or float32 (exact)")
-        if (folder / MANIFEST).exists():
+        if folder.exists(MANIFEST):
             store = cls(folder, read_manifest(folder))
             store.check_encoder(encoder)
             if store.dtype != dtype:
@@ -79,9 +78,9 @@ class EmbeddingStore:
             if (store.classnames or None) != (classnames or None):
                 raise StoreError(f"store {folder} was made with other class labels: use another --output")
             return store
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        if folder.exists() and (not folder.is_dir() or folder.names()):
             raise StoreError(f"{folder} exists and is not a zsclip store: give a new folder name for --output")
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir()
         from ..pipeline.device_decode import device_preprocessing
 
         preprocessing = device_preprocessing(encoder.image_transform())
@@ -127,8 +126,9 @@ class EmbeddingStore:
         return self.manifest.get("classnames")
 
     @property
-    def shard_files(self) -> list[Path]:
-        return [self.folder / shard["file"] for shard in self.manifest["shards"]]
+    def shard_files(self) -> list[Path | str]:
+        """The committed shards: Paths for a local store, URIs for a remote one."""
+        return [self.location.path_of(shard["file"]) for shard in self.manifest["shards"]]
 
     def check_encoder(self, encoder) -> None:
         """Refuse a model other than the one the embeddings came from (they would not match)."""
@@ -188,11 +188,11 @@ class EmbeddingStore:
         if not any(mask.any() for mask in masks.values()):
             raise StoreError(f"store {self.folder} is empty: add images with `zsclip embed IMAGES --output "
                              f"{self.folder}`")
-        for shard_index, path in enumerate(self.shard_files):
+        for shard_index, shard in enumerate(self.manifest["shards"]):
             if shard_index not in masks:
                 continue  # unreadable: warned about while computing the view
             try:
-                reader = pq.ParquetFile(path)
+                reader = self.location.parquet_file(shard["file"])
                 offset = 0
                 for record in reader.iter_batches(batch_size=batch_size, columns=list(READ_COLUMNS)):
                     yield self._batch(record, masks[shard_index][offset : offset + record.num_rows])
@@ -202,7 +202,7 @@ class EmbeddingStore:
 
                 from ..errors import ZsclipWarning
 
-                warnings.warn(f"store shard {path.name} cannot be read ({error}); skipping it", ZsclipWarning,
+                warnings.warn(f"store shard {shard['file']} cannot be read ({error}); skipping it", ZsclipWarning,
                               stacklevel=2)
 
     def _batch(self, record: pa.RecordBatch, mask: np.ndarray) -> StoreBatch:
@@ -219,15 +219,15 @@ class EmbeddingStore:
                           [-1 if labels[i] is None else int(labels[i]) for i in keep], embeddings)
 
     def _tables(self, columns: tuple[str, ...]) -> Iterator[tuple[int, pa.Table]]:
-        for shard_index, path in enumerate(self.shard_files):
+        for shard_index, shard in enumerate(self.manifest["shards"]):
             try:
-                yield shard_index, pq.read_table(path, columns=list(columns))
+                yield shard_index, self.location.read_table(shard["file"], list(columns))
             except (OSError, pa.ArrowException) as error:
                 import warnings
 
                 from ..errors import ZsclipWarning
 
-                warnings.warn(f"store shard {path.name} cannot be read ({error}); skipping it", ZsclipWarning,
+                warnings.warn(f"store shard {shard['file']} cannot be read ({error}); skipping it", ZsclipWarning,
                               stacklevel=3)
 
     # --- writing -----------------------------------------------------------------------------
@@ -241,40 +241,31 @@ class EmbeddingStore:
         vectors = pa.array([None if e is None else e for e in flat], type=pa.list_(DTYPES[dtype], dim))
         table = pa.table({**columns, "embedding": vectors}, schema=schema(dim, dtype))
         name = f"shard-{len(self.manifest['shards']):05d}-{uuid.uuid4().hex[:8]}.parquet"
-        with atomic_path(self.folder / name) as temporary:
-            pq.write_table(table, temporary, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        self.location.write_table(name, table, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         self.manifest["shards"].append({"file": name, "rows": len(rows)})
         self._write_manifest()
-        return self.folder / name
+        return self.location.path_of(name)
 
     def remove_leftovers(self) -> list[Path]:
         """Delete shard files the manifest does not list (a killed run's last, uncommitted shard)."""
         listed = {shard["file"] for shard in self.manifest["shards"]}
         removed = []
-        for path in self.folder.glob("shard-*.parquet"):
-            if path.name not in listed:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-                    removed.append(path)
+        for name in self.location.names():
+            if name.startswith("shard-") and name.endswith(".parquet") and name not in listed:
+                self.location.delete(name)
+                removed.append(self.location.path_of(name))
         return removed
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[EmbeddingStore]:
         """Hold the store's write lock: two writers on one store would interleave their manifests."""
-        with open(self.folder / ".lock", "a+b") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise StoreError(f"store {self.folder} is being written by another run: wait for it") from None
-            try:
-                self.remove_leftovers()
-                yield self
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with self.location.lock():
+            self.remove_leftovers()
+            yield self
 
     def _write_manifest(self) -> None:
         self.manifest["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        write_atomically(self.folder / MANIFEST, json.dumps(self.manifest, indent=1, ensure_ascii=False) + "\n")
+        self.location.write_text(MANIFEST, json.dumps(self.manifest, indent=1, ensure_ascii=False) + "\n")
 
     def __repr__(self) -> str:
         return f"EmbeddingStore({str(self.folder)!r}, model={self.model!r}, shards={len(self.manifest['shards'])})"

@@ -97,10 +97,18 @@ def search_store(store: EmbeddingStore, query: torch.Tensor, top_k: int = 10,
 
 
 def is_store(path: str | os.PathLike) -> bool:
-    """True for a folder holding a zsclip store or a clip-retrieval output."""
+    """True for a folder holding a zsclip store (local or at a pyarrow filesystem URI) or a
+    clip-retrieval output."""
     from ..store.format import MANIFEST
 
     folder = os.fspath(path)
+    if "://" in folder and not folder.lower().startswith(("http://", "https://")):
+        from ..store.location import Location
+
+        try:
+            return Location(folder).exists(MANIFEST)
+        except StoreError:
+            return False
     return os.path.isdir(folder) and (os.path.isfile(os.path.join(folder, MANIFEST))
                                       or os.path.isdir(os.path.join(folder, "img_emb")))
 

@@ -1,0 +1,123 @@
+"""Where a store lives: a local folder, or a folder on any pyarrow filesystem (s3://, gs://, hdfs://).
+
+The commit protocol is the same everywhere (a shard is written whole, then listed in the manifest):
+locally a shard and the manifest are written under temporary names and renamed, and a file lock
+keeps a second writer out; on an object store, each object appears whole when its upload
+completes (PUT is atomic), so shards are written under their final unique names and the manifest
+is replaced by one PUT. Object stores have no locks: run one writer per store there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from ..outputs.atomic import atomic_path, write_atomically
+from .format import StoreError
+
+
+class Location:
+    """A store folder, local (a path) or remote (a URI that ``pyarrow.fs`` understands)."""
+
+    def __init__(self, place: str | os.PathLike) -> None:
+        text = os.fspath(place)
+        self.text = text
+        if "://" in text:
+            try:
+                self.fs, root = pafs.FileSystem.from_uri(text)
+            except (pa.ArrowException, ValueError, OSError) as error:
+                raise StoreError(f"store location {text}: {error}") from None
+            self.root = root.rstrip("/")
+            self.local: Path | None = None
+        else:
+            self.local = Path(text).expanduser()
+            self.fs, self.root = pafs.LocalFileSystem(), str(self.local.absolute())
+
+    def __str__(self) -> str:
+        return self.text
+
+    def path_of(self, name: str) -> Path | str:
+        """A file of the store: a Path locally, a URI remotely (what workers elsewhere can open)."""
+        return self.local / name if self.local is not None else f"{self.text.rstrip('/')}/{name}"
+
+    def _key(self, name: str) -> str:
+        return f"{self.root}/{name}" if name else self.root
+
+    def kind(self, name: str = "") -> pafs.FileType:
+        try:
+            return self.fs.get_file_info(self._key(name)).type
+        except (pa.ArrowException, OSError):
+            return pafs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        return self.kind() == pafs.FileType.Directory
+
+    def exists(self, name: str = "") -> bool:
+        return self.kind(name) != pafs.FileType.NotFound
+
+    def names(self) -> list[str]:
+        """The file names directly in the folder."""
+        if not self.is_dir():
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=False))
+        return [info.base_name for info in infos if info.type == pafs.FileType.File]
+
+    def mkdir(self) -> None:
+        self.fs.create_dir(self.root, recursive=True)
+
+    def read_text(self, name: str, max_bytes: int) -> str:
+        with self.fs.open_input_stream(self._key(name)) as stream:
+            data = stream.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise ValueError(f"over {max_bytes} bytes")
+        return data.decode("utf-8")
+
+    def write_text(self, name: str, text: str) -> None:
+        if self.local is not None:
+            write_atomically(self.local / name, text)
+            return
+        with self.fs.open_output_stream(self._key(name)) as stream:
+            stream.write(text.encode("utf-8"))
+
+    def write_table(self, name: str, table: pa.Table, **options) -> None:
+        if self.local is not None:
+            with atomic_path(self.local / name) as temporary:
+                pq.write_table(table, temporary, **options)
+            return
+        pq.write_table(table, self._key(name), filesystem=self.fs, **options)
+
+    def read_table(self, name: str, columns: list[str]) -> pa.Table:
+        return pq.read_table(self._key(name), columns=columns, filesystem=self.fs)
+
+    def parquet_file(self, name: str) -> pq.ParquetFile:
+        return pq.ParquetFile(self.fs.open_input_file(self._key(name)))
+
+    def delete(self, name: str) -> None:
+        with contextlib.suppress(pa.ArrowException, OSError):
+            self.fs.delete_file(self._key(name))
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """An exclusive writer lock (local folders; object stores have none: one writer per store)."""
+        if self.local is None:
+            yield
+            return
+        with open(self.local / ".lock", "a+b") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise StoreError(f"store {self.text} is being written by another run: wait for it") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+__all__ = ["Location"]
