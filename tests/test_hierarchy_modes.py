@@ -189,3 +189,15 @@ def test_read_tree_reports_a_bad_file_in_one_line(tmp_path):
     bad.write_text("animal:\n  dog:\n  dog:\n")
     with pytest.raises(zsclip.InputError):
         read_tree(bad)
+
+
+def test_tree_rows_as_parquet(world, tmp_path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "tree.parquet"
+    result = CliRunner().invoke(main, ["classify", str(world["known"]), "--labels-tree", str(world["tree"]),
+                                       "--model", "demo", "-t", "photo", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out)
+    assert table.column_names == ["path", "level1", "level1_probability", "level2", "level2_probability", "error"]
+    assert table.num_rows == 36 and str(table.schema.field("level1_probability").type) == "double"

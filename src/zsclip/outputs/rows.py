@@ -151,9 +151,15 @@ class RecordWriter:
         self.path = ResultWriter.check(path)
         self.format = self.path.suffix.lower()
         self.columns = columns
+        self._rows = 0
+        if self.format == ".parquet":
+            self._output = AtomicFile(self.path, "wb")
+            self._file = self._output.file
+            self._pending: list[dict] = []
+            self._parquet = None
+            return
         self._output = AtomicFile(self.path, "w", encoding="utf-8", newline="")
         self._file = self._output.file
-        self._rows = 0
         if self.format == ".csv":
             self._csv = csv.writer(self._file)
             self._csv.writerow(["path", *columns, "error"])
@@ -161,6 +167,12 @@ class RecordWriter:
             self._file.write("[")
 
     def write(self, source: str, record: dict, error: str | None = None) -> None:
+        if self.format == ".parquet":
+            self._pending.append({"path": undecodable_escaped(source), **{k: _json_value(v) for k, v in record.items()},
+                                  "error": None if error is None else undecodable_escaped(error)})
+            if len(self._pending) >= PARQUET_ROWS:
+                self._flush_parquet()
+            return
         if self.format == ".csv":
             cells = [_cell(record.get(column)) for column in self.columns]
             self._csv.writerow([csv_cell(source), *cells, csv_cell(error) if error else ""])
@@ -178,10 +190,30 @@ class RecordWriter:
     def close(self) -> Path:
         if self.format == ".json":
             self._file.write("\n]\n" if self._rows else "]\n")
+        if self.format == ".parquet":
+            self._flush_parquet(final=True)
         return self._output.commit()
 
     def abandon(self) -> Path:
         return self._output.abandon()
+
+    def _flush_parquet(self, final: bool = False) -> None:
+        """One row group: a string column per level, a float column per probability / score."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        fields = [("path", pa.string())]
+        fields += [(c, pa.float64() if c.endswith("_probability") or c == "openset_score" else pa.string())
+                   for c in self.columns]
+        schema = pa.schema([*fields, ("error", pa.string())])
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self._file, schema, compression="zstd")
+        if self._pending:
+            self._parquet.write_table(pa.Table.from_pylist(self._pending, schema=schema))
+            self._rows += len(self._pending)
+            self._pending = []
+        if final:
+            self._parquet.close()
 
 
 def _cell(value: object) -> str:
