@@ -201,3 +201,17 @@ def test_tree_rows_as_parquet(world, tmp_path):
     table = pq.read_table(out)
     assert table.column_names == ["path", "level1", "level1_probability", "level2", "level2_probability", "error"]
     assert table.num_rows == 36 and str(table.schema.field("level1_probability").type) == "double"
+
+
+def test_a_labels_tree_over_an_embedding_store(world, tmp_path):
+    store = tmp_path / "s.zse"
+    assert CliRunner().invoke(main, ["embed", str(world["known"]), "-m", "demo", "-o", str(store)]).exit_code == 0
+    args = ["--labels-tree", str(world["tree"]), "--tree-mode", "top-down", "-t", "photo"]
+    from_images = CliRunner().invoke(main, ["classify", str(world["known"]), *args, "--model", "demo",
+                                            "-o", str(tmp_path / "a.csv")])
+    from_store = CliRunner().invoke(main, ["classify", str(store), *args, "-o", str(tmp_path / "b.csv")])
+    assert from_images.exit_code == from_store.exit_code == 0, from_store.output
+    rows = [sorted((r["path"], r["level1"], r["level2"]) for r in csv.DictReader((tmp_path / n).open()))
+            for n in ("a.csv", "b.csv")]
+    agree = sum(a == b for a, b in zip(*rows, strict=True))
+    assert agree >= len(rows[0]) - 1  # float16 storage may flip a near tie, at most

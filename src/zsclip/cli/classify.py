@@ -13,7 +13,7 @@ from ..outputs import RecordWriter, ResultWriter, print_record, print_table
 from ..outputs.text import printable
 from ..store import EmbeddingStore
 from ..tasks.classify import classify_items, expand_sources
-from ..tasks.hierarchy import classify_tree
+from ..tasks.hierarchy import classify_tree, classify_tree_store
 from ..tasks.models import resolve_classifier
 from ..tasks.stored import classify_store, is_store
 from .common import (
@@ -83,9 +83,19 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         with usage_errors():
             if output:
                 ResultWriter.check(output)
-            if labels_tree:
-                raise InputError("--labels-tree is not available on a store yet: classify the images")
             store = EmbeddingStore.open(inputs[0], model=model)
+            if labels_tree:
+                encoder, tree_classifier = resolve_tree_classifier(labels_tree, descriptions, templates, store.model,
+                                                                   pretrained or store.pretrained, options,
+                                                                   not no_cache, cache_dir)
+                store.check_encoder(encoder)
+                rejector = make_rejector(tree_classifier.leaf_classifier, encoder, reject, reject_calibrate, tpr,
+                                         reject_score, reject_label, options)
+                rows = classify_tree_store(store, tree_classifier, mode=tree_mode, beam=beam, rejector=rejector)
+        if labels_tree:
+            _write_tree_rows(rows, len(store), tree_classifier, rejector, output)
+            return
+        with usage_errors():
             encoder, classifier = resolve_classifier(
                 read_classes(labels, labels_file) if classifier_file is None or labels or labels_file else None,
                 classifier=classifier_file, templates=templates, model=store.model,
@@ -185,14 +195,19 @@ def _finish(total: int, failures: int, output: str | None) -> None:
 
 def _classify_tree(sources, tree_classifier, encoder, mode, beam, rejector, options, output) -> None:
     """--labels-tree: one label and probability per level, streamed like flat results."""
+    rows = classify_tree(sources, tree_classifier, encoder, mode=mode, beam=beam, rejector=rejector, options=options)
+    _write_tree_rows(rows, len(sources), tree_classifier, rejector, output)
+
+
+def _write_tree_rows(rows, total: int, tree_classifier, rejector, output) -> None:
+    """Write or print per-level rows as they stream; report failures; exit with the documented status."""
     columns = [column for name in tree_classifier.tree.level_names() for column in (name, f"{name}_probability")]
     columns += ["openset_score"] if rejector is not None else []
     with usage_errors():
         writer = RecordWriter(output, columns) if output else None
     failures = 0
     try:
-        for row in classify_tree(sources, tree_classifier, encoder, mode=mode, beam=beam, rejector=rejector,
-                                 options=options):
+        for row in rows:
             if row.error:
                 failures += 1
                 click.echo(f"zsclip: skipped {printable(row.source)}: {printable(row.error)}", err=True)
@@ -207,7 +222,7 @@ def _classify_tree(sources, tree_classifier, encoder, mode, beam, rejector, opti
         raise
     if writer:
         writer.close()
-    _finish(len(sources), failures, output)
+    _finish(total, failures, output)
 
 
 def _expand(item):

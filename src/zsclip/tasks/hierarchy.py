@@ -52,6 +52,17 @@ def classify_tree(
             yield TreeRow(name, {}, error) if error is not None else TreeRow(name, next(records))
 
 
+def classify_tree_store(store, tree_classifier: TreeClassifier, *, mode: str = "flat", beam: int = 1,
+                        rejector: Rejector | None = None) -> Iterator[TreeRow]:
+    """Per-level rows for the images of an embedding store (no image decoded), in store order."""
+    store.check_classifier(tree_classifier.node_classifier)
+    for batch in store.batches():
+        features = torch.from_numpy(batch.embeddings)
+        records = iter(predict_tree(tree_classifier, features, mode, beam, rejector) if len(features) else [])
+        for path, error in zip(batch.paths, batch.errors, strict=True):
+            yield TreeRow(path, {}, error) if error is not None else TreeRow(path, next(records))
+
+
 def calibrate_rejector(
     classifier: ZeroShotClassifier,
     encoder: Encoder,
@@ -109,4 +120,4 @@ def evaluate_tree_collection(
     return result, failures
 
 
-__all__ = ["TreeRow", "calibrate_rejector", "classify_tree", "evaluate_tree_collection"]
+__all__ = ["TreeRow", "calibrate_rejector", "classify_tree_store", "classify_tree", "evaluate_tree_collection"]
