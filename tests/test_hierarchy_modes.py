@@ -175,6 +175,8 @@ def test_eval_with_a_tree_and_unknowns_reports_levels_and_open_set(world, tmp_pa
     assert record["modes"]["flat"]["accuracy"]["level1"] >= record["modes"]["flat"]["accuracy"]["level2"]
     assert record["openset"]["mcm"]["auroc"] > 0.5 and record["openset"]["mcm"]["num_unknown"] == 18
     assert (report / "node_recall.png").stat().st_size > 1000 and "AUROC" in result.stdout
+    page = (report / "index.html").read_text()
+    assert "mistake severity" in page and "node_recall.png" in page and "AUROC" in page and "top-down" in page
 
 
 def test_flat_labels_with_unknowns_use_a_one_level_tree(world, tmp_path):

@@ -11,7 +11,7 @@ from .. import __version__
 from ..data.collections import open_collection
 from ..errors import InputError
 from ..outputs import PredictionsCsv, write_json
-from ..outputs.atomic import check_writable
+from ..outputs.atomic import check_writable, write_atomically
 from ..outputs.text import printable
 from ..prompts import read_labels, resolve_templates
 from ..tasks.evaluate import NothingDecodedError, benchmark_record, evaluate
@@ -175,7 +175,10 @@ def _eval_tree(collection, classes, encoder, labels_tree, unknown, tpr, descript
             first = next(iter(result["modes"]))
             plot_node_recall(folder / "node_recall.png", result["modes"][first], tree,
                              title=f"per-node recall ({first} mode)")
-            click.echo(f"zsclip: report in {printable(folder)} (metrics.json, node_recall.png)", err=True)
+            from ..outputs.report import tree_page
+
+            page = write_atomically(folder / "index.html", tree_page(record, tpr))
+            click.echo(f"zsclip: report in {printable(page)} (with metrics.json, node_recall.png)", err=True)
     sys.exit(1 if failures else 0)
 
 

@@ -146,3 +146,46 @@ img{{max-width:100%;border:1px solid #eee}}</style>
 
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2%}"
+
+
+def tree_page(record: dict, tpr: float = 0.95) -> str:
+    """The report page of a label-tree / open-set eval: accuracy per level and mistake severity per
+    mode, the open-set figures, the per-node recall plot and the failed images."""
+    record = utf8_safe(record)
+    escape = html.escape
+    modes = record["modes"]
+    levels = [entry["level"] for entry in next(iter(modes.values()))["levels"]]
+    head = "".join(f"<th>{escape(level)}</th>" for level in levels)
+    rows = ""
+    for mode, metrics in modes.items():
+        cells = "".join(f"<td>{_percent(entry['accuracy'])}</td>" for entry in metrics["levels"])
+        rows += f"<tr><td>{escape(mode)}</td>{cells}<td>{_number(metrics['mistake_severity'])}</td></tr>"
+    openset = record.get("openset") or {}
+    fpr_key = f"fpr{round(tpr * 100)}"
+    open_rows = "".join(
+        f"<tr><td>{escape(score)}</td><td>{_number(entry.get('auroc'))}</td><td>{_number(entry.get(fpr_key))}</td>"
+        f"<td>{entry.get('num_known', 0)}</td><td>{entry.get('num_unknown', 0)}</td></tr>"
+        for score, entry in openset.items())
+    open_table = (f"<h2>Open set</h2><table><tr><th>score</th><th>AUROC</th><th>FPR at {tpr:.0%} TPR</th>"
+                  f"<th>known</th><th>unknown</th></tr>{open_rows}</table>") if openset else ""
+    failures = "".join(f"<li><code>{escape(f['path'])}</code>: {escape(f['error'])}</li>" for f in record["failures"])
+    style = ("body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto}"
+             "td,th{padding:4px 10px;text-align:right}td:first-child{text-align:left}"
+             "table{border-collapse:collapse}tr:nth-child(even){background:#f4f4f4}")
+    title = escape(str(record["dataset"]))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>zsclip tree eval: {title}</title><style>{style}</style></head>
+<body><h1>Label-tree evaluation: {title}</h1>
+<p>Model {escape(str(record['model']))} {escape(str(record['pretrained']))}, templates
+{escape(str(record['templates']))}. Mistake severity: the mean tree distance from a wrong answer to the truth
+at the leaf level (lower is better).</p>
+<h2>Accuracy per level</h2><table><tr><th>mode</th>{head}<th>mistake severity</th></tr>{rows}</table>
+{open_table}
+<h2>Per-node recall</h2><img src="node_recall.png" alt="per-node recall" style="max-width:100%">
+<h2>Failed images ({len(record['failures'])})</h2><ul>{failures or '<li>none</li>'}</ul>
+<p>Numbers: <a href="metrics.json">metrics.json</a>.</p></body></html>
+"""
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
