@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -223,3 +224,48 @@ def test_finetune_smoke_output_loads_through_local_dir(world, tmp_path):
     assert tuned.fingerprint != world["encoder"].fingerprint  # the image tower moved (alpha 0.5 of 3 steps)
     rows = classifier.predict([str(p) for p in sorted((world["pool_manifest"].parent / "images").glob("*.png"))[:4]])
     assert len(rows) == 4 and all(row and row.error is None for row in rows)
+
+
+def test_finetune_improves_on_the_style_and_its_alpha_endpoints_are_exact(world):
+    from zsclip.adapt.finetune import FineTuneSettings, encode_pixels, finetune, load_pixels
+
+    zero_shot, encoder = world["zero_shot"], world["encoder"]
+    tuned = finetune(encoder, zero_shot, world["pool"].few_shot(4, seed=0), FineTuneSettings(steps=40, seed=0))
+    pixels, failures = load_pixels(world["eval"].names, encoder)
+    assert not failures
+
+    def accuracy_at(alpha: float) -> float:
+        logits = encode_pixels(tuned.model(alpha), pixels) @ tuned.head(alpha)
+        return float((logits.argmax(1) == world["eval"].targets).float().mean())
+
+    # alpha 0: the source model and the zero-shot head, weight for weight; alpha 1: the tuned ones
+    source = encoder.model.state_dict()
+    assert all(torch.equal(tensor, source[name]) for name, tensor in tuned.model(0.0).state_dict().items())
+    assert all(torch.equal(tensor, tuned.tuned_state[name]) for name, tensor in tuned.model(1.0).state_dict().items())
+    assert torch.equal(tuned.head(0.0), zero_shot.weights)
+    assert not torch.equal(tuned.model(1.0).state_dict()["visual.attnpool.c_proj.weight"],
+                           source["visual.attnpool.c_proj.weight"])
+    torch.testing.assert_close(encode_pixels(tuned.model(0.0), pixels), encoder.encode_images(pixels, "fp32"))
+    base = accuracy(zero_shot, world["eval"])
+    assert tuned.losses[-1] < tuned.losses[0]
+    assert accuracy_at(1.0) > base + 0.2
+    assert accuracy_at(0.5) > base + 0.1  # the WiSE-FT mixture keeps a real part of the gain
+
+
+def test_finetune_a_vit_local_dir_model_round_trips(world, tiny_clip, tiny_clip_dir, tmp_path):
+    """The ViT path (as ViT-B-32 would take on a GPU): a tiny open_clip ViT from a local-dir folder is
+    fine-tuned, saved with the same architecture config, reloaded and used with its classifier."""
+    out = tmp_path / "vit"
+    result = CliRunner().invoke(adapt_command, [
+        "--data", str(world["pool_manifest"]), "--model", tiny_clip_dir, "--method", "finetune", "--shots", "1",
+        "--steps", "2", "--alpha", "1", "--workers", "0", "--no-cache", "-t", "photo", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    source_dir = tiny_clip_dir.removeprefix("local-dir:")
+    source = json.loads((Path(source_dir) / "open_clip_config.json").read_text())
+    written = json.loads((out / "open_clip_config.json").read_text())
+    assert written["model_cfg"] == source["model_cfg"] and written["zsclip_finetune"]["alpha"] == 1.0
+    tuned = zsclip.load_model(f"local-dir:{out}", device="cpu")
+    classifier = zsclip.ZeroShotClassifier.load(out / "classifier.zsc", encoder=tuned)
+    assert classifier.provenance["fingerprint"] == tuned.fingerprint != tiny_clip.fingerprint
+    rows = classifier.predict([str(world["pool"].names[0])])
+    assert rows[0].error is None and rows[0][0][0] in NAMES
