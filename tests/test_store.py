@@ -238,6 +238,10 @@ def test_bad_stores_are_one_line(demo, photos, tmp_path, damage):
             list(classify_store(EmbeddingStore.open(folder), other))
         with pytest.raises(StoreError, match="512-d ones"):
             EmbeddingStore.open(folder).check_encoder(wider)
+        retrained = EmbeddingStore.open(folder)
+        retrained.manifest["fingerprint"] = "open_clip:w2:0000"  # as if made by other weights of the same model
+        with pytest.raises(StoreError, match="holds embeddings of demo with other weights"):
+            retrained.check_encoder(demo)
         same_width = zsclip.ZeroShotClassifier.build(demo, ["a", "b"], "photo", cache=False)
         same_width.provenance["fingerprint"] = "another-model"  # as a classifier file of another 64-d model says
         with pytest.raises(zsclip.ClassifierFileError, match="rebuild the classifier"):

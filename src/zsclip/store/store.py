@@ -136,6 +136,10 @@ class EmbeddingStore:
         if int(encoder.embed_dim) != self.embed_dim:
             raise StoreError(f"store {self.folder} holds {self.embed_dim}-d embeddings, but model {encoder.name} makes "
                              f"{int(encoder.embed_dim)}-d ones: use the model that made the store")
+        if self.fingerprint and self.fingerprint != encoder.fingerprint and encoder.name == self.model:
+            raise StoreError(f"store {self.folder} holds embeddings of {self.model} with other weights "
+                             f"({self.pretrained or 'unnamed'}, {self.fingerprint}) than the ones loaded "
+                             f"({encoder.fingerprint}): load the same weights, or embed into another store")
         if self.fingerprint and self.fingerprint != encoder.fingerprint:
             raise StoreError(f"store {self.folder} holds embeddings of model {self.model} ({self.fingerprint}), not "
                              f"{encoder.name} ({encoder.fingerprint}): use --model {self.model}, or embed again")
