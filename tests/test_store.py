@@ -25,7 +25,7 @@ from zsclip import shapes
 from zsclip.cli import main
 from zsclip.data.sources import expand_inputs
 from zsclip.store import EmbeddingStore, StoreError, embed
-from zsclip.store.format import MANIFEST
+from zsclip.store.format import MANIFEST, schema
 from zsclip.tasks.classify import classify_items
 from zsclip.tasks.stored import classify_store, evaluate_store, search_store
 
@@ -232,10 +232,20 @@ def test_bad_stores_are_one_line(demo, photos, tmp_path, damage):
         return
     args = ["classify", str(folder), *labels] + (["--model", str(tmp_path)] if damage == "other model" else [])
     if damage == "other model":
-        other = zsclip.ZeroShotClassifier.build(zsclip.load_model("ViT-B-32", pretrained="random"), ["a", "b"],
-                                                "photo", cache=False)
-        with pytest.raises(zsclip.ClassifierFileError, match="rebuild the classifier"):
+        wider = zsclip.load_model("ViT-B-32", pretrained="random")
+        other = zsclip.ZeroShotClassifier.build(wider, ["a", "b"], "photo", cache=False)
+        with pytest.raises(zsclip.ClassifierFileError, match="takes 512-d features"):
             list(classify_store(EmbeddingStore.open(folder), other))
+        with pytest.raises(StoreError, match="512-d ones"):
+            EmbeddingStore.open(folder).check_encoder(wider)
+        retrained = EmbeddingStore.open(folder)
+        retrained.manifest["fingerprint"] = "open_clip:w2:0000"  # as if made by other weights of the same model
+        with pytest.raises(StoreError, match="holds embeddings of demo with other weights"):
+            retrained.check_encoder(demo)
+        same_width = zsclip.ZeroShotClassifier.build(demo, ["a", "b"], "photo", cache=False)
+        same_width.provenance["fingerprint"] = "another-model"  # as a classifier file of another 64-d model says
+        with pytest.raises(zsclip.ClassifierFileError, match="rebuild the classifier"):
+            list(classify_store(EmbeddingStore.open(folder), same_width))
         return
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
@@ -270,3 +280,77 @@ def test_a_store_at_a_pyarrow_filesystem_uri(demo, photos, tmp_path):
     result = CliRunner().invoke(main, ["classify", uri, "--labels-file", str(EXAMPLES / "labels.txt"), "-t", "photo",
                                        "-o", str(tmp_path / "r.csv")])
     assert result.exit_code == 1 and "classified 24 of 25" in result.stderr
+
+
+def _clip_retrieval_folder(root: Path, parts: list[np.ndarray]) -> Path:
+    """clip-retrieval's layout, as it writes it: img_emb/img_emb_N.npy + metadata/metadata_N.parquet."""
+    (root / "img_emb").mkdir(parents=True)
+    (root / "metadata").mkdir()
+    for part, embeddings in enumerate(parts):
+        np.save(root / "img_emb" / f"img_emb_{part}.npy", embeddings.astype(np.float16))
+        pq.write_table(pa.table({"image_path": [f"part{part}/{i}.jpg" for i in range(len(embeddings))],
+                                 "caption": ["a caption"] * len(embeddings)}),
+                       root / "metadata" / f"metadata_{part}.parquet")
+    return root
+
+
+def test_damaged_clip_retrieval_parts_are_skipped_by_name(demo, tmp_path):
+    rng = np.random.default_rng(1)
+    folder = _clip_retrieval_folder(tmp_path / "cr", [rng.standard_normal((5, demo.embed_dim)) for _ in range(4)])
+    array = folder / "img_emb" / "img_emb_1.npy"
+    array.write_bytes(array.read_bytes()[:300])                          # truncated array
+    (folder / "metadata" / "metadata_2.parquet").unlink()                # a part without its metadata
+    pq.write_table(pa.table({"image_path": ["x"] * 4}), folder / "metadata" / "metadata_3.parquet")  # 4 rows for 5
+    store = EmbeddingStore.open(folder, model="demo")
+    with pytest.warns(zsclip.ZsclipWarning) as caught:
+        paths = [p for batch in store.batches(batch_size=2) for p in batch.paths]
+    assert paths == [f"part0/{i}.jpg" for i in range(5)]                 # the readable part, streamed in batches
+    assert sorted(str(w.message).split()[2] for w in caught) == ["img_emb_1.npy", "img_emb_2.npy", "img_emb_3.npy"]
+    assert len(store) == 5
+
+
+def test_a_store_of_another_width_is_refused_in_one_line(tmp_path):
+    folder = _clip_retrieval_folder(tmp_path / "cr", [np.ones((3, 512))])
+    result = CliRunner().invoke(main, ["classify", str(folder), "--model", "demo", "--labels", "a,b", "-t", "photo"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"zsclip: error: store {folder} holds 512-d embeddings, but model demo makes 64-d ones: use the model that "
+        "made the store"]
+
+
+def test_a_foreign_shard_is_skipped_by_name_and_reported_once(demo, photos, tmp_path):
+    folder = tmp_path / "s.zse"
+    store = EmbeddingStore.create_or_open(folder, demo, precision="fp32", dtype="float32")
+    embed(store, list(expand_inputs([str(photos)])), demo, _options(), commit_every=10)
+    # a shard of another store's width, listed in this store's manifest (e.g. copied in by hand)
+    columns = {"path": ["x.png"], "resolved": ["/elsewhere/x.png"], "deleted": [False], "embedding": [[0.5] * 32]}
+    foreign = pa.table({field.name: columns.get(field.name, [None]) for field in schema(32, "float32")},
+                       schema=schema(32, "float32"))
+    pq.write_table(foreign, folder / "shard-00009-foreign.parquet")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["shards"].append({"file": "shard-00009-foreign.parquet", "rows": 1})
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    truncated = EmbeddingStore.open(folder).shard_files[0]
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    result = CliRunner().invoke(main, ["classify", str(folder), "--labels-file", str(EXAMPLES / "labels.txt"),
+                                       "-t", "photo", "-o", str(tmp_path / "r.parquet")])
+    assert result.exit_code == 1, result.output                         # the broken.png row is still an error row
+    warned = [line for line in result.stderr.splitlines() if "cannot be read" in line]
+    assert len(warned) == 2 and "shard-00009-foreign.parquet" in warned[1] and "'embedding'" in warned[1]
+    assert truncated.name in warned[0]
+    assert pq.read_table(tmp_path / "r.parquet").num_rows == 25 - 10    # the two good shards
+
+
+def test_a_killed_writers_temporary_files_are_removed_by_the_next_writer(demo, photos, tmp_path):
+    folder = tmp_path / "s.zse"
+    store = EmbeddingStore.create_or_open(folder, demo, precision="fp32")
+    embed(store, list(expand_inputs([str(photos / "red_circle")])), demo, _options())
+    # what a SIGKILL during a shard write / a manifest write / after the rename leaves behind
+    leftovers = [".shard-00001-0123abcd.parquet.x7k2.partial", f".{MANIFEST}.q9w1.partial",
+                 "shard-00001-0123abcd.parquet"]
+    for name in leftovers:
+        (folder / name).write_bytes(b"half a file")
+    kept = {p.name for p in folder.iterdir()} - set(leftovers)
+    report = embed(EmbeddingStore.open(folder), list(expand_inputs([str(photos / "red_circle")])), demo, _options())
+    assert report.skipped == 7 and report.encoded == 0
+    assert {p.name for p in folder.iterdir()} == kept                  # only the leftovers went

@@ -49,6 +49,7 @@ class EmbeddingStore:
         self.location = folder if isinstance(folder, Location) else Location(folder)
         self.folder = self.location.local if self.location.local is not None else self.location
         self.manifest = manifest
+        self._masks: dict[int, np.ndarray] | None = None  # the view, computed once per manifest state
 
     # --- opening ---------------------------------------------------------------------------
     @classmethod
@@ -132,12 +133,24 @@ class EmbeddingStore:
 
     def check_encoder(self, encoder) -> None:
         """Refuse a model other than the one the embeddings came from (they would not match)."""
+        if int(encoder.embed_dim) != self.embed_dim:
+            raise StoreError(f"store {self.folder} holds {self.embed_dim}-d embeddings, but model {encoder.name} makes "
+                             f"{int(encoder.embed_dim)}-d ones: use the model that made the store")
+        if self.fingerprint and self.fingerprint != encoder.fingerprint and encoder.name == self.model:
+            raise StoreError(f"store {self.folder} holds embeddings of {self.model} with other weights "
+                             f"({self.pretrained or 'unnamed'}, {self.fingerprint}) than the ones loaded "
+                             f"({encoder.fingerprint}): load the same weights, or embed into another store")
         if self.fingerprint and self.fingerprint != encoder.fingerprint:
             raise StoreError(f"store {self.folder} holds embeddings of model {self.model} ({self.fingerprint}), not "
                              f"{encoder.name} ({encoder.fingerprint}): use --model {self.model}, or embed again")
 
     def check_classifier(self, classifier) -> None:
         """Refuse a classifier built for another model than the store's."""
+        width = int(classifier.weights.shape[0])
+        if width != self.embed_dim:
+            raise ClassifierFileError(f"classifier takes {width}-d features, but store {self.folder} holds "
+                                      f"{self.embed_dim}-d embeddings of {self.model}: build the classifier with "
+                                      f"`zsclip build --model {self.model}`")
         expected = classifier.provenance.get("fingerprint")
         if self.fingerprint and expected and expected != self.fingerprint:
             raise ClassifierFileError(f"classifier was built for model {classifier.provenance.get('model')}, but store "
@@ -148,7 +161,13 @@ class EmbeddingStore:
     def view_masks(self) -> dict[int, np.ndarray]:
         """Per readable shard, which of its rows are in the view: each path's latest row, unless
         that row is a deletion. Computed by Arrow over the path column alone (a hash aggregate in
-        native memory): the embeddings are never read for it."""
+        native memory): the embeddings are never read for it. Computed once per state of the
+        manifest (``append`` resets it), so an unreadable shard is reported once."""
+        if self._masks is None:
+            self._masks = self._compute_view()
+        return self._masks
+
+    def _compute_view(self) -> dict[int, np.ndarray]:
         tables = list(self._tables(("resolved", "deleted")))
         if not tables:
             return {}
@@ -168,10 +187,8 @@ class EmbeddingStore:
         """resolved path -> (size, mtime_ns) of its latest row: what ``embed`` compares to skip work."""
         masks = self.view_masks()
         out: dict[str, tuple[int | None, int | None]] = {}
-        for shard_index, table in self._tables(("resolved", "size", "mtime_ns")):
-            mask = masks.get(shard_index)
-            if mask is None:
-                continue
+        for shard_index, table in self._tables(("resolved", "size", "mtime_ns"), only=masks):
+            mask = masks[shard_index]
             rows = np.flatnonzero(mask)
             picked = table.take(pa.array(rows))
             for key, size, mtime in zip(picked.column("resolved").to_pylist(), picked.column("size").to_pylist(),
@@ -193,17 +210,13 @@ class EmbeddingStore:
                 continue  # unreadable: warned about while computing the view
             try:
                 reader = self.location.parquet_file(shard["file"])
+                self._check_shard(shard["file"], reader.schema_arrow)
                 offset = 0
                 for record in reader.iter_batches(batch_size=batch_size, columns=list(READ_COLUMNS)):
                     yield self._batch(record, masks[shard_index][offset : offset + record.num_rows])
                     offset += record.num_rows
-            except (OSError, pa.ArrowException) as error:
-                import warnings
-
-                from ..errors import ZsclipWarning
-
-                warnings.warn(f"store shard {shard['file']} cannot be read ({error}); skipping it", ZsclipWarning,
-                              stacklevel=2)
+            except (OSError, pa.ArrowException, ShardError) as error:
+                _warn_unreadable(shard["file"], error)
 
     def _batch(self, record: pa.RecordBatch, mask: np.ndarray) -> StoreBatch:
         keep = np.flatnonzero(mask).tolist()
@@ -218,17 +231,29 @@ class EmbeddingStore:
         return StoreBatch([paths[i] for i in keep], [errors[i] for i in keep],
                           [-1 if labels[i] is None else int(labels[i]) for i in keep], embeddings)
 
-    def _tables(self, columns: tuple[str, ...]) -> Iterator[tuple[int, pa.Table]]:
+    def _tables(self, columns: tuple[str, ...], only=None) -> Iterator[tuple[int, pa.Table]]:
+        """(index, table of ``columns``) per readable shard (of those in ``only``, when given)."""
         for shard_index, shard in enumerate(self.manifest["shards"]):
+            if only is not None and shard_index not in only:
+                continue
             try:
-                yield shard_index, self.location.read_table(shard["file"], list(columns))
-            except (OSError, pa.ArrowException) as error:
-                import warnings
+                self._check_shard(shard["file"], self.location.parquet_file(shard["file"]).schema_arrow)
+                table = self.location.read_table(shard["file"], list(columns))
+            except (OSError, pa.ArrowException, ShardError) as error:
+                _warn_unreadable(shard["file"], error)
+                continue
+            yield shard_index, table
 
-                from ..errors import ZsclipWarning
-
-                warnings.warn(f"store shard {shard['file']} cannot be read ({error}); skipping it", ZsclipWarning,
-                              stacklevel=3)
+    def _check_shard(self, name: str, found: pa.Schema) -> None:
+        """A shard whose columns are not the manifest's (another width or dtype, a foreign file) is
+        skipped like a damaged one: its embeddings would not fit the store's classifiers."""
+        expected = schema(self.embed_dim, self.dtype)
+        for field in expected:
+            index = found.get_field_index(field.name)
+            if index < 0:
+                raise ShardError(f"no column {field.name!r}")
+            if not _same_type(found.field(index).type, field.type):
+                raise ShardError(f"column {field.name!r} is {found.field(index).type}, the store's is {field.type}")
 
     # --- writing -----------------------------------------------------------------------------
     def append(self, rows: list[dict], embeddings: list[np.ndarray | None]) -> Path:
@@ -244,14 +269,20 @@ class EmbeddingStore:
         self.location.write_table(name, table, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         self.manifest["shards"].append({"file": name, "rows": len(rows)})
         self._write_manifest()
+        self._masks = None
         return self.location.path_of(name)
 
     def remove_leftovers(self) -> list[Path]:
-        """Delete shard files the manifest does not list (a killed run's last, uncommitted shard)."""
+        """Delete what a killed run left behind: shard files the manifest does not list (renamed
+        but not yet committed), and the temporary files of an unfinished shard or manifest write
+        (``.shard-*.partial``, ``.zsclip-store.json.*.partial``: a SIGKILL skips their clean-up).
+        Called under the write lock, so no live writer owns them."""
         listed = {shard["file"] for shard in self.manifest["shards"]}
         removed = []
         for name in self.location.names():
-            if name.startswith("shard-") and name.endswith(".parquet") and name not in listed:
+            uncommitted = name.startswith("shard-") and name.endswith(".parquet") and name not in listed
+            unfinished = name.startswith((".shard-", f".{MANIFEST}.")) and name.endswith(".partial")
+            if uncommitted or unfinished:
                 self.location.delete(name)
                 removed.append(self.location.path_of(name))
         return removed
@@ -269,6 +300,26 @@ class EmbeddingStore:
 
     def __repr__(self) -> str:
         return f"EmbeddingStore({str(self.folder)!r}, model={self.model!r}, shards={len(self.manifest['shards'])})"
+
+
+class ShardError(ValueError):
+    """A shard file that is readable Parquet but not a shard of this store."""
+
+
+def _same_type(found: pa.DataType, expected: pa.DataType) -> bool:
+    """Type equality that ignores a list's item name and nullability (writers differ on both)."""
+    if pa.types.is_fixed_size_list(expected):
+        return (pa.types.is_fixed_size_list(found) and found.list_size == expected.list_size
+                and found.value_type.equals(expected.value_type))
+    return found.equals(expected)
+
+
+def _warn_unreadable(name: str, error: Exception) -> None:
+    import warnings
+
+    from ..errors import ZsclipWarning
+
+    warnings.warn(f"store shard {name} cannot be read ({error}); skipping it", ZsclipWarning, stacklevel=4)
 
 
 __all__ = ["EmbeddingStore", "StoreBatch", "StoreError"]
