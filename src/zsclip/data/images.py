@@ -65,19 +65,11 @@ def load_image(
     source = os.fspath(source)
     if is_url(source):
         return decode_bytes(fetch_url(source, max_download_bytes, timeout), target_size, max_pixels, draft=draft)
-    try:
+    with _file_errors():
         if os.path.getsize(source) == 0:
             raise ImageReadError("empty file")
         with open(source, "rb") as handle:
             return _decode(handle, target_size, max_pixels, draft)
-    except FileNotFoundError:
-        raise ImageReadError("no such file (or a broken link)") from None
-    except IsADirectoryError:
-        raise ImageReadError("is a directory, not an image file") from None
-    except PermissionError:
-        raise ImageReadError("permission denied") from None
-    except OSError as error:
-        raise ImageReadError(f"cannot read file: {error.strerror or error}") from None
 
 
 def read_image_bytes(source: str | os.PathLike, max_bytes: int = MAX_DOWNLOAD_BYTES * 5,
@@ -87,7 +79,7 @@ def read_image_bytes(source: str | os.PathLike, max_bytes: int = MAX_DOWNLOAD_BY
     source = os.fspath(source)
     if is_url(source):
         return fetch_url(source, min(max_bytes, MAX_DOWNLOAD_BYTES), timeout)
-    try:
+    with _file_errors():
         size = os.path.getsize(source)
         if size == 0:
             raise ImageReadError("empty file")
@@ -95,6 +87,13 @@ def read_image_bytes(source: str | os.PathLike, max_bytes: int = MAX_DOWNLOAD_BY
             raise ImageReadError(f"file is {size} bytes, over the {max_bytes}-byte limit for one image")
         with open(source, "rb") as handle:
             return handle.read(max_bytes + 1)
+
+
+@contextlib.contextmanager
+def _file_errors() -> Iterator[None]:
+    """What opening or reading an image file can fail with, as one ImageReadError line each."""
+    try:
+        yield
     except FileNotFoundError:
         raise ImageReadError("no such file (or a broken link)") from None
     except IsADirectoryError:
