@@ -5,8 +5,9 @@ Every method starts from the zero-shot classifier and works on image features en
 eval data; results are ordinary classifier files whose provenance says how they were made.
 """
 
+from ..classifier.tip_adapter import TipAdapterClassifier
 from .features import LabelledFeatures, check_shots, encode_collection
-from .heads import TipAdapterClassifier, cross_validate, linear_probe, load_classifier, tip_adapter
+from .heads import cross_validate, linear_probe, load_classifier, tip_adapter
 from .wise import DEFAULT_ALPHAS, accuracy, mix_heads, mix_state_dicts, sweep_heads
 
 __all__ = [

@@ -18,21 +18,17 @@ when the shots do not support moving away from it (strong regularisation, Tip-Ad
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
+from ..classifier.tip_adapter import TipAdapterClassifier
 from ..classifier.zeroshot import TIP_ADAPTER_FORMAT, ZeroShotClassifier
-from ..errors import ClassifierFileError, InputError
-from ..outputs.atomic import atomic_path
+from ..errors import InputError
 from .features import LabelledFeatures, check_shots
 
 #: Penalties tried for the linear probe (per shot-averaged cross-entropy); a huge one is zero-shot.
@@ -148,48 +144,9 @@ def linear_probe(
 
 
 # --- Tip-Adapter ------------------------------------------------------------------------------------
-@dataclass(repr=False)
-class TipAdapterClassifier(ZeroShotClassifier):
-    """Zero-shot weights plus Tip-Adapter's cache: keys [N, D] (shot features), values [N] (classes).
-
-    ``logits`` = scale * f @ W + (scale / logit_scale) * alpha * exp(-beta (1 - f K^T)) onehot(V),
-    so pipelines that call ``logits`` / ``probabilities`` use it unchanged. ``alpha`` is in logits
-    at the classifier's own scale; a ``scale`` override rescales the cache term with the rest.
-    """
-
-    cache_keys: torch.Tensor = None  # type: ignore[assignment]
-    cache_values: torch.Tensor = None  # type: ignore[assignment]
-    alpha: float = 1.0
-    beta: float = 1.0
-
-    def logits(self, image_features: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-        zero_shot = super().logits(image_features, scale)  # the same operations as the zero-shot classifier
-        scale = self.logit_scale if scale is None else scale
-        affinity = torch.exp(-self.beta * (1 - image_features.float() @ self.cache_keys.T))
-        cache = affinity @ F.one_hot(self.cache_values, len(self.classnames)).float()
-        return zero_shot + (scale / self.logit_scale) * self.alpha * cache
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """safetensors (weights, cache_keys, cache_values) + JSON metadata, atomically."""
-        path = Path(path)
-        metadata = {"format": TIP_FORMAT, "classnames": self.classnames, "synonyms": self.synonyms,
-                    "logit_scale": self.logit_scale, "logit_bias": self.logit_bias, "provenance": self.provenance,
-                    "tip_adapter": {"alpha": self.alpha, "beta": self.beta}}
-        tensors = {"weights": self.weights.contiguous(), "cache_keys": self.cache_keys.float().contiguous(),
-                   "cache_values": self.cache_values.long().contiguous()}
-        _write_atomically(path, tensors, metadata)
-        return path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> TipAdapterClassifier:
-        loaded = load_classifier(path)
-        if not isinstance(loaded, cls):
-            raise ClassifierFileError(f"{path} holds a {type(loaded).__name__}, not a Tip-Adapter classifier")
-        return loaded
-
-    def __repr__(self) -> str:
-        return (f"TipAdapterClassifier({len(self.classnames)} classes, dim={self.weights.shape[0]}, "
-                f"cache={len(self.cache_values)}, alpha={self.alpha:g}, beta={self.beta:g})")
+def load_classifier(path: str | os.PathLike) -> ZeroShotClassifier:
+    """Any classifier file: zero-shot, linear probe or Tip-Adapter (``ZeroShotClassifier.load`` reads them all)."""
+    return ZeroShotClassifier.load(path)
 
 
 def tip_adapter(
@@ -223,40 +180,6 @@ def _tip(zero_shot: ZeroShotClassifier, shots: LabelledFeatures, alpha: float, b
                                 zero_shot.logit_scale, zero_shot.logit_bias, provenance, zero_shot.encoder,
                                 cache_keys=shots.features.float(), cache_values=shots.targets.long(),
                                 alpha=float(alpha), beta=float(beta))
-
-
-# --- files --------------------------------------------------------------------------------------------
-def load_classifier(path: str | os.PathLike) -> ZeroShotClassifier:
-    """Any classifier file: zero-shot, linear probe or Tip-Adapter (``ZeroShotClassifier.load``
-    reads them all: it hands Tip-Adapter files to ``read_tip_adapter``)."""
-    return ZeroShotClassifier.load(path)
-
-
-def read_tip_adapter(path: Path, metadata: dict) -> TipAdapterClassifier:
-    """The Tip-Adapter part of a classifier file whose common metadata ``ZeroShotClassifier.load``
-    has already validated: its cache of shot features and labels, and alpha / beta."""
-    try:
-        tensors = load_file(str(path))
-        weights, keys, values = tensors["weights"].float(), tensors["cache_keys"].float(), tensors["cache_values"]
-        settings = metadata["tip_adapter"]
-        classnames = metadata["classnames"]
-    except (SafetensorError, OSError, KeyError, ValueError) as error:
-        raise ClassifierFileError(f"{path} is not a readable Tip-Adapter classifier ({error}): rebuild it") from None
-    if (weights.dim() != 2 or weights.shape[1] != len(classnames) or keys.dim() != 2
-            or keys.shape[1] != weights.shape[0] or values.shape != (keys.shape[0],)
-            or (len(values) and (int(values.min()) < 0 or int(values.max()) >= len(classnames)))):
-        raise ClassifierFileError(f"{path}: weights {tuple(weights.shape)}, cache {tuple(keys.shape)} / "
-                                  f"{tuple(values.shape)} and {len(classnames)} classes do not fit: rebuild it")
-    return TipAdapterClassifier(weights, classnames, metadata["synonyms"], float(metadata["logit_scale"]),
-                                metadata["logit_bias"], metadata["provenance"], cache_keys=keys,
-                                cache_values=values.long(), alpha=float(settings["alpha"]),
-                                beta=float(settings["beta"]))
-
-
-def _write_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temporary:
-        save_file(tensors, temporary, metadata={"zsclip": json.dumps(metadata, ensure_ascii=False)})
 
 
 # --- shared -------------------------------------------------------------------------------------------

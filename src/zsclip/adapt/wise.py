@@ -18,9 +18,9 @@ from dataclasses import replace
 import torch
 
 from ..classifier import ZeroShotClassifier
+from ..classifier.tip_adapter import TipAdapterClassifier
 from ..errors import InputError
 from .features import LabelledFeatures
-from .heads import TipAdapterClassifier
 
 #: The sweep used for reports: endpoints included.
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from ..options import RunOptions
-    from ..tasks.classify import TopK
+    from .predict import TopK
 
 ImageInput = Union["Image.Image", str, os.PathLike]  # noqa: UP007 (a runtime alias, py3.10)
 _FILE_FORMAT = "zsclip-classifier/1"
@@ -176,7 +176,7 @@ class ZeroShotClassifier:
         ``options`` sets how images are decoded and encoded; ``precision`` is a shortcut for its precision.
         """
         from ..options import RunOptions
-        from ..tasks.classify import predict_images
+        from .predict import predict_images
 
         options = options or RunOptions()
         if precision is not None:
@@ -261,7 +261,7 @@ class ZeroShotClassifier:
         if problem:
             raise ClassifierFileError(f"{path} is damaged or not a zsclip classifier file ({problem}): rebuild it")
         if tip_adapter:  # a few-shot head (zsclip adapt): the same classifier plus a cache of shot features
-            from ..adapt.heads import read_tip_adapter
+            from .tip_adapter import read_tip_adapter
 
             classifier = read_tip_adapter(path, metadata)
         else:

@@ -16,8 +16,7 @@ from ..outputs.text import printable
 from ..prompts import read_labels, resolve_templates
 from ..tasks.evaluate import NothingDecodedError, benchmark_record, evaluate
 from ..tasks.models import default_weights, resolve_model
-from ..tasks.stored import is_store
-from .common import image_options, model_options, ray_options, ray_settings, run_options, usage_errors
+from .common import UsageFailure, image_options, model_options, ray_options, run_options, usage_errors
 
 
 @click.command(name="eval")
@@ -30,8 +29,11 @@ from .common import image_options, model_options, ray_options, ray_settings, run
               help="Class names, one per line in the folders' sorted order (synonyms: 'dog | puppy').")
 @click.option("--templates", "-t", default="openai-imagenet", show_default=True,
               help="One or more template sets or files, comma-separated: all are scored on one pass over the images.")
+@click.option("--classifier", "-c", "classifier_file", type=click.Path(dir_okay=False), default=None,
+              help="Evaluate a classifier file (from `zsclip build`, `zsclip adapt`, or a tree classifier) instead "
+                   "of building one from the data's class names; its classes must cover the data's.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write results as JSON (CLIP_benchmark's layout plus per-class metrics and failures).")
+              help="Write results as .json (CLIP_benchmark's layout plus per-class metrics and failures).")
 @click.option("--report", "-r", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Write a report folder: index.html with plots, metrics.json, predictions.csv.")
 @click.option("--labels-tree", type=click.Path(dir_okay=False), default=None,
@@ -40,8 +42,10 @@ from .common import image_options, model_options, ray_options, ray_settings, run
 @click.option("--unknown", default=None,
               help="Images of none of the classes (folder, glob): open-set AUROC and FPR at --tpr for the MCM and "
                    "max-probability scores.")
-@click.option("--tpr", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="True-positive rate for the FPR figure.")
+@click.option("--tpr", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="With --unknown: the true-positive rate for the FPR figure (default 0.95).")
+@click.option("--beam", default=None, type=click.IntRange(min=1, max=1000),
+              help="With a label tree: nodes kept per level by the top-down mode (default 1).")
 @click.option("--descriptions", type=click.Path(dir_okay=False), default=None,
               help="A JSON of class -> sentences (CuPL / CLIP_benchmark format) added to each class's prompts.")
 @click.option("--select-templates", type=click.IntRange(min=1), default=None,
@@ -50,9 +54,9 @@ from .common import image_options, model_options, ray_options, ray_settings, run
 @model_options
 @image_options
 @ray_options
-def eval_command(data, dataset, labels_file, templates, output, report_dir, labels_tree, unknown, tpr, descriptions,
-                 select_templates, model, pretrained, device, precision, cache_dir, no_cache, batch_size, workers,
-                 max_pixels, decode, url_timeout, ray_address, ray_actors) -> None:
+def eval_command(data, dataset, labels_file, templates, classifier_file, output, report_dir, labels_tree, unknown, tpr,
+                 beam, descriptions, select_templates, model, pretrained, device, precision, cache_dir, no_cache,
+                 batch_size, workers, max_pixels, decode, url_timeout, ray_address, ray_actors) -> None:
     """Measure zero-shot accuracy on labelled images: acc1, acc5, mean per-class recall.
 
     \b
@@ -68,118 +72,106 @@ def eval_command(data, dataset, labels_file, templates, output, report_dir, labe
     Manifests and labels files are UTF-8 (a BOM is fine); a line starting with # is a comment.
     """
     options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
-    given_model, given_pretrained = model, pretrained
-    model, pretrained = default_weights(model, pretrained)
     with usage_errors():
-        template_sets = [name.strip() for name in templates.split(",") if name.strip()]
-        if not template_sets:
+        template_sets = [name.strip() for name in (templates or "").split(",") if name.strip()]
+        if templates is not None and not template_sets:
             raise InputError(f"--templates {templates!r} names no template set: give e.g. openai-imagenet, or "
                              "several comma-separated (openai-imagenet,photo)")
+        if classifier_file and templates is not None:
+            raise InputError("a classifier file holds its templates: leave out --templates")
+        if tpr is not None and unknown is None:
+            raise InputError("--tpr applies to --unknown (the open-set FPR at that true-positive rate)")
+        if select_templates and (classifier_file or labels_tree or unknown or descriptions):
+            raise InputError("--select-templates chooses templates for a flat classifier built from the data's "
+                             "classes: leave out --classifier, --labels-tree, --unknown and --descriptions")
+        template_sets = template_sets or ["openai-imagenet"]
         for name in template_sets:
             resolve_templates(name)
         if output:
+            if not select_templates and not output.lower().endswith(".json"):
+                raise InputError(f"--output {printable(output)}: eval writes CLIP_benchmark's JSON; name it .json "
+                                 "(per-image predictions go to --report DIR/predictions.csv)")
             check_writable(output, "--output")
         if report_dir:
             _check_report_folder(Path(report_dir))
-    if is_store(data):
-        _eval_store(data, dataset, labels_file, template_sets, given_model, given_pretrained, options, no_cache,
-                    cache_dir, output, report_dir, precision)
-        return
-    with usage_errors():
-        collection, classes = open_collection(data, read_labels(labels_file) if labels_file else None, dataset)
-        encoder = resolve_model(model, pretrained, options)
     if select_templates:
+        with usage_errors():
+            collection, classes = open_collection(data, read_labels(labels_file) if labels_file else None, dataset)
+            encoder = resolve_model(*default_weights(model, pretrained), options)
         _select_templates(collection, classes, encoder, select_templates, template_sets[0], options, output,
                           not no_cache, cache_dir)
         return
-    if labels_tree or unknown or descriptions:
-        _eval_tree(collection, classes, encoder, labels_tree, unknown, tpr, descriptions, template_sets[0], options,
-                   not no_cache, cache_dir, output, report_dir, dataset or Path(data).name, model, pretrained)
-        return
-    settings = ray_settings(ray_address, ray_actors)
+    settings = _ray(ray_address, ray_actors)
     try:
-        if settings is not None:
-            from ..cluster.tasks import evaluate_on_ray
-
-            with usage_errors():
-                result = evaluate_on_ray(collection, encoder, template_sets, classes=classes, options=options,
-                                         settings=settings, cache=not no_cache, cache_dir=cache_dir)
-        else:
-            with PredictionsCsv(report_dir, collection.classnames) as on_prediction:
-                result = evaluate(collection, encoder, template_sets, classes=classes, options=options,
-                                  cache=not no_cache, cache_dir=cache_dir, progress=sys.stderr.isatty(),
-                                  on_prediction=on_prediction)
+        with usage_errors(), PredictionsCsv(report_dir if not labels_tree else None) as on_prediction:
+            result = evaluate(data, None, template_sets, classes=read_labels(labels_file) if labels_file else None,
+                              classifier=classifier_file, labels_tree=labels_tree, beam=beam,
+                              descriptions=descriptions, unknown=unknown, tpr=tpr or 0.95, dataset=dataset,
+                              model=model, pretrained=pretrained, options=options, cache=not no_cache,
+                              cache_dir=cache_dir, progress=sys.stderr.isatty(), on_prediction=on_prediction,
+                              ray=settings)
     except NothingDecodedError as error:
         _report_failures(error.failures)
-        raise
-    record = benchmark_record(result, dataset or Path(data).name, model, pretrained)
+        raise UsageFailure(str(error)) from None
     _report_failures(result.failures)
-    for name, metrics in result.metrics.items():
-        acc5 = "n/a" if metrics["acc5"] is None else f"{metrics['acc5']:.2%}"
-        click.echo(f"{name:24s} acc1 {metrics['acc1']:.2%}  acc5 {acc5}  "
-                   f"mean per-class recall {metrics['mean_per_class_recall']:.2%}")
+    used_model, used_pretrained = result.model or default_weights(model, pretrained)[0], result.pretrained
+    record = benchmark_record(result, dataset or Path(str(data).rstrip("/")).name, used_model, used_pretrained)
+    _print_result(result, tpr or 0.95)
     click.echo(f"zsclip: evaluated {result.num_images} images ({len(result.failures)} failed), "
                f"{result.images_per_second:.1f} images/s", err=True)
     with usage_errors():
         if output:
             write_json(output, record)
         if report_dir:
-            from ..outputs.report import write_report
-
-            settings = {"data": data, "model": model, "pretrained": pretrained,
-                        "templates": ", ".join(template_sets), "precision": precision,
-                        "device": str(encoder.device), "zsclip": __version__}
-            page = write_report(report_dir, record, settings)
-            click.echo(f"zsclip: report in {printable(page)}", err=True)
+            _write_report(Path(report_dir), record, result, {
+                "data": data, "model": used_model, "pretrained": used_pretrained,
+                "templates": classifier_file if classifier_file else ", ".join(template_sets),
+                "precision": precision, "zsclip": __version__}, tpr or 0.95)
     sys.exit(1 if result.failures else 0)
 
 
-def _eval_tree(collection, classes, encoder, labels_tree, unknown, tpr, descriptions, templates, options, cache,
-               cache_dir, output, report_dir, dataset, model, pretrained) -> None:
-    """Hierarchical and open-set evaluation: every mode on one pass over the images; a flat label
-    list is a tree of one level, so --unknown and --descriptions work without a tree too."""
-    from ..hierarchy import TreeClassifier, from_data, plot_node_recall, read_tree
-    from ..tasks.hierarchy import evaluate_tree_collection
+def _ray(address, actors):
+    if address is None:
+        if actors is not None:
+            raise UsageFailure("--ray-actors applies to --ray: add --ray auto (or an address)")
+        return None
+    from ..cluster import RaySettings
 
-    with usage_errors():
-        if labels_tree:
-            tree = read_tree(labels_tree)
-        else:
-            names = classes if isinstance(classes, list) else [[name] for name in collection.classnames]
-            tree = from_data([" | ".join(synonyms) for synonyms in names], source="the data's classes")
-        tree_classifier = TreeClassifier.build(encoder, tree, templates, descriptions=descriptions,
-                                               precision=options.precision, cache=cache, cache_dir=cache_dir)
-        modes = ("flat", "top-down", "chils") if tree.depth > 1 else ("flat",)
-        result, failures = evaluate_tree_collection(collection, tree_classifier, encoder, modes=modes,
-                                                    unknown=unknown, tpr=tpr, options=options)
-    _report_failures(failures)
-    for mode, metrics in result["modes"].items():
+    return RaySettings(address=address, actors=actors)
+
+
+def _print_result(result, tpr: float) -> None:
+    for name, metrics in result.metrics.items():
+        acc5 = "n/a" if metrics["acc5"] is None else f"{metrics['acc5']:.2%}"
+        click.echo(f"{name:24s} acc1 {metrics['acc1']:.2%}  acc5 {acc5}  "
+                   f"mean per-class recall {metrics['mean_per_class_recall']:.2%}")
+    for mode, metrics in (result.tree or {}).get("modes", {}).items():
         levels = "  ".join(f"{entry['level']} {entry['accuracy']:.2%}" if entry["accuracy"] is not None
                            else f"{entry['level']} n/a" for entry in metrics["levels"])
         severity = metrics["mistake_severity"]
         click.echo(f"{mode:9s} {levels}" + (f"  mistake severity {severity:.2f}" if severity is not None else ""))
-    for score, entry in result.get("openset", {}).items():
+    for score, entry in (result.openset or {}).items():
         fpr = entry.get(f"fpr{round(tpr * 100)}")
         click.echo(f"open set {score:8s} AUROC {entry['auroc']:.4f}  FPR@{tpr:.0%} TPR {fpr:.4f}  "
                    f"({entry['num_known']} known, {entry['num_unknown']} unknown images)"
                    if entry["auroc"] is not None else f"open set {score:8s} n/a (no unknown images read)")
-    record = {"dataset": dataset, "model": model, "pretrained": pretrained or "", "task": "zeroshot_classification",
-              "language": "en", "templates": templates, "tree": tree.to_data(), **result,
-              "num_failed": len(failures), "failures": failures}
-    with usage_errors():
-        if output:
-            write_json(output, record)
-        if report_dir:
-            folder = Path(report_dir)
-            write_json(folder / "metrics.json", record)
-            first = next(iter(result["modes"]))
-            plot_node_recall(folder / "node_recall.png", result["modes"][first], tree,
-                             title=f"per-node recall ({first} mode)")
-            from ..outputs.report import tree_page
 
-            page = write_atomically(folder / "index.html", tree_page(record, tpr))
-            click.echo(f"zsclip: report in {printable(page)} (with metrics.json, node_recall.png)", err=True)
-    sys.exit(1 if failures else 0)
+
+def _write_report(folder: Path, record: dict, result, settings: dict, tpr: float) -> None:
+    if result.tree is not None:
+        from ..hierarchy import from_data, plot_node_recall
+        from ..outputs.report import tree_page
+
+        write_json(folder / "metrics.json", record)
+        first = next(iter(result.tree["modes"]))
+        plot_node_recall(folder / "node_recall.png", result.tree["modes"][first], from_data(result.tree["tree"]),
+                         title=f"per-node recall ({first} mode)")
+        page = write_atomically(folder / "index.html", tree_page(record, tpr))
+        click.echo(f"zsclip: report in {printable(page)} (with metrics.json, node_recall.png)", err=True)
+        return
+    from ..outputs.report import write_report
+
+    click.echo(f"zsclip: report in {printable(write_report(folder, record, settings))}", err=True)
 
 
 def _select_templates(collection, classes, encoder, count, pool, options, output, cache, cache_dir) -> None:
@@ -196,38 +188,6 @@ def _select_templates(collection, classes, encoder, count, pool, options, output
         click.echo(f"{rank:3d}. acc1 {accuracy:.2%}  {printable(template)}")
     click.echo(f"zsclip: chose {len(selection.templates)} of {selection.pool_size} templates"
                + (f"; written to {printable(output)} (use it as --templates)" if output else ""), err=True)
-
-
-def _eval_store(data, dataset, labels_file, template_sets, model, pretrained, options, no_cache, cache_dir, output,
-                report_dir, precision) -> None:
-    """eval --data STORE: the stored embeddings of a labelled collection, no image decoded."""
-    from ..store import EmbeddingStore
-    from ..tasks.stored import evaluate_store
-
-    with usage_errors():
-        store = EmbeddingStore.open(data, model=model)
-        encoder = resolve_model(store.model, pretrained or store.pretrained, options)
-        classes = read_labels(labels_file) if labels_file else None
-        result = evaluate_store(store, encoder, template_sets, classes=classes, precision=options.precision,
-                                cache=not no_cache, cache_dir=cache_dir)
-    _report_failures(result.failures)
-    record = benchmark_record(result, dataset or Path(data).name, store.model, store.pretrained)
-    for name, metrics in result.metrics.items():
-        acc5 = "n/a" if metrics["acc5"] is None else f"{metrics['acc5']:.2%}"
-        click.echo(f"{name:24s} acc1 {metrics['acc1']:.2%}  acc5 {acc5}  "
-                   f"mean per-class recall {metrics['mean_per_class_recall']:.2%}")
-    click.echo(f"zsclip: evaluated {result.num_images} stored images ({len(result.failures)} failed)", err=True)
-    with usage_errors():
-        if output:
-            write_json(output, record)
-        if report_dir:
-            from ..outputs.report import write_report
-
-            settings = {"data": data, "model": store.model, "pretrained": store.pretrained,
-                        "templates": ", ".join(template_sets), "precision": precision, "store": True,
-                        "zsclip": __version__}
-            click.echo(f"zsclip: report in {printable(write_report(report_dir, record, settings))}", err=True)
-    sys.exit(1 if result.failures else 0)
 
 
 def _report_failures(failures: list[dict], shown: int = 20) -> None:

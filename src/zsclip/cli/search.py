@@ -1,46 +1,57 @@
-"""``zsclip search``: the stored images nearest to a text or an image."""
+"""``zsclip search``: the inputs nearest to a text or an image (a store answers without decoding)."""
 
 from __future__ import annotations
 
 import click
 
-from ..data.images import load_image
 from ..outputs.text import printable
-from ..store import EmbeddingStore
-from ..tasks.models import resolve_model
-from ..tasks.stored import search_store
-from .common import UsageFailure, usage_errors
+from .common import UsageFailure, image_options, ray_options, run_options, usage_errors
 
 
 @click.command()
-@click.argument("store_path", metavar="STORE")
+@click.argument("store_path", metavar="INPUT")
 @click.argument("query", required=False)
 @click.option("--image", "image_path", type=click.Path(dir_okay=False), default=None,
               help="Search with an image instead of text.")
 @click.option("--top-k", "-k", default=10, show_default=True, type=click.IntRange(min=1, max=100_000))
-@click.option("--model", "-m", default=None, help="Only for a clip-retrieval folder: the model that made it.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write the results (rank, path, score) to .csv, .jsonl, .json or .parquet (by extension).")
+@click.option("--model", "-m", default=None,
+              help="For images or a clip-retrieval folder: the model to encode with (a store uses its own).")
+@click.option("--pretrained", default=None, help="Weights for an open_clip --model name.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-def search(store_path, query, image_path, top_k, model, device) -> None:
-    """The images of STORE nearest to QUERY (a text) or --image, by cosine similarity, best first.
+@image_options
+@ray_options
+def search(store_path, query, image_path, top_k, output, model, pretrained, device, batch_size, workers, max_pixels,
+           decode, url_timeout, ray_address, ray_actors) -> None:
+    """The inputs nearest to QUERY (a text) or --image, by cosine similarity, best first.
+
+    INPUT is an embedding store from `zsclip embed` (answers from the stored embeddings, no image
+    decoded), a clip-retrieval output folder (with --model), or images, a folder or shards (encoded
+    on the way).
 
     \b
     Examples:
       zsclip search photos.zse "a forklift in the rain" --top-k 20
-      zsclip search photos.zse --image example.jpg
+      zsclip search photos.zse --image example.jpg -o nearest.csv
     """
-    from .. import RunOptions
+    from ..tasks.search import search as run_search
 
     if (query is None) == (image_path is None):
         raise UsageFailure("give a text QUERY or --image FILE (one of them)")
+    options = run_options(device, "fp32", batch_size, workers, max_pixels, url_timeout, decode)
+    ray = None
+    if ray_address is not None:
+        from ..cluster import RaySettings
+
+        ray = RaySettings(address=ray_address, actors=ray_actors)
+    elif ray_actors is not None:
+        raise UsageFailure("--ray-actors applies to --ray: add --ray auto (or an address)")
     with usage_errors():
-        store = EmbeddingStore.open(store_path, model=model)
-        encoder = resolve_model(store.model, store.pretrained, RunOptions(device=device))
-        store.check_encoder(encoder)
-        if image_path:
-            pixels = encoder.preprocess(load_image(image_path, encoder.image_size))[None]
-            features = encoder.encode_images(pixels, "fp32")[0]
-        else:
-            features = encoder.encode_text([query], precision="fp32")[0]
-        results = search_store(store, features, top_k)
-    for rank, (path, score) in enumerate(results, start=1):
-        click.echo(f"{rank:4d}. {score:.4f}  {printable(path)}")
+        hits = run_search(store_path, query, image=image_path, top_k=top_k, model=model, pretrained=pretrained,
+                          options=options, output=output, ray=ray)
+    if output:
+        click.echo(f"zsclip: {len(hits)} results in {printable(output)}", err=True)
+        return
+    for hit in hits:
+        click.echo(f"{hit.rank:4d}. {hit.score:.4f}  {printable(hit.source)}")

@@ -69,7 +69,7 @@ def shard_records(row: dict, classnames: list[str]) -> list[dict]:
         data, target = b"", -1
         if error is None:
             try:
-                target = sample_target(fields, lookup, len(classnames))
+                target = sample_target(fields, lookup, len(classnames)) if classnames else -1
                 data = next((fields[key] for key in IMAGE_KEYS if key in fields), None)
                 if data is None:
                     raise ValueError(f"no image ({', '.join(IMAGE_KEYS)})")

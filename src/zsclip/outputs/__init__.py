@@ -6,7 +6,16 @@ predictions.csv (``evalfiles``), the eval report (``report``). Classifier files 
 
 from .atomic import AtomicFile, atomic_path, write_atomically
 from .evalfiles import PredictionsCsv, write_json
-from .rows import FORMATS, RecordWriter, ResultWriter, as_record, print_record, print_table
+from .rows import (
+    FORMATS,
+    RecordWriter,
+    ResultWriter,
+    RowSink,
+    as_record,
+    print_prediction,
+    print_record,
+    print_table,
+)
 
 __all__ = ["AtomicFile", "atomic_path", "write_atomically", "PredictionsCsv", "write_json", "FORMATS",
-           "ResultWriter", "RecordWriter", "as_record", "print_table", "print_record"]
+           "ResultWriter", "RecordWriter", "RowSink", "as_record", "print_table", "print_record", "print_prediction"]

@@ -23,8 +23,8 @@ class PredictionsCsv:
     """predictions.csv (path, true label, top-5) in a report folder, written as eval streams and
     moved into place when the pass completes; a no-op without a folder."""
 
-    def __init__(self, folder: str | os.PathLike | None, classnames: list[str]) -> None:
-        self.folder, self.classnames = folder, classnames
+    def __init__(self, folder: str | os.PathLike | None) -> None:
+        self.folder = folder
         self._output: AtomicFile | None = None
 
     def __enter__(self):
@@ -33,13 +33,15 @@ class PredictionsCsv:
         Path(self.folder).mkdir(parents=True, exist_ok=True)
         self._output = AtomicFile(Path(self.folder) / "predictions.csv", "w", encoding="utf-8", newline="")
         self._writer = csv.writer(self._output.file)
-        k = min(5, len(self.classnames))
-        self._writer.writerow(["path", "true_label", *[f"label_{i + 1}" for i in range(k)]])
+        self._header = False
         return self.write
 
-    def write(self, path: str, target: int, ranked: list[int]) -> None:
-        names = [self.classnames[target], *[self.classnames[i] for i in ranked]]
-        self._writer.writerow([csv_cell(path), *map(csv_cell, names)])
+    def write(self, path: str, true_label: str, ranked: list[str]) -> None:
+        """One image: its path, true label and the labels ranked first (at most 5)."""
+        if not self._header:
+            self._writer.writerow(["path", "true_label", *[f"label_{i + 1}" for i in range(len(ranked))]])
+            self._header = True
+        self._writer.writerow([csv_cell(path), csv_cell(true_label), *map(csv_cell, ranked)])
 
     def __exit__(self, kind: type | None, error: BaseException | None, traceback: TracebackType | None) -> bool:
         if self._output is not None:

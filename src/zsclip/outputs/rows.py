@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ..errors import InputError
-from ..tasks.classify import Prediction
+from ..heads.base import Prediction
 from .atomic import AtomicFile, check_writable
 from .text import csv_cell, printable, undecodable_escaped
 
@@ -203,7 +203,8 @@ class RecordWriter:
         import pyarrow.parquet as pq
 
         fields = [("path", pa.string())]
-        fields += [(c, pa.float64() if c.endswith("_probability") or c == "openset_score" else pa.string())
+        fields += [(c, pa.int64() if c == "rank" else pa.float64()
+                    if c.endswith("_probability") or c in ("openset_score", "score") else pa.string())
                    for c in self.columns]
         schema = pa.schema([*fields, ("error", pa.string())])
         if self._parquet is None:
@@ -244,3 +245,52 @@ def print_record(source: str, record: dict, error: str | None, stream: TextIO) -
         stream.write(f"  {key:8s} {printable(value)}{shown}\n")
     if "openset_score" in record:
         stream.write(f"  open-set score {record['openset_score']:.4f}\n")
+
+
+class RowSink:
+    """Where a job's answers go, as the head shapes them: top-k rows (``ResultWriter``) or rows of
+    named fields (``RecordWriter``, label trees and open-set scores); the format by extension."""
+
+    def __init__(self, path: str | os.PathLike, columns: list[str] | None, top_k: int = 1) -> None:
+        self.columns = columns
+        self._writer = RecordWriter(path, columns) if columns is not None else ResultWriter(path, top_k)
+        self.path = self._writer.path
+
+    def write(self, prediction: Prediction) -> None:
+        if self.columns is not None:
+            self._writer.write(prediction.source, prediction.record or {}, prediction.error)
+        else:
+            self._writer.write(prediction)
+
+    def close(self) -> Path:
+        return self._writer.close()
+
+    def abandon(self) -> Path:
+        return self._writer.abandon()
+
+
+def print_prediction(prediction: Prediction, stream: TextIO) -> None:
+    """The terminal form of any head's answer."""
+    if prediction.record is not None:
+        print_record(prediction.source, prediction.record, prediction.error, stream)
+    else:
+        print_table(prediction, stream)
+
+
+class HitSink:
+    """Search results to .csv / .jsonl / .json / .parquet by extension: rank, path, score."""
+
+    @staticmethod
+    def check(path: str | os.PathLike) -> Path:
+        return ResultWriter.check(path)
+
+    @staticmethod
+    def write_all(path: str | os.PathLike, hits) -> Path:
+        writer = RecordWriter(path, ["rank", "score"])
+        try:
+            for hit in hits:
+                writer.write(hit.source, {"rank": hit.rank, "score": float(hit.score)})
+        except BaseException:
+            writer.abandon()
+            raise
+        return writer.close()

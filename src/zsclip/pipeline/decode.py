@@ -139,7 +139,8 @@ class ShardBatches(IterableDataset):
         if error is not None:
             return name, -1, None, error
         try:
-            target = sample_target(fields, lookup, len(self.classnames))
+            # unlabelled shards (classify, embed) have no class names: their labels are not read
+            target = sample_target(fields, lookup, len(self.classnames)) if self.classnames else -1
             data = next((fields[key] for key in IMAGE_KEYS if key in fields), None)
             if data is None:
                 raise ValueError(f"no image ({', '.join(IMAGE_KEYS)})")

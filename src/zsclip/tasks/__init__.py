@@ -1,17 +1,21 @@
 """The tasks layer: what a user asks for, as library calls that every entry point wraps.
 
-- ``models``: which model and classifier a run uses (defaults, classifier files);
-- ``classify``: images -> top-k predictions, an error row per bad input;
-- ``evaluate`` / ``metrics``: zero-shot accuracy on labelled collections, streamed;
-- ``inventory``: what can be loaded and what is cached.
+Each task consumes a job (``zsclip.job``: a source, a head, a runner) and writes to a sink
+(``zsclip.outputs``):
 
-A new task (few-shot adaptation, label trees, open-set scoring) is a module here that reads
-features through the pipeline (or the store) and classifiers from the classifier layer.
+- ``classify``: a row per input (top-k, tree levels, rejections), streamed;
+- ``evaluate`` / ``metrics``: zero-shot metrics on labelled data, streamed, per head;
+- ``search``: the inputs nearest to a text or an image;
+- ``models``: which model a run uses; ``inventory``: what can be loaded and what is cached;
+- ``stored`` / ``hierarchy``: round-2 names of store and tree jobs.
+
+A new task is a module here that reads ``job.features()`` and a head's answers.
 """
 
 from .classify import Prediction, TopK, classify, classify_items
 from .evaluate import EvalResult, benchmark_record, evaluate
 from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, resolve_classifier, resolve_model
+from .search import Hit, search
 
 __all__ = ["Prediction", "TopK", "classify", "classify_items", "EvalResult", "benchmark_record", "evaluate",
-           "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "resolve_classifier", "resolve_model"]
+           "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "resolve_classifier", "resolve_model", "Hit", "search"]

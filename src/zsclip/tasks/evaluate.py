@@ -1,8 +1,10 @@
-"""Zero-shot evaluation: images are encoded once, every template set's classifier scores them.
+"""Zero-shot evaluation: the images are encoded once, every head scores them, metrics stream.
 
-Images are the expensive part and classifiers are cheap (and cached), so comparing template sets
-costs one pass over the data. Metrics are streamed (see metrics.py); images that fail to decode
-are counted and listed, never fatal.
+One job: a labelled source (class-per-folder tree, manifest, WebDataset shards, a labelled store)
+on a runner (this process or Ray), and one or more heads scored on the same features: a built
+classifier per template set (all compared on one pass), a classifier file of any kind, or a label
+tree in each of its modes. ``unknown`` images add open-set AUROC / FPR. Images that fail are
+counted and listed, never fatal.
 """
 
 from __future__ import annotations
@@ -11,20 +13,21 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from ..classifier import ZeroShotClassifier
-from ..data.collections import LabelledCollection, open_collection
+from ..data.collections import LabelledCollection
 from ..encoders.base import Encoder
 from ..errors import InputError
+from ..hierarchy import MODES, OpenSetMetrics, TreeClassifier, read_tree, tree_targets
+from ..hierarchy.metrics import TreeMetrics
+from ..job import HeadOptions, LabelledData, features, open_source, resolve_encoder
+from ..job.plan import check_ray, ray_settings
 from ..options import RunOptions
-from ..pipeline import labelled_feature_batches
 from ..prompts import DEFAULT_TEMPLATES
 from .metrics import StreamingMetrics
-from .models import resolve_model
 
 
 class NothingDecodedError(InputError):
@@ -37,107 +40,229 @@ class NothingDecodedError(InputError):
 
 @dataclass
 class EvalResult:
-    """Metrics per template set (in the order given), failures and throughput."""
+    """Metrics per flat head (a template set's name, or the classifier file's), or per tree mode
+    (``tree``), open-set figures (``openset``, with unknown images), failures and throughput."""
 
     classnames: list[str]
     metrics: dict[str, dict]
     failures: list[dict] = field(default_factory=list)
     num_images: int = 0
     images_per_second: float = 0.0
+    tree: dict | None = None
+    openset: dict | None = None
+    model: str | None = None
+    pretrained: str | None = None
 
 
 def evaluate(
-    collection: LabelledCollection | str | os.PathLike,
+    collection,
     encoder: Encoder | None = None,
     template_sets: str | Sequence[str] = DEFAULT_TEMPLATES,
     *,
     classes: str | Sequence[str | Sequence[str]] | None = None,
+    classifier=None,
+    labels_tree=None,
+    tree_modes: Sequence[str] | None = None,
+    beam: int | None = None,
+    descriptions=None,
+    unknown=None,
+    tpr: float = 0.95,
+    dataset: str | None = None,
     model: str | None = None,
     pretrained: str | None = None,
     options: RunOptions | None = None,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = False,
-    on_prediction: Callable[[str, int, list[int]], None] | None = None,
+    on_prediction: Callable[[str, str, list[str]], None] | None = None,
+    ray=None,
 ) -> EvalResult:
-    """Evaluate a model zero-shot on a labelled collection with each of ``template_sets``.
+    """Evaluate zero-shot on labelled data: CLIP_benchmark's metrics per head, on one pass.
 
     ``collection``: a ``LabelledCollection`` or what ``open_collection`` opens (a class-per-folder
-    tree, a CSV/JSONL manifest, WebDataset shards with ``classes``). The model is ``encoder``, else
-    ``model``/``pretrained`` (default ViT-B-32). ``classes`` overrides what the classifiers are built
-    from (synonym lists, or a named list such as "imagenet1k"), in the collection's class order.
-    Images that fail to decode are counted in ``failures``, never fatal.
-    ``on_prediction(path, target, top5)`` is called for every decoded image with the first
-    template set's ranked class indices.
+    tree, a CSV/JSONL manifest, WebDataset shards with ``classes``), or an embedding store made with
+    ``zsclip embed --labelled``. The heads: a classifier per template set in ``template_sets``
+    (with ``descriptions`` added to each class's prompts), or ``classifier`` (a file or object of
+    any kind, whose class names must cover the data's), or ``labels_tree`` (metrics per level for
+    each of ``tree_modes``). ``unknown``: images of none of the classes, for open-set AUROC / FPR at
+    ``tpr``. The model is ``encoder``, a store's own, a classifier file's own, else ``model``.
+    ``on_prediction(path, true_label, top5_labels)`` is called per decoded image (the first flat head's ranking).
     """
     options = options or RunOptions()
-    if not isinstance(collection, LabelledCollection):
-        given = None if classes is None or isinstance(classes, str) else [
-            [name] if isinstance(name, str) else list(name) for name in classes]
-        collection, opened_classes = open_collection(Path(collection), given)
-        classes = classes if classes is not None else opened_classes
-    if isinstance(template_sets, str):
-        template_sets = [template_sets]
-    template_sets = list(template_sets)
-    if not template_sets or any(not isinstance(name, str) or not name.strip() for name in template_sets):
+    template_sets = [template_sets] if isinstance(template_sets, str) else list(template_sets)
+    if classifier is None and (not template_sets or any(not isinstance(n, str) or not n.strip()
+                                                        for n in template_sets)):
         raise InputError(f"template sets {template_sets!r}: name at least one, e.g. openai-imagenet (several: "
                          "openai-imagenet,photo), or a template file")
-    if not collection.items and not collection.shards:
+    if classifier is not None and (descriptions is not None or labels_tree is not None or classes is not None):
+        raise InputError("a classifier file holds its classes and prompts: leave out --labels-file, --descriptions "
+                         "and --labels-tree")
+    if labels_tree is not None and classes is not None:
+        raise InputError("the label tree names the classes: leave out --labels-file")
+    if beam is not None and labels_tree is None and not _tree_file(classifier):
+        raise InputError("--beam applies to a label tree (--labels-tree or a tree classifier file)")
+    head_options = HeadOptions(classifier=classifier) if classifier is not None else None
+    given = None if classes is None or isinstance(classes, str) else [
+        [name] if isinstance(name, str) else list(name) for name in classes]
+    source = LabelledData(collection) if isinstance(collection, LabelledCollection) else open_source(
+        collection, labelled=True, classes=given, dataset=dataset, model=model)
+    if classes is None:
+        classes = getattr(source, "build_classes", None)
+    settings = ray_settings(ray)
+    check_ray(source, settings)
+    if isinstance(source, LabelledData) and not source.collection.items and not source.collection.shards:
         raise InputError("the collection has no images to evaluate")
-    encoder = encoder or resolve_model(model, pretrained, options)
-    classes = collection.classnames if classes is None else classes
-    classifiers = {name: ZeroShotClassifier.build(encoder, classes, name, precision=options.precision,
-                                                  cache=cache, cache_dir=cache_dir)
-                   for name in template_sets}
-    metrics = {name: StreamingMetrics(len(collection.classnames)) for name in template_sets}
+    needs_model = source.needs_model or classifier is None or unknown is not None
+    encoder = resolve_encoder(source, head_options, encoder=encoder, model=model,
+                              pretrained=pretrained, run=options, needs_model=needs_model)
+    if encoder is not None:
+        source.check_encoder(encoder)
+    build = {"precision": options.precision, "cache": cache, "cache_dir": cache_dir}
+    data_classes = list(source.classnames)
+    build_from = classes if classes is not None else data_classes
+    flat: dict[str, tuple[ZeroShotClassifier, torch.Tensor]] = {}
+    tree_classifier = None
+    if classifier is not None:
+        loaded = head_options._loaded()
+        if isinstance(loaded, TreeClassifier):
+            tree_classifier = loaded
+        else:
+            flat[_file_name(classifier, loaded)] = (loaded, _class_map(data_classes, loaded.classnames))
+        if encoder is not None:
+            (tree_classifier.node_classifier if tree_classifier else loaded).check_encoder(encoder)
+    elif labels_tree is not None:
+        tree = read_tree(labels_tree) if isinstance(labels_tree, (str, os.PathLike)) else labels_tree
+        tree_classifier = TreeClassifier.build(encoder, tree, template_sets[0], descriptions=descriptions, **build)
+    else:
+        from ..hierarchy.descriptions import build_classifier
+
+        for name in template_sets:
+            built = build_classifier(encoder, build_from, name, descriptions, **build)
+            flat[name] = (built, torch.arange(len(data_classes)))
+    for clf, _ in flat.values():
+        source.check_classifier(clf)
+    if tree_classifier is not None:
+        source.check_classifier(tree_classifier.node_classifier)
+        node_of = torch.tensor(tree_targets(tree_classifier.tree, data_classes))
+        modes = list(tree_modes or (MODES if tree_classifier.tree.depth > 1 else ("flat",)))
+        tree_metrics = {mode: TreeMetrics(tree_classifier.tree) for mode in modes}
+    metrics = {name: StreamingMetrics(len(clf.classnames)) for name, (clf, _) in flat.items()}
+    openset_classifier = tree_classifier.leaf_classifier if tree_classifier is not None else (
+        next(iter(flat.values()))[0] if flat else None)
+    openset = OpenSetMetrics(tpr=tpr) if unknown is not None else None
     failures: list[dict] = []
+    counted = 0
     start = time.perf_counter()
-    total = len(collection.items) or None  # shards are streamed: their size is unknown up front
-    with tqdm(total=total, unit="img", desc="evaluating", disable=not progress, leave=False) as bar:
-        for names, errors, batch_targets, features in labelled_feature_batches(collection, encoder, options):
-            decoded = [t for t, error in zip(batch_targets, errors, strict=True) if error is None]
-            failures += [{"path": n, "error": e} for n, e in zip(names, errors, strict=True) if e is not None]
-            if decoded:
-                for index, (name, clf) in enumerate(classifiers.items()):
-                    logits = clf.logits(features)
-                    metrics[name].update(logits, torch.tensor(decoded))
-                    if index == 0 and on_prediction is not None:
-                        ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices.tolist()
-                        good = [n for n, error in zip(names, errors, strict=True) if error is None]
-                        for path, target, top in zip(good, decoded, ranked, strict=True):
-                            on_prediction(path, target, top)
-            bar.update(len(names))
+    with tqdm(total=len(source) or None, unit="img", desc="evaluating", disable=not progress, leave=False) as bar:
+        for batch in features(source, encoder, options, settings):
+            failures += [{"path": n, "error": e} for n, e in zip(batch.ids, batch.errors, strict=True) if e]
+            targets = torch.tensor(batch.good_targets(), dtype=torch.long)
+            bar.update(len(batch.ids))
+            if not len(targets):
+                continue
+            counted += len(targets)
+            good_features = batch.features
+            for index, (name, (clf, class_map)) in enumerate(flat.items()):
+                logits = clf.logits(good_features)
+                mapped = class_map[targets]
+                metrics[name].update(logits[mapped >= 0], mapped[mapped >= 0])
+                if index == 0 and on_prediction is not None:
+                    ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices.tolist()
+                    good = [n for n, e in zip(batch.ids, batch.errors, strict=True) if e is None]
+                    for path, target, top in zip(good, mapped.tolist(), ranked, strict=True):
+                        on_prediction(path, clf.classnames[target], [clf.classnames[i] for i in top])
+            if tree_classifier is not None:
+                for mode in modes:
+                    predicted = tree_classifier.predict(good_features, mode, beam or 1).nodes
+                    tree_metrics[mode].update(predicted, node_of[targets])
+            if openset is not None:
+                openset.update(openset_classifier, good_features, known=True)
+    if openset is not None:
+        unknown_source = open_source(unknown)
+        for batch in features(unknown_source, encoder, options, settings):
+            failures += [{"path": n, "error": e} for n, e in zip(batch.ids, batch.errors, strict=True) if e]
+            openset.update(openset_classifier, batch.features, known=False)
     seconds = time.perf_counter() - start
-    if not any(m.count for m in metrics.values()):
+    if not counted:
         first = f"; first: {failures[0]['path']}: {failures[0]['error']}" if failures else ""
         raise NothingDecodedError(f"none of the {len(failures)} images could be read{first}", failures)
     results = {name: m.result() for name, m in metrics.items()}
-    evaluated = next(iter(results.values()))["num_images"] if results else 0
-    return EvalResult(collection.classnames, results, failures, evaluated,
-                      evaluated / seconds if seconds > 0 else 0.0)
+    tree = None
+    if tree_classifier is not None:
+        tree = {"modes": {mode: m.result() for mode, m in tree_metrics.items()}, "beam": beam or 1,
+                "tree": tree_classifier.tree.to_data()}
+    used = _used_model(encoder, source, flat, tree_classifier)
+    return EvalResult(data_classes, results, failures, counted, counted / seconds if seconds > 0 else 0.0, tree,
+                      openset.result() if openset is not None else None, *used)
+
+
+def _used_model(encoder, source, flat, tree_classifier) -> tuple[str | None, str | None]:
+    """(model, pretrained) the evaluated features came from, for the results record."""
+    if encoder is not None:
+        return encoder.name, getattr(encoder, "pretrained", None)
+    if source.model is not None:
+        return source.model, source.pretrained
+    clf = tree_classifier.node_classifier if tree_classifier is not None else next(iter(flat.values()))[0]
+    return clf.provenance.get("model"), clf.provenance.get("pretrained")
+
+
+def _tree_file(classifier) -> bool:
+    if isinstance(classifier, TreeClassifier):
+        return True
+    if isinstance(classifier, (str, os.PathLike)):
+        from ..heads.files import file_format
+        from ..hierarchy.modes import _FILE_FORMAT
+
+        return file_format(classifier) == _FILE_FORMAT
+    return False
+
+
+def _file_name(given, loaded: ZeroShotClassifier) -> str:
+    if isinstance(given, (str, os.PathLike)):
+        return os.path.basename(os.fspath(given))
+    return loaded.provenance.get("adaptation", {}).get("method") or "classifier"
+
+
+def _class_map(data_classes: list[str], classifier_classes: list[str]) -> torch.Tensor:
+    """The classifier's index of each of the data's classes (a classifier file may order its classes
+    differently, or hold more): refused in one line when a data class is missing."""
+    lookup = {name: index for index, name in enumerate(classifier_classes)}
+    missing = [name for name in data_classes if name not in lookup]
+    if missing:
+        raise InputError(f"the classifier has no class {missing[0]!r} ({len(missing)} of the data's "
+                         f"{len(data_classes)} classes are missing): evaluate it on data of its own classes "
+                         f"({', '.join(classifier_classes[:5])}{', ...' if len(classifier_classes) > 5 else ''})")
+    return torch.tensor([lookup[name] for name in data_classes], dtype=torch.long)
 
 
 def benchmark_record(result: EvalResult, dataset: str, model: str, pretrained: str | None) -> dict:
-    """CLIP_benchmark's JSON layout for the first template set, plus zsclip's extras."""
-    first, *_ = result.metrics
+    """CLIP_benchmark's JSON layout for the first flat head, plus zsclip's extras (template
+    comparison, per-class metrics, failures); a label tree's per-level metrics under ``tree``, and
+    open-set figures under ``openset``."""
+    record = {"dataset": dataset, "model": model, "pretrained": pretrained or "", "task": "zeroshot_classification",
+              "language": "en"}
     headline = ("acc1", "acc5", "mean_per_class_recall")
-    record = {
-        "dataset": dataset,
-        "model": model,
-        "pretrained": pretrained or "",
-        "task": "zeroshot_classification",
-        "language": "en",
-        "metrics": {key: result.metrics[first][key] for key in headline},
-        "templates": first,
-        "num_images": result.num_images,
-        "num_failed": len(result.failures),
-        "failures": result.failures,
-        "images_per_second": round(result.images_per_second, 2),
-        "classnames": result.classnames,
-        "per_class": {key: result.metrics[first][key] for key in ("per_class_recall", "per_class_precision")},
-        "confusion_matrix": result.metrics[first]["confusion_matrix"],
-    }
-    if len(result.metrics) > 1:
-        record["template_comparison"] = {name: {key: m[key] for key in headline}
-                                         for name, m in result.metrics.items()}
+    if result.metrics:
+        first = next(iter(result.metrics))
+        record.update({
+            "metrics": {key: result.metrics[first][key] for key in headline},
+            "templates": first,
+        })
+    record.update({"num_images": result.num_images, "num_failed": len(result.failures), "failures": result.failures,
+                   "images_per_second": round(result.images_per_second, 2), "classnames": result.classnames})
+    if result.metrics:
+        record["per_class"] = {key: result.metrics[first][key] for key in ("per_class_recall", "per_class_precision")}
+        record["confusion_matrix"] = result.metrics[first]["confusion_matrix"]
+        if len(result.metrics) > 1:
+            record["template_comparison"] = {name: {key: m[key] for key in headline}
+                                             for name, m in result.metrics.items()}
+    if result.tree is not None:
+        record["tree"] = result.tree["tree"]
+        record["modes"] = result.tree["modes"]
+        record["beam"] = result.tree["beam"]
+    if result.openset is not None:
+        record["openset"] = result.openset
     return record
+
+
+__all__ = ["EvalResult", "NothingDecodedError", "benchmark_record", "evaluate"]

@@ -1,0 +1,47 @@
+"""The flat head: top-k labels of any flat classifier (built, linear probe, Tip-Adapter)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..classifier import ZeroShotClassifier
+from ..classifier.zeroshot import checked_scale
+from ..errors import InputError
+from .base import Head, Prediction
+
+
+class FlatHead(Head):
+    """``classifier.top_k`` per image: probabilities by softmax (sigmoid for sigmoid models)."""
+
+    kind = "flat"
+
+    def __init__(self, classifier: ZeroShotClassifier, top_k: int = 5, scale: float | None = None) -> None:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise InputError(f"top_k {top_k!r}: ask for at least one label per image")
+        self._classifier = classifier
+        self.top_k = top_k
+        self.scale = None if scale is None else checked_scale(scale)
+
+    @property
+    def classifier(self) -> ZeroShotClassifier:
+        return self._classifier
+
+    def _answer(self, features: torch.Tensor) -> list[Prediction]:
+        scores, indices = self._classifier.top_k(features, self.top_k, self.scale)
+        names = self._classifier.classnames
+        return [Prediction("", [names[i] for i in picked], values)
+                for picked, values in zip(indices.tolist(), scores.tolist(), strict=True)]
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Class logits [B, C] (what eval's metrics rank)."""
+        return self._classifier.logits(features, self.scale)
+
+    def rejected(self, answer: Prediction, label: str, score: float) -> Prediction:
+        return Prediction(answer.source, [label], [score])
+
+    def describe(self) -> dict:
+        return {**super().describe(), "top_k": self.top_k,
+                "scoring": "sigmoid" if self._classifier.is_sigmoid else "softmax"}
+
+
+__all__ = ["FlatHead"]

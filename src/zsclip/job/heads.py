@@ -1,0 +1,201 @@
+"""From head options to a head: what the CLI, the Python API and the service all call.
+
+``HeadOptions`` says which head a user asked for (labels, a classifier file, a label tree, a
+rejector around either); ``check`` refuses combinations that cannot apply before any model is
+loaded; ``build_head`` makes the head (building or loading classifiers, calibrating a rejector on
+features of known images at the precision of the features it will judge).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from ..classifier import ZeroShotClassifier
+from ..encoders.base import Encoder
+from ..errors import InputError, ZsclipWarning
+from ..heads import FlatHead, Head, RejectingHead, TreeHead, load_head_file
+from ..hierarchy import MODES, SCORES, LabelTree, Rejector, TreeClassifier, read_tree
+from ..hierarchy.openset import DEFAULT_REJECT_LABEL
+from ..options import RunOptions
+from ..prompts import resolve_classes, resolve_templates
+
+DEFAULT_TOP_K = 5
+DEFAULT_TPR = 0.95
+
+
+@dataclass
+class HeadOptions:
+    """Which head answers. Unset options (None) are the ones the user did not give: an option given
+    where it cannot apply is refused by ``check``, never ignored."""
+
+    labels: object = None                 # class names / synonym lists / a named list ("imagenet1k")
+    classifier: object = None             # a classifier file (flat, adapted or tree) or a classifier object
+    templates: object = None
+    descriptions: object = None           # class -> sentences, or a CuPL JSON file
+    labels_tree: object = None            # a tree file, or a LabelTree
+    tree_mode: str | None = None
+    beam: int | None = None
+    reject: float | None = None
+    reject_calibrate: object = None       # a FeatureSource of images of the named classes
+    tpr: float | None = None
+    reject_score: str | None = None
+    reject_label: str | None = None
+    top_k: int | None = None
+    scale: float | None = None
+
+    def check(self) -> None:
+        """Refuse what cannot apply, in one line, before any model is loaded."""
+        if self.classifier is not None:
+            given = [name for name, value in (("labels", self.labels), ("templates", self.templates),
+                                               ("descriptions", self.descriptions),
+                                               ("a label tree", self.labels_tree)) if value is not None]
+            if given:
+                raise InputError(f"a classifier file already holds its classes and prompts: leave out {given[0]} "
+                                 "(CLI: --labels, --labels-file, --templates, --descriptions, --labels-tree)")
+        elif self.labels_tree is not None and self.labels is not None:
+            raise InputError("a label tree holds the classes: leave out the labels (CLI: --labels, --labels-file)")
+        elif self.labels is None and self.labels_tree is None:
+            raise InputError('no labels: name the classes (CLI: --labels "dog,cat", --labels-file FILE, '
+                             '--labels-tree FILE; Python: labels=["dog", "cat"]) or give a classifier file')
+        if self.labels is not None:
+            resolve_classes(self.labels)
+        if self.templates is not None:
+            resolve_templates(self.templates)
+        tree = self.labels_tree is not None or isinstance(self.classifier, TreeClassifier) or (
+            isinstance(self.classifier, (str, os.PathLike)) and _is_tree_file(self.classifier))
+        if not tree and (self.tree_mode is not None or self.beam is not None):
+            raise InputError("--tree-mode and --beam apply to a label tree: give --labels-tree (or a tree "
+                             "classifier file), or leave them out")
+        if tree and self.top_k is not None:
+            raise InputError("--top-k applies to flat labels: a label tree answers one label per level")
+        if self.tree_mode is not None and self.tree_mode not in MODES:
+            raise InputError(f"unknown tree mode {self.tree_mode!r}: use {', '.join(MODES)}")
+        if self.beam is not None and self.tree_mode not in (None, "top-down"):
+            raise InputError(f"--beam applies to --tree-mode top-down, not {self.tree_mode}")
+        if self.reject is not None and self.reject_calibrate is not None:
+            raise InputError("give --reject THRESHOLD or --reject-calibrate IMAGES, not both")
+        rejecting = self.reject is not None or self.reject_calibrate is not None
+        if not rejecting and (self.reject_score is not None or self.reject_label is not None):
+            raise InputError("--reject-score and --reject-label apply to open-set rejection: add --reject "
+                             "THRESHOLD or --reject-calibrate IMAGES")
+        if self.tpr is not None and self.reject_calibrate is None:
+            raise InputError("--tpr applies to --reject-calibrate (the share of known images the threshold keeps)")
+        if self.tpr is not None and not 0 < self.tpr < 1:
+            raise InputError(f"--tpr {self.tpr}: give a true-positive rate between 0 and 1, e.g. 0.95")
+        if self.reject is not None and not math.isfinite(self.reject):
+            raise InputError(f"--reject {self.reject}: give a finite threshold, e.g. 0.5")
+        if self.reject_score is not None and self.reject_score not in SCORES:
+            raise InputError(f"unknown open-set score {self.reject_score!r}: use {' or '.join(SCORES)}")
+
+    @property
+    def needs_text_tower(self) -> bool:
+        """Whether building this head encodes prompts (labels or a tree; a classifier file does not)."""
+        return self.classifier is None
+
+    def classifier_model(self) -> tuple[str | None, str | None]:
+        """(model, pretrained) a classifier file records, to load when the user names none."""
+        if self.classifier is None:
+            return None, None
+        loaded = self._loaded()
+        clf = loaded.node_classifier if isinstance(loaded, TreeClassifier) else loaded
+        return clf.provenance.get("model"), clf.provenance.get("pretrained")
+
+    def _loaded(self) -> ZeroShotClassifier | TreeClassifier:
+        if isinstance(self.classifier, (str, os.PathLike)):
+            self.classifier = load_head_file(self.classifier)
+        return self.classifier
+
+
+def _is_tree_file(path) -> bool:
+    from ..heads.files import file_format
+    from ..hierarchy.modes import _FILE_FORMAT as TREE_FORMAT
+
+    return file_format(path) == TREE_FORMAT
+
+
+#: How a rejector gets the features of its calibration images: (source) -> feature batches.
+Calibration = Callable[[object], Iterable[torch.Tensor]]
+
+
+def build_head(options: HeadOptions, encoder: Encoder | None, run: RunOptions, *, cache: bool = True,
+               cache_dir: str | os.PathLike | None = None, calibration: Calibration | None = None,
+               feature_dtype: torch.dtype | None = None) -> Head:
+    """The head ``options`` ask for. ``encoder`` may be None only for a classifier file (stored
+    features need no model). ``calibration(source)`` yields feature batches of the calibration
+    images; they are rounded to ``feature_dtype`` (the features the head will judge, e.g. a
+    float16 store) so the threshold is chosen on the same precision it is applied to."""
+    options.check()
+    build = {"precision": run.precision, "cache": cache, "cache_dir": cache_dir}
+    if options.classifier is not None:
+        loaded = options._loaded()
+        if encoder is not None:
+            (loaded.node_classifier if isinstance(loaded, TreeClassifier) else loaded).check_encoder(encoder)
+            if isinstance(loaded, ZeroShotClassifier):
+                loaded.encoder = encoder
+        tree_classifier = loaded if isinstance(loaded, TreeClassifier) else None
+        flat = None if tree_classifier is not None else loaded
+    elif options.labels_tree is not None:
+        tree = options.labels_tree if isinstance(options.labels_tree, LabelTree) else read_tree(options.labels_tree)
+        tree_classifier = TreeClassifier.build(_need(encoder), tree, options.templates,
+                                               descriptions=options.descriptions, **build)
+        flat = None
+    else:
+        from ..hierarchy.descriptions import build_classifier
+
+        tree_classifier = None
+        flat = build_classifier(_need(encoder), options.labels, options.templates, options.descriptions, **build)
+    if tree_classifier is not None:
+        head: Head = TreeHead(tree_classifier, options.tree_mode or "flat", options.beam or 1, options.scale)
+    else:
+        head = FlatHead(flat, options.top_k or DEFAULT_TOP_K, options.scale)
+    rejector = make_rejector(options, head, calibration, feature_dtype)
+    return head if rejector is None else RejectingHead(head, rejector)
+
+
+def make_rejector(options: HeadOptions, head: Head, calibration: Calibration | None,
+                  feature_dtype: torch.dtype | None) -> Rejector | None:
+    """The rejector the options ask for (fixed or calibrated), or None."""
+    score = options.reject_score or "mcm"
+    label = options.reject_label or DEFAULT_REJECT_LABEL
+    if options.reject is not None:
+        warn_out_of_range(options.reject, score, len(head.classnames))
+        return Rejector(float(options.reject), score, label)
+    if options.reject_calibrate is None:
+        return None
+    if calibration is None:
+        raise InputError("--reject-calibrate needs calibration images and a model to encode them")
+    tpr = options.tpr or DEFAULT_TPR
+
+    def batches():
+        for features in calibration(options.reject_calibrate):
+            yield features.to(feature_dtype).float() if feature_dtype is not None else features
+
+    rejector = Rejector.calibrate(head.classifier, batches(), tpr=tpr, score=score, label=label)
+    if not rejector.calibration.get("num_images"):
+        raise InputError("no calibration image could be read: give a folder of images of the named classes")
+    return rejector
+
+
+def warn_out_of_range(threshold: float, score: str, classes: int) -> None:
+    """A fixed threshold outside the score's range rejects nothing or everything: say so."""
+    low, high = (1.0 / max(classes, 1), 1.0) if score == "mcm" else (0.0, 1.0)
+    if not low < threshold <= high:
+        effect = "nothing" if threshold <= low else "every image"
+        warnings.warn(f"--reject {threshold:g} rejects {effect}: the {score} score of {classes} classes lies in "
+                      f"[{low:.4g}, {high:g}]; calibrate it on images of the named classes with --reject-calibrate "
+                      "IMAGES --tpr 0.95", ZsclipWarning, stacklevel=3)
+
+
+def _need(encoder: Encoder | None) -> Encoder:
+    if encoder is None:
+        raise InputError("building a classifier from labels needs the model's text tower")
+    return encoder
+
+
+__all__ = ["HeadOptions", "build_head", "make_rejector", "warn_out_of_range", "DEFAULT_TOP_K", "DEFAULT_TPR"]

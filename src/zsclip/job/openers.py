@@ -1,0 +1,109 @@
+"""How each kind of input is recognised and opened as a ``FeatureSource`` (see registry.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from ..data.collections import open_collection
+from ..data.sources import expand_inputs, unique_sources
+from ..errors import InputError
+from .sources import FeatureSource, ImageFiles, LabelledData, StoreSource, is_shards, is_store
+
+
+def _single(inputs: Sequence) -> str | None:
+    return os.fspath(inputs[0]) if len(inputs) == 1 and isinstance(inputs[0], (str, os.PathLike)) else None
+
+
+def matches_store(inputs: Sequence, labelled: bool) -> bool:
+    single = _single(inputs)
+    return single is not None and is_store(single)
+
+
+def open_store(inputs: Sequence, *, labelled: bool, classes=None, dataset=None, model=None) -> FeatureSource:
+    from ..store import EmbeddingStore
+
+    if classes is not None:
+        raise InputError("a store holds its class names (from `zsclip embed --labelled`): leave out --labels-file")
+    source = StoreSource(EmbeddingStore.open(_single(inputs), model=model))
+    if labelled and not source.labelled:
+        raise InputError(f"store {_single(inputs)} has no labels: embed a labelled collection (`zsclip embed DATA "
+                         "--labelled`) to evaluate from it")
+    return source if labelled else source.unlabelled()
+
+
+def matches_shards(inputs: Sequence, labelled: bool) -> bool:
+    single = _single(inputs)
+    return single is not None and is_shards(single)
+
+
+def open_shards(inputs: Sequence, *, labelled: bool, classes=None, dataset=None, model=None) -> FeatureSource:
+    from ..data.shards import webdataset
+
+    if labelled:
+        return open_labelled(inputs, labelled=True, classes=classes, dataset=dataset)
+    if classes is not None:
+        raise InputError("--labels-file names the classes of labelled shards; classify takes --labels")
+    return LabelledData(webdataset(_single(inputs), []), labelled=False)
+
+
+def matches_labelled(inputs: Sequence, labelled: bool) -> bool:
+    return labelled
+
+
+def open_labelled(inputs: Sequence, *, labelled: bool, classes=None, dataset=None, model=None) -> FeatureSource:
+    single = _single(inputs)
+    if single is None:
+        raise InputError("labelled data is one class-per-folder tree, a .csv/.jsonl manifest or WebDataset shards")
+    collection, build_classes = open_collection(single, classes, dataset)
+    source = LabelledData(collection)
+    source.build_classes = build_classes  # what to build classifiers from: given synonyms, "imagenet1k", or None
+    return source
+
+
+def matches_images(inputs: Sequence, labelled: bool) -> bool:
+    return not labelled
+
+
+def open_images(inputs: Sequence, *, labelled: bool, classes=None, dataset=None, model=None) -> FeatureSource:
+    sources, duplicates = unique_sources(source for source in _expand(inputs))
+    if not sources:
+        raise InputError("no inputs: give image files, folders, glob patterns, URLs or -")
+    source = ImageFiles(sources)
+    source.duplicates = duplicates
+    return source
+
+
+def _expand(inputs: Sequence):
+    from ..data.sources import Source
+
+    for item in inputs:
+        if isinstance(item, Source):
+            yield item
+        elif item is sys.stdin or item == "-":
+            yield from expand_inputs(["-"], stdin=sys.stdin)
+        else:
+            yield from expand_inputs([os.fspath(item)])
+
+
+def open_source(inputs, *, labelled: bool = False, classes=None, dataset: str | None = None,
+                model: str | None = None) -> FeatureSource:
+    """The source ``inputs`` name (one or many paths, folders, globs, URLs, '-', a store, shards,
+    a manifest), read as labelled data when ``labelled`` (eval)."""
+    from .registry import SOURCES
+
+    if isinstance(inputs, FeatureSource):
+        return inputs
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    inputs = list(inputs)
+    if not inputs:
+        raise InputError("no inputs: give image files, folders, glob patterns, URLs or -")
+    for _kind, matches, opener in SOURCES:
+        if matches(inputs, labelled):
+            return opener(inputs, labelled=labelled, classes=classes, dataset=dataset, model=model)
+    raise InputError(f"{inputs[0]}: not an input zsclip can read")
+
+
+__all__ = ["open_source"]

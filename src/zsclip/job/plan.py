@@ -1,0 +1,128 @@
+"""A job: a source, a head, a runner (and the model when one is needed), planned from options.
+
+``plan`` is where every entry point's options meet: it opens the source, refuses combinations
+that cannot run (in one line, before a model loads), resolves the model (a store's own, a
+classifier file's own, the one named, or the default), builds the head and checks that the head,
+the model and the source's features all belong together. ``features`` runs the source on its
+runner: this process, or Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..encoders.base import Encoder
+from ..errors import InputError
+from ..heads import Head
+from ..options import RunOptions
+from .heads import HeadOptions, build_head
+from .sources import FeatureBatch, FeatureSource, StoreSource
+
+
+@dataclass
+class Job:
+    """What runs: ``source`` -> (``runner``) -> features -> ``head``. ``ray`` is None for this
+    process, else the zsclip.cluster.RaySettings to run on."""
+
+    source: FeatureSource
+    head: Head | None
+    encoder: Encoder | None
+    run: RunOptions
+    ray: object = None
+
+    def features(self) -> Iterator[FeatureBatch]:
+        return features(self.source, self.encoder, self.run, self.ray)
+
+
+def features(source: FeatureSource, encoder: Encoder | None, run: RunOptions, ray=None) -> Iterator[FeatureBatch]:
+    """The source's feature batches, in this process or on Ray."""
+    if ray is None:
+        return source.batches(encoder, run)
+    return source.ray_batches(encoder, run, ray)
+
+
+def ray_settings(ray) -> object:
+    """RaySettings from what a caller gave: None (local), True / "auto", an address, or settings."""
+    if ray is None or ray is False:
+        return None
+    from ..cluster import RaySettings, connect
+
+    settings = ray if isinstance(ray, RaySettings) else RaySettings(address="auto" if ray is True else str(ray))
+    connect(settings)
+    return settings
+
+
+def check_ray(source: FeatureSource, ray) -> None:
+    """Refuse a source the Ray runner cannot distribute, before anything runs."""
+    if ray is None or not isinstance(source, StoreSource):
+        return
+    from ..store.clip_retrieval import ClipRetrievalStore
+
+    if isinstance(source.store, ClipRetrievalStore):
+        raise InputError("a clip-retrieval output is read in this process: leave out --ray (reading it is one pass "
+                         "over memory-mapped arrays)")
+
+
+def resolve_encoder(source: FeatureSource, head: HeadOptions | None, *, encoder: Encoder | None = None,
+                    model: str | None = None, pretrained: str | None = None, run: RunOptions,
+                    needs_model: bool | None = None) -> Encoder | None:
+    """The model this job needs, or None when nothing needs one (stored features and a classifier file).
+
+    Which model: ``encoder`` as given; else for a store its own model (``model`` naming another is
+    refused); else a classifier file's model; else ``model`` / ``pretrained`` or the default."""
+    from ..tasks.models import resolve_model
+
+    if needs_model is None:
+        needs_model = source.needs_model or (head is not None and (
+            head.needs_text_tower or head.reject_calibrate is not None))
+    if source.model is not None and model is not None and model != source.model:
+        raise InputError(f"the store holds embeddings of {source.model}, not {model}: leave out --model (the store's "
+                         f"own model is used), or embed the images with {model} into another store")
+    if encoder is not None or not needs_model:
+        return encoder
+    if source.model is not None:
+        model, pretrained = source.model, pretrained or source.pretrained
+    elif model is None and head is not None and head.classifier is not None:
+        model, file_pretrained = head.classifier_model()
+        pretrained = pretrained or file_pretrained
+    if _verbose():  # loading takes seconds: say what is loaded and why
+        why = "" if source.needs_model else " (its text tower: new labels, a label tree or calibration images)"
+        print(f"zsclip: loading model {model or 'ViT-B-32 (the default)'}{why}", file=sys.stderr)
+    return resolve_model(model, pretrained, run)
+
+
+def _verbose() -> bool:
+    return os.environ.get("ZSCLIP_QUIET", "") in ("", "0")
+
+
+def plan(source: FeatureSource, head_options: HeadOptions, *, encoder: Encoder | None = None,
+         model: str | None = None, pretrained: str | None = None, run: RunOptions | None = None,
+         cache: bool = True, cache_dir=None, ray=None) -> Job:
+    """A runnable job for ``source`` answered by the head ``head_options`` describe."""
+    run = run or RunOptions()
+    head_options.check()
+    settings = ray_settings(ray)
+    check_ray(source, settings)
+    encoder = resolve_encoder(source, head_options, encoder=encoder, model=model, pretrained=pretrained, run=run)
+    if encoder is not None:
+        source.check_encoder(encoder)
+
+    def calibration(images) -> Iterator:
+        from .openers import open_source
+
+        calibration_source = open_source(images)
+        for batch in features(calibration_source, encoder, run, None):
+            yield batch.features
+
+    head = build_head(head_options, encoder, run, cache=cache, cache_dir=cache_dir, calibration=calibration,
+                      feature_dtype=source.feature_dtype)
+    source.check_classifier(head.classifier)
+    if encoder is not None:
+        head.check_encoder(encoder)
+    return Job(source, head, encoder, run, settings)
+
+
+__all__ = ["Job", "plan", "features", "resolve_encoder", "ray_settings", "check_ray"]

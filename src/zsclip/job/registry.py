@@ -1,0 +1,22 @@
+"""The one place sources and heads are registered.
+
+``SOURCES``: (kind, matches(inputs, labelled) -> bool, opener(inputs, ...) -> FeatureSource), tried
+in order; the first match opens the input. ``HEADS``: head kind -> class (``zsclip.heads``).
+A new source or head is one module plus one line here.
+"""
+
+from __future__ import annotations
+
+from ..heads import FlatHead, RejectingHead, TreeHead
+from . import openers
+
+SOURCES = [
+    ("store", openers.matches_store, openers.open_store),
+    ("shards", openers.matches_shards, openers.open_shards),
+    ("labelled data", openers.matches_labelled, openers.open_labelled),
+    ("images", openers.matches_images, openers.open_images),
+]
+
+HEADS = {"flat": FlatHead, "tree": TreeHead, "reject": RejectingHead}
+
+__all__ = ["SOURCES", "HEADS"]

@@ -1,0 +1,107 @@
+"""Search: the inputs nearest to a text or an image query, by cosine similarity, best first.
+
+Any source works (an embedding store answers without decoding; images and shards are encoded on
+the way); a running top-k per batch keeps memory flat at any size. Rows whose features are not
+finite are skipped (they would rank first as NaN).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from ..encoders.base import Encoder
+from ..errors import InputError
+from ..job import FeatureBatch, FeatureSource, features, open_source, resolve_encoder
+from ..job.plan import check_ray, ray_settings
+from ..options import RunOptions
+
+MAX_RESULTS = 100_000
+
+
+@dataclass
+class Hit:
+    """One search result: the input's id, its cosine similarity to the query, and its rank (1 = best)."""
+
+    rank: int
+    source: str
+    score: float
+
+
+def nearest(batches: Iterator[FeatureBatch], query: torch.Tensor, top_k: int) -> list[Hit]:
+    """The ``top_k`` rows of ``batches`` nearest to ``query`` (a normalised [D] feature), best first."""
+    if not 1 <= top_k <= MAX_RESULTS:
+        raise InputError(f"--top-k {top_k}: ask for 1 to {MAX_RESULTS} results")
+    query = query.float().reshape(-1)
+    best_scores = torch.empty(0)
+    best_ids: list[str] = []
+    for batch in batches:
+        if not len(batch.features):
+            continue
+        if batch.features.shape[1] != query.numel():
+            raise InputError(f"a query of width {query.numel()} cannot search features of width "
+                             f"{batch.features.shape[1]}: use the source's model")
+        good = [name for name, error in zip(batch.ids, batch.errors, strict=True) if error is None]
+        scores = batch.features.float() @ query
+        finite = torch.isfinite(scores)
+        scores, good = scores[finite], [name for name, ok in zip(good, finite.tolist(), strict=True) if ok]
+        merged = torch.cat([best_scores, scores])
+        keep = merged.topk(min(top_k, len(merged))).indices
+        ids = best_ids + good
+        best_scores, best_ids = merged[keep], [ids[i] for i in keep.tolist()]
+    return [Hit(rank, name, float(score)) for rank, (name, score) in
+            enumerate(zip(best_ids, best_scores.tolist(), strict=True), start=1)]
+
+
+def search(inputs, query: str | None = None, *, image=None, top_k: int = 10, encoder: Encoder | None = None,
+           model: str | None = None, pretrained: str | None = None, options: RunOptions | None = None,
+           output: str | os.PathLike | None = None, ray=None) -> list[Hit]:
+    """The inputs (a store, images, folders, shards) nearest to a text ``query`` or an ``image``
+    (a path or PIL image); with ``output`` (.csv, .jsonl, .json, .parquet) also written there."""
+    from ..data.images import load_image
+
+    if (query is None) == (image is None):
+        raise InputError("give a text query or an image to search with (one of them)")
+    options = options or RunOptions()
+    if output is not None:
+        from ..outputs.rows import HitSink
+
+        HitSink.check(output)
+    source: FeatureSource = open_source(inputs, model=model)
+    settings = ray_settings(ray)
+    check_ray(source, settings)
+    encoder = resolve_encoder(source, None, encoder=encoder, model=model, pretrained=pretrained, run=options,
+                              needs_model=True)
+    source.check_encoder(encoder)
+    if image is not None:
+        picture = load_image(image, encoder.image_size) if isinstance(image, (str, os.PathLike)) else image
+        vector = encoder.encode_images(encoder.preprocess(picture.convert("RGB"))[None], "fp32")[0]
+    else:
+        if not isinstance(query, str) or not query.strip():
+            raise InputError("the search text is empty: describe what to find, e.g. \"a dog on a beach\"")
+        vector = encoder.encode_text([query], precision="fp32")[0]
+    hits = nearest(features(source, encoder, options, settings), vector, top_k)
+    if output is not None:
+        from ..outputs.rows import HitSink
+
+        HitSink.write_all(output, hits)
+    return hits
+
+
+def search_store(store, query: torch.Tensor, top_k: int = 10, batch_size: int = 8192) -> list[tuple[str, float]]:
+    """The ``top_k`` stored images nearest to ``query`` (a normalised [D] feature), best first."""
+    from ..job import StoreSource
+
+    if query.numel() != store.embed_dim:
+        from ..store.format import StoreError
+
+        raise StoreError(f"a query of width {query.numel()} cannot search a store of width {store.embed_dim}: "
+                         "use the store's model")
+    hits = nearest(StoreSource(store, batch_size).unlabelled().batches(None, RunOptions()), query, top_k)
+    return [(hit.source, hit.score) for hit in hits]
+
+
+__all__ = ["Hit", "nearest", "search", "search_store", "MAX_RESULTS"]
