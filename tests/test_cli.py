@@ -189,7 +189,7 @@ def test_output_is_written_atomically(tiny_clip_dir, photos, tmp_path, monkeypat
         yield Prediction("first.jpg", ["red"], [0.9])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(zsclip.cli.classify, "classify_items", explode)
+    monkeypatch.setattr(zsclip.cli.classify, "answers", explode)
     result = _classify(tiny_clip_dir, str(photos), "--output", str(out))
     assert result.exit_code != 0 and "interrupted; results so far are in" in result.stderr
     assert out.read_text() == "previous complete results\n"  # never replaced by a half file

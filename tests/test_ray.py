@@ -24,7 +24,7 @@ from zsclip import shapes  # noqa: E402
 from zsclip.cli import main  # noqa: E402
 from zsclip.cluster import RaySettings, connect  # noqa: E402
 from zsclip.cluster.pipeline import EncodeActor, ray_feature_batches  # noqa: E402
-from zsclip.cluster.tasks import embed_on_ray, evaluate_on_ray  # noqa: E402
+from zsclip.cluster.tasks import embed_on_ray  # noqa: E402
 from zsclip.data.sources import expand_inputs  # noqa: E402
 from zsclip.errors import InputError  # noqa: E402
 from zsclip.pipeline import feature_batches  # noqa: E402
@@ -75,8 +75,8 @@ def test_ray_gives_the_local_embeddings_and_error_rows(demo, tree):
 def test_eval_on_ray_equals_the_local_eval(demo, tree):
     collection = zsclip.open_collection(tree)[0]
     local = zsclip.evaluate(collection, demo, ["photo", "openai-imagenet-7"], options=OPTIONS)
-    remote = evaluate_on_ray(collection, demo, ["photo", "openai-imagenet-7"], options=OPTIONS, settings=RaySettings())
-    assert remote.metrics == local.metrics  # aggregated from per-batch counts: exactly equal
+    remote = zsclip.evaluate(collection, demo, ["photo", "openai-imagenet-7"], options=OPTIONS, ray=RaySettings())
+    assert remote.metrics == local.metrics  # the same features, the same counts: exactly equal
     assert remote.failures == local.failures and remote.num_images == 15
 
 
@@ -184,7 +184,7 @@ def test_eval_on_ray_reads_webdataset_shards_and_reports_a_missing_one(demo, tre
     collection = zsclip.data.shards.webdataset(f"{tmp_path}/s-{{0..2}}.tar", classnames)
     (tmp_path / "s-2.tar").unlink()  # a shard that vanishes after the job was planned (storage trouble)
     local = zsclip.evaluate(collection, demo, "photo", options=OPTIONS)
-    remote = evaluate_on_ray(collection, demo, "photo", options=OPTIONS, settings=RaySettings())
+    remote = zsclip.evaluate(collection, demo, "photo", options=OPTIONS, ray=RaySettings())
     assert remote.metrics == local.metrics and remote.num_images == 15
     reasons = " ".join(f["error"] for f in remote.failures)
     assert "cannot read shard" in reasons and "s-2.tar" in " ".join(f["path"] for f in remote.failures)
@@ -192,7 +192,6 @@ def test_eval_on_ray_reads_webdataset_shards_and_reports_a_missing_one(demo, tre
 
 
 def test_classify_a_store_on_ray_equals_the_local_store_classification(demo, tree, tmp_path):
-    from zsclip.cluster.tasks import classify_store_on_ray
     from zsclip.tasks.stored import classify_store
 
     store = EmbeddingStore.create_or_open(tmp_path / "s.zse", demo, precision="fp32", dtype="float32")
@@ -201,7 +200,7 @@ def test_classify_a_store_on_ray_equals_the_local_store_classification(demo, tre
     embed(store, list(expand_inputs([str(tree)])), demo, OPTIONS, commit_every=6)
     classifier = zsclip.ZeroShotClassifier.build(demo, ["red circle", "blue square", "green star"], "photo")
     local = list(classify_store(store, classifier, top_k=2))
-    remote = list(classify_store_on_ray(store, classifier, top_k=2, settings=RaySettings()))
+    remote = list(zsclip.classify(tmp_path / "s.zse", classifier=classifier, top_k=2, ray=RaySettings()))
     assert [(p.source, p.labels, p.error) for p in remote] == [(p.source, p.labels, p.error) for p in local]
     assert len(remote) == 16
     for a, b in zip(local, remote, strict=True):

@@ -101,7 +101,7 @@ class FineTuned:
             state = {k: v.detach().cpu().contiguous() for k, v in self.state(alpha).items()}
             save_file(state, str(staging / "open_clip_model.safetensors"))
             (staging / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-            from .. import load_model
+            from ..encoders import load_model
 
             mixed = load_model(f"local-dir:{staging}", device="cpu")
             classifier = self._classifier(alpha, mixed.fingerprint, f"local-dir:{out}")

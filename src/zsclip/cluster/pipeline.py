@@ -104,7 +104,7 @@ class EncodeActor:
     """An actor holding one model: pixels in, L2-normalised float32 embeddings out (per row)."""
 
     def __init__(self, spec: ModelSpec) -> None:
-        from ..tasks.models import resolve_model
+        from ..encoders.resolve import resolve_model
 
         self.spec = spec
         self.encoder = resolve_model(spec.model, spec.pretrained, RunOptions(device=spec.device,

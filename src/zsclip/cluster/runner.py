@@ -1,9 +1,9 @@
 """The Ray runner: any source's feature batches computed on a Ray cluster, in input order.
 
 Images and WebDataset shards are decoded by Ray tasks and encoded by an actor pool (see
-pipeline.py); a store is read by one task per shard (only its rows in the store's view). Heads and
-tasks then run on the driver over the same ``FeatureBatch``es the local runner gives, so every
-head and every task gives on Ray exactly the answer it gives locally.
+pipeline.py); a store is read by one task per shard (only its rows in the store's view). The
+sources of ``zsclip.job`` wrap these batches; heads and tasks then run on the driver over the same
+batches the local runner gives, so every head and task gives on Ray the answer it gives locally.
 """
 
 from __future__ import annotations
@@ -19,27 +19,17 @@ from .pipeline import encoded_dataset
 from .session import RaySettings, connect
 
 
-def ray_batches(source, encoder, options: RunOptions, settings: RaySettings | None = None) -> Iterator:
-    """``source.batches`` on Ray (``zsclip.job.sources`` kinds: images, labelled data, shards, stores)."""
-    from ..job.sources import FeatureBatch, ImageFiles, LabelledData, StoreSource
-
-    settings = settings or RaySettings()
-    if isinstance(source, StoreSource):
-        yield from _store_batches(source, settings)
-        return
-    if isinstance(source, ImageFiles):
-        dataset = encoded_dataset(source.sources, encoder, options, settings)
-    elif isinstance(source, LabelledData):
-        collection = source.collection
-        dataset = encoded_dataset(collection.items, encoder, options, settings, shards=collection.shards,
-                                  classnames=collection.classnames if source.labelled else ())
-    else:
-        raise InputError(f"{source.describe()} cannot run on Ray yet: run it without --ray")
+def encoded_batches(items, encoder, options: RunOptions, settings: RaySettings | None = None, *,
+                    shards=(), classnames=()) -> Iterator[tuple[list[str], list[str | None], torch.Tensor, list[int]]]:
+    """(ids, errors, features of those without an error, targets) per batch: ``items`` (image
+    sources) or the samples of WebDataset ``shards`` (labels read when ``classnames`` are given)
+    decoded by Ray tasks and encoded by the actor pool, in input order."""
+    dataset = encoded_dataset(items, encoder, options, settings or RaySettings(), shards=shards,
+                              classnames=classnames)
     for batch in dataset.iter_batches(batch_size=options.batch_size, batch_format="numpy"):
         ok = batch["ok"].astype(bool)
-        yield FeatureBatch([str(name) for name in batch["name"]], [str(error) or None for error in batch["error"]],
-                           torch.from_numpy(np.ascontiguousarray(batch["embedding"][ok])),
-                           [int(t) for t in batch["target"]] if source.labelled else None)
+        yield ([str(name) for name in batch["name"]], [str(error) or None for error in batch["error"]],
+               torch.from_numpy(np.ascontiguousarray(batch["embedding"][ok])), [int(t) for t in batch["target"]])
 
 
 def store_rows(row: dict, masks: dict[int, np.ndarray]) -> list[dict]:
@@ -59,26 +49,26 @@ def store_rows(row: dict, masks: dict[int, np.ndarray]) -> list[dict]:
     return out
 
 
-def _store_batches(source, settings: RaySettings) -> Iterator:
-    from ..job.sources import FeatureBatch
+def store_batches(store, settings: RaySettings | None = None, batch_size: int = 8192
+                  ) -> Iterator[tuple[list[str], list[str | None], torch.Tensor, list[int]]]:
+    """(paths, errors, embeddings of those without an error, labels) per batch of a store's view,
+    read by one Ray task per shard, in store order."""
     from ..store.clip_retrieval import ClipRetrievalStore
 
-    store = source.store
     if isinstance(store, ClipRetrievalStore):
         raise InputError(f"{store.folder} is a clip-retrieval output: read it without --ray")
-    ray = connect(settings)
+    ray = connect(settings or RaySettings())
     masks = {index: np.packbits(mask) for index, mask in store.view_masks().items()}
     shards = [{"shard": str(path), "index": index} for index, path in enumerate(store.shard_files) if index in masks]
     if not shards:
         raise InputError(f"store {store.folder} is empty or unreadable")
     dataset = ray.data.from_items(shards, override_num_blocks=len(shards)).flat_map(
         store_rows, fn_kwargs={"masks": masks})
-    for batch in dataset.iter_batches(batch_size=source.batch_size, batch_format="numpy"):
+    for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
         errors = [str(error) or None for error in batch["error"]]
         good = [np.asarray(v, dtype=np.float32) for v, e in zip(batch["embedding"], errors, strict=True) if e is None]
         features = torch.from_numpy(np.stack(good)) if good else torch.empty(0, store.embed_dim)
-        yield FeatureBatch([str(p) for p in batch["path"]], errors, features,
-                           [int(t) for t in batch["label"]] if source.labelled else None)
+        yield [str(p) for p in batch["path"]], errors, features, [int(t) for t in batch["label"]]
 
 
-__all__ = ["ray_batches", "store_rows"]
+__all__ = ["encoded_batches", "store_batches", "store_rows"]

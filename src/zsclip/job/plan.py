@@ -73,7 +73,7 @@ def resolve_encoder(source: FeatureSource, head: HeadOptions | None, *, encoder:
 
     Which model: ``encoder`` as given; else for a store its own model (``model`` naming another is
     refused); else a classifier file's model; else ``model`` / ``pretrained`` or the default."""
-    from ..tasks.models import resolve_model
+    from ..encoders.resolve import resolve_model
 
     if needs_model is None:
         needs_model = source.needs_model or (head is not None and (

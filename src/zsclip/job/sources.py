@@ -69,9 +69,7 @@ class FeatureSource(ABC):
 
     def ray_batches(self, encoder: Encoder | None, options: RunOptions, settings) -> Iterator[FeatureBatch]:
         """The features computed on Ray (``settings``: zsclip.cluster.RaySettings), same rows and order."""
-        from ..cluster.runner import ray_batches
-
-        return ray_batches(self, encoder, options, settings)
+        raise InputError(f"{self.describe()} cannot run on Ray yet: run it without --ray")
 
     def check_encoder(self, encoder: Encoder) -> None:
         """Refuse a model whose features would not match this source's (stores check theirs)."""
@@ -100,6 +98,12 @@ class ImageFiles(FeatureSource):
         for names, errors, features in feature_batches(self.sources, encoder, options):
             yield FeatureBatch(names, errors, features)
 
+    def ray_batches(self, encoder: Encoder | None, options: RunOptions, settings) -> Iterator[FeatureBatch]:
+        from ..cluster.runner import encoded_batches
+
+        for names, errors, features, _ in encoded_batches(self.sources, encoder, options, settings):
+            yield FeatureBatch(names, errors, features)
+
 
 class LabelledData(FeatureSource):
     """A class-per-folder tree, a CSV/JSONL manifest or WebDataset shards. Unlabelled shards
@@ -118,6 +122,15 @@ class LabelledData(FeatureSource):
     def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
         for names, errors, targets, features in labelled_feature_batches(self.collection, encoder, options):
             yield FeatureBatch(names, errors, features, list(targets) if self.labelled else None)
+
+    def ray_batches(self, encoder: Encoder | None, options: RunOptions, settings) -> Iterator[FeatureBatch]:
+        from ..cluster.runner import encoded_batches
+
+        collection = self.collection
+        for names, errors, features, targets in encoded_batches(
+                collection.items, encoder, options, settings, shards=collection.shards,
+                classnames=collection.classnames if self.labelled else ()):
+            yield FeatureBatch(names, errors, features, targets if self.labelled else None)
 
 
 class StoreSource(FeatureSource):
@@ -146,6 +159,12 @@ class StoreSource(FeatureSource):
         for batch in self.store.batches(self.batch_size):
             yield FeatureBatch(list(batch.paths), list(batch.errors), torch.from_numpy(np.ascontiguousarray(
                 batch.embeddings, dtype=np.float32)), list(batch.labels) if self.labelled else None)
+
+    def ray_batches(self, encoder: Encoder | None, options: RunOptions, settings) -> Iterator[FeatureBatch]:
+        from ..cluster.runner import store_batches
+
+        for paths, errors, features, labels in store_batches(self.store, settings, self.batch_size):
+            yield FeatureBatch(paths, errors, features, labels if self.labelled else None)
 
     def check_encoder(self, encoder: Encoder) -> None:
         self.store.check_encoder(encoder)

@@ -34,12 +34,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..data.images import decode_bytes
 from ..encoders.base import Encoder
-from ..errors import ImageReadError
+from ..errors import ImageReadError, ZsclipError
+from ..heads import Head
+from ..job.heads import HeadOptions, build_head
+from ..options import RunOptions
 from ..prompts import TEMPLATE_SETS
 from .batching import BatchQueue, QueueClosed, QueueFull
 from .classifiers import ClassifierRegistry, Entry
 from .guard import RequestGuard
-from .inputs import ClientError, parse_labels, parse_templates
+from .inputs import CLASSIFY_FIELDS, ClientError, parse_descriptions, parse_labels, parse_templates, parse_tree
 from .metrics import ServeMetrics
 from .settings import ServeSettings
 
@@ -58,6 +61,7 @@ class ImageResult(BaseModel):
     index: int
     filename: str | None = None
     predictions: list[Prediction] | None = None
+    record: dict | None = None
     error: str | None = None
 
 
@@ -65,6 +69,7 @@ class ClassifyResponse(BaseModel):
     model: str
     classifier: str
     scoring: str
+    head: dict | None = None
     results: list[ImageResult]
 
 
@@ -189,8 +194,10 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
                 "version": __version__}
 
     @app.post("/v1/classify", tags=["api"], response_model=ClassifyResponse, dependencies=[Auth],
-              responses=ERRORS, summary="Classify images by labels or a classifier id")
+              responses=ERRORS, summary="Classify images by labels, a label tree or a classifier id",
+              response_model_exclude_none=True)
     async def classify(
+        request: Request,
         current: State,
         images: Annotated[list[UploadFile], File(description="one or more image files (PNG, JPEG, ...)")],
         labels: Annotated[list[str] | None, Form(description='"cat,dog" or one per line; synonyms: "dog|puppy"')]
@@ -198,22 +205,49 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
         classifier: Annotated[str | None, Form(description="a classifier id instead of labels")] = None,
         templates: Annotated[list[str] | None, Form(
             description=f"a set ({', '.join(TEMPLATE_SETS)}) or templates with one {{}}, one per line")] = None,
-        top_k: Annotated[int, Form(ge=1, description="labels per image")] = 5,
+        top_k: Annotated[int | None, Form(ge=1, description="labels per image (flat labels; default 5)")] = None,
+        labels_tree: Annotated[str | None, Form(description="a label tree as YAML (or tree_format json / text)")]
+        = None,
+        tree_format: Annotated[str | None, Form(description="yaml (default), json or text")] = None,
+        tree_mode: Annotated[str | None, Form(description="flat (default), top-down or chils")] = None,
+        beam: Annotated[int | None, Form(ge=1, le=1000, description="top-down: nodes kept per level")] = None,
+        descriptions: Annotated[str | None, Form(description="JSON: class -> sentences (CuPL)")] = None,
+        reject: Annotated[float | None, Form(description="open set: a fixed threshold")] = None,
+        reject_calibrate: Annotated[list[UploadFile] | None, File(
+            description="open set: images of the named classes; the threshold keeps tpr of them")] = None,
+        tpr: Annotated[float | None, Form(gt=0, lt=1, description="with reject_calibrate (default 0.95)")] = None,
+        reject_score: Annotated[str | None, Form(description="mcm (default) or max-prob")] = None,
+        reject_label: Annotated[str | None, Form(description="the label rejected images get (default none)")]
+        = None,
+        scale: Annotated[float | None, Form(description="a fixed temperature (> 0)")] = None,
     ) -> ClassifyResponse:
-        if len(images) > limits.max_images:
-            raise ClientError(413, f"{len(images)} images in one request, over the limit of {limits.max_images}: "
-                                   "split them over several requests")
-        if top_k > limits.max_top_k:
+        unknown = sorted(set((await request.form()).keys()) - CLASSIFY_FIELDS)
+        if unknown:
+            raise ClientError(422, f"unknown field {unknown[0][:40]!r}: the fields are "
+                                   f"{', '.join(sorted(CLASSIFY_FIELDS))}")
+        calibration = [u for u in reject_calibrate or () if u.filename or u.size]
+        if len(images) + len(calibration) > limits.max_images:
+            raise ClientError(413, f"{len(images) + len(calibration)} images in one request, over the limit of "
+                                   f"{limits.max_images}: split them over several requests")
+        if top_k is not None and top_k > limits.max_top_k:
             raise ClientError(422, f"top_k {top_k} is over the limit of {limits.max_top_k}")
-        entry_task = asyncio.ensure_future(_resolve_classifier(current, labels, classifier, templates))
+        tree = parse_tree(labels_tree, tree_format, limits)
+        described = parse_descriptions(descriptions)
+        options = HeadOptions(labels=None, classifier=None, templates=None, descriptions=None, labels_tree=tree,
+                              tree_mode=tree_mode, beam=beam, reject=reject,
+                              reject_calibrate=calibration or None, tpr=tpr, reject_score=reject_score,
+                              reject_label=reject_label, top_k=top_k, scale=scale)
+        entry_task = asyncio.ensure_future(_resolve_classifier(current, labels, classifier, templates, tree,
+                                                               described))
         try:
             decoded = await asyncio.gather(*(_decode_upload(current, upload) for upload in images))
+            known = await asyncio.gather(*(_decode_upload(current, upload) for upload in calibration))
             entry = await entry_task
         finally:
             if not entry_task.done():
                 entry_task.cancel()
+        head = await _head(current, entry, options, known)
         ok = [i for i, item in enumerate(decoded) if isinstance(item, torch.Tensor)]
-        ok_set = set(ok)
         metrics.images.labels("ok").inc(len(ok))
         metrics.images.labels("error").inc(len(decoded) - len(ok))
         names = [(upload.filename or "")[:MAX_FILENAME_CHARS] or None for upload in images]
@@ -223,17 +257,20 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
                 f"{d['filename'] or '#' + str(d['index'])}: {d['error']}" for d in details[:3])
             raise ClientError(400, message, details)
         features = await current.queue.submit(torch.stack([decoded[i] for i in ok]))
-        scores = entry.classifier.probabilities(features)
-        k = min(top_k, scores.shape[1])
-        values, indices = scores.topk(k, dim=-1)
-        results = [ImageResult(index=i, filename=names[i], error=None if i in ok_set else decoded[i])
-                   for i in range(len(decoded))]
-        classnames = entry.classifier.classnames
-        for row, i in enumerate(ok):
-            results[i].predictions = [Prediction(label=classnames[c], score=float(v))
-                                      for v, c in zip(values[row].tolist(), indices[row].tolist(), strict=True)]
+        answers = iter(head.answer(features))
+        results = []
+        for i, item in enumerate(decoded):
+            if not isinstance(item, torch.Tensor):
+                results.append(ImageResult(index=i, filename=names[i], error=item))
+                continue
+            answer = next(answers)
+            results.append(ImageResult(
+                index=i, filename=names[i], error=answer.error, record=answer.record,
+                predictions=None if answer.error else [Prediction(label=label, score=float(score)) for label, score
+                                                       in zip(answer.labels, answer.scores, strict=True)]))
         return ClassifyResponse(model=current.encoder.name, classifier=entry.id,
-                                scoring="sigmoid" if entry.classifier.is_sigmoid else "softmax", results=results)
+                                scoring="sigmoid" if entry.flat.is_sigmoid else "softmax", head=head.describe(),
+                                results=results)
 
     @app.post("/v1/classifiers", tags=["api"], response_model=ClassifierInfo, dependencies=[Auth],
               responses=ERRORS, summary="Build (or find) the classifier for labels + templates; returns its id")
@@ -279,7 +316,7 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
 def _start(settings: ServeSettings, encoder: Encoder | None, metrics: ServeMetrics) -> ServerState:
     """Load what is missing, warm the model up, start the queue (runs in a thread at startup)."""
     if encoder is None:
-        from .. import load_model
+        from ..encoders import load_model
 
         encoder = load_model(settings.model, settings.pretrained, device=settings.device)
     registry = ClassifierRegistry(encoder, settings.precision, max_entries=settings.max_classifiers,
@@ -302,21 +339,48 @@ def _start(settings: ServeSettings, encoder: Encoder | None, metrics: ServeMetri
 
 
 async def _resolve_classifier(current: ServerState, labels: list[str] | None, classifier_id: str | None,
-                              templates: list[str] | None) -> Entry:
+                              templates: list[str] | None, tree=None, descriptions: dict | None = None) -> Entry:
     has_labels = any(value.strip() for value in labels or ())
-    if classifier_id and has_labels:
-        raise ClientError(422, "give labels or a classifier id, not both")
+    if sum((bool(classifier_id), has_labels, tree is not None)) > 1:
+        raise ClientError(422, "give labels, a labels_tree or a classifier id: one of them")
     if classifier_id:
-        if any(value.strip() for value in templates or ()):
-            raise ClientError(422, "templates go with labels: a classifier id already has its templates")
+        if any(value.strip() for value in templates or ()) or descriptions is not None:
+            raise ClientError(422, "templates and descriptions go with labels: a classifier id already has its "
+                                   "prompts")
         entry = current.registry.get(classifier_id)
         if entry is None:
             raise ClientError(404, f"no classifier {classifier_id[:40]!r}: GET /v1/classifiers lists them")
         return entry
     limits = current.settings.limits
-    classes = parse_labels(labels, limits)
+    classes = None if tree is not None else parse_labels(labels, limits)
+    if tree is not None and len(tree.nodes) > limits.max_labels:
+        raise ClientError(422, f"the label tree has {len(tree.nodes)} nodes, over the limit of {limits.max_labels}")
     template_spec = parse_templates(templates, current.settings.default_templates, limits)
-    return await current.registry.get_or_build(classes, template_spec)
+    return await current.registry.get_or_build(classes, template_spec, tree, descriptions)
+
+
+async def _head(current: ServerState, entry: Entry, options: HeadOptions, known: list) -> Head:
+    """The head a request asks for over its classifier: flat top-k or a tree mode, with rejection.
+    Calibration images are encoded through the same batching queue as the request's images."""
+    tree = entry.is_tree
+    if not tree and (options.tree_mode is not None or options.beam is not None):
+        raise ClientError(422, "tree_mode and beam apply to a label tree: send labels_tree, or a tree classifier id")
+    if tree and options.top_k is not None:
+        raise ClientError(422, "top_k applies to flat labels: a label tree answers one label per level")
+
+    calibrated = None
+    if options.reject_calibrate is not None:
+        good = [item for item in known if isinstance(item, torch.Tensor)]
+        if not good:
+            raise ClientError(400, "no calibration image could be decoded: send images of the named classes as "
+                                   "reject_calibrate")
+        calibrated = await current.queue.submit(torch.stack(good))
+    try:
+        options.classifier = entry.classifier  # built or loaded: the head is made over it
+        return build_head(options, current.encoder, RunOptions(device="cpu"), cache=False,
+                          calibration=lambda _images: [calibrated])
+    except ZsclipError as error:
+        raise ClientError(422, str(error)) from None
 
 
 async def _decode_upload(current: ServerState, upload: UploadFile) -> torch.Tensor | str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import ZeroShotClassifier
+from ..classifier import ZeroShotClassifier
 from ..encoders.base import Encoder
 from ..errors import ZsclipError
 from ..precision import resolve_precision, text_precision
@@ -39,13 +39,24 @@ class Entry:
     source: str
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
+    @property
+    def flat(self) -> ZeroShotClassifier:
+        """The flat classifier (a tree's node classifier) for checks and descriptions."""
+        return getattr(self.classifier, "node_classifier", self.classifier)
+
+    @property
+    def is_tree(self) -> bool:
+        return hasattr(self.classifier, "node_classifier")
+
     def describe(self, with_classes: bool = True) -> dict:
-        templates = self.classifier.provenance.get("templates") or []
-        info = {"id": self.id, "source": self.source, "num_classes": len(self.classifier.classnames),
-                "num_templates": len(templates), "model": self.classifier.provenance.get("model"),
-                "scoring": "sigmoid" if self.classifier.is_sigmoid else "softmax", "created": self.created}
+        flat = self.flat
+        templates = flat.provenance.get("templates") or []
+        info = {"id": self.id, "source": self.source, "num_classes": len(flat.classnames),
+                "num_templates": len(templates), "model": flat.provenance.get("model"),
+                "scoring": "sigmoid" if flat.is_sigmoid else "softmax", "created": self.created,
+                "kind": "tree" if self.is_tree else type(flat).__name__}
         if with_classes:
-            info["classes"] = list(self.classifier.classnames)
+            info["classes"] = list(flat.classnames)
             info["templates"] = list(templates)
         return info
 
@@ -75,10 +86,13 @@ class ClassifierRegistry:
     # --- files ----------------------------------------------------------------------------
     def add_file(self, path: str | Path) -> Entry:
         """Serve a classifier file under its file stem (ZsclipError if unreadable or for another model)."""
+        from ..heads import load_head_file
+
         path = Path(path)
-        classifier = ZeroShotClassifier.load(path)
-        classifier.check_encoder(self.encoder)
-        classifier.encoder = self.encoder
+        classifier = load_head_file(path)  # flat, adapted (linear, Tip-Adapter) or a tree classifier
+        flat = getattr(classifier, "node_classifier", classifier)
+        flat.check_encoder(self.encoder)
+        flat.encoder = self.encoder
         base = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-.") or "classifier"
         name, n = base, 1
         while name in self._files:
@@ -102,14 +116,18 @@ class ClassifierRegistry:
         with self._lock:
             return list(self._files.values()) + list(self._built.values())
 
-    def key(self, classes: list[list[str]], templates: str | list[str]) -> str:
-        blob = json.dumps([self.encoder.fingerprint, classes, templates, self.precision], ensure_ascii=False)
+    def key(self, classes: list[list[str]] | None, templates: str | list[str], tree=None,
+            descriptions: dict | None = None) -> str:
+        blob = json.dumps([self.encoder.fingerprint, classes, templates, self.precision,
+                           tree.to_data() if tree is not None else None, descriptions], ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     # --- building -------------------------------------------------------------------------
-    async def get_or_build(self, classes: list[list[str]], templates: str | list[str]) -> Entry:
-        """The classifier for these classes and templates: cached, being built, or built now."""
-        key = self.key(classes, templates)
+    async def get_or_build(self, classes: list[list[str]] | None, templates: str | list[str], tree=None,
+                           descriptions: dict | None = None) -> Entry:
+        """The classifier for these classes (or this label tree), templates and descriptions: cached,
+        being built, or built now."""
+        key = self.key(classes, templates, tree, descriptions)
         entry = self.get(key)
         if entry is not None:
             return entry
@@ -119,17 +137,26 @@ class ClassifierRegistry:
                 raise ClientError(429, f"{len(self._pending)} new label sets are being built already: retry "
                                        "shortly, or reuse a classifier id from POST /v1/classifiers")
             loop = asyncio.get_running_loop()
-            future = asyncio.ensure_future(loop.run_in_executor(self._builder, self._build, key, classes, templates))
+            future = asyncio.ensure_future(loop.run_in_executor(self._builder, self._build, key, classes, templates,
+                                                                  tree, descriptions))
             self._pending[key] = future
             future.add_done_callback(lambda _: self._pending.pop(key, None))
         # shield: a client giving up must not cancel a build that others (or its retry) will use
         return await asyncio.shield(future)
 
-    def _build(self, key: str, classes: list[list[str]], templates: str | list[str]) -> Entry:
+    def _build(self, key: str, classes: list[list[str]] | None, templates: str | list[str], tree=None,
+               descriptions: dict | None = None) -> Entry:
+        from ..hierarchy import TreeClassifier
+        from ..hierarchy.descriptions import build_classifier
+
         try:
             # templates: a set name the server knows, or strings inputs.check_template accepted
-            classifier = ZeroShotClassifier.build(self.encoder, classes, templates, precision=self.precision,
-                                                  cache=False, progress=False)
+            if tree is not None:
+                classifier = TreeClassifier.build(self.encoder, tree, templates, descriptions=descriptions,
+                                                  precision=self.precision, cache=False, progress=False)
+            else:
+                classifier = build_classifier(self.encoder, classes, templates, descriptions,
+                                              precision=self.precision, cache=False, progress=False)
         except ZsclipError as error:
             raise ClientError(422, str(error)) from None
         self._on_build()

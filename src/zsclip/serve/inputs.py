@@ -87,3 +87,42 @@ def check_template(template: str, limits: Limits) -> None:
 
 
 __all__ = ["ClientError", "parse_labels", "parse_templates", "check_template"]
+
+
+#: What a classify request may send besides images: the CLI's head options as form fields.
+CLASSIFY_FIELDS = frozenset({"images", "labels", "classifier", "templates", "top_k", "labels_tree", "tree_format",
+                             "tree_mode", "beam", "descriptions", "reject", "reject_calibrate", "tpr", "reject_score",
+                             "reject_label", "scale"})
+
+
+def parse_tree(text: str | None, kind: str | None, limits: Limits):
+    """A label tree sent as text (YAML by default, or json / text), bounded like a tree file."""
+    from ..hierarchy import parse_tree as parse
+
+    if text is None or not text.strip():
+        if kind is not None:
+            raise ClientError(422, "tree_format applies to labels_tree: send the tree, or leave tree_format out")
+        return None
+    if len(text.encode("utf-8", "surrogatepass")) > limits.max_request_bytes:
+        raise ClientError(413, "labels_tree is over the request size limit")
+    try:
+        return parse(text, kind or "yaml", source="labels_tree")
+    except InputError as error:
+        raise ClientError(422, str(error)) from None
+
+
+def parse_descriptions(text: str | None) -> dict | None:
+    """class -> sentences sent as JSON text (CuPL / CLIP_benchmark format), checked as a file would be."""
+    import json
+
+    from ..hierarchy.descriptions import check_descriptions
+
+    if text is None or not text.strip():
+        return None
+    try:
+        return check_descriptions(json.loads(text), "descriptions")
+    except (ValueError, RecursionError) as error:
+        raise ClientError(422, f"descriptions is not valid JSON ({str(error)[:80]}): send "
+                               '{"class": ["sentence", ...]}') from None
+    except InputError as error:
+        raise ClientError(422, str(error)) from None

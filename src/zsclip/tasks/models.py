@@ -10,42 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..classifier import ZeroShotClassifier
-from ..encoders import TRANSFORMERS_PREFIX, Encoder, load_model
+from ..encoders import Encoder
+from ..encoders.resolve import DEFAULT_MODEL, DEFAULT_PRETRAINED, default_weights, quiet_transformers, resolve_model
 from ..errors import InputError
 from ..options import RunOptions
 from ..prompts import Template, resolve_classes, resolve_templates
 
-#: The model used when none is named: open_clip's ViT-B/32 with LAION-2B weights (~600 MB, downloaded once).
-DEFAULT_MODEL = "ViT-B-32"
-DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
-
 Classes = str | Sequence[str | Sequence[str]]
 Templates = str | os.PathLike | Sequence[str | Template] | None
-
-
-def default_weights(model: str | None, pretrained: str | None) -> tuple[str, str | None]:
-    """(model, pretrained) with the defaults applied: the default model gets its default weights."""
-    model = model or DEFAULT_MODEL
-    if model == DEFAULT_MODEL and pretrained is None:
-        pretrained = DEFAULT_PRETRAINED
-    return model, pretrained
-
-
-def resolve_model(
-    model: str | None = None,
-    pretrained: str | None = None,
-    options: RunOptions | None = None,
-    *,
-    cache_dir: str | None = None,
-) -> Encoder:
-    """Load ``model`` (default: ViT-B-32 with LAION-2B weights) on ``options.device``."""
-    options = options or RunOptions()
-    model, pretrained = default_weights(model, pretrained)
-    if model.startswith(TRANSFORMERS_PREFIX):
-        quiet_transformers()
-    encoder = load_model(model, pretrained, device=options.device, cache_dir=cache_dir)
-    encoder.prepare(options.precision)  # e.g. int8 on a tower it cannot speed up: one line now, not mid-run
-    return encoder
 
 
 def resolve_classifier(
@@ -102,9 +74,5 @@ def resolve_classifier(
     return encoder, built
 
 
-def quiet_transformers() -> None:
-    """transformers prints weight-loading bars and config notes; our own lines are what users read."""
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
+__all__ = ["DEFAULT_MODEL", "DEFAULT_PRETRAINED", "Classes", "Templates", "default_weights", "quiet_transformers",
+           "resolve_classifier", "resolve_model"]
