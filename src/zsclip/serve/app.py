@@ -267,8 +267,9 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_docs(app)
 
+    # the key is checked here, from the headers, before any body is read (require_key documents it in /docs)
     app.add_middleware(RequestGuard, max_body_bytes=limits.max_request_bytes, timeout_s=limits.request_timeout_s,
-                       metrics=metrics)
+                       metrics=metrics, api_key=settings.api_key)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Authorization"])
