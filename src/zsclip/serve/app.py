@@ -38,6 +38,7 @@ from ..errors import ImageReadError
 from ..prompts import TEMPLATE_SETS
 from .batching import BatchQueue, QueueClosed, QueueFull
 from .classifiers import ClassifierRegistry, Entry
+from .forms import StrictFormRoute
 from .guard import RequestGuard
 from .inputs import ClientError, parse_labels, parse_templates
 from .metrics import ServeMetrics
@@ -130,6 +131,7 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
     app = FastAPI(title="zsclip", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Zero-shot image classification with CLIP-family models. Send images and "
                               "labels; concurrent requests share batched forward passes.")
+    app.router.route_class = StrictFormRoute  # form text is strict UTF-8 (a 400 naming the field), see forms.py
     app.state.metrics = metrics
     _install_error_handlers(app)
 
