@@ -28,6 +28,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -290,8 +291,10 @@ def _start(settings: ServeSettings, encoder: Encoder | None, metrics: ServeMetri
     for path in settings.classifier_files:
         registry.add_file(path)
     transform = encoder.image_transform()
-    size = encoder.image_size or 224
-    encoder.encode_images(torch.zeros(1, 3, size, size), settings.precision)  # warm-up: first pass is slow
+    # warm-up (the first pass is slow) on what the model's own preprocessing makes: its input size, whatever
+    # the model reports (or fails to report) as encoder.image_size
+    side = encoder.image_size or 224
+    encoder.encode_images(transform(Image.new("RGB", (side, side))).unsqueeze(0), settings.precision)
 
     def forward(pixels: torch.Tensor) -> torch.Tensor:
         return encoder.encode_images(pixels, settings.precision)
