@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from test_serve import EXAMPLES, TIMEOUT, _files, _start, _stop
+from test_serve import EXAMPLES, TIMEOUT, _browser, _chromium, _files, _start, _stop
 
 httpx = pytest.importorskip("httpx")
 
@@ -201,6 +201,30 @@ def test_form_fields_that_are_not_utf8_are_a_400_naming_the_field(guarded):
     assert name.status_code in (400, 422)
     ok = httpx.post(f"{guarded}/v1/classifiers", headers=AUTH, data={"labels": "café,dög"}, timeout=TIMEOUT)
     assert ok.status_code == 200 and ok.json()["classes"] == ["café", "dög"]
+
+
+# --- 9: the page asks for the key only when the server has one ------------------------------------------
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium and chromium-driver")
+def test_the_page_shows_the_key_field_and_classifies_once_the_key_is_given(guarded):
+    pytest.importorskip("selenium")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with _browser() as driver:
+        driver.get(f"{guarded}/")
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "key-field").is_displayed())
+        assert driver.find_element(By.ID, "model").text == "API key needed"
+        key = driver.find_element(By.ID, "apikey")
+        key.send_keys(KEY)
+        driver.find_element(By.ID, "labels").click()  # leaving the field fires its change event
+        WebDriverWait(driver, 30).until(lambda d: "demo" in d.find_element(By.ID, "model").text)
+        driver.find_element(By.ID, "files").send_keys(str(EXAMPLES / "red_triangle.png"))
+        labels = driver.find_element(By.ID, "labels")
+        labels.clear()
+        labels.send_keys("red triangle, blue ring")
+        driver.find_element(By.ID, "classify").click()
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results .prediction .label"))
+        assert driver.find_elements(By.CSS_SELECTOR, "#results .prediction .label")[0].text == "red triangle"
 
 
 # --- 9: a busy port, a model whose input is not 224 px -------------------------------------------------
