@@ -57,7 +57,13 @@ queue (batches form per device), on its own port, behind one load balancer:
 \b
 Security: binds 127.0.0.1 unless --host says otherwise; with --api-key every route except
 /healthz, /readyz, the page, its static files and /docs needs header X-API-Key (or Authorization:
-Bearer). The server reads only uploaded bytes: it never opens a path or fetches a URL a client names.
+Bearer), checked from the headers before any body is read. The server reads only uploaded bytes: it
+never opens a path or fetches a URL a client names. Slow or many clients: --header-timeout,
+--request-timeout (body included) and --max-connections bound what each can hold.
+
+\b
+Exit status 2 when the server cannot start (busy port, bad option, model or classifier file), with
+one line on stderr; the port is bound before the model loads, so a busy port is reported at once.
 """
 
 
@@ -228,9 +234,8 @@ def bind_listener(host: str, port: int) -> socket.socket:
 
 def _run(settings, encoder, listener: socket.socket, root_path: str, graceful_timeout: float, log_level: str,
          header_timeout: float, max_connections: int) -> None:
-    import sys
-
     import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 
     from ..serve.app import create_app
     from ..serve.connections import header_timeout_protocol
@@ -246,13 +251,13 @@ def _run(settings, encoder, listener: socket.socket, root_path: str, graceful_ti
                f"(API docs: /docs)", err=True)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, root_path=root_path,
                             timeout_graceful_shutdown=graceful_timeout or None, server_header=False,
-                            http=header_timeout_protocol(header_timeout), ws="none",
+                            http=header_timeout_protocol(header_timeout, H11Protocol), ws="none",
                             limit_concurrency=max_connections)
     server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C after a graceful shutdown ends normally
         server.run(sockets=[listener])
-    if not server.started:  # the app's startup failed (logged above): uvicorn's own status for it
-        sys.exit(3)
+    if not server.started:  # the app's startup failed after the checks in _load (uvicorn logged why)
+        raise ServeError("the server did not start: see the log above")
 
 
 def _is_loopback(host: str) -> bool:
