@@ -6,6 +6,7 @@ browser test drives Debian's chromium through chromedriver (selenium), never a d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -177,12 +178,10 @@ def _chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
-@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium and chromium-driver")
-def test_the_web_page_classifies_an_upload_in_a_real_browser(server, tmp_path):
+@contextlib.contextmanager
+def _browser():
+    """A headless Debian chromium driven through chromedriver (selenium), quit on exit."""
     webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
     browser, driver_path = _chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = browser
@@ -191,8 +190,21 @@ def test_the_web_page_classifies_an_upload_in_a_real_browser(server, tmp_path):
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
     try:
         driver.set_page_load_timeout(30)
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium and chromium-driver")
+def test_the_web_page_classifies_an_upload_in_a_real_browser(server, tmp_path):
+    pytest.importorskip("selenium")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with _browser() as driver:
         driver.get(f"{server}/")
         WebDriverWait(driver, 30).until(lambda d: "demo" in d.find_element(By.ID, "model").text)
+        assert not driver.find_element(By.ID, "key-field").is_displayed()  # this server has no key
         driver.find_element(By.ID, "files").send_keys(str(EXAMPLES / "blue_ring.png"))
         labels = driver.find_element(By.ID, "labels")
         labels.clear()
@@ -202,8 +214,6 @@ def test_the_web_page_classifies_an_upload_in_a_real_browser(server, tmp_path):
         first = driver.find_elements(By.CSS_SELECTOR, "#results .prediction .label")[0].text
         assert first == "blue ring"
         assert "1 classified" in driver.find_element(By.ID, "status").text
-    finally:
-        driver.quit()
 
 
 def test_serve_without_the_extra_is_one_line(monkeypatch):

@@ -3,8 +3,10 @@ library (``zsclip.tasks``) and formatting what it returns. A new subcommand is a
 registered below.
 
 Exit status: 0 when every input was handled, 1 when some inputs failed (each reported on stderr
-and in the output), 2 for usage errors (no labels, unknown model or template set, bad arguments).
-Every failure is one line on stderr; ``ZsclipGroup`` is where that is enforced for all commands.
+and in the output), 2 for usage errors (no labels, unknown model or template set, bad arguments),
+130 on Ctrl-C, 141 when the reader of stdout went away (``zsclip classify ... | head``: nothing is
+printed, as for a Unix tool killed by SIGPIPE). Every failure is one line on stderr; ``ZsclipGroup``
+is where that is enforced for all commands.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from ..outputs.text import printable
 from . import adapt, build, classify, embed, eval, models, search, serve
 
 DEBUG_ENV = "ZSCLIP_DEBUG"
+#: exit status when stdout is a pipe whose reader left: 128 + SIGPIPE, what a shell reports for `cat`, `grep`
+#: or `sort` in the same place (Python ignores SIGPIPE, so zsclip gets EPIPE and exits with it itself)
+CLOSED_PIPE_STATUS = 141
 
 
 class ZsclipGroup(click.Group):
@@ -32,9 +37,21 @@ class ZsclipGroup(click.Group):
     """
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        """click's own usage errors (bad option values, missing arguments) as one line too."""
+        """click's own usage errors (bad option values, missing arguments) as one line too; a closed
+        stdout (a reader that left) ends the run quietly with ``CLOSED_PIPE_STATUS``, whenever it shows."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            self._main_standalone(args, prog_name, complete_var, **extra)
+        except BrokenPipeError:  # outside a command: --help or --version into `| head`
+            _silence_stdout()
+            sys.exit(CLOSED_PIPE_STATUS)
+        except SystemExit:
+            if _stdout_closed():  # the last lines were still buffered when the reader left
+                sys.exit(CLOSED_PIPE_STATUS)
+            raise
+
+    def _main_standalone(self, args, prog_name, complete_var, **extra):
         try:
             status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as error:
@@ -68,14 +85,37 @@ class ZsclipGroup(click.Group):
                 click.echo("zsclip: interrupted", err=True)
                 ctx.exit(130)
             except BrokenPipeError:  # `zsclip classify ... | head`: the reader left, nothing to report
-                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
-                ctx.exit(1)
+                _silence_stdout()
+                ctx.exit(CLOSED_PIPE_STATUS)
             except Exception as error:
                 if debug:
                     raise
                 status, message = _describe(error)
                 click.echo(f"zsclip: error: {message}", err=True)
                 ctx.exit(status)
+
+
+def _silence_stdout() -> None:
+    """Point stdout's file descriptor at /dev/null, so that what is still buffered (and the
+    interpreter's flush at exit) goes nowhere instead of raising again (Python's documented way)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (a test runner's capture)
+        pass
+
+
+def _stdout_closed() -> bool:
+    """Flush stdout; True (and stdout silenced) when its reader has gone."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return True
+    except (OSError, ValueError, AttributeError):
+        return False
+    return False
 
 
 def _describe(error: Exception) -> tuple[int, str]:
@@ -111,7 +151,8 @@ def main(debug: bool) -> None:
     zsclip classify photos/ --classifier pets.zsc --output results.csv
 
     Errors are one line on stderr (`zsclip --debug COMMAND ...` shows the traceback). Exit status:
-    0 all inputs handled, 1 some inputs failed (results still written), 2 usage error, 130 Ctrl-C.
+    0 all inputs handled, 1 some inputs failed (results still written), 2 usage error, 130 Ctrl-C,
+    141 stdout closed by its reader (`| head`).
     """
 
 

@@ -6,9 +6,12 @@ extra; FastAPI and uvicorn are imported when the command runs, and their absence
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib.util
 import ipaddress
 import os
+import socket
 
 import click
 
@@ -54,12 +57,22 @@ queue (batches form per device), on its own port, behind one load balancer:
 \b
 Security: binds 127.0.0.1 unless --host says otherwise; with --api-key every route except
 /healthz, /readyz, the page, its static files and /docs needs header X-API-Key (or Authorization:
-Bearer). The server reads only uploaded bytes: it never opens a path or fetches a URL a client names.
+Bearer), checked from the headers before any body is read. The server reads only uploaded bytes: it
+never opens a path or fetches a URL a client names. Slow or many clients: --header-timeout,
+--request-timeout (body included) and --max-connections bound what each can hold.
+
+\b
+Exit status 2 when the server cannot start (busy port, bad option, model or classifier file), with
+one line on stderr; the port is bound before the model loads, so a busy port is reported at once.
 """
 
 
+#: Exit status of ``zsclip serve`` when it cannot start (busy port, bad option, model or classifier file).
+START_FAILURE = 2
+
+
 class ServeError(click.ClickException):
-    """One line on stderr, no traceback: ``zsclip: error: ...``."""
+    """One line on stderr, no traceback: ``zsclip: error: ...`` (exit status ``START_FAILURE``)."""
 
     exit_code = 2
 
@@ -110,6 +123,11 @@ def missing_serve_modules() -> list[str]:
               help="Label sets built on request kept in memory (least recently used dropped first).")
 @click.option("--request-timeout", default=Limits.request_timeout_s, show_default=True,
               type=click.FloatRange(min=0, min_open=True), help="Seconds per request, upload included (503 beyond).")
+@click.option("--header-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a client gets to send a request's headers (from connecting, or from the previous "
+                   "response); past it the connection is closed (408).")
+@click.option("--max-connections", default=256, show_default=True, type=click.IntRange(1),
+              help="Open connections (and requests in flight) at most; beyond it requests get 503.")
 @click.option("--api-key", envvar="ZSCLIP_API_KEY", default=None,
               help="Require this key (header X-API-Key or Authorization: Bearer). Also $ZSCLIP_API_KEY, which "
                    "keeps it out of the process list.")
@@ -123,7 +141,8 @@ def missing_serve_modules() -> list[str]:
               show_default=True)
 def serve(model, pretrained, device, precision, classifiers, templates, host, port, max_batch_size, max_wait_ms,
           queue_limit, decode_workers, max_request_mb, max_images, max_pixels, max_labels, max_classifiers,
-          request_timeout, api_key, cors_origins, root_path, graceful_timeout, log_level) -> None:
+          request_timeout, header_timeout, max_connections, api_key, cors_origins, root_path, graceful_timeout,
+          log_level) -> None:
     """Serve zero-shot classification over HTTP: a web page, a JSON API, dynamic batching.
 
     Concurrent requests' images are gathered into one forward pass (--max-batch-size, --max-wait-ms);
@@ -154,9 +173,13 @@ def serve(model, pretrained, device, precision, classifiers, templates, host, po
             default_templates=default_templates, api_key=api_key, cors_origins=tuple(cors_origins), limits=limits)
     except (ValueError, ZsclipError) as error:
         raise ServeError(str(error)) from None
-    encoder = _load(settings)
-    settings = _serving_precision(settings, encoder)
-    _run(settings, encoder, host, port, root_path, graceful_timeout, log_level)
+    listener = bind_listener(host, port)  # a busy port is one line now, not after the model loaded
+    try:
+        encoder = _load(settings)
+        settings = _serving_precision(settings, encoder)
+        _run(settings, encoder, listener, root_path, graceful_timeout, log_level, header_timeout, max_connections)
+    finally:
+        listener.close()
 
 
 def _serving_precision(settings, encoder):
@@ -188,10 +211,36 @@ def _load(settings):
     return encoder
 
 
-def _run(settings, encoder, host: str, port: int, root_path: str, graceful_timeout: float, log_level: str) -> None:
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound before anything slow happens; uvicorn serves on it (so no
+    other process can take the port in between). A busy port or a bad address is a ServeError."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (OSError, UnicodeError) as error:
+        raise ServeError(f"cannot listen on {host}: {getattr(error, 'strerror', None) or error}") from None
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts reuse the port
+        listener.bind(address)
+    except OSError as error:
+        listener.close()
+        if error.errno == errno.EADDRINUSE:
+            raise ServeError(f"port {port} on {host} is already in use (another server?): stop it or choose "
+                             "another --port") from None
+        raise ServeError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    listener.set_inheritable(True)
+    return listener
+
+
+def _run(settings, encoder, listener: socket.socket, root_path: str, graceful_timeout: float, log_level: str,
+         header_timeout: float, max_connections: int) -> None:
     import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 
     from ..serve.app import create_app
+    from ..serve.connections import header_timeout_protocol
+
+    host, port = listener.getsockname()[:2]
 
     if not _is_loopback(host) and settings.api_key is None:
         click.echo(f"zsclip serve: warning: listening on {host} without --api-key: anyone who can reach this "
@@ -200,8 +249,15 @@ def _run(settings, encoder, host: str, port: int, root_path: str, graceful_timeo
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"zsclip serve: {settings.model} on {encoder.device} at http://{shown}:{port}{root_path}/ "
                f"(API docs: /docs)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, root_path=root_path,
-                timeout_graceful_shutdown=graceful_timeout or None, server_header=False)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, root_path=root_path,
+                            timeout_graceful_shutdown=graceful_timeout or None, server_header=False,
+                            http=header_timeout_protocol(header_timeout, H11Protocol), ws="none",
+                            limit_concurrency=max_connections)
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C after a graceful shutdown ends normally
+        server.run(sockets=[listener])
+    if not server.started:  # the app's startup failed after the checks in _load (uvicorn logged why)
+        raise ServeError("the server did not start: see the log above")
 
 
 def _is_loopback(host: str) -> bool:

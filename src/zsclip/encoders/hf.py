@@ -175,15 +175,18 @@ def _pixels(image_processor: Any, image: Image.Image) -> torch.Tensor:
 
 
 def _image_size(image_processor: Any) -> int | None:
-    """Short side of the processed image, from ``crop_size`` or ``size`` (dicts or ints)."""
+    """Short side of the processed image, from ``crop_size`` or ``size``: an int, a dict, or (newer
+    transformers' fast processors) a ``SizeDict``, which is not a dict but has ``get``."""
     for attribute in ("crop_size", "size"):
         size = getattr(image_processor, attribute, None)
-        if isinstance(size, dict):
-            sides = [v for k, v in size.items() if k in ("height", "width", "shortest_edge") and isinstance(v, int)]
+        if isinstance(size, int) and not isinstance(size, bool):
+            return size
+        get = getattr(size, "get", None)
+        if callable(get):
+            sides = [get(key) for key in ("height", "width", "shortest_edge")]
+            sides = [v for v in sides if isinstance(v, int) and not isinstance(v, bool) and v > 0]
             if sides:
                 return min(sides)
-        elif isinstance(size, int):
-            return size
     return None
 
 

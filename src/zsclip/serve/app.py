@@ -28,6 +28,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -41,6 +42,7 @@ from ..options import RunOptions
 from ..prompts import TEMPLATE_SETS
 from .batching import BatchQueue, QueueClosed, QueueFull
 from .classifiers import ClassifierRegistry, Entry
+from .forms import StrictFormRoute
 from .guard import RequestGuard
 from .inputs import CLASSIFY_FIELDS, ClientError, parse_descriptions, parse_labels, parse_templates, parse_tree
 from .metrics import ServeMetrics
@@ -135,6 +137,7 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
     app = FastAPI(title="zsclip", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Zero-shot image classification with CLIP-family models. Send images and "
                               "labels; concurrent requests share batched forward passes.")
+    app.router.route_class = StrictFormRoute  # form text is strict UTF-8 (a 400 naming the field), see forms.py
     app.state.metrics = metrics
     _install_error_handlers(app)
 
@@ -304,8 +307,9 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_docs(app)
 
+    # the key is checked here, from the headers, before any body is read (require_key documents it in /docs)
     app.add_middleware(RequestGuard, max_body_bytes=limits.max_request_bytes, timeout_s=limits.request_timeout_s,
-                       metrics=metrics)
+                       metrics=metrics, api_key=settings.api_key)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Authorization"])
@@ -324,8 +328,10 @@ def _start(settings: ServeSettings, encoder: Encoder | None, metrics: ServeMetri
     for path in settings.classifier_files:
         registry.add_file(path)
     transform = encoder.image_transform()
-    size = encoder.image_size or 224
-    encoder.encode_images(torch.zeros(1, 3, size, size), settings.precision)  # warm-up: first pass is slow
+    # warm-up (the first pass is slow) on what the model's own preprocessing makes: its input size, whatever
+    # the model reports (or fails to report) as encoder.image_size
+    side = encoder.image_size or 224
+    encoder.encode_images(transform(Image.new("RGB", (side, side))).unsqueeze(0), settings.precision)
 
     def forward(pixels: torch.Tensor) -> torch.Tensor:
         return encoder.encode_images(pixels, settings.precision)
