@@ -67,7 +67,8 @@ def heads(world: Path) -> dict[str, tuple[dict, list[str]]]:
     """head name -> (Python keyword arguments, CLI options)."""
     labels = ",".join(LABELS)
     return {
-        "labels": ({"labels": LABELS, "templates": "photo", "top_k": 3}, ["--labels", labels, "-t", "photo", "-k", "3"]),
+        "labels": ({"labels": LABELS, "templates": "photo", "top_k": 3},
+                   ["--labels", labels, "-t", "photo", "-k", "3"]),
         "classifier file": ({"classifier": world / "flat.zsc"}, ["--classifier", str(world / "flat.zsc")]),
         "tree flat": ({"labels_tree": world / "tree.yaml", "templates": "photo"},
                       ["--labels-tree", str(world / "tree.yaml"), "-t", "photo"]),

@@ -57,7 +57,7 @@ def imports() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("module,target", imports())
 def test_imports_run_down_the_layers(module, target):
-    (low, low_name), (high, high_name) = layer_of(target), layer_of(module)
+    (low, _), (high, _) = layer_of(target), layer_of(module)
     assert low <= high, f"zsclip.{module} (layer {high}) imports zsclip.{target} (layer {low}): an import up the layers"
     top_m, top_t = module.split(".")[0], target.split(".")[0]
     if low == high and top_m in ORDER_IN_LAYER and top_t in ORDER_IN_LAYER:

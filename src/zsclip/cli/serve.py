@@ -196,8 +196,9 @@ def _serving_precision(settings, encoder):
 
 def _load(settings):
     """The model and a check of every classifier file, before the server starts (one-line errors)."""
-    from .. import ZeroShotClassifier, load_model
+    from ..encoders import load_model
     from ..errors import ZsclipError
+    from ..heads import load_head_file
     from ..precision import resolve_precision
 
     try:
@@ -205,7 +206,8 @@ def _load(settings):
         click.echo(f"zsclip serve: loading {settings.model} ...", err=True)
         encoder = load_model(settings.model, settings.pretrained, device=settings.device)
         for path in settings.classifier_files:
-            ZeroShotClassifier.load(path).check_encoder(encoder)
+            loaded = load_head_file(path)  # flat, adapted or tree classifier files
+            getattr(loaded, "node_classifier", loaded).check_encoder(encoder)
     except ZsclipError as error:
         raise ServeError(str(error)) from None
     return encoder

@@ -382,7 +382,7 @@ async def _head(current: ServerState, entry: Entry, options: HeadOptions, known:
                                    "reject_calibrate")
         calibrated = await current.queue.submit(torch.stack(good))
     try:
-        options.classifier = entry.classifier  # built or loaded: the head is made over it
+        options.classifier, options.labels_tree = entry.classifier, None  # built or loaded: the head is made over it
         return build_head(options, current.encoder, RunOptions(device="cpu"), cache=False,
                           calibration=lambda _images: [calibrated])
     except ZsclipError as error:
