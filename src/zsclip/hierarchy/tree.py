@@ -358,8 +358,40 @@ def _kind(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
+#: Flow nesting ([ and {) a YAML tree may have before it is parsed: libyaml composes nodes
+#: recursively on the C stack, where ``"[" * 100_000`` crashes the process instead of raising.
+MAX_FLOW_NESTING = 4 * MAX_DEPTH + 8
+
+
+def _flow_nesting(text: str) -> int:
+    """The deepest [ / { nesting outside quoted scalars and comments (a cheap linear scan)."""
+    depth = deepest = 0
+    quote = None
+    comment = False
+    previous = "\n"
+    for char in text:
+        if comment:
+            comment = char != "\n"
+        elif quote is not None:
+            quote = None if char == quote else quote
+        elif char in "\"'" and previous in " \t\n[{,:-?":  # where YAML starts a quoted scalar
+            quote = char
+        elif char == "#":
+            comment = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        previous = char
+    return deepest
+
+
 def _load_yaml(text: str, source: str) -> object:
     import yaml
+
+    if _flow_nesting(text) > MAX_FLOW_NESTING:
+        raise InputError(f"{source}: nesting too deep to read (at most {MAX_DEPTH} levels)")
 
     class StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when built with it
         """SafeLoader (no Python objects are ever built) that refuses repeated keys, which plain
