@@ -1,9 +1,10 @@
-"""The store's data integrity (issue 22, items 2-4 and 12): writers that never drop each other's
-shards, every row and manifest field validated, no NaN in any output, and a store's model name that
-loads back and is not overridden by --model."""
+"""The store's data integrity (issue 22, items 1-4 and 12): facts and embedding from the same bytes,
+writers that never drop each other's shards, every row and manifest field validated, no NaN in
+any output, and a store's model name that loads back and is not overridden by --model."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from zsclip.cli import main
 from zsclip.data.sources import Source
 from zsclip.pipeline import feature_batches
 from zsclip.store import EmbeddingStore, StoreError, embed
+from zsclip.store.embed import CHANGED, RETRIES
 from zsclip.store.format import MANIFEST, schema
 from zsclip.tasks.stored import classify_store, evaluate_store, search_store
 
@@ -60,6 +62,82 @@ def _latest_rows(folder: Path) -> dict[str, dict]:
         for row in pq.read_table(folder / shard["file"]).to_pylist():
             rows[row["resolved"]] = row
     return rows
+
+
+# --- 1. facts and embedding from the same bytes -------------------------------------------------
+def test_a_file_replaced_after_it_was_decoded_is_stored_with_the_facts_of_the_bytes_encoded(demo, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for index in range(3):
+        _render(folder / f"{index}.png", seed=index)
+    target = folder / "1.png"
+    sources = [Source(str(folder / f"{index}.png")) for index in range(3)]
+    replaced = {}
+
+    def replacing_after_decoding(chunk):
+        for names, errors, features in feature_batches(list(chunk), demo, OPTIONS):
+            if not replaced and str(target) in names:  # decoded (and encoded) already: now the file changes
+                replaced["bytes"] = _replace(target, seed=40)
+            yield names, errors, features
+
+    store = EmbeddingStore.create_or_open(tmp_path / "s.zse", demo, precision="fp32", dtype="float32")
+    report = embed(store, sources, demo, OPTIONS, features=replacing_after_decoding)
+    assert (report.encoded, report.failed) == (3, 0)
+    row = _latest_rows(tmp_path / "s.zse")[str(target)]
+    info = target.stat()
+    assert row["sha256"] == hashlib.sha256(replaced["bytes"]).hexdigest()
+    assert (row["size"], row["mtime_ns"]) == (info.st_size, info.st_mtime_ns)
+    assert np.allclose(row["embedding"], _feature(demo, target), atol=1e-6)  # the new picture's embedding
+    assert embed(store, sources, demo, OPTIONS).skipped == 3                 # and its facts let it be skipped
+    # a later change to the bytes is seen and encoded again
+    old = _replace(target, seed=1)
+    assert old == (folder / "1.png").read_bytes()
+    again = embed(store, sources, demo, OPTIONS)
+    assert (again.encoded, again.skipped) == (1, 2)
+    row = _latest_rows(tmp_path / "s.zse")[str(target)]
+    assert row["sha256"] == hashlib.sha256(old).hexdigest()
+    assert np.allclose(row["embedding"], _feature(demo, target), atol=1e-6)
+
+
+def test_a_file_that_keeps_changing_is_an_error_without_facts_and_is_encoded_by_the_next_run(demo, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for index in range(2):
+        _render(folder / f"{index}.png", seed=index)
+    target = folder / "0.png"
+    sources = [Source(str(folder / f"{index}.png")) for index in range(2)]
+    calls = []
+
+    def always_replacing(chunk):
+        calls.append([s.name for s in chunk])
+        for names, errors, features in feature_batches(list(chunk), demo, OPTIONS):
+            _replace(target, seed=50 + len(calls))
+            yield names, errors, features
+
+    store = EmbeddingStore.create_or_open(tmp_path / "s.zse", demo, precision="fp32")
+    report = embed(store, sources, demo, OPTIONS, features=always_replacing)
+    assert calls[1:] == [[str(target)]] * RETRIES                             # encoded again, then given up
+    assert (report.encoded, report.failed) == (1, 1)
+    row = _latest_rows(tmp_path / "s.zse")[str(target)]
+    assert row["error"] == CHANGED and row["size"] is None and row["embedding"] is None
+    again = embed(store, sources, demo, OPTIONS)                              # the file is stable now
+    assert (again.encoded, again.skipped) == (1, 1)
+    assert _latest_rows(tmp_path / "s.zse")[str(target)]["sha256"] == hashlib.sha256(target.read_bytes()).hexdigest()
+
+
+def test_a_non_finite_embedding_from_the_model_is_an_error_row_not_stored(demo, tmp_path):
+    path = tmp_path / "a.png"
+    _render(path, seed=3)
+
+    def nan_features(chunk):
+        for names, errors, features in feature_batches(list(chunk), demo, OPTIONS):
+            yield names, errors, torch.full_like(features, float("nan"))
+
+    store = EmbeddingStore.create_or_open(tmp_path / "s.zse", demo, precision="fp32")
+    report = embed(store, [Source(str(path))], demo, OPTIONS, features=nan_features)
+    assert (report.encoded, report.failed) == (0, 1)
+    row = _latest_rows(tmp_path / "s.zse")[str(path)]
+    assert "NaN" in row["error"] and row["embedding"] is None
 
 
 # --- 2. writers never drop each other's shards ---------------------------------------------------
