@@ -218,6 +218,16 @@ def test_only_stale_leftovers_are_removed(demo, tmp_path):
         pass
 
 
+def test_a_store_is_created_once_by_concurrent_creators(demo, tmp_path):
+    folder = tmp_path / "s.zse"
+    folder.mkdir()
+    (folder / ".lock").touch()                                     # what a creation that failed leaves
+    first = EmbeddingStore.create_or_open(folder, demo, precision="fp32")
+    first.append(*_rows("a", 2, demo.embed_dim, 0))
+    second = EmbeddingStore.create_or_open(folder, demo, precision="fp32")  # opened, never created again
+    assert second.manifest["shards"] == first.manifest["shards"] and len(second) == 2
+
+
 def test_a_store_replaced_while_a_handle_is_open_is_refused(demo, tmp_path):
     folder = tmp_path / "s.zse"
     store = EmbeddingStore.create_or_open(folder, demo, precision="fp32")

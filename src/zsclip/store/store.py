@@ -94,7 +94,7 @@ class EmbeddingStore:
             raise StoreError(f"storage dtype {dtype!r}: use float16 (half the disk) or float32 (exact)")
         if folder.exists(MANIFEST):
             return cls._opened_for(folder, encoder, dtype, classnames)
-        if folder.exists() and (not folder.is_dir() or folder.names()):
+        if folder.exists() and (not folder.is_dir() or set(folder.names()) - {".lock"}):  # a failed creation's lock
             raise StoreError(f"{folder} exists and is not a zsclip store: give a new folder name for --output")
         folder.mkdir()
         with folder.lock(wait=APPEND_LOCK_WAIT_S):
