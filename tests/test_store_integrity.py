@@ -462,3 +462,17 @@ def test_a_transformers_store_keeps_its_prefix_and_loads_back(tmp_path, monkeypa
     (folder / MANIFEST).write_text(json.dumps(manifest))
     assert EmbeddingStore.open(folder).model == f"transformers:{tmp_path / 'hf'}"
     EmbeddingStore.open(folder).check_encoder(encoder)
+
+
+def test_a_shard_with_a_column_twice_is_skipped_by_name(demo, tmp_path):
+    folder = tmp_path / "s.zse"
+    store = EmbeddingStore.create_or_open(folder, demo, precision="fp32")
+    store.append(*_rows("a", 2, demo.embed_dim, 0))
+    good = pq.read_table(store.shard_files[0])
+    twice = good.append_column("path", pa.array(["other", "other"]))
+    pq.write_table(twice, folder / "shard-00001-twice.parquet")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["shards"].append({"file": "shard-00001-twice.parquet", "rows": 2})
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.warns(zsclip.ZsclipWarning, match="shard-00001-twice.parquet .*'path' appears more than once"):
+        assert len(EmbeddingStore.open(folder)) == 2

@@ -283,11 +283,12 @@ class EmbeddingStore:
         skipped like a damaged one: its embeddings would not fit the store's classifiers."""
         expected = schema(self.embed_dim, self.dtype)
         for field in expected:
-            index = found.get_field_index(field.name)
-            if index < 0:
+            indices = found.get_all_field_indices(field.name)
+            if not indices:
                 raise ShardError(f"no column {field.name!r}")
-            if found.get_all_field_indices(field.name) != [index]:
+            if len(indices) > 1:
                 raise ShardError(f"column {field.name!r} appears more than once")
+            index = indices[0]
             if not _same_type(found.field(index).type, field.type):
                 raise ShardError(f"column {field.name!r} is {found.field(index).type}, the store's is {field.type}")
 
