@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from ..errors import ZsclipWarning
 from .format import StoreError
-from .store import EmbeddingStore, StoreBatch
+from .store import EmbeddingStore, StoreBatch, checked_vectors
 
 PATH_COLUMNS = ("image_path", "url", "path")
 
@@ -79,13 +79,23 @@ class ClipRetrievalStore(EmbeddingStore):
                 start = 0
                 for record in pq.ParquetFile(metadata_path).iter_batches(batch_size=batch_size, columns=[column]):
                     chunk = np.asarray(embeddings[start : start + record.num_rows], dtype=np.float32)
+                    yield _checked(record.column(0).to_pylist(), chunk, array_path.name, start)
                     start += record.num_rows
-                    norms = np.linalg.norm(chunk, axis=1, keepdims=True)
-                    yield StoreBatch([str(p) for p in record.column(0).to_pylist()], [None] * len(chunk),
-                                     [-1] * len(chunk), chunk / np.maximum(norms, 1e-12))
             except (OSError, ValueError, pa.ArrowException) as error:
                 warnings.warn(f"clip-retrieval part {array_path.name} cannot be read ({error}); skipping the rest "
                               "of it", ZsclipWarning, stacklevel=2)
+
+
+def _checked(paths: list, chunk: np.ndarray, part: str, start: int) -> StoreBatch:
+    """A batch of a clip-retrieval part, each row checked as a zsclip store's are: a row without a
+    path or with a NaN, infinite or zero embedding is an error row naming the part and the row."""
+    problems, vectors = checked_vectors(chunk)
+    names, errors = [], []
+    for row, (path, problem) in enumerate(zip(paths, problems, strict=True)):
+        where = f"clip-retrieval part {part}, row {start + row}"
+        names.append(f"<{part} row {start + row}>" if path is None else str(path))
+        errors.append(f"{where}: no path" if path is None else None if problem is None else f"{where}: {problem}")
+    return StoreBatch(names, errors, [-1] * len(names), vectors[[error is None for error in errors]])
 
 
 def open_clip_retrieval(folder: Path, model: str | None) -> ClipRetrievalStore:

@@ -5,6 +5,12 @@ modification time: unchanged files (and files that failed before and have not ch
 skipped, new and changed files are encoded, and files the view holds that no longer exist get a
 ``deleted`` row. Rows are committed every ``commit_every`` images (one shard each), so a killed
 run loses at most the uncommitted shard, and running the same command again continues from there.
+
+A row's file facts (size, mtime, SHA-256, width, height) describe the bytes its embedding was made
+from: each file is stat'ed before it is decoded and again after its bytes are hashed, and a file
+that changed in between (replaced or rewritten during the run) is encoded again (``RETRIES``
+times), else recorded as an error without facts, so the next run encodes it; a stale embedding is
+never stored under a newer file's facts.
 """
 
 from __future__ import annotations
@@ -27,9 +33,12 @@ from ..encoders.base import Encoder
 from ..errors import ImageReadError
 from ..options import RunOptions
 from ..pipeline import feature_batches
-from .store import EmbeddingStore
+from .store import EmbeddingStore, checked_vectors
 
 COMMIT_EVERY = 1024
+#: How many more times a file that changed while it was being encoded is encoded again.
+RETRIES = 2
+CHANGED = "the file changed while it was being embedded (written to during the run?): run `zsclip embed` again"
 #: Where embeddings come from: sources -> (names, errors, features [n_ok, D]) per batch, in order.
 FeatureSource = Callable[[Sequence[Source]], Iterable[tuple[list[str], list[str | None], Any]]]
 
@@ -85,54 +94,96 @@ def embed(
             todo.append(source)
         if on_progress and report.skipped:
             on_progress(report.skipped)
-        rows: list[dict] = []
-        vectors: list[np.ndarray | None] = []
+        writer = _ShardWriter(store, commit_every, report)
         if remove_missing:
             for key in known:
                 if key not in wanted and not is_url(key) and not os.path.lexists(key):
-                    rows.append({"path": key, "resolved": key, "deleted": True})
-                    vectors.append(None)
+                    writer.add({"path": key, "resolved": key, "deleted": True}, None)
                     report.deleted += 1
-        pending = iter(todo)
-        for names, errors, batch_features in (features(todo) if todo else ()):
-            row_features = iter(np.asarray(batch_features))
-            for _name, error in zip(names, errors, strict=True):
-                row = _facts(next(pending))
-                if error is not None:
-                    row["error"] = error
-                    vectors.append(None)
-                    report.failed += 1
-                else:
-                    vectors.append(next(row_features))
-                    report.encoded += 1
-                rows.append(row)
-                if len(rows) >= commit_every:
-                    store.append(rows, vectors)
-                    report.shards += 1
-                    rows, vectors = [], []
-            if on_progress:
-                on_progress(len(names))
-        if rows:
-            store.append(rows, vectors)
-            report.shards += 1
+        for attempt in range(RETRIES + 1):
+            changed: list[Source] = []
+            before = [_snapshot(source) for source in todo]  # taken before the pipeline reads any of them
+            pending = iter(zip(todo, before, strict=True))
+            for names, errors, batch_features in (features(todo) if todo else ()):
+                row_features = iter(np.asarray(batch_features))
+                for _name, error in zip(names, errors, strict=True):
+                    source, snapshot = next(pending)
+                    vector = next(row_features) if error is None else None
+                    row = _facts(source, snapshot)
+                    if row is None and attempt < RETRIES:
+                        changed.append(source)  # encoded again below, from its new bytes
+                        continue
+                    if row is None:
+                        row, error = _unknown_facts(source), CHANGED
+                    if error is None:
+                        problems, _ = checked_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+                        error = problems[0] and f"the model gave an unusable embedding ({problems[0]})"
+                    if error is not None:
+                        row["error"] = error
+                        vector = None
+                        report.failed += 1
+                    else:
+                        report.encoded += 1
+                    writer.add(row, vector)
+                if on_progress and attempt == 0:
+                    on_progress(len(names))
+            todo = changed
+            if not todo:
+                break
+        writer.flush()
     return report
 
 
+class _ShardWriter:
+    """Rows gathered and committed ``commit_every`` at a time."""
+
+    def __init__(self, store: EmbeddingStore, commit_every: int, report: EmbedReport) -> None:
+        self.store, self.commit_every, self.report = store, commit_every, report
+        self.rows: list[dict] = []
+        self.vectors: list[np.ndarray | None] = []
+
+    def add(self, row: dict, vector: np.ndarray | None) -> None:
+        self.rows.append(row)
+        self.vectors.append(vector)
+        if len(self.rows) >= self.commit_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.store.append(self.rows, self.vectors)
+            self.report.shards += 1
+            self.rows, self.vectors = [], []
+
+
 def _stat(source: Source) -> tuple[int | None, int | None]:
+    """(size, mtime_ns): what a row records and what the next run compares to skip a file."""
+    snapshot = _snapshot(source)
+    return (None, None) if snapshot is None else snapshot[:2]
+
+
+def _snapshot(source: Source) -> tuple[int, ...] | None:
+    """What changes whenever a file's bytes may have: size, mtime, and the inode and ctime (a file
+    replaced by a rename is another inode; any write moves ctime, which no program can set back)."""
     if is_url(source.name) or source.error is not None:
-        return (None, None)
+        return None
     try:
         info = os.stat(source.name)
-        return (info.st_size, info.st_mtime_ns)
     except OSError:
-        return (None, None)
+        return None
+    return (info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev, info.st_ctime_ns)
 
 
-def _facts(source: Source) -> dict:
-    """A row's file facts: path, resolved, size, mtime, SHA-256 of the bytes, width and height."""
-    size, mtime = _stat(source)
-    row = {"path": source.name, "resolved": identity(source), "size": size, "mtime_ns": mtime, "deleted": False,
-           "label": source.target if isinstance(source, LabelledSource) and source.target >= 0 else None}
+def _unknown_facts(source: Source) -> dict:
+    """A row with no file facts (the next run compares them with the file's and encodes it again)."""
+    return {"path": source.name, "resolved": identity(source), "size": None, "mtime_ns": None, "deleted": False,
+            "label": source.target if isinstance(source, LabelledSource) and source.target >= 0 else None}
+
+
+def _facts(source: Source, before: tuple[int, ...] | None) -> dict | None:
+    """A row's file facts: path, resolved, size, mtime, SHA-256 of the bytes, width and height; or
+    None when the file is not the one ``before`` (its snapshot taken before it was decoded)
+    describes: then the embedding may be of other bytes than these facts."""
+    row = _unknown_facts(source)
     if source.error is None and not is_url(source.name):
         try:
             data = read_image_bytes(source.name)
@@ -141,7 +192,11 @@ def _facts(source: Source) -> dict:
                 row["width"], row["height"] = image.size
         except (ImageReadError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             pass  # the row's error (from decoding) says what is wrong with the file
+    if _snapshot(source) != before:  # taken after the bytes were hashed: the same file throughout
+        return None
+    if before is not None:
+        row["size"], row["mtime_ns"] = before[:2]
     return row
 
 
-__all__ = ["COMMIT_EVERY", "EmbedReport", "embed", "identity"]
+__all__ = ["COMMIT_EVERY", "RETRIES", "EmbedReport", "embed", "identity"]

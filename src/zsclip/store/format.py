@@ -30,6 +30,9 @@ FORMAT = "zsclip-store"
 VERSION = 1
 DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+MAX_EMBED_DIM = 65536
+#: The longest model name, tag or class name a manifest may hold.
+MAX_TEXT_CHARS = 4096
 
 
 class StoreError(InputError):
@@ -72,31 +75,82 @@ def read_manifest(folder) -> dict:
 
 
 def _problem(manifest: object) -> str | None:
+    """What is wrong with a parsed manifest (one line naming the field), or None. Every field a
+    reader uses is checked for type and range here, so nothing later trusts a value from the file."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         return "not a zsclip store manifest"
     version = manifest.get("version")
-    if not isinstance(version, int):
-        return "no format version"
+    if not _is_int(version) or version < 1:
+        return f"field 'version' is {_shown(version)}, not a format version"
     if version > VERSION:
         return (f"format version {version} is newer than this zsclip reads ({VERSION}): upgrade zsclip "
                 "(pip install -U zsclip)")
-    if manifest.get("dtype") not in DTYPES:
-        return f"unknown storage dtype {manifest.get('dtype')!r}"
+    dtype = manifest.get("dtype")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        return f"field 'dtype' is {_shown(dtype)}, not one of {', '.join(DTYPES)}"
     dim = manifest.get("embed_dim")
-    if not isinstance(dim, int) or not 0 < dim <= 65536:
-        return f"bad embedding width {dim!r}"
+    if not _is_int(dim) or not 0 < dim <= MAX_EMBED_DIM:
+        return f"field 'embed_dim' is {_shown(dim)}, not an embedding width (1 to {MAX_EMBED_DIM})"
+    model = manifest.get("model")
+    if not isinstance(model, str) or not model.strip() or len(model) > MAX_TEXT_CHARS:
+        return f"field 'model' is {_shown(model)}, not a model name"
+    for field in ("pretrained", "fingerprint", "backend", "precision"):
+        value = manifest.get(field)
+        if value is not None and not (isinstance(value, str) and len(value) <= MAX_TEXT_CHARS):
+            return f"field {field!r} is {_shown(value)}, not text"
     shards = manifest.get("shards")
-    if not isinstance(shards, list) or not all(isinstance(s, dict) and isinstance(s.get("file"), str)
-                                               and "/" not in s["file"] and isinstance(s.get("rows"), int)
-                                               for s in shards):
-        return "bad shard list"
+    if not isinstance(shards, list):
+        return f"field 'shards' is {_shown(shards)}, not a list of shards"
+    seen: set[str] = set()
+    for index, shard in enumerate(shards):
+        if not isinstance(shard, dict):
+            return f"shards[{index}] is {_shown(shard)}, not a shard entry"
+        name = shard.get("file")
+        if not (isinstance(name, str) and _plain_name(name)):
+            return f"shards[{index}].file is {_shown(name)}, not a file name in the store folder"
+        if name in seen:
+            return f"shards[{index}].file {name!r} is listed twice"
+        seen.add(name)
+        rows = shard.get("rows")
+        if not _is_int(rows) or rows < 0:
+            return f"shards[{index}].rows is {_shown(rows)}, not a row count"
     classnames = manifest.get("classnames")
-    if classnames is not None and not (isinstance(classnames, list) and all(isinstance(c, str) for c in classnames)):
-        return "bad class names"
+    if classnames is not None:
+        if not isinstance(classnames, list):
+            return f"field 'classnames' is {_shown(classnames)}, not a list of class names"
+        for index, name in enumerate(classnames):
+            if not isinstance(name, str) or len(name) > MAX_TEXT_CHARS:
+                return f"classnames[{index}] is {_shown(name)}, not a class name"
     scale = manifest.get("logit_scale")
-    if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        return "bad logit scale"
+    if scale is not None and not (_is_number(scale) and math.isfinite(scale) and scale > 0):
+        return f"field 'logit_scale' is {_shown(scale)}, not a positive number"
+    bias = manifest.get("logit_bias")
+    if bias is not None and not (_is_number(bias) and math.isfinite(bias)):
+        return f"field 'logit_bias' is {_shown(bias)}, not a number"
+    preprocessing = manifest.get("preprocessing")
+    if preprocessing is not None and not isinstance(preprocessing, dict):
+        return f"field 'preprocessing' is {_shown(preprocessing)}, not a table of settings"
     return None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _plain_name(name: str) -> bool:
+    """A file directly in the store folder: no separators, no parent, no control characters."""
+    return (0 < len(name) <= 255 and name not in (".", "..") and not set(name) & {"/", "\\", "\0"}
+            and name.isprintable())
+
+
+def _shown(value: object) -> str:
+    """A value from the file for an error line: its repr, kept short (the file may hold anything)."""
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 __all__ = ["DTYPES", "FORMAT", "MANIFEST", "StoreError", "VERSION", "read_manifest", "schema"]

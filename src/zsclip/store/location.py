@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,16 +105,22 @@ class Location:
             self.fs.delete_file(self._key(name))
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """An exclusive writer lock (local folders; object stores have none: one writer per store)."""
+    def lock(self, wait: float = 0.0) -> Iterator[None]:
+        """An exclusive writer lock (local folders; object stores have none: one writer per store),
+        waited for up to ``wait`` seconds."""
         if self.local is None:
             yield
             return
         with open(self.local / ".lock", "a+b") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise StoreError(f"store {self.text} is being written by another run: wait for it") from None
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    if time.monotonic() >= deadline:
+                        raise StoreError(f"store {self.text} is being written by another run: wait for it") from None
+                    time.sleep(0.02)
             try:
                 yield
             finally:

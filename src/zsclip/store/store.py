@@ -4,6 +4,12 @@ Reading streams shard by shard in record batches, so classify / eval / search ov
 size hold one batch of embeddings at a time (plus one small entry per path for the view).
 Writing appends whole shards: each is written under a temporary name, renamed, then listed in the
 manifest, which is replaced atomically; that is what makes a killed ``zsclip embed`` resumable.
+Every commit happens under the store's write lock, against the manifest as it is on disk then
+(re-read when the lock is taken), so writers never drop each other's shards.
+
+Nothing read from a store is trusted: the manifest is validated field by field (format.py), and
+a row whose path, label or embedding is missing, out of range or not finite becomes an error row
+naming its shard, which classify / eval / search report and go past.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import __version__
 from ..errors import ClassifierFileError
@@ -29,6 +37,13 @@ from .location import Location
 #: Rows per Parquet row group: the unit a reader decodes at once (4096 x 768 float16 = 6 MB).
 ROW_GROUP_ROWS = 4096
 READ_COLUMNS = ("path", "resolved", "label", "error", "deleted", "embedding")
+#: How far a stored embedding's length may be from 1 and be used as stored (embed stores them
+#: L2-normalised; float16 rounding moves the length by about 1e-3): longer or shorter ones (written
+#: by hand or damaged) are scaled to length 1 when read, so no score leaves [-1, 1].
+NORM_TOLERANCE = 0.05
+#: How long ``append`` waits for another writer's commit to finish before giving up.
+APPEND_LOCK_WAIT_S = 30.0
+TRANSFORMERS_PREFIX = "transformers:"
 
 
 @dataclass
@@ -50,6 +65,8 @@ class EmbeddingStore:
         self.folder = self.location.local if self.location.local is not None else self.location
         self.manifest = manifest
         self._masks: dict[int, np.ndarray] | None = None  # the view, computed once per manifest state
+        self._lock_depth = 0  # > 0 while this handle holds the store's write lock
+        self._locked_at = 0.0  # when it took it (time.time())
 
     # --- opening ---------------------------------------------------------------------------
     @classmethod
@@ -61,7 +78,11 @@ class EmbeddingStore:
             from .clip_retrieval import open_clip_retrieval
 
             return open_clip_retrieval(location.local, model)
-        return cls(location, read_manifest(location))
+        store = cls(location, read_manifest(location))
+        if model is not None and not same_model(model, store.model):
+            raise StoreError(f"store {location} holds embeddings of model {store.model}, not {model}: drop --model "
+                             "(a store names its own model), or embed the images with that model into another store")
+        return store
 
     @classmethod
     def create_or_open(cls, path: str | os.PathLike, encoder, *, precision: str, dtype: str = "float16",
@@ -72,22 +93,34 @@ class EmbeddingStore:
         if dtype not in DTYPES:
             raise StoreError(f"storage dtype {dtype!r}: use float16 (half the disk) or float32 (exact)")
         if folder.exists(MANIFEST):
-            store = cls(folder, read_manifest(folder))
-            store.check_encoder(encoder)
-            if store.dtype != dtype:
-                raise StoreError(f"store {folder} holds {store.dtype} embeddings, not {dtype}: use another --output")
-            if (store.classnames or None) != (classnames or None):
-                raise StoreError(f"store {folder} was made with other class labels: use another --output")
-            return store
-        if folder.exists() and (not folder.is_dir() or folder.names()):
+            return cls._opened_for(folder, encoder, dtype, classnames)
+        if folder.exists() and (not folder.is_dir() or set(folder.names()) - {".lock"}):  # a failed creation's lock
             raise StoreError(f"{folder} exists and is not a zsclip store: give a new folder name for --output")
         folder.mkdir()
+        with folder.lock(wait=APPEND_LOCK_WAIT_S):
+            if folder.exists(MANIFEST):  # another run created it meanwhile: use theirs, never overwrite it
+                return cls._opened_for(folder, encoder, dtype, classnames)
+            return cls._created(folder, encoder, precision, dtype, classnames)
+
+    @classmethod
+    def _opened_for(cls, folder: Location, encoder, dtype: str, classnames: list[str] | None) -> EmbeddingStore:
+        store = cls(folder, read_manifest(folder))
+        store.check_encoder(encoder)
+        if store.dtype != dtype:
+            raise StoreError(f"store {folder} holds {store.dtype} embeddings, not {dtype}: use another --output")
+        if (store.classnames or None) != (classnames or None):
+            raise StoreError(f"store {folder} was made with other class labels: use another --output")
+        return store
+
+    @classmethod
+    def _created(cls, folder: Location, encoder, precision: str, dtype: str,
+                 classnames: list[str] | None) -> EmbeddingStore:
         from ..pipeline.device_decode import device_preprocessing
 
         preprocessing = device_preprocessing(encoder.image_transform())
         manifest = {
             "format": FORMAT, "version": VERSION, "zsclip_version": __version__,
-            "model": encoder.name, "pretrained": getattr(encoder, "pretrained", None),
+            "model": model_name(encoder), "pretrained": getattr(encoder, "pretrained", None),
             "fingerprint": encoder.fingerprint, "backend": encoder.backend, "embed_dim": int(encoder.embed_dim),
             "precision": precision, "dtype": dtype, "logit_scale": float(encoder.logit_scale),
             "logit_bias": encoder.logit_bias,
@@ -112,7 +145,12 @@ class EmbeddingStore:
 
     @property
     def model(self) -> str:
-        return self.manifest.get("model") or ""
+        """The model as ``load_model`` takes it (a transformers model keeps its ``transformers:``
+        prefix, also in stores written before the prefix was recorded)."""
+        name = self.manifest.get("model") or ""
+        if self.manifest.get("backend") == "transformers" and name and not name.startswith(TRANSFORMERS_PREFIX):
+            name = TRANSFORMERS_PREFIX + name
+        return name
 
     @property
     def pretrained(self) -> str | None:
@@ -136,7 +174,7 @@ class EmbeddingStore:
         if int(encoder.embed_dim) != self.embed_dim:
             raise StoreError(f"store {self.folder} holds {self.embed_dim}-d embeddings, but model {encoder.name} makes "
                              f"{int(encoder.embed_dim)}-d ones: use the model that made the store")
-        if self.fingerprint and self.fingerprint != encoder.fingerprint and encoder.name == self.model:
+        if self.fingerprint and self.fingerprint != encoder.fingerprint and same_model(model_name(encoder), self.model):
             raise StoreError(f"store {self.folder} holds embeddings of {self.model} with other weights "
                              f"({self.pretrained or 'unnamed'}, {self.fingerprint}) than the ones loaded "
                              f"({encoder.fingerprint}): load the same weights, or embed into another store")
@@ -173,12 +211,15 @@ class EmbeddingStore:
             return {}
         sizes = [table.num_rows for _, table in tables]
         resolved = pa.concat_arrays([table.column("resolved").combine_chunks() for _, table in tables])
-        deleted = np.concatenate([table.column("deleted").to_numpy(zero_copy_only=False).astype(bool)
-                                  for _, table in tables])
+        # a null ``deleted`` is not a deletion; a null ``resolved`` (damage) cannot be grouped with
+        # anything: each such row stays in the view on its own, where ``batches`` reports it
+        deleted = np.concatenate([table.column("deleted").fill_null(False).to_numpy(zero_copy_only=False)
+                                  for _, table in tables]).astype(bool)
         order = pa.array(np.arange(len(resolved), dtype=np.int64))
         latest = pa.table({"resolved": resolved, "order": order}).group_by("resolved").aggregate([("order", "max")])
         keep = np.zeros(len(resolved), dtype=bool)
         keep[latest.column("order_max").to_numpy()] = True
+        keep[resolved.is_null().to_numpy(zero_copy_only=False)] = True
         keep &= ~deleted
         offsets = np.cumsum([0, *sizes])
         return {index: keep[offsets[n] : offsets[n + 1]] for n, (index, _) in enumerate(tables)}
@@ -193,7 +234,8 @@ class EmbeddingStore:
             picked = table.take(pa.array(rows))
             for key, size, mtime in zip(picked.column("resolved").to_pylist(), picked.column("size").to_pylist(),
                                         picked.column("mtime_ns").to_pylist(), strict=True):
-                out[key] = (size, mtime)
+                if key is not None:  # a damaged row without its identity matches no file: it is encoded again
+                    out[key] = (size, mtime)
         return out
 
     def __len__(self) -> int:
@@ -213,23 +255,15 @@ class EmbeddingStore:
                 self._check_shard(shard["file"], reader.schema_arrow)
                 offset = 0
                 for record in reader.iter_batches(batch_size=batch_size, columns=list(READ_COLUMNS)):
-                    yield self._batch(record, masks[shard_index][offset : offset + record.num_rows])
+                    yield self._batch(record, masks[shard_index][offset : offset + record.num_rows], shard["file"],
+                                      offset)
                     offset += record.num_rows
             except (OSError, pa.ArrowException, ShardError) as error:
                 _warn_unreadable(shard["file"], error)
 
-    def _batch(self, record: pa.RecordBatch, mask: np.ndarray) -> StoreBatch:
-        keep = np.flatnonzero(mask).tolist()
-        paths = record.column("path").to_pylist()
-        errors = record.column("error").to_pylist()
-        labels = record.column("label").to_pylist()
-        good = [i for i in keep if errors[i] is None]
-        embeddings = np.empty((0, self.embed_dim), dtype=np.float32)
-        if good:
-            column = record.column("embedding").take(pa.array(good))
-            embeddings = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(good), -1)
-        return StoreBatch([paths[i] for i in keep], [errors[i] for i in keep],
-                          [-1 if labels[i] is None else int(labels[i]) for i in keep], embeddings)
+    def _batch(self, record: pa.RecordBatch, mask: np.ndarray, shard: str, offset: int) -> StoreBatch:
+        return checked_batch(record, mask, shard=shard, offset=offset, embed_dim=self.embed_dim,
+                             classnames=self.classnames)
 
     def _tables(self, columns: tuple[str, ...], only=None) -> Iterator[tuple[int, pa.Table]]:
         """(index, table of ``columns``) per readable shard (of those in ``only``, when given)."""
@@ -249,50 +283,107 @@ class EmbeddingStore:
         skipped like a damaged one: its embeddings would not fit the store's classifiers."""
         expected = schema(self.embed_dim, self.dtype)
         for field in expected:
-            index = found.get_field_index(field.name)
-            if index < 0:
+            indices = found.get_all_field_indices(field.name)
+            if not indices:
                 raise ShardError(f"no column {field.name!r}")
+            if len(indices) > 1:
+                raise ShardError(f"column {field.name!r} appears more than once")
+            index = indices[0]
             if not _same_type(found.field(index).type, field.type):
                 raise ShardError(f"column {field.name!r} is {found.field(index).type}, the store's is {field.type}")
 
     # --- writing -----------------------------------------------------------------------------
     def append(self, rows: list[dict], embeddings: list[np.ndarray | None]) -> Path:
         """Commit one shard: ``rows`` (the schema's columns but the embedding) and each row's
-        embedding (None for error and deleted rows). The shard counts once the manifest lists it."""
+        embedding (None for error and deleted rows). The shard counts once the manifest lists it.
+
+        Under the write lock (taken here unless this handle holds it, waiting up to
+        ``APPEND_LOCK_WAIT_S`` for another writer's commit): the shard is added to the manifest as
+        it is on disk, so shards other handles or processes committed meanwhile stay listed."""
         dim, dtype = self.embed_dim, self.dtype
         numpy_dtype = np.float16 if dtype == "float16" else np.float32
         columns = {name: [row.get(name) for row in rows] for name in schema(dim, dtype).names if name != "embedding"}
         flat = [None if e is None else np.asarray(e, dtype=numpy_dtype).reshape(-1) for e in embeddings]
         vectors = pa.array([None if e is None else e for e in flat], type=pa.list_(DTYPES[dtype], dim))
         table = pa.table({**columns, "embedding": vectors}, schema=schema(dim, dtype))
-        name = f"shard-{len(self.manifest['shards']):05d}-{uuid.uuid4().hex[:8]}.parquet"
-        self.location.write_table(name, table, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-        self.manifest["shards"].append({"file": name, "rows": len(rows)})
-        self._write_manifest()
-        self._masks = None
+        with self._locked(APPEND_LOCK_WAIT_S):
+            name = f"shard-{len(self.manifest['shards']):05d}-{uuid.uuid4().hex[:8]}.parquet"
+            self.location.write_table(name, table, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+            self.manifest["shards"].append({"file": name, "rows": len(rows)})
+            try:
+                self._write_manifest()
+            except BaseException:
+                self.manifest["shards"].pop()  # not committed: this run's shard goes, nobody else's
+                self.location.delete(name)
+                raise
+            finally:
+                self._masks = None
         return self.location.path_of(name)
 
-    def remove_leftovers(self) -> list[Path]:
-        """Delete what a killed run left behind: shard files the manifest does not list (renamed
-        but not yet committed), and the temporary files of an unfinished shard or manifest write
-        (``.shard-*.partial``, ``.zsclip-store.json.*.partial``: a SIGKILL skips their clean-up).
-        Called under the write lock, so no live writer owns them."""
+    def remove_leftovers(self) -> list[Path | str]:
+        """Delete what a killed writer left behind: shard files the manifest on disk does not list
+        (renamed but never committed), and the temporary files of an unfinished shard or manifest
+        write (``.shard-*.partial``, ``.zsclip-store.json.*.partial``: a SIGKILL skips their
+        clean-up). Only under this handle's write lock, against the manifest re-read under it, and
+        only files older than the moment the lock was taken: every writer writes and commits under
+        the lock, so such a file belongs to no live writer. Object stores have no lock: nothing is
+        removed there (a leftover is ignored by readers; it only takes space)."""
+        if self._lock_depth == 0 or self.location.local is None:
+            return []
         listed = {shard["file"] for shard in self.manifest["shards"]}
-        removed = []
+        removed: list[Path | str] = []
         for name in self.location.names():
             uncommitted = name.startswith("shard-") and name.endswith(".parquet") and name not in listed
             unfinished = name.startswith((".shard-", f".{MANIFEST}.")) and name.endswith(".partial")
-            if uncommitted or unfinished:
-                self.location.delete(name)
-                removed.append(self.location.path_of(name))
+            if not (uncommitted or unfinished):
+                continue
+            try:
+                if os.lstat(self.location.local / name).st_mtime > self._locked_at:
+                    continue
+            except OSError:
+                continue
+            self.location.delete(name)
+            removed.append(self.location.path_of(name))
         return removed
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[EmbeddingStore]:
-        """Hold the store's write lock: two writers on one store would interleave their manifests."""
-        with self.location.lock():
+        """Hold the store's write lock for a whole run (``embed``): the manifest is re-read when it
+        is taken, what killed writers left is removed, and other writers wait or are refused."""
+        with self._locked(0.0):
             self.remove_leftovers()
             yield self
+
+    @contextlib.contextmanager
+    def _locked(self, wait: float) -> Iterator[None]:
+        """The write lock, re-entrant per handle. Taking it re-reads the manifest from disk: this
+        handle's copy may predate another writer's commits."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        with self.location.lock(wait=wait):
+            self._locked_at = time.time()
+            self._lock_depth = 1
+            try:
+                self._reload()
+                yield
+            finally:
+                self._lock_depth = 0
+
+    def _reload(self) -> None:
+        """Take the manifest on disk as this handle's (it must still describe the same store)."""
+        current = read_manifest(self.location)
+        for field in ("embed_dim", "dtype", "model", "fingerprint", "classnames"):
+            if current.get(field) != self.manifest.get(field):
+                raise StoreError(f"store {self.folder} was replaced by another store since it was opened (its "
+                                 f"{field} changed): open it again")
+        if current["shards"] != self.manifest["shards"]:
+            self._masks = None
+        self.manifest = current
 
     def _write_manifest(self) -> None:
         self.manifest["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -307,11 +398,128 @@ class ShardError(ValueError):
 
 
 def _same_type(found: pa.DataType, expected: pa.DataType) -> bool:
-    """Type equality that ignores a list's item name and nullability (writers differ on both)."""
+    """Type equality that ignores a list's item name and nullability (writers differ on both). A
+    variable-length list of the right item type is accepted for the embedding: its rows' lengths
+    are checked one by one when read."""
     if pa.types.is_fixed_size_list(expected):
-        return (pa.types.is_fixed_size_list(found) and found.list_size == expected.list_size
+        if pa.types.is_fixed_size_list(found):
+            return found.list_size == expected.list_size and found.value_type.equals(expected.value_type)
+        return ((pa.types.is_list(found) or pa.types.is_large_list(found))
                 and found.value_type.equals(expected.value_type))
     return found.equals(expected)
+
+
+def checked_batch(record: pa.RecordBatch | pa.Table, mask: np.ndarray, *, shard: str, offset: int, embed_dim: int,
+                  classnames: list[str] | None) -> StoreBatch:
+    """The rows of ``record`` that ``mask`` keeps (rows ``offset``... of ``shard``), each checked: a row
+    without a path, with a label that is not one of the store's classes, or whose embedding is
+    missing, of another length, not finite or all zeros becomes an error row naming the
+    shard and the row. No allocation depends on a value in the file. Every reader of shard rows
+    goes through here (``batches``, and any task that reads shards elsewhere, e.g. on Ray):
+    ``record`` needs the columns path, resolved, label, error and embedding."""
+    keep = np.flatnonzero(mask)
+    picked = record.take(pa.array(keep, type=pa.int64()))
+    errors = picked.column("error").to_pylist()
+    paths = []
+    for i, (path, resolved) in enumerate(zip(picked.column("path").to_pylist(),
+                                             picked.column("resolved").to_pylist(), strict=True)):
+        paths.append(path if path is not None else resolved if resolved is not None
+                     else f"<{shard} row {offset + int(keep[i])}>")
+        if path is None or resolved is None:
+            errors[i] = _damage(shard, offset + int(keep[i]), f"no {'path' if path is None else 'resolved path'}")
+    labels = [-1] * len(keep)  # no classes: the labels mean nothing and are not used
+    classes = classnames
+    if classes is not None:
+        for i, label in enumerate(picked.column("label").to_pylist()):
+            if label is not None and 0 <= label < len(classes):
+                labels[i] = int(label)
+            elif errors[i] is None:
+                errors[i] = _damage(shard, offset + int(keep[i]), "no label" if label is None else
+                                    f"label {label} is not one of the store's {len(classes)} classes")
+    embeddings = _embeddings(picked.column("embedding"), embed_dim, errors, lambda i, problem: _damage(
+        shard, offset + int(keep[i]), problem))
+    return StoreBatch(paths, errors, labels, embeddings)
+
+
+def _embeddings(column: pa.Array, dim: int, errors: list[str | None], damage) -> np.ndarray:
+    """The float32 [n_ok, D] embeddings of the rows whose error is None, in order; the rows
+    whose embedding is unusable get ``damage(i, problem)`` as their error (in ``errors``)."""
+    candidates = [i for i, error in enumerate(errors) if error is None]
+    if not candidates:
+        return np.empty((0, dim), dtype=np.float32)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    vectors = column.take(pa.array(candidates, type=pa.int64()))
+    usable = ~vectors.is_null().to_numpy(zero_copy_only=False)
+    lengths = np.full(len(candidates), dim)
+    if not pa.types.is_fixed_size_list(vectors.type):  # a list column (other writers): lengths vary by row
+        lengths = pc.list_value_length(vectors).fill_null(0).to_numpy(zero_copy_only=False)
+    for j in np.flatnonzero(~usable):
+        errors[candidates[j]] = damage(candidates[j], "no embedding")
+    for j in np.flatnonzero(usable & (lengths != dim)):
+        errors[candidates[j]] = damage(candidates[j], f"embedding has {int(lengths[j])} values, the store's "
+                                                      f"width is {dim}")
+    usable &= lengths == dim
+    rows = np.flatnonzero(usable)
+    values = vectors.take(pa.array(rows, type=pa.int64())).flatten().to_numpy(zero_copy_only=False)
+    values = values.astype(np.float32).reshape(len(rows), dim)
+    problems, values = checked_vectors(values)
+    for j, problem in zip(rows.tolist(), problems, strict=True):
+        if problem is not None:
+            errors[candidates[j]] = damage(candidates[j], problem)
+    return values[[problem is None for problem in problems]]
+
+
+def checked_vectors(values: np.ndarray) -> tuple[list[str | None], np.ndarray]:
+    """(per row of float32 [n, D] embeddings: None when usable, else what is wrong; the rows with
+    unit length). A row with a NaN or infinite value or of length zero is unusable (its scores
+    would be NaN); a row whose length is not 1 within ``NORM_TOLERANCE`` is scaled to length 1
+    (rows within it are kept bit for bit), so every score of a usable row is finite and bounded."""
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(values).all(axis=1)
+        norms = np.sqrt(np.einsum("ij,ij->i", values, values, dtype=np.float64))  # float64: no overflow
+        off = finite & (norms > 0) & (np.abs(norms - 1.0) > NORM_TOLERANCE)
+        if off.any():
+            if not values.flags.writeable:  # a read-only memory map
+                values = values.copy()
+            values[off] = (values[off] / norms[off, None]).astype(np.float32)
+    problems: list[str | None] = []
+    for ok, norm in zip(finite.tolist(), norms.tolist(), strict=True):
+        problems.append("embedding has NaN or infinite values" if not ok else
+                        "embedding is all zeros" if not norm > 0 else None)
+    return problems, values
+
+
+def model_name(encoder) -> str:
+    """The name a store records for ``encoder``: what ``load_model`` takes back. A transformers
+    model keeps its ``transformers:`` prefix, and a local model folder is recorded absolute (the
+    store is opened from other working directories)."""
+    name = str(encoder.name)
+    if getattr(encoder, "backend", None) == "transformers" and not name.startswith(TRANSFORMERS_PREFIX):
+        name = TRANSFORMERS_PREFIX + name
+    for prefix in (TRANSFORMERS_PREFIX, "local-dir:"):
+        rest = name.removeprefix(prefix)
+        if name.startswith(prefix) and not os.path.isabs(os.path.expanduser(rest)) and os.path.isdir(rest):
+            return prefix + os.path.abspath(rest)
+    return name
+
+
+def same_model(given: str, recorded: str) -> bool:
+    """Whether a model name (``--model``) names the model a store records: the same text, or the
+    same local folder, or the same open_clip name written with / for -."""
+    def key(name: str) -> str:
+        name = name.strip()
+        for prefix in (TRANSFORMERS_PREFIX, "local-dir:"):
+            rest = os.path.expanduser(name.removeprefix(prefix))
+            if name.startswith(prefix) and os.path.isdir(rest):
+                return prefix + os.path.realpath(rest)
+        return name if ":" in name else name.replace("/", "-")
+
+    return given == recorded or key(given) == key(recorded)
+
+
+def _damage(shard: str, row: int, problem: str) -> str:
+    return f"store shard {shard}, row {row}: {problem}"
 
 
 def _warn_unreadable(name: str, error: Exception) -> None:
@@ -322,4 +530,4 @@ def _warn_unreadable(name: str, error: Exception) -> None:
     warnings.warn(f"store shard {name} cannot be read ({error}); skipping it", ZsclipWarning, stacklevel=4)
 
 
-__all__ = ["EmbeddingStore", "StoreBatch", "StoreError"]
+__all__ = ["EmbeddingStore", "StoreBatch", "StoreError", "checked_batch", "checked_vectors", "model_name", "same_model"]
