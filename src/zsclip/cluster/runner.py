@@ -32,21 +32,21 @@ def encoded_batches(items, encoder, options: RunOptions, settings: RaySettings |
                torch.from_numpy(np.ascontiguousarray(batch["embedding"][ok])), [int(t) for t in batch["target"]])
 
 
-def store_rows(row: dict, masks: dict[int, np.ndarray]) -> list[dict]:
-    """A Ray task: one store shard's rows that are in the store's view (path, error, label, embedding)."""
+def store_rows(row: dict, masks: dict[int, np.ndarray], embed_dim: int, classnames: list[str] | None) -> list[dict]:
+    """A Ray task: one store shard's rows in the store's view, each checked as a local read checks it
+    (``zsclip.store.store.checked_batch``: a damaged row is an error row naming the shard)."""
     import pyarrow.parquet as pq
 
+    from ..store.store import checked_batch
+
     index = int(row["index"])
-    table = pq.read_table(str(row["shard"]), columns=["path", "error", "label", "embedding"])
+    table = pq.read_table(str(row["shard"]), columns=["path", "resolved", "label", "error", "embedding"])
     keep = np.unpackbits(masks[index])[: table.num_rows].astype(bool)
-    table = table.filter(keep)
-    out = []
-    for path, error, label, vector in zip(table.column("path").to_pylist(), table.column("error").to_pylist(),
-                                          table.column("label").to_pylist(), table.column("embedding").to_pylist(),
-                                          strict=True):
-        out.append({"path": path, "error": error or "", "label": -1 if label is None else int(label),
-                    "embedding": np.asarray(vector if vector is not None else [], dtype=np.float32)})
-    return out
+    batch = checked_batch(table, keep, shard=str(row["name"]), offset=0, embed_dim=embed_dim, classnames=classnames)
+    vectors = iter(batch.embeddings)
+    return [{"path": path, "error": error or "", "label": int(label),
+             "embedding": np.asarray(next(vectors) if error is None else [], dtype=np.float32)}
+            for path, error, label in zip(batch.paths, batch.errors, batch.labels, strict=True)]
 
 
 def store_batches(store, settings: RaySettings | None = None, batch_size: int = 8192
@@ -59,11 +59,13 @@ def store_batches(store, settings: RaySettings | None = None, batch_size: int = 
         raise InputError(f"{store.folder} is a clip-retrieval output: read it without --ray")
     ray = connect(settings or RaySettings())
     masks = {index: np.packbits(mask) for index, mask in store.view_masks().items()}
-    shards = [{"shard": str(path), "index": index} for index, path in enumerate(store.shard_files) if index in masks]
+    shards = [{"shard": str(path), "index": index, "name": shard["file"]}
+              for index, (path, shard) in enumerate(zip(store.shard_files, store.manifest["shards"], strict=True))
+              if index in masks]
     if not shards:
         raise InputError(f"store {store.folder} is empty or unreadable")
     dataset = ray.data.from_items(shards, override_num_blocks=len(shards)).flat_map(
-        store_rows, fn_kwargs={"masks": masks})
+        store_rows, fn_kwargs={"masks": masks, "embed_dim": store.embed_dim, "classnames": store.classnames})
     for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
         errors = [str(error) or None for error in batch["error"]]
         good = [np.asarray(v, dtype=np.float32) for v, e in zip(batch["embedding"], errors, strict=True) if e is None]
