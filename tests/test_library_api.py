@@ -73,7 +73,7 @@ def test_bad_labels_fail_before_any_model_is_loaded(monkeypatch):
     def no_loading(*args, **kwargs):
         raise AssertionError("a model was loaded before the labels were checked")
 
-    monkeypatch.setattr(zsclip.tasks.models, "load_model", no_loading)
+    monkeypatch.setattr(zsclip.encoders.resolve, "load_model", no_loading)
     with pytest.raises(InputError, match="given twice"):
         zsclip.resolve_classifier(["dog", "Dog"], model="demo")
     with pytest.raises(InputError, match="no labels"):

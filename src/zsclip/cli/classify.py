@@ -90,9 +90,9 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         head_options = HeadOptions(read_classes(labels, labels_file), classifier_file, templates, descriptions,
                                    labels_tree, tree_mode, beam, reject, reject_calibrate, tpr, reject_score,
                                    reject_label, top_k, scale)
-        if head_options.classifier is None and head_options.labels_tree is None and top_k is None:
-            head_options.top_k = 3
         head_options.check()
+        if top_k is None and not head_options.is_tree():
+            head_options.top_k = 3  # the terminal's default; the Python API's is 5
         if output:
             from ..outputs.rows import ResultWriter
 

@@ -9,14 +9,14 @@ import click
 
 from .. import __version__
 from ..data.collections import open_collection
-from ..errors import InputError
+from ..errors import InputError, ZsclipError
 from ..outputs import PredictionsCsv, write_json
 from ..outputs.atomic import check_writable, write_atomically
 from ..outputs.text import printable
 from ..prompts import read_labels, resolve_templates
 from ..tasks.evaluate import NothingDecodedError, benchmark_record, evaluate
 from ..tasks.models import default_weights, resolve_model
-from .common import UsageFailure, image_options, model_options, ray_options, run_options, usage_errors
+from .common import UsageFailure, debugging, image_options, model_options, ray_options, run_options, usage_errors
 
 
 @click.command(name="eval")
@@ -103,15 +103,19 @@ def eval_command(data, dataset, labels_file, templates, classifier_file, output,
         return
     settings = _ray(ray_address, ray_actors)
     try:
-        with usage_errors(), PredictionsCsv(report_dir if not labels_tree else None) as on_prediction:
+        with PredictionsCsv(report_dir if not labels_tree else None) as on_prediction:
             result = evaluate(data, None, template_sets, classes=read_labels(labels_file) if labels_file else None,
                               classifier=classifier_file, labels_tree=labels_tree, beam=beam,
                               descriptions=descriptions, unknown=unknown, tpr=tpr or 0.95, dataset=dataset,
                               model=model, pretrained=pretrained, options=options, cache=not no_cache,
                               cache_dir=cache_dir, progress=sys.stderr.isatty(), on_prediction=on_prediction,
                               ray=settings)
-    except NothingDecodedError as error:
+    except NothingDecodedError as error:  # the inputs failed (exit 1), not the options
         _report_failures(error.failures)
+        raise
+    except ZsclipError as error:
+        if debugging():
+            raise
         raise UsageFailure(str(error)) from None
     _report_failures(result.failures)
     used_model, used_pretrained = result.model or default_weights(model, pretrained)[0], result.pretrained

@@ -134,8 +134,8 @@ def build_classifier(
         sentences = [[s.strip() for s in extra if s.strip()] for extra in descriptions]
         if len(sentences) != len(classes):
             raise InputError(f"{len(sentences)} description lists for {len(classes)} classes: give one per class")
-    if not any(sentences):
-        return ZeroShotClassifier.build(encoder, classes, templates, precision=precision, cache=cache,
+    if not any(sentences):  # the names as given: a named list ("imagenet1k") keeps its own rules
+        return ZeroShotClassifier.build(encoder, classnames, templates, precision=precision, cache=cache,
                                         cache_dir=cache_dir, batch_size=batch_size, progress=progress,
                                         logit_scale=logit_scale)
     template_list = resolve_templates(templates)

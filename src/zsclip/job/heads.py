@@ -67,8 +67,7 @@ class HeadOptions:
             resolve_classes(self.labels)
         if self.templates is not None:
             resolve_templates(self.templates)
-        tree = self.labels_tree is not None or isinstance(self.classifier, TreeClassifier) or (
-            isinstance(self.classifier, (str, os.PathLike)) and _is_tree_file(self.classifier))
+        tree = self.is_tree()
         if not tree and (self.tree_mode is not None or self.beam is not None):
             raise InputError("--tree-mode and --beam apply to a label tree: give --labels-tree (or a tree "
                              "classifier file), or leave them out")
@@ -92,6 +91,11 @@ class HeadOptions:
             raise InputError(f"--reject {self.reject}: give a finite threshold, e.g. 0.5")
         if self.reject_score is not None and self.reject_score not in SCORES:
             raise InputError(f"unknown open-set score {self.reject_score!r}: use {' or '.join(SCORES)}")
+
+    def is_tree(self) -> bool:
+        """Whether the head is a label tree (given as a tree, or as a tree classifier file)."""
+        return self.labels_tree is not None or isinstance(self.classifier, TreeClassifier) or (
+            isinstance(self.classifier, (str, os.PathLike)) and _is_tree_file(self.classifier))
 
     @property
     def needs_text_tower(self) -> bool:

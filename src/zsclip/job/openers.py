@@ -69,7 +69,7 @@ def matches_images(inputs: Sequence, labelled: bool) -> bool:
 def open_images(inputs: Sequence, *, labelled: bool, classes=None, dataset=None, model=None) -> FeatureSource:
     sources, duplicates = unique_sources(source for source in _expand(inputs))
     if not sources:
-        raise InputError("no inputs: give image files, folders, glob patterns, URLs or -")
+        raise InputError("no inputs to classify: give image files, folders, glob patterns, URLs or -")
     source = ImageFiles(sources)
     source.duplicates = duplicates
     return source
@@ -99,7 +99,7 @@ def open_source(inputs, *, labelled: bool = False, classes=None, dataset: str | 
         inputs = [inputs]
     inputs = list(inputs)
     if not inputs:
-        raise InputError("no inputs: give image files, folders, glob patterns, URLs or -")
+        raise InputError("no inputs to classify: give image files, folders, glob patterns, URLs or -")
     for _kind, matches, opener in SOURCES:
         if matches(inputs, labelled):
             return opener(inputs, labelled=labelled, classes=classes, dataset=dataset, model=model)

@@ -88,9 +88,9 @@ def resolve_encoder(source: FeatureSource, head: HeadOptions | None, *, encoder:
     elif model is None and head is not None and head.classifier is not None:
         model, file_pretrained = head.classifier_model()
         pretrained = pretrained or file_pretrained
-    if _verbose():  # loading takes seconds: say what is loaded and why
-        why = "" if source.needs_model else " (its text tower: new labels, a label tree or calibration images)"
-        print(f"zsclip: loading model {model or 'ViT-B-32 (the default)'}{why}", file=sys.stderr)
+    if not source.needs_model and _verbose():  # stored features need no model: say why one loads
+        print(f"zsclip: loading model {model} for its text tower (new labels, a label tree or calibration images)",
+              file=sys.stderr)
     return resolve_model(model, pretrained, run)
 
 
