@@ -179,11 +179,14 @@ def test_eval_with_a_tree_and_unknowns_reports_levels_and_open_set(world, tmp_pa
     assert "mistake severity" in page and "node_recall.png" in page and "AUROC" in page and "top-down" in page
 
 
-def test_flat_labels_with_unknowns_use_a_one_level_tree(world, tmp_path):
+def test_flat_labels_with_unknowns_keep_the_flat_metrics_and_add_the_open_set(world, tmp_path):
+    out = tmp_path / "r.json"
     result = CliRunner().invoke(main, ["eval", "--data", str(world["known"]), "--unknown", str(world["unknown"]),
-                                       "--model", "demo", "-t", "photo"])
+                                       "--model", "demo", "-t", "photo", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert "flat      level1" in result.stdout and "open set mcm" in result.stdout
+    assert "photo" in result.stdout and "acc5" in result.stdout and "open set mcm" in result.stdout
+    record = json.loads(out.read_text())
+    assert set(record["metrics"]) == {"acc1", "acc5", "mean_per_class_recall"} and record["openset"]["mcm"]["auroc"]
 
 
 def test_read_tree_reports_a_bad_file_in_one_line(tmp_path):

@@ -120,6 +120,7 @@ def eval_command(data, dataset, labels_file, templates, classifier_file, output,
     _report_failures(result.failures)
     used_model, used_pretrained = result.model or default_weights(model, pretrained)[0], result.pretrained
     record = benchmark_record(result, dataset or Path(str(data).rstrip("/")).name, used_model, used_pretrained)
+    record.setdefault("templates", classifier_file or template_sets[0])  # a tree's prompts
     _print_result(result, tpr or 0.95)
     click.echo(f"zsclip: evaluated {result.num_images} images ({len(result.failures)} failed), "
                f"{result.images_per_second:.1f} images/s", err=True)

@@ -95,7 +95,8 @@ def resolve_encoder(source: FeatureSource, head: HeadOptions | None, *, encoder:
 
 
 def _verbose() -> bool:
-    return os.environ.get("ZSCLIP_QUIET", "") in ("", "0")
+    """Say what loads when a person watches (stderr is a terminal) and ZSCLIP_QUIET is not set."""
+    return sys.stderr.isatty() and os.environ.get("ZSCLIP_QUIET", "") in ("", "0")
 
 
 def plan(source: FeatureSource, head_options: HeadOptions, *, encoder: Encoder | None = None,

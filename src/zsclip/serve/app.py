@@ -197,8 +197,7 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
                 "version": __version__}
 
     @app.post("/v1/classify", tags=["api"], response_model=ClassifyResponse, dependencies=[Auth],
-              responses=ERRORS, summary="Classify images by labels, a label tree or a classifier id",
-              response_model_exclude_none=True)
+              responses=ERRORS, summary="Classify images by labels, a label tree or a classifier id")
     async def classify(
         request: Request,
         current: State,
