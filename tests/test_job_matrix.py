@@ -256,7 +256,8 @@ def http(world):
     pytest.importorskip("fastapi")
     from test_serve import _start, _stop
 
-    process, url = _start("--classifier", str(world / "flat.zsc"), "--classifier", str(world / "tree.zsct"))
+    process, url = _start("--classifier", str(world / "flat.zsc"), "--classifier", str(world / "tree.zsct"),
+                          "--store", str(world / "float32.zse"))
     yield url
     _stop(process)
 
@@ -290,6 +291,50 @@ def test_http_refuses_unknown_fields_and_a_tree_mode_without_a_tree(http):
                             ({"labels": "a,b", "tree_mode": "chils"}, "tree_mode")):
         response = httpx.post(f"{http}/v1/classify", data=fields, files=files, timeout=60)
         assert response.status_code == 422 and message in response.json()["error"], response.text
+
+
+@pytest.mark.slow
+def test_http_search_gives_the_cli_results(world, http):
+    import httpx
+
+    reference = zsclip.search(world / "float32.zse", "a red triangle", top_k=3)
+    response = httpx.post(f"{http}/v1/search", data={"text": "a red triangle", "top_k": "3"}, timeout=60)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["path"] for r in results] == [h.source for h in reference]
+    assert [r["score"] for r in results] == pytest.approx([h.score for h in reference], abs=1e-5)
+    files = {"image": ("q.png", (EXAMPLES / "blue_ring.png").read_bytes(), "image/png")}
+    response = httpx.post(f"{http}/v1/search", files=files, data={"top_k": "1"}, timeout=60)
+    assert response.status_code == 200 and key(response.json()["results"][0]["path"]) == "blue_ring", response.text
+
+
+def test_embed_reads_labelled_shards_resumes_and_evaluates(world, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(LABELS) + "\n")
+    for part in range(2):
+        with tarfile.open(tmp_path / f"s-{part}.tar", "w") as archive:
+            for name in NAMES[part * 5 : (part + 1) * 5]:
+                for suffix, data in (("png", (EXAMPLES / f"{name}.png").read_bytes()),
+                                     ("cls", str(NAMES.index(name)).encode())):
+                    info = tarfile.TarInfo(f"{name}.{suffix}")
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
+    pattern, store = str(tmp_path / "s-{0..1}.tar"), str(tmp_path / "st.zse")
+    first = CliRunner().invoke(main, ["embed", pattern, "--labelled", "--labels-file", str(labels), "-o", store,
+                                      "--commit-every", "3", *CLI_COMMON])
+    assert first.exit_code == 0 and "10 encoded" in first.stderr, first.output
+    again = CliRunner().invoke(main, ["embed", pattern, "--labelled", "--labels-file", str(labels), "-o", store])
+    assert again.exit_code == 0 and "0 encoded, 2 unchanged shards" in again.stderr, again.output
+    manifest = tmp_path / "labelled.csv"
+    manifest.write_text("path,label\n" + "".join(f"{world}/images/{n}.png,{label}\n"
+                                                 for n, label in zip(NAMES, LABELS, strict=True)))
+    from_store = zsclip.evaluate(store, template_sets="photo", options=OPTIONS)
+    from_images = zsclip.evaluate(manifest, template_sets="photo", model="demo", options=OPTIONS)
+    assert from_store.num_images == 10 and from_store.classnames == from_images.classnames
+    assert from_store.metrics["photo"]["acc1"] == from_images.metrics["photo"]["acc1"]
+    stored = answers_by_name(zsclip.classify(store, classifier=world / "flat.zsc", options=OPTIONS))
+    images = answers_by_name(zsclip.classify(world / "images", classifier=world / "flat.zsc", options=OPTIONS))
+    same(images, stored, 2e-3)  # float16 storage (the default)
 
 
 @pytest.mark.slow

@@ -4,14 +4,19 @@
     for p in zsclip.classify("photos/", ["dog", "cat", "bird"], model="demo"):
         print(p.source, p.labels[:1] if not p.error else p.error)
 
+    zsclip.classify("photos.zse", labels_tree="taxonomy.yaml", reject_calibrate="known/", output="rows.parquet")
+    zsclip.evaluate("val/", classifier="adapted.zsc", unknown="other/")
+    zsclip.search("photos.zse", "a forklift in the rain", top_k=20)
+
     enc = zsclip.load_model("ViT-B-32", pretrained="laion2b_s34b_b79k")
     clf = zsclip.ZeroShotClassifier.build(enc, ["dog", "cat", "bird"])
     clf.predict(["photo.jpg"], top_k=3)
 
 The package is layered (see each sub-package's docstring): ``data`` (inputs -> images),
-``encoders`` (one adapter per model library), ``prompts``, ``classifier``, ``pipeline``
-(images -> features), ``tasks`` (classify, evaluate, ...), ``outputs`` (files), and the entry
-points (``cli``).
+``encoders`` (one adapter per model library), ``prompts``, ``pipeline`` (images -> features),
+``classifier`` / ``hierarchy`` / ``heads`` (features -> answers), ``store``, ``job`` (source x head x
+runner), ``tasks`` (classify, evaluate, search), ``outputs`` (files), and the entry points (``cli``,
+``serve``).
 """
 
 __version__ = "0.1.0"
@@ -35,12 +40,14 @@ from .tasks import (  # noqa: E402
     DEFAULT_MODEL,
     DEFAULT_PRETRAINED,
     EvalResult,
+    Hit,
     Prediction,
     TopK,
     classify,
     evaluate,
     resolve_classifier,
     resolve_model,
+    search,
 )
 
 __all__ = [
@@ -48,5 +55,5 @@ __all__ = [
     "resolve_classifier", "resolve_model", "open_collection", "expand_inputs", "Source", "LabelledCollection",
     "Prediction", "TopK", "EvalResult", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "TEMPLATE_SETS", "read_labels",
     "resolve_templates", "ZsclipError", "InputError", "ImageReadError", "ModelLoadError", "ClassifierFileError",
-    "OutputError", "ZsclipWarning", "EmbeddingStore", "embed",
+    "OutputError", "ZsclipWarning", "EmbeddingStore", "embed", "search", "Hit",
 ]

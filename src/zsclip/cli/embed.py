@@ -9,7 +9,9 @@ from tqdm.auto import tqdm
 
 from ..data.collections import open_collection
 from ..data.sources import unique_sources
+from ..job.sources import is_shards
 from ..outputs.text import printable
+from ..prompts import read_labels
 from ..store import COMMIT_EVERY, EmbeddingStore, embed
 from ..tasks.classify import expand_sources
 from ..tasks.models import resolve_model
@@ -32,6 +34,9 @@ from .common import (
 @click.option("--labelled", is_flag=True,
               help="INPUT is a labelled collection (class-per-folder tree or a .csv/.jsonl manifest): the store "
                    "keeps each image's label, so `zsclip eval --data STORE` works.")
+@click.option("--labels-file", type=click.Path(dir_okay=False), default=None,
+              help="With --labelled: class names, one per line, in class-index order (WebDataset shards whose "
+                   "labels are indices), or renaming a folder tree's classes in sorted folder order.")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True,
               help="How embeddings are stored: float16 is half the disk with the same top-1 (see the README).")
 @click.option("--commit-every", default=COMMIT_EVERY, show_default=True, type=click.IntRange(min=1),
@@ -39,8 +44,9 @@ from .common import (
 @model_options
 @image_options
 @ray_options
-def embed_command(inputs, output, labelled, dtype, commit_every, model, pretrained, device, precision, cache_dir,
-                  no_cache, batch_size, workers, max_pixels, decode, url_timeout, ray_address, ray_actors) -> None:
+def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, model, pretrained, device, precision,
+                  cache_dir, no_cache, batch_size, workers, max_pixels, decode, url_timeout, ray_address,
+                  ray_actors) -> None:
     """Encode images once into an embedding store, to classify, evaluate and search them in milliseconds.
 
     \b
@@ -60,11 +66,17 @@ def embed_command(inputs, output, labelled, dtype, commit_every, model, pretrain
     options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
     settings = ray_settings(ray_address, ray_actors)
     with usage_errors():
+        if labels_file and not labelled:
+            raise UsageFailure("--labels-file names the classes of --labelled data: add --labelled")
+        if len(inputs) == 1 and is_shards(inputs[0]):
+            _embed_shards(inputs[0], output, labelled, labels_file, dtype, commit_every, model, pretrained, options,
+                          settings)
+            return
         classnames = None
         if labelled:
             if len(inputs) != 1:
                 raise UsageFailure("--labelled takes one labelled collection (a class-per-folder tree or a manifest)")
-            collection, _ = open_collection(inputs[0])
+            collection, _ = open_collection(inputs[0], read_labels(labels_file) if labels_file else None)
             sources, classnames = list(collection.items), list(collection.classnames)
         else:
             sources, duplicates = unique_sources(s for item in inputs for s in expand_sources(item))
@@ -93,6 +105,28 @@ def embed_command(inputs, output, labelled, dtype, commit_every, model, pretrain
     sys.exit(1 if report.failed else 0)
 
 
+def _embed_shards(pattern, output, labelled, labels_file, dtype, commit_every, model, pretrained, options,
+                  settings) -> None:
+    """WebDataset shards into a store: samples as rows (``shard#key``), unchanged shards skipped."""
+    from ..job import open_source
+    from ..tasks.embed import embed_shards
+
+    source = open_source([pattern], labelled=labelled, classes=read_labels(labels_file) if labels_file else None)
+    existing = _existing_model(output)
+    if existing and model is None:
+        model, pretrained = existing
+    encoder = resolve_model(model, pretrained, options)
+    store = EmbeddingStore.create_or_open(output, encoder, precision=options.precision, dtype=dtype,
+                                          classnames=list(source.classnames) if source.labelled else None)
+    with tqdm(unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True,
+              disable=not sys.stderr.isatty()) as bar:
+        report = embed_shards(store, source, encoder, options, commit_every=commit_every, on_progress=bar.update,
+                              ray=settings)
+    click.echo(f"zsclip: {printable(output)}: {report.encoded} encoded, {report.skipped} unchanged shards, "
+               f"{report.failed} failed; {len(store)} images in the store", err=True)
+    sys.exit(1 if report.failed else 0)
+
+
 def _existing_model(folder: str) -> tuple[str, str | None] | None:
     """(model, pretrained) an existing store was made with, so a rerun needs no --model."""
     from ..store.format import MANIFEST, read_manifest
@@ -101,5 +135,5 @@ def _existing_model(folder: str) -> tuple[str, str | None] | None:
     location = Location(folder)
     if not location.exists(MANIFEST):
         return None
-    manifest = read_manifest(location)
-    return manifest.get("model"), manifest.get("pretrained")
+    store = EmbeddingStore(location, read_manifest(location))  # its model keeps a prefix (transformers:)
+    return store.model, store.pretrained

@@ -95,6 +95,9 @@ def missing_serve_modules() -> list[str]:
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="Image and text towers' precision: auto = bf16 on GPUs that have it, fp32 on CPUs (CPU bf16 "
                    "speed swings with the batch size, and served batches come in every size).")
+@click.option("--store", "store", default=None,
+              help="An embedding store of this model (`zsclip embed`): POST /v1/search finds its images nearest to "
+                   "a text or an uploaded image. Clients never name paths: this is the only store served.")
 @click.option("--classifier", "classifiers", multiple=True, type=click.Path(dir_okay=False),
               help="A classifier file (`zsclip build`) to serve, under its file name's stem as id. Repeatable.")
 @click.option("--templates", "-t", default="openai-imagenet", show_default=True,
@@ -139,7 +142,7 @@ def missing_serve_modules() -> list[str]:
               help="On SIGTERM / Ctrl-C: seconds in-flight requests get to finish.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
-def serve(model, pretrained, device, precision, classifiers, templates, host, port, max_batch_size, max_wait_ms,
+def serve(model, pretrained, device, precision, store, classifiers, templates, host, port, max_batch_size, max_wait_ms,
           queue_limit, decode_workers, max_request_mb, max_images, max_pixels, max_labels, max_classifiers,
           request_timeout, header_timeout, max_connections, api_key, cors_origins, root_path, graceful_timeout,
           log_level) -> None:
@@ -147,7 +150,8 @@ def serve(model, pretrained, device, precision, classifiers, templates, host, po
 
     Concurrent requests' images are gathered into one forward pass (--max-batch-size, --max-wait-ms);
     each label set is encoded once and cached; bad input gets a JSON 4xx and the server keeps going.
-    Routes: POST /v1/classify, POST|GET /v1/classifiers, GET /v1/info, /healthz, /readyz, /metrics,
+    Routes: POST /v1/classify, POST|GET /v1/classifiers, POST /v1/search (with --store), GET /v1/info,
+    /healthz, /readyz, /metrics,
     / (the page), /docs (OpenAPI).
     """
     missing = missing_serve_modules()
@@ -168,7 +172,7 @@ def serve(model, pretrained, device, precision, classifiers, templates, host, po
                         max_labels=max_labels, request_timeout_s=request_timeout)
         settings = ServeSettings(
             model=model, pretrained=pretrained, device=device, precision=precision,
-            classifier_files=tuple(classifiers), max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+            classifier_files=tuple(classifiers), store=store, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
             queue_limit=queue_limit, decode_workers=decode_workers, max_classifiers=max_classifiers,
             default_templates=default_templates, api_key=api_key, cors_origins=tuple(cors_origins), limits=limits)
     except (ValueError, ZsclipError) as error:
@@ -208,6 +212,10 @@ def _load(settings):
         for path in settings.classifier_files:
             loaded = load_head_file(path)  # flat, adapted or tree classifier files
             getattr(loaded, "node_classifier", loaded).check_encoder(encoder)
+        if settings.store is not None:
+            from ..store import EmbeddingStore
+
+            EmbeddingStore.open(settings.store).check_encoder(encoder)
     except ZsclipError as error:
         raise ServeError(str(error)) from None
     return encoder

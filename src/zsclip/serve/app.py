@@ -75,6 +75,17 @@ class ClassifyResponse(BaseModel):
     results: list[ImageResult]
 
 
+class SearchHit(BaseModel):
+    rank: int
+    path: str
+    score: float
+
+
+class SearchResponse(BaseModel):
+    model: str
+    results: list[SearchHit]
+
+
 class ClassifierInfo(BaseModel):
     id: str
     source: str
@@ -110,6 +121,7 @@ class ServerState:
     registry: ClassifierRegistry
     decoder: ThreadPoolExecutor
     transform: object
+    store: object = None
     shutting_down: bool = False
 
 
@@ -274,6 +286,37 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
                                 scoring="sigmoid" if entry.flat.is_sigmoid else "softmax", head=head.describe(),
                                 results=results)
 
+    @app.post("/v1/search", tags=["api"], response_model=SearchResponse, dependencies=[Auth], responses=ERRORS,
+              summary="The server's store's images nearest to a text or an image (zsclip serve --store)")
+    async def search(
+        current: State,
+        text: Annotated[str | None, Form(description="what to find, e.g. a dog on a beach")] = None,
+        image: Annotated[UploadFile | None, File(description="or an image to find similar ones")] = None,
+        top_k: Annotated[int, Form(ge=1, description="results")] = 10,
+    ) -> SearchResponse:
+        from ..job import StoreSource
+        from ..tasks.search import nearest
+
+        if current.store is None:
+            raise ClientError(404, "this server has no store to search: start it with zsclip serve --store STORE")
+        if (text is None or not text.strip()) == (image is None):
+            raise ClientError(422, "send a text or an image to search with (one of them)")
+        if top_k > limits.max_top_k:
+            raise ClientError(422, f"top_k {top_k} is over the limit of {limits.max_top_k}")
+        if image is not None:
+            pixels = await _decode_upload(current, image)
+            if not isinstance(pixels, torch.Tensor):
+                raise ClientError(400, f"the image cannot be decoded: {pixels}")
+            query = (await current.queue.submit(pixels[None]))[0]
+        else:
+            if len(text) > limits.max_label_chars:
+                raise ClientError(422, f"the text is over {limits.max_label_chars} characters")
+            query = await asyncio.to_thread(lambda: current.encoder.encode_text([text], precision="fp32")[0])
+        source = StoreSource(current.store).unlabelled()
+        hits = await asyncio.to_thread(lambda: nearest(source.batches(None, RunOptions(device="cpu")), query, top_k))
+        return SearchResponse(model=current.encoder.name,
+                              results=[SearchHit(rank=h.rank, path=h.source, score=h.score) for h in hits])
+
     @app.post("/v1/classifiers", tags=["api"], response_model=ClassifierInfo, dependencies=[Auth],
               responses=ERRORS, summary="Build (or find) the classifier for labels + templates; returns its id")
     async def create_classifier(
@@ -340,7 +383,13 @@ def _start(settings: ServeSettings, encoder: Encoder | None, metrics: ServeMetri
                        on_depth=metrics.queue_depth.set).start()
     decoder = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="zsclip-decode")
     metrics.classifiers.set(len(registry))
-    return ServerState(settings, encoder, queue, registry, decoder, transform)
+    store = None
+    if settings.store is not None:
+        from ..store import EmbeddingStore
+
+        store = EmbeddingStore.open(settings.store)
+        store.check_encoder(encoder)
+    return ServerState(settings, encoder, queue, registry, decoder, transform, store)
 
 
 async def _resolve_classifier(current: ServerState, labels: list[str] | None, classifier_id: str | None,

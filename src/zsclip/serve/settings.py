@@ -46,6 +46,7 @@ class ServeSettings:
     Attributes:
         model, pretrained, device, precision: as ``zsclip.load_model`` / ``encode_images`` take them.
         classifier_files: classifier files (``zsclip build`` output) served from start, by file stem.
+        store: an embedding store (the operator's, opened at start) that ``POST /v1/search`` searches.
         max_batch_size: images in one forward pass at most.
         max_wait_ms: how long the first image of a batch waits for others to join it.
         queue_limit: images waiting for the model at most; beyond it requests get 429.
@@ -62,6 +63,7 @@ class ServeSettings:
     device: str = "cpu"
     precision: str = "auto"
     classifier_files: tuple[str, ...] = ()
+    store: str | None = None
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
     queue_limit: int = 256
