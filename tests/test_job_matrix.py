@@ -348,3 +348,20 @@ def test_ray_gives_the_same_answer(world, reference, source, head):
     rows = zsclip.classify(world / SOURCES[source], model="demo", options=OPTIONS,
                            ray=RaySettings(num_cpus=2), **kwargs)
     same(reference[head], answers_by_name(rows))
+
+
+@pytest.mark.slow
+def test_ray_eval_with_a_tree_unknowns_and_a_classifier_file_equals_the_local_eval(world, demo, tmp_path):
+    pytest.importorskip("ray")
+    from zsclip.cluster import RaySettings
+
+    manifest = tmp_path / "labelled.csv"
+    manifest.write_text("path,label\n" + "".join(f"{world}/images/{n}.png,{label}\n"
+                                                 for n, label in zip(NAMES, LABELS, strict=True)))
+    for kwargs in ({"labels_tree": world / "tree.yaml", "unknown": EXAMPLES}, {"classifier": world / "flat.zsc"}):
+        local = zsclip.evaluate(manifest, demo, "photo", options=OPTIONS, **kwargs)
+        remote = zsclip.evaluate(manifest, demo, "photo", options=OPTIONS, ray=RaySettings(num_cpus=2), **kwargs)
+        assert remote.metrics == local.metrics and remote.tree == local.tree
+        assert (remote.openset is None) == (local.openset is None)
+        if local.openset:
+            assert remote.openset["mcm"]["auroc"] == pytest.approx(local.openset["mcm"]["auroc"], abs=1e-9)
