@@ -198,3 +198,22 @@ def test_valid_trees_round_trip_through_every_format(data):
     assert shape_of(parse_tree(json.dumps(data), "json")) == shape_of(tree)
     assert shape_of(parse_tree(tree.to_text(), "text")) == shape_of(tree)
     assert shape_of(from_data(json.loads(json.dumps(tree.to_data())))) == shape_of(tree)
+
+
+def test_descriptions_shared_by_yaml_aliases_count_as_expanded_and_are_refused_fast():
+    import time
+
+    from zsclip.hierarchy import tree as tree_module
+
+    sentences = "".join(f"    - sentence number {i} about this thing\n" for i in range(1000))
+    nodes = "".join(f"  - name: n{i}\n    descriptions: *many\n" for i in range(1, 30))
+    text = f"shared:\n  - name: n0\n    descriptions: &many\n{sentences}{nodes}"
+    assert len(text) < 60_000  # a small file ...
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="description sentences"):  # ... that expands to 30,000 sentences
+        parse_tree(text, "yaml")
+    assert time.perf_counter() - start < 2.0
+    fine = f"shared:\n  - name: n0\n    descriptions: &many\n{sentences}  - name: n1\n    descriptions: *many\n"
+    parsed = parse_tree(fine, "yaml")
+    assert [len(node.descriptions) for node in parsed.nodes[1:]] == [1000, 1000]
+    assert tree_module.MAX_TREE_DESCRIPTIONS >= 2000

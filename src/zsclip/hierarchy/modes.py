@@ -25,6 +25,7 @@ the modes need probabilities that sum to one at each choice.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -130,8 +131,9 @@ class TreeClassifier:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = json.loads((handle.metadata() or {})["zsclip"])
             weights = load_file(str(path))["weights"]
-        except (SafetensorError, OSError, KeyError, ValueError, RecursionError) as error:
-            raise ClassifierFileError(f"{path} is not a zsclip tree classifier file ({error}): rebuild it") from None
+        except (SafetensorError, OSError, KeyError, ValueError, TypeError, RecursionError) as error:
+            reason = " ".join(str(error).split())[:160]
+            raise ClassifierFileError(f"{path} is not a zsclip tree classifier file ({reason}): rebuild it") from None
         if not isinstance(metadata, dict) or metadata.get("format") != _FILE_FORMAT:
             found = metadata.get("format") if isinstance(metadata, dict) else None
             hint = " (a flat classifier: use it with --classifier)" if found == "zsclip-classifier/1" else ""
@@ -140,9 +142,13 @@ class TreeClassifier:
             tree = from_data(metadata["tree"], source=str(path))
         except InputError as error:
             raise ClassifierFileError(str(error)) from None
-        if weights.dim() != 2 or weights.shape[1] != len(tree.nodes):
+        if weights.dim() != 2 or weights.shape[1] != len(tree.nodes) or not weights.is_floating_point():
             raise ClassifierFileError(f"{path}: weights {tuple(weights.shape)} do not match the tree's "
                                       f"{len(tree.nodes)} nodes: rebuild it")
+        problem = _scalars_problem(metadata) or (None if torch.isfinite(weights).all() else
+                                                 "weights hold NaN or infinite values")
+        if problem:
+            raise ClassifierFileError(f"{path} is damaged ({problem}): rebuild it")
         synonyms = [node.synonyms for node in tree.nodes]
         clf = ZeroShotClassifier(weights.float(), [s[0] for s in synonyms], synonyms, float(metadata["logit_scale"]),
                                  metadata["logit_bias"], metadata.get("provenance") or {})
@@ -266,6 +272,18 @@ class TreeClassifier:
 
     def __repr__(self) -> str:
         return f"TreeClassifier({self.tree!r}, model={self.node_classifier.provenance.get('model')!r})"
+
+
+def _scalars_problem(metadata: dict) -> str | None:
+    """What is wrong with a tree classifier file's scale, bias and provenance, or None."""
+    scale, bias = metadata.get("logit_scale"), metadata.get("logit_bias")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        return f"logit_scale {str(scale)[:20]} is not a positive number"
+    if bias is not None and (isinstance(bias, bool) or not isinstance(bias, (int, float)) or not math.isfinite(bias)):
+        return f"logit_bias {str(bias)[:20]} is not a number"
+    if not isinstance(metadata.get("provenance", {}), dict):
+        return "provenance is not an object"
+    return None
 
 
 def predict_tree(tree_classifier: TreeClassifier, features: torch.Tensor, mode: str = "flat", beam: int = 1,

@@ -48,6 +48,8 @@ MAX_DEPTH = 32
 MAX_NAME_CHARS = 300
 MAX_DESCRIPTIONS = 1_000  # per node
 MAX_DESCRIPTION_CHARS = 2_000
+#: Description sentences a whole tree may hold, counted as YAML aliases expand them (each is a prompt).
+MAX_TREE_DESCRIPTIONS = 20_000
 _NODE_KEYS = {"name", "synonyms", "descriptions", "children"}
 ROOT = "<root>"
 
@@ -241,6 +243,25 @@ class _Budget:
 
     def __init__(self, source: str) -> None:
         self.source, self.count = source, 0
+        self.sentences = self.text = 0
+        self.checked: dict[int, list[str]] = {}  # one list shared by YAML aliases is checked once
+
+    def take_sentences(self, value: object, name: str) -> list[str]:
+        """A node's description sentences, counted against the tree's budget of sentences and bytes
+        (as aliases expand them) before any of them is checked or encoded."""
+        count = len(value) if isinstance(value, list) else 1
+        self.sentences += count
+        if self.sentences > MAX_TREE_DESCRIPTIONS:
+            raise InputError(f"{self.source} has more than {MAX_TREE_DESCRIPTIONS} description sentences (YAML "
+                             "aliases count each time they are used): keep the descriptions that matter")
+        if id(value) not in self.checked:
+            self.checked[id(value)] = _descriptions(value, name, self.source)
+        sentences = self.checked[id(value)]
+        self.text += sum(len(sentence) for sentence in sentences)
+        if self.text > MAX_TREE_BYTES:
+            raise InputError(f"{self.source}: its description sentences add up to more than {MAX_TREE_BYTES} "
+                             "characters (YAML aliases count each time they are used)")
+        return list(sentences)
 
     def take(self) -> None:
         self.count += 1
@@ -303,7 +324,8 @@ def _explicit(item: dict, source: str, depth: int, budget: _Budget) -> Node:
             raise InputError(f"{source}: synonyms of {synonyms[0]!r} must be a list of names")
         for name in extra:
             synonyms += _names(name, source)
-    node = Node(synonyms, _descriptions(item.get("descriptions"), synonyms[0], source))
+    node = Node(synonyms, budget.take_sentences(item.get("descriptions"), synonyms[0])
+                if item.get("descriptions") is not None else [])
     if item.get("children") is not None:
         node.children = _children(item["children"], source, depth + 1, budget, where=repr(synonyms[0]))
     return node
