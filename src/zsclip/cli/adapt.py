@@ -17,6 +17,7 @@ from ..adapt.features import LabelledFeatures, check_shots, encode_collection
 from ..adapt.wise import DEFAULT_ALPHAS, check_alpha, mix_heads, sweep_heads
 from ..data.images import MAX_PIXELS
 from ..errors import InputError, ZsclipWarning
+from ..outputs.text import printable
 from ..precision import PRECISIONS
 from .common import usage_errors
 
@@ -90,6 +91,11 @@ def adapt_command(data, labels_file, templates, method, shots, seed, alpha, swee
         alpha = check_alpha(alpha if alpha is not None else (0.5 if method == "finetune" else 1.0))
         if (sweep_alpha or report_dir) and not eval_sets:
             raise InputError("--sweep-alpha and --report measure on --eval data: add --eval DATA")
+        _check_output(output, method)  # before any image is encoded or any step trained
+        if report_dir:
+            from .eval import _check_report_folder
+
+            _check_report_folder(Path(report_dir))
         classes = _read_classes(labels_file)
         collection = _collection(data, classes)
         model = model or DEFAULT_MODEL
@@ -127,6 +133,25 @@ def adapt_command(data, labels_file, templates, method, shots, seed, alpha, swee
         click.echo(f"zsclip: report in {page}", err=True)
     failed = len(pool.failures) + sum(len(e.failures) for e in evals.values())
     sys.exit(1 if failed else 0)
+
+
+def _check_output(output: str, method: str) -> None:
+    """The output place, checked before the work: a classifier file for the heads (not a folder), a
+    new or empty folder for finetune (a model is written into it)."""
+    from ..outputs.atomic import check_writable
+
+    path = Path(output)
+    if method == "finetune":
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise InputError(f"--output {printable(output)} exists and is not an empty folder: finetune writes a "
+                             "model folder there; give a new folder name")
+        if not path.exists():
+            check_writable(path, "--output")  # its parent exists and takes new entries
+        return
+    if path.is_dir():
+        raise InputError(f"--output {printable(output)} is a folder: {method} writes a classifier file; give a "
+                         "file name such as adapted.zsc")
+    check_writable(path, "--output")
 
 
 def _head(method, zero_shot, shots, evals, alpha, sweep, output, seed):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..encoders.base import Encoder
-from ..errors import InputError
+from ..errors import ImageReadError, InputError
 from ..job import FeatureBatch, FeatureSource, features, open_source, resolve_encoder
 from ..job.plan import check_ray, ray_settings
 from ..options import RunOptions
@@ -77,7 +77,10 @@ def search(inputs, query: str | None = None, *, image=None, top_k: int = 10, enc
                               needs_model=True)
     source.check_encoder(encoder)
     if image is not None:
-        picture = load_image(image, encoder.image_size) if isinstance(image, (str, os.PathLike)) else image
+        try:
+            picture = load_image(image, encoder.image_size) if isinstance(image, (str, os.PathLike)) else image
+        except ImageReadError as error:  # the query image is named: the message must say which file
+            raise InputError(f"search image {os.fspath(image)}: {error}") from None
         vector = encoder.encode_images(encoder.preprocess(picture.convert("RGB"))[None], "fp32")[0]
     else:
         if not isinstance(query, str) or not query.strip():
