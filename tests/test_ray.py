@@ -205,3 +205,16 @@ def test_classify_a_store_on_ray_equals_the_local_store_classification(demo, tre
     assert len(remote) == 16
     for a, b in zip(local, remote, strict=True):
         assert a.scores == pytest.approx(b.scores, abs=1e-6)
+
+
+def test_a_gpu_model_on_a_cluster_without_gpus_is_refused_in_one_line_not_left_waiting(demo):
+    from types import SimpleNamespace
+
+    from zsclip.cluster.pipeline import encoded_dataset
+
+    on_cuda = SimpleNamespace(device=torch.device("cuda"), image_transform=demo.image_transform,
+                              image_size=demo.image_size, name="demo", fingerprint=demo.fingerprint)
+    started = time.monotonic()
+    with pytest.raises(InputError, match="has no GPU"):
+        encoded_dataset([], on_cuda, OPTIONS, RaySettings())
+    assert time.monotonic() - started < 10

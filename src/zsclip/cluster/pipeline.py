@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..data.collections import LabelledSource
 from ..data.sources import Source
-from ..errors import InputError
+from ..errors import InputError, ZsclipWarning
 from ..options import RunOptions
 from ..pipeline.decode import DecodedBatches
 from .session import RaySettings, connect
@@ -134,7 +134,15 @@ def encoded_dataset(items: Sequence[Source], encoder, options: RunOptions, setti
     gpus = encoder.device.type == "cuda"
     # on CPUs, leave most cores to the decoding tasks: an actor holds its CPU for the whole job
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    actors = settings.actors or (max(1, int(ray.cluster_resources().get("GPU", 0))) if gpus else max(1, cpus // 4))
+    cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus and cluster_gpus < 1:  # an actor asking for a GPU the cluster lacks would wait forever
+        raise InputError("the model runs on CUDA but the Ray cluster has no GPU: add GPU nodes, or run with "
+                         "--device cpu")
+    actors = settings.actors or (cluster_gpus if gpus else max(1, cpus // 4))
+    if gpus and actors > cluster_gpus:
+        warnings.warn(f"--ray-actors {actors}: the Ray cluster has {cluster_gpus} GPU(s); using {cluster_gpus} "
+                      "actors (one per GPU)", ZsclipWarning, stacklevel=2)
+        actors = cluster_gpus
     if not gpus and actors >= cpus:
         raise InputError(f"--ray-actors {actors} would hold all {cpus} CPUs of the Ray cluster and leave none for "
                          "decoding: use fewer actors")
