@@ -19,7 +19,7 @@ import torch
 from ..classifier import ZeroShotClassifier
 from ..encoders.base import Encoder
 from ..errors import InputError, ZsclipWarning
-from ..heads import FlatHead, Head, RejectingHead, TreeHead, load_head_file
+from ..heads import Head, load_head_file
 from ..hierarchy import MODES, SCORES, LabelTree, Rejector, TreeClassifier, read_tree
 from ..hierarchy.openset import DEFAULT_REJECT_LABEL
 from ..options import RunOptions
@@ -154,12 +154,14 @@ def build_head(options: HeadOptions, encoder: Encoder | None, run: RunOptions, *
 
         tree_classifier = None
         flat = build_classifier(_need(encoder), options.labels, options.templates, options.descriptions, **build)
+    from .registry import HEADS  # the registered kinds: a new head is one module and one line there
+
     if tree_classifier is not None:
-        head: Head = TreeHead(tree_classifier, options.tree_mode or "flat", options.beam or 1, options.scale)
+        head: Head = HEADS["tree"](tree_classifier, options.tree_mode or "flat", options.beam or 1, options.scale)
     else:
-        head = FlatHead(flat, options.top_k or DEFAULT_TOP_K, options.scale)
+        head = HEADS["flat"](flat, options.top_k or DEFAULT_TOP_K, options.scale)
     rejector = make_rejector(options, head, calibration, feature_dtype)
-    return head if rejector is None else RejectingHead(head, rejector)
+    return head if rejector is None else HEADS["reject"](head, rejector)
 
 
 def make_rejector(options: HeadOptions, head: Head, calibration: Calibration | None,
