@@ -235,7 +235,7 @@ def test_options_that_cannot_apply_are_refused_in_one_line(world, tmp_path, opti
 def test_a_store_refuses_another_model_and_eval_refuses_a_csv_output(world, tmp_path):
     result = CliRunner().invoke(main, ["classify", str(world / "float32.zse"), "--labels", "a,b", "--model",
                                        "ViT-B-16"])
-    assert result.exit_code == 2 and "holds embeddings of demo" in result.output
+    assert result.exit_code == 2 and "holds embeddings of model demo, not ViT-B-16" in result.output
     result = CliRunner().invoke(main, ["eval", "--data", str(world / "images"), "-o", str(tmp_path / "r.csv")])
     assert result.exit_code == 2 and "name it .json" in result.output
 
