@@ -38,7 +38,9 @@ def _limits() -> None:
 
 
 def _zsclip(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ZSCLIP_CACHE_DIR": str(cwd / "cache"), "PYTHONIOENCODING": "utf-8"}
+    # MALLOC_ARENA_MAX: glibc reserves 64 MB of address space per thread arena; with torch's and
+    # Arrow's threads those reservations (not memory in use) alone filled RLIMIT_AS in store jobs
+    env = {**os.environ, "ZSCLIP_CACHE_DIR": str(cwd / "cache"), "PYTHONIOENCODING": "utf-8", "MALLOC_ARENA_MAX": "2"}
     env.pop("ZSCLIP_DEBUG", None)
     return subprocess.run([sys.executable, "-m", "zsclip", *args], cwd=cwd, env=env, preexec_fn=_limits,
                           capture_output=True, timeout=TIME_LIMIT_S)
@@ -206,3 +208,97 @@ def test_int8_on_the_demo_model(corpus):
                      "-o", "int8.csv", cwd=corpus)
     lines = _stderr_lines(result)
     assert result.returncode == 2 and len(lines) == 1 and not (corpus / "int8.csv.partial").exists()
+
+
+# --- round 3: stores, search, trees, heads, shards into stores, adapt, Ray, under the same limits ----------
+def _store(corpus: Path) -> Path:
+    store = corpus / "hostile.zse"
+    if not (store / "zsclip-store.json").exists():
+        result = _zsclip("embed", "images", "--model", "demo", "--workers", "2", "-o", str(store), cwd=corpus)
+        _stderr_lines(result)
+        assert result.returncode == 1 and (store / "zsclip-store.json").exists()  # bad files are error rows
+    return store
+
+
+def test_embed_the_corpus_then_classify_the_store_with_a_tree_and_rejection(corpus):
+    store = _store(corpus)
+    (corpus / "tree.yaml").write_text("shapes:\n  circle: [red circle]\n  square: [blue square]\n"
+                                      "  triangle: [green triangle]\n")
+    out = corpus / "store-tree.jsonl"
+    result = _zsclip("classify", str(store), "--labels-tree", "tree.yaml", "--tree-mode", "top-down", "--beam", "2",
+                     "--reject-calibrate", "images/nested", "--tpr", "0.5", "-t", "photo", "-o", str(out), cwd=corpus)
+    lines = _stderr_lines(result)
+    assert result.returncode == 1, lines  # the corpus's bad files are error rows in the store too
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    good = {Path(row["path"]).name: row for row in rows if not row["error"]}
+    assert {"red_circle.png", "blue_square.jpg", "green_triangle.png"} <= set(good)
+    assert all("level1" in row and "openset_score" in row for row in good.values())
+
+
+def test_search_a_store_with_hostile_queries(corpus):
+    store = _store(corpus)
+    for query in ("\x1b[31m" + "ü" * 5000, "\u202e" + "a" * 10):
+        result = _zsclip("search", str(store), query, "-k", "3", cwd=corpus)
+        _stderr_lines(result)
+        assert result.returncode == 0 and len(result.stdout.decode().splitlines()) == 3
+    for image in ("images/bomb.png", "images/strip.png", "images/empty.jpg", "images/fifo.png"):
+        result = _zsclip("search", str(store), "--image", image, cwd=corpus)
+        lines = _stderr_lines(result)
+        assert result.returncode == 2 and len(lines) == 1 and Path(image).name in lines[0], lines
+
+
+def test_damaged_store_shards_and_manifests(corpus):
+    import shutil
+
+    store = _store(corpus)
+    damaged = corpus / "damaged.zse"
+    shutil.rmtree(damaged, ignore_errors=True)
+    shutil.copytree(store, damaged)
+    manifest = json.loads((damaged / "zsclip-store.json").read_text())
+    shard = damaged / manifest["shards"][0]["file"]
+    shard.write_bytes(shard.read_bytes()[:200])  # a cut Parquet file
+    result = _zsclip("classify", str(damaged), "--labels", "red circle,blue square", "-t", "photo", cwd=corpus)
+    _stderr_lines(result)
+    assert result.returncode == 2  # nothing readable is left: one line, no traceback
+    manifest["model"] = 5
+    (damaged / "zsclip-store.json").write_text(json.dumps(manifest))
+    result = _zsclip("search", str(damaged), "a red circle", cwd=corpus)
+    lines = _stderr_lines(result)
+    assert result.returncode == 2 and len(lines) == 1 and "model" in lines[0]
+
+
+def test_hostile_trees_and_descriptions(corpus):
+    deep = "[" * 100_000
+    sentences = "".join(f"    - sentence {i}\n" for i in range(1000))
+    alias = "a:\n  - name: x0\n    descriptions: &d\n" + sentences + "".join(
+        f"  - name: x{i}\n    descriptions: *d\n" for i in range(1, 40))
+    cases = {"deep.yaml": deep, "alias.yaml": alias, "binary.yaml": "\x00\xff" * 100, "dup.yaml": "a:\n  b:\n  b:\n"}
+    for name, text in cases.items():
+        (corpus / name).write_text(text, encoding="utf-8", errors="surrogateescape")
+        result = _zsclip("classify", "images/nested", "--labels-tree", name, "--model", "demo", cwd=corpus)
+        lines = _stderr_lines(result)
+        assert result.returncode == 2 and len(lines) == 1 and name in lines[0], (name, lines)
+    (corpus / "bad-descriptions.json").write_text(json.dumps({"red circle": [["nested"]]}))
+    result = _zsclip("classify", "images/nested", "--labels", "red circle,green triangle", "--descriptions",
+                     "bad-descriptions.json", "--model", "demo", cwd=corpus)
+    lines = _stderr_lines(result)
+    assert result.returncode == 2 and len(lines) == 1 and "bad-descriptions.json" in lines[0]
+
+
+def test_hostile_shards_into_a_store(corpus):
+    out = corpus / "shards.zse"
+    result = _zsclip("embed", "shards/{good.tar.gz,huge.tar,cut.tar}", "--labelled", "--labels-file", "classes.txt",
+                     "--model", "demo", "--workers", "0", "-o", str(out), cwd=corpus)
+    lines = _stderr_lines(result)
+    assert result.returncode == 1, lines
+    evaluated = _zsclip("eval", "--data", str(out), "-t", "photo", "-o", str(corpus / "shards-store.json"), cwd=corpus)
+    _stderr_lines(evaluated)
+    record = json.loads((corpus / "shards-store.json").read_text())
+    assert record["num_images"] >= len(GOOD) and record["metrics"]["acc1"] == 1.0
+
+
+def test_adapt_on_a_manifest_with_bad_rows(corpus):
+    result = _zsclip("adapt", "--data", "manifest.csv", "--method", "tip-adapter", "--model", "demo", "-t", "photo",
+                     "-o", str(corpus / "tip.zsc"), cwd=corpus)
+    lines = _stderr_lines(result)
+    assert result.returncode in (1, 2), lines  # bad shots reported (1) or too few shots (2): never a traceback

@@ -86,7 +86,12 @@ def read_image_bytes(source: str | os.PathLike, max_bytes: int = MAX_DOWNLOAD_BY
         if size > max_bytes:
             raise ImageReadError(f"file is {size} bytes, over the {max_bytes}-byte limit for one image")
         with open(source, "rb") as handle:
-            return handle.read(max_bytes + 1)
+            # read what the file holds (+1 to notice growth), never a max_bytes buffer: read(n)
+            # allocates n bytes up front, 250 MB per call under a memory limit
+            data = handle.read(size + 1)
+        if len(data) > max_bytes:
+            raise ImageReadError(f"file grew past the {max_bytes}-byte limit for one image while it was read")
+        return data
 
 
 @contextlib.contextmanager

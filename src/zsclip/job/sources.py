@@ -194,8 +194,10 @@ def is_store(path: str | os.PathLike) -> bool:
 
 
 def is_shards(text: str) -> bool:
-    """A WebDataset shard or brace pattern of shards ("shards/{00000..00099}.tar")."""
-    return text.lower().endswith((".tar", ".tar.gz", ".tgz")) or ("{" in text and ".." in text)
+    """A WebDataset shard or a brace pattern of shards ("shards/{00000..00099}.tar", "s/{a,b}.tar")."""
+    lowered = text.lower()
+    return lowered.endswith((".tar", ".tar.gz", ".tgz")) or (
+        "{" in text and "}" in text and any(ext in lowered for ext in (".tar", ".tgz")))
 
 
 def require_labels(source: FeatureSource, what: str) -> None:

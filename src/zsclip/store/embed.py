@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from ..data.urls import is_url
 from ..encoders.base import Encoder
 from ..errors import ImageReadError
 from ..options import RunOptions
+from ..outputs.text import undecodable_escaped
 from ..pipeline import feature_batches
 from .store import EmbeddingStore, checked_vectors
 
@@ -55,8 +57,17 @@ class EmbedReport:
 
 
 def identity(source: Source) -> str:
-    """The key a row is known by: the resolved absolute path (links followed), or the URL."""
-    return source.name if is_url(source.name) else os.path.realpath(source.name)
+    """The key a row is known by: the resolved absolute path (links followed), or the URL. File-name
+    bytes that are not UTF-8 are stored as ``\\xNN`` (Parquet strings are UTF-8)."""
+    return source.name if is_url(source.name) else undecodable_escaped(os.path.realpath(source.name))
+
+
+def _still_there(key: str) -> bool:
+    """Whether the file a stored key names exists (its ``\\xNN`` escapes read back as bytes)."""
+    if os.path.lexists(key):
+        return True
+    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda match: bytes([int(match[1], 16)]), key.encode("utf-8"))
+    return os.path.lexists(os.fsdecode(raw))
 
 
 def embed(
@@ -97,7 +108,7 @@ def embed(
         writer = _ShardWriter(store, commit_every, report)
         if remove_missing:
             for key in known:
-                if key not in wanted and not is_url(key) and not os.path.lexists(key):
+                if key not in wanted and not is_url(key) and not _still_there(key):
                     writer.add({"path": key, "resolved": key, "deleted": True}, None)
                     report.deleted += 1
         for attempt in range(RETRIES + 1):
@@ -175,7 +186,8 @@ def _snapshot(source: Source) -> tuple[int, ...] | None:
 
 def _unknown_facts(source: Source) -> dict:
     """A row with no file facts (the next run compares them with the file's and encodes it again)."""
-    return {"path": source.name, "resolved": identity(source), "size": None, "mtime_ns": None, "deleted": False,
+    return {"path": undecodable_escaped(source.name), "resolved": identity(source), "size": None, "mtime_ns": None,
+            "deleted": False,
             "label": source.target if isinstance(source, LabelledSource) and source.target >= 0 else None}
 
 

@@ -95,7 +95,9 @@ class Location:
         pq.write_table(table, self._key(name), filesystem=self.fs, **options)
 
     def read_table(self, name: str, columns: list[str]) -> pa.Table:
-        return pq.read_table(self._key(name), columns=columns, filesystem=self.fs)
+        # one thread: the columns read here are small, and Arrow's thread pool hangs (instead of
+        # failing) when a memory limit leaves no room for its threads' stacks
+        return self.parquet_file(name).read(columns=columns, use_threads=False)
 
     def parquet_file(self, name: str) -> pq.ParquetFile:
         return pq.ParquetFile(self.fs.open_input_file(self._key(name)))

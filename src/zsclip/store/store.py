@@ -254,7 +254,7 @@ class EmbeddingStore:
                 reader = self.location.parquet_file(shard["file"])
                 self._check_shard(shard["file"], reader.schema_arrow)
                 offset = 0
-                for record in reader.iter_batches(batch_size=batch_size, columns=list(READ_COLUMNS)):
+                for record in reader.iter_batches(batch_size=batch_size, columns=list(READ_COLUMNS), use_threads=False):
                     yield self._batch(record, masks[shard_index][offset : offset + record.num_rows], shard["file"],
                                       offset)
                     offset += record.num_rows
