@@ -281,3 +281,40 @@ def looks_like_imagenet(folder: Path) -> bool:
     the sorted ids, the order of open_clip's ImageNet class names."""
     names = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return len(names) == 1000 and all(re.fullmatch(r"n\d{8}", name) for name in names)
+
+
+def read_captions(path: str | Path) -> list[tuple[str, str]]:
+    """(image, caption) rows of a ``path,caption`` CSV (or JSONL ``{"path", "caption"}``), several
+    rows per image allowed; relative paths resolve against the file's folder. Rows without a path
+    or a caption are refused in one line (a retrieval set with holes would skew recall)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"captions file {path} not found (a CSV with a header path,caption)")
+    text = read_text_file(path, "captions file")
+    rows: list[tuple[int, str, str]] = []
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except (json.JSONDecodeError, RecursionError) as error:
+                    raise InputError(f"captions file {path}, line {n}: not valid JSON ({error})") from None
+                record = record if isinstance(record, dict) else {}
+                rows.append((n, _field(record.get("path")), str(record.get("caption") or "").strip()))
+    else:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            if not reader.fieldnames or not {"path", "caption"} <= {n.strip() for n in reader.fieldnames if n}:
+                raise InputError(f"captions file {path} needs a header row with 'path' and 'caption' columns")
+            rows = [(reader.line_num, _cell(row, "path"), _cell(row, "caption")) for row in reader]
+        except csv.Error as error:
+            raise InputError(f"captions file {path}, line {reader.line_num}: not valid CSV ({error})") from None
+    out = []
+    for line, image, caption in rows:
+        if not image or not caption:
+            raise InputError(f"captions file {path}, line {line}: a row needs a path and a caption")
+        location = image if is_url(image) or Path(image).is_absolute() else str(path.parent / image)
+        out.append((location, caption))
+    if not out:
+        raise InputError(f"captions file {path} has no rows")
+    return out

@@ -241,13 +241,13 @@ def build_multilabel_head(options: HeadOptions, encoder: Encoder | None, build: 
                 multilabel.thresholds = torch.full_like(multilabel.thresholds, float(options.threshold))
                 multilabel.calibration = {"thresholds": "fixed", "threshold": float(options.threshold)}
         else:
-            multilabel = MultiLabelClassifier.from_classifier(loaded, encoder, score=options.multi_score,
+            multilabel = MultiLabelClassifier.from_classifier(loaded, encoder, score=_multi_score(options, loaded),
                                                               threshold=options.threshold, **build)
     else:
         from ..hierarchy.descriptions import build_classifier
 
         positive = build_classifier(_need(encoder), options.labels, options.templates, options.descriptions, **build)
-        multilabel = MultiLabelClassifier.from_classifier(positive, encoder, score=options.multi_score,
+        multilabel = MultiLabelClassifier.from_classifier(positive, encoder, score=_multi_score(options, positive),
                                                           threshold=options.threshold, **build)
     if options.calibrate is not None:
         if calibration is None:
@@ -262,6 +262,14 @@ def build_multilabel_head(options: HeadOptions, encoder: Encoder | None, build: 
 
         multilabel.calibrate(batches(), target_precision=options.target_precision)
     return HEADS["multilabel"](multilabel, options.scale)
+
+
+def _multi_score(options: HeadOptions, positive: ZeroShotClassifier) -> str | None:
+    """The score asked for; by default a sigmoid model's own, the standardised cosine when calibration
+    images are given (measured best on the demo world), else the negative prompt (needs no data)."""
+    if options.multi_score is not None or positive.is_sigmoid:
+        return options.multi_score
+    return "standardised" if options.calibrate is not None else None
 
 
 def make_rejector(options: HeadOptions, head: Head, calibration: Calibration | None,
