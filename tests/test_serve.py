@@ -226,3 +226,19 @@ def test_serve_without_the_extra_is_one_line(monkeypatch):
     result = CliRunner().invoke(main, ["serve", "--model", "demo"])
     assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
         'zsclip: error: zsclip serve needs the serve extra: pip install "zsclip[serve]" (missing: fastapi, uvicorn)']
+
+
+def test_multi_label_fields_give_every_label_over_the_threshold(server):
+    names = [p.name for p in sorted(EXAMPLES.glob("*.png"))][:3]
+    response = httpx.post(f"{server}/v1/classify", files=_files(*names),
+                          data={"labels": LABELS, "multi_label": "true", "multi_score": "softmax", "threshold": "0.2"},
+                          timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["head"]["head"] == "multilabel" and body["head"]["score"] == "softmax"
+    for result in body["results"]:
+        assert all(p["score"] >= 0.2 for p in result["predictions"])
+        assert result["record"]["labels"] == [p["label"] for p in result["predictions"]]
+    refused = httpx.post(f"{server}/v1/classify", files=_files(names[0]),
+                         data={"labels": LABELS, "multi_label": "true", "top_k": "2"}, timeout=TIMEOUT)
+    assert refused.status_code == 422 and "--top-k" in refused.json()["error"]

@@ -45,6 +45,8 @@ from .tasks import (  # noqa: E402
     TopK,
     classify,
     evaluate,
+    evaluate_multilabel,
+    evaluate_retrieval,
     resolve_classifier,
     resolve_model,
     search,
@@ -56,4 +58,5 @@ __all__ = [
     "Prediction", "TopK", "EvalResult", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "TEMPLATE_SETS", "read_labels",
     "resolve_templates", "ZsclipError", "InputError", "ImageReadError", "ModelLoadError", "ClassifierFileError",
     "OutputError", "ZsclipWarning", "EmbeddingStore", "embed", "search", "Hit",
+    "evaluate_multilabel", "evaluate_retrieval",
 ]

@@ -323,6 +323,100 @@ def write_dataset(
     return manifest
 
 
+# --- scenes of several shapes: the multi-label and retrieval world -----------------------------------
+
+@dataclass(frozen=True)
+class Scene:
+    """Two or three shapes of distinct colour-shape pairs on one background, not overlapping."""
+
+    shapes: tuple[ShapeSpec, ...]
+    background: str
+
+    @property
+    def labels(self) -> list[str]:
+        return [spec.label for spec in self.shapes]
+
+    def captions(self, count: int = 2) -> list[str]:
+        """Captions naming every shape ("a red star and a blue ring"), in ``count`` different orders."""
+        names = [f"a {spec.label}" for spec in self.shapes]
+        orders = [names, names[::-1], names[1:] + names[:1]]
+        seen: list[str] = []
+        for order in orders:
+            text = " and ".join(order) if len(order) < 3 else f"{', '.join(order[:-1])} and {order[-1]}"
+            if text not in seen:
+                seen.append(text)
+        return seen[:count]
+
+
+def sample_scene(rng: random.Random, count: int | None = None, pairs: Sequence[tuple[str, str]] | None = None
+                 ) -> Scene:
+    """A random scene of ``count`` (default 2 or 3) shapes with distinct colour-shape pairs, distinct
+    colours, none the background's, placed without overlapping (rejection sampling of centres)."""
+    count = count or rng.choice((2, 3))
+    pool = list(pairs) if pairs is not None else combinations("seen")
+    chosen: list[tuple[str, str]] = []
+    while len(chosen) < count:
+        pair = rng.choice(pool)
+        if all(pair[0] != c for c, _ in chosen):
+            chosen.append(pair)
+    background = rng.choice([c for c in COLOURS if c not in {colour for colour, _ in chosen}])
+    shapes: list[ShapeSpec] = []
+    for colour, shape in chosen:
+        radius = rng.uniform(0.15, 0.2) if count == 3 else rng.uniform(0.17, 0.24)
+        for _ in range(200):
+            centre = (rng.uniform(radius, 1 - radius), rng.uniform(radius, 1 - radius))
+            if all(math.dist(centre, other.centre) > (radius + other.radius) * 1.05 for other in shapes):
+                break
+        jitter = [rng.randint(-COLOUR_JITTER, COLOUR_JITTER) for _ in range(6)]
+        shapes.append(ShapeSpec(colour, shape, background, radius, centre, rng.uniform(0, 360), tuple(jitter[:3]),
+                                tuple(jitter[3:])))
+    return Scene(tuple(shapes), background)
+
+
+def render_scene(scene: Scene, size: int = 64, supersample: int = 4) -> Image.Image:
+    """Draw every shape of ``scene`` on its background, as ``render`` draws one."""
+    side = size * supersample
+    background = _rgb(scene.background, scene.shapes[0].background_tint)
+    image = Image.new("RGB", (side, side), background)
+    draw = ImageDraw.Draw(image)
+    for spec in scene.shapes:
+        _draw_filled(draw, spec, spec.centre[0] * side, spec.centre[1] * side, spec.radius * side,
+                     _rgb(spec.colour, spec.tint), background)
+    return image.resize((size, size), Image.Resampling.LANCZOS) if supersample > 1 else image
+
+
+def write_scenes(out_dir: str | Path, count: int, seed: int, size: int = 64, captions: int = 2) -> Path:
+    """Write ``count`` scenes as PNGs plus ``manifest.csv`` (path,labels with ';'), ``labels.jsonl``
+    (the same as JSONL lists), ``captions.csv`` (path,caption; ``captions`` per image) and ``labels.txt``
+    (all 48 colour-shape labels). Returns the manifest's path:
+    ``zsclip eval --data DIR/manifest.csv --labels-file DIR/labels.txt --multi-label``."""
+    import json
+
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    rows, caption_rows = [], []
+    for index in range(count):
+        scene = sample_scene(rng)
+        name = f"images/scene_{index:05d}.png"
+        render_scene(scene, size).save(out / name)
+        rows.append((name, scene.labels))
+        caption_rows += [(name, caption) for caption in scene.captions(captions)]
+    manifest = out / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "labels"])
+        writer.writerows((name, ";".join(labels)) for name, labels in rows)
+    (out / "labels.jsonl").write_text("".join(json.dumps({"path": name, "labels": labels}) + "\n"
+                                              for name, labels in rows))
+    with (out / "captions.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "caption"])
+        writer.writerows(caption_rows)
+    (out / "labels.txt").write_text("\n".join(classnames("both")) + "\n")
+    return manifest
+
+
 def _main() -> None:
     import click
 

@@ -20,6 +20,7 @@ from .common import (
     image_options,
     label_options,
     model_options,
+    multilabel_options,
     ray_options,
     read_classes,
     run_options,
@@ -40,14 +41,15 @@ from .trees import tree_options
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write results to .csv, .jsonl, .json or .parquet (by extension) instead of the terminal.")
 @tree_options
+@multilabel_options
 @model_options
 @image_options
 @scale_option
 @ray_options
 def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, labels_tree, tree_mode, beam,
-             descriptions, reject, reject_calibrate, tpr, reject_score, reject_label, model, pretrained, device,
-             precision, cache_dir, no_cache, batch_size, workers, max_pixels, decode, url_timeout, scale, ray_address,
-             ray_actors) -> None:
+             descriptions, reject, reject_calibrate, tpr, reject_score, reject_label, multi_label, multi_score,
+             threshold, calibrate, target_precision, model, pretrained, device, precision, cache_dir, no_cache,
+             batch_size, workers, max_pixels, decode, url_timeout, scale, ray_address, ray_actors) -> None:
     """Classify images into the classes you name.
 
     INPUTS are image files, folders (searched recursively), quoted glob patterns ("shots/**/*.jpg"),
@@ -62,6 +64,8 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
       zsclip classify photos.zse --labels-tree taxonomy.yaml --tree-mode chils -o rows.parquet
       zsclip classify photos/ --classifier adapted.zsc --reject-calibrate known/ --tpr 0.95
       zsclip classify examples/ --labels-file examples/labels.txt --model demo   # offline
+      zsclip classify photos/ --labels "dog,cat,person,car" --multi-label
+      zsclip classify photos/ --labels-file tags.txt --multi-label --calibrate tagged.csv --target-precision 0.9
 
     --model demo needs no download, but it knows only the synthetic world it was trained on:
     red/green/blue/yellow/purple/orange/white/black circles, squares, triangles, stars, crosses
@@ -89,9 +93,10 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         source = open_source(["-" if item is sys.stdin else item for item in arguments], model=model)
         head_options = HeadOptions(read_classes(labels, labels_file), classifier_file, templates, descriptions,
                                    labels_tree, tree_mode, beam, reject, reject_calibrate, tpr, reject_score,
-                                   reject_label, top_k, scale)
+                                   reject_label, top_k, scale, multi_label, multi_score, threshold, calibrate,
+                                   target_precision)
         head_options.check()
-        if top_k is None and not head_options.is_tree():
+        if top_k is None and not head_options.is_tree() and not head_options.is_multi_label():
             head_options.top_k = 3  # the terminal's default; the Python API's is 5
         if output:
             from ..outputs.rows import ResultWriter
@@ -109,6 +114,12 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         click.echo(f"zsclip: rejection threshold {rejector.threshold:.6g} ({rejector.score}) keeps "
                    f"{rejector.calibration['tpr']:.0%} of {rejector.calibration['num_images']} calibration images",
                    err=True)
+    multilabel = getattr(job.head, "multilabel", None)
+    if multilabel is not None and multilabel.calibration.get("num_images"):
+        values = multilabel.thresholds
+        click.echo(f"zsclip: {multilabel.score} thresholds ({multilabel.calibration['thresholds']}) from "
+                   f"{multilabel.calibration['num_images']} calibration images: {float(values.min()):.4g} to "
+                   f"{float(values.max()):.4g}", err=True)
     _emit(answers(job), len(source), job, output)
 
 

@@ -119,6 +119,32 @@ def ray_options(function):
     ])
 
 
+def multilabel_options(function):
+    """--multi-label, --multi-score, --threshold, --calibrate, --target-precision."""
+    return _apply(function, [
+        click.option("--multi-label", is_flag=True, default=None,
+                     help="Give every label whose own score reaches its threshold (none is an answer), instead "
+                          "of the top-k of a softmax."),
+        click.option("--multi-score", type=click.Choice(["negative", "standardised", "sigmoid", "softmax"]),
+                     default=None,
+                     help="With --multi-label: how each label is scored on its own. negative: the label prompt "
+                          "against 'a photo without a {}' (softmax models, no data needed; the default without "
+                          "--calibrate); standardised: the label's cosine as a z-score over the --calibrate images "
+                          "(the default with --calibrate); sigmoid: a SigLIP model's own (its default); softmax: "
+                          "over all labels (not independent; the baseline)."),
+        click.option("--threshold", type=float, default=None,
+                     help="With --multi-label: one fixed threshold for every label (default 0.5 for probabilities, "
+                          "2.0 for standardised scores)."),
+        click.option("--calibrate", type=click.Path(dir_okay=False), default=None,
+                     help="With --multi-label: a manifest of images with their labels (CSV path,labels with "
+                          "'dog;cat', or JSONL lists) to choose each label's threshold on (the best F1, or "
+                          "--target-precision)."),
+        click.option("--target-precision", type=float, default=None,
+                     help="With --calibrate: each label's threshold is the lowest that reaches this precision on "
+                          "the calibration images (e.g. 0.9)."),
+    ])
+
+
 def ray_settings(address: str | None, actors: int | None):
     """RaySettings for --ray, or None when the run is local."""
     if address is None:

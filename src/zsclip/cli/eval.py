@@ -16,10 +16,25 @@ from ..outputs.text import printable
 from ..prompts import read_labels, resolve_templates
 from ..tasks.evaluate import NothingDecodedError, benchmark_record, evaluate
 from ..tasks.models import default_weights, resolve_model
-from .common import UsageFailure, debugging, image_options, model_options, ray_options, run_options, usage_errors
+from .common import (
+    UsageFailure,
+    debugging,
+    image_options,
+    model_options,
+    multilabel_options,
+    ray_options,
+    run_options,
+    usage_errors,
+)
 
 
 @click.command(name="eval")
+@click.option("--task", type=click.Choice(["classification", "retrieval"]), default="classification",
+              show_default=True,
+              help="retrieval: image-to-text and text-to-image recall@1/5/10 (CLIP_benchmark's names) on a "
+                   "path,caption file (--data), or on a store with --captions.")
+@click.option("--captions", type=click.Path(dir_okay=False), default=None,
+              help="With --task retrieval and a store as --data: the path,caption file of its images.")
 @click.option("--data", "-d", required=True,
               help="A class-per-folder tree (folder names are the classes), a .csv/.jsonl manifest of path,label, "
                    "or WebDataset shards (\"shards/{00000..00099}.tar\", with --labels-file).")
@@ -51,12 +66,14 @@ from .common import UsageFailure, debugging, image_options, model_options, ray_o
 @click.option("--select-templates", type=click.IntRange(min=1), default=None,
               help="Choose this many templates from the --templates pool by greedy forward selection on --data "
                    "(as OpenAI chose its 7); --output then names the template file written.")
+@multilabel_options
 @model_options
 @image_options
 @ray_options
-def eval_command(data, dataset, labels_file, templates, classifier_file, output, report_dir, labels_tree, unknown, tpr,
-                 beam, descriptions, select_templates, model, pretrained, device, precision, cache_dir, no_cache,
-                 batch_size, workers, max_pixels, decode, url_timeout, ray_address, ray_actors) -> None:
+def eval_command(task, captions, data, dataset, labels_file, templates, classifier_file, output, report_dir,
+                 labels_tree, unknown, tpr, beam, descriptions, select_templates, multi_label, multi_score, threshold,
+                 calibrate, target_precision, model, pretrained, device, precision, cache_dir, no_cache, batch_size,
+                 workers, max_pixels, decode, url_timeout, ray_address, ray_actors) -> None:
     """Measure zero-shot accuracy on labelled images: acc1, acc5, mean per-class recall.
 
     \b
@@ -65,6 +82,9 @@ def eval_command(data, dataset, labels_file, templates, classifier_file, output,
       zsclip eval --data my_photos/ --templates openai-imagenet,openai-imagenet-7,photo
       zsclip eval --data labels.csv --labels-file classes.txt --output results.json
       zsclip eval --data "shards/{00000..00099}.tar" --labels-file classes.txt
+      zsclip eval --data tagged.csv --labels-file tags.txt --multi-label --report report/
+      zsclip eval --task retrieval --data captions.csv --output results.json
+      zsclip eval --task retrieval --data photos.zse --captions captions.csv
 
     Images that fail to decode are listed on stderr and in the results, and the metrics count the
     others; the exit status is then 1 (as for classify). If no image can be read, that is one line
@@ -72,6 +92,14 @@ def eval_command(data, dataset, labels_file, templates, classifier_file, output,
     Manifests and labels files are UTF-8 (a BOM is fine); a line starting with # is a comment.
     """
     options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
+    multi = {"multi_score": multi_score, "threshold": threshold, "calibrate": calibrate,
+             "target_precision": target_precision}
+    if task == "retrieval" or multi_label or captions is not None or any(v is not None for v in multi.values()):
+        _other_task(task, captions, data, dataset, labels_file, templates, classifier_file, output, report_dir,
+                    multi_label, multi, {"labels_tree": labels_tree, "unknown": unknown, "tpr": tpr, "beam": beam,
+                                         "select_templates": select_templates, "descriptions": descriptions},
+                    model, pretrained, options, not no_cache, cache_dir, _ray(ray_address, ray_actors))
+        return
     with usage_errors():
         template_sets = [name.strip() for name in (templates or "").split(",") if name.strip()]
         if templates is not None and not template_sets:
@@ -133,6 +161,68 @@ def eval_command(data, dataset, labels_file, templates, classifier_file, output,
                 "templates": classifier_file if classifier_file else ", ".join(template_sets),
                 "precision": precision, "zsclip": __version__}, tpr or 0.95)
     sys.exit(1 if result.failures else 0)
+
+
+def _other_task(task, captions, data, dataset, labels_file, templates, classifier_file, output, report_dir,
+                multi_label, multi, others, model, pretrained, options, cache, cache_dir, settings) -> None:
+    """eval --task retrieval, or --multi-label: refused combinations first, then the task and its record."""
+    with usage_errors():
+        given = next((f"--{name.replace('_', '-')}" for name, value in others.items() if value), None)
+        if task == "retrieval":
+            named = (("labels_file", labels_file), ("classifier", classifier_file), ("multi_label", multi_label),
+                     *multi.items())
+            extra = given or next((f"--{name.replace('_', '-')}" for name, value in named if value is not None), None)
+            if extra:
+                raise InputError(f"{extra} does not apply to --task retrieval (captions against images)")
+            if report_dir:
+                raise InputError("--report applies to classification: retrieval writes its figures with --output")
+        else:
+            if given:
+                raise InputError(f"{given} does not apply to --multi-label evaluation")
+            if captions is not None:
+                raise InputError("--captions applies to --task retrieval")
+            if not multi_label:
+                name = next(f"--{k.replace('_', '-')}" for k, v in multi.items() if v is not None)
+                raise InputError(f"{name} applies to multi-label classification: add --multi-label")
+        if output:
+            if not output.lower().endswith(".json"):
+                raise InputError(f"--output {printable(output)}: eval writes JSON; name it .json")
+            check_writable(output, "--output")
+        if report_dir:
+            _check_report_folder(Path(report_dir))
+        if task == "retrieval":
+            from ..tasks.retrieval import evaluate_retrieval
+
+            record = evaluate_retrieval(data, captions, model=model, pretrained=pretrained, options=options,
+                                        dataset=dataset, ray=settings)
+            for k in (1, 5, 10):
+                click.echo(f"recall@{k:<3d} image retrieval {record['metrics'][f'image_retrieval_recall@{k}']:.2%}  "
+                           f"text retrieval {record['metrics'][f'text_retrieval_recall@{k}']:.2%}")
+            click.echo(f"zsclip: {record['num_images']} images, {record['num_captions']} captions "
+                       f"({record['num_failed']} images failed)", err=True)
+        else:
+            from ..tasks.multilabel import evaluate_multilabel
+
+            record = evaluate_multilabel(data, read_labels(labels_file) if labels_file else None,
+                                         classifier=classifier_file, templates=None if classifier_file else templates,
+                                         score=multi["multi_score"],
+                                         threshold=multi["threshold"], calibrate=multi["calibrate"],
+                                         target_precision=multi["target_precision"], dataset=dataset, model=model,
+                                         pretrained=pretrained, options=options, cache=cache, cache_dir=cache_dir,
+                                         ray=settings)
+            m = record["metrics"]
+            click.echo(f"{record['score']:14s} mAP {m['mAP']:.4f}  micro F1 {m['micro_f1']:.4f}  macro F1 "
+                       f"{m['macro_f1']:.4f}  precision {m['micro_precision']:.4f}  recall {m['micro_recall']:.4f}")
+            for name, value in record["score_comparison"].items():
+                click.echo(f"  mAP ranking by {name}: {value:.4f}" if value is not None else f"  {name}: n/a")
+        _report_failures(record["failures"])
+        if output:
+            write_json(output, record)
+        if report_dir:
+            from ..outputs.report import write_multilabel_report
+
+            click.echo(f"zsclip: report in {printable(write_multilabel_report(Path(report_dir), record))}", err=True)
+    sys.exit(1 if record["failures"] else 0)
 
 
 def _ray(address, actors):

@@ -37,6 +37,13 @@ class LabelledCollection:
     classnames: list[str]
     items: list[LabelledSource]
     shards: list[str] = field(default_factory=list)
+    #: multi-label collections (a manifest's ``labels``): the label indices of each item; an item's
+    #: ``target`` is then its position here, so every runner carries it as it carries a class index
+    label_sets: list[tuple[int, ...]] | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        return self.label_sets is not None
 
 
 def image_folder(root: str | Path, classnames: Sequence[str] | None = None) -> LabelledCollection:
@@ -87,6 +94,81 @@ def manifest(path: str | Path, classnames: Sequence[str] | None = None) -> Label
             location = str(path.parent / image)
         items.append(LabelledSource(location, error and f"{path}:{line}: {error}", target))
     return LabelledCollection(names, items)
+
+
+def is_multilabel_manifest(path: str | Path) -> bool:
+    """A CSV whose header has a ``labels`` column (and no ``label``), or a JSONL whose first object has ``labels``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_file() or suffix not in (".csv", ".jsonl", ".ndjson"):
+        return False
+    text = read_text_file(path, "manifest")
+    if suffix == ".csv":
+        header = next(csv.reader(io.StringIO(text, newline="")), [])
+        names = {name.strip() for name in header}
+        return "labels" in names and "label" not in names
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                return False
+            return isinstance(record, dict) and "labels" in record and "label" not in record
+    return False
+
+
+def multilabel_manifest(path: str | Path, classnames: Sequence[str] | None = None) -> LabelledCollection:
+    """A multi-label manifest: CSV ``path,labels`` with names separated by ``;`` ("dog;cat"; empty =
+    none of the labels), or JSONL ``{"path": ..., "labels": ["dog", "cat"]}``. Without ``classnames``
+    the labels are the distinct names in order of first appearance; a name that is not one of
+    ``classnames`` makes its row an error row (reported, not fatal)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"manifest {path} not found")
+    text = read_text_file(path, "manifest")
+    rows: list[tuple[int, str, list[str], str | None]] = []
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            for row in reader:
+                cell = _cell(row, "labels")
+                rows.append((reader.line_num, _cell(row, "path"),
+                             [name.strip() for name in cell.split(";") if name.strip()], None))
+        except csv.Error as error:
+            raise InputError(f"manifest {path}, line {reader.line_num}: not valid CSV ({error})") from None
+    else:
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as error:
+                rows.append((n, "", [], f"not valid JSON ({getattr(error, 'msg', error)})"))
+                continue
+            labels = record.get("labels") if isinstance(record, dict) else None
+            if not isinstance(labels, list) or not all(isinstance(name, str) for name in labels):
+                rows.append((n, "", [], 'not an object {"path": ..., "labels": [names]}'))
+                continue
+            rows.append((n, _field(record.get("path")), [name.strip() for name in labels if name.strip()], None))
+    names = list(classnames) if classnames is not None else list(dict.fromkeys(
+        name for _, _, labels, _ in rows for name in labels))
+    if not names:
+        raise InputError(f"manifest {path} names no labels: give each image its labels (\"dog;cat\")")
+    lookup = {name: index for index, name in enumerate(names)}
+    items, label_sets = [], []
+    for line, image, labels, problem in rows:
+        unknown = next((name for name in labels if name not in lookup), None)
+        error = problem or (None if image else "no path in this row") or (
+            f"label {unknown!r} is not one of the labels" if unknown is not None else None)
+        if error or not image:
+            location = f"{path}:{line}"
+        elif is_url(image) or Path(image).is_absolute():
+            location = image
+        else:
+            location = str(path.parent / image)
+        items.append(LabelledSource(location, error and f"{path}:{line}: {error}", len(items)))
+        label_sets.append(tuple(sorted({lookup[name] for name in labels if name in lookup})))
+    return LabelledCollection(names, items, label_sets=label_sets)
 
 
 def _manifest_rows(path: Path) -> list[tuple[int, str, str, str | None]]:
@@ -184,6 +266,8 @@ def open_collection(
             return image_folder(path, CLASSNAME_SETS["imagenet1k"]()), "imagenet1k"
         return image_folder(path, names), classes
     if path.suffix.lower() in (".csv", ".jsonl", ".ndjson"):
+        if is_multilabel_manifest(path):
+            return multilabel_manifest(path, names), classes
         return manifest(path, names), classes
     if text.lower().endswith((".tar", ".tar.gz", ".tgz")) or "{" in text:
         if classes is None:
@@ -197,3 +281,40 @@ def looks_like_imagenet(folder: Path) -> bool:
     the sorted ids, the order of open_clip's ImageNet class names."""
     names = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return len(names) == 1000 and all(re.fullmatch(r"n\d{8}", name) for name in names)
+
+
+def read_captions(path: str | Path) -> list[tuple[str, str]]:
+    """(image, caption) rows of a ``path,caption`` CSV (or JSONL ``{"path", "caption"}``), several
+    rows per image allowed; relative paths resolve against the file's folder. Rows without a path
+    or a caption are refused in one line (a retrieval set with holes would skew recall)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"captions file {path} not found (a CSV with a header path,caption)")
+    text = read_text_file(path, "captions file")
+    rows: list[tuple[int, str, str]] = []
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except (json.JSONDecodeError, RecursionError) as error:
+                    raise InputError(f"captions file {path}, line {n}: not valid JSON ({error})") from None
+                record = record if isinstance(record, dict) else {}
+                rows.append((n, _field(record.get("path")), str(record.get("caption") or "").strip()))
+    else:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            if not reader.fieldnames or not {"path", "caption"} <= {n.strip() for n in reader.fieldnames if n}:
+                raise InputError(f"captions file {path} needs a header row with 'path' and 'caption' columns")
+            rows = [(reader.line_num, _cell(row, "path"), _cell(row, "caption")) for row in reader]
+        except csv.Error as error:
+            raise InputError(f"captions file {path}, line {reader.line_num}: not valid CSV ({error})") from None
+    out = []
+    for line, image, caption in rows:
+        if not image or not caption:
+            raise InputError(f"captions file {path}, line {line}: a row needs a path and a caption")
+        location = image if is_url(image) or Path(image).is_absolute() else str(path.parent / image)
+        out.append((location, caption))
+    if not out:
+        raise InputError(f"captions file {path} has no rows")
+    return out

@@ -6,6 +6,7 @@ embedding stores) hands it the same [B, D] features, so every head works on ever
 - ``flat``: top-k over any flat classifier file (built, linear probe, Tip-Adapter);
 - ``tree``: a label tree in one of its modes (flat, top-down, chils);
 - ``reject``: open-set rejection wrapped around any head;
+- ``multilabel``: every label over its own threshold, each scored independently;
 - ``files``: which head a classifier file holds (a file may hold any registered head).
 
 A new head is one module here plus one line in ``zsclip.job.registry``.
@@ -14,7 +15,9 @@ A new head is one module here plus one line in ``zsclip.job.registry``.
 from .base import Head, Prediction
 from .files import FILE_FORMATS, load_head_file
 from .flat import FlatHead
+from .multilabel import MultiLabelClassifier, MultiLabelHead
 from .reject import RejectingHead
 from .tree import TreeHead
 
-__all__ = ["Head", "Prediction", "FlatHead", "TreeHead", "RejectingHead", "FILE_FORMATS", "load_head_file"]
+__all__ = ["Head", "Prediction", "FlatHead", "TreeHead", "RejectingHead", "MultiLabelClassifier",
+           "MultiLabelHead", "FILE_FORMATS", "load_head_file"]

@@ -18,12 +18,15 @@ from ..classifier.zeroshot import TIP_ADAPTER_FORMAT
 from ..errors import ClassifierFileError
 from ..hierarchy import TreeClassifier
 from ..hierarchy.modes import _FILE_FORMAT as TREE_FORMAT
+from .multilabel import FILE_FORMAT as MULTILABEL_FORMAT
+from .multilabel import MultiLabelClassifier
 
 #: format name -> reader. A new kind of classifier file registers its reader here.
-FILE_FORMATS: dict[str, Callable[[Path], ZeroShotClassifier | TreeClassifier]] = {
+FILE_FORMATS: dict[str, Callable[[Path], ZeroShotClassifier | TreeClassifier | MultiLabelClassifier]] = {
     "zsclip-classifier/1": ZeroShotClassifier.load,
     TIP_ADAPTER_FORMAT: ZeroShotClassifier.load,
     TREE_FORMAT: TreeClassifier.load,
+    MULTILABEL_FORMAT: MultiLabelClassifier.load,
 }
 
 
@@ -46,8 +49,9 @@ def file_format(path: str | os.PathLike) -> str:
     return found
 
 
-def load_head_file(path: str | os.PathLike) -> ZeroShotClassifier | TreeClassifier:
-    """A flat classifier (zero-shot, linear probe, Tip-Adapter) or a tree classifier, by its format."""
+def load_head_file(path: str | os.PathLike) -> ZeroShotClassifier | TreeClassifier | MultiLabelClassifier:
+    """A flat classifier (zero-shot, linear probe, Tip-Adapter), a tree classifier or a multi-label
+    classifier (labels with thresholds), by its format."""
     return FILE_FORMATS[file_format(path)](Path(path))
 
 

@@ -48,9 +48,15 @@ class HeadOptions:
     reject_label: str | None = None
     top_k: int | None = None
     scale: float | None = None
+    multi_label: bool | None = None       # every label over its own threshold (zsclip.heads.multilabel)
+    multi_score: str | None = None        # negative / standardised / sigmoid / softmax
+    threshold: float | None = None        # one fixed threshold for every label
+    calibrate: object = None              # a multi-label manifest (or source) to calibrate thresholds on
+    target_precision: float | None = None  # calibrate for this precision per label (else the best F1)
 
     def check(self) -> None:
         """Refuse what cannot apply, in one line, before any model is loaded."""
+        self._check_multi_label()
         if self.classifier is not None:
             given = [name for name, value in (("labels", self.labels), ("templates", self.templates),
                                                ("descriptions", self.descriptions),
@@ -92,6 +98,56 @@ class HeadOptions:
         if self.reject_score is not None and self.reject_score not in SCORES:
             raise InputError(f"unknown open-set score {self.reject_score!r}: use {' or '.join(SCORES)}")
 
+    def _check_multi_label(self) -> None:
+        multi = self.is_multi_label()
+        given = [name for name, value in (("--multi-score", self.multi_score), ("--threshold", self.threshold),
+                                          ("--calibrate", self.calibrate),
+                                          ("--target-precision", self.target_precision)) if value is not None]
+        if not multi:
+            if given:
+                raise InputError(f"{given[0]} applies to multi-label classification: add --multi-label")
+            return
+        if self.is_tree():
+            raise InputError("--multi-label scores flat labels: a label tree answers one label per level; give "
+                             "--labels (or --labels-file) instead of --labels-tree")
+        for name, value in (("--top-k", self.top_k), ("--reject", self.reject),
+                            ("--reject-calibrate", self.reject_calibrate)):
+            if value is not None:
+                raise InputError(f"{name} does not apply to --multi-label: every label over its threshold is given "
+                                 "(tune them with --threshold or --calibrate FILE)")
+        from ..heads.multilabel import SCORES
+
+        if self.multi_score is not None and self.multi_score not in SCORES:
+            raise InputError(f"unknown multi-label score {self.multi_score!r}: use {', '.join(SCORES)}")
+        if self.multi_score is not None and self._is_multilabel_file():
+            raise InputError("a multi-label classifier file holds its score: leave out --multi-score")
+        if self.threshold is not None and self.calibrate is not None:
+            raise InputError("give --threshold T (one for every label) or --calibrate FILE (one per label), not both")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise InputError(f"--threshold {self.threshold}: give a finite threshold, e.g. 0.5")
+        if self.target_precision is not None and self.calibrate is None:
+            raise InputError("--target-precision applies to --calibrate FILE (labelled images to choose thresholds on)")
+        if self.target_precision is not None and not 0 < self.target_precision <= 1:
+            raise InputError(f"--target-precision {self.target_precision}: give a precision between 0 and 1, e.g. 0.9")
+        if self.multi_score == "standardised" and self.calibrate is None:
+            raise InputError("--multi-score standardised needs per-label statistics: add --calibrate FILE (images "
+                             "with their labels)")
+
+    def is_multi_label(self) -> bool:
+        """Whether the head gives every label over its threshold (asked for, or a multi-label file)."""
+        return bool(self.multi_label) or self._is_multilabel_file()
+
+    def _is_multilabel_file(self) -> bool:
+        from ..heads.multilabel import FILE_FORMAT, MultiLabelClassifier
+
+        if isinstance(self.classifier, MultiLabelClassifier):
+            return True
+        if isinstance(self.classifier, (str, os.PathLike)):
+            from ..heads.files import file_format
+
+            return file_format(self.classifier) == FILE_FORMAT
+        return False
+
     def is_tree(self) -> bool:
         """Whether the head is a label tree (given as a tree, or as a tree classifier file)."""
         return self.labels_tree is not None or isinstance(self.classifier, TreeClassifier) or (
@@ -100,17 +156,18 @@ class HeadOptions:
     @property
     def needs_text_tower(self) -> bool:
         """Whether building this head encodes prompts (labels or a tree; a classifier file does not)."""
-        return self.classifier is None
+        return self.classifier is None or (bool(self.multi_label) and not self._is_multilabel_file()
+                                           and self.multi_score in (None, "negative"))
 
     def classifier_model(self) -> tuple[str | None, str | None]:
         """(model, pretrained) a classifier file records, to load when the user names none."""
         if self.classifier is None:
             return None, None
         loaded = self._loaded()
-        clf = loaded.node_classifier if isinstance(loaded, TreeClassifier) else loaded
+        clf = loaded.node_classifier if isinstance(loaded, TreeClassifier) else getattr(loaded, "positive", loaded)
         return clf.provenance.get("model"), clf.provenance.get("pretrained")
 
-    def _loaded(self) -> ZeroShotClassifier | TreeClassifier:
+    def _loaded(self):
         if isinstance(self.classifier, (str, os.PathLike)):
             self.classifier = load_head_file(self.classifier)
         return self.classifier
@@ -123,8 +180,9 @@ def _is_tree_file(path) -> bool:
     return file_format(path) == TREE_FORMAT
 
 
-#: How a rejector gets the features of its calibration images: (source) -> feature batches.
-Calibration = Callable[[object], Iterable[torch.Tensor]]
+#: How a head gets its calibration images: (source, None) -> feature batches (a rejector's images), or
+#: (manifest, label names) -> FeatureBatches with ``label_sets`` (multi-label thresholds).
+Calibration = Callable[[object, object], Iterable]
 
 
 def build_head(options: HeadOptions, encoder: Encoder | None, run: RunOptions, *, cache: bool = True,
@@ -136,6 +194,8 @@ def build_head(options: HeadOptions, encoder: Encoder | None, run: RunOptions, *
     float16 store) so the threshold is chosen on the same precision it is applied to."""
     options.check()
     build = {"precision": run.precision, "cache": cache, "cache_dir": cache_dir}
+    if options.is_multi_label():
+        return build_multilabel_head(options, encoder, build, calibration, feature_dtype)
     if options.classifier is not None:
         loaded = options._loaded()
         if encoder is not None:
@@ -164,6 +224,54 @@ def build_head(options: HeadOptions, encoder: Encoder | None, run: RunOptions, *
     return head if rejector is None else HEADS["reject"](head, rejector)
 
 
+def build_multilabel_head(options: HeadOptions, encoder: Encoder | None, build: dict,
+                          calibration: Calibration | None, feature_dtype: torch.dtype | None) -> Head:
+    """A ``MultiLabelHead``: from a multi-label file, a flat classifier file or labels; thresholds
+    fixed (``threshold``, else the score's default) or calibrated on ``calibrate``."""
+    from ..heads.multilabel import MultiLabelClassifier
+    from .registry import HEADS
+
+    if options.classifier is not None:
+        loaded = options._loaded()
+        if encoder is not None:
+            loaded.check_encoder(encoder)
+        if isinstance(loaded, MultiLabelClassifier):
+            multilabel = loaded
+            if options.threshold is not None:
+                multilabel.thresholds = torch.full_like(multilabel.thresholds, float(options.threshold))
+                multilabel.calibration = {"thresholds": "fixed", "threshold": float(options.threshold)}
+        else:
+            multilabel = MultiLabelClassifier.from_classifier(loaded, encoder, score=_multi_score(options, loaded),
+                                                              threshold=options.threshold, **build)
+    else:
+        from ..hierarchy.descriptions import build_classifier
+
+        positive = build_classifier(_need(encoder), options.labels, options.templates, options.descriptions, **build)
+        multilabel = MultiLabelClassifier.from_classifier(positive, encoder, score=_multi_score(options, positive),
+                                                          threshold=options.threshold, **build)
+    if options.calibrate is not None:
+        if calibration is None:
+            raise InputError("--calibrate needs calibration images and a model to encode them")
+
+        def batches():
+            for batch in calibration(options.calibrate, multilabel.classnames):
+                features = batch.features
+                if feature_dtype is not None:
+                    features = features.to(feature_dtype).float()
+                yield features, batch.good_label_sets()
+
+        multilabel.calibrate(batches(), target_precision=options.target_precision)
+    return HEADS["multilabel"](multilabel, options.scale)
+
+
+def _multi_score(options: HeadOptions, positive: ZeroShotClassifier) -> str | None:
+    """The score asked for; by default a sigmoid model's own, the standardised cosine when calibration
+    images are given (measured best on the demo world), else the negative prompt (needs no data)."""
+    if options.multi_score is not None or positive.is_sigmoid:
+        return options.multi_score
+    return "standardised" if options.calibrate is not None else None
+
+
 def make_rejector(options: HeadOptions, head: Head, calibration: Calibration | None,
                   feature_dtype: torch.dtype | None) -> Rejector | None:
     """The rejector the options ask for (fixed or calibrated), or None."""
@@ -179,7 +287,7 @@ def make_rejector(options: HeadOptions, head: Head, calibration: Calibration | N
     tpr = options.tpr or DEFAULT_TPR
 
     def batches():
-        for features in calibration(options.reject_calibrate):
+        for features in calibration(options.reject_calibrate, None):
             yield features.to(feature_dtype).float() if feature_dtype is not None else features
 
     rejector = Rejector.calibrate(head.classifier, batches(), tpr=tpr, score=score, label=label)
@@ -204,4 +312,5 @@ def _need(encoder: Encoder | None) -> Encoder:
     return encoder
 
 
-__all__ = ["HeadOptions", "build_head", "make_rejector", "warn_out_of_range", "DEFAULT_TOP_K", "DEFAULT_TPR"]
+__all__ = ["HeadOptions", "build_head", "make_rejector", "build_multilabel_head", "warn_out_of_range",
+           "DEFAULT_TOP_K", "DEFAULT_TPR"]

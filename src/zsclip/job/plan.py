@@ -77,7 +77,7 @@ def resolve_encoder(source: FeatureSource, head: HeadOptions | None, *, encoder:
 
     if needs_model is None:
         needs_model = source.needs_model or (head is not None and (
-            head.needs_text_tower or head.reject_calibrate is not None))
+            head.needs_text_tower or head.reject_calibrate is not None or head.calibrate is not None))
     if source.model is not None and model is not None and model != source.model:
         raise InputError(f"the store holds embeddings of {source.model}, not {model}: leave out --model (the store's "
                          f"own model is used), or embed the images with {model} into another store")
@@ -111,12 +111,17 @@ def plan(source: FeatureSource, head_options: HeadOptions, *, encoder: Encoder |
     if encoder is not None:
         source.check_encoder(encoder)
 
-    def calibration(images) -> Iterator:
+    def calibration(images, label_names=None) -> Iterator:
         from .openers import open_source
+        from .sources import require_labels
 
-        calibration_source = open_source(images)
-        for batch in features(calibration_source, encoder, run, None):
-            yield batch.features
+        if label_names is None:  # a rejector's images of the known classes
+            for batch in features(open_source(images), encoder, run, None):
+                yield batch.features
+            return
+        calibration_source = open_source(images, labelled=True, classes=[[name] for name in label_names])
+        require_labels(calibration_source, "--calibrate", multi_label=True)
+        yield from features(calibration_source, encoder, run, None)
 
     head = build_head(head_options, encoder, run, cache=cache, cache_dir=cache_dir, calibration=calibration,
                       feature_dtype=source.feature_dtype)

@@ -7,7 +7,7 @@ A new source or head is one module plus one line here.
 
 from __future__ import annotations
 
-from ..heads import FlatHead, RejectingHead, TreeHead
+from ..heads import FlatHead, MultiLabelHead, RejectingHead, TreeHead
 from . import openers
 
 SOURCES = [
@@ -17,6 +17,6 @@ SOURCES = [
     ("images", openers.matches_images, openers.open_images),
 ]
 
-HEADS = {"flat": FlatHead, "tree": TreeHead, "reject": RejectingHead}
+HEADS = {"flat": FlatHead, "tree": TreeHead, "reject": RejectingHead, "multilabel": MultiLabelHead}
 
 __all__ = ["SOURCES", "HEADS"]

@@ -35,6 +35,13 @@ class FeatureBatch:
     errors: list[str | None]
     features: torch.Tensor
     targets: list[int] | None = None
+    #: multi-label sources: the label indices of each input (``targets`` is then None)
+    label_sets: list[tuple[int, ...]] | None = None
+
+    def good_label_sets(self) -> list[tuple[int, ...]]:
+        """The label indices of each input that has features, in order."""
+        assert self.label_sets is not None
+        return [s for s, e in zip(self.label_sets, self.errors, strict=True) if e is None]
 
     def good_targets(self) -> list[int]:
         """The class index of each input that has features, in order."""
@@ -54,6 +61,9 @@ class FeatureSource(ABC):
     #: the model a source was made with, when it records one (a store)
     model: str | None = None
     pretrained: str | None = None
+
+    #: whether each input holds a set of labels (a multi-label manifest or store) instead of one class
+    multi_label: bool = False
 
     @property
     def labelled(self) -> bool:
@@ -115,13 +125,20 @@ class LabelledData(FeatureSource):
         self.collection = collection
         self.classnames = list(collection.classnames) if labelled else None
         self.kind = "shards" if collection.shards else "labelled data"
+        self.multi_label = labelled and collection.multi_label
 
     def __len__(self) -> int:
         return len(self.collection.items)
 
+    def _batch(self, names, errors, features, targets) -> FeatureBatch:
+        if self.multi_label:  # targets are item positions: each item's label set
+            sets = self.collection.label_sets
+            return FeatureBatch(list(names), list(errors), features, None, [sets[int(t)] for t in targets])
+        return FeatureBatch(list(names), list(errors), features, list(targets) if self.labelled else None)
+
     def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
         for names, errors, targets, features in labelled_feature_batches(self.collection, encoder, options):
-            yield FeatureBatch(names, errors, features, list(targets) if self.labelled else None)
+            yield self._batch(names, errors, features, targets)
 
     def ray_batches(self, encoder: Encoder | None, options: RunOptions, settings) -> Iterator[FeatureBatch]:
         from ..cluster.runner import encoded_batches
@@ -130,7 +147,7 @@ class LabelledData(FeatureSource):
         for names, errors, features, targets in encoded_batches(
                 collection.items, encoder, options, settings, shards=collection.shards,
                 classnames=collection.classnames if self.labelled else ()):
-            yield FeatureBatch(names, errors, features, targets if self.labelled else None)
+            yield self._batch(names, errors, features, targets)
 
 
 class StoreSource(FeatureSource):
@@ -200,7 +217,12 @@ def is_shards(text: str) -> bool:
         "{" in text and "}" in text and any(ext in lowered for ext in (".tar", ".tgz")))
 
 
-def require_labels(source: FeatureSource, what: str) -> None:
+def require_labels(source: FeatureSource, what: str, multi_label: bool = False) -> None:
+    if source.labelled and source.multi_label != multi_label:
+        raise InputError(f"{what} needs one class per image, and this data holds several labels per image: add "
+                         "--multi-label" if source.multi_label else
+                         f"{what} with --multi-label needs several labels per image: a manifest with a 'labels' "
+                         "column (\"dog;cat\") or a JSONL 'labels' list, or a store embedded from one")
     if not source.labelled:
         raise InputError(f"{what} needs labelled data: a class-per-folder tree, a path,label manifest, shards "
                          "with --labels-file, or a store made with `zsclip embed --labelled`")

@@ -105,6 +105,45 @@ def _recall_plot(path: Path, recall: list[float | None], names: list[str]) -> No
     _save_figure(figure, path)
 
 
+def write_multilabel_report(folder: str | os.PathLike, record: dict) -> Path:
+    """metrics.json, per_label_ap.png (worst labels first) and index.html for a multi-label eval."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = utf8_safe(record)
+    write_json(folder / "metrics.json", record)
+    present = sorted(((ap, name) for name, ap in record["per_label_ap"].items() if ap is not None), key=lambda x: x[0])
+    shown = present[:60]
+    figure, axes = plt.subplots(figsize=(7, max(2.5, 0.22 * len(shown) + 1)))
+    axes.barh(range(len(shown)), [ap for ap, _ in shown], color="#4477aa")
+    axes.set_yticks(range(len(shown)), [name for _, name in shown], fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("average precision")
+    axes.set_title("per-label AP" + (f" (the {len(shown)} lowest of {len(present)})" if len(shown) < len(present)
+                                     else f" (mAP {record['metrics']['mAP']:.3f})"))
+    figure.tight_layout()
+    _save_figure(figure, folder / "per_label_ap.png")
+    escape = html.escape
+    metrics = "".join(f"<tr><td>{escape(k)}</td><td>{_number(v)}</td></tr>" for k, v in record["metrics"].items())
+    compared = "".join(f"<tr><td>{escape(k)}</td><td>{_number(v)}</td></tr>"
+                       for k, v in record["score_comparison"].items())
+    labels = "".join(f"<tr><td>{escape(name)}</td><td>{_number(record['per_label_ap'][name])}</td>"
+                     f"<td>{_number(record['per_label_threshold'][name])}</td>"
+                     f"<td>{_number(entry['precision'])}</td><td>{_number(entry['recall'])}</td>"
+                     f"<td>{_number(entry['f1'])}</td><td>{entry['support']}</td></tr>"
+                     for name, entry in record["per_label"].items())
+    page = (f"<!doctype html><meta charset='utf-8'><title>zsclip multi-label eval</title>"
+            f"<h1>{escape(str(record['dataset']))}: multi-label, score {escape(record['score'])}</h1>"
+            f"<p>model {escape(str(record['model']))}, {record['num_images']} images, thresholds "
+            f"{escape(str(record['thresholds'].get('thresholds', 'fixed')))}</p>"
+            f"<table border=1><tr><th>metric</th><th>value</th></tr>{metrics}</table>"
+            f"<h2>mAP by way of scoring</h2><table border=1>{compared}</table>"
+            f"<h2>per-label AP</h2><img src='per_label_ap.png' alt='per-label AP'>"
+            f"<table border=1><tr><th>label</th><th>AP</th><th>threshold</th><th>precision</th><th>recall</th>"
+            f"<th>F1</th><th>support</th></tr>{labels}</table>")
+    return write_atomically(folder / "index.html", page)
+
+
 def _save_figure(figure, path: Path) -> None:
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=110, format="png")

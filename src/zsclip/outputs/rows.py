@@ -203,7 +203,8 @@ class RecordWriter:
         import pyarrow.parquet as pq
 
         fields = [("path", pa.string())]
-        fields += [(c, pa.int64() if c == "rank" else pa.float64()
+        lists = {"labels": pa.list_(pa.string()), "scores": pa.list_(pa.float64())}  # multi-label rows
+        fields += [(c, lists[c] if c in lists else pa.int64() if c == "rank" else pa.float64()
                     if c.endswith("_probability") or c in ("openset_score", "score") else pa.string())
                    for c in self.columns]
         schema = pa.schema([*fields, ("error", pa.string())])
@@ -220,12 +221,16 @@ class RecordWriter:
 def _cell(value: object) -> str:
     if value is None:
         return ""
+    if isinstance(value, list):  # a multi-label row's labels / scores: ';'-separated, as manifests hold them
+        return csv_cell(";".join(f"{v:.6f}" if isinstance(v, float) else str(v) for v in value))
     if isinstance(value, float):
         return f"{value:.6f}"
     return csv_cell(value)
 
 
 def _json_value(value: object) -> object:
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
     if isinstance(value, float):
         return round(value, 6)
     return undecodable_escaped(value) if isinstance(value, str) else value
@@ -236,6 +241,12 @@ def print_record(source: str, record: dict, error: str | None, stream: TextIO) -
     stream.write(f"{printable(source)}\n")
     if error:
         stream.write(f"    error: {printable(error)}\n")
+        return
+    if isinstance(record.get("labels"), list):  # multi-label: every label over its threshold
+        if not record["labels"]:
+            stream.write("  (no label over its threshold)\n")
+        for label, score in zip(record["labels"], record["scores"], strict=True):
+            stream.write(f"  {printable(label)}  {score:.4f}\n")
         return
     for key, value in record.items():
         if key.endswith("_probability") or key == "openset_score":

@@ -234,6 +234,11 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
         reject_label: Annotated[str | None, Form(description="the label rejected images get (default none)")]
         = None,
         scale: Annotated[float | None, Form(description="a fixed temperature (> 0)")] = None,
+        multi_label: Annotated[bool | None, Form(description="every label over its own threshold")] = None,
+        multi_score: Annotated[str | None, Form(description="with multi_label: negative (default), sigmoid, "
+                                                            "softmax")] = None,
+        threshold: Annotated[float | None, Form(description="with multi_label: one threshold for every label")]
+        = None,
     ) -> ClassifyResponse:
         unknown = sorted(set((await request.form()).keys()) - CLASSIFY_FIELDS)
         if unknown:
@@ -250,7 +255,8 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
         options = HeadOptions(labels=None, classifier=None, templates=None, descriptions=None, labels_tree=tree,
                               tree_mode=tree_mode, beam=beam, reject=reject,
                               reject_calibrate=calibration or None, tpr=tpr, reject_score=reject_score,
-                              reject_label=reject_label, top_k=top_k, scale=scale)
+                              reject_label=reject_label, top_k=top_k, scale=scale, multi_label=multi_label or None,
+                              multi_score=multi_score, threshold=threshold)
         entry_task = asyncio.ensure_future(_resolve_classifier(current, labels, classifier, templates, tree,
                                                                described))
         try:
@@ -432,7 +438,7 @@ async def _head(current: ServerState, entry: Entry, options: HeadOptions, known:
     try:
         options.classifier, options.labels_tree = entry.classifier, None  # built or loaded: the head is made over it
         return build_head(options, current.encoder, RunOptions(device="cpu"), cache=False,
-                          calibration=lambda _images: [calibrated])
+                          calibration=lambda _images, _labels=None: [calibrated])
     except ZsclipError as error:
         raise ClientError(422, str(error)) from None
 

@@ -15,7 +15,10 @@ A new task is a module here that reads ``job.features()`` and a head's answers.
 from .classify import Prediction, TopK, classify, classify_items
 from .evaluate import EvalResult, benchmark_record, evaluate
 from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, resolve_classifier, resolve_model
+from .multilabel import evaluate_multilabel
+from .retrieval import evaluate_retrieval
 from .search import Hit, search
 
 __all__ = ["Prediction", "TopK", "classify", "classify_items", "EvalResult", "benchmark_record", "evaluate",
-           "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "resolve_classifier", "resolve_model", "Hit", "search"]
+           "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "resolve_classifier", "resolve_model", "Hit", "search",
+           "evaluate_multilabel", "evaluate_retrieval"]

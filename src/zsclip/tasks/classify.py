@@ -37,6 +37,11 @@ def classify(
     reject_label: str | None = None,
     top_k: int | None = None,
     scale: float | None = None,
+    multi_label: bool | None = None,
+    multi_score: str | None = None,
+    threshold: float | None = None,
+    calibrate=None,
+    target_precision: float | None = None,
     encoder: Encoder | None = None,
     model: str | None = None,
     pretrained: str | None = None,
@@ -52,7 +57,10 @@ def classify(
     zero-shot, linear probe, Tip-Adapter, or a tree classifier), or ``labels_tree`` (a tree file or a
     ``LabelTree``, with ``tree_mode`` and ``beam``); ``reject`` (a fixed threshold) or
     ``reject_calibrate`` (images of the named classes, kept at rate ``tpr``) wraps it in open-set
-    rejection. Options that cannot apply are refused (``InputError``) before anything runs.
+    rejection. ``multi_label`` gives every label over its own threshold (``multi_score``: negative,
+    standardised, sigmoid, softmax; ``threshold`` fixed, or ``calibrate`` on a multi-label manifest,
+    for ``target_precision`` or the best F1). Options that cannot apply are refused (``InputError``)
+    before anything runs.
 
     Returns an iterator of ``Prediction``s, one per input in order (``.record`` holds a tree's
     levels); with ``output`` (.csv, .jsonl, .json, .parquet) the rows are also written there,
@@ -60,7 +68,8 @@ def classify(
     """
     job = plan(open_source(inputs, model=model if _is_single_store(inputs) else None),
                HeadOptions(labels, classifier, templates, descriptions, labels_tree, tree_mode, beam, reject,
-                           reject_calibrate, tpr, reject_score, reject_label, top_k, scale),
+                           reject_calibrate, tpr, reject_score, reject_label, top_k, scale, multi_label, multi_score,
+                           threshold, calibrate, target_precision),
                encoder=encoder, model=model, pretrained=pretrained, run=options, cache=cache, cache_dir=cache_dir,
                ray=ray)
     sink = open_sink(output, job) if output is not None else None

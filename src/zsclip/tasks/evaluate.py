@@ -106,6 +106,10 @@ def evaluate(
         [name] if isinstance(name, str) else list(name) for name in classes]
     source = LabelledData(collection) if isinstance(collection, LabelledCollection) else open_source(
         collection, labelled=True, classes=given, dataset=dataset, model=model)
+    if source.multi_label:
+        from ..job.sources import require_labels
+
+        require_labels(source, "eval")  # several labels per image: refused with "add --multi-label"
     if classes is None:
         classes = getattr(source, "build_classes", None)
     settings = ray_settings(ray)

@@ -1,0 +1,262 @@
+"""Multi-label classification and retrieval eval, each a plug-in to the job shape.
+
+Metrics are checked against their references: average precision against scikit-learn's
+``average_precision_score``, F1 / precision / recall against ``precision_recall_fscore_support``,
+and retrieval recall@k against CLIP_benchmark 1.6.2's ``zeroshot_retrieval.evaluate`` run on the
+demo model and the same scenes (when clip_benchmark is installed; its retrieval module needs only
+torch). The head, its file, calibration and refusals are checked through Python and the CLI.
+"""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import zsclip
+from zsclip.cli import main
+from zsclip.heads import load_head_file
+from zsclip.heads.multilabel import MultiLabelClassifier, choose_threshold
+from zsclip.shapes import write_scenes
+from zsclip.tasks.multilabel_metrics import average_precision, retrieval_recall, threshold_metrics
+
+OPTIONS = zsclip.RunOptions(precision="fp32", workers=0, batch_size=8)
+CLI_COMMON = ["--model", "demo", "--precision", "fp32", "-j", "0", "-b", "8"]
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return zsclip.load_model("demo")
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenes")
+    test = write_scenes(root / "test", 24, seed=11)
+    calibration = write_scenes(root / "calibration", 24, seed=12)
+    return {"test": test, "calibration": calibration, "labels": root / "test" / "labels.txt",
+            "captions": root / "test" / "captions.csv", "jsonl": root / "test" / "labels.jsonl"}
+
+
+# --- metrics against their references ---------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(6))
+def test_average_precision_equals_scikit_learn(seed):
+    sklearn = pytest.importorskip("sklearn.metrics")
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.rand(80, generator=g)
+    if seed % 2:
+        scores = (scores * 6).round() / 6  # ties
+    truth = torch.rand(80, generator=g) < 0.3
+    assert average_precision(scores, truth) == pytest.approx(
+        sklearn.average_precision_score(truth.numpy(), scores.numpy()), abs=1e-12)
+    assert average_precision(scores, torch.zeros(80, dtype=torch.bool)) is None
+
+
+def test_threshold_metrics_equal_scikit_learn():
+    sklearn = pytest.importorskip("sklearn.metrics")
+    g = torch.Generator().manual_seed(3)
+    predicted, truth = torch.rand(60, 7, generator=g) < 0.4, torch.rand(60, 7, generator=g) < 0.3
+    truth[:, 6] = False  # a label without positives: zero_division=0
+    mine = threshold_metrics(predicted, truth, list("abcdefg"))
+    for average in ("micro", "macro"):
+        p, r, f, _ = sklearn.precision_recall_fscore_support(truth.numpy(), predicted.numpy(), average=average,
+                                                             zero_division=0)
+        assert mine[f"{average}_precision"] == pytest.approx(p)
+        assert mine[f"{average}_recall"] == pytest.approx(r)
+        assert mine[f"{average}_f1"] == pytest.approx(f)
+
+
+def test_retrieval_recall_equals_clip_benchmark_on_random_features():
+    reference = pytest.importorskip("clip_benchmark.metrics.zeroshot_retrieval")
+    g = torch.Generator().manual_seed(0)
+    images = torch.nn.functional.normalize(torch.randn(30, 8, generator=g), dim=-1)
+    texts = torch.nn.functional.normalize(torch.randn(70, 8, generator=g), dim=-1)
+    owner = torch.randint(0, 30, (70,), generator=g).tolist()
+    mine = retrieval_recall(images, texts, owner, block=7)
+    scores = texts @ images.T
+    positive = torch.zeros_like(scores, dtype=torch.bool)
+    positive[torch.arange(70), owner] = True
+    for k in (1, 5, 10):
+        expected_image = (reference.batchify(reference.recall_at_k, scores, positive, 16, "cpu", k=k) > 0)
+        expected_text = (reference.batchify(reference.recall_at_k, scores.T, positive.T, 16, "cpu", k=k) > 0)
+        assert mine[f"image_retrieval_recall@{k}"] == pytest.approx(expected_image.float().mean().item())
+        assert mine[f"text_retrieval_recall@{k}"] == pytest.approx(expected_text.float().mean().item())
+
+
+def test_retrieval_eval_equals_clip_benchmark_zeroshot_retrieval(demo, scenes):
+    """CLIP_benchmark 1.6.2's evaluate() on the demo model's open_clip module, the same images and captions."""
+    reference = pytest.importorskip("clip_benchmark.metrics.zeroshot_retrieval")
+    import csv
+
+    from PIL import Image
+
+    rows = list(csv.DictReader(scenes["captions"].open()))
+    folder = scenes["captions"].parent
+    images = list(dict.fromkeys(row["path"] for row in rows))
+    captions = [[row["caption"] for row in rows if row["path"] == image] for image in images]
+    pixels = torch.stack([demo._preprocess(Image.open(folder / image).convert("RGB")) for image in images])
+    loader = [(pixels[i:i + 8], captions[i:i + 8]) for i in range(0, len(images), 8)]
+    expected = reference.evaluate(demo.model, loader, demo.tokenizer, "cpu", amp=False, recall_k_list=[1, 5, 10])
+    record = zsclip.evaluate_retrieval(scenes["captions"], encoder=demo, options=OPTIONS)
+    assert record["num_images"] == len(images) and record["num_captions"] == len(rows)
+    for key, value in expected.items():
+        assert record["metrics"][key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_retrieval_over_a_store_equals_over_images(demo, scenes, tmp_path):
+    from zsclip.data.sources import expand_inputs
+    from zsclip.store import EmbeddingStore, embed
+
+    store = EmbeddingStore.create_or_open(tmp_path / "s.zse", demo, precision="fp32")
+    embed(store, list(expand_inputs([str(scenes["captions"].parent / "images")])), demo, OPTIONS)
+    over_images = zsclip.evaluate_retrieval(scenes["captions"], encoder=demo, options=OPTIONS)
+    over_store = zsclip.evaluate_retrieval(tmp_path / "s.zse", scenes["captions"], encoder=demo, options=OPTIONS)
+    assert over_store["metrics"] == pytest.approx(over_images["metrics"], abs=1e-6)
+    result = CliRunner().invoke(main, ["eval", "--task", "retrieval", "--data", str(tmp_path / "s.zse"),
+                                       "--captions", str(scenes["captions"]), "-o", str(tmp_path / "r.json"),
+                                       *CLI_COMMON])
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["task"] == "zeroshot_retrieval"
+    assert written["metrics"] == pytest.approx(over_images["metrics"], abs=1e-6)
+
+
+# --- data ----------------------------------------------------------------------------------------------
+
+def test_multilabel_manifests_csv_and_jsonl_agree(scenes):
+    from zsclip.data.collections import open_collection
+
+    names = scenes["labels"].read_text().split("\n")[:-1]
+    csv_collection, _ = open_collection(scenes["test"], [[n] for n in names])
+    jsonl_collection, _ = open_collection(scenes["jsonl"], [[n] for n in names])
+    assert csv_collection.multi_label and jsonl_collection.multi_label
+    assert csv_collection.label_sets == jsonl_collection.label_sets
+    assert all(2 <= len(labels) <= 3 for labels in csv_collection.label_sets)
+    assert [item.target for item in csv_collection.items] == list(range(len(csv_collection.items)))
+
+
+def test_unknown_label_in_a_multilabel_manifest_is_an_error_row(tmp_path):
+    from zsclip.data.collections import multilabel_manifest
+
+    (tmp_path / "m.csv").write_text("path,labels\na.png,red star;blue ring\nb.png,green moon\nc.png,\n")
+    collection = multilabel_manifest(tmp_path / "m.csv", ["red star", "blue ring"])
+    assert collection.items[0].error is None and collection.label_sets[0] == (0, 1)
+    assert "green moon" in collection.items[1].error
+    assert collection.items[2].error is None and collection.label_sets[2] == ()  # no label: a negative image
+
+
+# --- the head ------------------------------------------------------------------------------------------
+
+def test_rows_list_every_label_over_its_threshold(demo, scenes):
+    names = scenes["labels"].read_text().split("\n")[:-1]
+    images = sorted((scenes["test"].parent / "images").glob("*.png"))[:6]
+    rows = list(zsclip.classify(images, names, multi_label=True, threshold=0.55, encoder=demo, options=OPTIONS))
+    classifier = MultiLabelClassifier.build(demo, names, None, score="negative", threshold=0.55, cache=False,
+                                            precision="fp32")
+    from zsclip.job import ImageFiles
+    from zsclip.job.plan import features
+
+    expected = classifier.scores(torch.cat([b.features for b in features(ImageFiles(
+        [zsclip.Source(str(p)) for p in images]), demo, OPTIONS)]))
+    for row, values in zip(rows, expected, strict=True):
+        clear = (values - 0.55).abs() > 1e-4  # scores a hair from the threshold may fall either way
+        over = [names[i] for i in torch.argsort(values, descending=True).tolist() if values[i] >= 0.55 and clear[i]]
+        assert [label for label in row.labels if clear[names.index(label)]] == over
+        assert all(score >= 0.55 for score in row.scores) and row.scores == sorted(row.scores, reverse=True)
+        assert row.scores == pytest.approx([float(values[names.index(label)]) for label in row.labels], abs=1e-5)
+        assert row.record == {"labels": row.labels, "scores": row.scores}
+
+
+def test_calibrated_threshold_reaches_the_target_precision():
+    g = torch.Generator().manual_seed(5)
+    truth = torch.rand(200, generator=g) < 0.3
+    scores = truth.float() * 0.8 + torch.rand(200, generator=g)
+    threshold, status = choose_threshold(scores, truth, 0.9)
+    picked = scores >= threshold
+    assert status == "ok" and float((picked & truth).sum() / picked.sum()) >= 0.9
+    lower = scores[scores < threshold].max()  # the next lower cut misses the target: most recall at 0.9
+    assert float((truth & (scores >= lower)).sum() / (scores >= lower).sum()) < 0.9
+    best, _ = choose_threshold(scores, truth, None)
+    f1 = threshold_metrics((scores >= best)[:, None], truth[:, None], ["x"])["micro_f1"]
+    for other in scores.tolist():
+        assert threshold_metrics((scores >= other)[:, None], truth[:, None], ["x"])["micro_f1"] <= f1 + 1e-12
+    assert choose_threshold(scores, torch.zeros(200, dtype=torch.bool), 0.9) == (None, "no positives")
+
+
+def test_multilabel_file_round_trips_and_answers_the_same(demo, scenes, tmp_path):
+    names = scenes["labels"].read_text().split("\n")[:-1]
+    first = list(zsclip.classify(scenes["test"].parent / "images", names, multi_label=True,
+                                 calibrate=scenes["calibration"], target_precision=0.8, encoder=demo, options=OPTIONS))
+    from zsclip.job import HeadOptions, open_source, plan
+
+    job = plan(open_source(str(scenes["test"].parent / "images")),
+               HeadOptions(names, multi_label=True, calibrate=scenes["calibration"], target_precision=0.8),
+               encoder=demo, run=OPTIONS)
+    assert job.head.multilabel.score == "standardised"  # the default with calibration images
+    job.head.multilabel.save(tmp_path / "tags.zsml")
+    loaded = load_head_file(tmp_path / "tags.zsml")
+    assert isinstance(loaded, MultiLabelClassifier) and torch.equal(loaded.thresholds, job.head.multilabel.thresholds)
+    again = list(zsclip.classify(scenes["test"].parent / "images", classifier=tmp_path / "tags.zsml",
+                                 encoder=demo, options=OPTIONS))
+    assert [a.labels for a in again] == [f.labels for f in first]
+    result = CliRunner().invoke(main, ["classify", str(scenes["test"].parent / "images"), "-c",
+                                       str(tmp_path / "tags.zsml"), "-o", str(tmp_path / "rows.jsonl"), *CLI_COMMON])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert [row["labels"] for row in rows] == [f.labels for f in first]
+
+
+def test_tampered_multilabel_file_is_refused(demo, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    classifier = MultiLabelClassifier.build(demo, ["red star", "blue ring"], "photo", cache=False)
+    path = classifier.save(tmp_path / "m.zsml")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(path))
+    tensors["thresholds"] = torch.tensor([0.5, float("nan")])
+    save_file(tensors, str(tmp_path / "bad.zsml"), metadata=metadata)
+    with pytest.raises(zsclip.ClassifierFileError, match="thresholds"):
+        load_head_file(tmp_path / "bad.zsml")
+
+
+# --- eval and refusals -----------------------------------------------------------------------------------
+
+def test_eval_multilabel_json_and_report(scenes, tmp_path):
+    result = CliRunner().invoke(main, ["eval", "--data", str(scenes["test"]), "--labels-file", str(scenes["labels"]),
+                                       "--multi-label", "--calibrate", str(scenes["calibration"]),
+                                       "-o", str(tmp_path / "m.json"), "--report", str(tmp_path / "report"),
+                                       *CLI_COMMON])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "m.json").read_text())
+    assert record["task"] == "multilabel_classification" and record["score"] == "standardised"
+    present = [ap for ap in record["per_label_ap"].values() if ap is not None]
+    assert record["metrics"]["mAP"] == pytest.approx(sum(present) / len(present))
+    assert {"softmax", "standardised"} <= set(record["score_comparison"])
+    assert (tmp_path / "report" / "per_label_ap.png").is_file() and (tmp_path / "report" / "index.html").is_file()
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["classify", "x.png", "--labels", "a,b", "--multi-label", "--labels-tree", "t.yaml"], "label tree"),
+    (["classify", "x.png", "--labels", "a,b", "--threshold", "0.3"], "add --multi-label"),
+    (["classify", "x.png", "--labels", "a,b", "--multi-label", "--threshold", "0.3", "--calibrate", "c.csv"],
+     "not both"),
+    (["classify", "x.png", "--labels", "a,b", "--multi-label", "--target-precision", "0.9"], "--calibrate"),
+    (["classify", "x.png", "--labels", "a,b", "--multi-label", "--multi-score", "standardised"], "--calibrate"),
+    (["classify", "x.png", "--labels", "a,b", "--multi-label", "--top-k", "2"], "--top-k"),
+    (["classify", "x.png", "--labels", "a,b", "--multi-label", "--reject", "0.5"], "--reject"),
+    (["eval", "--task", "retrieval", "--data", "c.csv", "--multi-label"], "--multi-label"),
+    (["eval", "--data", "m.csv", "--multi-label", "--labels-tree", "t.yaml"], "--labels-tree"),
+    (["eval", "--data", "m.csv", "--captions", "c.csv"], "--captions"),
+])
+def test_refused_in_one_line(arguments, message):
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_single_label_eval_of_a_multilabel_manifest_says_add_multi_label(scenes):
+    with pytest.raises(zsclip.InputError, match="--multi-label"):
+        zsclip.evaluate(scenes["test"], model="demo", options=OPTIONS)
