@@ -11,6 +11,7 @@ import warnings
 import click
 from tqdm.auto import tqdm
 
+from ..errors import ZsclipWarning
 from ..job import HeadOptions, open_source, plan
 from ..outputs import print_prediction
 from ..outputs.text import printable
@@ -107,8 +108,9 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         warnings.simplefilter("always")
         job = plan(source, head_options, model=model, pretrained=pretrained, run=options, cache=not no_cache,
                    cache_dir=cache_dir, ray=_ray(ray_address, ray_actors))
-    for warning in caught:
-        click.echo(f"zsclip: warning: {printable(str(warning.message))}", err=True)
+    for warning in caught:  # zsclip's own (a threshold out of range, one label); libraries' notes are not the user's
+        if issubclass(warning.category, ZsclipWarning):
+            click.echo(f"zsclip: warning: {printable(str(warning.message))}", err=True)
     rejector = getattr(job.head, "rejector", None)
     if rejector is not None and rejector.calibration:
         click.echo(f"zsclip: rejection threshold {rejector.threshold:.6g} ({rejector.score}) keeps "

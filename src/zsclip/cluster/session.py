@@ -47,15 +47,24 @@ def connect(settings: RaySettings):
         kwargs["runtime_env"] = {"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}
     try:
         ray.init(address=address, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        raise InputError(f"cannot reach Ray at {address}: {error}") from None
+    except Exception as error:  # Ray raises plain Exceptions too (a raylet that did not start)
+        where = f"Ray at {address}" if address else "a local Ray instance"
+        reason = " ".join(str(error).split())[:300]
+        raise InputError(f"cannot reach {where}: {reason}") from None
     import logging
+    import warnings
 
-    for name in ("ray", "ray.data"):  # our own lines are what users read; Ray's INFO lines are noise here
-        logging.getLogger(name).setLevel(logging.ERROR)
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True  # results in input order, as the local pipeline gives them
-    context.enable_progress_bars = False
+    with warnings.catch_warnings():  # DataContext's own deprecation notes are Ray's business, not the user's
+        warnings.simplefilter("ignore")
+        context = ray.data.DataContext.get_current()  # importing ray.data configures its loggers: quiet them after
+        context.execution_options.preserve_order = True  # results in input order, as the local pipeline gives them
+        context.enable_progress_bars = False
+    for name in ("ray", "ray.data"):  # our own lines are what users read; Ray's INFO lines go to its log files
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.ERROR)
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.ERROR)
     return ray
 
 
