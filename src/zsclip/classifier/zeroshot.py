@@ -244,14 +244,8 @@ class ZeroShotClassifier:
         With ``encoder``, check that it is the model the classifier was built with and attach it
         (for ``predict``)."""
         path = Path(path)
-        if not path.is_file():
-            raise ClassifierFileError(f"classifier file {path} not found: write one with ZeroShotClassifier.save "
-                                      "or `zsclip build`")
+        metadata = read_metadata(path)
         try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = json.loads((handle.metadata() or {})["zsclip"])
             weights = load_file(str(path))["weights"]
         except (SafetensorError, OSError, KeyError, ValueError, TypeError, RuntimeError, RecursionError) as error:
             reason = " ".join(str(error).split())[:160]
@@ -275,6 +269,23 @@ class ZeroShotClassifier:
     def __repr__(self) -> str:
         return (f"ZeroShotClassifier({len(self.classnames)} classes, dim={self.weights.shape[0]}, "
                 f"model={self.provenance.get('model')!r}, templates={len(self.provenance.get('templates', []))})")
+
+
+def read_metadata(path: str | os.PathLike) -> object:
+    """The JSON ``zsclip`` metadata of a classifier file of any kind (read without loading tensors
+    or running code), or one ClassifierFileError line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClassifierFileError(f"classifier file {path} not found: write one with `zsclip build` (or "
+                                  "ZeroShotClassifier.save / TreeClassifier.save)")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            return json.loads((handle.metadata() or {})["zsclip"])
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, RuntimeError, RecursionError) as error:
+        reason = " ".join(str(error).split())[:160]
+        raise ClassifierFileError(f"{path} is not a zsclip classifier file ({reason}): rebuild it") from None
 
 
 def checked_scale(scale: object) -> float:

@@ -17,12 +17,12 @@ from ..outputs import print_prediction
 from ..outputs.text import printable
 from ..tasks.classify import answers, open_sink
 from .common import (
-    UsageFailure,
     image_options,
     label_options,
     model_options,
     multilabel_options,
     ray_options,
+    ray_settings,
     read_classes,
     run_options,
     scale_option,
@@ -107,7 +107,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
     with usage_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         job = plan(source, head_options, model=model, pretrained=pretrained, run=options, cache=not no_cache,
-                   cache_dir=cache_dir, ray=_ray(ray_address, ray_actors))
+                   cache_dir=cache_dir, ray=ray_settings(ray_address, ray_actors))
     for warning in caught:  # zsclip's own (a threshold out of range, one label); libraries' notes are not the user's
         if issubclass(warning.category, ZsclipWarning):
             click.echo(f"zsclip: warning: {printable(str(warning.message))}", err=True)
@@ -123,17 +123,6 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
                    f"{multilabel.calibration['num_images']} calibration images: {float(values.min()):.4g} to "
                    f"{float(values.max()):.4g}", err=True)
     _emit(answers(job), len(source), job, output)
-
-
-def _ray(address, actors):
-    """RaySettings for --ray (connected by ``plan``), or None."""
-    if address is None:
-        if actors is not None:
-            raise UsageFailure("--ray-actors applies to --ray: add --ray auto (or an address)")
-        return None
-    from ..cluster import RaySettings
-
-    return RaySettings(address=address, actors=actors)
 
 
 def _notes(source) -> None:

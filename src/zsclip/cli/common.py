@@ -146,15 +146,15 @@ def multilabel_options(function):
 
 
 def ray_settings(address: str | None, actors: int | None):
-    """RaySettings for --ray, or None when the run is local."""
+    """RaySettings for --ray (the job connects when it runs), or None when the run is local;
+    --ray-actors without --ray is refused, not ignored."""
     if address is None:
+        if actors is not None:
+            raise UsageFailure("--ray-actors applies to --ray: add --ray auto (or an address)")
         return None
-    from ..cluster import RaySettings, connect
+    from ..cluster import RaySettings
 
-    settings = RaySettings(address=address, actors=actors)
-    with usage_errors():
-        connect(settings)
-    return settings
+    return RaySettings(address=address, actors=actors)
 
 
 def run_options(device: str = "auto", precision: str = DEFAULT_PRECISION, batch_size: int = 64,

@@ -23,6 +23,7 @@ from .common import (
     model_options,
     multilabel_options,
     ray_options,
+    ray_settings,
     run_options,
     usage_errors,
 )
@@ -98,7 +99,7 @@ def eval_command(task, captions, data, dataset, labels_file, templates, classifi
         _other_task(task, captions, data, dataset, labels_file, templates, classifier_file, output, report_dir,
                     multi_label, multi, {"labels_tree": labels_tree, "unknown": unknown, "tpr": tpr, "beam": beam,
                                          "select_templates": select_templates, "descriptions": descriptions},
-                    model, pretrained, options, not no_cache, cache_dir, _ray(ray_address, ray_actors))
+                    model, pretrained, options, not no_cache, cache_dir, ray_settings(ray_address, ray_actors))
         return
     with usage_errors():
         template_sets = [name.strip() for name in (templates or "").split(",") if name.strip()]
@@ -129,7 +130,7 @@ def eval_command(task, captions, data, dataset, labels_file, templates, classifi
         _select_templates(collection, classes, encoder, select_templates, template_sets[0], options, output,
                           not no_cache, cache_dir)
         return
-    settings = _ray(ray_address, ray_actors)
+    settings = ray_settings(ray_address, ray_actors)
     try:
         with PredictionsCsv(report_dir if not labels_tree else None) as on_prediction:
             result = evaluate(data, None, template_sets, classes=read_labels(labels_file) if labels_file else None,
@@ -223,16 +224,6 @@ def _other_task(task, captions, data, dataset, labels_file, templates, classifie
 
             click.echo(f"zsclip: report in {printable(write_multilabel_report(Path(report_dir), record))}", err=True)
     sys.exit(1 if record["failures"] else 0)
-
-
-def _ray(address, actors):
-    if address is None:
-        if actors is not None:
-            raise UsageFailure("--ray-actors applies to --ray: add --ray auto (or an address)")
-        return None
-    from ..cluster import RaySettings
-
-    return RaySettings(address=address, actors=actors)
 
 
 def _print_result(result, tpr: float) -> None:

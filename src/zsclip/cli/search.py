@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..outputs.text import printable
-from .common import UsageFailure, image_options, ray_options, run_options, usage_errors
+from .common import UsageFailure, image_options, ray_options, ray_settings, run_options, usage_errors
 
 
 @click.command()
@@ -40,13 +40,7 @@ def search(store_path, query, image_path, top_k, output, model, pretrained, devi
     if (query is None) == (image_path is None):
         raise UsageFailure("give a text QUERY or --image FILE (one of them)")
     options = run_options(device, "fp32", batch_size, workers, max_pixels, url_timeout, decode)
-    ray = None
-    if ray_address is not None:
-        from ..cluster import RaySettings
-
-        ray = RaySettings(address=ray_address, actors=ray_actors)
-    elif ray_actors is not None:
-        raise UsageFailure("--ray-actors applies to --ray: add --ray auto (or an address)")
+    ray = ray_settings(ray_address, ray_actors)
     with usage_errors():
         hits = run_search(store_path, query, image=image_path, top_k=top_k, model=model, pretrained=pretrained,
                           options=options, output=output, ray=ray)

@@ -6,15 +6,12 @@ loading never runs code (no pickle) and never imports a task or a fitting method
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from safetensors import SafetensorError, safe_open
-
 from ..classifier import ZeroShotClassifier
-from ..classifier.zeroshot import TIP_ADAPTER_FORMAT
+from ..classifier.zeroshot import TIP_ADAPTER_FORMAT, read_metadata
 from ..errors import ClassifierFileError
 from ..hierarchy import TreeClassifier
 from ..hierarchy.modes import _FILE_FORMAT as TREE_FORMAT
@@ -32,16 +29,7 @@ FILE_FORMATS: dict[str, Callable[[Path], ZeroShotClassifier | TreeClassifier | M
 
 def file_format(path: str | os.PathLike) -> str:
     """The ``format`` a classifier file declares (one line naming the file if it has none)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ClassifierFileError(f"classifier file {path} not found: write one with `zsclip build` "
-                                  "(or ZeroShotClassifier.save / TreeClassifier.save)")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = json.loads((handle.metadata() or {})["zsclip"])
-    except (SafetensorError, OSError, KeyError, ValueError, TypeError, RecursionError) as error:
-        reason = " ".join(str(error).split())[:160]
-        raise ClassifierFileError(f"{path} is not a zsclip classifier file ({reason}): rebuild it") from None
+    metadata = read_metadata(path)
     found = metadata.get("format") if isinstance(metadata, dict) else None
     if not isinstance(found, str) or found not in FILE_FORMATS:
         raise ClassifierFileError(f"{path}: unsupported classifier format {str(found)[:40]!r} (known: "
