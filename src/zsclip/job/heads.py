@@ -155,9 +155,10 @@ class HeadOptions:
 
     @property
     def needs_text_tower(self) -> bool:
-        """Whether building this head encodes prompts (labels or a tree; a classifier file does not)."""
-        return self.classifier is None or (bool(self.multi_label) and not self._is_multilabel_file()
-                                           and self.multi_score in (None, "negative"))
+        """Whether building this head encodes prompts (labels or a tree; a classifier file does not,
+        unless it is made multi-label with the negative score: the default without --calibrate)."""
+        negative = self.multi_score == "negative" or (self.multi_score is None and self.calibrate is None)
+        return self.classifier is None or (bool(self.multi_label) and not self._is_multilabel_file() and negative)
 
     def classifier_model(self) -> tuple[str | None, str | None]:
         """(model, pretrained) a classifier file records, to load when the user names none."""
