@@ -334,6 +334,45 @@ def test_damaged_label_sets_are_error_rows_naming_the_shard(demo, tmp_path):
     assert record["num_images"] == 3 + 2 and record["num_failed"] == len(expected)
 
 
+def test_build_multi_label_writes_the_file_classify_would_use(demo, scenes, tmp_path):
+    """build --multi-label --calibrate writes the head classify --multi-label --calibrate builds; without
+    --calibrate, the fixed threshold; classify --classifier FILE then answers as classify did."""
+    names = scenes["labels"].read_text().split("\n")[:-1]
+    images = scenes["test"].parent / "images"
+    for extra, kwargs in ((["--calibrate", str(scenes["calibration"]), "--target-precision", "0.8"],
+                           {"calibrate": scenes["calibration"], "target_precision": 0.8}),
+                          (["--threshold", "0.55"], {"threshold": 0.55})):
+        out = tmp_path / "tags.zsml"
+        result = CliRunner().invoke(main, ["build", "--labels-file", str(scenes["labels"]), "--multi-label", *extra,
+                                           "-o", str(out), "--model", "demo", "--precision", "fp32"])
+        assert result.exit_code == 0, result.output
+        assert f"wrote {out}: {len(names)} labels" in result.stderr
+        loaded = load_head_file(out)
+        assert isinstance(loaded, MultiLabelClassifier)
+        assert loaded.score == ("standardised" if "calibrate" in kwargs else "negative")
+        direct = list(zsclip.classify(images, names, multi_label=True, encoder=demo, options=OPTIONS, **kwargs))
+        from_file = list(zsclip.classify(images, classifier=out, encoder=demo, options=OPTIONS))
+        assert [row.labels for row in from_file] == [row.labels for row in direct]
+        for a, b in zip(from_file, direct, strict=True):
+            assert a.scores == pytest.approx(b.scores, abs=1e-5)
+    result = CliRunner().invoke(main, ["build", "--labels", "a,b", "--threshold", "0.5", "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "add --multi-label" in result.output
+
+
+@pytest.mark.parametrize("threshold,effect", [(1.5, "no label to any image"), (0.0, "every label to every image"),
+                                              (-2.0, "every label to every image"), (0.5, None)])
+def test_a_fixed_threshold_outside_the_scores_range_is_warned_about(scenes, threshold, effect, tmp_path):
+    image = next((scenes["test"].parent / "images").glob("*.png"))
+    result = CliRunner().invoke(main, ["classify", str(image), "--labels", "red star,blue ring", "--multi-label",
+                                       "--threshold", str(threshold), "-o", str(tmp_path / "r.csv"), *CLI_COMMON])
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if line.startswith("zsclip: warning: --threshold")]
+    if effect is None:
+        assert not warned
+    else:
+        assert len(warned) == 1 and effect in warned[0] and "negative score" in warned[0] and "[0, 1]" in warned[0]
+
+
 # --- eval and refusals -----------------------------------------------------------------------------------
 
 def test_eval_multilabel_json_and_report(scenes, tmp_path):

@@ -100,6 +100,26 @@ def _verbose() -> bool:
     return sys.stderr.isatty() and os.environ.get("ZSCLIP_QUIET", "") in ("", "0")
 
 
+def calibration_for(encoder: Encoder | None, run: RunOptions):
+    """How a head gets its calibration images (``zsclip.job.heads.Calibration``), encoded by
+    ``encoder`` in this process: a rejector's images (``label_names`` None: feature tensors), or
+    labelled multi-label data (FeatureBatches with label sets indexing ``label_names``)."""
+
+    def calibration(images, label_names=None) -> Iterator:
+        from .openers import open_source
+        from .sources import require_labels
+
+        if label_names is None:  # a rejector's images of the known classes
+            for batch in features(open_source(images), encoder, run, None):
+                yield batch.features
+            return
+        calibration_source = calibration_data(images, label_names)
+        require_labels(calibration_source, "--calibrate", multi_label=True)
+        yield from features(calibration_source, encoder, run, None)
+
+    return calibration
+
+
 def calibration_data(images, label_names) -> FeatureSource:
     """Labelled images to calibrate multi-label thresholds on, with ``label_names`` (the head's) as
     their labels: a manifest read with those names, or a multi-label store (no image decoded) whose
@@ -129,19 +149,8 @@ def plan(source: FeatureSource, head_options: HeadOptions, *, encoder: Encoder |
     if encoder is not None:
         source.check_encoder(encoder)
 
-    def calibration(images, label_names=None) -> Iterator:
-        from .openers import open_source
-        from .sources import require_labels
-
-        if label_names is None:  # a rejector's images of the known classes
-            for batch in features(open_source(images), encoder, run, None):
-                yield batch.features
-            return
-        calibration_source = calibration_data(images, label_names)
-        require_labels(calibration_source, "--calibrate", multi_label=True)
-        yield from features(calibration_source, encoder, run, None)
-
-    head = build_head(head_options, encoder, run, cache=cache, cache_dir=cache_dir, calibration=calibration,
+    head = build_head(head_options, encoder, run, cache=cache, cache_dir=cache_dir,
+                      calibration=calibration_for(encoder, run),
                       feature_dtype=source.feature_dtype)
     source.check_classifier(head.classifier)
     if encoder is not None:
@@ -149,4 +158,5 @@ def plan(source: FeatureSource, head_options: HeadOptions, *, encoder: Encoder |
     return Job(source, head, encoder, run, settings)
 
 
-__all__ = ["Job", "plan", "features", "resolve_encoder", "ray_settings", "check_ray"]
+__all__ = ["Job", "plan", "features", "resolve_encoder", "ray_settings", "check_ray", "calibration_for",
+           "calibration_data"]
