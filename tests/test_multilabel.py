@@ -359,6 +359,15 @@ def test_build_multi_label_writes_the_file_classify_would_use(demo, scenes, tmp_
     assert result.exit_code == 2 and "add --multi-label" in result.output
 
 
+def test_serving_a_multilabel_file_is_refused_in_one_line_at_start(demo, tmp_path):
+    pytest.importorskip("fastapi")
+    MultiLabelClassifier.build(demo, ["red star", "blue ring"], "photo", cache=False).save(tmp_path / "tags.zsml")
+    result = CliRunner().invoke(main, ["serve", "--model", "demo", "--port", "0", "--classifier",
+                                       str(tmp_path / "tags.zsml")])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("zsclip: error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "multi-label classifier file" in errors[0], result.output
+
+
 @pytest.mark.parametrize("threshold,effect", [(1.5, "no label to any image"), (0.0, "every label to every image"),
                                               (-2.0, "every label to every image"), (0.5, None)])
 def test_a_fixed_threshold_outside_the_scores_range_is_warned_about(scenes, threshold, effect, tmp_path):
