@@ -230,7 +230,8 @@ def _by_name(rows) -> list[tuple[str, list[str], list[float]]]:
     return sorted((Path(row.source).name, row.labels, row.scores) for row in rows)
 
 
-def test_a_multilabel_store_evaluates_and_calibrates_as_its_images_with_no_image_decoded(demo, tmp_path):
+def test_a_multilabel_store_evaluates_and_calibrates_as_its_images_with_no_image_decoded(demo, tmp_path,
+                                                                                          monkeypatch):
     """embed --labelled of a CSV and of a JSONL multi-label manifest; then, with the images deleted, eval
     --multi-label over the store and classify of the store calibrated on a store equal the same over the images."""
     test = write_scenes(tmp_path / "test", 24, seed=11)
@@ -262,6 +263,18 @@ def test_a_multilabel_store_evaluates_and_calibrates_as_its_images_with_no_image
     for (name, labels, scores), (other, expected, expected_scores) in zip(_by_name(from_store), _by_name(rows),
                                                                           strict=True):
         assert name == other and labels == expected and scores == pytest.approx(expected_scores, abs=1e-5)
+    # a classifier file over a store, calibrated on a store: standardised scores need no model at all
+    zsclip.ZeroShotClassifier.build(demo, names, None, cache=False, precision="fp32").save(tmp_path / "flat.zsc")
+    from zsclip.encoders import resolve as resolve_module
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(resolve_module, "resolve_model", no_model)
+    from_file = list(zsclip.classify(tmp_path / "test.zse", classifier=tmp_path / "flat.zsc", multi_label=True,
+                                     calibrate=tmp_path / "calibration.zse", options=OPTIONS))
+    assert [labels for _, labels, _ in _by_name(from_file)] == [labels for _, labels, _ in _by_name(rows)]
+    monkeypatch.undo()
     result = CliRunner().invoke(main, ["classify", str(tmp_path / "test.zse"), "--labels", ",".join(names),
                                        "--multi-label", "--calibrate", str(tmp_path / "calibration.zse"),
                                        "-o", str(tmp_path / "rows.jsonl"), *CLI_COMMON])
