@@ -2,7 +2,8 @@
 
 Sources: image files, WebDataset shards, an embedding store (float32 and float16). Heads: labels,
 a classifier file, a label tree in each mode (built, and from a tree classifier file), fixed and
-calibrated rejection, descriptions. Entry points: the Python API, the CLI, HTTP (a real server on
+calibrated rejection, descriptions, multi-label with fixed thresholds and with thresholds calibrated
+on a multi-label manifest or on a store embedded from it. Entry points: the Python API, the CLI, HTTP (a real server on
 127.0.0.1) and Ray (marked slow). Each answer is compared with the Python API on the image files:
 the same top-1 and scores within 1e-5 (fp32). Combinations that cannot apply are refused while the
 options are parsed, in one line.
@@ -60,6 +61,15 @@ def world(tmp_path_factory, demo):
     TreeClassifier.build(demo, read_tree(tree), "photo", cache=False).save(root / "tree.zsct")
     (root / "descriptions.json").write_text(json.dumps({"red triangle": ["a red shape with three corners"],
                                                         "blue ring": ["a blue circle with a hole"]}))
+    # multi-label calibration data: each image with its own label, and a few with a second one (its colour's
+    # other shape in the set), as a manifest and as a store embedded from it
+    (root / "tags.csv").write_text("path,labels\n" + "".join(
+        f"images/{name}.png,{label}" + "".join(f";{other}" for other in LABELS[:2] if index % 3 == 0 and other != label)
+        + "\n" for index, (name, label) in enumerate(zip(NAMES, LABELS, strict=True))))
+    collection = zsclip.open_collection(root / "tags.csv")[0]
+    store = EmbeddingStore.create_or_open(root / "tags.zse", demo, precision="fp32", dtype="float32",
+                                          classnames=collection.classnames, multi_label=True)
+    embed(store, collection.labelled_sources(), demo, OPTIONS)
     return root
 
 
@@ -85,11 +95,22 @@ def heads(world: Path) -> dict[str, tuple[dict, list[str]]]:
                                     str(world / "images"), "--tpr", "0.7"]),
         "descriptions": ({"labels": LABELS, "templates": "photo", "descriptions": world / "descriptions.json"},
                          ["--labels", labels, "-t", "photo", "--descriptions", str(world / "descriptions.json")]),
+        "multi-label fixed": ({"labels": LABELS, "templates": "photo", "multi_label": True, "threshold": 0.3},
+                              ["--labels", labels, "-t", "photo", "--multi-label", "--threshold", "0.3"]),
+        "multi-label calibrated": ({"labels": LABELS, "templates": "photo", "multi_label": True,
+                                    "calibrate": world / "tags.csv", "target_precision": 0.6},
+                                   ["--labels", labels, "-t", "photo", "--multi-label", "--calibrate",
+                                    str(world / "tags.csv"), "--target-precision", "0.6"]),
+        "multi-label calibrated on a store": ({"labels": LABELS, "templates": "photo", "multi_label": True,
+                                               "calibrate": world / "tags.zse"},
+                                              ["--labels", labels, "-t", "photo", "--multi-label", "--calibrate",
+                                               str(world / "tags.zse")]),
     }
 
 
 HEAD_NAMES = ["labels", "classifier file", "tree flat", "tree top-down", "tree file chils", "reject fixed",
-              "reject calibrated tree", "descriptions"]
+              "reject calibrated tree", "descriptions", "multi-label fixed", "multi-label calibrated",
+              "multi-label calibrated on a store"]
 SOURCES = {"images": "images", "shards": "shard.tar", "store": "float32.zse"}
 
 
@@ -127,7 +148,8 @@ def same(expected: dict, got: dict, tolerance: float = TOLERANCE) -> None:
             assert record is not None and g_record is not None, name
             assert set(g_record) == set(record), name
             for field, value in record.items():
-                if isinstance(value, float):
+                if isinstance(value, float) or (isinstance(value, list) and value
+                                                and all(isinstance(v, float) for v in value)):
                     assert g_record[field] == pytest.approx(value, abs=tolerance), (name, field)
                 else:
                     assert g_record[field] == value, (name, field)
@@ -248,6 +270,8 @@ HTTP_HEADS = {
     "classifier file": ({"classifier": "flat"}, "classifier file"),
     "reject fixed": ({"labels": ",".join(LABELS), "reject": "0.3"}, "reject fixed"),
     "descriptions": ({"labels": ",".join(LABELS), "descriptions": "DESCRIPTIONS"}, "descriptions"),
+    "multi-label fixed": ({"labels": ",".join(LABELS), "multi_label": "true", "threshold": "0.3"},
+                          "multi-label fixed"),
 }
 
 
@@ -339,7 +363,8 @@ def test_embed_reads_labelled_shards_resumes_and_evaluates(world, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("source", ["images", "shards", "store"])
-@pytest.mark.parametrize("head", ["tree top-down", "reject calibrated tree", "classifier file"])
+@pytest.mark.parametrize("head", ["tree top-down", "reject calibrated tree", "classifier file",
+                                  "multi-label calibrated on a store"])
 def test_ray_gives_the_same_answer(world, reference, source, head):
     pytest.importorskip("ray")
     from zsclip.cluster import RaySettings

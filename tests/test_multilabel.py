@@ -8,6 +8,8 @@ torch). The head, its file, calibration and refusals are checked through Python 
 """
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -220,6 +222,177 @@ def test_tampered_multilabel_file_is_refused(demo, tmp_path):
     save_file(tensors, str(tmp_path / "bad.zsml"), metadata=metadata)
     with pytest.raises(zsclip.ClassifierFileError, match="thresholds"):
         load_head_file(tmp_path / "bad.zsml")
+
+
+# --- multi-label stores ------------------------------------------------------------------------------------
+
+def _by_name(rows) -> list[tuple[str, list[str], list[float]]]:
+    return sorted((Path(row.source).name, row.labels, row.scores) for row in rows)
+
+
+def test_a_multilabel_store_evaluates_and_calibrates_as_its_images_with_no_image_decoded(demo, tmp_path,
+                                                                                          monkeypatch):
+    """embed --labelled of a CSV and of a JSONL multi-label manifest; then, with the images deleted, eval
+    --multi-label over the store and classify of the store calibrated on a store equal the same over the images."""
+    test = write_scenes(tmp_path / "test", 24, seed=11)
+    calibration = write_scenes(tmp_path / "calibration", 24, seed=12)
+    record = zsclip.evaluate_multilabel(test, calibrate=calibration, encoder=demo, options=OPTIONS)
+    names = record["classnames"]
+    rows = list(zsclip.classify(test.parent / "images", names, multi_label=True, calibrate=calibration,
+                                encoder=demo, options=OPTIONS))
+    for data, store in ((test, "test.zse"), (calibration.parent / "labels.jsonl", "calibration.zse")):
+        result = CliRunner().invoke(main, ["embed", str(data), "--labelled", "-o", str(tmp_path / store),
+                                           "--dtype", "float32", *CLI_COMMON])
+        assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "test.zse" / "zsclip-store.json").read_text())
+    assert manifest["multi_label"] is True and manifest["version"] == 2 and manifest["classnames"] == names
+    for folder in ("test", "calibration"):
+        shutil.rmtree(tmp_path / folder / "images")  # nothing below can decode an image
+    result = CliRunner().invoke(main, ["eval", "--data", str(tmp_path / "test.zse"), "--multi-label", "--calibrate",
+                                       str(tmp_path / "calibration.zse"), "-o", str(tmp_path / "m.json"), *CLI_COMMON])
+    assert result.exit_code == 0, result.output
+    stored = json.loads((tmp_path / "m.json").read_text())
+    assert stored["num_images"] == record["num_images"] == 24 and stored["num_failed"] == 0
+    assert stored["thresholds"]["num_images"] == record["thresholds"]["num_images"]
+    assert stored["metrics"] == pytest.approx(record["metrics"], abs=1e-5)
+    assert stored["per_label_ap"] == pytest.approx(record["per_label_ap"], abs=1e-5)
+    assert stored["per_label_threshold"] == pytest.approx(record["per_label_threshold"], abs=1e-5)
+    from_store = list(zsclip.classify(tmp_path / "test.zse", names, multi_label=True,
+                                      calibrate=tmp_path / "calibration.zse", encoder=demo, options=OPTIONS))
+    assert all(row.error is None for row in from_store)
+    for (name, labels, scores), (other, expected, expected_scores) in zip(_by_name(from_store), _by_name(rows),
+                                                                          strict=True):
+        assert name == other and labels == expected and scores == pytest.approx(expected_scores, abs=1e-5)
+    # a classifier file over a store, calibrated on a store: standardised scores need no model at all
+    zsclip.ZeroShotClassifier.build(demo, names, None, cache=False, precision="fp32").save(tmp_path / "flat.zsc")
+    from zsclip.encoders import resolve as resolve_module
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(resolve_module, "resolve_model", no_model)
+    from_file = list(zsclip.classify(tmp_path / "test.zse", classifier=tmp_path / "flat.zsc", multi_label=True,
+                                     calibrate=tmp_path / "calibration.zse", options=OPTIONS))
+    assert [labels for _, labels, _ in _by_name(from_file)] == [labels for _, labels, _ in _by_name(rows)]
+    monkeypatch.undo()
+    result = CliRunner().invoke(main, ["classify", str(tmp_path / "test.zse"), "--labels", ",".join(names),
+                                       "--multi-label", "--calibrate", str(tmp_path / "calibration.zse"),
+                                       "-o", str(tmp_path / "rows.jsonl"), *CLI_COMMON])
+    assert result.exit_code == 0, result.output
+    written = sorted((Path(r["path"]).name, r["labels"]) for r in map(json.loads, (tmp_path / "rows.jsonl").open()))
+    assert written == [(name, labels) for name, labels, _ in _by_name(rows)]
+
+
+def test_a_multilabel_store_refuses_single_label_use_and_other_data(demo, tmp_path):
+    test = write_scenes(tmp_path / "test", 6, seed=3)
+    store = tmp_path / "s.zse"
+    assert CliRunner().invoke(main, ["embed", str(test), "--labelled", "-o", str(store), *CLI_COMMON]).exit_code == 0
+    with pytest.raises(zsclip.InputError, match="add --multi-label"):
+        zsclip.evaluate(store, encoder=demo, options=OPTIONS)
+    rows = list(zsclip.classify(store, ["red star", "blue ring"], encoder=demo, options=OPTIONS))  # labels unused
+    assert len(rows) == 6 and all(row.error is None for row in rows)
+    single = tmp_path / "single.csv"
+    single.write_text("path,label\n" + "".join(f"{p},red star\n" for p in sorted((test.parent / "images").iterdir())))
+    result = CliRunner().invoke(main, ["embed", str(single), "--labelled", "-o", str(store), *CLI_COMMON])
+    assert result.exit_code != 0 and "other class labels" in result.output  # its classes differ first
+    from zsclip.store import EmbeddingStore, StoreError
+
+    with pytest.raises(StoreError, match="several labels per image"):
+        EmbeddingStore.create_or_open(store, demo, precision="fp32",
+                                      classnames=EmbeddingStore.open(store).classnames)
+    plain = tmp_path / "plain.zse"
+    assert CliRunner().invoke(main, ["embed", str(test.parent / "images"), "-o", str(plain),
+                                     *CLI_COMMON]).exit_code == 0
+    assert json.loads((plain / "zsclip-store.json").read_text())["version"] == 1  # older readers still read it
+
+
+def test_damaged_label_sets_are_error_rows_naming_the_shard(demo, tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from zsclip.store import EmbeddingStore
+    from zsclip.store.format import schema
+
+    test = write_scenes(tmp_path / "test", 3, seed=5)
+    folder = tmp_path / "s.zse"
+    assert CliRunner().invoke(main, ["embed", str(test), "--labelled", "-o", str(folder), "--dtype", "float32",
+                                     *CLI_COMMON]).exit_code == 0
+    manifest = json.loads((folder / "zsclip-store.json").read_text())
+    count, dim = len(manifest["classnames"]), demo.embed_dim
+    unit = [1.0] + [0.0] * (dim - 1)
+    cases = {"none.png": None, "big.png": [count], "negative.png": [-1], "hole.png": [0, None],
+             "long.png": list(range(count + 1)), "empty.png": [], "twice.png": [1, 0, 1]}
+    columns = {"path": list(cases), "resolved": [f"/d/{name}" for name in cases], "deleted": [False] * len(cases),
+               "embedding": [unit] * len(cases), "labels": list(cases.values())}
+    shard_schema = schema(dim, "float32", multi_label=True)
+    table = pa.table({f.name: columns.get(f.name, [None] * len(cases)) for f in shard_schema}, schema=shard_schema)
+    pq.write_table(table, folder / "shard-00001-damaged.parquet")
+    manifest["shards"].append({"file": "shard-00001-damaged.parquet", "rows": len(cases)})
+    (folder / "zsclip-store.json").write_text(json.dumps(manifest))
+    view, sets = {}, {}
+    for batch in EmbeddingStore.open(folder).batches():
+        assert len(batch.embeddings) == sum(error is None for error in batch.errors)
+        assert np.isfinite(batch.embeddings).all()
+        view.update(zip(batch.paths, batch.errors, strict=True))
+        sets.update(zip(batch.paths, batch.label_sets, strict=True))
+    expected = {"none.png": "no labels", "big.png": f"label {count} is not one of the store's {count} classes",
+                "negative.png": "label -1 is not one of", "hole.png": "a null label",
+                "long.png": f"{count + 1} labels, the store has {count} classes"}
+    for path, problem in expected.items():
+        assert view[path].startswith("store shard shard-00001-damaged.parquet, row ") and problem in view[path]
+    assert view["empty.png"] is None and sets["empty.png"] == ()  # none of the labels: a negative image
+    assert view["twice.png"] is None and sets["twice.png"] == (0, 1)
+    record = zsclip.evaluate_multilabel(folder, threshold=0.5, encoder=demo, options=OPTIONS)
+    assert record["num_images"] == 3 + 2 and record["num_failed"] == len(expected)
+
+
+def test_build_multi_label_writes_the_file_classify_would_use(demo, scenes, tmp_path):
+    """build --multi-label --calibrate writes the head classify --multi-label --calibrate builds; without
+    --calibrate, the fixed threshold; classify --classifier FILE then answers as classify did."""
+    names = scenes["labels"].read_text().split("\n")[:-1]
+    images = scenes["test"].parent / "images"
+    for extra, kwargs in ((["--calibrate", str(scenes["calibration"]), "--target-precision", "0.8"],
+                           {"calibrate": scenes["calibration"], "target_precision": 0.8}),
+                          (["--threshold", "0.55"], {"threshold": 0.55})):
+        out = tmp_path / "tags.zsml"
+        result = CliRunner().invoke(main, ["build", "--labels-file", str(scenes["labels"]), "--multi-label", *extra,
+                                           "-o", str(out), "--model", "demo", "--precision", "fp32"])
+        assert result.exit_code == 0, result.output
+        assert f"wrote {out}: {len(names)} labels" in result.stderr
+        loaded = load_head_file(out)
+        assert isinstance(loaded, MultiLabelClassifier)
+        assert loaded.score == ("standardised" if "calibrate" in kwargs else "negative")
+        direct = list(zsclip.classify(images, names, multi_label=True, encoder=demo, options=OPTIONS, **kwargs))
+        from_file = list(zsclip.classify(images, classifier=out, encoder=demo, options=OPTIONS))
+        assert [row.labels for row in from_file] == [row.labels for row in direct]
+        for a, b in zip(from_file, direct, strict=True):
+            assert a.scores == pytest.approx(b.scores, abs=1e-5)
+    result = CliRunner().invoke(main, ["build", "--labels", "a,b", "--threshold", "0.5", "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "add --multi-label" in result.output
+
+
+def test_serving_a_multilabel_file_is_refused_in_one_line_at_start(demo, tmp_path):
+    pytest.importorskip("fastapi")
+    MultiLabelClassifier.build(demo, ["red star", "blue ring"], "photo", cache=False).save(tmp_path / "tags.zsml")
+    result = CliRunner().invoke(main, ["serve", "--model", "demo", "--port", "0", "--classifier",
+                                       str(tmp_path / "tags.zsml")])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("zsclip: error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "multi-label classifier file" in errors[0], result.output
+
+
+@pytest.mark.parametrize("threshold,effect", [(1.5, "no label to any image"), (0.0, "every label to every image"),
+                                              (-2.0, "every label to every image"), (0.5, None)])
+def test_a_fixed_threshold_outside_the_scores_range_is_warned_about(scenes, threshold, effect, tmp_path):
+    image = next((scenes["test"].parent / "images").glob("*.png"))
+    result = CliRunner().invoke(main, ["classify", str(image), "--labels", "red star,blue ring", "--multi-label",
+                                       "--threshold", str(threshold), "-o", str(tmp_path / "r.csv"), *CLI_COMMON])
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if line.startswith("zsclip: warning: --threshold")]
+    if effect is None:
+        assert not warned
+    else:
+        assert len(warned) == 1 and effect in warned[0] and "negative score" in warned[0] and "[0, 1]" in warned[0]
 
 
 # --- eval and refusals -----------------------------------------------------------------------------------

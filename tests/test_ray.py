@@ -218,3 +218,40 @@ def test_a_gpu_model_on_a_cluster_without_gpus_is_refused_in_one_line_not_left_w
     with pytest.raises(InputError, match="has no GPU"):
         encoded_dataset([], on_cuda, OPTIONS, RaySettings())
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.slow
+def test_multilabel_classify_eval_and_retrieval_on_ray_equal_the_local_runs(tmp_path):
+    """classify --multi-label, eval --multi-label (over images and over a multi-label store) and eval --task
+    retrieval with --ray auto: the rows and metrics of the same commands run locally."""
+    test = shapes.write_scenes(tmp_path / "test", 12, seed=21)
+    calibration = shapes.write_scenes(tmp_path / "calibration", 12, seed=22)
+    common = ["--model", "demo", "--precision", "fp32", "-b", "4", "-j", "0"]
+    assert CliRunner().invoke(main, ["embed", str(test), "--labelled", "-o", str(tmp_path / "s.zse"), "--dtype",
+                                     "float32", *common]).exit_code == 0
+    labels = ",".join((test.parent / "labels.txt").read_text().split("\n")[:-1])
+    commands = {
+        "classify.jsonl": ["classify", str(test.parent / "images"), "--labels", labels, "--multi-label",
+                           "--calibrate", str(calibration)],
+        "eval.json": ["eval", "--data", str(test), "--multi-label", "--calibrate", str(calibration)],
+        "store.json": ["eval", "--data", str(tmp_path / "s.zse"), "--multi-label", "--threshold", "0.4"],
+        "retrieval.json": ["eval", "--task", "retrieval", "--data", str(test.parent / "captions.csv")],
+    }
+    for name, command in commands.items():
+        outputs = []
+        for extra in ([], ["--ray", "auto"]):
+            out = tmp_path / f"{len(outputs)}-{name}"
+            result = CliRunner().invoke(main, [*command, *common, *extra, "-o", str(out)])
+            assert result.exit_code == 0, (name, extra, result.output)
+            outputs.append(out)
+        if name.endswith(".jsonl"):
+            local, remote = ([json.loads(line) for line in out.read_text().splitlines()] for out in outputs)
+            assert [(r["path"], r["labels"]) for r in remote] == [(r["path"], r["labels"]) for r in local]
+            for a, b in zip(local, remote, strict=True):
+                assert b["scores"] == pytest.approx(a["scores"], abs=1e-5)
+            continue
+        local, remote = (json.loads(out.read_text()) for out in outputs)
+        assert remote["metrics"] == pytest.approx(local["metrics"], abs=1e-6), name
+        assert remote["num_images"] == local["num_images"] == 12 and remote["num_failed"] == 0, name
+        if "per_label_ap" in local:
+            assert remote["per_label_ap"] == pytest.approx(local["per_label_ap"], abs=1e-6), name

@@ -135,10 +135,10 @@ def multilabel_options(function):
         click.option("--threshold", type=float, default=None,
                      help="With --multi-label: one fixed threshold for every label (default 0.5 for probabilities, "
                           "2.0 for standardised scores)."),
-        click.option("--calibrate", type=click.Path(dir_okay=False), default=None,
+        click.option("--calibrate", type=click.Path(), default=None,
                      help="With --multi-label: a manifest of images with their labels (CSV path,labels with "
-                          "'dog;cat', or JSONL lists) to choose each label's threshold on (the best F1, or "
-                          "--target-precision)."),
+                          "'dog;cat', or JSONL lists), or a store embedded from one (no image decoded), to choose "
+                          "each label's threshold on (the best F1, or --target-precision)."),
         click.option("--target-precision", type=float, default=None,
                      help="With --calibrate: each label's threshold is the lowest that reaches this precision on "
                           "the calibration images (e.g. 0.9)."),

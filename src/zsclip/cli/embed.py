@@ -33,7 +33,8 @@ from .common import (
                    "a pyarrow filesystem URI (s3://bucket/photos.zse, gs://..., hdfs://...).")
 @click.option("--labelled", is_flag=True,
               help="INPUT is a labelled collection (class-per-folder tree or a .csv/.jsonl manifest): the store "
-                   "keeps each image's label, so `zsclip eval --data STORE` works.")
+                   "keeps each image's label (or label set, from a multi-label manifest), so `zsclip eval --data "
+                   "STORE` (with --multi-label) works.")
 @click.option("--labels-file", type=click.Path(dir_okay=False), default=None,
               help="With --labelled: class names, one per line, in class-index order (WebDataset shards whose "
                    "labels are indices), or renaming a folder tree's classes in sorted folder order.")
@@ -72,12 +73,13 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
             _embed_shards(inputs[0], output, labelled, labels_file, dtype, commit_every, model, pretrained, options,
                           settings)
             return
-        classnames = None
+        classnames, multi_label = None, False
         if labelled:
             if len(inputs) != 1:
                 raise UsageFailure("--labelled takes one labelled collection (a class-per-folder tree or a manifest)")
             collection, _ = open_collection(inputs[0], read_labels(labels_file) if labels_file else None)
-            sources, classnames = list(collection.items), list(collection.classnames)
+            sources, classnames = collection.labelled_sources(), list(collection.classnames)
+            multi_label = collection.multi_label
         else:
             sources, duplicates = unique_sources(s for item in inputs for s in expand_sources(item))
             for duplicate, kept in duplicates[:5]:
@@ -90,7 +92,7 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
             model, pretrained = existing
         encoder = resolve_model(model, pretrained, options)
         store = EmbeddingStore.create_or_open(output, encoder, precision=options.precision, dtype=dtype,
-                                              classnames=classnames)
+                                              classnames=classnames, multi_label=multi_label)
     with tqdm(total=len(sources), unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True,
               disable=not sys.stderr.isatty()) as bar, usage_errors():
         if settings is not None:

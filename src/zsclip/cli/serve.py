@@ -204,6 +204,7 @@ def _load(settings):
     from ..errors import ZsclipError
     from ..heads import load_head_file
     from ..precision import resolve_precision
+    from ..serve.classifiers import check_servable
 
     try:
         resolve_precision(settings.precision, "cpu" if settings.device == "auto" else settings.device)
@@ -211,6 +212,7 @@ def _load(settings):
         encoder = load_model(settings.model, settings.pretrained, device=settings.device)
         for path in settings.classifier_files:
             loaded = load_head_file(path)  # flat, adapted or tree classifier files
+            check_servable(loaded, path)
             getattr(loaded, "node_classifier", loaded).check_encoder(encoder)
         if settings.store is not None:
             from ..store import EmbeddingStore

@@ -32,27 +32,34 @@ def encoded_batches(items, encoder, options: RunOptions, settings: RaySettings |
                torch.from_numpy(np.ascontiguousarray(batch["embedding"][ok])), [int(t) for t in batch["target"]])
 
 
-def store_rows(row: dict, masks: dict[int, np.ndarray], embed_dim: int, classnames: list[str] | None) -> list[dict]:
+def store_rows(row: dict, masks: dict[int, np.ndarray], embed_dim: int, classnames: list[str] | None,
+               multi_label: bool = False) -> list[dict]:
     """A Ray task: one store shard's rows in the store's view, each checked as a local read checks it
-    (``zsclip.store.store.checked_batch``: a damaged row is an error row naming the shard)."""
+    (``zsclip.store.store.checked_batch``: a damaged row is an error row naming the shard). A
+    multi-label store's rows carry their label sets (``labels``, int32 class indices)."""
     import pyarrow.parquet as pq
 
     from ..store.store import checked_batch
 
     index = int(row["index"])
-    table = pq.read_table(str(row["shard"]), columns=["path", "resolved", "label", "error", "embedding"])
+    columns = ["path", "resolved", "label", "error", "embedding"] + (["labels"] if multi_label else [])
+    table = pq.read_table(str(row["shard"]), columns=columns)
     keep = np.unpackbits(masks[index])[: table.num_rows].astype(bool)
-    batch = checked_batch(table, keep, shard=str(row["name"]), offset=0, embed_dim=embed_dim, classnames=classnames)
+    batch = checked_batch(table, keep, shard=str(row["name"]), offset=0, embed_dim=embed_dim, classnames=classnames,
+                          multi_label=multi_label)
     vectors = iter(batch.embeddings)
+    sets = batch.label_sets or [()] * len(batch.paths)
     return [{"path": path, "error": error or "", "label": int(label),
+             "labels": np.asarray(labels, dtype=np.int32),
              "embedding": np.asarray(next(vectors) if error is None else [], dtype=np.float32)}
-            for path, error, label in zip(batch.paths, batch.errors, batch.labels, strict=True)]
+            for path, error, label, labels in zip(batch.paths, batch.errors, batch.labels, sets, strict=True)]
 
 
 def store_batches(store, settings: RaySettings | None = None, batch_size: int = 8192
-                  ) -> Iterator[tuple[list[str], list[str | None], torch.Tensor, list[int]]]:
-    """(paths, errors, embeddings of those without an error, labels) per batch of a store's view,
-    read by one Ray task per shard, in store order."""
+                  ) -> Iterator[tuple[list[str], list[str | None], torch.Tensor, list[int], list[tuple[int, ...]]]]:
+    """(paths, errors, embeddings of those without an error, labels, label sets) per batch of a
+    store's view, read by one Ray task per shard, in store order (label sets are empty for a store
+    that is not multi-label)."""
     from ..store.clip_retrieval import ClipRetrievalStore
 
     if isinstance(store, ClipRetrievalStore):
@@ -65,12 +72,14 @@ def store_batches(store, settings: RaySettings | None = None, batch_size: int = 
     if not shards:
         raise InputError(f"store {store.folder} is empty or unreadable")
     dataset = ray.data.from_items(shards, override_num_blocks=len(shards)).flat_map(
-        store_rows, fn_kwargs={"masks": masks, "embed_dim": store.embed_dim, "classnames": store.classnames})
+        store_rows, fn_kwargs={"masks": masks, "embed_dim": store.embed_dim, "classnames": store.classnames,
+                               "multi_label": store.multi_label})
     for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
         errors = [str(error) or None for error in batch["error"]]
         good = [np.asarray(v, dtype=np.float32) for v, e in zip(batch["embedding"], errors, strict=True) if e is None]
         features = torch.from_numpy(np.stack(good)) if good else torch.empty(0, store.embed_dim)
-        yield [str(p) for p in batch["path"]], errors, features, [int(t) for t in batch["label"]]
+        yield ([str(p) for p in batch["path"]], errors, features, [int(t) for t in batch["label"]],
+               [tuple(int(label) for label in labels) for labels in batch["labels"]])
 
 
 __all__ = ["encoded_batches", "store_batches", "store_rows"]

@@ -29,6 +29,13 @@ class LabelledSource(Source):
     target: int = -1
 
 
+@dataclass(frozen=True)
+class MultiLabelSource(Source):
+    """An image source with the indices of every label it has (empty: none of them)."""
+
+    labels: tuple[int, ...] = ()
+
+
 @dataclass
 class LabelledCollection:
     """Class names (display form) and the labelled sources, in a stable order; or, for WebDataset,
@@ -44,6 +51,14 @@ class LabelledCollection:
     @property
     def multi_label(self) -> bool:
         return self.label_sets is not None
+
+    def labelled_sources(self) -> list[Source]:
+        """The items as sources that carry their labels: ``LabelledSource``s (a class index each), or
+        for a multi-label collection ``MultiLabelSource``s (a label set each); what ``embed`` stores."""
+        if self.label_sets is None:
+            return list(self.items)
+        return [MultiLabelSource(item.name, item.error, labels=self.label_sets[index])
+                for index, item in enumerate(self.items)]
 
 
 def image_folder(root: str | Path, classnames: Sequence[str] | None = None) -> LabelledCollection:

@@ -155,9 +155,10 @@ class HeadOptions:
 
     @property
     def needs_text_tower(self) -> bool:
-        """Whether building this head encodes prompts (labels or a tree; a classifier file does not)."""
-        return self.classifier is None or (bool(self.multi_label) and not self._is_multilabel_file()
-                                           and self.multi_score in (None, "negative"))
+        """Whether building this head encodes prompts (labels or a tree; a classifier file does not,
+        unless it is made multi-label with the negative score: the default without --calibrate)."""
+        negative = self.multi_score == "negative" or (self.multi_score is None and self.calibrate is None)
+        return self.classifier is None or (bool(self.multi_label) and not self._is_multilabel_file() and negative)
 
     def classifier_model(self) -> tuple[str | None, str | None]:
         """(model, pretrained) a classifier file records, to load when the user names none."""
@@ -249,6 +250,8 @@ def build_multilabel_head(options: HeadOptions, encoder: Encoder | None, build: 
         positive = build_classifier(_need(encoder), options.labels, options.templates, options.descriptions, **build)
         multilabel = MultiLabelClassifier.from_classifier(positive, encoder, score=_multi_score(options, positive),
                                                           threshold=options.threshold, **build)
+    if options.threshold is not None:
+        warn_threshold_out_of_range(float(options.threshold), multilabel.score, len(multilabel.classnames))
     if options.calibrate is not None:
         if calibration is None:
             raise InputError("--calibrate needs calibration images and a model to encode them")
@@ -306,6 +309,17 @@ def warn_out_of_range(threshold: float, score: str, classes: int) -> None:
                       "IMAGES --tpr 0.95", ZsclipWarning, stacklevel=3)
 
 
+def warn_threshold_out_of_range(threshold: float, score: str, labels: int) -> None:
+    """A fixed multi-label threshold outside the score's range gives every label or none: say so. The
+    probabilities (negative, sigmoid, softmax) lie in [0, 1]; a standardised z-score has no bounds."""
+    if score == "standardised" or 0.0 < threshold <= 1.0:
+        return
+    effect = "every label to every image" if threshold <= 0 else "no label to any image"
+    warnings.warn(f"--threshold {threshold:g} gives {effect}: the {score} score of each of the {labels} labels lies "
+                  "in [0, 1]; give a threshold inside it (e.g. 0.5), or calibrate one per label with --calibrate "
+                  "FILE", ZsclipWarning, stacklevel=3)
+
+
 def _need(encoder: Encoder | None) -> Encoder:
     if encoder is None:
         raise InputError("building a classifier from labels needs the model's text tower")
@@ -313,4 +327,5 @@ def _need(encoder: Encoder | None) -> Encoder:
 
 
 __all__ = ["HeadOptions", "build_head", "make_rejector", "build_multilabel_head", "warn_out_of_range",
+           "warn_threshold_out_of_range",
            "DEFAULT_TOP_K", "DEFAULT_TPR"]

@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..heads import Head
 from ..options import RunOptions
 from .heads import HeadOptions, build_head
-from .sources import FeatureBatch, FeatureSource, StoreSource
+from .sources import FeatureBatch, FeatureSource, StoreSource, is_store
 
 
 @dataclass
@@ -77,7 +77,8 @@ def resolve_encoder(source: FeatureSource, head: HeadOptions | None, *, encoder:
 
     if needs_model is None:
         needs_model = source.needs_model or (head is not None and (
-            head.needs_text_tower or head.reject_calibrate is not None or head.calibrate is not None))
+            head.needs_text_tower or head.reject_calibrate is not None
+            or (head.calibrate is not None and not is_stored(head.calibrate))))
     if source.model is not None and model is not None and model != source.model:
         raise InputError(f"the store holds embeddings of {source.model}, not {model}: leave out --model (the store's "
                          f"own model is used), or embed the images with {model} into another store")
@@ -99,6 +100,43 @@ def _verbose() -> bool:
     return sys.stderr.isatty() and os.environ.get("ZSCLIP_QUIET", "") in ("", "0")
 
 
+def calibration_for(encoder: Encoder | None, run: RunOptions):
+    """How a head gets its calibration images (``zsclip.job.heads.Calibration``), encoded by
+    ``encoder`` in this process: a rejector's images (``label_names`` None: feature tensors), or
+    labelled multi-label data (FeatureBatches with label sets indexing ``label_names``)."""
+
+    def calibration(images, label_names=None) -> Iterator:
+        from .openers import open_source
+        from .sources import require_labels
+
+        if label_names is None:  # a rejector's images of the known classes
+            for batch in features(open_source(images), encoder, run, None):
+                yield batch.features
+            return
+        calibration_source = calibration_data(images, label_names)
+        require_labels(calibration_source, "--calibrate", multi_label=True)
+        yield from features(calibration_source, encoder, run, None)
+
+    return calibration
+
+
+def calibration_data(images, label_names) -> FeatureSource:
+    """Labelled images to calibrate multi-label thresholds on, with ``label_names`` (the head's) as
+    their labels: a manifest read with those names, or a multi-label store (no image decoded) whose
+    label sets are mapped onto them by name."""
+    from .openers import open_source
+
+    if is_stored(images):
+        source = open_source(images, labelled=True)
+        return source.with_classes(label_names) if isinstance(source, StoreSource) and source.multi_label else source
+    return open_source(images, labelled=True, classes=[[name] for name in label_names])
+
+
+def is_stored(data) -> bool:
+    """Whether ``data`` is stored features (a store, or a store source): calibrating on it needs no model."""
+    return isinstance(data, StoreSource) or (isinstance(data, (str, os.PathLike)) and is_store(data))
+
+
 def plan(source: FeatureSource, head_options: HeadOptions, *, encoder: Encoder | None = None,
          model: str | None = None, pretrained: str | None = None, run: RunOptions | None = None,
          cache: bool = True, cache_dir=None, ray=None) -> Job:
@@ -111,19 +149,8 @@ def plan(source: FeatureSource, head_options: HeadOptions, *, encoder: Encoder |
     if encoder is not None:
         source.check_encoder(encoder)
 
-    def calibration(images, label_names=None) -> Iterator:
-        from .openers import open_source
-        from .sources import require_labels
-
-        if label_names is None:  # a rejector's images of the known classes
-            for batch in features(open_source(images), encoder, run, None):
-                yield batch.features
-            return
-        calibration_source = open_source(images, labelled=True, classes=[[name] for name in label_names])
-        require_labels(calibration_source, "--calibrate", multi_label=True)
-        yield from features(calibration_source, encoder, run, None)
-
-    head = build_head(head_options, encoder, run, cache=cache, cache_dir=cache_dir, calibration=calibration,
+    head = build_head(head_options, encoder, run, cache=cache, cache_dir=cache_dir,
+                      calibration=calibration_for(encoder, run),
                       feature_dtype=source.feature_dtype)
     source.check_classifier(head.classifier)
     if encoder is not None:
@@ -131,4 +158,5 @@ def plan(source: FeatureSource, head_options: HeadOptions, *, encoder: Encoder |
     return Job(source, head, encoder, run, settings)
 
 
-__all__ = ["Job", "plan", "features", "resolve_encoder", "ray_settings", "check_ray"]
+__all__ = ["Job", "plan", "features", "resolve_encoder", "ray_settings", "check_ray", "calibration_for",
+           "calibration_data"]

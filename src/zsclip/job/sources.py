@@ -162,6 +162,9 @@ class StoreSource(FeatureSource):
         self.classnames = list(store.classnames) if store.classnames else None
         self.feature_dtype = torch.float16 if store.dtype == "float16" else torch.float32
         self.model, self.pretrained = store.model, store.pretrained
+        self.multi_label = bool(getattr(store, "multi_label", False)) and self.classnames is not None
+        #: store class index -> index among ``classnames`` (None: the same), see ``with_classes``
+        self._mapping: list[int | None] | None = None
 
     def __len__(self) -> int:
         return len(self.store)
@@ -170,18 +173,48 @@ class StoreSource(FeatureSource):
         """The same store read without its labels (classify does not need them)."""
         copy = StoreSource(self.store, self.batch_size)
         copy.classnames = None
+        copy.multi_label = False
         return copy
+
+    def with_classes(self, names: Sequence[str]) -> StoreSource:
+        """A multi-label store read with ``names`` as its labels (a head's, to calibrate on): label sets
+        index ``names``, and a row holding a label that is not among them is an error row, as it is in
+        a manifest opened with those names (``zsclip.data.collections.multilabel_manifest``)."""
+        assert self.multi_label
+        copy = StoreSource(self.store, self.batch_size)
+        lookup = {name: index for index, name in enumerate(names)}
+        copy.classnames = list(names)
+        copy._mapping = [lookup.get(name) for name in self.classnames]
+        return copy
+
+    def _batch(self, paths, errors, features: torch.Tensor, labels, label_sets) -> FeatureBatch:
+        if not self.multi_label:
+            return FeatureBatch(list(paths), list(errors), features, list(labels) if self.labelled else None)
+        errors, label_sets = list(errors), [tuple(s) for s in label_sets]
+        if self._mapping is not None:
+            kept = []  # per row that has features: whether it keeps them
+            for i, labels_of in enumerate(label_sets):
+                mapped = [self._mapping[label] for label in labels_of]
+                if errors[i] is not None:
+                    continue
+                if None in mapped:
+                    unknown = self.store.classnames[labels_of[mapped.index(None)]]
+                    errors[i] = f"label {unknown!r} is not one of the labels"
+                kept.append(errors[i] is None)
+                label_sets[i] = tuple(sorted(m for m in mapped if m is not None))
+            features = features[torch.tensor(kept, dtype=torch.bool)] if kept else features
+        return FeatureBatch(list(paths), errors, features, None, label_sets)
 
     def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
         for batch in self.store.batches(self.batch_size):
-            yield FeatureBatch(list(batch.paths), list(batch.errors), torch.from_numpy(np.ascontiguousarray(
-                batch.embeddings, dtype=np.float32)), list(batch.labels) if self.labelled else None)
+            features = torch.from_numpy(np.ascontiguousarray(batch.embeddings, dtype=np.float32))
+            yield self._batch(batch.paths, batch.errors, features, batch.labels, batch.label_sets)
 
     def ray_batches(self, encoder: Encoder | None, options: RunOptions, settings) -> Iterator[FeatureBatch]:
         from ..cluster.runner import store_batches
 
-        for paths, errors, features, labels in store_batches(self.store, settings, self.batch_size):
-            yield FeatureBatch(paths, errors, features, labels if self.labelled else None)
+        for paths, errors, features, labels, label_sets in store_batches(self.store, settings, self.batch_size):
+            yield self._batch(paths, errors, features, labels, label_sets)
 
     def check_encoder(self, encoder: Encoder) -> None:
         self.store.check_encoder(encoder)

@@ -437,7 +437,9 @@ async def _head(current: ServerState, entry: Entry, options: HeadOptions, known:
         calibrated = await current.queue.submit(torch.stack(good))
     try:
         options.classifier, options.labels_tree = entry.classifier, None  # built or loaded: the head is made over it
-        return build_head(options, current.encoder, RunOptions(device="cpu"), cache=False,
+        # the registry's text precision: a multi-label head's negative prompts are encoded as its label prompts were
+        return build_head(options, current.encoder, RunOptions(device="cpu", precision=current.registry.precision),
+                          cache=False,
                           calibration=lambda _images, _labels=None: [calibrated])
     except ZsclipError as error:
         raise ClientError(422, str(error)) from None

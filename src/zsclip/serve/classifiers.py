@@ -25,9 +25,16 @@ from pathlib import Path
 
 from ..classifier import ZeroShotClassifier
 from ..encoders.base import Encoder
-from ..errors import ZsclipError
+from ..errors import ClassifierFileError, ZsclipError
 from ..precision import resolve_precision, text_precision
 from .inputs import ClientError
+
+
+def check_servable(classifier, path) -> None:
+    """Refuse a classifier file the service cannot answer with yet (a multi-label file), in one line."""
+    if hasattr(classifier, "positive"):  # a MultiLabelClassifier: its thresholds have no route yet
+        raise ClassifierFileError(f"{path} is a multi-label classifier file, which the service does not serve yet: "
+                                  "serve its labels and post multi_label=true with a threshold")
 
 
 @dataclass
@@ -90,6 +97,7 @@ class ClassifierRegistry:
 
         path = Path(path)
         classifier = load_head_file(path)  # flat, adapted (linear, Tip-Adapter) or a tree classifier
+        check_servable(classifier, path)
         flat = getattr(classifier, "node_classifier", classifier)
         flat.check_encoder(self.encoder)
         flat.encoder = self.encoder

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..data.collections import LabelledSource
+from ..data.collections import LabelledSource, MultiLabelSource
 from ..data.images import read_image_bytes
 from ..data.sources import Source
 from ..data.urls import is_url
@@ -186,9 +186,12 @@ def _snapshot(source: Source) -> tuple[int, ...] | None:
 
 def _unknown_facts(source: Source) -> dict:
     """A row with no file facts (the next run compares them with the file's and encodes it again)."""
-    return {"path": undecodable_escaped(source.name), "resolved": identity(source), "size": None, "mtime_ns": None,
-            "deleted": False,
-            "label": source.target if isinstance(source, LabelledSource) and source.target >= 0 else None}
+    row = {"path": undecodable_escaped(source.name), "resolved": identity(source), "size": None, "mtime_ns": None,
+           "deleted": False,
+           "label": source.target if isinstance(source, LabelledSource) and source.target >= 0 else None}
+    if isinstance(source, MultiLabelSource):
+        row["labels"] = list(source.labels)
+    return row
 
 
 def _facts(source: Source, before: tuple[int, ...] | None) -> dict | None:

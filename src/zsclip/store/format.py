@@ -4,7 +4,8 @@
       zsclip-store.json        the manifest: format version, model, fingerprint, preprocessing,
                                precision, storage dtype, class names, and the committed shards
       shard-00000-<id>.parquet one row per image: path, resolved, size, mtime_ns, sha256, width,
-      shard-00001-<id>.parquet height, label, error, deleted, embedding (float16 or float32 list)
+      shard-00001-<id>.parquet height, label, error, deleted, embedding (float16 or float32 list);
+                               a multi-label store adds ``labels`` (each image's label indices)
 
 The manifest is the commit point: a shard exists for readers only once the manifest lists it,
 and the manifest is replaced atomically after the shard is in place. A run killed at any moment
@@ -14,6 +15,12 @@ not list are leftovers and are ignored (and removed by the next writer).
 Rows are appended, never rewritten: the store's view of a path is its latest row. A changed file
 gets a new row; a file that is gone when ``zsclip embed`` runs again gets a ``deleted`` row, which
 drops it from the view (its old rows stay in older shards until the store is rebuilt).
+
+Version 2 adds multi-label stores (``"multi_label": true`` in the manifest, embedded from a manifest
+whose ``labels`` hold several names): their shards have a ``labels`` column (a list of class indices
+per row, empty = none of the labels) and a null ``label``. Every other store is written as version 1,
+exactly as before, so older zsclip versions keep reading it; a multi-label store is refused by them
+with "upgrade zsclip" rather than read as rows without labels.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ from ..errors import InputError
 
 MANIFEST = "zsclip-store.json"
 FORMAT = "zsclip-store"
-VERSION = 1
+VERSION = 2
+#: The version written for a store without label sets (what zsclip before multi-label stores reads).
+SINGLE_LABEL_VERSION = 1
 DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 MAX_EMBED_DIM = 65536
@@ -39,9 +48,10 @@ class StoreError(InputError):
     """A store that cannot be used: not a store, a newer format, empty, damaged, another model."""
 
 
-def schema(dim: int, dtype: str) -> pa.Schema:
-    """The columns of every shard of a store of ``dim``-dimensional embeddings stored as ``dtype``."""
-    return pa.schema([
+def schema(dim: int, dtype: str, multi_label: bool = False) -> pa.Schema:
+    """The columns of every shard of a store of ``dim``-dimensional embeddings stored as ``dtype``
+    (with ``labels``, each image's label indices, in a multi-label store)."""
+    fields = [
         ("path", pa.string()),          # as the user gave it
         ("resolved", pa.string()),      # absolute, links resolved: the row's identity
         ("size", pa.int64()),
@@ -53,7 +63,10 @@ def schema(dim: int, dtype: str) -> pa.Schema:
         ("error", pa.string()),         # why the image has no embedding (recorded, never dropped)
         ("deleted", pa.bool_()),        # a tombstone: the file is gone, drop it from the view
         ("embedding", pa.list_(DTYPES[dtype], dim)),
-    ])
+    ]
+    if multi_label:
+        fields.append(("labels", pa.list_(pa.int32())))  # class indices of every label of the image
+    return pa.schema(fields)
 
 
 def read_manifest(folder) -> dict:
@@ -127,6 +140,11 @@ def _problem(manifest: object) -> str | None:
     bias = manifest.get("logit_bias")
     if bias is not None and not (_is_number(bias) and math.isfinite(bias)):
         return f"field 'logit_bias' is {_shown(bias)}, not a number"
+    multi_label = manifest.get("multi_label")
+    if multi_label is not None and not isinstance(multi_label, bool):
+        return f"field 'multi_label' is {_shown(multi_label)}, not true or false"
+    if multi_label and classnames is None:
+        return "field 'multi_label' is true but there is no 'classnames': label sets index class names"
     preprocessing = manifest.get("preprocessing")
     if preprocessing is not None and not isinstance(preprocessing, dict):
         return f"field 'preprocessing' is {_shown(preprocessing)}, not a table of settings"
@@ -153,4 +171,4 @@ def _shown(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-__all__ = ["DTYPES", "FORMAT", "MANIFEST", "StoreError", "VERSION", "read_manifest", "schema"]
+__all__ = ["DTYPES", "FORMAT", "MANIFEST", "SINGLE_LABEL_VERSION", "StoreError", "VERSION", "read_manifest", "schema"]

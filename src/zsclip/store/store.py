@@ -30,13 +30,15 @@ import pyarrow.compute as pc
 
 from .. import __version__
 from ..errors import ClassifierFileError
-from .format import DTYPES, FORMAT, MANIFEST, VERSION, StoreError, read_manifest, schema
+from .format import DTYPES, FORMAT, MANIFEST, SINGLE_LABEL_VERSION, VERSION, StoreError, read_manifest, schema
 from .location import Location
 
 #: What ``batches`` reads by default (everything but the file facts).
 #: Rows per Parquet row group: the unit a reader decodes at once (4096 x 768 float16 = 6 MB).
 ROW_GROUP_ROWS = 4096
 READ_COLUMNS = ("path", "resolved", "label", "error", "deleted", "embedding")
+#: What a multi-label store's reader adds: each row's label indices.
+MULTI_LABEL_COLUMNS = ("labels",)
 #: How far a stored embedding's length may be from 1 and be used as stored (embed stores them
 #: L2-normalised; float16 rounding moves the length by about 1e-3): longer or shorter ones (written
 #: by hand or damaged) are scaled to length 1 when read, so no score leaves [-1, 1].
@@ -49,12 +51,14 @@ TRANSFORMERS_PREFIX = "transformers:"
 @dataclass
 class StoreBatch:
     """Rows of the store's view: paths, errors (None = has an embedding), labels (-1 = none), and
-    the float32 embeddings [n_ok, D] of the rows without an error, in row order."""
+    the float32 embeddings [n_ok, D] of the rows without an error, in row order. A multi-label
+    store's rows also have ``label_sets``: each row's sorted class indices (``labels`` are then -1)."""
 
     paths: list[str]
     errors: list[str | None]
     labels: list[int]
     embeddings: np.ndarray
+    label_sets: list[tuple[int, ...]] | None = None
 
 
 class EmbeddingStore:
@@ -86,40 +90,46 @@ class EmbeddingStore:
 
     @classmethod
     def create_or_open(cls, path: str | os.PathLike, encoder, *, precision: str, dtype: str = "float16",
-                       classnames: list[str] | None = None) -> EmbeddingStore:
+                       classnames: list[str] | None = None, multi_label: bool = False) -> EmbeddingStore:
         """The store at ``path`` for adding ``encoder``'s embeddings: opened (and checked to be the
-        same model, dtype and classes) when it exists, else created empty."""
+        same model, dtype and classes) when it exists, else created empty. ``multi_label``: rows hold
+        a set of labels each (``classnames`` index them), not one class."""
         folder = Location(path)
         if dtype not in DTYPES:
             raise StoreError(f"storage dtype {dtype!r}: use float16 (half the disk) or float32 (exact)")
         if folder.exists(MANIFEST):
-            return cls._opened_for(folder, encoder, dtype, classnames)
+            return cls._opened_for(folder, encoder, dtype, classnames, multi_label)
         if folder.exists() and (not folder.is_dir() or set(folder.names()) - {".lock"}):  # a failed creation's lock
             raise StoreError(f"{folder} exists and is not a zsclip store: give a new folder name for --output")
         folder.mkdir()
         with folder.lock(wait=APPEND_LOCK_WAIT_S):
             if folder.exists(MANIFEST):  # another run created it meanwhile: use theirs, never overwrite it
-                return cls._opened_for(folder, encoder, dtype, classnames)
-            return cls._created(folder, encoder, precision, dtype, classnames)
+                return cls._opened_for(folder, encoder, dtype, classnames, multi_label)
+            return cls._created(folder, encoder, precision, dtype, classnames, multi_label)
 
     @classmethod
-    def _opened_for(cls, folder: Location, encoder, dtype: str, classnames: list[str] | None) -> EmbeddingStore:
+    def _opened_for(cls, folder: Location, encoder, dtype: str, classnames: list[str] | None,
+                    multi_label: bool = False) -> EmbeddingStore:
         store = cls(folder, read_manifest(folder))
         store.check_encoder(encoder)
         if store.dtype != dtype:
             raise StoreError(f"store {folder} holds {store.dtype} embeddings, not {dtype}: use another --output")
         if (store.classnames or None) != (classnames or None):
             raise StoreError(f"store {folder} was made with other class labels: use another --output")
+        if store.multi_label != multi_label:
+            held = "several labels per image" if store.multi_label else "one class per image"
+            raise StoreError(f"store {folder} holds {held}, and this data does not: use another --output")
         return store
 
     @classmethod
     def _created(cls, folder: Location, encoder, precision: str, dtype: str,
-                 classnames: list[str] | None) -> EmbeddingStore:
+                 classnames: list[str] | None, multi_label: bool = False) -> EmbeddingStore:
         from ..pipeline.device_decode import device_preprocessing
 
         preprocessing = device_preprocessing(encoder.image_transform())
         manifest = {
-            "format": FORMAT, "version": VERSION, "zsclip_version": __version__,
+            "format": FORMAT, "version": VERSION if multi_label else SINGLE_LABEL_VERSION,
+            "zsclip_version": __version__,
             "model": model_name(encoder), "pretrained": getattr(encoder, "pretrained", None),
             "fingerprint": encoder.fingerprint, "backend": encoder.backend, "embed_dim": int(encoder.embed_dim),
             "precision": precision, "dtype": dtype, "logit_scale": float(encoder.logit_scale),
@@ -127,7 +137,7 @@ class EmbeddingStore:
             "preprocessing": None if preprocessing is None else {
                 "size": preprocessing.size, "crop": list(preprocessing.crop), "resize": preprocessing.interpolation,
                 "mean": list(preprocessing.mean), "std": list(preprocessing.std)},
-            "classnames": classnames, "shards": [],
+            "classnames": classnames, **({"multi_label": True} if multi_label else {}), "shards": [],
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         store = cls(folder, manifest)
@@ -163,6 +173,21 @@ class EmbeddingStore:
     @property
     def classnames(self) -> list[str] | None:
         return self.manifest.get("classnames")
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether each row holds a set of labels (embedded from a multi-label manifest)."""
+        return bool(self.manifest.get("multi_label"))
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The columns every shard of this store has."""
+        return schema(self.embed_dim, self.dtype, self.multi_label)
+
+    @property
+    def read_columns(self) -> tuple[str, ...]:
+        """What ``batches`` reads of each shard."""
+        return READ_COLUMNS + (MULTI_LABEL_COLUMNS if self.multi_label else ())
 
     @property
     def shard_files(self) -> list[Path | str]:
@@ -254,7 +279,8 @@ class EmbeddingStore:
                 reader = self.location.parquet_file(shard["file"])
                 self._check_shard(shard["file"], reader.schema_arrow)
                 offset = 0
-                for record in reader.iter_batches(batch_size=batch_size, columns=list(READ_COLUMNS), use_threads=False):
+                for record in reader.iter_batches(batch_size=batch_size, columns=list(self.read_columns),
+                                                  use_threads=False):
                     yield self._batch(record, masks[shard_index][offset : offset + record.num_rows], shard["file"],
                                       offset)
                     offset += record.num_rows
@@ -263,7 +289,7 @@ class EmbeddingStore:
 
     def _batch(self, record: pa.RecordBatch, mask: np.ndarray, shard: str, offset: int) -> StoreBatch:
         return checked_batch(record, mask, shard=shard, offset=offset, embed_dim=self.embed_dim,
-                             classnames=self.classnames)
+                             classnames=self.classnames, multi_label=self.multi_label)
 
     def _tables(self, columns: tuple[str, ...], only=None) -> Iterator[tuple[int, pa.Table]]:
         """(index, table of ``columns``) per readable shard (of those in ``only``, when given)."""
@@ -281,8 +307,7 @@ class EmbeddingStore:
     def _check_shard(self, name: str, found: pa.Schema) -> None:
         """A shard whose columns are not the manifest's (another width or dtype, a foreign file) is
         skipped like a damaged one: its embeddings would not fit the store's classifiers."""
-        expected = schema(self.embed_dim, self.dtype)
-        for field in expected:
+        for field in self.schema:
             indices = found.get_all_field_indices(field.name)
             if not indices:
                 raise ShardError(f"no column {field.name!r}")
@@ -302,10 +327,10 @@ class EmbeddingStore:
         it is on disk, so shards other handles or processes committed meanwhile stay listed."""
         dim, dtype = self.embed_dim, self.dtype
         numpy_dtype = np.float16 if dtype == "float16" else np.float32
-        columns = {name: [row.get(name) for row in rows] for name in schema(dim, dtype).names if name != "embedding"}
+        columns = {name: [row.get(name) for row in rows] for name in self.schema.names if name != "embedding"}
         flat = [None if e is None else np.asarray(e, dtype=numpy_dtype).reshape(-1) for e in embeddings]
-        vectors = pa.array([None if e is None else e for e in flat], type=pa.list_(DTYPES[dtype], dim))
-        table = pa.table({**columns, "embedding": vectors}, schema=schema(dim, dtype))
+        columns["embedding"] = pa.array([None if e is None else e for e in flat], type=pa.list_(DTYPES[dtype], dim))
+        table = pa.table(columns, schema=self.schema)
         with self._locked(APPEND_LOCK_WAIT_S):
             name = f"shard-{len(self.manifest['shards']):05d}-{uuid.uuid4().hex[:8]}.parquet"
             self.location.write_table(name, table, compression="zstd", row_group_size=ROW_GROUP_ROWS)
@@ -377,7 +402,7 @@ class EmbeddingStore:
     def _reload(self) -> None:
         """Take the manifest on disk as this handle's (it must still describe the same store)."""
         current = read_manifest(self.location)
-        for field in ("embed_dim", "dtype", "model", "fingerprint", "classnames"):
+        for field in ("embed_dim", "dtype", "model", "fingerprint", "classnames", "multi_label"):
             if current.get(field) != self.manifest.get(field):
                 raise StoreError(f"store {self.folder} was replaced by another store since it was opened (its "
                                  f"{field} changed): open it again")
@@ -410,13 +435,14 @@ def _same_type(found: pa.DataType, expected: pa.DataType) -> bool:
 
 
 def checked_batch(record: pa.RecordBatch | pa.Table, mask: np.ndarray, *, shard: str, offset: int, embed_dim: int,
-                  classnames: list[str] | None) -> StoreBatch:
+                  classnames: list[str] | None, multi_label: bool = False) -> StoreBatch:
     """The rows of ``record`` that ``mask`` keeps (rows ``offset``... of ``shard``), each checked: a row
     without a path, with a label that is not one of the store's classes, or whose embedding is
     missing, of another length, not finite or all zeros becomes an error row naming the
     shard and the row. No allocation depends on a value in the file. Every reader of shard rows
     goes through here (``batches``, and any task that reads shards elsewhere, e.g. on Ray):
-    ``record`` needs the columns path, resolved, label, error and embedding."""
+    ``record`` needs the columns path, resolved, label, error and embedding, and ``labels`` when
+    ``multi_label`` (each row's label set, checked by ``_label_sets``; ``label`` is then unused)."""
     keep = np.flatnonzero(mask)
     picked = record.take(pa.array(keep, type=pa.int64()))
     errors = picked.column("error").to_pylist()
@@ -429,7 +455,11 @@ def checked_batch(record: pa.RecordBatch | pa.Table, mask: np.ndarray, *, shard:
             errors[i] = _damage(shard, offset + int(keep[i]), f"no {'path' if path is None else 'resolved path'}")
     labels = [-1] * len(keep)  # no classes: the labels mean nothing and are not used
     classes = classnames
-    if classes is not None:
+    label_sets = None
+    if multi_label and classes is not None:
+        label_sets = _label_sets(picked.column("labels"), len(classes), errors, lambda i, problem: _damage(
+            shard, offset + int(keep[i]), problem))
+    elif classes is not None:
         for i, label in enumerate(picked.column("label").to_pylist()):
             if label is not None and 0 <= label < len(classes):
                 labels[i] = int(label)
@@ -438,7 +468,42 @@ def checked_batch(record: pa.RecordBatch | pa.Table, mask: np.ndarray, *, shard:
                                     f"label {label} is not one of the store's {len(classes)} classes")
     embeddings = _embeddings(picked.column("embedding"), embed_dim, errors, lambda i, problem: _damage(
         shard, offset + int(keep[i]), problem))
-    return StoreBatch(paths, errors, labels, embeddings)
+    return StoreBatch(paths, errors, labels, embeddings, label_sets)
+
+
+def _label_sets(column: pa.Array, count: int, errors: list[str | None], damage) -> list[tuple[int, ...]]:
+    """Each row's label indices as a sorted tuple (empty = none of the labels). A row whose list is
+    missing, longer than the ``count`` classes, holds a null, or names an index outside the classes
+    gets ``damage(i, problem)`` as its error (when it has none yet) and an empty set. Lengths are
+    checked before any list is converted, so no allocation depends on a value in the file."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    sets: list[tuple[int, ...]] = [()] * len(column)
+    problems: dict[int, str] = {}
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    for i in np.flatnonzero(~valid):
+        problems[int(i)] = "no labels"
+    for i in np.flatnonzero(valid & (lengths > count)):
+        problems[int(i)] = f"{int(lengths[i])} labels, the store has {count} classes"
+    rows = np.flatnonzero(valid & (lengths <= count))
+    picked = column.take(pa.array(rows, type=pa.int64()))
+    flat = pc.list_flatten(picked)
+    nulls = flat.is_null().to_numpy(zero_copy_only=False)
+    values = flat.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    for j, chunk in enumerate(np.split(np.arange(len(values)), np.cumsum(lengths[rows])[:-1]) if len(rows) else []):
+        row = int(rows[j])
+        outside = chunk[(values[chunk] < 0) | (values[chunk] >= count)]
+        if nulls[chunk].any():
+            problems[row] = "a null label"
+        elif len(outside):
+            problems[row] = f"label {int(values[outside[0]])} is not one of the store's {count} classes"
+        else:
+            sets[row] = tuple(sorted(set(values[chunk].tolist())))
+    for i, problem in problems.items():
+        if errors[i] is None:
+            errors[i] = damage(i, problem)
+    return sets
 
 
 def _embeddings(column: pa.Array, dim: int, errors: list[str | None], damage) -> np.ndarray:
@@ -530,4 +595,5 @@ def _warn_unreadable(name: str, error: Exception) -> None:
     warnings.warn(f"store shard {name} cannot be read ({error}); skipping it", ZsclipWarning, stacklevel=4)
 
 
-__all__ = ["EmbeddingStore", "StoreBatch", "StoreError", "checked_batch", "checked_vectors", "model_name", "same_model"]
+__all__ = ["EmbeddingStore", "StoreBatch", "StoreError", "checked_batch", "checked_vectors", "model_name",
+           "same_model"]
