@@ -372,13 +372,31 @@ def test_build_multi_label_writes_the_file_classify_would_use(demo, scenes, tmp_
     assert result.exit_code == 2 and "add --multi-label" in result.output
 
 
-def test_serving_a_multilabel_file_is_refused_in_one_line_at_start(demo, tmp_path):
+def test_a_served_multilabel_file_answers_as_the_cli(demo, scenes, tmp_path):
     pytest.importorskip("fastapi")
-    MultiLabelClassifier.build(demo, ["red star", "blue ring"], "photo", cache=False).save(tmp_path / "tags.zsml")
-    result = CliRunner().invoke(main, ["serve", "--model", "demo", "--port", "0", "--classifier",
-                                       str(tmp_path / "tags.zsml")])
-    errors = [line for line in result.stderr.splitlines() if line.startswith("zsclip: error:")]
-    assert result.exit_code == 2 and len(errors) == 1 and "multi-label classifier file" in errors[0], result.output
+    from fastapi.testclient import TestClient
+
+    from zsclip.serve import ServeSettings, create_app
+
+    tags = MultiLabelClassifier.build(demo, ["red star", "blue ring", "green circle"], "photo", cache=False,
+                                      threshold=0.3)
+    tags.save(tmp_path / "tags.zsml")
+    images = sorted((scenes["test"].parent / "images").glob("*.png"))[:4]
+    out = tmp_path / "rows.jsonl"
+    result = CliRunner().invoke(main, ["classify", *map(str, images), "--classifier", str(tmp_path / "tags.zsml"),
+                                       "-o", str(out), *CLI_COMMON])
+    assert result.exit_code == 0, result.output
+    expected = {Path(row["path"]).name: row for row in map(json.loads, out.read_text().splitlines())}
+    app = create_app(ServeSettings(model="demo", precision="fp32", classifier_files=(str(tmp_path / "tags.zsml"),),
+                                   default_templates="photo"), encoder=demo)
+    with TestClient(app) as client:
+        files = [("images", (image.name, image.read_bytes(), "image/png")) for image in images]
+        response = client.post("/v1/classify", data={"classifier": "tags"}, files=files)
+    assert response.status_code == 200, response.text
+    for item in response.json()["results"]:
+        want = expected[item["filename"]]
+        assert [p["label"] for p in item["predictions"]] == want["labels"]
+        assert [p["score"] for p in item["predictions"]] == pytest.approx(want["scores"], abs=1e-5)
 
 
 @pytest.mark.parametrize("threshold,effect", [(1.5, "no label to any image"), (0.0, "every label to every image"),

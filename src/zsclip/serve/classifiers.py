@@ -31,10 +31,10 @@ from .inputs import ClientError
 
 
 def check_servable(classifier, path) -> None:
-    """Refuse a classifier file the service cannot answer with yet (a multi-label file), in one line."""
-    if hasattr(classifier, "positive"):  # a MultiLabelClassifier: its thresholds have no route yet
-        raise ClassifierFileError(f"{path} is a multi-label classifier file, which the service does not serve yet: "
-                                  "serve its labels and post multi_label=true with a threshold")
+    """Every registered head file is servable: flat, adapted, tree and multi-label (with the
+    thresholds calibrated into it). Kept as the one place a future head the service cannot answer
+    with would be refused, in one line."""
+    return None
 
 
 @dataclass
@@ -48,8 +48,10 @@ class Entry:
 
     @property
     def flat(self) -> ZeroShotClassifier:
-        """The flat classifier (a tree's node classifier) for checks and descriptions."""
-        return getattr(self.classifier, "node_classifier", self.classifier)
+        """The flat classifier (a tree's node classifier, a multi-label file's label weights) for
+        checks and descriptions."""
+        return getattr(self.classifier, "node_classifier", None) or getattr(self.classifier, "positive", None) \
+            or self.classifier
 
     @property
     def is_tree(self) -> bool:
@@ -61,7 +63,7 @@ class Entry:
         info = {"id": self.id, "source": self.source, "num_classes": len(flat.classnames),
                 "num_templates": len(templates), "model": flat.provenance.get("model"),
                 "scoring": "sigmoid" if flat.is_sigmoid else "softmax", "created": self.created,
-                "kind": "tree" if self.is_tree else type(flat).__name__}
+                "kind": "tree" if self.is_tree else type(self.classifier).__name__}
         if with_classes:
             info["classes"] = list(flat.classnames)
             info["templates"] = list(templates)
