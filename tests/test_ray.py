@@ -255,3 +255,20 @@ def test_multilabel_classify_eval_and_retrieval_on_ray_equal_the_local_runs(tmp_
         assert remote["num_images"] == local["num_images"] == 12 and remote["num_failed"] == 0, name
         if "per_label_ap" in local:
             assert remote["per_label_ap"] == pytest.approx(local["per_label_ap"], abs=1e-6), name
+
+
+def test_a_job_that_cannot_be_placed_is_reported_as_stalled_not_waited_on():
+    from zsclip.cluster.session import watched
+
+    ray = connect(RaySettings())
+    dataset = ray.data.from_items([{"a": 1}]).map_batches(lambda batch: batch, resources={"no-such-node": 1})
+    started = time.monotonic()
+    with pytest.raises(InputError, match="made no progress for 3 s"):
+        list(watched(dataset.iter_batches(), 3))
+    assert time.monotonic() - started < 20
+
+
+def test_ray_options_without_ray_are_refused():
+    for option in (["--ray-actors", "2"], ["--ray-stall-timeout", "30"]):
+        result = CliRunner().invoke(main, ["classify", "x.png", "--labels", "a,b", *option])
+        assert result.exit_code == 2 and f"{option[0]} applies to --ray" in result.output

@@ -50,7 +50,8 @@ from .trees import tree_options
 def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, labels_tree, tree_mode, beam,
              descriptions, reject, reject_calibrate, tpr, reject_score, reject_label, multi_label, multi_score,
              threshold, calibrate, target_precision, model, pretrained, device, precision, cache_dir, no_cache,
-             batch_size, workers, max_pixels, decode, url_timeout, scale, ray_address, ray_actors) -> None:
+             batch_size, workers, max_pixels, decode, url_timeout, scale, ray_address, ray_actors,
+             ray_stall_timeout) -> None:
     """Classify images into the classes you name.
 
     INPUTS are image files, folders (searched recursively), quoted glob patterns ("shots/**/*.jpg"),
@@ -107,7 +108,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
     with usage_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         job = plan(source, head_options, model=model, pretrained=pretrained, run=options, cache=not no_cache,
-                   cache_dir=cache_dir, ray=ray_settings(ray_address, ray_actors))
+                   cache_dir=cache_dir, ray=ray_settings(ray_address, ray_actors, ray_stall_timeout))
     for warning in caught:  # zsclip's own (a threshold out of range, one label); libraries' notes are not the user's
         if issubclass(warning.category, ZsclipWarning):
             click.echo(f"zsclip: warning: {printable(str(warning.message))}", err=True)

@@ -113,6 +113,9 @@ def ray_options(function):
         click.option("--ray", "ray_address", default=None, metavar="auto|ADDRESS",
                      help="Run on Ray Data: auto = $RAY_ADDRESS, else a local Ray instance; or a cluster address "
                           '(ray://head:10001). Needs pip install "zsclip[ray]".'),
+        click.option("--ray-stall-timeout", default=None, type=click.FloatRange(min=1, max=86_400),
+                     help="With --ray: stop and report a job that delivers no result for this many seconds (default "
+                          "600; a cluster that cannot place its tasks would otherwise wait forever)."),
         click.option("--ray-actors", default=None, type=click.IntRange(min=1),
                      help="Encoding actors, each loading the model once (default: one per GPU; on CPUs a quarter "
                           "of the cores, the rest decode)."),
@@ -145,16 +148,19 @@ def multilabel_options(function):
     ])
 
 
-def ray_settings(address: str | None, actors: int | None):
+def ray_settings(address: str | None, actors: int | None, stall_timeout: float | None = None):
     """RaySettings for --ray (the job connects when it runs), or None when the run is local;
-    --ray-actors without --ray is refused, not ignored."""
+    --ray-actors or --ray-stall-timeout without --ray is refused, not ignored."""
     if address is None:
-        if actors is not None:
-            raise UsageFailure("--ray-actors applies to --ray: add --ray auto (or an address)")
+        if actors is not None or stall_timeout is not None:
+            option = "--ray-actors" if actors is not None else "--ray-stall-timeout"
+            raise UsageFailure(f"{option} applies to --ray: add --ray auto (or an address)")
         return None
     from ..cluster import RaySettings
 
-    return RaySettings(address=address, actors=actors)
+    if stall_timeout is None:
+        return RaySettings(address=address, actors=actors)
+    return RaySettings(address=address, actors=actors, stall_timeout_s=stall_timeout)
 
 
 def run_options(device: str = "auto", precision: str = DEFAULT_PRECISION, batch_size: int = 64,

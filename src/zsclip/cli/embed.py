@@ -47,7 +47,7 @@ from .common import (
 @ray_options
 def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, model, pretrained, device, precision,
                   cache_dir, no_cache, batch_size, workers, max_pixels, decode, url_timeout, ray_address,
-                  ray_actors) -> None:
+                  ray_stall_timeout, ray_actors) -> None:
     """Encode images once into an embedding store, to classify, evaluate and search them in milliseconds.
 
     \b
@@ -65,7 +65,7 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
     from the store's view. The model of an existing store is the one used (--model must match).
     """
     options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
-    settings = ray_settings(ray_address, ray_actors)
+    settings = ray_settings(ray_address, ray_actors, ray_stall_timeout)
     with usage_errors():
         if labels_file and not labelled:
             raise UsageFailure("--labels-file names the classes of --labelled data: add --labelled")

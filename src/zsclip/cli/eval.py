@@ -74,7 +74,8 @@ from .common import (
 def eval_command(task, captions, data, dataset, labels_file, templates, classifier_file, output, report_dir,
                  labels_tree, unknown, tpr, beam, descriptions, select_templates, multi_label, multi_score, threshold,
                  calibrate, target_precision, model, pretrained, device, precision, cache_dir, no_cache, batch_size,
-                 workers, max_pixels, decode, url_timeout, ray_address, ray_actors) -> None:
+                 workers, max_pixels, decode, url_timeout, ray_address, ray_actors,
+                 ray_stall_timeout) -> None:
     """Measure zero-shot accuracy on labelled images: acc1, acc5, mean per-class recall.
 
     \b
@@ -99,7 +100,8 @@ def eval_command(task, captions, data, dataset, labels_file, templates, classifi
         _other_task(task, captions, data, dataset, labels_file, templates, classifier_file, output, report_dir,
                     multi_label, multi, {"labels_tree": labels_tree, "unknown": unknown, "tpr": tpr, "beam": beam,
                                          "select_templates": select_templates, "descriptions": descriptions},
-                    model, pretrained, options, not no_cache, cache_dir, ray_settings(ray_address, ray_actors))
+                    model, pretrained, options, not no_cache, cache_dir,
+                    ray_settings(ray_address, ray_actors, ray_stall_timeout))
         return
     with usage_errors():
         template_sets = [name.strip() for name in (templates or "").split(",") if name.strip()]
@@ -130,7 +132,7 @@ def eval_command(task, captions, data, dataset, labels_file, templates, classifi
         _select_templates(collection, classes, encoder, select_templates, template_sets[0], options, output,
                           not no_cache, cache_dir)
         return
-    settings = ray_settings(ray_address, ray_actors)
+    settings = ray_settings(ray_address, ray_actors, ray_stall_timeout)
     try:
         with PredictionsCsv(report_dir if not labels_tree else None) as on_prediction:
             result = evaluate(data, None, template_sets, classes=read_labels(labels_file) if labels_file else None,

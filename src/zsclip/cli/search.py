@@ -23,7 +23,7 @@ from .common import UsageFailure, image_options, ray_options, ray_settings, run_
 @image_options
 @ray_options
 def search(store_path, query, image_path, top_k, output, model, pretrained, device, batch_size, workers, max_pixels,
-           decode, url_timeout, ray_address, ray_actors) -> None:
+           decode, url_timeout, ray_address, ray_actors, ray_stall_timeout) -> None:
     """The inputs nearest to QUERY (a text) or --image, by cosine similarity, best first.
 
     INPUT is an embedding store from `zsclip embed` (answers from the stored embeddings, no image
@@ -40,7 +40,7 @@ def search(store_path, query, image_path, top_k, output, model, pretrained, devi
     if (query is None) == (image_path is None):
         raise UsageFailure("give a text QUERY or --image FILE (one of them)")
     options = run_options(device, "fp32", batch_size, workers, max_pixels, url_timeout, decode)
-    ray = ray_settings(ray_address, ray_actors)
+    ray = ray_settings(ray_address, ray_actors, ray_stall_timeout)
     with usage_errors():
         hits = run_search(store_path, query, image=image_path, top_k=top_k, model=model, pretrained=pretrained,
                           options=options, output=output, ray=ray)

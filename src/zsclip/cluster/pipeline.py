@@ -21,7 +21,7 @@ from ..data.sources import Source
 from ..errors import InputError, ZsclipWarning
 from ..options import RunOptions
 from ..pipeline.decode import DecodedBatches
-from .session import RaySettings, connect
+from .session import RaySettings, connect, watched
 
 #: How often Ray restarts a dead encoding actor, and retries the batch it was running.
 ACTOR_RESTARTS = 3
@@ -172,8 +172,10 @@ def ray_feature_batches(items: Sequence[Source], encoder, options: RunOptions | 
                         ) -> Iterator[tuple[list[str], list[str | None], torch.Tensor]]:
     """``pipeline.feature_batches`` on Ray: (names, errors, features of the decoded ones) per batch."""
     options = options or RunOptions()
-    dataset = encoded_dataset(items, encoder, options, settings or RaySettings(), actor)
-    for batch in dataset.iter_batches(batch_size=options.batch_size, batch_format="numpy"):
+    settings = settings or RaySettings()
+    dataset = encoded_dataset(items, encoder, options, settings, actor)
+    for batch in watched(dataset.iter_batches(batch_size=options.batch_size, batch_format="numpy"),
+                         settings.stall_timeout_s):
         ok = batch["ok"].astype(bool)
         yield ([str(name) for name in batch["name"]], [str(error) or None for error in batch["error"]],
                torch.from_numpy(np.ascontiguousarray(batch["embedding"][ok])))

@@ -16,7 +16,7 @@ import torch
 from ..errors import InputError
 from ..options import RunOptions
 from .pipeline import encoded_dataset
-from .session import RaySettings, connect
+from .session import RaySettings, connect, watched
 
 
 def encoded_batches(items, encoder, options: RunOptions, settings: RaySettings | None = None, *,
@@ -24,9 +24,10 @@ def encoded_batches(items, encoder, options: RunOptions, settings: RaySettings |
     """(ids, errors, features of those without an error, targets) per batch: ``items`` (image
     sources) or the samples of WebDataset ``shards`` (labels read when ``classnames`` are given)
     decoded by Ray tasks and encoded by the actor pool, in input order."""
-    dataset = encoded_dataset(items, encoder, options, settings or RaySettings(), shards=shards,
-                              classnames=classnames)
-    for batch in dataset.iter_batches(batch_size=options.batch_size, batch_format="numpy"):
+    settings = settings or RaySettings()
+    dataset = encoded_dataset(items, encoder, options, settings, shards=shards, classnames=classnames)
+    for batch in watched(dataset.iter_batches(batch_size=options.batch_size, batch_format="numpy"),
+                         settings.stall_timeout_s):
         ok = batch["ok"].astype(bool)
         yield ([str(name) for name in batch["name"]], [str(error) or None for error in batch["error"]],
                torch.from_numpy(np.ascontiguousarray(batch["embedding"][ok])), [int(t) for t in batch["target"]])
@@ -64,7 +65,8 @@ def store_batches(store, settings: RaySettings | None = None, batch_size: int = 
 
     if isinstance(store, ClipRetrievalStore):
         raise InputError(f"{store.folder} is a clip-retrieval output: read it without --ray")
-    ray = connect(settings or RaySettings())
+    settings = settings or RaySettings()
+    ray = connect(settings)
     masks = {index: np.packbits(mask) for index, mask in store.view_masks().items()}
     shards = [{"shard": str(path), "index": index, "name": shard["file"]}
               for index, (path, shard) in enumerate(zip(store.shard_files, store.manifest["shards"], strict=True))
@@ -74,7 +76,7 @@ def store_batches(store, settings: RaySettings | None = None, batch_size: int = 
     dataset = ray.data.from_items(shards, override_num_blocks=len(shards)).flat_map(
         store_rows, fn_kwargs={"masks": masks, "embed_dim": store.embed_dim, "classnames": store.classnames,
                                "multi_label": store.multi_label})
-    for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
+    for batch in watched(dataset.iter_batches(batch_size=batch_size, batch_format="numpy"), settings.stall_timeout_s):
         errors = [str(error) or None for error in batch["error"]]
         good = [np.asarray(v, dtype=np.float32) for v, e in zip(batch["embedding"], errors, strict=True) if e is None]
         features = torch.from_numpy(np.stack(good)) if good else torch.empty(0, store.embed_dim)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import InputError
@@ -18,11 +19,14 @@ class RaySettings:
             such as ``ray://head:10001``.
         actors: encoding actors (each loads the model once); None = one per GPU, else 2 on CPU.
         num_cpus: for a local instance only: how many CPUs it may use (None = all).
+        stall_timeout_s: a job that delivers no batch for this long is stopped and reported (a cluster
+            that cannot place its tasks or actors would otherwise wait forever).
     """
 
     address: str = "auto"
     actors: int | None = None
     num_cpus: int | None = None
+    stall_timeout_s: float = 600.0
 
 
 def ray_available() -> bool:
@@ -68,4 +72,41 @@ def connect(settings: RaySettings):
     return ray
 
 
-__all__ = ["RaySettings", "connect", "ray_available"]
+class _Done:
+    """Marks the end (or the failure) of a watched iterator."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+def watched(batches: Iterator, seconds: float, what: str = "the Ray job") -> Iterator:
+    """``batches``, pulled on a helper thread; when none arrives for ``seconds`` the job is reported
+    as stalled (InputError) instead of being waited on forever. Memory: at most two batches ahead."""
+    import queue
+    import threading
+
+    pending: queue.Queue = queue.Queue(maxsize=2)
+
+    def pull() -> None:
+        try:
+            for batch in batches:
+                pending.put(batch)
+            pending.put(_Done())
+        except BaseException as error:  # handed to the consumer, raised there
+            pending.put(_Done(error))
+
+    threading.Thread(target=pull, name="zsclip-ray-watch", daemon=True).start()
+    while True:
+        try:
+            item = pending.get(timeout=seconds)
+        except queue.Empty:
+            raise InputError(f"{what} made no progress for {seconds:g} s: the cluster may lack the resources its "
+                             "tasks or actors ask for (see `ray status`); fewer --ray-actors, or more nodes") from None
+        if isinstance(item, _Done):
+            if item.error is not None:
+                raise item.error
+            return
+        yield item
+
+
+__all__ = ["RaySettings", "connect", "ray_available", "watched"]

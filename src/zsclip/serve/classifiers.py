@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..classifier import ZeroShotClassifier
 from ..encoders.base import Encoder
-from ..errors import ClassifierFileError, ZsclipError
+from ..errors import ZsclipError
 from ..precision import resolve_precision, text_precision
 from .inputs import ClientError
 
