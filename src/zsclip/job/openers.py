@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from ..data.collections import open_collection
 from ..data.sources import expand_inputs, unique_sources
 from ..errors import InputError
-from .sources import FeatureSource, ImageFiles, LabelledData, StoreSource, is_shards, is_store
+from .sources import FeatureSource, ImageFiles, LabelledData, MediaFiles, StoreSource, has_videos, is_shards, is_store
 
 
 def _single(inputs: Sequence) -> str | None:
@@ -57,7 +57,10 @@ def open_labelled(inputs: Sequence, *, labelled: bool, classes=None, dataset=Non
     if single is None:
         raise InputError("labelled data is one class-per-folder tree, a .csv/.jsonl manifest or WebDataset shards")
     collection, build_classes = open_collection(single, classes, dataset)
-    source = LabelledData(collection)
+    if not collection.shards and has_videos(collection.items):
+        source = MediaFiles(collection.items, collection.classnames)
+    else:
+        source = LabelledData(collection)
     source.build_classes = build_classes  # what to build classifiers from: given synonyms, "imagenet1k", or None
     return source
 
@@ -70,7 +73,7 @@ def open_images(inputs: Sequence, *, labelled: bool, classes=None, dataset=None,
     sources, duplicates = unique_sources(source for source in _expand(inputs))
     if not sources:
         raise InputError("no inputs to classify: give image files, folders, glob patterns, URLs or -")
-    source = ImageFiles(sources)
+    source = MediaFiles(sources) if has_videos(sources) else ImageFiles(sources)
     source.duplicates = duplicates
     return source
 

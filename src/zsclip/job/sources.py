@@ -35,6 +35,8 @@ class FeatureBatch:
     errors: list[str | None]
     features: torch.Tensor
     targets: list[int] | None = None
+    #: per input, the (start, end) seconds of a video clip, None for a photo; None when no input is a video
+    spans: list[tuple[float, float] | None] | None = None
 
     def good_targets(self) -> list[int]:
         """The class index of each input that has features, in order."""
@@ -47,6 +49,8 @@ class FeatureSource(ABC):
 
     kind: ClassVar[str]
     needs_model: ClassVar[bool] = True
+    #: whether rows carry a time span (video clips): sinks then write start and end columns
+    timed: ClassVar[bool] = False
     #: class names of a labelled source (targets index them), else None
     classnames: list[str] | None = None
     #: the precision features are stored at (a float16 store), which calibration must match
@@ -133,6 +137,43 @@ class LabelledData(FeatureSource):
             yield FeatureBatch(names, errors, features, targets if self.labelled else None)
 
 
+class MediaFiles(FeatureSource):
+    """Photos and videos (files, folders, globs; labelled by class folder or manifest, or not): a
+    row per photo, per video (``RunOptions.frames`` sampled frames pooled) or per video segment
+    (``RunOptions.segment``), each video row with its span in seconds (``zsclip.pipeline.media``)."""
+
+    kind = "videos"
+    #: rows carry start and end seconds (sinks add the columns)
+    timed = True
+
+    def __init__(self, items: Sequence[Source], classnames: Sequence[str] | None = None) -> None:
+        self.items = list(items)
+        self.classnames = list(classnames) if classnames is not None else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
+        from ..pipeline.media import media_feature_batches
+
+        for batch in media_feature_batches(self.items, encoder, options):
+            yield FeatureBatch(batch.ids, batch.errors, batch.features, batch.targets if self.labelled else None,
+                               batch.spans)
+
+    def ray_batches(self, encoder: Encoder | None, options: RunOptions, settings) -> Iterator[FeatureBatch]:
+        from ..cluster.media import ray_media_batches
+
+        for batch in ray_media_batches(self.items, encoder, options, settings):
+            yield FeatureBatch(batch.ids, batch.errors, batch.features, batch.targets if self.labelled else None,
+                               batch.spans)
+
+
+def has_videos(sources: Sequence[Source]) -> bool:
+    from ..data.video import is_video_name
+
+    return any(source.error is None and is_video_name(source.name) for source in sources)
+
+
 class StoreSource(FeatureSource):
     """An embedding store (or a clip-retrieval output): stored features, no image decoded, no model."""
 
@@ -204,5 +245,6 @@ def require_labels(source: FeatureSource, what: str) -> None:
                          "with --labels-file, or a store made with `zsclip embed --labelled`")
 
 
-__all__ = ["FeatureBatch", "FeatureSource", "ImageFiles", "LabelledData", "StoreSource", "is_store", "is_shards",
+__all__ = ["FeatureBatch", "FeatureSource", "ImageFiles", "LabelledData", "MediaFiles", "has_videos", "StoreSource",
+           "is_store", "is_shards",
            "require_labels"]

@@ -80,12 +80,15 @@ def answers(job: Job) -> Iterator[Prediction]:
     """Every input's answer, in order: the head's for inputs with features, an error row for the rest."""
     for batch in job.features():
         answered = iter(job.head.answer(batch.features))
-        for name, error in zip(batch.ids, batch.errors, strict=True):
+        spans = batch.spans or [None] * len(batch.ids)
+        for name, error, span in zip(batch.ids, batch.errors, spans, strict=True):
             if error is not None:
-                yield Prediction(name, [], [], error)
-                continue
-            answer = next(answered)
-            answer.source = name
+                answer = Prediction(name, [], [], error)
+            else:
+                answer = next(answered)
+                answer.source = name
+            if span is not None:
+                answer.start, answer.end = span
             yield answer
 
 
@@ -95,7 +98,7 @@ def open_sink(output: str | os.PathLike, job: Job):
 
     head = job.head
     top_k = getattr(getattr(head, "inner", head), "top_k", 1)
-    return RowSink(output, head.columns, top_k)
+    return RowSink(output, head.columns, top_k, timed=job.source.timed)
 
 
 def _written(rows: Iterator[Prediction], sink) -> Iterator[Prediction]:
