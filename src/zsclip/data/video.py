@@ -205,7 +205,8 @@ def _decode_samples(container, stream, clips: list[Clip], info: VideoInfo) -> No
     frames: Iterator | None = None
     last_time = -math.inf
     for clip in clips:
-        errors = []
+        errors: list[str] = []
+        taken: set[float] = set()  # a frame stands for one sample of a clip (a file cut short repeats none)
         for time in clip.times:
             target = start_offset + time - half_frame
             try:
@@ -220,9 +221,10 @@ def _decode_samples(container, stream, clips: list[Clip], info: VideoInfo) -> No
                 continue
             if not reached:  # the data ended before this sample: seek again for the next one
                 frames = None
-                if frame is None or last_time < start_offset + clip.start - 2 * half_frame:
+                if frame is None or last_time < start_offset + clip.start - 2 * half_frame or last_time in taken:
                     errors.append("past the end of the data")
                     continue
+            taken.add(last_time)
             check_size(frame.width, frame.height, None, MAX_PIXELS)
             clip.frames.append(frame.to_image())
         if not clip.frames:

@@ -1,0 +1,194 @@
+"""Videos wherever images go: sampled frames, pooled answers, segments with their spans, and hostile
+files (each built here with PyAV) costing one error row that names the file."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+av = pytest.importorskip("av")
+
+import zsclip  # noqa: E402
+from zsclip import shapes  # noqa: E402
+from zsclip.cli import main  # noqa: E402
+from zsclip.data.video import Sampling, plan_clips, read_clips  # noqa: E402
+from zsclip.errors import ImageReadError  # noqa: E402
+
+LABELS = ["red circle", "blue square", "green star"]
+OPTIONS = zsclip.RunOptions(precision="fp32", workers=0, batch_size=8)
+CLI = ["--model", "demo", "--precision", "fp32", "-j", "0", "-b", "8"]
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return zsclip.load_model("demo")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """A red circle that becomes a blue square at 2 s, a red circle, a photo, and hostile files."""
+    root = tmp_path_factory.mktemp("videos")
+    rng = random.Random(0)
+    red = shapes.sample_spec(rng, [("red", "circle")])
+    blue = shapes.sample_spec(rng, [("blue", "square")])
+    shapes.write_video(root / "change.mp4", shapes.video_frames(red, 4, 8, change_to=blue), 8)
+    shapes.write_video(root / "red.mkv", shapes.video_frames(red, 2, 8), 8)
+    shapes.render(blue).save(root / "photo.png")
+    return root
+
+
+def test_sampling_plans_uniform_frames_and_bounded_segments():
+    (clip,), note = plan_clips(4.0, Sampling(frames=4))
+    assert clip.times == [0.5, 1.5, 2.5, 3.5] and note is None
+    segments, note = plan_clips(10.0, Sampling(frames=1, segment=3.0))
+    assert [(c.start, c.end) for c in segments] == [(0, 3), (3, 6), (6, 9), (9, 10)] and note is None
+    segments, note = plan_clips(3 * 3600.0, Sampling(frames=2, segment=1.0, max_frames=10))
+    assert len(segments) == 5 and "cut at 5.0 s" in note
+
+
+def test_only_the_sampled_frames_are_decoded_at_their_times(clips):
+    (clip,), _, info = read_clips(str(clips / "change.mp4"), Sampling(frames=8))
+    assert info.duration == pytest.approx(4.0) and len(clip.frames) == 8
+    colours = [frame.getpixel((32, 32)) for frame in clip.frames]
+    assert all(c[0] > 150 for c in colours[:4]) and all(c[2] > 150 for c in colours[4:])  # red, then blue
+
+
+def test_a_video_is_the_mean_of_its_normalised_frame_embeddings(clips, demo):
+    (clip,), _, _ = read_clips(str(clips / "change.mp4"), Sampling(frames=4))
+    transform = demo.image_transform()
+    frames = demo.encode_images(torch.stack([transform(f) for f in clip.frames]), "fp32")
+    expected = torch.nn.functional.normalize(frames.mean(0), dim=-1)
+    job = zsclip.job.plan(zsclip.job.open_source(str(clips / "change.mp4")), zsclip.job.HeadOptions(labels=LABELS),
+                          encoder=demo, run=OPTIONS.with_(frames=4))
+    (batch,) = list(job.features())
+    assert batch.spans == [(0.0, 4.0)]
+    assert torch.allclose(batch.features[0], expected, atol=1e-5)
+
+
+def test_segments_answer_when_the_shape_changes(clips, demo):
+    rows = list(zsclip.classify(clips / "change.mp4", LABELS, encoder=demo, options=OPTIONS.with_(segment=1.0,
+                                                                                                   frames=2)))
+    assert [(r.start, r.end) for r in rows] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert [r.labels[0] for r in rows] == ["red circle"] * 2 + ["blue square"] * 2
+
+
+@pytest.mark.parametrize("extension", [".csv", ".jsonl", ".parquet"])
+def test_a_folder_mixing_photos_and_videos_writes_spans(clips, tmp_path, extension):
+    out = tmp_path / f"rows{extension}"
+    result = CliRunner().invoke(main, ["classify", str(clips), "--labels", ",".join(LABELS), *CLI, "--segment", "2",
+                                       "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    if extension == ".csv":
+        rows = list(csv.DictReader(out.open()))
+    elif extension == ".jsonl":
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+    else:
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(out).to_pylist()
+    spans = [(r["path"].rsplit("/", 1)[-1], r["start"], r["end"]) for r in rows]
+    values = [(name, float(s) if s not in ("", None) else None, float(e) if e not in ("", None) else None)
+              for name, s, e in spans]
+    assert values == [("change.mp4", 0.0, 2.0), ("change.mp4", 2.0, 4.0), ("photo.png", None, None),
+                      ("red.mkv", 0.0, 2.0)]
+
+
+def test_eval_reads_class_folders_of_videos(tmp_path):
+    shapes.write_video_dataset(tmp_path / "data", 1, 5, split="seen", seconds=1, fps=4)
+    result = CliRunner().invoke(main, ["eval", "--data", str(tmp_path / "data"), *CLI, "--frames", "2",
+                                       "-o", str(tmp_path / "eval.json")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+    assert metrics["metrics"]["acc1"] > 0.5 if "metrics" in metrics else metrics["acc1"] > 0.5
+
+
+# hostile videos -------------------------------------------------------------------------------------------
+
+
+def _audio_only(path):
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame(format="s16", layout="mono", samples=800)
+        for plane in frame.planes:
+            plane.update(bytes(plane.buffer_size))
+        frame.rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def hostile(clips, tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    good = (clips / "change.mp4").read_bytes()
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    (root / "text.mp4").write_bytes(b"this is not a video at all\n" * 10)
+    _audio_only(root / "audio.mkv")
+    (root / "video.jpg").write_bytes(good)  # a video with an image's extension
+    mkv = (clips / "red.mkv").read_bytes()
+    corrupt = bytearray(mkv)
+    rng = random.Random(1)
+    for position in rng.sample(range(len(mkv) // 3, len(mkv)), 200):
+        corrupt[position] ^= 0xFF
+    (root / "corrupt.mkv").write_bytes(bytes(corrupt))
+    red = shapes.sample_spec(rng, [("red", "circle")])
+    longer = shapes.write_video(root / "longer.mkv", shapes.video_frames(red, 8, 8), 8).read_bytes()
+    (root / "longer.mkv").unlink()
+    (root / "cut.mkv").write_bytes(longer[: len(longer) * 6 // 10])
+    shapes.render(shapes.sample_spec(rng, [("green", "star")])).save(root / "star.png")
+    return root
+
+
+def test_hostile_videos_cost_one_row_each_and_the_rest_goes_on(hostile, demo):
+    rows = list(zsclip.classify(hostile, LABELS, encoder=demo, options=OPTIONS))
+    by_name = {r.source.rsplit("/", 1)[-1]: r for r in rows}
+    assert set(by_name) == {"empty.mp4", "truncated.mp4", "text.mp4", "audio.mkv", "video.jpg", "corrupt.mkv",
+                            "cut.mkv", "star.png"}
+    assert by_name["empty.mp4"].error == "empty file"
+    assert "not a video" in by_name["truncated.mp4"].error
+    assert "not a video" in by_name["text.mp4"].error
+    assert by_name["audio.mkv"].error == "no video stream in this file"
+    assert by_name["video.jpg"].error is None and by_name["video.jpg"].start == 0.0  # sniffed as a video
+    assert by_name["star.png"].labels[0] == "green star"
+    for name in ("corrupt.mkv", "cut.mkv"):  # frames that decode answer; otherwise one error row
+        row = by_name[name]
+        assert row.error is None or row.error, row
+    assert by_name["cut.mkv"].error is None and by_name["cut.mkv"].labels[0] == "red circle"
+
+
+def test_frames_over_the_pixel_limit_are_refused_from_the_header(clips):
+    with pytest.raises(ImageReadError, match="over the limit"):
+        read_clips(str(clips / "change.mp4"), Sampling(), max_pixels=1000)
+
+
+def test_an_hours_long_video_is_bounded_in_frames_and_time(tmp_path, demo):
+    path = tmp_path / "long.mkv"
+    frame = shapes.render(shapes.sample_spec(random.Random(2), [("red", "circle")]), 32)
+    with av.open(str(path), "w") as container:  # 3 hours at 1 frame a second, a keyframe every 10 minutes
+        stream = container.add_stream("mpeg4", rate=1)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.gop_size = 600
+        video_frame = av.VideoFrame.from_image(frame)
+        for index in range(3 * 3600):
+            video_frame.pts = index
+            for packet in stream.encode(video_frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    started = time.perf_counter()
+    (clip,), _, info = read_clips(str(path), Sampling(frames=8))
+    assert info.duration == pytest.approx(3 * 3600, rel=1e-3) and len(clip.frames) == 8
+    rows = list(zsclip.classify(path, LABELS, encoder=demo, options=OPTIONS.with_(segment=60.0, frames=1,
+                                                                                  max_video_frames=20)))
+    assert len(rows) == 21 and rows[-1].error.startswith("video cut at 1200.0 s")
+    assert all(r.error is None for r in rows[:-1])
+    assert time.perf_counter() - started < 60
