@@ -48,6 +48,35 @@ def open_shards(inputs: Sequence, *, labelled: bool, classes=None, dataset=None,
     return LabelledData(webdataset(_single(inputs), []), labelled=False)
 
 
+def matches_hf(inputs: Sequence, labelled: bool) -> bool:
+    from ..data.hf import hf_layout
+
+    single = _single(inputs)
+    return single is not None and hf_layout(single) is not None
+
+
+def open_hf(inputs: Sequence, *, labelled: bool, classes=None, dataset=None, model=None) -> FeatureSource:
+    """A Hugging Face split: Parquet, save_to_disk Arrow, or imagefolder with metadata (``zsclip.data.hf``)."""
+    from ..data.collections import LabelledCollection
+    from ..data.hf import open_hf as read
+    from .sources import HFTableSource
+
+    names = [synonyms[0] for synonyms in classes] if classes else None
+    opened = read(_single(inputs), names)
+    if isinstance(opened, LabelledCollection):
+        if labelled and not opened.classnames:
+            raise InputError(f"{_single(inputs)}: no labels (a label column in the metadata, or class folders)")
+        source = (MediaFiles(opened.items, opened.classnames if labelled else None) if has_videos(opened.items)
+                  else LabelledData(opened, labelled=labelled))
+    else:
+        source = HFTableSource(opened, labelled)
+        if labelled and not source.labelled:
+            raise InputError(f"{_single(inputs)}: no ClassLabel column (class names) to evaluate against; give "
+                             "--labels-file for an integer label column")
+    source.build_classes = classes
+    return source
+
+
 def matches_labelled(inputs: Sequence, labelled: bool) -> bool:
     return labelled
 

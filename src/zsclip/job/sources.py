@@ -168,6 +168,29 @@ class MediaFiles(FeatureSource):
                                batch.spans)
 
 
+class HFTableSource(FeatureSource):
+    """A Hugging Face split in Parquet or save_to_disk Arrow files (``zsclip.data.hf``), streamed by
+    row group; labelled by its ClassLabel column (class names from the schema's features)."""
+
+    kind = "hugging face dataset"
+
+    def __init__(self, table, labelled: bool = True) -> None:
+        self.table = table
+        self.classnames = list(table.classnames) if labelled and table.classnames else None
+
+    def __len__(self) -> int:
+        return self.table.rows
+
+    def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
+        from ..pipeline.hfdata import table_feature_batches
+
+        for names, errors, targets, features in table_feature_batches(self.table, encoder, options):
+            yield FeatureBatch(names, errors, features, list(targets) if self.labelled else None)
+
+    def describe(self) -> str:
+        return f"Hugging Face dataset {self.table.root}"
+
+
 def has_videos(sources: Sequence[Source]) -> bool:
     from ..data.video import is_video_name
 
@@ -245,6 +268,5 @@ def require_labels(source: FeatureSource, what: str) -> None:
                          "with --labels-file, or a store made with `zsclip embed --labelled`")
 
 
-__all__ = ["FeatureBatch", "FeatureSource", "ImageFiles", "LabelledData", "MediaFiles", "has_videos", "StoreSource",
-           "is_store", "is_shards",
-           "require_labels"]
+__all__ = ["FeatureBatch", "FeatureSource", "ImageFiles", "LabelledData", "MediaFiles", "HFTableSource", "has_videos",
+           "StoreSource", "is_store", "is_shards", "require_labels"]
