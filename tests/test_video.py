@@ -7,6 +7,7 @@ import csv
 import json
 import random
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,3 +193,38 @@ def test_an_hours_long_video_is_bounded_in_frames_and_time(tmp_path, demo):
     assert len(rows) == 21 and rows[-1].error.startswith("video cut at 1200.0 s")
     assert all(r.error is None for r in rows[:-1])
     assert time.perf_counter() - started < 60
+
+
+def test_embed_a_row_per_segment_then_search_finds_the_video_and_its_span(clips, tmp_path):
+    store = tmp_path / "videos.zse"
+    embed = ["embed", str(clips), *CLI, "--segment", "2", "--frames", "2", "-o", str(store)]
+    result = CliRunner().invoke(main, embed)
+    assert result.exit_code == 0, result.output
+    hits = tmp_path / "hits.jsonl"
+    result = CliRunner().invoke(main, ["search", str(store), "a blue square", "-k", "2", "-o", str(hits)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in hits.read_text().splitlines()]
+    found = {(r["path"].rsplit("/", 1)[-1], r["start"], r["end"]) for r in rows}
+    assert found == {("change.mp4", 2.0, 4.0), ("photo.png", None, None)}
+    result = CliRunner().invoke(main, ["search", str(store), "a blue square", "-k", "1"])
+    assert "[2.00-4.00 s]" in result.output
+    # classify from the store gives the spans too; a rerun skips every unchanged file
+    rows = list(zsclip.classify(store, LABELS))
+    assert sorted((Path(r.source).name, r.start) for r in rows if r.start is not None) == [
+        ("change.mp4", 0.0), ("change.mp4", 2.0), ("red.mkv", 0.0)]
+    result = CliRunner().invoke(main, embed)
+    assert "0 encoded, 3 unchanged" in result.output
+
+
+def test_a_store_without_video_rows_reads_as_before(tmp_path, demo):
+    from zsclip.store import EmbeddingStore, embed
+
+    shapes.render(shapes.sample_spec(random.Random(3), [("red", "circle")])).save(tmp_path / "a.png")
+    store = EmbeddingStore.create_or_open(tmp_path / "s.zse", demo, precision="fp32")
+    embed(store, list(zsclip.data.expand_inputs([str(tmp_path / "a.png")])), demo, OPTIONS)
+    import pyarrow.parquet as pq
+
+    (shard,) = (tmp_path / "s.zse").glob("shard-*.parquet")
+    assert "start" not in pq.read_schema(shard).names  # the format is unchanged for photos
+    (row,) = zsclip.classify(tmp_path / "s.zse", LABELS)
+    assert row.start is None and row.labels[0] == "red circle"

@@ -209,6 +209,7 @@ class StoreSource(FeatureSource):
         self.classnames = list(store.classnames) if store.classnames else None
         self.feature_dtype = torch.float16 if store.dtype == "float16" else torch.float32
         self.model, self.pretrained = store.model, store.pretrained
+        self.timed = bool(getattr(store, "timed", False))
 
     def __len__(self) -> int:
         return len(self.store)
@@ -222,7 +223,8 @@ class StoreSource(FeatureSource):
     def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
         for batch in self.store.batches(self.batch_size):
             yield FeatureBatch(list(batch.paths), list(batch.errors), torch.from_numpy(np.ascontiguousarray(
-                batch.embeddings, dtype=np.float32)), list(batch.labels) if self.labelled else None)
+                batch.embeddings, dtype=np.float32)), list(batch.labels) if self.labelled else None,
+                getattr(batch, "spans", None))
 
     def ray_batches(self, encoder: Encoder | None, options: RunOptions, settings) -> Iterator[FeatureBatch]:
         from ..cluster.runner import store_batches

@@ -313,10 +313,13 @@ class HitSink:
 
     @staticmethod
     def write_all(path: str | os.PathLike, hits) -> Path:
-        writer = RecordWriter(path, ["rank", "score"])
+        hits = list(hits)
+        timed = any(getattr(hit, "start", None) is not None for hit in hits)
+        writer = RecordWriter(path, ["rank", "score"], timed)
         try:
             for hit in hits:
-                writer.write(hit.source, {"rank": hit.rank, "score": float(hit.score)})
+                spans = {"start": hit.start, "end": hit.end} if timed else {}
+                writer.write(hit.source, {**spans, "rank": hit.rank, "score": float(hit.score)})
         except BaseException:
             writer.abandon()
             raise

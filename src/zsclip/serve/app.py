@@ -79,6 +79,8 @@ class SearchHit(BaseModel):
     rank: int
     path: str
     score: float
+    start: float | None = None  # a video clip's span, in seconds
+    end: float | None = None
 
 
 class SearchResponse(BaseModel):
@@ -315,7 +317,8 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
         source = StoreSource(current.store).unlabelled()
         hits = await asyncio.to_thread(lambda: nearest(source.batches(None, RunOptions(device="cpu")), query, top_k))
         return SearchResponse(model=current.encoder.name,
-                              results=[SearchHit(rank=h.rank, path=h.source, score=h.score) for h in hits])
+                              results=[SearchHit(rank=h.rank, path=h.source, score=h.score, start=h.start, end=h.end)
+                                       for h in hits])
 
     @app.post("/v1/classifiers", tags=["api"], response_model=ClassifierInfo, dependencies=[Auth],
               responses=ERRORS, summary="Build (or find) the classifier for labels + templates; returns its id")
