@@ -228,3 +228,29 @@ def test_a_store_without_video_rows_reads_as_before(tmp_path, demo):
     assert "start" not in pq.read_schema(shard).names  # the format is unchanged for photos
     (row,) = zsclip.classify(tmp_path / "s.zse", LABELS)
     assert row.start is None and row.labels[0] == "red circle"
+
+
+def test_the_service_answers_an_uploaded_video_within_its_limits(clips):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from zsclip.serve.app import create_app
+    from zsclip.serve.settings import Limits, ServeSettings
+
+    settings = ServeSettings(default_templates="photo", limits=Limits(max_video_seconds=3.0, max_video_frames=16))
+    video = (clips / "red.mkv").read_bytes()
+    with TestClient(create_app(settings)) as client:
+        files = [("images", ("red.mkv", video, "video/x-matroska")),
+                 ("images", ("photo.png", (clips / "photo.png").read_bytes(), "image/png")),
+                 ("images", ("long.mp4", (clips / "change.mp4").read_bytes(), "video/mp4")),
+                 ("images", ("renamed.png", video, "image/png"))]
+        response = client.post("/v1/classify", files=files, data={"labels": ",".join(LABELS), "frames": "4"})
+        assert response.status_code == 200, response.text
+        red, photo, long, renamed = response.json()["results"]
+        assert red["predictions"][0]["label"] == "red circle" and (red["start"], red["end"]) == (0.0, 2.0)
+        assert photo["predictions"][0]["label"] == "blue square" and photo["start"] is None
+        assert "over the limit of 3 s" in long["error"]
+        assert renamed["predictions"][0]["label"] == "red circle"  # a video whatever its name
+        too_many = client.post("/v1/classify", files=files[:1], data={"labels": ",".join(LABELS), "frames": "17"})
+        assert too_many.status_code == 422 and "frames 17" in too_many.json()["error"]

@@ -116,13 +116,16 @@ def _uniform(start: float, end: float, count: int) -> list[float]:
     return [start + step * (i + 0.5) for i in range(count)]
 
 
-def read_clips(source, sampling: Sampling, max_pixels: int = MAX_PIXELS,
-               target_size: int | None = None) -> tuple[list[Clip], str | None, VideoInfo]:
+def read_clips(source, sampling: Sampling, max_pixels: int = MAX_PIXELS, target_size: int | None = None, *,
+               max_seconds: float | None = None) -> tuple[list[Clip], str | None, VideoInfo]:
     """Decode the sampled frames of the video at ``source`` (a path or a binary file object).
 
     Returns (clips with their frames or errors, a note when the video was cut short, info).
-    Raises ImageReadError when the file is not a readable video at all."""
-    import av
+    Raises ImageReadError when the file is not a readable video at all, or lasts over ``max_seconds``."""
+    try:
+        import av
+    except ImportError:
+        raise ImageReadError('videos need PyAV: pip install "zsclip[video]"') from None
 
     if isinstance(source, (str, os.PathLike)):
         try:
@@ -147,6 +150,8 @@ def read_clips(source, sampling: Sampling, max_pixels: int = MAX_PIXELS,
             stream.thread_type = "AUTO"
             info = _info(container, stream)
             check_size(info.width, info.height, target_size, max_pixels)
+            if max_seconds is not None and info.duration > max_seconds:
+                raise ImageReadError(f"the video lasts {info.duration:.1f} s, over the limit of {max_seconds:g} s")
             clips, note = plan_clips(info.duration, sampling)
             _decode_samples(container, stream, clips, info)
         except ImageReadError:
