@@ -324,10 +324,11 @@ def write_dataset(
 
 
 def video_frames(spec: ShapeSpec, seconds: float = 4.0, fps: int = 8, size: int = 64, *,
-                 change_to: ShapeSpec | None = None, hard: float = 0.0, seed: int = 0) -> list[Image.Image]:
+                 change_to: ShapeSpec | None = None, hard: float = 0.0, hard_style: Style = "tiny",
+                 seed: int = 0) -> list[Image.Image]:
     """The frames of a moving-shape video: ``spec``'s shape glides across the frame and turns; with
     ``change_to`` the scene becomes that spec halfway (so the answer depends on *when*). ``hard``: the
-    fraction of frames drawn with a shift the model never saw ("noise+tiny", like blur or a far shot)."""
+    fraction of frames drawn in ``hard_style``, a shift the model never saw (default "tiny": a far shot)."""
     rng = random.Random(seed)
     count = max(1, round(seconds * fps))
     frames = []
@@ -337,7 +338,7 @@ def video_frames(spec: ShapeSpec, seconds: float = 4.0, fps: int = 8, size: int 
         dx = 0.12 * math.sin(2 * math.pi * phase)
         centre = (min(0.8, max(0.2, current.centre[0] + dx)), current.centre[1])
         moved = replace(current, centre=centre, rotation=(current.rotation + 90 * phase) % 360)
-        frames.append(render(moved, size, style="noise+tiny" if rng.random() < hard else "plain"))
+        frames.append(render(moved, size, style=hard_style if rng.random() < hard else "plain"))
     return frames
 
 
@@ -364,7 +365,8 @@ def write_video(path: str | Path, frames: Sequence[Image.Image], fps: int = 8, *
 
 
 def write_video_dataset(out_dir: str | Path, per_class: int, seed: int, *, split: Split = "seen",
-                        seconds: float = 4.0, fps: int = 8, size: int = 64, hard: float = 0.0) -> Path:
+                        seconds: float = 4.0, fps: int = 8, size: int = 64, hard: float = 0.0,
+                        hard_style: Style = "tiny") -> Path:
     """A class-per-folder tree of moving-shape videos (``OUT/red_star/0000.mp4``): ``zsclip eval --data OUT``."""
     out = Path(out_dir)
     rng = random.Random(seed)
@@ -374,7 +376,8 @@ def write_video_dataset(out_dir: str | Path, per_class: int, seed: int, *, split
         for index in range(per_class):
             spec = sample_spec(rng, [(colour, shape)])
             write_video(folder / f"{index:04d}.mp4",
-                        video_frames(spec, seconds, fps, size, hard=hard, seed=rng.randrange(2**31)), fps)
+                        video_frames(spec, seconds, fps, size, hard=hard, hard_style=hard_style,
+                                     seed=rng.randrange(2**31)), fps)
     return out
 
 
