@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -218,3 +219,20 @@ def test_a_gpu_model_on_a_cluster_without_gpus_is_refused_in_one_line_not_left_w
     with pytest.raises(InputError, match="has no GPU"):
         encoded_dataset([], on_cuda, OPTIONS, RaySettings())
     assert time.monotonic() - started < 10
+
+
+def test_videos_decoded_in_ray_tasks_give_the_local_rows_and_spans(demo, tmp_path):
+    pytest.importorskip("av")
+    rng = random.Random(4)
+    red, blue = shapes.sample_spec(rng, [("red", "circle")]), shapes.sample_spec(rng, [("blue", "square")])
+    shapes.write_video(tmp_path / "change.mp4", shapes.video_frames(red, 4, 8, change_to=blue), 8)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    shapes.render(red).save(tmp_path / "photo.png")
+    labels = ["red circle", "blue square", "green star"]
+    options = OPTIONS.with_(segment=2.0, frames=2)
+    local = list(zsclip.classify(tmp_path, labels, encoder=demo, options=options))
+    remote = list(zsclip.classify(tmp_path, labels, encoder=demo, options=options, ray=RaySettings()))
+    assert [(r.source, r.start, r.end, r.error is None) for r in remote] == [
+        (r.source, r.start, r.end, r.error is None) for r in local]
+    assert [r.labels[:1] for r in remote] == [r.labels[:1] for r in local]
+    assert [r.labels[0] for r in remote if r.start is not None] == ["red circle", "blue square"]
