@@ -221,8 +221,11 @@ def test_a_gpu_model_on_a_cluster_without_gpus_is_refused_in_one_line_not_left_w
     assert time.monotonic() - started < 10
 
 
-def test_videos_decoded_in_ray_tasks_give_the_local_rows_and_spans(demo, tmp_path):
+def test_videos_decoded_in_ray_tasks_give_the_local_rows_and_spans(demo, tmp_path, monkeypatch):
     pytest.importorskip("av")
+    import zsclip.cluster.media
+
+    monkeypatch.setattr(zsclip.cluster.media, "SEGMENTS_PER_TASK", 1)  # each segment its own task
     rng = random.Random(4)
     red, blue = shapes.sample_spec(rng, [("red", "circle")]), shapes.sample_spec(rng, [("blue", "square")])
     shapes.write_video(tmp_path / "change.mp4", shapes.video_frames(red, 4, 8, change_to=blue), 8)

@@ -254,3 +254,24 @@ def test_the_service_answers_an_uploaded_video_within_its_limits(clips):
         assert renamed["predictions"][0]["label"] == "red circle"  # a video whatever its name
         too_many = client.post("/v1/classify", files=files[:1], data={"labels": ",".join(LABELS), "frames": "17"})
         assert too_many.status_code == 422 and "frames 17" in too_many.json()["error"]
+
+
+def test_a_video_split_into_parts_gives_the_rows_of_the_whole(clips, demo):
+    from zsclip.cluster.media import split_videos
+    from zsclip.data.sources import Source
+    from zsclip.pipeline.media import MediaItems, VideoPart, aggregate
+
+    sampling = Sampling(frames=2, segment=1.0)
+    items = [Source(str(clips / "change.mp4")), Source(str(clips / "photo.png"))]
+    parts = split_videos(items, [4, None], per_task=3)
+    assert parts[:2] == [VideoPart(items[0], 0, 3), VideoPart(items[0], 3, 4)] and parts[2] == items[1]
+
+    def rows(units):
+        dataset = MediaItems(units, demo.image_transform(), demo.image_size, sampling=sampling)
+        (batch,) = aggregate((dataset[i] for i in range(len(dataset))),
+                             lambda pixels: demo.encode_images(pixels, "fp32"), 64, demo.embed_dim)
+        return batch
+
+    whole, split = rows(items), rows(parts)
+    assert (split.ids, split.spans, split.errors) == (whole.ids, whole.spans, whole.errors)
+    assert torch.allclose(split.features, whole.features, atol=1e-6)

@@ -117,10 +117,13 @@ def _uniform(start: float, end: float, count: int) -> list[float]:
 
 
 def read_clips(source, sampling: Sampling, max_pixels: int = MAX_PIXELS, target_size: int | None = None, *,
-               max_seconds: float | None = None) -> tuple[list[Clip], str | None, VideoInfo]:
+               max_seconds: float | None = None, only: tuple[int, int] | None = None,
+               probe: bool = False) -> tuple[list[Clip], str | None, VideoInfo]:
     """Decode the sampled frames of the video at ``source`` (a path or a binary file object).
 
     Returns (clips with their frames or errors, a note when the video was cut short, info).
+    ``only=(first, stop)``: decode clips ``first`` to ``stop - 1`` alone (a part of a video, e.g. one Ray
+    task's; the note comes with the part holding the last clip). ``probe``: plan the clips, decode nothing.
     Raises ImageReadError when the file is not a readable video at all, or lasts over ``max_seconds``."""
     try:
         import av
@@ -153,12 +156,17 @@ def read_clips(source, sampling: Sampling, max_pixels: int = MAX_PIXELS, target_
             if max_seconds is not None and info.duration > max_seconds:
                 raise ImageReadError(f"the video lasts {info.duration:.1f} s, over the limit of {max_seconds:g} s")
             clips, note = plan_clips(info.duration, sampling)
+            if probe:
+                return clips, note, info
+            if only is not None:
+                note = note if only[1] >= len(clips) else None
+                clips = clips[only[0] : only[1]]
             _decode_samples(container, stream, clips, info)
         except ImageReadError:
             raise
         except (av.FFmpegError, OSError, ValueError, MemoryError, OverflowError) as error:
             raise ImageReadError(f"cannot decode video: {_reason(error)}") from None
-    if not any(clip.frames for clip in clips):
+    if only is None and not any(clip.frames for clip in clips):  # a part's clips keep their own errors
         raise ImageReadError("no frame of this video could be decoded (truncated or corrupt)")
     return clips, note, info
 

@@ -26,6 +26,27 @@ from ..options import RunOptions
 Span = tuple[float, float]
 
 
+@dataclass(frozen=True)
+class VideoPart:
+    """Clips ``first`` to ``stop - 1`` of a video (a Ray task's share of a long video's segments)."""
+
+    source: Source
+    first: int
+    stop: int
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def error(self) -> str | None:
+        return self.source.error
+
+    @property
+    def target(self) -> int:
+        return getattr(self.source, "target", -1)
+
+
 def sampling_of(options: RunOptions) -> Sampling:
     return Sampling(options.frames, options.segment, options.max_video_frames)
 
@@ -53,7 +74,7 @@ class MediaItems(Dataset):
             decoded["rows"] = [(None, 0, item.error)]
             return decoded
         try:
-            if is_video_name(item.name) or _sniffed_video(item.name):
+            if isinstance(item, VideoPart) or is_video_name(item.name) or _sniffed_video(item.name):
                 return self._video(item, decoded)
             image = load_image(item.name, self.target_size, self.max_pixels, timeout=self.url_timeout)
             decoded.update(pixels=self.transform(image).unsqueeze(0), rows=[(None, 1, None)])
@@ -63,14 +84,16 @@ class MediaItems(Dataset):
             decoded["rows"] = [(None, 0, f"decoding failed: {type(failure).__name__}: {failure}")]
         return decoded
 
-    def _video(self, item: Source, decoded: dict) -> dict:
-        clips, note, _ = read_clips(item.name, self.sampling, self.max_pixels, self.target_size)
+    def _video(self, item: Source | VideoPart, decoded: dict) -> dict:
+        only = (item.first, item.stop) if isinstance(item, VideoPart) else None
+        clips, note, _ = read_clips(item.name, self.sampling, self.max_pixels, self.target_size, only=only)
         pixels, rows = [], []
         for clip in clips:
             pixels.extend(self.transform(frame) for frame in clip.frames)
             rows.append(((clip.start, clip.end), len(clip.frames), clip.error))
         if note is not None:
-            rows.append(((clips[-1].end, clips[-1].end), 0, note))
+            end = clips[-1].end if clips else 0.0
+            rows.append(((end, end), 0, note))
         decoded.update(pixels=torch.stack(pixels) if pixels else torch.empty(0), rows=rows)
         return decoded
 
@@ -167,4 +190,4 @@ def pool(frames: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(frames.mean(dim=0), dim=-1)
 
 
-__all__ = ["MediaItems", "MediaBatch", "media_feature_batches", "aggregate", "pool", "sampling_of"]
+__all__ = ["VideoPart", "MediaItems", "MediaBatch", "media_feature_batches", "aggregate", "pool", "sampling_of"]
