@@ -239,3 +239,19 @@ def test_videos_decoded_in_ray_tasks_give_the_local_rows_and_spans(demo, tmp_pat
         (r.source, r.start, r.end, r.error is None) for r in local]
     assert [r.labels[:1] for r in remote] == [r.labels[:1] for r in local]
     assert [r.labels[0] for r in remote if r.start is not None] == ["red circle", "blue square"]
+
+
+def test_a_hugging_face_parquet_split_on_ray_gives_the_local_eval(demo, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = sorted(EXAMPLES.glob("*.png"))
+    names = [p.stem for p in images]
+    features = {"image": {"_type": "Image"}, "label": {"names": names, "_type": "ClassLabel"}}
+    schema = pa.schema([("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                        ("label", pa.int64())], metadata={"huggingface": json.dumps({"info": {"features": features}})})
+    records = [{"image": {"bytes": p.read_bytes(), "path": p.name}, "label": i} for i, p in enumerate(images)]
+    pq.write_table(pa.Table.from_pylist(records, schema=schema), tmp_path / "test.parquet", row_group_size=3)
+    local = zsclip.evaluate(tmp_path / "test.parquet", demo, ["photo"], options=OPTIONS)
+    remote = zsclip.evaluate(tmp_path / "test.parquet", demo, ["photo"], options=OPTIONS, ray=RaySettings())
+    assert remote.metrics["photo"]["acc1"] == local.metrics["photo"]["acc1"] == 1.0

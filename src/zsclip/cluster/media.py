@@ -79,4 +79,51 @@ def ray_media_batches(items: Sequence[Source], encoder, options: RunOptions,
                          options.batch_size, encoder.embed_dim)
 
 
-__all__ = ["ray_media_batches", "split_videos", "SEGMENTS_PER_TASK"]
+
+
+# --- Hugging Face splits: a Ray task per part (a Parquet row group, an Arrow file) ------------------------
+
+#: Parts (row groups) decoded ahead of the encoder.
+PARTS_IN_FLIGHT = 4
+
+
+def _decode_part(table, part, transform, target_size, max_pixels, batch_size) -> list[dict]:
+    from dataclasses import replace
+
+    from ..pipeline.hfdata import TableBatches
+
+    return list(TableBatches(replace(table, parts=[part]), batch_size, transform, target_size, max_pixels))
+
+
+def ray_table_batches(table, encoder, options: RunOptions, settings: RaySettings | None = None):
+    """(names, errors, targets, features) per batch of a Hugging Face split, each part decoded by a Ray
+    task, encoded by the driver's model, in the split's order."""
+    import torch
+
+    ray = connect(settings or RaySettings())
+    decode = ray.remote(num_cpus=1)(_decode_part)
+    shared = ray.put(table)
+    transform = encoder.image_transform()
+
+    def submitted(part):
+        return decode.remote(shared, part, transform, encoder.image_size, options.max_pixels, options.batch_size)
+
+    pending: deque = deque()
+    parts = iter(table.parts)
+    for part in parts:
+        pending.append(submitted(part))
+        if len(pending) >= PARTS_IN_FLIGHT:
+            break
+    while pending:
+        batches = ray.get(pending.popleft())
+        following = next(parts, None)
+        if following is not None:
+            pending.append(submitted(following))
+        for batch in batches:
+            pixels = batch["pixels"]
+            features = (encoder.encode_images(pixels, options.precision) if len(pixels)
+                        else torch.empty(0, encoder.embed_dim))
+            yield batch["names"], batch["errors"], batch["targets"], features
+
+
+__all__ = ["ray_media_batches", "ray_table_batches", "split_videos", "SEGMENTS_PER_TASK"]

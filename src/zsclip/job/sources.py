@@ -187,6 +187,12 @@ class HFTableSource(FeatureSource):
         for names, errors, targets, features in table_feature_batches(self.table, encoder, options):
             yield FeatureBatch(names, errors, features, list(targets) if self.labelled else None)
 
+    def ray_batches(self, encoder: Encoder | None, options: RunOptions, settings) -> Iterator[FeatureBatch]:
+        from ..cluster.media import ray_table_batches
+
+        for names, errors, targets, features in ray_table_batches(self.table, encoder, options, settings):
+            yield FeatureBatch(names, errors, features, list(targets) if self.labelled else None)
+
     def describe(self) -> str:
         return f"Hugging Face dataset {self.table.root}"
 
