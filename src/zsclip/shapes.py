@@ -353,7 +353,7 @@ def write_video(path: str | Path, frames: Sequence[Image.Image], fps: int = 8, *
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = width - width % 2, height - height % 2
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         stream.codec_context.gop_size = keyframe_every or fps
         for image in frames:
             frame = av.VideoFrame.from_image(image.convert("RGB"))
