@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 av = pytest.importorskip("av")
 
@@ -177,6 +178,26 @@ def test_corrupt_packets_cost_their_own_segments(hostile, demo):
     assert [(r.start, r.end) for r in rows] == [(float(s), float(s + 1)) for s in range(8)]
     assert rows[0].error is None and rows[0].labels[0] == "red circle"
     assert all(r.error is None or r.error.startswith(f"no frame decoded in {r.start:.2f}-") for r in rows)
+
+
+def test_a_portrait_phone_video_is_read_upright(tmp_path):
+    image = Image.new("RGB", (64, 32), (0, 0, 0))
+    image.paste((255, 0, 0), (0, 0, 16, 16))  # a red mark top left as stored (sideways)
+    with av.open(str(tmp_path / "phone.mp4"), "w") as container:
+        stream = container.add_stream("libx264", rate=4)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(90)  # shown turned a quarter counter-clockwise: the mark goes bottom left
+        for index in range(4):
+            frame = av.VideoFrame.from_image(image)
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    (clip,), _, _ = read_clips(str(tmp_path / "phone.mp4"), Sampling(frames=1))
+    (frame,) = clip.frames
+    assert frame.size == (32, 64)
+    assert frame.getpixel((4, 60))[0] > 200 and frame.getpixel((4, 4))[0] < 60
 
 
 def test_frames_over_the_pixel_limit_are_refused_from_the_header(clips):

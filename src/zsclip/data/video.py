@@ -6,6 +6,9 @@ embeddings); with ``segment=S`` one clip per S seconds, each sampled at ``frames
 inside it. Only the sampled frames are decoded: the reader seeks to the keyframe before a sample
 and decodes forward to it (or keeps decoding when the next sample is close), never the whole file.
 
+Frames are turned upright by the stream's display rotation (a phone's portrait video is stored
+sideways), as images are by their EXIF orientation.
+
 Every failure is an ``ImageReadError`` with a short reason (empty, not a video, no video stream,
 frames too large, no frame decodable); a sample that cannot be decoded (a corrupt packet, a file
 cut short) costs only itself: the clip keeps the frames that decoded, and a clip with none gets its
@@ -239,9 +242,16 @@ def _decode_samples(container, stream, clips: list[Clip], info: VideoInfo) -> No
                     continue
             taken.add(last_time)
             check_size(frame.width, frame.height, None, MAX_PIXELS)
-            clip.frames.append(frame.to_image())
+            clip.frames.append(_upright(frame))
         if not clip.frames:
             clip.error = f"no frame decoded in {clip.start:.2f}-{clip.end:.2f} s ({errors[-1] if errors else 'empty'})"
+
+
+def _upright(frame) -> Image.Image:
+    """The frame as shown: a phone's portrait video is stored sideways with a display rotation."""
+    image = frame.to_image()
+    rotation = getattr(frame, "rotation", 0) or 0
+    return image.rotate(rotation, expand=True) if rotation % 360 else image
 
 
 def _first_at(frames: Iterator, target: float, stream):
