@@ -310,3 +310,34 @@ def test_a_video_split_into_parts_gives_the_rows_of_the_whole(clips, demo):
     whole, split = rows(items), rows(parts)
     assert (split.ids, split.spans, split.errors) == (whole.ids, whole.spans, whole.errors)
     assert torch.allclose(split.features, whole.features, atol=1e-6)
+
+
+def test_per_video_rows_are_derived_from_a_segment_store(clips, tmp_path, demo):
+    store = tmp_path / "segments.zse"
+    result = CliRunner().invoke(main, ["embed", str(clips), *CLI, "--segment", "1", "--frames", "2", "-o", str(store)])
+    assert result.exit_code == 0, result.output
+    rows = list(zsclip.classify(store, LABELS, per_video=True))
+    spans = {Path(r.source).name: (r.start, r.end) for r in rows}
+    assert spans == {"change.mp4": (0.0, 4.0), "red.mkv": (0.0, 2.0), "photo.png": (None, None)}
+    # pooling 4 one-second segments of 2 frames each ~ sampling 8 frames of the whole video
+    direct = {Path(r.source).name: r for r in zsclip.classify(clips, LABELS, encoder=demo,
+                                                              options=OPTIONS.with_(frames=8))}
+    for row in rows:
+        assert row.labels[0] == direct[Path(row.source).name].labels[0]
+    out = tmp_path / "videos.csv"
+    result = CliRunner().invoke(main, ["classify", str(store), "--labels", ",".join(LABELS), "--per-video",
+                                       "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [line.split(",")[:3] for line in out.read_text().splitlines()[1:]][0][1:] == ["0.000", "4.000"]
+    refused = CliRunner().invoke(main, ["classify", str(clips / "photo.png"), "--labels", "a,b", *CLI,
+                                        "--per-video"])
+    assert refused.exit_code == 2 and "--per-video pools video clips" in refused.output
+
+
+def test_embedding_photos_into_a_store_with_clips_keeps_the_clips(clips, tmp_path):
+    store = tmp_path / "mixed.zse"
+    assert CliRunner().invoke(main, ["embed", str(clips / "change.mp4"), *CLI, "--segment", "2",
+                                     "-o", str(store)]).exit_code == 0
+    result = CliRunner().invoke(main, ["embed", str(clips / "photo.png"), *CLI, "-o", str(store)])
+    assert result.exit_code == 0 and "0 gone" in result.output, result.output
+    assert len(zsclip.store.EmbeddingStore.open(store)) == 3

@@ -197,6 +197,94 @@ class HFTableSource(FeatureSource):
         return f"Hugging Face dataset {self.table.root}"
 
 
+class PerVideo(FeatureSource):
+    """Another source's video clips pooled into one row per video (``--per-video``): a video's
+    consecutive clip rows (a store of ``--segment`` rows, or ``--segment`` on files) become one row
+    spanning them, the duration-weighted mean of their normalised embeddings, normalised again.
+    Rows without a span (photos) pass through; a video whose clips all failed keeps its first error."""
+
+    kind = "per-video"
+    timed = True
+
+    def __init__(self, inner: FeatureSource) -> None:
+        self.inner = inner
+        self.needs_model = inner.needs_model
+        self.classnames, self.feature_dtype = inner.classnames, inner.feature_dtype
+        self.model, self.pretrained = inner.model, inner.pretrained
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
+        return pooled_videos(self.inner.batches(encoder, options))
+
+    def ray_batches(self, encoder: Encoder | None, options: RunOptions, settings) -> Iterator[FeatureBatch]:
+        return pooled_videos(self.inner.ray_batches(encoder, options, settings))
+
+    def check_encoder(self, encoder: Encoder) -> None:
+        self.inner.check_encoder(encoder)
+
+    def check_classifier(self, classifier) -> None:
+        self.inner.check_classifier(classifier)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()}, per video"
+
+
+def pooled_videos(batches: Iterator[FeatureBatch]) -> Iterator[FeatureBatch]:
+    """One row per video from consecutive clip rows of the same id (see ``PerVideo``)."""
+    current: dict | None = None  # the video being pooled: id, target, spans, weighted sum, first error
+
+    def finish(video: dict, out: dict) -> None:
+        out["ids"].append(video["id"])
+        out["targets"].append(video["target"])
+        out["spans"].append((video["start"], video["end"]))
+        if video["sum"] is None:
+            out["errors"].append(video["error"] or "no frame decoded")
+        else:
+            out["errors"].append(None)
+            out["features"].append(torch.nn.functional.normalize(video["sum"], dim=-1))
+
+    for batch in batches:
+        out: dict = {"ids": [], "errors": [], "features": [], "targets": [], "spans": []}
+        features = iter(batch.features)
+        targets = batch.targets or [-1] * len(batch.ids)
+        spans = batch.spans or [None] * len(batch.ids)
+        for name, error, target, span in zip(batch.ids, batch.errors, targets, spans, strict=True):
+            vector = next(features) if error is None else None
+            if current is not None and (span is None or name != current["id"]):
+                finish(current, out)
+                current = None
+            if span is None:
+                out["ids"].append(name)
+                out["errors"].append(error)
+                out["targets"].append(target)
+                out["spans"].append(None)
+                if vector is not None:
+                    out["features"].append(vector)
+                continue
+            if current is None:
+                current = {"id": name, "target": target, "start": span[0], "end": span[1], "sum": None, "error": None}
+            current["start"], current["end"] = min(current["start"], span[0]), max(current["end"], span[1])
+            if vector is None:
+                current["error"] = current["error"] or error
+                continue
+            weighted = vector.float() * max(span[1] - span[0], 1e-6)
+            current["sum"] = weighted if current["sum"] is None else current["sum"] + weighted
+        if out["ids"]:
+            yield _pooled_batch(out, batch.features, batch.targets is not None)
+    if current is not None:
+        out = {"ids": [], "errors": [], "features": [], "targets": [], "spans": []}
+        finish(current, out)
+        yield _pooled_batch(out, torch.empty(0, 0), True)
+
+
+def _pooled_batch(out: dict, like: torch.Tensor, labelled: bool) -> FeatureBatch:
+    width = out["features"][0].shape[-1] if out["features"] else (like.shape[1] if like.dim() == 2 else 0)
+    features = torch.stack(out["features"]) if out["features"] else torch.empty(0, width)
+    return FeatureBatch(out["ids"], out["errors"], features, out["targets"] if labelled else None, out["spans"])
+
+
 def has_videos(sources: Sequence[Source]) -> bool:
     from ..data.video import is_video_name
 
@@ -276,5 +364,5 @@ def require_labels(source: FeatureSource, what: str) -> None:
                          "with --labels-file, or a store made with `zsclip embed --labelled`")
 
 
-__all__ = ["FeatureBatch", "FeatureSource", "ImageFiles", "LabelledData", "MediaFiles", "HFTableSource", "has_videos",
-           "StoreSource", "is_store", "is_shards", "require_labels"]
+__all__ = ["FeatureBatch", "FeatureSource", "ImageFiles", "LabelledData", "MediaFiles", "HFTableSource", "PerVideo",
+           "has_videos", "StoreSource", "is_store", "is_shards", "require_labels"]

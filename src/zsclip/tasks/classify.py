@@ -45,6 +45,7 @@ def classify(
     cache_dir: str | os.PathLike | None = None,
     output: str | os.PathLike | None = None,
     ray=None,
+    per_video: bool = False,
 ) -> Iterator[Prediction]:
     """Classify images (files, folders, globs, URLs), WebDataset shards, or an embedding store.
 
@@ -57,14 +58,26 @@ def classify(
     Returns an iterator of ``Prediction``s, one per input in order (``.record`` holds a tree's
     levels); with ``output`` (.csv, .jsonl, .json, .parquet) the rows are also written there,
     atomically, when the iterator is exhausted. ``ray``: True / "auto" / an address runs the job on Ray.
+    ``per_video``: one row per video from its clips (a store of ``--segment`` rows, or ``segment`` files).
     """
-    job = plan(open_source(inputs, model=model if _is_single_store(inputs) else None),
+    source = open_source(inputs, model=model if _is_single_store(inputs) else None)
+    job = plan(per_video_source(source) if per_video else source,
                HeadOptions(labels, classifier, templates, descriptions, labels_tree, tree_mode, beam, reject,
                            reject_calibrate, tpr, reject_score, reject_label, top_k, scale),
                encoder=encoder, model=model, pretrained=pretrained, run=options, cache=cache, cache_dir=cache_dir,
                ray=ray)
     sink = open_sink(output, job) if output is not None else None
     return _written(answers(job), sink) if sink is not None else answers(job)
+
+
+def per_video_source(source):
+    """``source`` with its video clips pooled per video (``--per-video``); refused where nothing is timed."""
+    from ..errors import InputError
+    from ..job.sources import PerVideo
+
+    if not source.timed:
+        raise InputError(f"--per-video pools video clips: {source.describe()} has no videos")
+    return PerVideo(source)
 
 
 def _is_single_store(inputs) -> bool:
