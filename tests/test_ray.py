@@ -255,3 +255,18 @@ def test_a_hugging_face_parquet_split_on_ray_gives_the_local_eval(demo, tmp_path
     local = zsclip.evaluate(tmp_path / "test.parquet", demo, ["photo"], options=OPTIONS)
     remote = zsclip.evaluate(tmp_path / "test.parquet", demo, ["photo"], options=OPTIONS, ray=RaySettings())
     assert remote.metrics["photo"]["acc1"] == local.metrics["photo"]["acc1"] == 1.0
+
+
+def test_a_store_of_video_segments_on_ray_keeps_the_spans(demo, tmp_path):
+    pytest.importorskip("av")
+    rng = random.Random(5)
+    red, blue = shapes.sample_spec(rng, [("red", "circle")]), shapes.sample_spec(rng, [("blue", "square")])
+    shapes.write_video(tmp_path / "change.mp4", shapes.video_frames(red, 4, 8, change_to=blue), 8)
+    result = CliRunner().invoke(main, ["embed", str(tmp_path / "change.mp4"), "--model", "demo", "-j", "0",
+                                       "--segment", "2", "-o", str(tmp_path / "s.zse")])
+    assert result.exit_code == 0, result.output
+    labels = ["red circle", "blue square"]
+    local = list(zsclip.classify(tmp_path / "s.zse", labels))
+    remote = list(zsclip.classify(tmp_path / "s.zse", labels, ray=RaySettings()))
+    assert [(r.start, r.end, r.labels[0]) for r in remote] == [(r.start, r.end, r.labels[0]) for r in local] == [
+        (0.0, 2.0, "red circle"), (2.0, 4.0, "blue square")]

@@ -40,19 +40,23 @@ def store_rows(row: dict, masks: dict[int, np.ndarray], embed_dim: int, classnam
     from ..store.store import checked_batch
 
     index = int(row["index"])
-    table = pq.read_table(str(row["shard"]), columns=["path", "resolved", "label", "error", "embedding"])
+    spans = [c for c in ("start", "end") if c in pq.read_schema(str(row["shard"])).names]  # video clips
+    table = pq.read_table(str(row["shard"]), columns=["path", "resolved", "label", "error", "embedding", *spans])
     keep = np.unpackbits(masks[index])[: table.num_rows].astype(bool)
     batch = checked_batch(table, keep, shard=str(row["name"]), offset=0, embed_dim=embed_dim, classnames=classnames)
     vectors = iter(batch.embeddings)
+    times = batch.spans or [None] * len(batch.paths)
     return [{"path": path, "error": error or "", "label": int(label),
-             "embedding": np.asarray(next(vectors) if error is None else [], dtype=np.float32)}
-            for path, error, label in zip(batch.paths, batch.errors, batch.labels, strict=True)]
+             "embedding": np.asarray(next(vectors) if error is None else [], dtype=np.float32),
+             "start": np.nan if span is None else span[0], "end": np.nan if span is None else span[1]}
+            for path, error, label, span in zip(batch.paths, batch.errors, batch.labels, times, strict=True)]
 
 
-def store_batches(store, settings: RaySettings | None = None, batch_size: int = 8192
+def store_batches(store, settings: RaySettings | None = None, batch_size: int = 8192, *, spans: list | None = None
                   ) -> Iterator[tuple[list[str], list[str | None], torch.Tensor, list[int]]]:
     """(paths, errors, embeddings of those without an error, labels) per batch of a store's view,
-    read by one Ray task per shard, in store order."""
+    read by one Ray task per shard, in store order. ``spans``: a list that gets each batch's video
+    clip spans (None for photos) appended, when given."""
     from ..store.clip_retrieval import ClipRetrievalStore
 
     if isinstance(store, ClipRetrievalStore):
@@ -70,6 +74,9 @@ def store_batches(store, settings: RaySettings | None = None, batch_size: int = 
         errors = [str(error) or None for error in batch["error"]]
         good = [np.asarray(v, dtype=np.float32) for v, e in zip(batch["embedding"], errors, strict=True) if e is None]
         features = torch.from_numpy(np.stack(good)) if good else torch.empty(0, store.embed_dim)
+        if spans is not None:
+            spans.append([None if np.isnan(s) else (float(s), float(e)) for s, e in zip(batch["start"], batch["end"],
+                                                                                       strict=True)])
         yield [str(p) for p in batch["path"]], errors, features, [int(t) for t in batch["label"]]
 
 

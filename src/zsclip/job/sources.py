@@ -323,8 +323,11 @@ class StoreSource(FeatureSource):
     def ray_batches(self, encoder: Encoder | None, options: RunOptions, settings) -> Iterator[FeatureBatch]:
         from ..cluster.runner import store_batches
 
-        for paths, errors, features, labels in store_batches(self.store, settings, self.batch_size):
-            yield FeatureBatch(paths, errors, features, labels if self.labelled else None)
+        spans: list = []
+        for paths, errors, features, labels in store_batches(self.store, settings, self.batch_size, spans=spans):
+            times = spans.pop(0)
+            yield FeatureBatch(paths, errors, features, labels if self.labelled else None,
+                               times if self.timed else None)
 
     def check_encoder(self, encoder: Encoder) -> None:
         self.store.check_encoder(encoder)
