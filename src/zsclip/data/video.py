@@ -32,8 +32,8 @@ from .images import MAX_PIXELS, check_size
 #: File extensions read as videos (folders and globs pick them up beside images).
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts",
                               ".mts", ".wmv", ".flv", ".3gp", ".ogv", ".vob"})
-#: Frames per video by default: 8 uniform samples, what CLIP-style video zero-shot evaluations use
-#: (e.g. X-CLIP / ViFi-CLIP's 8-frame protocol); benchmarks/video_demo.py measures it against 1 and 16.
+#: Frames per video by default: 8 uniform samples, the usual clip of CLIP-based video recognition (ActionCLIP's
+#: and X-CLIP's 8-frame models); benchmarks/video_demo.py measures it against 1, 4 and 16.
 DEFAULT_FRAMES = 8
 #: Sampled frames per video at most (segments past this are cut, with a note row).
 MAX_VIDEO_FRAMES = 256
