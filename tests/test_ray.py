@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -272,3 +273,54 @@ def test_ray_options_without_ray_are_refused():
     for option in (["--ray-actors", "2"], ["--ray-stall-timeout", "30"]):
         result = CliRunner().invoke(main, ["classify", "x.png", "--labels", "a,b", *option])
         assert result.exit_code == 2 and f"{option[0]} applies to --ray" in result.output
+
+
+def test_videos_decoded_in_ray_tasks_give_the_local_rows_and_spans(demo, tmp_path, monkeypatch):
+    pytest.importorskip("av")
+    import zsclip.cluster.media
+
+    monkeypatch.setattr(zsclip.cluster.media, "SEGMENTS_PER_TASK", 1)  # each segment its own task
+    rng = random.Random(4)
+    red, blue = shapes.sample_spec(rng, [("red", "circle")]), shapes.sample_spec(rng, [("blue", "square")])
+    shapes.write_video(tmp_path / "change.mp4", shapes.video_frames(red, 4, 8, change_to=blue), 8)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    shapes.render(red).save(tmp_path / "photo.png")
+    labels = ["red circle", "blue square", "green star"]
+    options = OPTIONS.with_(segment=2.0, frames=2)
+    local = list(zsclip.classify(tmp_path, labels, encoder=demo, options=options))
+    remote = list(zsclip.classify(tmp_path, labels, encoder=demo, options=options, ray=RaySettings()))
+    assert [(r.source, r.start, r.end, r.error is None) for r in remote] == [
+        (r.source, r.start, r.end, r.error is None) for r in local]
+    assert [r.labels[:1] for r in remote] == [r.labels[:1] for r in local]
+    assert [r.labels[0] for r in remote if r.start is not None] == ["red circle", "blue square"]
+
+
+def test_a_hugging_face_parquet_split_on_ray_gives_the_local_eval(demo, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = sorted(EXAMPLES.glob("*.png"))
+    names = [p.stem for p in images]
+    features = {"image": {"_type": "Image"}, "label": {"names": names, "_type": "ClassLabel"}}
+    schema = pa.schema([("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                        ("label", pa.int64())], metadata={"huggingface": json.dumps({"info": {"features": features}})})
+    records = [{"image": {"bytes": p.read_bytes(), "path": p.name}, "label": i} for i, p in enumerate(images)]
+    pq.write_table(pa.Table.from_pylist(records, schema=schema), tmp_path / "test.parquet", row_group_size=3)
+    local = zsclip.evaluate(tmp_path / "test.parquet", demo, ["photo"], options=OPTIONS)
+    remote = zsclip.evaluate(tmp_path / "test.parquet", demo, ["photo"], options=OPTIONS, ray=RaySettings())
+    assert remote.metrics["photo"]["acc1"] == local.metrics["photo"]["acc1"] == 1.0
+
+
+def test_a_store_of_video_segments_on_ray_keeps_the_spans(demo, tmp_path):
+    pytest.importorskip("av")
+    rng = random.Random(5)
+    red, blue = shapes.sample_spec(rng, [("red", "circle")]), shapes.sample_spec(rng, [("blue", "square")])
+    shapes.write_video(tmp_path / "change.mp4", shapes.video_frames(red, 4, 8, change_to=blue), 8)
+    result = CliRunner().invoke(main, ["embed", str(tmp_path / "change.mp4"), "--model", "demo", "-j", "0",
+                                       "--segment", "2", "-o", str(tmp_path / "s.zse")])
+    assert result.exit_code == 0, result.output
+    labels = ["red circle", "blue square"]
+    local = list(zsclip.classify(tmp_path / "s.zse", labels))
+    remote = list(zsclip.classify(tmp_path / "s.zse", labels, ray=RaySettings()))
+    assert [(r.start, r.end, r.labels[0]) for r in remote] == [(r.start, r.end, r.labels[0]) for r in local] == [
+        (0.0, 2.0, "red circle"), (2.0, 4.0, "blue square")]

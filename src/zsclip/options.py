@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from .data.images import MAX_PIXELS
 from .data.urls import URL_TIMEOUT_S
+from .data.video import DEFAULT_FRAMES, MAX_VIDEO_FRAMES, Sampling
 from .errors import InputError
 from .precision import DEFAULT_PRECISION, PRECISIONS
 
@@ -37,6 +38,9 @@ class RunOptions:
             standard preprocessing, else on the CPU), "cpu" (PIL in the decoding workers), or
             "device" (torchvision on the model's device, CPU included; other formats and rejected
             files fall back to PIL). See pipeline/device_decode.py.
+        frames: frames sampled per video (uniformly), or per segment with ``segment``.
+        segment: seconds per row of a video (None = one row per video).
+        max_video_frames: sampled frames per video at most (a longer video is cut, with a note row).
     """
 
     device: str = "auto"
@@ -47,6 +51,9 @@ class RunOptions:
     draft: bool = True
     url_timeout: float = URL_TIMEOUT_S
     decode: str = "auto"
+    frames: int = DEFAULT_FRAMES
+    segment: float | None = None
+    max_video_frames: int = MAX_VIDEO_FRAMES
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -61,6 +68,10 @@ class RunOptions:
             raise InputError(f"decode {self.decode!r}: choose one of {', '.join(DECODE_MODES)}")
         if not (isinstance(self.url_timeout, (int, float)) and 0 < self.url_timeout < float("inf")):
             raise InputError(f"URL timeout {self.url_timeout!r} must be a number of seconds > 0")
+        try:
+            Sampling(self.frames, self.segment, self.max_video_frames)
+        except ValueError as error:
+            raise InputError(str(error)) from None
 
     @property
     def decode_workers(self) -> int:

@@ -41,14 +41,17 @@ from .trees import tree_options
               help="How many labels per image (default 3; flat labels only).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write results to .csv, .jsonl, .json or .parquet (by extension) instead of the terminal.")
+@click.option("--per-video", is_flag=True, default=False,
+              help="One row per video from its segments (a store embedded with --segment, or --segment here): "
+                   "their embeddings' duration-weighted mean.")
 @tree_options
 @multilabel_options
 @model_options
 @image_options
 @scale_option
 @ray_options
-def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, labels_tree, tree_mode, beam,
-             descriptions, reject, reject_calibrate, tpr, reject_score, reject_label, multi_label, multi_score,
+def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, per_video, labels_tree, tree_mode,
+             beam, descriptions, reject, reject_calibrate, tpr, reject_score, reject_label, multi_label, multi_score,
              threshold, calibrate, target_precision, model, pretrained, device, precision, cache_dir, no_cache,
              batch_size, workers, max_pixels, decode, url_timeout, scale, ray_address, ray_actors,
              ray_stall_timeout) -> None:
@@ -93,6 +96,10 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
     arguments = [sys.stdin if item == "-" else item for item in inputs]
     with usage_errors():
         source = open_source(["-" if item is sys.stdin else item for item in arguments], model=model)
+        if per_video:
+            from ..tasks.classify import per_video_source
+
+            source = per_video_source(source)
         head_options = HeadOptions(read_classes(labels, labels_file), classifier_file, templates, descriptions,
                                    labels_tree, tree_mode, beam, reject, reject_calibrate, tpr, reject_score,
                                    reject_label, top_k, scale, multi_label, multi_score, threshold, calibrate,

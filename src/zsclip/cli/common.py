@@ -11,6 +11,7 @@ import click
 from ..classifier.zeroshot import checked_scale
 from ..data.images import MAX_PIXELS
 from ..data.urls import URL_TIMEOUT_S
+from ..data.video import DEFAULT_FRAMES, MAX_VIDEO_FRAMES
 from ..errors import InputError, ZsclipError
 from ..options import DECODE_MODES, RunOptions
 from ..outputs.text import printable
@@ -104,7 +105,24 @@ def image_options(function):
         click.option("--url-timeout", default=URL_TIMEOUT_S, show_default=True,
                      type=click.FloatRange(min=0, min_open=True, max=3600),
                      help="Seconds a whole URL download may take (http/https only, at most 5 redirects)."),
+        click.option("--frames", default=DEFAULT_FRAMES, show_default=True, type=click.IntRange(min=1),
+                     expose_value=False, callback=_video_setting,
+                     help="Videos: frames sampled uniformly per video (per segment with --segment); the answer "
+                          "is the mean of their normalised embeddings. Only those frames are decoded."),
+        click.option("--segment", default=None, type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                     expose_value=False, callback=_video_setting,
+                     help="Videos: one row per SECONDS-long segment, with its start and end (default: one row "
+                          "per video)."),
+        click.option("--max-video-frames", default=MAX_VIDEO_FRAMES, show_default=True,
+                     type=click.IntRange(min=1), expose_value=False, callback=_video_setting,
+                     help="Videos: sampled frames per video at most; a longer one is cut there with a note row."),
     ])
+
+
+def _video_setting(ctx: click.Context, param: click.Parameter, value):
+    """Keep a video option for ``run_options`` (every command with image options reads videos too)."""
+    ctx.meta.setdefault("zsclip_video", {})[param.name] = value
+    return value
 
 
 def ray_options(function):
@@ -167,9 +185,11 @@ def run_options(device: str = "auto", precision: str = DEFAULT_PRECISION, batch_
                 workers: int | None = None, max_pixels: int = MAX_PIXELS,
                 url_timeout: float = URL_TIMEOUT_S, decode: str = "auto") -> RunOptions:
     """The run's settings, resolved once from the command's options."""
+    context = click.get_current_context(silent=True)
+    video = dict(context.meta.get("zsclip_video", {})) if context is not None else {}
     with usage_errors():
         return RunOptions(device=device, precision=precision, batch_size=batch_size, workers=workers,
-                          max_pixels=max_pixels, url_timeout=url_timeout, decode=decode)
+                          max_pixels=max_pixels, url_timeout=url_timeout, decode=decode, **video)
 
 
 def scale_option(function):

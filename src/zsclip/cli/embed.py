@@ -8,8 +8,9 @@ import click
 from tqdm.auto import tqdm
 
 from ..data.collections import open_collection
+from ..data.hf import hf_layout, open_hf
 from ..data.sources import unique_sources
-from ..job.sources import is_shards
+from ..job.sources import has_videos, is_shards
 from ..outputs.text import printable
 from ..prompts import read_labels
 from ..store import COMMIT_EVERY, EmbeddingStore, embed
@@ -73,13 +74,22 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
             _embed_shards(inputs[0], output, labelled, labels_file, dtype, commit_every, model, pretrained, options,
                           settings)
             return
+        if len(inputs) == 1 and hf_layout(inputs[0]) in ("parquet", "arrow"):
+            _embed_source("table", inputs, output, labelled, labels_file, dtype, commit_every, model, pretrained,
+                          options, settings)
+            return
         classnames, multi_label = None, False
         if labelled:
             if len(inputs) != 1:
                 raise UsageFailure("--labelled takes one labelled collection (a class-per-folder tree or a manifest)")
-            collection, _ = open_collection(inputs[0], read_labels(labels_file) if labels_file else None)
-            sources, classnames = collection.labelled_sources(), list(collection.classnames)
-            multi_label = collection.multi_label
+            classes = read_labels(labels_file) if labels_file else None
+            if hf_layout(inputs[0]) == "imagefolder":
+                collection = open_hf(inputs[0], [synonyms[0] for synonyms in classes] if classes else None)
+                sources, classnames = list(collection.items), list(collection.classnames)
+            else:
+                collection, _ = open_collection(inputs[0], classes)
+                sources, classnames = collection.labelled_sources(), list(collection.classnames)
+                multi_label = collection.multi_label
         else:
             sources, duplicates = unique_sources(s for item in inputs for s in expand_sources(item))
             for duplicate, kept in duplicates[:5]:
@@ -87,6 +97,10 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
                            "embedded once", err=True)
         if not sources:
             raise UsageFailure("no images to embed: give image files, folders or glob patterns")
+        if has_videos(sources):
+            _embed_source("media", sources, output, labelled, None, dtype, commit_every, model, pretrained,
+                          options, settings, classnames)
+            return
         existing = _existing_model(output)
         if existing and model is None:
             model, pretrained = existing
@@ -126,6 +140,31 @@ def _embed_shards(pattern, output, labelled, labels_file, dtype, commit_every, m
                               ray=settings)
     click.echo(f"zsclip: {printable(output)}: {report.encoded} encoded, {report.skipped} unchanged shards, "
                f"{report.failed} failed; {len(store)} images in the store", err=True)
+    sys.exit(1 if report.failed else 0)
+
+
+def _embed_source(kind, inputs, output, labelled, labels_file, dtype, commit_every, model, pretrained, options,
+                  settings, classnames=None) -> None:
+    """Videos (a row per clip, with its span) or a Hugging Face split (a row per record) into a store."""
+    from ..job import MediaFiles, open_source
+    from ..tasks.embed import embed_media, embed_table
+
+    if kind == "media":
+        source = MediaFiles(inputs, classnames)
+    else:
+        source = open_source(inputs, labelled=labelled, classes=read_labels(labels_file) if labels_file else None)
+    existing = _existing_model(output)
+    if existing and model is None:
+        model, pretrained = existing
+    encoder = resolve_model(model, pretrained, options)
+    store = EmbeddingStore.create_or_open(output, encoder, precision=options.precision, dtype=dtype,
+                                          classnames=list(source.classnames) if source.labelled else None)
+    run = embed_media if kind == "media" else embed_table
+    with tqdm(total=len(source) or None, unit="file" if kind == "media" else "img", desc="embedding",
+              file=sys.stderr, dynamic_ncols=True, disable=not sys.stderr.isatty()) as bar:
+        report = run(store, source, encoder, options, commit_every=commit_every, on_progress=bar.update, ray=settings)
+    click.echo(f"zsclip: {printable(output)}: {report.encoded} encoded, {report.skipped} unchanged, "
+               f"{report.failed} failed, {report.deleted} gone; {len(store)} rows in the store", err=True)
     sys.exit(1 if report.failed else 0)
 
 

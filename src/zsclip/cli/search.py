@@ -48,4 +48,5 @@ def search(store_path, query, image_path, top_k, output, model, pretrained, devi
         click.echo(f"zsclip: {len(hits)} results in {printable(output)}", err=True)
         return
     for hit in hits:
-        click.echo(f"{hit.rank:4d}. {hit.score:.4f}  {printable(hit.source)}")
+        span = "" if hit.start is None else f"  [{hit.start:.2f}-{hit.end:.2f} s]"
+        click.echo(f"{hit.rank:4d}. {hit.score:.4f}  {printable(hit.source)}{span}")

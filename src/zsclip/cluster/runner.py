@@ -43,24 +43,29 @@ def store_rows(row: dict, masks: dict[int, np.ndarray], embed_dim: int, classnam
     from ..store.store import checked_batch
 
     index = int(row["index"])
-    columns = ["path", "resolved", "label", "error", "embedding"] + (["labels"] if multi_label else [])
+    spans = [c for c in ("start", "end") if c in pq.read_schema(str(row["shard"])).names]  # video clips
+    columns = ["path", "resolved", "label", "error", "embedding"] + (["labels"] if multi_label else []) + spans
     table = pq.read_table(str(row["shard"]), columns=columns)
     keep = np.unpackbits(masks[index])[: table.num_rows].astype(bool)
     batch = checked_batch(table, keep, shard=str(row["name"]), offset=0, embed_dim=embed_dim, classnames=classnames,
                           multi_label=multi_label)
     vectors = iter(batch.embeddings)
     sets = batch.label_sets or [()] * len(batch.paths)
+    times = batch.spans or [None] * len(batch.paths)
     return [{"path": path, "error": error or "", "label": int(label),
              "labels": np.asarray(labels, dtype=np.int32),
-             "embedding": np.asarray(next(vectors) if error is None else [], dtype=np.float32)}
-            for path, error, label, labels in zip(batch.paths, batch.errors, batch.labels, sets, strict=True)]
+             "embedding": np.asarray(next(vectors) if error is None else [], dtype=np.float32),
+             "start": np.nan if span is None else span[0], "end": np.nan if span is None else span[1]}
+            for path, error, label, labels, span in zip(batch.paths, batch.errors, batch.labels, sets, times,
+                                                        strict=True)]
 
 
-def store_batches(store, settings: RaySettings | None = None, batch_size: int = 8192
+def store_batches(store, settings: RaySettings | None = None, batch_size: int = 8192, *, spans: list | None = None
                   ) -> Iterator[tuple[list[str], list[str | None], torch.Tensor, list[int], list[tuple[int, ...]]]]:
     """(paths, errors, embeddings of those without an error, labels, label sets) per batch of a
     store's view, read by one Ray task per shard, in store order (label sets are empty for a store
-    that is not multi-label)."""
+    that is not multi-label). ``spans``: a list that gets each batch's video clip spans (None for
+    photos) appended, when given."""
     from ..store.clip_retrieval import ClipRetrievalStore
 
     if isinstance(store, ClipRetrievalStore):
@@ -80,6 +85,9 @@ def store_batches(store, settings: RaySettings | None = None, batch_size: int = 
         errors = [str(error) or None for error in batch["error"]]
         good = [np.asarray(v, dtype=np.float32) for v, e in zip(batch["embedding"], errors, strict=True) if e is None]
         features = torch.from_numpy(np.stack(good)) if good else torch.empty(0, store.embed_dim)
+        if spans is not None:
+            spans.append([None if np.isnan(s) else (float(s), float(e)) for s, e in zip(batch["start"], batch["end"],
+                                                                                       strict=True)])
         yield ([str(p) for p in batch["path"]], errors, features, [int(t) for t in batch["label"]],
                [tuple(int(label) for label in labels) for labels in batch["labels"]])
 

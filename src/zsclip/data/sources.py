@@ -36,6 +36,14 @@ def image_extensions() -> frozenset[str]:
 IMAGE_EXTENSIONS = image_extensions()
 
 
+@lru_cache(maxsize=1)
+def media_extensions() -> frozenset[str]:
+    """What folders and patterns pick up: image extensions and video extensions (data/video.py)."""
+    from .video import VIDEO_EXTENSIONS
+
+    return image_extensions() | VIDEO_EXTENSIONS
+
+
 @dataclass(frozen=True)
 class Source:
     """One image to classify: a local path or an http(s) URL, or why it cannot be one."""
@@ -106,9 +114,9 @@ def _expand_one(item: str) -> Iterator[Source]:
 
 
 def images_under(folder: Path) -> Iterator[Source]:
-    """Image files below ``folder``, sorted, hidden entries skipped; an unreadable sub-folder is an
-    error source, and symbolic links to folders are not followed (loops cannot recur)."""
-    extensions = image_extensions()
+    """Image and video files below ``folder``, sorted, hidden entries skipped; an unreadable sub-folder
+    is an error source, and symbolic links to folders are not followed (loops cannot recur)."""
+    extensions = media_extensions()
     failures: list[OSError] = []
     for root, dirs, files in os.walk(folder, followlinks=False, onerror=failures.append):
         while failures:
@@ -136,7 +144,7 @@ def _glob(pattern: str) -> Iterator[Source]:
         root = os.sep
     rest = parts[len(fixed):]
     matcher = _pattern_regex(tuple(rest))
-    extensions = image_extensions()
+    extensions = media_extensions()
     prefix = "" if root == "." and not pattern.startswith("./") else root.rstrip(os.sep) + os.sep
     found = []
     failures: list[OSError] = []

@@ -27,6 +27,9 @@ class Prediction:
     scores: list[float]
     error: str | None = None
     record: dict | None = None
+    #: a video clip's span in seconds (None for photos and stored images)
+    start: float | None = None
+    end: float | None = None
 
 
 class Head(ABC):

@@ -13,7 +13,16 @@ sinks (``zsclip.outputs``) write them. The CLI, the Python API and the service o
 from .heads import HeadOptions, build_head
 from .openers import open_source
 from .plan import Job, features, plan, resolve_encoder
-from .sources import FeatureBatch, FeatureSource, ImageFiles, LabelledData, StoreSource, is_store
+from .sources import (
+    FeatureBatch,
+    FeatureSource,
+    HFTableSource,
+    ImageFiles,
+    LabelledData,
+    MediaFiles,
+    StoreSource,
+    is_store,
+)
 
 __all__ = ["HeadOptions", "build_head", "open_source", "Job", "features", "plan", "resolve_encoder", "FeatureBatch",
-           "FeatureSource", "ImageFiles", "LabelledData", "StoreSource", "is_store"]
+           "FeatureSource", "ImageFiles", "LabelledData", "MediaFiles", "HFTableSource", "StoreSource", "is_store"]

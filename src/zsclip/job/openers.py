@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from ..data.collections import open_collection
 from ..data.sources import expand_inputs, unique_sources
 from ..errors import InputError
-from .sources import FeatureSource, ImageFiles, LabelledData, StoreSource, is_shards, is_store
+from .sources import FeatureSource, ImageFiles, LabelledData, MediaFiles, StoreSource, has_videos, is_shards, is_store
 
 
 def _single(inputs: Sequence) -> str | None:
@@ -48,6 +48,35 @@ def open_shards(inputs: Sequence, *, labelled: bool, classes=None, dataset=None,
     return LabelledData(webdataset(_single(inputs), []), labelled=False)
 
 
+def matches_hf(inputs: Sequence, labelled: bool) -> bool:
+    from ..data.hf import hf_layout
+
+    single = _single(inputs)
+    return single is not None and hf_layout(single) is not None
+
+
+def open_hf(inputs: Sequence, *, labelled: bool, classes=None, dataset=None, model=None) -> FeatureSource:
+    """A Hugging Face split: Parquet, save_to_disk Arrow, or imagefolder with metadata (``zsclip.data.hf``)."""
+    from ..data.collections import LabelledCollection
+    from ..data.hf import open_hf as read
+    from .sources import HFTableSource
+
+    names = [synonyms[0] for synonyms in classes] if classes else None
+    opened = read(_single(inputs), names)
+    if isinstance(opened, LabelledCollection):
+        if labelled and not opened.classnames:
+            raise InputError(f"{_single(inputs)}: no labels (a label column in the metadata, or class folders)")
+        source = (MediaFiles(opened.items, opened.classnames if labelled else None) if has_videos(opened.items)
+                  else LabelledData(opened, labelled=labelled))
+    else:
+        source = HFTableSource(opened, labelled)
+        if labelled and not source.labelled:
+            raise InputError(f"{_single(inputs)}: no ClassLabel column (class names) to evaluate against; give "
+                             "--labels-file for an integer label column")
+    source.build_classes = classes
+    return source
+
+
 def matches_labelled(inputs: Sequence, labelled: bool) -> bool:
     return labelled
 
@@ -57,7 +86,10 @@ def open_labelled(inputs: Sequence, *, labelled: bool, classes=None, dataset=Non
     if single is None:
         raise InputError("labelled data is one class-per-folder tree, a .csv/.jsonl manifest or WebDataset shards")
     collection, build_classes = open_collection(single, classes, dataset)
-    source = LabelledData(collection)
+    if not collection.shards and has_videos(collection.items):
+        source = MediaFiles(collection.items, collection.classnames)
+    else:
+        source = LabelledData(collection)
     source.build_classes = build_classes  # what to build classifiers from: given synonyms, "imagenet1k", or None
     return source
 
@@ -70,7 +102,7 @@ def open_images(inputs: Sequence, *, labelled: bool, classes=None, dataset=None,
     sources, duplicates = unique_sources(source for source in _expand(inputs))
     if not sources:
         raise InputError("no inputs to classify: give image files, folders, glob patterns, URLs or -")
-    source = ImageFiles(sources)
+    source = MediaFiles(sources) if has_videos(sources) else ImageFiles(sources)
     source.duplicates = duplicates
     return source
 

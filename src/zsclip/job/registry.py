@@ -13,6 +13,7 @@ from . import openers
 SOURCES = [
     ("store", openers.matches_store, openers.open_store),
     ("shards", openers.matches_shards, openers.open_shards),
+    ("hugging face dataset", openers.matches_hf, openers.open_hf),
     ("labelled data", openers.matches_labelled, openers.open_labelled),
     ("images", openers.matches_images, openers.open_images),
 ]

@@ -35,6 +35,8 @@ class FeatureBatch:
     errors: list[str | None]
     features: torch.Tensor
     targets: list[int] | None = None
+    #: per input, the (start, end) seconds of a video clip, None for a photo; None when no input is a video
+    spans: list[tuple[float, float] | None] | None = None
     #: multi-label sources: the label indices of each input (``targets`` is then None)
     label_sets: list[tuple[int, ...]] | None = None
 
@@ -54,6 +56,8 @@ class FeatureSource(ABC):
 
     kind: ClassVar[str]
     needs_model: ClassVar[bool] = True
+    #: whether rows carry a time span (video clips): sinks then write start and end columns
+    timed: ClassVar[bool] = False
     #: class names of a labelled source (targets index them), else None
     classnames: list[str] | None = None
     #: the precision features are stored at (a float16 store), which calibration must match
@@ -150,6 +154,160 @@ class LabelledData(FeatureSource):
             yield self._batch(names, errors, features, targets)
 
 
+class MediaFiles(FeatureSource):
+    """Photos and videos (files, folders, globs; labelled by class folder or manifest, or not): a
+    row per photo, per video (``RunOptions.frames`` sampled frames pooled) or per video segment
+    (``RunOptions.segment``), each video row with its span in seconds (``zsclip.pipeline.media``)."""
+
+    kind = "videos"
+    #: rows carry start and end seconds (sinks add the columns)
+    timed = True
+
+    def __init__(self, items: Sequence[Source], classnames: Sequence[str] | None = None) -> None:
+        self.items = list(items)
+        self.classnames = list(classnames) if classnames is not None else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
+        from ..pipeline.media import media_feature_batches
+
+        for batch in media_feature_batches(self.items, encoder, options):
+            yield FeatureBatch(batch.ids, batch.errors, batch.features, batch.targets if self.labelled else None,
+                               spans=batch.spans)
+
+    def ray_batches(self, encoder: Encoder | None, options: RunOptions, settings) -> Iterator[FeatureBatch]:
+        from ..cluster.media import ray_media_batches
+
+        for batch in ray_media_batches(self.items, encoder, options, settings):
+            yield FeatureBatch(batch.ids, batch.errors, batch.features, batch.targets if self.labelled else None,
+                               spans=batch.spans)
+
+
+class HFTableSource(FeatureSource):
+    """A Hugging Face split in Parquet or save_to_disk Arrow files (``zsclip.data.hf``), streamed by
+    row group; labelled by its ClassLabel column (class names from the schema's features)."""
+
+    kind = "hugging face dataset"
+
+    def __init__(self, table, labelled: bool = True) -> None:
+        self.table = table
+        self.classnames = list(table.classnames) if labelled and table.classnames else None
+
+    def __len__(self) -> int:
+        return self.table.rows
+
+    def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
+        from ..pipeline.hfdata import table_feature_batches
+
+        for names, errors, targets, features in table_feature_batches(self.table, encoder, options):
+            yield FeatureBatch(names, errors, features, list(targets) if self.labelled else None)
+
+    def ray_batches(self, encoder: Encoder | None, options: RunOptions, settings) -> Iterator[FeatureBatch]:
+        from ..cluster.media import ray_table_batches
+
+        for names, errors, targets, features in ray_table_batches(self.table, encoder, options, settings):
+            yield FeatureBatch(names, errors, features, list(targets) if self.labelled else None)
+
+    def describe(self) -> str:
+        return f"Hugging Face dataset {self.table.root}"
+
+
+class PerVideo(FeatureSource):
+    """Another source's video clips pooled into one row per video (``--per-video``): a video's
+    consecutive clip rows (a store of ``--segment`` rows, or ``--segment`` on files) become one row
+    spanning them, the duration-weighted mean of their normalised embeddings, normalised again.
+    Rows without a span (photos) pass through; a video whose clips all failed keeps its first error."""
+
+    kind = "per-video"
+    timed = True
+
+    def __init__(self, inner: FeatureSource) -> None:
+        self.inner = inner
+        self.needs_model = inner.needs_model
+        self.classnames, self.feature_dtype = inner.classnames, inner.feature_dtype
+        self.model, self.pretrained = inner.model, inner.pretrained
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
+        return pooled_videos(self.inner.batches(encoder, options))
+
+    def ray_batches(self, encoder: Encoder | None, options: RunOptions, settings) -> Iterator[FeatureBatch]:
+        return pooled_videos(self.inner.ray_batches(encoder, options, settings))
+
+    def check_encoder(self, encoder: Encoder) -> None:
+        self.inner.check_encoder(encoder)
+
+    def check_classifier(self, classifier) -> None:
+        self.inner.check_classifier(classifier)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()}, per video"
+
+
+def pooled_videos(batches: Iterator[FeatureBatch]) -> Iterator[FeatureBatch]:
+    """One row per video from consecutive clip rows of the same id (see ``PerVideo``)."""
+    current: dict | None = None  # the video being pooled: id, target, spans, weighted sum, first error
+
+    def finish(video: dict, out: dict) -> None:
+        out["ids"].append(video["id"])
+        out["targets"].append(video["target"])
+        out["spans"].append((video["start"], video["end"]))
+        if video["sum"] is None:
+            out["errors"].append(video["error"] or "no frame decoded")
+        else:
+            out["errors"].append(None)
+            out["features"].append(torch.nn.functional.normalize(video["sum"], dim=-1))
+
+    for batch in batches:
+        out: dict = {"ids": [], "errors": [], "features": [], "targets": [], "spans": []}
+        features = iter(batch.features)
+        targets = batch.targets or [-1] * len(batch.ids)
+        spans = batch.spans or [None] * len(batch.ids)
+        for name, error, target, span in zip(batch.ids, batch.errors, targets, spans, strict=True):
+            vector = next(features) if error is None else None
+            if current is not None and (span is None or name != current["id"]):
+                finish(current, out)
+                current = None
+            if span is None:
+                out["ids"].append(name)
+                out["errors"].append(error)
+                out["targets"].append(target)
+                out["spans"].append(None)
+                if vector is not None:
+                    out["features"].append(vector)
+                continue
+            if current is None:
+                current = {"id": name, "target": target, "start": span[0], "end": span[1], "sum": None, "error": None}
+            current["start"], current["end"] = min(current["start"], span[0]), max(current["end"], span[1])
+            if vector is None:
+                current["error"] = current["error"] or error
+                continue
+            weighted = vector.float() * max(span[1] - span[0], 1e-6)
+            current["sum"] = weighted if current["sum"] is None else current["sum"] + weighted
+        if out["ids"]:
+            yield _pooled_batch(out, batch.features, batch.targets is not None)
+    if current is not None:
+        out = {"ids": [], "errors": [], "features": [], "targets": [], "spans": []}
+        finish(current, out)
+        yield _pooled_batch(out, torch.empty(0, 0), True)
+
+
+def _pooled_batch(out: dict, like: torch.Tensor, labelled: bool) -> FeatureBatch:
+    width = out["features"][0].shape[-1] if out["features"] else (like.shape[1] if like.dim() == 2 else 0)
+    features = torch.stack(out["features"]) if out["features"] else torch.empty(0, width)
+    return FeatureBatch(out["ids"], out["errors"], features, out["targets"] if labelled else None, spans=out["spans"])
+
+
+def has_videos(sources: Sequence[Source]) -> bool:
+    from ..data.video import is_video_name
+
+    return any(source.error is None and is_video_name(source.name) for source in sources)
+
+
 class StoreSource(FeatureSource):
     """An embedding store (or a clip-retrieval output): stored features, no image decoded, no model."""
 
@@ -165,6 +323,7 @@ class StoreSource(FeatureSource):
         self.multi_label = bool(getattr(store, "multi_label", False)) and self.classnames is not None
         #: store class index -> index among ``classnames`` (None: the same), see ``with_classes``
         self._mapping: list[int | None] | None = None
+        self.timed = bool(getattr(store, "timed", False))
 
     def __len__(self) -> int:
         return len(self.store)
@@ -187,9 +346,10 @@ class StoreSource(FeatureSource):
         copy._mapping = [lookup.get(name) for name in self.classnames]
         return copy
 
-    def _batch(self, paths, errors, features: torch.Tensor, labels, label_sets) -> FeatureBatch:
+    def _batch(self, paths, errors, features: torch.Tensor, labels, label_sets, spans=None) -> FeatureBatch:
         if not self.multi_label:
-            return FeatureBatch(list(paths), list(errors), features, list(labels) if self.labelled else None)
+            return FeatureBatch(list(paths), list(errors), features, list(labels) if self.labelled else None,
+                                spans=spans)
         errors, label_sets = list(errors), [tuple(s) for s in label_sets]
         if self._mapping is not None:
             kept = []  # per row that has features: whether it keeps them
@@ -208,13 +368,17 @@ class StoreSource(FeatureSource):
     def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
         for batch in self.store.batches(self.batch_size):
             features = torch.from_numpy(np.ascontiguousarray(batch.embeddings, dtype=np.float32))
-            yield self._batch(batch.paths, batch.errors, features, batch.labels, batch.label_sets)
+            yield self._batch(batch.paths, batch.errors, features, batch.labels, batch.label_sets,
+                              getattr(batch, "spans", None) if self.timed else None)
 
     def ray_batches(self, encoder: Encoder | None, options: RunOptions, settings) -> Iterator[FeatureBatch]:
         from ..cluster.runner import store_batches
 
-        for paths, errors, features, labels, label_sets in store_batches(self.store, settings, self.batch_size):
-            yield self._batch(paths, errors, features, labels, label_sets)
+        spans: list = []
+        for paths, errors, features, labels, label_sets in store_batches(self.store, settings, self.batch_size,
+                                                                         spans=spans):
+            times = spans.pop(0)
+            yield self._batch(paths, errors, features, labels, label_sets, times if self.timed else None)
 
     def check_encoder(self, encoder: Encoder) -> None:
         self.store.check_encoder(encoder)
@@ -261,5 +425,5 @@ def require_labels(source: FeatureSource, what: str, multi_label: bool = False) 
                          "with --labels-file, or a store made with `zsclip embed --labelled`")
 
 
-__all__ = ["FeatureBatch", "FeatureSource", "ImageFiles", "LabelledData", "StoreSource", "is_store", "is_shards",
-           "require_labels"]
+__all__ = ["FeatureBatch", "FeatureSource", "ImageFiles", "LabelledData", "MediaFiles", "HFTableSource", "PerVideo",
+           "has_videos", "StoreSource", "is_store", "is_shards", "require_labels"]

@@ -27,10 +27,11 @@ PARQUET_ROWS = 8192
 class ResultWriter:
     """Write predictions to ``path`` in the format its extension names."""
 
-    def __init__(self, path: str | os.PathLike, top_k: int) -> None:
+    def __init__(self, path: str | os.PathLike, top_k: int, timed: bool = False) -> None:
         self.path = self.check(path)
         self.format = self.path.suffix.lower()
         self.top_k = top_k
+        self.timed = timed  # video rows: start and end seconds after the path
         self._rows = 0
         if self.format == ".parquet":
             self._output = AtomicFile(self.path, "wb")
@@ -42,7 +43,7 @@ class ResultWriter:
         self._file = self._output.file
         if self.format == ".csv":
             self._csv = csv.writer(self._file)
-            header = ["path", "label", "score"]
+            header = ["path", *(["start", "end"] if timed else []), "label", "score"]
             for rank in range(2, top_k + 1):
                 header += [f"label_{rank}", f"score_{rank}"]
             self._csv.writerow([*header, "error"])
@@ -67,6 +68,8 @@ class ResultWriter:
             return
         if self.format == ".csv":
             cells: list[str] = [csv_cell(prediction.source)]
+            if self.timed:
+                cells += [_seconds(prediction.start), _seconds(prediction.end)]
             for rank in range(self.top_k):
                 if rank < len(prediction.labels):
                     cells += [csv_cell(prediction.labels[rank]), f"{prediction.scores[rank]:.6f}"]
@@ -74,7 +77,7 @@ class ResultWriter:
                     cells += ["", ""]
             self._csv.writerow([*cells, csv_cell(prediction.error) if prediction.error else ""])
         else:
-            text = json.dumps(as_record(prediction), ensure_ascii=False)
+            text = json.dumps(as_record(prediction, self.timed), ensure_ascii=False)
             if self.format == ".json":
                 text = ("\n  " if self._rows == 0 else ",\n  ") + text
             else:
@@ -95,7 +98,8 @@ class ResultWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        schema = pa.schema([("path", pa.string()), ("labels", pa.list_(pa.string())),
+        spans = [("start", pa.float64()), ("end", pa.float64())] if self.timed else []
+        schema = pa.schema([("path", pa.string()), *spans, ("labels", pa.list_(pa.string())),
                             ("scores", pa.list_(pa.float32())), ("error", pa.string())])
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self._file, schema, compression="zstd")
@@ -104,7 +108,9 @@ class ResultWriter:
             table = pa.table({"path": [undecodable_escaped(p.source) for p in rows],
                               "labels": [[undecodable_escaped(label) for label in p.labels] for p in rows],
                               "scores": [p.scores for p in rows],
-                              "error": [None if p.error is None else undecodable_escaped(p.error) for p in rows]},
+                              "error": [None if p.error is None else undecodable_escaped(p.error) for p in rows],
+                              **({"start": [p.start for p in rows], "end": [p.end for p in rows]}
+                                 if self.timed else {})},
                              schema=schema)
             self._parquet.write_table(table)
             self._rows += len(rows)
@@ -117,25 +123,40 @@ class ResultWriter:
         return self._output.abandon()
 
 
-def as_record(prediction: Prediction) -> dict:
-    """The JSON shape of one result: path, predictions [{label, score}], error.
+def as_record(prediction: Prediction, timed: bool = False) -> dict:
+    """The JSON shape of one result: path, (``timed``: start, end seconds,) predictions [{label, score}], error.
 
     Values are kept raw (a JSON reader gets the exact text), except bytes that are not UTF-8 in a
     file name, which JSON cannot hold: they appear backslash-escaped (``caf\\xe9.jpg``)."""
+    spans = {"start": prediction.start, "end": prediction.end} if timed or prediction.start is not None else {}
     return {
         "path": undecodable_escaped(prediction.source),
+        **spans,
         "predictions": [{"label": undecodable_escaped(label), "score": round(score, 6)}
                         for label, score in zip(prediction.labels, prediction.scores, strict=True)],
         "error": None if prediction.error is None else undecodable_escaped(prediction.error),
     }
 
 
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def shown_name(prediction: Prediction) -> str:
+    """The input's name on a terminal, with a video clip's span."""
+    return printable(prediction.source) + span_suffix(prediction)
+
+
+def span_suffix(prediction: Prediction) -> str:
+    return "" if prediction.start is None else f"  [{prediction.start:.2f}-{prediction.end:.2f} s]"
+
+
 def print_table(prediction: Prediction, stream: TextIO) -> None:
     """A few lines per image for reading on a terminal."""
     if prediction.error:
-        stream.write(f"{printable(prediction.source)}\n    error: {printable(prediction.error)}\n")
+        stream.write(f"{shown_name(prediction)}\n    error: {printable(prediction.error)}\n")
         return
-    stream.write(f"{printable(prediction.source)}\n")
+    stream.write(f"{shown_name(prediction)}\n")
     labels = [printable(label) for label in prediction.labels]
     width = max(len(label) for label in labels)
     for rank, (label, score) in enumerate(zip(labels, prediction.scores, strict=True), start=1):
@@ -147,10 +168,10 @@ class RecordWriter:
     """Rows of named fields (a label tree's levels, open-set scores) to .csv / .jsonl / .json by
     extension, atomically as ``ResultWriter``: CSV gets one column per field, JSON one object per row."""
 
-    def __init__(self, path: str | os.PathLike, columns: list[str]) -> None:
+    def __init__(self, path: str | os.PathLike, columns: list[str], timed: bool = False) -> None:
         self.path = ResultWriter.check(path)
         self.format = self.path.suffix.lower()
-        self.columns = columns
+        self.columns = ["start", "end", *columns] if timed else columns
         self._rows = 0
         if self.format == ".parquet":
             self._output = AtomicFile(self.path, "wb")
@@ -205,7 +226,7 @@ class RecordWriter:
         fields = [("path", pa.string())]
         lists = {"labels": pa.list_(pa.string()), "scores": pa.list_(pa.float64())}  # multi-label rows
         fields += [(c, lists[c] if c in lists else pa.int64() if c == "rank" else pa.float64()
-                    if c.endswith("_probability") or c in ("openset_score", "score") else pa.string())
+                    if c.endswith("_probability") or c in ("openset_score", "score", "start", "end") else pa.string())
                    for c in self.columns]
         schema = pa.schema([*fields, ("error", pa.string())])
         if self._parquet is None:
@@ -236,9 +257,9 @@ def _json_value(value: object) -> object:
     return undecodable_escaped(value) if isinstance(value, str) else value
 
 
-def print_record(source: str, record: dict, error: str | None, stream: TextIO) -> None:
+def print_record(source: str, record: dict, error: str | None, stream: TextIO, suffix: str = "") -> None:
     """A label tree's answer for reading on a terminal: one line per level."""
-    stream.write(f"{printable(source)}\n")
+    stream.write(f"{printable(source)}{suffix}\n")
     if error:
         stream.write(f"    error: {printable(error)}\n")
         return
@@ -262,14 +283,20 @@ class RowSink:
     """Where a job's answers go, as the head shapes them: top-k rows (``ResultWriter``) or rows of
     named fields (``RecordWriter``, label trees and open-set scores); the format by extension."""
 
-    def __init__(self, path: str | os.PathLike, columns: list[str] | None, top_k: int = 1) -> None:
+    def __init__(self, path: str | os.PathLike, columns: list[str] | None, top_k: int = 1, *,
+                 timed: bool = False) -> None:
         self.columns = columns
-        self._writer = RecordWriter(path, columns) if columns is not None else ResultWriter(path, top_k)
+        self.timed = timed
+        self._writer = (RecordWriter(path, columns, timed) if columns is not None
+                        else ResultWriter(path, top_k, timed))
         self.path = self._writer.path
 
     def write(self, prediction: Prediction) -> None:
         if self.columns is not None:
-            self._writer.write(prediction.source, prediction.record or {}, prediction.error)
+            record = prediction.record or {}
+            if self.timed:
+                record = {"start": prediction.start, "end": prediction.end, **record}
+            self._writer.write(prediction.source, record, prediction.error)
         else:
             self._writer.write(prediction)
 
@@ -283,7 +310,7 @@ class RowSink:
 def print_prediction(prediction: Prediction, stream: TextIO) -> None:
     """The terminal form of any head's answer."""
     if prediction.record is not None:
-        print_record(prediction.source, prediction.record, prediction.error, stream)
+        print_record(prediction.source, prediction.record, prediction.error, stream, span_suffix(prediction))
     else:
         print_table(prediction, stream)
 
@@ -297,10 +324,13 @@ class HitSink:
 
     @staticmethod
     def write_all(path: str | os.PathLike, hits) -> Path:
-        writer = RecordWriter(path, ["rank", "score"])
+        hits = list(hits)
+        timed = any(getattr(hit, "start", None) is not None for hit in hits)
+        writer = RecordWriter(path, ["rank", "score"], timed)
         try:
             for hit in hits:
-                writer.write(hit.source, {"rank": hit.rank, "score": float(hit.score)})
+                spans = {"start": hit.start, "end": hit.end} if timed else {}
+                writer.write(hit.source, {**spans, "rank": hit.rank, "score": float(hit.score)})
         except BaseException:
             writer.abandon()
             raise

@@ -13,6 +13,7 @@ it never opens a path or fetches a URL that a request names.
 import asyncio
 import contextlib
 import hmac
+import io
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..data.images import decode_bytes
+from ..data.video import Sampling, is_video_name, looks_like_video, read_clips
 from ..encoders.base import Encoder
 from ..errors import ImageReadError, ZsclipError
 from ..heads import Head
@@ -62,6 +64,8 @@ class Prediction(BaseModel):
 class ImageResult(BaseModel):
     index: int
     filename: str | None = None
+    start: float | None = None  # an uploaded video: the span its answer covers, in seconds
+    end: float | None = None
     predictions: list[Prediction] | None = None
     record: dict | None = None
     error: str | None = None
@@ -79,6 +83,8 @@ class SearchHit(BaseModel):
     rank: int
     path: str
     score: float
+    start: float | None = None  # a video clip's span, in seconds
+    end: float | None = None
 
 
 class SearchResponse(BaseModel):
@@ -239,6 +245,8 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
                                                             "softmax")] = None,
         threshold: Annotated[float | None, Form(description="with multi_label: one threshold for every label")]
         = None,
+        frames: Annotated[int | None, Form(ge=1, description="videos: frames sampled per video (default 8)")]
+        = None,
     ) -> ClassifyResponse:
         unknown = sorted(set((await request.form()).keys()) - CLASSIFY_FIELDS)
         if unknown:
@@ -250,6 +258,8 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
                                    f"{limits.max_images}: split them over several requests")
         if top_k is not None and top_k > limits.max_top_k:
             raise ClientError(422, f"top_k {top_k} is over the limit of {limits.max_top_k}")
+        if frames is not None and frames > limits.max_video_frames:
+            raise ClientError(422, f"frames {frames} is over the limit of {limits.max_video_frames}")
         tree = parse_tree(labels_tree, tree_format, limits)
         described = parse_descriptions(descriptions)
         options = HeadOptions(labels=None, classifier=None, templates=None, descriptions=None, labels_tree=tree,
@@ -260,14 +270,15 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
         entry_task = asyncio.ensure_future(_resolve_classifier(current, labels, classifier, templates, tree,
                                                                described))
         try:
-            decoded = await asyncio.gather(*(_decode_upload(current, upload) for upload in images))
+            decoded = await asyncio.gather(*(_decode_upload(current, upload, frames or limits.video_frames)
+                                             for upload in images))
             known = await asyncio.gather(*(_decode_upload(current, upload) for upload in calibration))
             entry = await entry_task
         finally:
             if not entry_task.done():
                 entry_task.cancel()
         head = await _head(current, entry, options, known)
-        ok = [i for i, item in enumerate(decoded) if isinstance(item, torch.Tensor)]
+        ok = [i for i, item in enumerate(decoded) if not isinstance(item, str)]
         metrics.images.labels("ok").inc(len(ok))
         metrics.images.labels("error").inc(len(decoded) - len(ok))
         names = [(upload.filename or "")[:MAX_FILENAME_CHARS] or None for upload in images]
@@ -276,16 +287,21 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
             message = "no image could be decoded: " + "; ".join(
                 f"{d['filename'] or '#' + str(d['index'])}: {d['error']}" for d in details[:3])
             raise ClientError(400, message, details)
-        features = await current.queue.submit(torch.stack([decoded[i] for i in ok]))
-        answers = iter(head.answer(features))
+        pixels = torch.cat([_frames_of(decoded[i]) for i in ok])
+        if len(pixels) > current.settings.queue_limit:
+            raise ClientError(413, f"{len(pixels)} images and video frames in one request, over the limit of "
+                                   f"{current.settings.queue_limit}: send fewer videos or fewer frames")
+        features = await current.queue.submit(pixels)
+        answers = iter(head.answer(_pooled(features, [decoded[i] for i in ok])))
         results = []
         for i, item in enumerate(decoded):
-            if not isinstance(item, torch.Tensor):
+            if isinstance(item, str):
                 results.append(ImageResult(index=i, filename=names[i], error=item))
                 continue
             answer = next(answers)
+            span = (0.0, item.duration) if isinstance(item, UploadedVideo) else (None, None)
             results.append(ImageResult(
-                index=i, filename=names[i], error=answer.error, record=answer.record,
+                index=i, filename=names[i], error=answer.error, record=answer.record, start=span[0], end=span[1],
                 predictions=None if answer.error else [Prediction(label=label, score=float(score)) for label, score
                                                        in zip(answer.labels, answer.scores, strict=True)]))
         return ClassifyResponse(model=current.encoder.name, classifier=entry.id,
@@ -310,10 +326,10 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
         if top_k > limits.max_top_k:
             raise ClientError(422, f"top_k {top_k} is over the limit of {limits.max_top_k}")
         if image is not None:
-            pixels = await _decode_upload(current, image)
-            if not isinstance(pixels, torch.Tensor):
+            pixels = await _decode_upload(current, image, limits.video_frames)
+            if isinstance(pixels, str):
                 raise ClientError(400, f"the image cannot be decoded: {pixels}")
-            query = (await current.queue.submit(pixels[None]))[0]
+            query = _pooled(await current.queue.submit(_frames_of(pixels)), [pixels])[0]
         else:
             if len(text) > limits.max_label_chars:
                 raise ClientError(422, f"the text is over {limits.max_label_chars} characters")
@@ -321,7 +337,8 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
         source = StoreSource(current.store).unlabelled()
         hits = await asyncio.to_thread(lambda: nearest(source.batches(None, RunOptions(device="cpu")), query, top_k))
         return SearchResponse(model=current.encoder.name,
-                              results=[SearchHit(rank=h.rank, path=h.source, score=h.score) for h in hits])
+                              results=[SearchHit(rank=h.rank, path=h.source, score=h.score, start=h.start, end=h.end)
+                                       for h in hits])
 
     @app.post("/v1/classifiers", tags=["api"], response_model=ClassifierInfo, dependencies=[Auth],
               responses=ERRORS, summary="Build (or find) the classifier for labels + templates; returns its id")
@@ -445,14 +462,52 @@ async def _head(current: ServerState, entry: Entry, options: HeadOptions, known:
         raise ClientError(422, str(error)) from None
 
 
-async def _decode_upload(current: ServerState, upload: UploadFile) -> torch.Tensor | str:
-    """Pixels [3, H, W], or the reason this upload is not an image (a per-image error)."""
+@dataclass
+class UploadedVideo:
+    """An uploaded video's sampled frames [k, 3, H, W] (answered as one: their pooled embedding)."""
+
+    pixels: torch.Tensor
+    duration: float
+
+
+def _frames_of(item) -> torch.Tensor:
+    return item.pixels if isinstance(item, UploadedVideo) else item[None]
+
+
+def _pooled(features: torch.Tensor, items: list) -> torch.Tensor:
+    """One row per upload: an image's features, a video's frames pooled (the CLI's pooling)."""
+    from ..pipeline.media import pool
+
+    rows, position = [], 0
+    for item in items:
+        count = len(_frames_of(item))
+        rows.append(pool(features[position : position + count]))
+        position += count
+    return torch.stack(rows)
+
+
+async def _decode_upload(current: ServerState, upload: UploadFile,
+                         frames: int = 8) -> torch.Tensor | UploadedVideo | str:
+    """Pixels [3, H, W], an ``UploadedVideo``, or the reason this upload cannot be read (a per-image error).
+    A video (by its bytes or its name) is decoded in memory, ``frames`` samples, at most
+    ``max_video_seconds`` long; the request's byte limit bounds its size."""
     data = await upload.read()
     limits = current.settings.limits
 
-    def decode() -> torch.Tensor:
+    def decode() -> torch.Tensor | UploadedVideo:
+        if looks_like_video(data[:192]) or is_video_name(upload.filename or ""):
+            return _decode_video(data, frames)
         image = decode_bytes(data, current.encoder.image_size, limits.max_pixels)
         return current.transform(image)
+
+    def _decode_video(data: bytes, frames: int) -> UploadedVideo:
+        if not data:
+            raise ImageReadError("empty file")
+        clips, _, info = read_clips(io.BytesIO(data), Sampling(frames=frames, max_frames=limits.max_video_frames),
+                                    limits.max_pixels, current.encoder.image_size,
+                                    max_seconds=limits.max_video_seconds)
+        pictures = [current.transform(frame) for clip in clips for frame in clip.frames]
+        return UploadedVideo(torch.stack(pictures), info.duration)
 
     try:
         return await asyncio.get_running_loop().run_in_executor(current.decoder, decode)

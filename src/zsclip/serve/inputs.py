@@ -93,7 +93,7 @@ __all__ = ["ClientError", "parse_labels", "parse_templates", "check_template"]
 CLASSIFY_FIELDS = frozenset({"images", "labels", "classifier", "templates", "top_k", "labels_tree", "tree_format",
                              "tree_mode", "beam", "descriptions", "reject", "reject_calibrate", "tpr", "reject_score",
                              "reject_label", "scale", "multi_label", "multi_score",
-                             "threshold"})
+                             "threshold", "frames"})
 
 
 def parse_tree(text: str | None, kind: str | None, limits: Limits):

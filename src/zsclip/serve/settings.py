@@ -28,6 +28,10 @@ class Limits:
     max_template_chars: int = 300
     max_top_k: int = 100
     request_timeout_s: float = 30.0
+    #: an uploaded video: frames sampled from it (and the most a request may ask for), and its longest duration
+    video_frames: int = 8
+    max_video_frames: int = 32
+    max_video_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

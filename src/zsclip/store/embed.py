@@ -108,7 +108,8 @@ def embed(
         writer = _ShardWriter(store, commit_every, report)
         if remove_missing:
             for key in known:
-                if key not in wanted and not is_url(key) and not _still_there(key):
+                # a video clip's row (VIDEO#t=START-END) is gone when its video is
+                if key not in wanted and not is_url(key) and not _still_there(key.split("#t=", 1)[0]):
                     writer.add({"path": key, "resolved": key, "deleted": True}, None)
                     report.deleted += 1
         for attempt in range(RETRIES + 1):

@@ -39,6 +39,8 @@ ROW_GROUP_ROWS = 4096
 READ_COLUMNS = ("path", "resolved", "label", "error", "deleted", "embedding")
 #: What a multi-label store's reader adds: each row's label indices.
 MULTI_LABEL_COLUMNS = ("labels",)
+#: Optional columns of shards holding video clips (format 1 readers ignore them): seconds into the video.
+SPAN_COLUMNS = ("start", "end")
 #: How far a stored embedding's length may be from 1 and be used as stored (embed stores them
 #: L2-normalised; float16 rounding moves the length by about 1e-3): longer or shorter ones (written
 #: by hand or damaged) are scaled to length 1 when read, so no score leaves [-1, 1].
@@ -59,6 +61,8 @@ class StoreBatch:
     labels: list[int]
     embeddings: np.ndarray
     label_sets: list[tuple[int, ...]] | None = None
+    #: per row, a video clip's (start, end) seconds or None; None when the shard has no spans
+    spans: list[tuple[float, float] | None] | None = None
 
 
 class EmbeddingStore:
@@ -266,6 +270,17 @@ class EmbeddingStore:
     def __len__(self) -> int:
         return int(sum(mask.sum() for mask in self.view_masks().values()))
 
+    @property
+    def timed(self) -> bool:
+        """Whether any shard holds video clips (rows with start and end seconds)."""
+        for shard in self.manifest["shards"]:
+            try:
+                if "start" in self.location.parquet_file(shard["file"]).schema_arrow.names:
+                    return True
+            except (OSError, pa.ArrowException):
+                continue
+        return False
+
     def batches(self, batch_size: int = 8192) -> Iterator[StoreBatch]:
         """The view's rows, shard by shard, in record batches of at most ``batch_size``."""
         masks = self.view_masks()
@@ -279,8 +294,8 @@ class EmbeddingStore:
                 reader = self.location.parquet_file(shard["file"])
                 self._check_shard(shard["file"], reader.schema_arrow)
                 offset = 0
-                for record in reader.iter_batches(batch_size=batch_size, columns=list(self.read_columns),
-                                                  use_threads=False):
+                columns = list(self.read_columns) + [c for c in SPAN_COLUMNS if c in reader.schema_arrow.names]
+                for record in reader.iter_batches(batch_size=batch_size, columns=columns, use_threads=False):
                     yield self._batch(record, masks[shard_index][offset : offset + record.num_rows], shard["file"],
                                       offset)
                     offset += record.num_rows
@@ -330,7 +345,12 @@ class EmbeddingStore:
         columns = {name: [row.get(name) for row in rows] for name in self.schema.names if name != "embedding"}
         flat = [None if e is None else np.asarray(e, dtype=numpy_dtype).reshape(-1) for e in embeddings]
         columns["embedding"] = pa.array([None if e is None else e for e in flat], type=pa.list_(DTYPES[dtype], dim))
-        table = pa.table(columns, schema=self.schema)
+        shard_schema = self.schema
+        if any(row.get("start") is not None for row in rows):  # video clips: optional span columns
+            for name in SPAN_COLUMNS:
+                columns[name] = [row.get(name) for row in rows]
+                shard_schema = shard_schema.append(pa.field(name, pa.float64()))
+        table = pa.table(columns, schema=shard_schema)
         with self._locked(APPEND_LOCK_WAIT_S):
             name = f"shard-{len(self.manifest['shards']):05d}-{uuid.uuid4().hex[:8]}.parquet"
             self.location.write_table(name, table, compression="zstd", row_group_size=ROW_GROUP_ROWS)
@@ -468,7 +488,12 @@ def checked_batch(record: pa.RecordBatch | pa.Table, mask: np.ndarray, *, shard:
                                     f"label {label} is not one of the store's {len(classes)} classes")
     embeddings = _embeddings(picked.column("embedding"), embed_dim, errors, lambda i, problem: _damage(
         shard, offset + int(keep[i]), problem))
-    return StoreBatch(paths, errors, labels, embeddings, label_sets)
+    spans = None
+    names = picked.column_names if hasattr(picked, "column_names") else picked.schema.names
+    if all(name in names for name in SPAN_COLUMNS):
+        spans = [None if start is None or end is None else (float(start), float(end)) for start, end in
+                 zip(picked.column("start").to_pylist(), picked.column("end").to_pylist(), strict=True)]
+    return StoreBatch(paths, errors, labels, embeddings, label_sets, spans)
 
 
 def _label_sets(column: pa.Array, count: int, errors: list[str | None], damage) -> list[tuple[int, ...]]:

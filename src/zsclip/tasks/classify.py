@@ -50,6 +50,7 @@ def classify(
     cache_dir: str | os.PathLike | None = None,
     output: str | os.PathLike | None = None,
     ray=None,
+    per_video: bool = False,
 ) -> Iterator[Prediction]:
     """Classify images (files, folders, globs, URLs), WebDataset shards, or an embedding store.
 
@@ -65,8 +66,10 @@ def classify(
     Returns an iterator of ``Prediction``s, one per input in order (``.record`` holds a tree's
     levels); with ``output`` (.csv, .jsonl, .json, .parquet) the rows are also written there,
     atomically, when the iterator is exhausted. ``ray``: True / "auto" / an address runs the job on Ray.
+    ``per_video``: one row per video from its clips (a store of ``--segment`` rows, or ``segment`` files).
     """
-    job = plan(open_source(inputs, model=model if _is_single_store(inputs) else None),
+    source = open_source(inputs, model=model if _is_single_store(inputs) else None)
+    job = plan(per_video_source(source) if per_video else source,
                HeadOptions(labels, classifier, templates, descriptions, labels_tree, tree_mode, beam, reject,
                            reject_calibrate, tpr, reject_score, reject_label, top_k, scale, multi_label, multi_score,
                            threshold, calibrate, target_precision),
@@ -74,6 +77,16 @@ def classify(
                ray=ray)
     sink = open_sink(output, job) if output is not None else None
     return _written(answers(job), sink) if sink is not None else answers(job)
+
+
+def per_video_source(source):
+    """``source`` with its video clips pooled per video (``--per-video``); refused where nothing is timed."""
+    from ..errors import InputError
+    from ..job.sources import PerVideo
+
+    if not source.timed:
+        raise InputError(f"--per-video pools video clips: {source.describe()} has no videos")
+    return PerVideo(source)
 
 
 def _is_single_store(inputs) -> bool:
@@ -89,12 +102,15 @@ def answers(job: Job) -> Iterator[Prediction]:
     """Every input's answer, in order: the head's for inputs with features, an error row for the rest."""
     for batch in job.features():
         answered = iter(job.head.answer(batch.features))
-        for name, error in zip(batch.ids, batch.errors, strict=True):
+        spans = batch.spans or [None] * len(batch.ids)
+        for name, error, span in zip(batch.ids, batch.errors, spans, strict=True):
             if error is not None:
-                yield Prediction(name, [], [], error)
-                continue
-            answer = next(answered)
-            answer.source = name
+                answer = Prediction(name, [], [], error)
+            else:
+                answer = next(answered)
+                answer.source = name
+            if span is not None:
+                answer.start, answer.end = span
             yield answer
 
 
@@ -104,7 +120,7 @@ def open_sink(output: str | os.PathLike, job: Job):
 
     head = job.head
     top_k = getattr(getattr(head, "inner", head), "top_k", 1)
-    return RowSink(output, head.columns, top_k)
+    return RowSink(output, head.columns, top_k, timed=job.source.timed)
 
 
 def _written(rows: Iterator[Prediction], sink) -> Iterator[Prediction]:

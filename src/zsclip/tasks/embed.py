@@ -83,4 +83,149 @@ def embed_shards(store: EmbeddingStore, source: LabelledData, encoder: Encoder, 
     return report
 
 
-__all__ = ["embed_shards", "SHARD_CHANGED"]
+# --- videos (and the photos beside them) ---------------------------------------------------------------
+
+#: How a video clip's row is known in a store: ``<resolved video path>#t=<start>-<end>``.
+SPAN_KEY = "#t="
+FILE_CHANGED = "the file changed while it was being embedded (written to during the run?): run `zsclip embed` again"
+
+
+def clip_key(resolved: str, span: tuple[float, float] | None) -> str:
+    return resolved if span is None else f"{resolved}{SPAN_KEY}{span[0]:.3f}-{span[1]:.3f}"
+
+
+def embed_media(store: EmbeddingStore, source, encoder: Encoder, options: RunOptions | None = None, *,
+                commit_every: int = COMMIT_EVERY, on_progress: Callable[[int], None] | None = None,
+                ray=None) -> EmbedReport:
+    """Add photos and videos (``MediaFiles``) to ``store``: a row per photo and per video clip (the whole
+    video, or each ``--segment``), clip rows with ``start`` / ``end`` seconds. A video whose stored
+    clips all carry its current size and modification time is skipped; one embedded again replaces
+    its old clips (those of another sampling get ``deleted`` rows); a file that is gone is dropped."""
+    from ..job import MediaFiles
+
+    options = options or RunOptions()
+    store.check_encoder(encoder)
+    report = EmbedReport()
+    with store.writing():
+        known = store.facts()
+        by_file: dict[str, dict[str, tuple]] = {}
+        for key, facts in known.items():
+            by_file.setdefault(key.split(SPAN_KEY, 1)[0], {})[key] = facts
+        todo, facts_before, resolved_of = [], {}, {}
+        for item in source.items:
+            resolved = os.path.realpath(item.name) if item.error is None else item.name
+            stat = _file_facts(item.name)
+            stored = by_file.get(resolved, {})
+            if item.error is None and stored and stat is not None and all(f == stat for f in stored.values()):
+                report.skipped += 1
+                continue
+            todo.append(item)
+            facts_before[item.name], resolved_of[item.name] = stat, resolved
+        pending: list[tuple[dict, np.ndarray | None]] = []
+        written: dict[str, set[str]] = {}
+
+        def commit() -> None:
+            if pending:
+                store.append([row for row, _ in pending], [vector for _, vector in pending])
+                report.shards += 1
+                pending.clear()
+
+        if todo:
+            part = MediaFiles(todo, source.classnames)
+            for batch in features(part, encoder, options, ray):
+                good = iter(np.asarray(batch.features, dtype=np.float32))
+                targets = batch.targets or [-1] * len(batch.ids)
+                spans = batch.spans or [None] * len(batch.ids)
+                for name, error, target, span in zip(batch.ids, batch.errors, targets, spans, strict=True):
+                    vector = next(good) if error is None else None
+                    resolved = resolved_of[name]
+                    after = _file_facts(name)
+                    if error is None and after != facts_before[name]:
+                        error, vector = FILE_CHANGED, None
+                    key = clip_key(resolved, span)
+                    written.setdefault(resolved, set()).add(key)
+                    row = {"path": name, "resolved": key, "deleted": False, "error": error,
+                           "label": target if target >= 0 else None,
+                           "start": span[0] if span else None, "end": span[1] if span else None}
+                    if error is None and after is not None:
+                        row["size"], row["mtime_ns"] = after
+                    report.encoded += error is None
+                    report.failed += error is not None
+                    pending.append((row, vector))
+                    if len(pending) >= commit_every:
+                        commit()
+                if on_progress:
+                    on_progress(len(set(batch.ids)))
+        wanted = {os.path.realpath(item.name) for item in source.items if item.error is None}
+        for resolved, stored in by_file.items():
+            gone = resolved not in wanted and not os.path.lexists(resolved)
+            stale = resolved in written
+            for key in stored:
+                if gone or (stale and key not in written[resolved]):
+                    pending.append(({"path": key, "resolved": key, "deleted": True}, None))
+                    report.deleted += gone
+        commit()
+    return report
+
+
+def _file_facts(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
+# --- Hugging Face Parquet / Arrow splits ---------------------------------------------------------------
+
+def embed_table(store: EmbeddingStore, source, encoder: Encoder, options: RunOptions | None = None, *,
+                commit_every: int = COMMIT_EVERY, on_progress: Callable[[int], None] | None = None,
+                ray=None) -> EmbedReport:
+    """Add the rows of a Hugging Face split (``HFTableSource``) to ``store``, one file at a time: a row
+    is known by ``<resolved file>#<row>``; a file whose stored rows carry its current facts is skipped."""
+    from ..job import HFTableSource
+
+    options = options or RunOptions()
+    store.check_encoder(encoder)
+    report = EmbedReport()
+    table = source.table
+    with store.writing():
+        stored: dict[str, set] = {}
+        for key, facts in store.facts().items():
+            if "#" in key and facts[0] is not None:
+                stored.setdefault(key.rsplit("#", 1)[0], set()).add(facts)
+        for index, file in enumerate(table.files):
+            resolved = os.path.realpath(file)
+            before = _file_facts(str(file))
+            if before is not None and stored.get(resolved) == {before}:
+                report.skipped += 1
+                continue
+            one = replace(table, files=[file], parts=[(0, group) for i, group in table.parts if i == index])
+            part = HFTableSource(one, labelled=source.labelled)
+            rows: list[tuple[dict, np.ndarray | None]] = []
+            for batch in features(part, encoder, options, ray):
+                good = iter(np.asarray(batch.features, dtype=np.float32))
+                targets = batch.targets or [-1] * len(batch.ids)
+                for name, error, target in zip(batch.ids, batch.errors, targets, strict=True):
+                    rows.append(({"path": name, "resolved": f"{resolved}#{name.rsplit('#', 1)[-1]}",
+                                  "deleted": False, "label": target if target >= 0 else None, "error": error},
+                                 next(good) if error is None else None))
+                if on_progress:
+                    on_progress(len(batch.ids))
+            after = _file_facts(str(file))
+            chunks = [rows[i : i + commit_every] for i in range(0, len(rows), commit_every)]
+            for number, chunk in enumerate(chunks, start=1):
+                for row, _ in chunk:
+                    if after != before:
+                        row["error"] = row["error"] or SHARD_CHANGED
+                    elif number == len(chunks) and after is not None:
+                        row["size"], row["mtime_ns"] = after  # the last commit of a file carries its facts
+                store.append([row for row, _ in chunk], [None if row["error"] else vector for row, vector in chunk])
+                report.shards += 1
+            for row, _ in rows:
+                report.encoded += row["error"] is None
+                report.failed += row["error"] is not None
+    return report
+
+
+__all__ = ["embed_shards", "embed_media", "embed_table", "clip_key", "SHARD_CHANGED"]

@@ -29,6 +29,9 @@ class Hit:
     rank: int
     source: str
     score: float
+    #: a video clip's span in seconds (None for photos)
+    start: float | None = None
+    end: float | None = None
 
 
 def nearest(batches: Iterator[FeatureBatch], query: torch.Tensor, top_k: int) -> list[Hit]:
@@ -37,14 +40,16 @@ def nearest(batches: Iterator[FeatureBatch], query: torch.Tensor, top_k: int) ->
         raise InputError(f"--top-k {top_k}: ask for 1 to {MAX_RESULTS} results")
     query = query.float().reshape(-1)
     best_scores = torch.empty(0)
-    best_ids: list[str] = []
+    best_ids: list[tuple[str, tuple[float, float] | None]] = []
     for batch in batches:
         if not len(batch.features):
             continue
         if batch.features.shape[1] != query.numel():
             raise InputError(f"a query of width {query.numel()} cannot search features of width "
                              f"{batch.features.shape[1]}: use the source's model")
-        good = [name for name, error in zip(batch.ids, batch.errors, strict=True) if error is None]
+        spans = batch.spans or [None] * len(batch.ids)
+        good = [(name, span) for name, error, span in zip(batch.ids, batch.errors, spans, strict=True)
+                if error is None]
         scores = batch.features.float() @ query
         finite = torch.isfinite(scores)
         scores, good = scores[finite], [name for name, ok in zip(good, finite.tolist(), strict=True) if ok]
@@ -52,7 +57,7 @@ def nearest(batches: Iterator[FeatureBatch], query: torch.Tensor, top_k: int) ->
         keep = merged.topk(min(top_k, len(merged))).indices
         ids = best_ids + good
         best_scores, best_ids = merged[keep], [ids[i] for i in keep.tolist()]
-    return [Hit(rank, name, float(score)) for rank, (name, score) in
+    return [Hit(rank, name, float(score), *(span or (None, None))) for rank, ((name, span), score) in
             enumerate(zip(best_ids, best_scores.tolist(), strict=True), start=1)]
 
 
