@@ -35,10 +35,10 @@ class FeatureBatch:
     errors: list[str | None]
     features: torch.Tensor
     targets: list[int] | None = None
-    #: per input, the (start, end) seconds of a video clip, None for a photo; None when no input is a video
-    spans: list[tuple[float, float] | None] | None = None
     #: multi-label sources: the label indices of each input (``targets`` is then None)
     label_sets: list[tuple[int, ...]] | None = None
+    #: per input, the (start, end) seconds of a video clip, None for a photo; None when no input is a video
+    spans: list[tuple[float, float] | None] | None = None
 
     def good_label_sets(self) -> list[tuple[int, ...]]:
         """The label indices of each input that has features, in order."""
