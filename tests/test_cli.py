@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import importlib
 import http.server
 import json
 import os
@@ -189,7 +190,7 @@ def test_output_is_written_atomically(tiny_clip_dir, photos, tmp_path, monkeypat
         yield Prediction("first.jpg", ["red"], [0.9])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(zsclip.cli.classify, "answers", explode)
+    monkeypatch.setattr(importlib.import_module("zsclip.tasks.classify"), "answers", explode)  # read when it runs
     result = _classify(tiny_clip_dir, str(photos), "--output", str(out))
     assert result.exit_code != 0 and "interrupted; results so far are in" in result.stderr
     assert out.read_text() == "previous complete results\n"  # never replaced by a half file

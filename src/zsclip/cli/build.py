@@ -6,7 +6,6 @@ import click
 
 from ..outputs.atomic import check_writable
 from ..outputs.text import printable
-from ..tasks.models import resolve_classifier
 from .common import label_options, model_options, read_classes, run_options, usage_errors
 
 
@@ -27,6 +26,8 @@ def build(labels, labels_file, templates, output, model, pretrained, device, pre
     leaves the previous file as it was). Templates hold {} (or {0}) where the class name goes and
     nothing else: format specs such as {:>9} are refused.
     """
+    from ..tasks.models import resolve_classifier
+
     options = run_options(device, precision)
     with usage_errors():
         check_writable(output, "output")

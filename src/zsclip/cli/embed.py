@@ -5,16 +5,13 @@ from __future__ import annotations
 import sys
 
 import click
-from tqdm.auto import tqdm
 
 from ..data.collections import open_collection
+from ..data.shards import is_shards
 from ..data.sources import unique_sources
-from ..job.sources import is_shards
 from ..outputs.text import printable
 from ..prompts import read_labels
-from ..store import COMMIT_EVERY, EmbeddingStore, embed
-from ..tasks.classify import expand_sources
-from ..tasks.models import resolve_model
+from ..store.defaults import COMMIT_EVERY
 from .common import (
     UsageFailure,
     image_options,
@@ -63,6 +60,12 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
     goes on from the last commit. Changed files are encoded again; files that are gone are dropped
     from the store's view. The model of an existing store is the one used (--model must match).
     """
+    from tqdm.auto import tqdm
+
+    from ..encoders.resolve import resolve_model
+    from ..store import EmbeddingStore, embed
+    from ..tasks.classify import expand_sources
+
     options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
     settings = ray_settings(ray_address, ray_actors)
     with usage_errors():
@@ -108,7 +111,11 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
 def _embed_shards(pattern, output, labelled, labels_file, dtype, commit_every, model, pretrained, options,
                   settings) -> None:
     """WebDataset shards into a store: samples as rows (``shard#key``), unchanged shards skipped."""
+    from tqdm.auto import tqdm
+
+    from ..encoders.resolve import resolve_model
     from ..job import open_source
+    from ..store import EmbeddingStore
     from ..tasks.embed import embed_shards
 
     source = open_source([pattern], labelled=labelled, classes=read_labels(labels_file) if labels_file else None)
@@ -129,6 +136,7 @@ def _embed_shards(pattern, output, labelled, labels_file, dtype, commit_every, m
 
 def _existing_model(folder: str) -> tuple[str, str | None] | None:
     """(model, pretrained) an existing store was made with, so a rerun needs no --model."""
+    from ..store import EmbeddingStore
     from ..store.format import MANIFEST, read_manifest
     from ..store.location import Location
 

@@ -9,13 +9,11 @@ import click
 
 from .. import __version__
 from ..data.collections import open_collection
+from ..encoders.resolve import default_weights
 from ..errors import InputError, ZsclipError
-from ..outputs import PredictionsCsv, write_json
 from ..outputs.atomic import check_writable, write_atomically
 from ..outputs.text import printable
 from ..prompts import read_labels, resolve_templates
-from ..tasks.evaluate import NothingDecodedError, benchmark_record, evaluate
-from ..tasks.models import default_weights, resolve_model
 from .common import UsageFailure, debugging, image_options, model_options, ray_options, run_options, usage_errors
 
 
@@ -71,6 +69,10 @@ def eval_command(data, dataset, labels_file, templates, classifier_file, output,
     and exit 1. Templates, labels and the -o / --report places are checked before the pass starts.
     Manifests and labels files are UTF-8 (a BOM is fine); a line starting with # is a comment.
     """
+    from ..encoders.resolve import resolve_model
+    from ..outputs.evalfiles import PredictionsCsv, write_json
+    from ..tasks.evaluate import NothingDecodedError, benchmark_record, evaluate
+
     options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
     with usage_errors():
         template_sets = [name.strip() for name in (templates or "").split(",") if name.strip()]
@@ -165,6 +167,7 @@ def _print_result(result, tpr: float) -> None:
 def _write_report(folder: Path, record: dict, result, settings: dict, tpr: float) -> None:
     if result.tree is not None:
         from ..hierarchy import from_data, plot_node_recall
+        from ..outputs.evalfiles import write_json
         from ..outputs.report import tree_page
 
         write_json(folder / "metrics.json", record)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..data.collections import LabelledCollection
+from ..data.shards import is_shards
 from ..data.sources import Source
 from ..encoders.base import Encoder
 from ..errors import InputError
@@ -191,11 +192,6 @@ def is_store(path: str | os.PathLike) -> bool:
             return False
     return os.path.isdir(folder) and (os.path.isfile(os.path.join(folder, MANIFEST))
                                       or os.path.isdir(os.path.join(folder, "img_emb")))
-
-
-def is_shards(text: str) -> bool:
-    """A WebDataset shard or brace pattern of shards ("shards/{00000..00099}.tar")."""
-    return text.lower().endswith((".tar", ".tar.gz", ".tgz")) or ("{" in text and ".." in text)
 
 
 def require_labels(source: FeatureSource, what: str) -> None:
