@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import functools
-import importlib
 import http.server
+import importlib
 import json
 import os
 import subprocess
@@ -180,7 +180,6 @@ def test_real_entry_point_with_stdin_paths(tiny_clip_dir, photos, tmp_path):
 
 
 def test_output_is_written_atomically(tiny_clip_dir, photos, tmp_path, monkeypatch):
-    import zsclip.cli.classify
     from zsclip.tasks.classify import Prediction
 
     out = tmp_path / "results.csv"

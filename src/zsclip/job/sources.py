@@ -55,6 +55,9 @@ class FeatureSource(ABC):
     #: the model a source was made with, when it records one (a store)
     model: str | None = None
     pretrained: str | None = None
+    #: the fingerprint of that model (config + weights digest), when the source records it: a classifier
+    #: cached for it answers without loading the model
+    fingerprint: str | None = None
 
     @property
     def labelled(self) -> bool:
@@ -146,6 +149,7 @@ class StoreSource(FeatureSource):
         self.classnames = list(store.classnames) if store.classnames else None
         self.feature_dtype = torch.float16 if store.dtype == "float16" else torch.float32
         self.model, self.pretrained = store.model, store.pretrained
+        self.fingerprint = getattr(store, "fingerprint", None)
 
     def __len__(self) -> int:
         return len(self.store)
