@@ -166,6 +166,7 @@ def test_glob_patterns_and_stdin(tiny_clip_dir, photos, tmp_path):
     assert [Path(r["path"]).name for r in csv.DictReader(stdin_out.open())] == ["grey.png", "alpha.png"]
 
 
+@pytest.mark.slow
 def test_real_entry_point_with_stdin_paths(tiny_clip_dir, photos, tmp_path):
     out = tmp_path / "e2e.jsonl"
     env = dict(os.environ, ZSCLIP_CACHE_DIR=str(tmp_path / "cache"))

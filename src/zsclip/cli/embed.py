@@ -44,7 +44,7 @@ from .common import (
 def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, model, pretrained, device, precision,
                   cache_dir, no_cache, batch_size, workers, max_pixels, decode, url_timeout, ray_address,
                   ray_actors) -> None:
-    """Encode images once into an embedding store, to classify, evaluate and search them in milliseconds.
+    """Encode images once into an embedding store, to classify, evaluate and search without decoding them again.
 
     \b
     Examples:
