@@ -11,6 +11,16 @@ from zsclip.testing.tiny_open_clip import TINY_BIDIRECTIONAL_CFG, TINY_CLIP_CFG,
 torch.set_num_threads(2)
 
 
+#: Fixtures that start a real server: every test using one is an end-to-end case (``-m "not slow"`` skips it).
+SLOW_FIXTURES = {"server", "guarded"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory) -> str:
     return save_local_dir(tmp_path_factory.mktemp("tiny_clip"), TINY_CLIP_CFG, seed=0)

@@ -33,6 +33,10 @@ from zsclip.data.collections import manifest
 from zsclip.errors import ClassifierFileError, InputError, ZsclipWarning
 
 NAMES = shapes.classnames("both")
+#: Small search grids for tests about mixing, files and provenance (not about which setting wins): the default
+#: grids (7 penalties x 5 folds of L-BFGS, 88 Tip-Adapter settings) are for test_each_head_improves_... and the CLI
+SMALL_LINEAR = {"penalties": (1e-3, 1e-1)}
+SMALL_TIP = {"alphas": (1.0, 4.0), "betas": (1.0, 8.0)}  # no alpha 0: the adapted head differs from zero-shot
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +67,7 @@ def test_each_head_improves_over_zero_shot_on_the_adaptation_style(world):
 
 def test_alpha_zero_is_the_zero_shot_classifier_and_alpha_one_the_adapted_one(world):
     zero_shot, shots, data = world["zero_shot"], world["pool"].few_shot(4, seed=1), world["eval"]
-    for adapted in (linear_probe(zero_shot, shots), tip_adapter(zero_shot, shots)):
+    for adapted in (linear_probe(zero_shot, shots, **SMALL_LINEAR), tip_adapter(zero_shot, shots, **SMALL_TIP)):
         assert torch.equal(mix_heads(zero_shot, adapted, 0.0).logits(data.features), zero_shot.logits(data.features))
         assert torch.equal(mix_heads(zero_shot, adapted, 1.0).logits(data.features), adapted.logits(data.features))
         middle = mix_heads(zero_shot, adapted, 0.5).logits(data.features)
@@ -75,7 +79,7 @@ def test_alpha_zero_is_the_zero_shot_classifier_and_alpha_one_the_adapted_one(wo
 
 def test_provenance_records_method_shots_alpha_and_data(world):
     shots = world["pool"].few_shot(2, seed=0)
-    head = mix_heads(world["zero_shot"], linear_probe(world["zero_shot"], shots), 0.3)
+    head = mix_heads(world["zero_shot"], linear_probe(world["zero_shot"], shots, **SMALL_LINEAR), 0.3)
     record = head.provenance["adaptation"]
     assert record["method"] == "linear" and record["shots"] == 2 and record["alpha"] == 0.3
     assert record["data"] == world["pool"].data_fingerprint and len(record["data"]) == 32
@@ -85,11 +89,11 @@ def test_provenance_records_method_shots_alpha_and_data(world):
 
 def test_save_and_load_round_trip(world, tmp_path):
     zero_shot, shots, data = world["zero_shot"], world["pool"].few_shot(4, seed=2), world["eval"]
-    linear = mix_heads(zero_shot, linear_probe(zero_shot, shots), 0.7)
+    linear = mix_heads(zero_shot, linear_probe(zero_shot, shots, **SMALL_LINEAR), 0.7)
     loaded = zsclip.ZeroShotClassifier.load(linear.save(tmp_path / "linear.zsc"))  # an ordinary classifier file
     assert type(loaded) is zsclip.ZeroShotClassifier and loaded.provenance == linear.provenance
     assert torch.equal(loaded.logits(data.features), linear.logits(data.features))
-    tip = mix_heads(zero_shot, tip_adapter(zero_shot, shots), 0.5)
+    tip = mix_heads(zero_shot, tip_adapter(zero_shot, shots, **SMALL_TIP), 0.5)
     path = tip.save(tmp_path / "tip.zsc")
     back = load_classifier(path)
     assert isinstance(back, TipAdapterClassifier) and (back.alpha, back.beta) == (tip.alpha, tip.beta)
@@ -202,7 +206,7 @@ def test_eval_select_templates_writes_a_usable_template_file(world, tmp_path):
     from zsclip.cli import main
 
     out = tmp_path / "chosen.txt"
-    result = CliRunner().invoke(main, ["eval", "--data", str(world["pool_manifest"]), "--model", "demo",
+    result = CliRunner().invoke(main, ["eval", "--data", str(world["eval_manifest"]), "--model", "demo",
                                        "--templates", "openai-imagenet-7", "--select-templates", "3", "-o", str(out),
                                        "-j", "0"])
     assert result.exit_code == 0, result.output
@@ -230,7 +234,10 @@ def test_finetune_improves_on_the_style_and_its_alpha_endpoints_are_exact(world)
     from zsclip.adapt.finetune import FineTuneSettings, encode_pixels, finetune, load_pixels
 
     zero_shot, encoder = world["zero_shot"], world["encoder"]
-    tuned = finetune(encoder, zero_shot, world["pool"].few_shot(4, seed=0), FineTuneSettings(steps=40, seed=0))
+    # 20 steps of 16 at 2e-4 end where 40 of 32 at 1e-4 did (alpha 1: 98% vs 98%, alpha 0.5: 83% vs 83% on the
+    # 47% zero-shot eval set) in half the time
+    tuned = finetune(encoder, zero_shot, world["pool"].few_shot(4, seed=0),
+                     FineTuneSettings(steps=20, batch_size=16, lr=2e-4, seed=0))
     pixels, failures = load_pixels(world["eval"].names, encoder)
     assert not failures
 

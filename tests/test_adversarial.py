@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and FIFOs as on Linux")
+pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and FIFOs as on Linux"),
+              pytest.mark.slow]  # every command in a subprocess, on a whole corpus
 
 #: Address space per process: torch's import and the demo model fit in about 2.5 GB here, so an
 #: image that tried to allocate gigabytes (a 1 x 200,000 strip resized: 4.7 GB) would fail loudly.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import http.server
+import importlib
 import json
 import os
 import subprocess
@@ -165,6 +166,7 @@ def test_glob_patterns_and_stdin(tiny_clip_dir, photos, tmp_path):
     assert [Path(r["path"]).name for r in csv.DictReader(stdin_out.open())] == ["grey.png", "alpha.png"]
 
 
+@pytest.mark.slow
 def test_real_entry_point_with_stdin_paths(tiny_clip_dir, photos, tmp_path):
     out = tmp_path / "e2e.jsonl"
     env = dict(os.environ, ZSCLIP_CACHE_DIR=str(tmp_path / "cache"))
@@ -179,7 +181,6 @@ def test_real_entry_point_with_stdin_paths(tiny_clip_dir, photos, tmp_path):
 
 
 def test_output_is_written_atomically(tiny_clip_dir, photos, tmp_path, monkeypatch):
-    import zsclip.cli.classify
     from zsclip.tasks.classify import Prediction
 
     out = tmp_path / "results.csv"
@@ -189,7 +190,7 @@ def test_output_is_written_atomically(tiny_clip_dir, photos, tmp_path, monkeypat
         yield Prediction("first.jpg", ["red"], [0.9])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(zsclip.cli.classify, "answers", explode)
+    monkeypatch.setattr(importlib.import_module("zsclip.tasks.classify"), "answers", explode)  # read when it runs
     result = _classify(tiny_clip_dir, str(photos), "--output", str(out))
     assert result.exit_code != 0 and "interrupted; results so far are in" in result.stderr
     assert out.read_text() == "previous complete results\n"  # never replaced by a half file

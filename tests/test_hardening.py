@@ -574,12 +574,12 @@ def test_errors_show_tracebacks_only_with_debug(tiny_clip_dir, tmp_path, monkeyp
 
 
 def test_an_unexpected_error_is_one_line_that_says_it_is_a_bug(monkeypatch, tmp_path):
-    from zsclip.cli import build as build_module
+    from zsclip.tasks import models as models_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("shape mismatch\nin layer 3")
 
-    monkeypatch.setattr(build_module, "resolve_classifier", broken)
+    monkeypatch.setattr(models_module, "resolve_classifier", broken)  # imported when build runs
     result = _run("build", "--labels", "a,b", "-o", str(tmp_path / "x.zsc"))
     assert result.exit_code == 1 and _one_line(result.stderr)
     assert "unexpected RuntimeError: shape mismatch\\nin layer 3" in result.stderr and "--debug" in result.stderr

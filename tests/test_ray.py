@@ -20,6 +20,8 @@ from click.testing import CliRunner
 
 ray = pytest.importorskip("ray")
 
+pytestmark = pytest.mark.slow  # every test here starts a local Ray instance
+
 import zsclip  # noqa: E402
 from zsclip import shapes  # noqa: E402
 from zsclip.cli import main  # noqa: E402

@@ -151,6 +151,7 @@ def test_info_health_and_metrics(server):
     assert "zsclip_requests" in httpx.get(f"{server}/metrics", timeout=TIMEOUT).text
 
 
+@pytest.mark.slow  # starts its own real server
 def test_an_api_key_is_required_when_set():
     process, url = _start("--api-key", "s3cret")
     try:

@@ -244,6 +244,7 @@ def test_a_busy_port_is_one_line_before_the_model_loads():
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.slow
 def test_a_32_pixel_transformers_model_starts_and_classifies(tmp_path):
     pytest.importorskip("transformers")
     from starlette.testclient import TestClient
@@ -264,6 +265,7 @@ def test_a_32_pixel_transformers_model_starts_and_classifies(tmp_path):
 
 
 # --- 15: a closed pipe on stdout ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_classify_into_a_closed_pipe_exits_141_quietly(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
@@ -281,6 +283,7 @@ def test_classify_into_a_closed_pipe_exits_141_quietly(tmp_path):
     assert b"error" not in stderr and b"Traceback" not in stderr and b"Exception ignored" not in stderr
 
 
+@pytest.mark.slow
 def test_classify_piped_into_head_keeps_the_lines_head_read(tmp_path):
     command = (f"{sys.executable} -m zsclip classify {EXAMPLES} --model demo --labels-file {EXAMPLES / 'labels.txt'}"
                " | head -2; echo status=${PIPESTATUS[0]}")

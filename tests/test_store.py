@@ -96,6 +96,7 @@ def test_eval_from_a_store_equals_eval_from_the_folder(demo, photos, tmp_path):
         from_folder.metrics["photo"]["acc1"])
 
 
+@pytest.mark.slow
 def test_a_killed_embed_resumes_to_the_same_store(photos, tmp_path):
     big = tmp_path / "many"
     big.mkdir()

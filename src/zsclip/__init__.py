@@ -21,36 +21,60 @@ runner), ``tasks`` (classify, evaluate, search), ``outputs`` (files), and the en
 
 __version__ = "0.1.0"
 
-from .classifier import ZeroShotClassifier  # noqa: E402
-from .data import LabelledCollection, Source, expand_inputs, open_collection  # noqa: E402
-from .encoders import Encoder, load_model, wrap  # noqa: E402
-from .errors import (  # noqa: E402
-    ClassifierFileError,
-    ImageReadError,
-    InputError,
-    ModelLoadError,
-    OutputError,
-    ZsclipError,
-    ZsclipWarning,
-)
-from .options import RunOptions  # noqa: E402
-from .prompts import TEMPLATE_SETS, read_labels, resolve_templates  # noqa: E402
-from .store import EmbeddingStore, embed  # noqa: E402
-from .tasks import (  # noqa: E402
-    DEFAULT_MODEL,
-    DEFAULT_PRETRAINED,
-    EvalResult,
-    Hit,
-    Prediction,
-    TopK,
-    classify,
-    evaluate,
-    evaluate_multilabel,
-    evaluate_retrieval,
-    resolve_classifier,
-    resolve_model,
-    search,
-)
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
+
+#: Every public name and the module that defines it. They load on first use (module ``__getattr__``),
+#: so ``import zsclip`` and ``zsclip --help`` import no torch, open_clip, transformers, pyarrow or ray.
+_EXPORTS = {
+    ".classifier": ["ZeroShotClassifier"],
+    ".data": ["LabelledCollection", "Source", "expand_inputs", "open_collection"],
+    ".encoders": ["Encoder", "load_model", "wrap"],
+    ".errors": ["ClassifierFileError", "ImageReadError", "InputError", "ModelLoadError", "OutputError", "ZsclipError",
+                "ZsclipWarning"],
+    ".options": ["RunOptions"],
+    ".prompts": ["TEMPLATE_SETS", "read_labels", "resolve_templates"],
+    ".store": ["EmbeddingStore", "embed"],
+    ".tasks": ["DEFAULT_MODEL", "DEFAULT_PRETRAINED", "EvalResult", "Hit", "Prediction", "TopK", "classify",
+               "evaluate", "evaluate_multilabel", "evaluate_retrieval", "resolve_classifier", "resolve_model",
+               "search"],
+}
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; the same names as _EXPORTS
+    from .classifier import ZeroShotClassifier
+    from .data import LabelledCollection, Source, expand_inputs, open_collection
+    from .encoders import Encoder, load_model, wrap
+    from .errors import (
+        ClassifierFileError,
+        ImageReadError,
+        InputError,
+        ModelLoadError,
+        OutputError,
+        ZsclipError,
+        ZsclipWarning,
+    )
+    from .options import RunOptions
+    from .prompts import TEMPLATE_SETS, read_labels, resolve_templates
+    from .store import EmbeddingStore, embed
+    from .tasks import (
+        DEFAULT_MODEL,
+        DEFAULT_PRETRAINED,
+        EvalResult,
+        Hit,
+        Prediction,
+        TopK,
+        classify,
+        evaluate,
+        evaluate_multilabel,
+        evaluate_retrieval,
+        resolve_classifier,
+        resolve_model,
+        search,
+    )
 
 __all__ = [
     "__version__", "ZeroShotClassifier", "Encoder", "load_model", "wrap", "RunOptions", "classify", "evaluate",

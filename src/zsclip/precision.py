@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 #: The one default, for every entry point and library call (see options.RunOptions).
 DEFAULT_PRECISION = "auto"
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def cpu_has_native_bf16() -> bool:
     """True when this CPU executes bf16 matrix multiplies in hardware (AVX512-BF16 or AMX)."""
+    import torch
+
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
@@ -32,6 +35,8 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     """Turn ``"auto"`` into a concrete precision for ``device``; validate the others."""
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    import torch
+
     device = torch.device(device)
     if precision == "int8" and device.type != "cpu":
         raise InputError(f"precision int8 is for CPUs; on {device} use bf16 or fp16 (or auto)")
@@ -55,6 +60,8 @@ def autocast(precision: str, device: torch.device | str) -> Iterator[None]:
     if precision in ("fp32", "int8"):
         yield
         return
+    import torch
+
     device_type = torch.device(device).type
-    with torch.autocast(device_type=device_type, dtype=_DTYPES[precision]):
+    with torch.autocast(device_type=device_type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision]):
         yield

@@ -36,10 +36,34 @@ class Template:
         return self.fill(name)
 
 
-def _from_open_clip(attribute: str) -> list[Template]:
-    from open_clip import zero_shot_metadata
+def _open_clip_metadata():
+    """open_clip's ``zero_shot_metadata`` (OpenAI's templates and ImageNet names): the same module, read
+    without importing the ``open_clip`` package when that is not loaded yet (its ``__init__`` imports torch,
+    torchvision and more: seconds), so a store classified with a cached classifier stays fast."""
+    import importlib.util
+    import sys
 
-    return [_callable_template(fn) for fn in getattr(zero_shot_metadata, attribute)]
+    name = "open_clip.zero_shot_metadata"
+    if name in sys.modules or "open_clip" in sys.modules:
+        return importlib.import_module(name)
+    own = "zsclip._open_clip_zero_shot_metadata"
+    if own in sys.modules:
+        return sys.modules[own]
+    package = importlib.util.find_spec("open_clip")
+    if package is None or not package.submodule_search_locations:
+        return importlib.import_module(name)  # not installed: the import says so
+    path = Path(package.submodule_search_locations[0]) / "zero_shot_metadata.py"
+    spec = importlib.util.spec_from_file_location(own, path)
+    if spec is None or spec.loader is None or not path.is_file():
+        return importlib.import_module(name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # plain lists of names and lambdas, no imports
+    sys.modules[own] = module
+    return module
+
+
+def _from_open_clip(attribute: str) -> list[Template]:
+    return [_callable_template(fn) for fn in getattr(_open_clip_metadata(), attribute)]
 
 
 TEMPLATE_SETS: dict[str, Callable[[], list[Template]]] = {
@@ -50,9 +74,7 @@ TEMPLATE_SETS: dict[str, Callable[[], list[Template]]] = {
 
 
 def _classnames_from_open_clip() -> list[str]:
-    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-    return list(IMAGENET_CLASSNAMES)
+    return list(_open_clip_metadata().IMAGENET_CLASSNAMES)
 
 
 #: Named class lists. ImageNet-1k is open_clip's (OpenAI's cleaned names); it repeats two names

@@ -5,7 +5,19 @@ A new kind of classifier (few-shot heads, label trees) is data here too: it save
 classifier file and is applied to image features, never to images.
 """
 
-from .cache import cache_dir, cache_key
-from .zeroshot import ZeroShotClassifier, ensemble
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+#: name -> the module that defines it, loaded on first use (see zsclip._lazy)
+_EXPORTS = {
+    ".cache": ["cache_dir", "cache_key"],
+    ".zeroshot": ["ZeroShotClassifier", "ensemble"],
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .cache import cache_dir, cache_key
+    from .zeroshot import ZeroShotClassifier, ensemble
 
 __all__ = ["ZeroShotClassifier", "ensemble", "cache_dir", "cache_key"]

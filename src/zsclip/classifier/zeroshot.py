@@ -140,6 +140,40 @@ class ZeroShotClassifier:
             classifier.logit_scale = float(logit_scale)
         return classifier
 
+    @classmethod
+    def cached(
+        cls,
+        fingerprint: str,
+        classnames: str | Sequence[str | Sequence[str]],
+        templates: str | os.PathLike | Sequence[str | Template] | None = None,
+        *,
+        precision: str = DEFAULT_PRECISION,
+        device: str = "auto",
+        cache_dir: str | os.PathLike | None = None,
+    ) -> ZeroShotClassifier | None:
+        """What ``build`` would return from its cache for the model with ``fingerprint`` on ``device``,
+        without that model: the same key (classes, prompts, the text precision the build would run at).
+        None when it is not cached (or the entry is unreadable): then only a build can make it.
+
+        An embedding store records its model's fingerprint, so a store classified again with labels
+        seen before loads no model at all (``zsclip.job.plan``). The classifier has no ``encoder``."""
+        from ..encoders import resolve_device
+
+        classes, _ = resolve_classes(classnames)
+        prompts = expand_prompts(classes, resolve_templates(templates))
+        precision = text_precision(resolve_precision(precision, resolve_device(device)))
+        cached_file = default_cache_dir(cache_dir) / f"{cache_key(fingerprint, classes, prompts, precision)}.zsc"
+        if not cached_file.is_file():
+            return None
+        hit = _load_cached(cached_file)
+        if hit is None or hit.provenance.get("fingerprint") != fingerprint:
+            return None
+        if len(classes) == 1 and hit.logit_bias is None:
+            warnings.warn(f"only one class ({classes[0][0]!r}): softmax over one class always gives 1.0; add the "
+                          "alternatives (e.g. 'other'), or use a sigmoid model such as SigLIP", ZsclipWarning,
+                          stacklevel=2)
+        return hit
+
     # --- using -----------------------------------------------------------------------------
     @property
     def is_sigmoid(self) -> bool:

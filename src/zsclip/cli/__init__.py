@@ -150,6 +150,7 @@ def main(debug: bool) -> None:
     zsclip build --labels-file labels.txt --output pets.zsc
     zsclip classify photos/ --classifier pets.zsc --output results.csv
 
+    Results go to the terminal, or with --output to .csv, .jsonl, .json or .parquet (by extension).
     Errors are one line on stderr (`zsclip --debug COMMAND ...` shows the traceback). Exit status:
     0 all inputs handled, 1 some inputs failed (results still written), 2 usage error, 130 Ctrl-C,
     141 stdout closed by its reader (`| head`).

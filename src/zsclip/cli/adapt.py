@@ -10,16 +10,18 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ..adapt.features import LabelledFeatures, check_shots, encode_collection
-from ..adapt.wise import DEFAULT_ALPHAS, check_alpha, mix_heads, sweep_heads
 from ..data.images import MAX_PIXELS
 from ..errors import InputError, ZsclipWarning
 from ..outputs.text import printable
 from ..precision import PRECISIONS
 from .common import usage_errors
+
+if TYPE_CHECKING:
+    from ..adapt.features import LabelledFeatures
 
 METHODS = ("linear", "tip-adapter", "finetune")
 #: fine-tuned sweeps re-encode every eval image per alpha: fewer points
@@ -83,6 +85,8 @@ def adapt_command(data, labels_file, templates, method, shots, seed, alpha, swee
       zsclip classify photos/ --model local-dir:adapted/ --classifier adapted/classifier.zsc
     """
     from .. import ZeroShotClassifier, load_model
+    from ..adapt.features import check_shots, encode_collection
+    from ..adapt.wise import check_alpha
     from ..tasks.models import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
     encode = dict(precision=precision, batch_size=batch_size, workers=workers, max_pixels=MAX_PIXELS,
@@ -156,6 +160,7 @@ def _check_output(output: str, method: str) -> None:
 
 def _head(method, zero_shot, shots, evals, alpha, sweep, output, seed):
     from ..adapt.heads import linear_probe, tip_adapter
+    from ..adapt.wise import DEFAULT_ALPHAS, mix_heads, sweep_heads
 
     adapted = linear_probe(zero_shot, shots, seed=seed) if method == "linear" else tip_adapter(zero_shot, shots,
                                                                                                 seed=seed)

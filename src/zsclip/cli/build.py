@@ -8,7 +8,6 @@ import click
 
 from ..outputs.atomic import check_writable
 from ..outputs.text import printable
-from ..tasks.models import resolve_classifier
 from .common import label_options, model_options, multilabel_options, read_classes, run_options, usage_errors
 
 
@@ -36,6 +35,8 @@ def build(labels, labels_file, templates, output, multi_label, multi_score, thre
     leaves the previous file as it was). Templates hold {} (or {0}) where the class name goes and
     nothing else: format specs such as {:>9} are refused.
     """
+    from ..tasks.models import resolve_classifier
+
     options = run_options(device, precision)
     multi = (multi_score, threshold, calibrate, target_precision)
     if multi_label or any(value is not None for value in multi):

@@ -9,13 +9,8 @@ import sys
 import warnings
 
 import click
-from tqdm.auto import tqdm
 
-from ..errors import ZsclipWarning
-from ..job import HeadOptions, open_source, plan
-from ..outputs import print_prediction
 from ..outputs.text import printable
-from ..tasks.classify import answers, open_sink
 from .common import (
     image_options,
     label_options,
@@ -92,6 +87,10 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
 
     Exit status: 0 all classified, 1 some inputs failed, 2 usage error, 130 interrupted.
     """
+    from ..errors import ZsclipWarning
+    from ..job import HeadOptions, open_source, plan
+    from ..tasks.classify import answers
+
     options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
     arguments = [sys.stdin if item == "-" else item for item in inputs]
     with usage_errors():
@@ -144,6 +143,11 @@ def _notes(source) -> None:
 
 def _emit(predictions, total: int, job, output: str | None) -> None:
     """Write or print answers as they stream; report failures; exit with the documented status."""
+    from tqdm.auto import tqdm
+
+    from ..outputs.rows import print_prediction
+    from ..tasks.classify import open_sink
+
     with usage_errors():
         sink = open_sink(output, job) if output else None
     failures = count = 0

@@ -8,16 +8,15 @@ from collections.abc import Iterator
 
 import click
 
-from ..classifier.zeroshot import checked_scale
 from ..data.images import MAX_PIXELS
 from ..data.urls import URL_TIMEOUT_S
 from ..data.video import DEFAULT_FRAMES, MAX_VIDEO_FRAMES
+from ..encoders.resolve import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..errors import InputError, ZsclipError
 from ..options import DECODE_MODES, RunOptions
 from ..outputs.text import printable
 from ..precision import DEFAULT_PRECISION, PRECISIONS
 from ..prompts import TEMPLATE_SETS, parse_labels, read_labels
-from ..tasks.models import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 MODEL_HELP = (f"Model: an open_clip name (default {DEFAULT_MODEL}, weights {DEFAULT_PRETRAINED}, ~600 MB "
               "downloaded once), hf-hub:ORG/REPO, local-dir:PATH (open_clip_config.json + weights), "
@@ -198,6 +197,8 @@ def scale_option(function):
     def check(ctx, param, value):
         if value is None:
             return None
+        from ..classifier.zeroshot import checked_scale
+
         try:
             return checked_scale(value)
         except InputError as error:

@@ -5,17 +5,14 @@ from __future__ import annotations
 import sys
 
 import click
-from tqdm.auto import tqdm
 
 from ..data.collections import open_collection
 from ..data.hf import hf_layout, open_hf
+from ..data.shards import is_shards
 from ..data.sources import unique_sources
-from ..job.sources import has_videos, is_shards
 from ..outputs.text import printable
 from ..prompts import read_labels
-from ..store import COMMIT_EVERY, EmbeddingStore, embed
-from ..tasks.classify import expand_sources
-from ..tasks.models import resolve_model
+from ..store.defaults import COMMIT_EVERY
 from .common import (
     UsageFailure,
     image_options,
@@ -49,7 +46,7 @@ from .common import (
 def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, model, pretrained, device, precision,
                   cache_dir, no_cache, batch_size, workers, max_pixels, decode, url_timeout, ray_address,
                   ray_stall_timeout, ray_actors) -> None:
-    """Encode images once into an embedding store, to classify, evaluate and search them in milliseconds.
+    """Encode images once into an embedding store, to classify, evaluate and search without decoding them again.
 
     \b
     Examples:
@@ -65,6 +62,13 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
     goes on from the last commit. Changed files are encoded again; files that are gone are dropped
     from the store's view. The model of an existing store is the one used (--model must match).
     """
+    from tqdm.auto import tqdm
+
+    from ..encoders.resolve import resolve_model
+    from ..job.sources import has_videos
+    from ..store import EmbeddingStore, embed
+    from ..tasks.classify import expand_sources
+
     options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
     settings = ray_settings(ray_address, ray_actors, ray_stall_timeout)
     with usage_errors():
@@ -124,7 +128,11 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
 def _embed_shards(pattern, output, labelled, labels_file, dtype, commit_every, model, pretrained, options,
                   settings) -> None:
     """WebDataset shards into a store: samples as rows (``shard#key``), unchanged shards skipped."""
+    from tqdm.auto import tqdm
+
+    from ..encoders.resolve import resolve_model
     from ..job import open_source
+    from ..store import EmbeddingStore
     from ..tasks.embed import embed_shards
 
     source = open_source([pattern], labelled=labelled, classes=read_labels(labels_file) if labels_file else None)
@@ -146,7 +154,11 @@ def _embed_shards(pattern, output, labelled, labels_file, dtype, commit_every, m
 def _embed_source(kind, inputs, output, labelled, labels_file, dtype, commit_every, model, pretrained, options,
                   settings, classnames=None) -> None:
     """Videos (a row per clip, with its span) or a Hugging Face split (a row per record) into a store."""
+    from tqdm.auto import tqdm
+
+    from ..encoders.resolve import resolve_model
     from ..job import MediaFiles, open_source
+    from ..store import EmbeddingStore
     from ..tasks.embed import embed_media, embed_table
 
     if kind == "media":
@@ -170,6 +182,7 @@ def _embed_source(kind, inputs, output, labelled, labels_file, dtype, commit_eve
 
 def _existing_model(folder: str) -> tuple[str, str | None] | None:
     """(model, pretrained) an existing store was made with, so a rerun needs no --model."""
+    from ..store import EmbeddingStore
     from ..store.format import MANIFEST, read_manifest
     from ..store.location import Location
 

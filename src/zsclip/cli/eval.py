@@ -9,13 +9,11 @@ import click
 
 from .. import __version__
 from ..data.collections import open_collection
+from ..encoders.resolve import default_weights
 from ..errors import InputError, ZsclipError
-from ..outputs import PredictionsCsv, write_json
 from ..outputs.atomic import check_writable, write_atomically
 from ..outputs.text import printable
 from ..prompts import read_labels, resolve_templates
-from ..tasks.evaluate import NothingDecodedError, benchmark_record, evaluate
-from ..tasks.models import default_weights, resolve_model
 from .common import (
     UsageFailure,
     debugging,
@@ -93,6 +91,10 @@ def eval_command(task, captions, data, dataset, labels_file, templates, classifi
     and exit 1. Templates, labels and the -o / --report places are checked before the pass starts.
     Manifests and labels files are UTF-8 (a BOM is fine); a line starting with # is a comment.
     """
+    from ..encoders.resolve import resolve_model
+    from ..outputs.evalfiles import PredictionsCsv, write_json
+    from ..tasks.evaluate import NothingDecodedError, benchmark_record, evaluate
+
     options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
     multi = {"multi_score": multi_score, "threshold": threshold, "calibrate": calibrate,
              "target_precision": target_precision}
@@ -169,6 +171,7 @@ def eval_command(task, captions, data, dataset, labels_file, templates, classifi
 def _other_task(task, captions, data, dataset, labels_file, templates, classifier_file, output, report_dir,
                 multi_label, multi, others, model, pretrained, options, cache, cache_dir, settings) -> None:
     """eval --task retrieval, or --multi-label: refused combinations first, then the task and its record."""
+    from ..outputs.evalfiles import write_json
     with usage_errors():
         given = next((f"--{name.replace('_', '-')}" for name, value in others.items() if value), None)
         if task == "retrieval":
@@ -248,6 +251,7 @@ def _print_result(result, tpr: float) -> None:
 def _write_report(folder: Path, record: dict, result, settings: dict, tpr: float) -> None:
     if result.tree is not None:
         from ..hierarchy import from_data, plot_node_recall
+        from ..outputs.evalfiles import write_json
         from ..outputs.report import tree_page
 
         write_json(folder / "metrics.json", record)

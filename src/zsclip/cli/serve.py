@@ -15,10 +15,10 @@ import socket
 
 import click
 
+from ..encoders.resolve import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..precision import PRECISIONS
 from ..prompts import TEMPLATE_SETS
 from ..serve.settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_REQUEST_BYTES, Limits
-from ..tasks.models import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 #: import name -> distribution, for the one-line "install the extra" message
 SERVE_MODULES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..hierarchy import MODES, SCORES
+from ..hierarchy.names import MODES, SCORES
 from .common import _apply
 
 

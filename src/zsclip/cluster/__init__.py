@@ -6,6 +6,17 @@ back to the driver, which writes the embedding store's shards (``zsclip.store``)
 metrics from per-block counts. Needs the ``ray`` extra: ``pip install "zsclip[ray]"``.
 """
 
-from .session import RaySettings, connect, ray_available
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+#: name -> the module that defines it, loaded on first use (see zsclip._lazy)
+_EXPORTS = {
+    ".session": ["RaySettings", "connect", "ray_available"],
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .session import RaySettings, connect, ray_available
 
 __all__ = ["RaySettings", "connect", "ray_available"]

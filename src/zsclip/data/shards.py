@@ -27,6 +27,13 @@ MAX_SAMPLE_BYTES = 64 * 1024 * 1024
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
 
 
+def is_shards(text: str) -> bool:
+    """A WebDataset shard or a brace pattern of shards ("shards/{00000..00099}.tar", "s/{a,b}.tar")."""
+    lowered = text.lower()
+    return lowered.endswith((".tar", ".tar.gz", ".tgz")) or (
+        "{" in text and "}" in text and any(ext in lowered for ext in (".tar", ".tgz")))
+
+
 def expand_shards(pattern: str) -> list[str]:
     """The shard names a brace pattern stands for, at most ``MAX_SHARDS`` (checked while expanding)."""
     from itertools import islice

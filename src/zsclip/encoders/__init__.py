@@ -4,18 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
-import torch
-
+from .._lazy import lazy_exports
 from ..errors import InputError
-from .base import Encoder, TokenBatch
-from .openclip import RANDOM_WEIGHTS, OpenClipEncoder, load_open_clip
+
+if TYPE_CHECKING:
+    import torch
+
+    from .base import Encoder, TokenBatch
+    from .openclip import RANDOM_WEIGHTS, OpenClipEncoder
+
+#: loaded on first use: importing this package imports no torch (``zsclip --help`` stays fast)
+__getattr__, __dir__ = lazy_exports(__name__, {".base": ["Encoder", "TokenBatch"],
+                                               ".openclip": ["RANDOM_WEIGHTS", "OpenClipEncoder"]})
 
 TRANSFORMERS_PREFIX = "transformers:"
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """"auto" -> first CUDA GPU, else Apple MPS, else CPU; anything else is validated."""
+    import torch
+
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -52,6 +62,8 @@ def load_model(
 
         return TransformersEncoder.from_pretrained(model.removeprefix(TRANSFORMERS_PREFIX), device=device,
                                                    cache_dir=cache_dir)
+    from .openclip import load_open_clip
+
     return load_open_clip(model, pretrained, device=device, cache_dir=cache_dir)
 
 
@@ -66,6 +78,8 @@ def wrap(
     transformers model (+ its processor, passed as ``tokenizer``; or tokenizer and image processor)."""
     module = type(model).__module__
     if module.startswith("open_clip"):
+        from .openclip import OpenClipEncoder
+
         return OpenClipEncoder(model, tokenizer, preprocess, name=name)
     if module.startswith("transformers"):
         from .hf import TransformersEncoder

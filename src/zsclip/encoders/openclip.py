@@ -163,11 +163,11 @@ def _check_model_and_tag(name: str, pretrained: str | None, open_clip) -> str | 
         return None
     known = open_clip.list_models()
     if name.replace("/", "-") not in known:
-        close = difflib.get_close_matches(name, known, n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ModelLoadError(f"unknown open_clip model {name!r}: {hint}see `open_clip.list_models()`, "
+        close = close_model_names(name, known)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise ModelLoadError(f"unknown open_clip model {name!r}: {hint}see `zsclip models --all`, "
                              "or use hf-hub:ORG/REPO, local-dir:PATH or transformers:ID")
-    tags = open_clip.list_pretrained_tags_by_model(name)
+    tags = open_clip.list_pretrained_tags_by_model(name.replace("/", "-"))  # ViT-L/14 is ViT-L-14
     if pretrained is None:
         raise ModelLoadError(f"{name} needs pretrained weights: pass a tag ({', '.join(tags) or 'none known'}), "
                              f"a checkpoint file, or {RANDOM_WEIGHTS!r} for untrained weights")
@@ -177,6 +177,15 @@ def _check_model_and_tag(name: str, pretrained: str | None, open_clip) -> str | 
         return pretrained
     raise ModelLoadError(f"{name}: pretrained={pretrained!r} is neither a known tag "
                          f"({', '.join(tags) or 'none'}) nor an existing checkpoint file")
+
+
+def close_model_names(name: str, known: Sequence[str], n: int = 3) -> list[str]:
+    """The names nearest to a mistyped ``name`` (``dmeo`` -> ``demo``, ``vit-b-32`` -> ``ViT-B-32``): the
+    bundled demo model and every open_clip name, compared without case; the demo model first when it is one."""
+    candidates = [DEMO_MODEL, *known]
+    by_lower = {candidate.lower(): candidate for candidate in reversed(candidates)}
+    close = difflib.get_close_matches(name.replace("/", "-").lower(), list(by_lower), n=n, cutoff=0.6)
+    return [by_lower[match] for match in close]
 
 
 _OFFLINE_SIGNS = ("local cache", "connection", "offline", "name or service", "resolve", "timed out")

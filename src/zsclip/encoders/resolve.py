@@ -4,9 +4,13 @@ arguments."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..options import RunOptions
 from . import TRANSFORMERS_PREFIX, load_model
-from .base import Encoder
+
+if TYPE_CHECKING:
+    from .base import Encoder
 
 #: The model used when none is named: open_clip's ViT-B/32 with LAION-2B weights (~600 MB, downloaded once).
 DEFAULT_MODEL = "ViT-B-32"

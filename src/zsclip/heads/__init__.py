@@ -12,12 +12,28 @@ embedding stores) hands it the same [B, D] features, so every head works on ever
 A new head is one module here plus one line in ``zsclip.job.registry``.
 """
 
-from .base import Head, Prediction
-from .files import FILE_FORMATS, load_head_file
-from .flat import FlatHead
-from .multilabel import MultiLabelClassifier, MultiLabelHead
-from .reject import RejectingHead
-from .tree import TreeHead
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+#: name -> the module that defines it, loaded on first use (see zsclip._lazy)
+_EXPORTS = {
+    ".base": ["Head", "Prediction"],
+    ".files": ["FILE_FORMATS", "load_head_file"],
+    ".flat": ["FlatHead"],
+    ".multilabel": ["MultiLabelClassifier", "MultiLabelHead"],
+    ".reject": ["RejectingHead"],
+    ".tree": ["TreeHead"],
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .base import Head, Prediction
+    from .files import FILE_FORMATS, load_head_file
+    from .flat import FlatHead
+    from .multilabel import MultiLabelClassifier, MultiLabelHead
+    from .reject import RejectingHead
+    from .tree import TreeHead
 
 __all__ = ["Head", "Prediction", "FlatHead", "TreeHead", "RejectingHead", "MultiLabelClassifier",
            "MultiLabelHead", "FILE_FORMATS", "load_head_file"]

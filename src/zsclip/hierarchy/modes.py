@@ -40,9 +40,9 @@ from ..encoders.base import Encoder
 from ..errors import ClassifierFileError, InputError
 from ..outputs.atomic import atomic_path
 from .descriptions import Descriptions, build_classifier, match_descriptions
+from .names import MODES
 from .tree import LabelTree, from_data
 
-MODES = ("flat", "top-down", "chils")
 MAX_BEAM = 1_000
 _FILE_FORMAT = "zsclip-tree-classifier/1"
 

@@ -24,9 +24,7 @@ import torch
 
 from ..classifier.zeroshot import ZeroShotClassifier
 from ..errors import InputError
-
-SCORES = ("mcm", "max-prob")
-DEFAULT_REJECT_LABEL = "none"
+from .names import DEFAULT_REJECT_LABEL, SCORES
 
 
 def mcm_score(classifier: ZeroShotClassifier, features: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -10,19 +10,34 @@ and the runners are registered in ``registry.py``. Tasks (``zsclip.tasks``) cons
 sinks (``zsclip.outputs``) write them. The CLI, the Python API and the service only build jobs.
 """
 
-from .heads import HeadOptions, build_head
-from .openers import open_source
-from .plan import Job, features, plan, resolve_encoder
-from .sources import (
-    FeatureBatch,
-    FeatureSource,
-    HFTableSource,
-    ImageFiles,
-    LabelledData,
-    MediaFiles,
-    StoreSource,
-    is_store,
-)
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+#: name -> the module that defines it, loaded on first use (see zsclip._lazy)
+_EXPORTS = {
+    ".heads": ["HeadOptions", "build_head"],
+    ".openers": ["open_source"],
+    ".plan": ["Job", "features", "plan", "resolve_encoder"],
+    ".sources": ["FeatureBatch", "FeatureSource", "HFTableSource", "ImageFiles", "LabelledData", "MediaFiles",
+                 "StoreSource", "is_store"],
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .heads import HeadOptions, build_head
+    from .openers import open_source
+    from .plan import Job, features, plan, resolve_encoder
+    from .sources import (
+        FeatureBatch,
+        FeatureSource,
+        HFTableSource,
+        ImageFiles,
+        LabelledData,
+        MediaFiles,
+        StoreSource,
+        is_store,
+    )
 
 __all__ = ["HeadOptions", "build_head", "open_source", "Job", "features", "plan", "resolve_encoder", "FeatureBatch",
            "FeatureSource", "ImageFiles", "LabelledData", "MediaFiles", "HFTableSource", "StoreSource", "is_store"]

@@ -174,6 +174,18 @@ class HeadOptions:
         return self.classifier
 
 
+def cached_classifier(options: HeadOptions, fingerprint: str | None, run: RunOptions, *, cache: bool = True,
+                      cache_dir: str | os.PathLike | None = None) -> ZeroShotClassifier | None:
+    """The flat classifier of ``options``' labels and templates as the cache holds it for the model with
+    ``fingerprint`` (a store's), or None: then only the model's text tower can build it. Trees,
+    descriptions and classifier files are not looked up here (they load as they always do)."""
+    if not cache or fingerprint is None or options.labels is None or options.classifier is not None or \
+            options.labels_tree is not None or options.descriptions is not None:
+        return None
+    return ZeroShotClassifier.cached(fingerprint, options.labels, options.templates, precision=run.precision,
+                                     device=run.device, cache_dir=cache_dir)
+
+
 def _is_tree_file(path) -> bool:
     from ..heads.files import file_format
     from ..hierarchy.modes import _FILE_FORMAT as TREE_FORMAT
@@ -326,6 +338,5 @@ def _need(encoder: Encoder | None) -> Encoder:
     return encoder
 
 
-__all__ = ["HeadOptions", "build_head", "make_rejector", "build_multilabel_head", "warn_out_of_range",
-           "warn_threshold_out_of_range",
-           "DEFAULT_TOP_K", "DEFAULT_TPR"]
+__all__ = ["HeadOptions", "build_head", "cached_classifier", "make_rejector", "build_multilabel_head",
+           "warn_out_of_range", "warn_threshold_out_of_range", "DEFAULT_TOP_K", "DEFAULT_TPR"]

@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..encoders.base import Encoder
 from ..errors import InputError
 from ..heads import Head
 from ..options import RunOptions
-from .heads import HeadOptions, build_head
+from .heads import HeadOptions, build_head, cached_classifier
 from .sources import FeatureBatch, FeatureSource, StoreSource, is_store
 
 
@@ -89,10 +89,41 @@ def resolve_encoder(source: FeatureSource, head: HeadOptions | None, *, encoder:
     elif model is None and head is not None and head.classifier is not None:
         model, file_pretrained = head.classifier_model()
         pretrained = pretrained or file_pretrained
-    if not source.needs_model and _verbose():  # stored features need no model: say why one loads
-        print(f"zsclip: loading model {model} for its text tower (new labels, a label tree or calibration images)",
-              file=sys.stderr)
+    if not source.needs_model:  # stored features need no model: say why one loads
+        say(f"zsclip: loading model {model} for its text tower ({_why(head)})")
     return resolve_model(model, pretrained, run)
+
+
+def _why(head: HeadOptions | None) -> str:
+    if head is None:
+        return "a text query"
+    if head.reject_calibrate is not None:
+        return "calibration images"
+    if head.labels_tree is not None:
+        return "a label tree"
+    if head.descriptions is not None:
+        return "class descriptions"
+    return "labels not in the classifier cache for this model"
+
+
+def say(line: str) -> None:
+    """One line on stderr when a person watches (``_verbose``)."""
+    if _verbose():
+        print(line, file=sys.stderr)
+
+
+def from_cache(source: FeatureSource, head_options: HeadOptions, run: RunOptions, *, cache: bool = True,
+               cache_dir=None) -> HeadOptions:
+    """``head_options`` answered by a classifier file when the cache holds the flat classifier of its labels
+    for the model of ``source``'s stored features (a store records its model's fingerprint): then the job
+    loads no model. Otherwise ``head_options`` as given."""
+    if source.needs_model or source.fingerprint is None or head_options.reject_calibrate is not None:
+        return head_options
+    hit = cached_classifier(head_options, source.fingerprint, run, cache=cache, cache_dir=cache_dir)
+    if hit is None:
+        return head_options
+    say(f"zsclip: classifier for these labels cached for {source.model}: no model loaded")
+    return replace(head_options, labels=None, templates=None, classifier=hit)
 
 
 def _verbose() -> bool:
@@ -145,6 +176,8 @@ def plan(source: FeatureSource, head_options: HeadOptions, *, encoder: Encoder |
     head_options.check()
     settings = ray_settings(ray)
     check_ray(source, settings)
+    if encoder is None:
+        head_options = from_cache(source, head_options, run, cache=cache, cache_dir=cache_dir)
     encoder = resolve_encoder(source, head_options, encoder=encoder, model=model, pretrained=pretrained, run=run)
     if encoder is not None:
         source.check_encoder(encoder)
@@ -158,5 +191,5 @@ def plan(source: FeatureSource, head_options: HeadOptions, *, encoder: Encoder |
     return Job(source, head, encoder, run, settings)
 
 
-__all__ = ["Job", "plan", "features", "resolve_encoder", "ray_settings", "check_ray", "calibration_for",
-           "calibration_data"]
+__all__ = ["Job", "plan", "features", "resolve_encoder", "from_cache", "say", "ray_settings", "check_ray",
+           "calibration_for", "calibration_data"]

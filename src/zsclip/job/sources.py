@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..data.collections import LabelledCollection
+from ..data.shards import is_shards
 from ..data.sources import Source
 from ..encoders.base import Encoder
 from ..errors import InputError
@@ -65,6 +66,9 @@ class FeatureSource(ABC):
     #: the model a source was made with, when it records one (a store)
     model: str | None = None
     pretrained: str | None = None
+    #: the fingerprint of that model (config + weights digest), when the source records it: a classifier
+    #: cached for it answers without loading the model
+    fingerprint: str | None = None
 
     #: whether each input holds a set of labels (a multi-label manifest or store) instead of one class
     multi_label: bool = False
@@ -324,6 +328,7 @@ class StoreSource(FeatureSource):
         #: store class index -> index among ``classnames`` (None: the same), see ``with_classes``
         self._mapping: list[int | None] | None = None
         self.timed = bool(getattr(store, "timed", False))
+        self.fingerprint = getattr(store, "fingerprint", None)
 
     def __len__(self) -> int:
         return len(self.store)
@@ -405,13 +410,6 @@ def is_store(path: str | os.PathLike) -> bool:
             return False
     return os.path.isdir(folder) and (os.path.isfile(os.path.join(folder, MANIFEST))
                                       or os.path.isdir(os.path.join(folder, "img_emb")))
-
-
-def is_shards(text: str) -> bool:
-    """A WebDataset shard or a brace pattern of shards ("shards/{00000..00099}.tar", "s/{a,b}.tar")."""
-    lowered = text.lower()
-    return lowered.endswith((".tar", ".tar.gz", ".tgz")) or (
-        "{" in text and "}" in text and any(ext in lowered for ext in (".tar", ".tgz")))
 
 
 def require_labels(source: FeatureSource, what: str, multi_label: bool = False) -> None:

@@ -9,8 +9,21 @@
 The layout (Parquet shards + a JSON manifest) and its guarantees are in ``format.py``.
 """
 
-from .embed import COMMIT_EVERY, EmbedReport, embed
-from .format import StoreError
-from .store import EmbeddingStore, StoreBatch
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+#: name -> the module that defines it, loaded on first use (see zsclip._lazy)
+_EXPORTS = {
+    ".embed": ["COMMIT_EVERY", "EmbedReport", "embed"],
+    ".format": ["StoreError"],
+    ".store": ["EmbeddingStore", "StoreBatch"],
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .embed import COMMIT_EVERY, EmbedReport, embed
+    from .format import StoreError
+    from .store import EmbeddingStore, StoreBatch
 
 __all__ = ["COMMIT_EVERY", "EmbedReport", "EmbeddingStore", "StoreBatch", "StoreError", "embed"]

@@ -35,9 +35,9 @@ from ..errors import ImageReadError
 from ..options import RunOptions
 from ..outputs.text import undecodable_escaped
 from ..pipeline import feature_batches
+from .defaults import COMMIT_EVERY
 from .store import EmbeddingStore, checked_vectors
 
-COMMIT_EVERY = 1024
 #: How many more times a file that changed while it was being encoded is encoded again.
 RETRIES = 2
 CHANGED = "the file changed while it was being embedded (written to during the run?): run `zsclip embed` again"

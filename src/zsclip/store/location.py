@@ -95,9 +95,11 @@ class Location:
         pq.write_table(table, self._key(name), filesystem=self.fs, **options)
 
     def read_table(self, name: str, columns: list[str]) -> pa.Table:
-        # one thread: the columns read here are small, and Arrow's thread pool hangs (instead of
-        # failing) when a memory limit leaves no room for its threads' stacks
-        return self.parquet_file(name).read(columns=columns, use_threads=False)
+        # one file through ParquetFile, single-threaded: pq.read_table imports pyarrow.dataset (and pandas),
+        # a quarter of a second of a store job that needs no model, and Arrow's thread pool hangs
+        # (instead of failing) when a memory limit leaves no room for its threads' stacks
+        with self.fs.open_input_file(self._key(name)) as handle:
+            return pq.ParquetFile(handle).read(columns=columns, use_threads=False)
 
     def parquet_file(self, name: str) -> pq.ParquetFile:
         return pq.ParquetFile(self.fs.open_input_file(self._key(name)))

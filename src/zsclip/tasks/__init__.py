@@ -12,12 +12,28 @@ Each task consumes a job (``zsclip.job``: a source, a head, a runner) and writes
 A new task is a module here that reads ``job.features()`` and a head's answers.
 """
 
-from .classify import Prediction, TopK, classify, classify_items
-from .evaluate import EvalResult, benchmark_record, evaluate
-from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, resolve_classifier, resolve_model
-from .multilabel import evaluate_multilabel
-from .retrieval import evaluate_retrieval
-from .search import Hit, search
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+#: name -> the module that defines it, loaded on first use (see zsclip._lazy)
+_EXPORTS = {
+    ".classify": ["Prediction", "TopK", "classify", "classify_items"],
+    ".evaluate": ["EvalResult", "benchmark_record", "evaluate"],
+    ".models": ["DEFAULT_MODEL", "DEFAULT_PRETRAINED", "resolve_classifier", "resolve_model"],
+    ".multilabel": ["evaluate_multilabel"],
+    ".retrieval": ["evaluate_retrieval"],
+    ".search": ["Hit", "search"],
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .classify import Prediction, TopK, classify, classify_items
+    from .evaluate import EvalResult, benchmark_record, evaluate
+    from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, resolve_classifier, resolve_model
+    from .multilabel import evaluate_multilabel
+    from .retrieval import evaluate_retrieval
+    from .search import Hit, search
 
 __all__ = ["Prediction", "TopK", "classify", "classify_items", "EvalResult", "benchmark_record", "evaluate",
            "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "resolve_classifier", "resolve_model", "Hit", "search",

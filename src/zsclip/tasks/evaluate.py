@@ -24,7 +24,8 @@ from ..errors import InputError
 from ..hierarchy import MODES, OpenSetMetrics, TreeClassifier, read_tree, tree_targets
 from ..hierarchy.metrics import TreeMetrics
 from ..job import HeadOptions, LabelledData, features, open_source, resolve_encoder
-from ..job.plan import check_ray, ray_settings
+from ..job.heads import cached_classifier
+from ..job.plan import check_ray, ray_settings, say
 from ..options import RunOptions
 from ..prompts import DEFAULT_TEMPLATES
 from .metrics import StreamingMetrics
@@ -116,7 +117,19 @@ def evaluate(
     check_ray(source, settings)
     if isinstance(source, LabelledData) and not source.collection.items and not source.collection.shards:
         raise InputError("the collection has no images to evaluate")
-    needs_model = source.needs_model or classifier is None or unknown is not None
+    cached: dict[str, ZeroShotClassifier] = {}
+    if classifier is None and labels_tree is None and unknown is None and encoder is None and not source.needs_model:
+        for name in template_sets:  # a store and labels seen before: classifiers from the cache, no model
+            wanted = HeadOptions(labels=classes if classes is not None else list(source.classnames), templates=name,
+                                 descriptions=descriptions)
+            hit = cached_classifier(wanted, source.fingerprint, options, cache=cache, cache_dir=cache_dir)
+            if hit is None:
+                cached.clear()
+                break
+            cached[name] = hit
+        if cached:
+            say(f"zsclip: classifiers for these labels cached for {source.model}: no model loaded")
+    needs_model = source.needs_model or (classifier is None and not cached) or unknown is not None
     encoder = resolve_encoder(source, head_options, encoder=encoder, model=model,
                               pretrained=pretrained, run=options, needs_model=needs_model)
     if encoder is not None:
@@ -141,7 +154,7 @@ def evaluate(
         from ..hierarchy.descriptions import build_classifier
 
         for name in template_sets:
-            built = build_classifier(encoder, build_from, name, descriptions, **build)
+            built = cached.get(name) or build_classifier(encoder, build_from, name, descriptions, **build)
             flat[name] = (built, torch.arange(len(data_classes)))
     for clf, _ in flat.values():
         source.check_classifier(clf)

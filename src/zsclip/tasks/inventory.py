@@ -6,6 +6,7 @@ import os
 from collections import defaultdict
 
 from ..classifier.cache import cache_dir as classifier_cache_dir
+from ..outputs.text import printable
 
 
 def describe_models(show_all: bool = False, cache_dir: str | os.PathLike | None = None) -> str:
@@ -44,11 +45,16 @@ def _open_clip_registry(show_all: bool) -> list[str]:
 
 def _hub_cache() -> list[str]:
     try:
-        from huggingface_hub import scan_cache_dir
-
+        from huggingface_hub import constants, scan_cache_dir
+    except ImportError:
+        return ["Hugging Face cache: huggingface_hub is not installed"]
+    folder = getattr(constants, "HF_HUB_CACHE", None) or "the Hugging Face cache folder"
+    if not os.path.isdir(folder):
+        return [f"Hugging Face cache: empty ({folder} does not exist yet: weights download there on first use)"]
+    try:
         info = scan_cache_dir()
-    except Exception as error:  # no cache folder yet, or an unreadable one
-        return [f"Hugging Face cache: nothing found ({type(error).__name__})"]
+    except Exception as error:  # an unreadable cache: what it says, never an exception's class name
+        return [f"Hugging Face cache: {folder} could not be read: {printable(' '.join(str(error).split()))}"]
     repos = sorted(info.repos, key=lambda r: r.repo_id)
     lines = [f"Hugging Face cache ({len(repos)} repos, usable offline with HF_HUB_OFFLINE=1):"]
     lines += [f"  {r.repo_id:60s} {r.size_on_disk / 1e6:9.1f} MB" for r in repos if r.repo_type == "model"]
