@@ -273,7 +273,8 @@ def test_classify_into_a_closed_pipe_exits_141_quietly(tmp_path):
         (images / f"{i:03d}.png").write_bytes((EXAMPLES / "blue_ring.png").read_bytes())
     process = subprocess.Popen([sys.executable, "-m", "zsclip", "classify", str(images), "--model", "demo",
                                 "--labels", "ring,star,cross"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                               start_new_session=True)
     process.stdout.close()  # the reader is gone before the first line, as `| head -0` would be
     try:
         _, stderr = process.communicate(timeout=120)
@@ -287,7 +288,9 @@ def test_classify_into_a_closed_pipe_exits_141_quietly(tmp_path):
 def test_classify_piped_into_head_keeps_the_lines_head_read(tmp_path):
     command = (f"{sys.executable} -m zsclip classify {EXAMPLES} --model demo --labels-file {EXAMPLES / 'labels.txt'}"
                " | head -2; echo status=${PIPESTATUS[0]}")
-    process = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    # its own session and no stdin: the pipeline's signals and reads stay inside it, never reach pytest
+    process = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
     lines = process.stdout.splitlines()
     assert len(lines) == 3 and lines[-1] in ("status=0", "status=141"), process.stdout + process.stderr
     assert "error" not in process.stderr
