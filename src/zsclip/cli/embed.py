@@ -64,9 +64,8 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
     """
     from tqdm.auto import tqdm
 
-    from ..encoders.resolve import resolve_model
     from ..job.sources import has_videos
-    from ..store import EmbeddingStore, embed
+    from ..store import embed
     from ..tasks.classify import expand_sources
 
     options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
@@ -105,12 +104,7 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
             _embed_source("media", sources, output, labelled, None, dtype, commit_every, model, pretrained,
                           options, settings, classnames)
             return
-        existing = _existing_model(output)
-        if existing and model is None:
-            model, pretrained = existing
-        encoder = resolve_model(model, pretrained, options)
-        store = EmbeddingStore.create_or_open(output, encoder, precision=options.precision, dtype=dtype,
-                                              classnames=classnames, multi_label=multi_label)
+        encoder, store = _open_store(output, model, pretrained, options, dtype, classnames, multi_label)
     with tqdm(total=len(sources), unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True,
               disable=not sys.stderr.isatty()) as bar, usage_errors():
         if settings is not None:
@@ -130,18 +124,12 @@ def _embed_shards(pattern, output, labelled, labels_file, dtype, commit_every, m
     """WebDataset shards into a store: samples as rows (``shard#key``), unchanged shards skipped."""
     from tqdm.auto import tqdm
 
-    from ..encoders.resolve import resolve_model
     from ..job import open_source
-    from ..store import EmbeddingStore
     from ..tasks.embed import embed_shards
 
     source = open_source([pattern], labelled=labelled, classes=read_labels(labels_file) if labels_file else None)
-    existing = _existing_model(output)
-    if existing and model is None:
-        model, pretrained = existing
-    encoder = resolve_model(model, pretrained, options)
-    store = EmbeddingStore.create_or_open(output, encoder, precision=options.precision, dtype=dtype,
-                                          classnames=list(source.classnames) if source.labelled else None)
+    encoder, store = _open_store(output, model, pretrained, options, dtype,
+                                 list(source.classnames) if source.labelled else None)
     with tqdm(unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True,
               disable=not sys.stderr.isatty()) as bar:
         report = embed_shards(store, source, encoder, options, commit_every=commit_every, on_progress=bar.update,
@@ -156,21 +144,15 @@ def _embed_source(kind, inputs, output, labelled, labels_file, dtype, commit_eve
     """Videos (a row per clip, with its span) or a Hugging Face split (a row per record) into a store."""
     from tqdm.auto import tqdm
 
-    from ..encoders.resolve import resolve_model
     from ..job import MediaFiles, open_source
-    from ..store import EmbeddingStore
     from ..tasks.embed import embed_media, embed_table
 
     if kind == "media":
         source = MediaFiles(inputs, classnames)
     else:
         source = open_source(inputs, labelled=labelled, classes=read_labels(labels_file) if labels_file else None)
-    existing = _existing_model(output)
-    if existing and model is None:
-        model, pretrained = existing
-    encoder = resolve_model(model, pretrained, options)
-    store = EmbeddingStore.create_or_open(output, encoder, precision=options.precision, dtype=dtype,
-                                          classnames=list(source.classnames) if source.labelled else None)
+    encoder, store = _open_store(output, model, pretrained, options, dtype,
+                                 list(source.classnames) if source.labelled else None)
     run = embed_media if kind == "media" else embed_table
     with tqdm(total=len(source) or None, unit="file" if kind == "media" else "img", desc="embedding",
               file=sys.stderr, dynamic_ncols=True, disable=not sys.stderr.isatty()) as bar:
@@ -178,6 +160,20 @@ def _embed_source(kind, inputs, output, labelled, labels_file, dtype, commit_eve
     click.echo(f"zsclip: {printable(output)}: {report.encoded} encoded, {report.skipped} unchanged, "
                f"{report.failed} failed, {report.deleted} gone; {len(store)} rows in the store", err=True)
     sys.exit(1 if report.failed else 0)
+
+
+def _open_store(output: str, model, pretrained, options, dtype: str, classnames, multi_label: bool = False):
+    """(encoder, store): the store at ``output`` opened with its own model (a rerun needs no --model) or
+    created with the one named, for every kind of input embed takes."""
+    from ..encoders.resolve import resolve_model
+    from ..store import EmbeddingStore
+
+    existing = _existing_model(output)
+    if existing and model is None:
+        model, pretrained = existing
+    encoder = resolve_model(model, pretrained, options)
+    return encoder, EmbeddingStore.create_or_open(output, encoder, precision=options.precision, dtype=dtype,
+                                                  classnames=classnames, multi_label=multi_label)
 
 
 def _existing_model(folder: str) -> tuple[str, str | None] | None:
