@@ -65,7 +65,7 @@ def load_image(
     source = os.fspath(source)
     if is_url(source):
         return decode_bytes(fetch_url(source, max_download_bytes, timeout), target_size, max_pixels, draft=draft)
-    with _file_errors():
+    with file_errors():
         if os.path.getsize(source) == 0:
             raise ImageReadError("empty file")
         with open(source, "rb") as handle:
@@ -79,7 +79,7 @@ def read_image_bytes(source: str | os.PathLike, max_bytes: int = MAX_DOWNLOAD_BY
     source = os.fspath(source)
     if is_url(source):
         return fetch_url(source, min(max_bytes, MAX_DOWNLOAD_BYTES), timeout)
-    with _file_errors():
+    with file_errors():
         size = os.path.getsize(source)
         if size == 0:
             raise ImageReadError("empty file")
@@ -95,14 +95,15 @@ def read_image_bytes(source: str | os.PathLike, max_bytes: int = MAX_DOWNLOAD_BY
 
 
 @contextlib.contextmanager
-def _file_errors() -> Iterator[None]:
-    """What opening or reading an image file can fail with, as one ImageReadError line each."""
+def file_errors(kind: str = "an image file") -> Iterator[None]:
+    """What opening or reading a media file can fail with, as one ImageReadError line each (``kind``
+    names what the file should have been: "an image file", "a video file")."""
     try:
         yield
     except FileNotFoundError:
         raise ImageReadError("no such file (or a broken link)") from None
     except IsADirectoryError:
-        raise ImageReadError("is a directory, not an image file") from None
+        raise ImageReadError(f"is a directory, not {kind}") from None
     except PermissionError:
         raise ImageReadError("permission denied") from None
     except OSError as error:

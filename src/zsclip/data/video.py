@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from ..errors import ImageReadError
-from .images import MAX_PIXELS, check_size
+from .images import MAX_PIXELS, check_size, file_errors
 
 #: File extensions read as videos (folders and globs pick them up beside images).
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts",
@@ -134,15 +134,9 @@ def read_clips(source, sampling: Sampling, max_pixels: int = MAX_PIXELS, target_
         raise ImageReadError('videos need PyAV: pip install "zsclip[video]"') from None
 
     if isinstance(source, (str, os.PathLike)):
-        try:
+        with file_errors("a video file"):
             if os.path.getsize(source) == 0:
                 raise ImageReadError("empty file")
-        except FileNotFoundError:
-            raise ImageReadError("no such file (or a broken link)") from None
-        except IsADirectoryError:
-            raise ImageReadError("is a directory, not a video file") from None
-        except OSError as error:
-            raise ImageReadError(f"cannot read file: {error.strerror or error}") from None
     try:
         container = av.open(os.fspath(source) if isinstance(source, (str, os.PathLike)) else source, mode="r",
                             metadata_errors="ignore")
