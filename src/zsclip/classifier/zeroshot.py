@@ -100,10 +100,7 @@ class ZeroShotClassifier:
         classes, named_list = resolve_classes(classnames)
         if logit_scale is not None:
             logit_scale = checked_scale(logit_scale)
-        if len(classes) == 1 and encoder.logit_bias is None:
-            warnings.warn(f"only one class ({classes[0][0]!r}): softmax over one class always gives 1.0; add the "
-                          "alternatives (e.g. 'other'), or use a sigmoid model such as SigLIP", ZsclipWarning,
-                          stacklevel=2)
+        _warn_one_class(classes, encoder.logit_bias)
         template_list = resolve_templates(templates)
         prompts = expand_prompts(classes, template_list)
         precision = text_precision(resolve_precision(precision, encoder.device))  # int8: images only
@@ -168,10 +165,7 @@ class ZeroShotClassifier:
         hit = _load_cached(cached_file)
         if hit is None or hit.provenance.get("fingerprint") != fingerprint:
             return None
-        if len(classes) == 1 and hit.logit_bias is None:
-            warnings.warn(f"only one class ({classes[0][0]!r}): softmax over one class always gives 1.0; add the "
-                          "alternatives (e.g. 'other'), or use a sigmoid model such as SigLIP", ZsclipWarning,
-                          stacklevel=2)
+        _warn_one_class(classes, hit.logit_bias)
         return hit
 
     # --- using -----------------------------------------------------------------------------
@@ -375,6 +369,14 @@ def _metadata_problem(metadata: object, weights: torch.Tensor) -> str | None:
     if not torch.isfinite(weights).all():
         return "weights hold NaN or infinite values"
     return None
+
+
+def _warn_one_class(classes: list[list[str]], logit_bias: float | None) -> None:
+    """Softmax over a single class always gives 1.0: say so (sigmoid models score it on its own)."""
+    if len(classes) == 1 and logit_bias is None:
+        warnings.warn(f"only one class ({classes[0][0]!r}): softmax over one class always gives 1.0; add the "
+                      "alternatives (e.g. 'other'), or use a sigmoid model such as SigLIP", ZsclipWarning,
+                      stacklevel=3)  # the caller of build / cached
 
 
 def _load_cached(path: Path) -> ZeroShotClassifier | None:
