@@ -106,3 +106,49 @@ def test_cached_lookup_matches_what_build_stores(tmp_path):
     assert zsclip.ZeroShotClassifier.cached(demo.fingerprint, ["red circle", "blue star"], "photo", device="cpu",
                                             precision="fp16") is None  # another precision is another build
     assert zsclip.ZeroShotClassifier.cached("0" * 16, ["red circle", "blue star"], "photo", device="cpu") is None
+
+
+NO_TORCH = """
+import sys
+sys.modules["torch"] = None  # any import of torch now fails: the cached path must not need it
+from zsclip.cli import main
+main(sys.argv[1:], prog_name="zsclip")
+"""
+
+
+def test_cached_labels_answer_a_store_without_importing_torch(store, tmp_path):
+    """The cached path reads the store and the classifier file with pyarrow/numpy and answers in numpy: a
+    fresh interpreter in which torch cannot be imported gives the same rows as the run that built the classifier
+    (through the model); numpy's scores equal torch's on the same features; the images get the same labels."""
+    import os
+    import subprocess
+    import sys
+
+    first = _run("classify", store, "--labels", LABELS, "-t", "photo", "-o", str(tmp_path / "first.csv"))
+    assert first.exit_code == 0, first.output
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", NO_TORCH, "classify", store, "--labels", LABELS, "-t", "photo",
+                           "-o", str(tmp_path / "light.csv")], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "light.csv").read_text() == (tmp_path / "first.csv").read_text()
+    # the numpy twin of the torch math, on the same stored features: equal up to float32 rounding
+    import numpy as np
+    import torch
+
+    from zsclip.job import open_source
+
+    classifier = zsclip.ZeroShotClassifier.build(zsclip.load_model("demo"), LABELS.split(","), "photo")
+    features = np.concatenate([batch.values for batch in open_source(store).batches(None, zsclip.RunOptions())])
+    assert isinstance(features, np.ndarray) and features.shape == (12, classifier.embed_dim)
+    (array_scores, array_indices), (scores, indices) = (classifier.top_k(features, 4),
+                                                        classifier.top_k(torch.from_numpy(features), 4))
+    assert (array_indices == indices.numpy()).all() and np.abs(array_scores - scores.numpy()).max() < 2e-6
+    # and the images themselves, encoded by the model, get the labels the (float16) store gets
+    rows = {row.source: row for row in zsclip.classify(store, LABELS.split(","), templates="photo", top_k=4)}
+    images = list(zsclip.classify(os.path.join(os.path.dirname(store), "photos"), LABELS.split(","),
+                                  templates="photo", top_k=4, model="demo"))
+    assert len(images) == len(rows) == 12
+    for image in images:
+        stored = rows[image.source]
+        assert stored.labels[0] == image.labels[0]
+        assert max(abs(a - b) for a, b in zip(stored.scores, image.scores, strict=True)) < 1e-3

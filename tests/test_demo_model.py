@@ -44,6 +44,7 @@ def test_demo_takes_no_pretrained_tag():
         zsclip.load_model("demo", "laion2b_s34b_b79k", device="cpu")
 
 
+@pytest.mark.slow
 def test_examples_are_classified_correctly_from_the_command_line(tmp_path):
     images = sorted(EXAMPLES.glob("*.png"))
     assert len(images) >= 6
@@ -62,6 +63,7 @@ def test_examples_are_classified_correctly_from_the_command_line(tmp_path):
 @pytest.mark.parametrize(("split", "label", "threshold"), [
     ("seen", "both", 0.9), ("held-out", "both", 0.9), ("held-out", "shape", 0.9), ("held-out", "colour", 0.9),
 ])
+@pytest.mark.slow
 def test_zero_shot_accuracy_on_fresh_images_is_far_above_chance(demo, tmp_path, split, label, threshold):
     """Chance is 1/48, 1/6 and 1/8. Measured: 100% on 2,000 seen and 400 held-out images for each
     labelling (benchmarks/demo_accuracy.py), so 90% on these 48-240 images leaves a wide margin."""

@@ -24,6 +24,8 @@ from zsclip.data.sources import expand_inputs
 from zsclip.hierarchy import TreeClassifier, read_tree
 from zsclip.store import EmbeddingStore, embed
 
+pytestmark = pytest.mark.slow  # the whole matrix is end-to-end: `pytest -m "not slow"` leaves it to CI
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NAMES = [p.stem for p in sorted(EXAMPLES.glob("*.png"))]
 LABELS = [name.replace("_", " ") for name in NAMES]

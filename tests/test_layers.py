@@ -47,11 +47,13 @@ def imports() -> list[tuple[str, str]]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level:
                 base = package[: len(package) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-                names = [alias.name for alias in node.names]
-                if target == "" and names == ["__version__"]:
-                    continue  # the version string, defined before anything else is imported
-                edges.append((module, target))
+                if node.module:
+                    edges.append((module, ".".join([*base, node.module])))
+                    continue
+                for alias in node.names:  # ``from .. import heads``: each name is a module of that package
+                    if not base and alias.name == "__version__":
+                        continue  # the version string, defined before anything else is imported
+                    edges.append((module, ".".join([*base, alias.name])))
     return edges
 
 

@@ -36,6 +36,7 @@ def messy_folder(tmp_path):
     return folder
 
 
+@pytest.mark.slow
 def test_classify_from_python_reports_bad_files_and_classifies_the_rest(demo, labels, messy_folder):
     rows = list(zsclip.classify([messy_folder, "no/such/file.png"], labels, encoder=demo, top_k=2, options=FP32))
     by_name = {Path(row.source).name: row for row in rows}

@@ -23,6 +23,8 @@ from test_job_matrix import reference as reference  # noqa: F401
 from test_job_matrix import world as world  # noqa: F401
 from zsclip.cli import main
 
+pytestmark = pytest.mark.slow  # the whole matrix is end-to-end: `pytest -m "not slow"` leaves it to CI
+
 
 @pytest.fixture(scope="module")
 def media(world):  # noqa: F811

@@ -150,6 +150,7 @@ def test_unknown_label_in_a_multilabel_manifest_is_an_error_row(tmp_path):
 
 # --- the head ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_rows_list_every_label_over_its_threshold(demo, scenes):
     names = scenes["labels"].read_text().split("\n")[:-1]
     images = sorted((scenes["test"].parent / "images").glob("*.png"))[:6]
@@ -186,6 +187,7 @@ def test_calibrated_threshold_reaches_the_target_precision():
     assert choose_threshold(scores, torch.zeros(200, dtype=torch.bool), 0.9) == (None, "no positives")
 
 
+@pytest.mark.slow
 def test_multilabel_file_round_trips_and_answers_the_same(demo, scenes, tmp_path):
     names = scenes["labels"].read_text().split("\n")[:-1]
     first = list(zsclip.classify(scenes["test"].parent / "images", names, multi_label=True,
@@ -230,6 +232,7 @@ def _by_name(rows) -> list[tuple[str, list[str], list[float]]]:
     return sorted((Path(row.source).name, row.labels, row.scores) for row in rows)
 
 
+@pytest.mark.slow
 def test_a_multilabel_store_evaluates_and_calibrates_as_its_images_with_no_image_decoded(demo, tmp_path,
                                                                                           monkeypatch):
     """embed --labelled of a CSV and of a JSONL multi-label manifest; then, with the images deleted, eval
@@ -283,6 +286,7 @@ def test_a_multilabel_store_evaluates_and_calibrates_as_its_images_with_no_image
     assert written == [(name, labels) for name, labels, _ in _by_name(rows)]
 
 
+@pytest.mark.slow
 def test_a_multilabel_store_refuses_single_label_use_and_other_data(demo, tmp_path):
     test = write_scenes(tmp_path / "test", 6, seed=3)
     store = tmp_path / "s.zse"
@@ -306,6 +310,7 @@ def test_a_multilabel_store_refuses_single_label_use_and_other_data(demo, tmp_pa
     assert json.loads((plain / "zsclip-store.json").read_text())["version"] == 1  # older readers still read it
 
 
+@pytest.mark.slow
 def test_damaged_label_sets_are_error_rows_naming_the_shard(demo, tmp_path):
     import numpy as np
     import pyarrow as pa
@@ -347,6 +352,7 @@ def test_damaged_label_sets_are_error_rows_naming_the_shard(demo, tmp_path):
     assert record["num_images"] == 3 + 2 and record["num_failed"] == len(expected)
 
 
+@pytest.mark.slow
 def test_build_multi_label_writes_the_file_classify_would_use(demo, scenes, tmp_path):
     """build --multi-label --calibrate writes the head classify --multi-label --calibrate builds; without
     --calibrate, the fixed threshold; classify --classifier FILE then answers as classify did."""
@@ -415,6 +421,7 @@ def test_a_fixed_threshold_outside_the_scores_range_is_warned_about(scenes, thre
 
 # --- eval and refusals -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_eval_multilabel_json_and_report(scenes, tmp_path):
     result = CliRunner().invoke(main, ["eval", "--data", str(scenes["test"]), "--labels-file", str(scenes["labels"]),
                                        "--multi-label", "--calibrate", str(scenes["calibration"]),

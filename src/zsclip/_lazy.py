@@ -27,6 +27,13 @@ class _ExportsFirst(types.ModuleType):
         super().__setattr__(name, value)
 
 
+def is_loaded_instance(value: object, module: str, name: str) -> bool:
+    """``isinstance(value, module.name)`` without importing ``module``: no instance of a class can exist
+    before its module is loaded, so a light path (a store answered without torch) never loads it to ask."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(value, getattr(loaded, name))
+
+
 def lazy_exports(package: str, exports: dict[str, list[str]]) -> tuple[Callable, Callable]:
     """(``__getattr__``, ``__dir__``) for ``package``: ``exports`` maps a relative module to the names it
     defines. A sub-module that is not an export loads too (``zsclip.hierarchy`` after ``import zsclip``)."""

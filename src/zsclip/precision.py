@@ -49,6 +49,36 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     return "fp32"
 
 
+def known_without_torch(precision: str, device: str) -> str | None:
+    """What ``resolve_precision(precision, resolve_device(device))`` gives, where the machine makes it
+    certain without importing torch (seconds): the CPU of a Linux machine that has no GPU device
+    nodes, "auto" read from the CPU flags in /proc/cpuinfo. None: only torch can say. (Should the
+    flags and torch ever disagree, the classifier cached for the flags' precision is used, or none is
+    found and the model loads to build one: the cache key holds the precision.)
+
+    A store classified with a cached classifier needs nothing else from torch (``ZeroShotClassifier.cached``)."""
+    import os
+    import sys
+
+    if precision not in PRECISIONS or str(device) not in ("auto", "cpu"):
+        return None
+    if str(device) == "auto":
+        gpu_nodes = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")  # NVIDIA, AMD (ROCm), WSL
+        if not sys.platform.startswith("linux") or any(os.path.exists(node) for node in gpu_nodes):
+            return None
+    if precision != "auto":
+        return precision
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), None)
+    except OSError:
+        return None
+    if flags is None:
+        return None
+    # the CPU features torch asks cpuinfo about (cpu_has_native_bf16), as the kernel reports them
+    return "bf16" if {"avx512_bf16", "amx_tile"} & set(flags) else "fp32"
+
+
 def text_precision(precision: str) -> str:
     """The precision a text tower runs in: int8 quantizes image towers only."""
     return "fp32" if precision == "int8" else precision

@@ -12,16 +12,15 @@ import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-import torch
-from PIL import Image
-
 from ..data.sources import Source
-from ..encoders.base import Encoder
 from ..errors import InputError, ZsclipWarning
 from ..options import RunOptions
-from ..pipeline import feature_batches
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch, PIL and the pipeline load with the first prediction: ``TopK`` alone needs none
+    import torch
+    from PIL import Image
+
+    from ..encoders.base import Encoder
     from .zeroshot import ZeroShotClassifier
 
 
@@ -49,6 +48,11 @@ def predict_images(
 ) -> list[TopK]:
     """A ``TopK`` row per image; an unreadable image gets an empty row with its ``error`` and one
     ``ZsclipWarning`` naming it."""
+    import torch
+    from PIL import Image
+
+    from ..pipeline import feature_batches
+
     options = options or RunOptions()
     if isinstance(images, torch.Tensor):
         pixels = images.unsqueeze(0) if images.dim() == 3 else images

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
@@ -44,6 +45,10 @@ class TipAdapterClassifier(ZeroShotClassifier):
         cache = affinity @ F.one_hot(self.cache_values, len(self.classnames)).float()
         return zero_shot + (scale / self.logit_scale) * self.alpha * cache
 
+    def array_logits(self, features: np.ndarray, scale: float | None = None) -> np.ndarray:
+        """``logits`` for numpy features: the cache term is torch's, so the one formula above answers both."""
+        return self.logits(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)), scale).numpy()
+
     def save(self, path: str | os.PathLike) -> Path:
         """safetensors (weights, cache_keys, cache_values) + JSON metadata, atomically."""
         path = Path(path)
@@ -65,7 +70,7 @@ class TipAdapterClassifier(ZeroShotClassifier):
         return loaded
 
     def __repr__(self) -> str:
-        return (f"TipAdapterClassifier({len(self.classnames)} classes, dim={self.weights.shape[0]}, "
+        return (f"TipAdapterClassifier({len(self.classnames)} classes, dim={self.embed_dim}, "
                 f"cache={len(self.cache_values)}, alpha={self.alpha:g}, beta={self.beta:g})")
 
 

@@ -19,29 +19,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
-import torch
+import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from .. import __version__
-from ..encoders.base import Encoder
 from ..encoders.fingerprint import FINGERPRINT_VERSION
 from ..errors import ClassifierFileError, InputError, ZsclipWarning
-from ..precision import DEFAULT_PRECISION, resolve_precision, text_precision
+from ..precision import DEFAULT_PRECISION, known_without_torch, resolve_precision, text_precision
 from ..prompts import Template, expand_prompts, resolve_classes, resolve_templates
+from . import formats
 from .cache import cache_dir as default_cache_dir
 from .cache import cache_key
 
 if TYPE_CHECKING:
+    import torch
     from PIL import Image
 
+    from ..encoders.base import Encoder
     from ..options import RunOptions
     from .predict import TopK
 
 ImageInput = Union["Image.Image", str, os.PathLike]  # noqa: UP007 (a runtime alias, py3.10)
-_FILE_FORMAT = "zsclip-classifier/1"
+_FILE_FORMAT = formats.FLAT
 #: Tip-Adapter heads (zsclip.adapt.heads) add a cache of few-shot features to the same layout.
-TIP_ADAPTER_FORMAT = _FILE_FORMAT + "+tip-adapter"
+TIP_ADAPTER_FORMAT = formats.TIP_ADAPTER
 
 
 @dataclass
@@ -49,7 +50,9 @@ class ZeroShotClassifier:
     """Zero-shot classifier weights and everything needed to use and trace them.
 
     Attributes:
-        weights: [embed_dim, num_classes] float32, each column L2-normalised.
+        weights: [embed_dim, num_classes] float32, each column L2-normalised. A classifier read from a
+            file holds them as a numpy array until a torch caller asks for ``weights`` (then wrapped, not
+            copied): stored features are answered with ``weights_array`` without importing torch.
         classnames: display name of each class (its first synonym).
         synonyms: all names of each class, whose prompts were averaged together.
         logit_scale: temperature multiplier applied to cosine similarities (model's own by default).
@@ -154,11 +157,14 @@ class ZeroShotClassifier:
 
         An embedding store records its model's fingerprint, so a store classified again with labels
         seen before loads no model at all (``zsclip.job.plan``). The classifier has no ``encoder``."""
-        from ..encoders import resolve_device
-
         classes, _ = resolve_classes(classnames)
         prompts = expand_prompts(classes, resolve_templates(templates))
-        precision = text_precision(resolve_precision(precision, resolve_device(device)))
+        resolved = known_without_torch(precision, device)
+        if resolved is None:
+            from ..encoders import resolve_device
+
+            resolved = resolve_precision(precision, resolve_device(device))
+        precision = text_precision(resolved)
         cached_file = default_cache_dir(cache_dir) / f"{cache_key(fingerprint, classes, prompts, precision)}.zsc"
         if not cached_file.is_file():
             return None
@@ -182,8 +188,30 @@ class ZeroShotClassifier:
 
     def probabilities(self, image_features: torch.Tensor, scale: float | None = None) -> torch.Tensor:
         """Softmax over classes, or per-class sigmoid for sigmoid-trained models."""
+        import torch
+
         logits = self.logits(image_features, scale)
         return torch.sigmoid(logits) if self.is_sigmoid else logits.softmax(dim=-1)
+
+    @property
+    def embed_dim(self) -> int:
+        """The width of the features it takes (D of the weights [D, C])."""
+        return int(self.__dict__["_weights"].shape[0])
+
+    @property
+    def weights_array(self) -> np.ndarray:
+        """``weights`` as a float32 numpy array [D, C] (the same memory where it can be)."""
+        weights = self.__dict__["_weights"]
+        if isinstance(weights, np.ndarray):
+            return weights
+        return weights.detach().float().cpu().numpy()
+
+    def array_logits(self, features: np.ndarray, scale: float | None = None) -> np.ndarray:
+        """``logits`` for features held in a numpy array, computed with numpy, operation for operation:
+        an embedding store's rows are answered without importing torch (seconds at startup)."""
+        scale = self.logit_scale if scale is None else checked_scale(scale)
+        logits = scale * np.asarray(features, dtype=np.float32) @ self.weights_array
+        return logits + np.float32(self.logit_bias) if self.logit_bias is not None else logits
 
     def predict(
         self,
@@ -212,13 +240,18 @@ class ZeroShotClassifier:
         return predict_images(self, images, self._encoder_for_prediction(encoder), top_k=top_k, options=options,
                               scale=scale)
 
-    def top_k(self, image_features: torch.Tensor, k: int, scale: float | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scores, class indices) [B, k'] of the k best classes, k' = min(k, classes), best first.
+    def top_k(self, image_features: torch.Tensor | np.ndarray, k: int, scale: float | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor] | tuple[np.ndarray, np.ndarray]:
+        """(scores, class indices) [B, k'] of the k best classes, k' = min(k, classes), best first;
+        numpy arrays for numpy features (see ``array_logits``), else tensors.
 
         Sigmoid models rank by logits: their probabilities saturate at 1.0 and would tie.
         """
         k = max(1, min(int(k), len(self.classnames)))
+        if isinstance(image_features, np.ndarray):
+            return _array_top_k(self.array_logits(image_features, scale), k, self.is_sigmoid)
+        import torch
+
         logits = self.logits(image_features, scale)
         indices = logits.topk(k, dim=-1).indices
         probabilities = torch.sigmoid(logits) if self.is_sigmoid else logits.softmax(dim=-1)
@@ -257,6 +290,8 @@ class ZeroShotClassifier:
             "logit_bias": self.logit_bias,
             "provenance": self.provenance,
         }
+        from safetensors.torch import save_file
+
         from ..outputs.atomic import atomic_path
 
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -273,11 +308,7 @@ class ZeroShotClassifier:
         (for ``predict``)."""
         path = Path(path)
         metadata = read_metadata(path)
-        try:
-            weights = load_file(str(path))["weights"]
-        except (SafetensorError, OSError, KeyError, ValueError, TypeError, RuntimeError, RecursionError) as error:
-            reason = " ".join(str(error).split())[:160]
-            raise ClassifierFileError(f"{path} is not a zsclip classifier file ({reason}): rebuild it") from None
+        weights = _read_weights(path)
         tip_adapter = isinstance(metadata, dict) and metadata.get("format") == TIP_ADAPTER_FORMAT
         problem = _metadata_problem({**metadata, "format": _FILE_FORMAT} if tip_adapter else metadata, weights)
         if problem:
@@ -287,7 +318,8 @@ class ZeroShotClassifier:
 
             classifier = read_tip_adapter(path, metadata)
         else:
-            classifier = cls(weights.float(), list(metadata["classnames"]), [list(s) for s in metadata["synonyms"]],
+            classifier = cls(weights.astype(np.float32, copy=False), list(metadata["classnames"]),
+                             [list(s) for s in metadata["synonyms"]],
                              float(metadata["logit_scale"]), metadata["logit_bias"], dict(metadata["provenance"]))
         if encoder is not None:
             classifier.check_encoder(encoder)
@@ -295,7 +327,7 @@ class ZeroShotClassifier:
         return classifier
 
     def __repr__(self) -> str:
-        return (f"ZeroShotClassifier({len(self.classnames)} classes, dim={self.weights.shape[0]}, "
+        return (f"ZeroShotClassifier({len(self.classnames)} classes, dim={self.embed_dim}, "
                 f"model={self.provenance.get('model')!r}, templates={len(self.provenance.get('templates', []))})")
 
 
@@ -309,7 +341,7 @@ def read_metadata(path: str | os.PathLike) -> object:
     try:
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="numpy") as handle:
             return json.loads((handle.metadata() or {})["zsclip"])
     except (SafetensorError, OSError, KeyError, ValueError, TypeError, RuntimeError, RecursionError) as error:
         reason = " ".join(str(error).split())[:160]
@@ -334,6 +366,8 @@ def ensemble(features: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
 
     With equal prompt counts this is the reference's reshape-mean, operation for operation.
     """
+    import torch
+
     if len(set(counts)) == 1:
         means = features.reshape(len(counts), counts[0], -1).mean(dim=1)
     else:
@@ -343,10 +377,14 @@ def ensemble(features: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
     return (means / means.norm(dim=1, keepdim=True)).T.contiguous()
 
 
-def _metadata_problem(metadata: object, weights: torch.Tensor) -> str | None:
-    """What is wrong with a classifier file's metadata and weights, or None: every field is checked
-    for type and consistency, so a tampered or truncated file is refused here, in one line, instead
-    of failing later inside torch."""
+def _metadata_problem(metadata: object, weights: np.ndarray | torch.Tensor) -> str | None:
+    """What is wrong with a classifier file's metadata and weights (numpy, or a tensor from a file read
+    with torch), or None: every field is checked for type and consistency, so a tampered or truncated
+    file is refused here, in one line, instead of failing later inside torch."""
+    if not isinstance(weights, np.ndarray):
+        if not weights.is_floating_point():
+            return f"weights {tuple(weights.shape)} are not floating point"
+        weights = weights.detach().float().cpu().numpy()
     if not isinstance(metadata, dict):
         return "metadata is not an object"
     if metadata.get("format") != _FILE_FORMAT:
@@ -364,11 +402,61 @@ def _metadata_problem(metadata: object, weights: torch.Tensor) -> str | None:
         return f"logit_bias {str(bias)[:20]} is not a number"
     if not isinstance(metadata.get("provenance"), dict):
         return "provenance is missing"
-    if weights.dim() != 2 or weights.shape[1] != len(names) or not weights.is_floating_point():
+    if weights.ndim != 2 or weights.shape[1] != len(names) or not np.issubdtype(weights.dtype, np.floating):
         return f"weights {tuple(weights.shape)} do not match {len(names)} class names"
-    if not torch.isfinite(weights).all():
+    if not np.isfinite(weights).all():
         return "weights hold NaN or infinite values"
     return None
+
+
+def _read_weights(path: Path) -> np.ndarray:
+    """The ``weights`` tensor of a classifier file as numpy (no torch needed; bf16, which numpy lacks,
+    is read through torch), or one ClassifierFileError line naming the file."""
+    from safetensors.numpy import load_file
+
+    errors = (SafetensorError, OSError, KeyError, ValueError, TypeError, RuntimeError, RecursionError)
+    try:
+        try:
+            return load_file(str(path))["weights"]
+        except (TypeError, ValueError, SafetensorError) as error:
+            if "bf16" not in str(error).lower() and "bfloat16" not in str(error).lower():
+                raise
+            from safetensors.torch import load_file as load_tensors
+
+            return load_tensors(str(path))["weights"].float().numpy()
+    except errors as error:
+        reason = " ".join(str(error).split())[:160]
+        raise ClassifierFileError(f"{path} is not a zsclip classifier file ({reason}): rebuild it") from None
+
+
+def _array_top_k(logits: np.ndarray, k: int, sigmoid: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``top_k`` in numpy: indices of the k largest logits (ties: lower index first), their probabilities."""
+    indices = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+    with np.errstate(over="ignore"):  # exp of a very negative logit: inf -> probability 0, as torch gives
+        if sigmoid:
+            probabilities = 1.0 / (1.0 + np.exp(-logits))
+        else:
+            shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
+    return np.take_along_axis(probabilities, indices, axis=-1).astype(np.float32, copy=False), indices
+
+
+def _weights_tensor(self: ZeroShotClassifier) -> torch.Tensor:
+    weights = self.__dict__["_weights"]
+    if isinstance(weights, np.ndarray):  # read from a file: wrapped (not copied) the first time torch needs it
+        import torch
+
+        weights = self.__dict__["_weights"] = torch.from_numpy(weights)
+    return weights
+
+
+def _set_weights(self: ZeroShotClassifier, weights) -> None:
+    self.__dict__["_weights"] = weights
+
+
+# After @dataclass (which must see ``weights`` as a plain field): reads go through the property.
+ZeroShotClassifier.weights = property(_weights_tensor, _set_weights,  # type: ignore[assignment]
+                                      doc="[embed_dim, num_classes] float32 tensor, each column L2-normalised.")
 
 
 def _warn_one_class(classes: list[list[str]], logit_bias: float | None) -> None:

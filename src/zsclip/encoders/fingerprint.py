@@ -10,8 +10,10 @@ import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads with a model; a stored-feature job reads FINGERPRINT_VERSION without it
+    import torch
 
 #: bumped whenever the fingerprint's recipe changes (w2: per-tensor SHA-256); classifiers built
 #: under another recipe are told apart from classifiers built for another model
@@ -41,6 +43,8 @@ def state_dict_digest(module: torch.nn.Module) -> str:
 
 def _tensor_digest(tensor: torch.Tensor) -> str:
     """SHA-256 of a tensor's values as raw bytes, for any dtype (float8, bool, complex, quantized)."""
+    import torch
+
     data = tensor.detach()
     extra = b""
     if data.is_quantized:

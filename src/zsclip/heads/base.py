@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
+import numpy as np
 
-from ..classifier import ZeroShotClassifier
-from ..encoders.base import Encoder
+if TYPE_CHECKING:
+    import torch
+
+    from ..classifier import ZeroShotClassifier
+    from ..encoders.base import Encoder
 
 #: The error an image gets when its features or scores are not finite numbers (a damaged store row).
 NOT_FINITE = "its embedding or scores are not finite numbers (NaN or infinite): re-embed the image"
@@ -39,6 +42,9 @@ class Head(ABC):
 
     #: The registry name of the kind of head ("flat", "tree", ...).
     kind: ClassVar[str]
+    #: Whether ``_answer`` computes on numpy features as they come (a store's rows): then a job over
+    #: stored features never imports torch. Other heads get a tensor wrapping the same memory.
+    takes_arrays: ClassVar[bool] = False
 
     @property
     @abstractmethod
@@ -57,11 +63,19 @@ class Head(ABC):
     def check_encoder(self, encoder: Encoder) -> None:
         self.classifier.check_encoder(encoder)
 
-    def answer(self, features: torch.Tensor) -> list[Prediction]:
-        """One answer per row of ``features``; non-finite rows get an error instead."""
+    def answer(self, features: torch.Tensor | np.ndarray) -> list[Prediction]:
+        """One answer per row of ``features`` (a tensor, or a numpy array from a store); non-finite rows
+        get an error instead."""
         if not len(features):
             return []
-        finite = torch.isfinite(features).all(dim=1)
+        if isinstance(features, np.ndarray):
+            finite = np.isfinite(features).all(axis=1)
+            if not self.takes_arrays:
+                import torch
+
+                features, finite = torch.from_numpy(features), torch.from_numpy(finite)
+        else:
+            finite = features.isfinite().all(dim=1)
         if bool(finite.all()):
             answers = self._answer(features)
         else:

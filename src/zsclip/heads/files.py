@@ -9,21 +9,36 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..classifier import ZeroShotClassifier
-from ..classifier.zeroshot import TIP_ADAPTER_FORMAT, read_metadata
+from ..classifier import formats
+from ..classifier.zeroshot import ZeroShotClassifier, read_metadata
 from ..errors import ClassifierFileError
-from ..hierarchy import TreeClassifier
-from ..hierarchy.modes import _FILE_FORMAT as TREE_FORMAT
-from .multilabel import FILE_FORMAT as MULTILABEL_FORMAT
-from .multilabel import MultiLabelClassifier
 
-#: format name -> reader. A new kind of classifier file registers its reader here.
+if TYPE_CHECKING:
+    from ..hierarchy import TreeClassifier
+    from .multilabel import MultiLabelClassifier
+
+
+def _tree(path: Path) -> TreeClassifier:
+    from ..hierarchy import TreeClassifier
+
+    return TreeClassifier.load(path)
+
+
+def _multilabel(path: Path) -> MultiLabelClassifier:
+    from .multilabel import MultiLabelClassifier
+
+    return MultiLabelClassifier.load(path)
+
+
+#: format name -> reader, each importing its kind's module only when a file of that kind is read (a flat
+#: classifier needs no torch). A new kind of classifier file registers its reader here.
 FILE_FORMATS: dict[str, Callable[[Path], ZeroShotClassifier | TreeClassifier | MultiLabelClassifier]] = {
-    "zsclip-classifier/1": ZeroShotClassifier.load,
-    TIP_ADAPTER_FORMAT: ZeroShotClassifier.load,
-    TREE_FORMAT: TreeClassifier.load,
-    MULTILABEL_FORMAT: MultiLabelClassifier.load,
+    formats.FLAT: ZeroShotClassifier.load,
+    formats.TIP_ADAPTER: ZeroShotClassifier.load,
+    formats.TREE: _tree,
+    formats.MULTILABEL: _multilabel,
 }
 
 

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from ..classifier import ZeroShotClassifier
+import numpy as np
+
 from ..classifier.zeroshot import checked_scale
 from ..errors import InputError
 from .base import Head, Prediction
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..classifier import ZeroShotClassifier
 
 
 class FlatHead(Head):
     """``classifier.top_k`` per image: probabilities by softmax (sigmoid for sigmoid models)."""
 
     kind = "flat"
+    takes_arrays = True  # ZeroShotClassifier.top_k computes numpy features with numpy
 
     def __init__(self, classifier: ZeroShotClassifier, top_k: int = 5, scale: float | None = None) -> None:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -26,7 +33,7 @@ class FlatHead(Head):
     def classifier(self) -> ZeroShotClassifier:
         return self._classifier
 
-    def _answer(self, features: torch.Tensor) -> list[Prediction]:
+    def _answer(self, features: torch.Tensor | np.ndarray) -> list[Prediction]:
         scores, indices = self._classifier.top_k(features, self.top_k, self.scale)
         names = self._classifier.classnames
         return [Prediction("", [names[i] for i in picked], values)

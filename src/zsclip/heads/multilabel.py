@@ -31,12 +31,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..classifier import ZeroShotClassifier
+from ..classifier import ZeroShotClassifier, formats
 from ..classifier.zeroshot import checked_scale
 from ..errors import ClassifierFileError, InputError, ZsclipWarning
 from .base import Head, Prediction
 
-FILE_FORMAT = "zsclip-multilabel/1"
+FILE_FORMAT = formats.MULTILABEL
 SCORES = ("negative", "standardised", "sigmoid", "softmax")
 #: Per-label negative prompts (each class name is put in every one, ensembled as the label prompts are).
 NEGATIVE_TEMPLATES = ("a photo without a {}.", "a photo with no {}.", "there is no {} in this photo.")

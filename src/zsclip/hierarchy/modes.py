@@ -35,6 +35,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..classifier import formats
 from ..classifier.zeroshot import ZeroShotClassifier
 from ..encoders.base import Encoder
 from ..errors import ClassifierFileError, InputError
@@ -44,7 +45,7 @@ from .names import MODES
 from .tree import LabelTree, from_data
 
 MAX_BEAM = 1_000
-_FILE_FORMAT = "zsclip-tree-classifier/1"
+_FILE_FORMAT = formats.TREE
 
 
 @dataclass

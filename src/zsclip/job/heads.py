@@ -13,17 +13,19 @@ import os
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from ..classifier import ZeroShotClassifier
-from ..encoders.base import Encoder
+from .._lazy import is_loaded_instance
+from ..classifier import ZeroShotClassifier, formats
 from ..errors import InputError, ZsclipWarning
 from ..heads import Head, load_head_file
-from ..hierarchy import MODES, SCORES, LabelTree, Rejector, TreeClassifier, read_tree
-from ..hierarchy.openset import DEFAULT_REJECT_LABEL
+from ..hierarchy.names import DEFAULT_REJECT_LABEL, MODES, SCORES
 from ..options import RunOptions
 from ..prompts import resolve_classes, resolve_templates
+
+if TYPE_CHECKING:
+    from ..encoders.base import Encoder
+    from ..hierarchy import Rejector
 
 DEFAULT_TOP_K = 5
 DEFAULT_TPR = 0.95
@@ -138,19 +140,17 @@ class HeadOptions:
         return bool(self.multi_label) or self._is_multilabel_file()
 
     def _is_multilabel_file(self) -> bool:
-        from ..heads.multilabel import FILE_FORMAT, MultiLabelClassifier
-
-        if isinstance(self.classifier, MultiLabelClassifier):
+        if is_loaded_instance(self.classifier, "zsclip.heads.multilabel", "MultiLabelClassifier"):
             return True
         if isinstance(self.classifier, (str, os.PathLike)):
             from ..heads.files import file_format
 
-            return file_format(self.classifier) == FILE_FORMAT
+            return file_format(self.classifier) == formats.MULTILABEL
         return False
 
     def is_tree(self) -> bool:
         """Whether the head is a label tree (given as a tree, or as a tree classifier file)."""
-        return self.labels_tree is not None or isinstance(self.classifier, TreeClassifier) or (
+        return self.labels_tree is not None or _is_tree_classifier(self.classifier) or (
             isinstance(self.classifier, (str, os.PathLike)) and _is_tree_file(self.classifier))
 
     @property
@@ -165,7 +165,7 @@ class HeadOptions:
         if self.classifier is None:
             return None, None
         loaded = self._loaded()
-        clf = loaded.node_classifier if isinstance(loaded, TreeClassifier) else getattr(loaded, "positive", loaded)
+        clf = loaded.node_classifier if _is_tree_classifier(loaded) else getattr(loaded, "positive", loaded)
         return clf.provenance.get("model"), clf.provenance.get("pretrained")
 
     def _loaded(self):
@@ -188,9 +188,12 @@ def cached_classifier(options: HeadOptions, fingerprint: str | None, run: RunOpt
 
 def _is_tree_file(path) -> bool:
     from ..heads.files import file_format
-    from ..hierarchy.modes import _FILE_FORMAT as TREE_FORMAT
 
-    return file_format(path) == TREE_FORMAT
+    return file_format(path) == formats.TREE
+
+
+def _is_tree_classifier(value: object) -> bool:
+    return is_loaded_instance(value, "zsclip.hierarchy.modes", "TreeClassifier")
 
 
 #: How a head gets its calibration images: (source, None) -> feature batches (a rejector's images), or
@@ -200,11 +203,11 @@ Calibration = Callable[[object, object], Iterable]
 
 def build_head(options: HeadOptions, encoder: Encoder | None, run: RunOptions, *, cache: bool = True,
                cache_dir: str | os.PathLike | None = None, calibration: Calibration | None = None,
-               feature_dtype: torch.dtype | None = None) -> Head:
+               feature_dtype: str | None = None) -> Head:
     """The head ``options`` ask for. ``encoder`` may be None only for a classifier file (stored
     features need no model). ``calibration(source)`` yields feature batches of the calibration
-    images; they are rounded to ``feature_dtype`` (the features the head will judge, e.g. a
-    float16 store) so the threshold is chosen on the same precision it is applied to."""
+    images; they are rounded to ``feature_dtype`` ("float16" / "float32": the features the head will
+    judge, e.g. a float16 store) so the threshold is chosen on the same precision it is applied to."""
     options.check()
     build = {"precision": run.precision, "cache": cache, "cache_dir": cache_dir}
     if options.is_multi_label():
@@ -212,12 +215,14 @@ def build_head(options: HeadOptions, encoder: Encoder | None, run: RunOptions, *
     if options.classifier is not None:
         loaded = options._loaded()
         if encoder is not None:
-            (loaded.node_classifier if isinstance(loaded, TreeClassifier) else loaded).check_encoder(encoder)
+            (loaded.node_classifier if _is_tree_classifier(loaded) else loaded).check_encoder(encoder)
             if isinstance(loaded, ZeroShotClassifier):
                 loaded.encoder = encoder
-        tree_classifier = loaded if isinstance(loaded, TreeClassifier) else None
+        tree_classifier = loaded if _is_tree_classifier(loaded) else None
         flat = None if tree_classifier is not None else loaded
     elif options.labels_tree is not None:
+        from ..hierarchy import LabelTree, TreeClassifier, read_tree
+
         tree = options.labels_tree if isinstance(options.labels_tree, LabelTree) else read_tree(options.labels_tree)
         tree_classifier = TreeClassifier.build(_need(encoder), tree, options.templates,
                                                descriptions=options.descriptions, **build)
@@ -238,7 +243,7 @@ def build_head(options: HeadOptions, encoder: Encoder | None, run: RunOptions, *
 
 
 def build_multilabel_head(options: HeadOptions, encoder: Encoder | None, build: dict,
-                          calibration: Calibration | None, feature_dtype: torch.dtype | None) -> Head:
+                          calibration: Calibration | None, feature_dtype: str | None) -> Head:
     """A ``MultiLabelHead``: from a multi-label file, a flat classifier file or labels; thresholds
     fixed (``threshold``, else the score's default) or calibrated on ``calibrate``."""
     from ..heads.multilabel import MultiLabelClassifier
@@ -251,6 +256,8 @@ def build_multilabel_head(options: HeadOptions, encoder: Encoder | None, build: 
         if isinstance(loaded, MultiLabelClassifier):
             multilabel = loaded
             if options.threshold is not None:
+                import torch
+
                 multilabel.thresholds = torch.full_like(multilabel.thresholds, float(options.threshold))
                 multilabel.calibration = {"thresholds": "fixed", "threshold": float(options.threshold)}
         else:
@@ -270,10 +277,7 @@ def build_multilabel_head(options: HeadOptions, encoder: Encoder | None, build: 
 
         def batches():
             for batch in calibration(options.calibrate, multilabel.classnames):
-                features = batch.features
-                if feature_dtype is not None:
-                    features = features.to(feature_dtype).float()
-                yield features, batch.good_label_sets()
+                yield rounded(batch.features, feature_dtype), batch.good_label_sets()
 
         multilabel.calibrate(batches(), target_precision=options.target_precision)
     return HEADS["multilabel"](multilabel, options.scale)
@@ -288,8 +292,12 @@ def _multi_score(options: HeadOptions, positive: ZeroShotClassifier) -> str | No
 
 
 def make_rejector(options: HeadOptions, head: Head, calibration: Calibration | None,
-                  feature_dtype: torch.dtype | None) -> Rejector | None:
+                  feature_dtype: str | None) -> Rejector | None:
     """The rejector the options ask for (fixed or calibrated), or None."""
+    if options.reject is None and options.reject_calibrate is None:
+        return None
+    from ..hierarchy import Rejector
+
     score = options.reject_score or "mcm"
     label = options.reject_label or DEFAULT_REJECT_LABEL
     if options.reject is not None:
@@ -303,7 +311,7 @@ def make_rejector(options: HeadOptions, head: Head, calibration: Calibration | N
 
     def batches():
         for features in calibration(options.reject_calibrate, None):
-            yield features.to(feature_dtype).float() if feature_dtype is not None else features
+            yield rounded(features, feature_dtype)
 
     rejector = Rejector.calibrate(head.classifier, batches(), tpr=tpr, score=score, label=label)
     if not rejector.calibration.get("num_images"):
@@ -330,6 +338,15 @@ def warn_threshold_out_of_range(threshold: float, score: str, labels: int) -> No
     warnings.warn(f"--threshold {threshold:g} gives {effect}: the {score} score of each of the {labels} labels lies "
                   "in [0, 1]; give a threshold inside it (e.g. 0.5), or calibrate one per label with --calibrate "
                   "FILE", ZsclipWarning, stacklevel=3)
+
+
+def rounded(features, dtype: str | None):
+    """``features`` rounded to ``dtype`` ("float16": a half-precision store's) and back to float32."""
+    if dtype is None:
+        return features
+    import torch
+
+    return features.to(getattr(torch, dtype)).float()
 
 
 def _need(encoder: Encoder | None) -> Encoder:

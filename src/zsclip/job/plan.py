@@ -13,13 +13,16 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from ..encoders.base import Encoder
 from ..errors import InputError
 from ..heads import Head
 from ..options import RunOptions
 from .heads import HeadOptions, build_head, cached_classifier
 from .sources import FeatureBatch, FeatureSource, StoreSource, is_store
+
+if TYPE_CHECKING:
+    from ..encoders.base import Encoder
 
 
 @dataclass

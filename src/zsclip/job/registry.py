@@ -7,7 +7,9 @@ A new source or head is one module plus one line here.
 
 from __future__ import annotations
 
-from ..heads import FlatHead, MultiLabelHead, RejectingHead, TreeHead
+from collections.abc import Iterator, Mapping
+
+from .. import heads
 from . import openers
 
 SOURCES = [
@@ -18,6 +20,24 @@ SOURCES = [
     ("images", openers.matches_images, openers.open_images),
 ]
 
-HEADS = {"flat": FlatHead, "tree": TreeHead, "reject": RejectingHead, "multilabel": MultiLabelHead}
+
+class _HeadKinds(Mapping):
+    """head kind -> class, each imported from ``zsclip.heads`` on first use: a job with a flat head never
+    loads the modules (and torch) of the others."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self._names = names
+
+    def __getitem__(self, kind: str) -> type[heads.Head]:
+        return getattr(heads, self._names[kind])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+HEADS = _HeadKinds({"flat": "FlatHead", "tree": "TreeHead", "reject": "RejectingHead", "multilabel": "MultiLabelHead"})
 
 __all__ = ["SOURCES", "HEADS"]

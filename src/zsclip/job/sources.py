@@ -13,33 +13,47 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 
 from ..data.collections import LabelledCollection
 from ..data.shards import is_shards
 from ..data.sources import Source
-from ..encoders.base import Encoder
 from ..errors import InputError
 from ..options import RunOptions
-from ..pipeline import feature_batches, labelled_feature_batches
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..encoders.base import Encoder
 
 
 @dataclass
 class FeatureBatch:
     """One batch of a source: ``ids`` and ``errors`` per input, ``features`` [n_ok, D] for the
-    inputs without an error (in order), ``targets`` per input for labelled sources (else None)."""
+    inputs without an error (in order), ``targets`` per input for labelled sources (else None).
+
+    ``values`` are the features as the source made them: a tensor from a model, a numpy array from a
+    store (heads that compute in numpy take it as is: no torch); ``features`` is always a tensor."""
 
     ids: list[str]
     errors: list[str | None]
-    features: torch.Tensor
+    values: torch.Tensor | np.ndarray
     targets: list[int] | None = None
     #: multi-label sources: the label indices of each input (``targets`` is then None)
     label_sets: list[tuple[int, ...]] | None = None
     #: per input, the (start, end) seconds of a video clip, None for a photo; None when no input is a video
     spans: list[tuple[float, float] | None] | None = None
+
+    @property
+    def features(self) -> torch.Tensor:
+        """The features as a tensor (a store's array is wrapped, not copied)."""
+        if isinstance(self.values, np.ndarray):
+            import torch
+
+            self.values = torch.from_numpy(self.values)
+        return self.values
 
     def good_label_sets(self) -> list[tuple[int, ...]]:
         """The label indices of each input that has features, in order."""
@@ -61,8 +75,8 @@ class FeatureSource(ABC):
     timed: ClassVar[bool] = False
     #: class names of a labelled source (targets index them), else None
     classnames: list[str] | None = None
-    #: the precision features are stored at (a float16 store), which calibration must match
-    feature_dtype: torch.dtype | None = None
+    #: the precision features are stored at ("float16": a half-precision store), which calibration must match
+    feature_dtype: str | None = None
     #: the model a source was made with, when it records one (a store)
     model: str | None = None
     pretrained: str | None = None
@@ -113,6 +127,8 @@ class ImageFiles(FeatureSource):
         return len(self.sources)
 
     def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
+        from ..pipeline import feature_batches
+
         for names, errors, features in feature_batches(self.sources, encoder, options):
             yield FeatureBatch(names, errors, features)
 
@@ -145,6 +161,8 @@ class LabelledData(FeatureSource):
         return FeatureBatch(list(names), list(errors), features, list(targets) if self.labelled else None)
 
     def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
+        from ..pipeline import labelled_feature_batches
+
         for names, errors, targets, features in labelled_feature_batches(self.collection, encoder, options):
             yield self._batch(names, errors, features, targets)
 
@@ -254,6 +272,8 @@ class PerVideo(FeatureSource):
 
 def pooled_videos(batches: Iterator[FeatureBatch]) -> Iterator[FeatureBatch]:
     """One row per video from consecutive clip rows of the same id (see ``PerVideo``)."""
+    import torch
+
     current: dict | None = None  # the video being pooled: id, target, spans, weighted sum, first error
 
     def finish(video: dict, out: dict) -> None:
@@ -301,6 +321,8 @@ def pooled_videos(batches: Iterator[FeatureBatch]) -> Iterator[FeatureBatch]:
 
 
 def _pooled_batch(out: dict, like: torch.Tensor, labelled: bool) -> FeatureBatch:
+    import torch
+
     width = out["features"][0].shape[-1] if out["features"] else (like.shape[1] if like.dim() == 2 else 0)
     features = torch.stack(out["features"]) if out["features"] else torch.empty(0, width)
     return FeatureBatch(out["ids"], out["errors"], features, out["targets"] if labelled else None, spans=out["spans"])
@@ -322,7 +344,7 @@ class StoreSource(FeatureSource):
         self.store = store
         self.batch_size = batch_size
         self.classnames = list(store.classnames) if store.classnames else None
-        self.feature_dtype = torch.float16 if store.dtype == "float16" else torch.float32
+        self.feature_dtype = "float16" if store.dtype == "float16" else "float32"
         self.model, self.pretrained = store.model, store.pretrained
         self.multi_label = bool(getattr(store, "multi_label", False)) and self.classnames is not None
         #: store class index -> index among ``classnames`` (None: the same), see ``with_classes``
@@ -351,7 +373,8 @@ class StoreSource(FeatureSource):
         copy._mapping = [lookup.get(name) for name in self.classnames]
         return copy
 
-    def _batch(self, paths, errors, features: torch.Tensor, labels, label_sets, spans=None) -> FeatureBatch:
+    def _batch(self, paths, errors, features: torch.Tensor | np.ndarray, labels, label_sets,
+               spans=None) -> FeatureBatch:
         if not self.multi_label:
             return FeatureBatch(list(paths), list(errors), features, list(labels) if self.labelled else None,
                                 spans=spans)
@@ -367,12 +390,12 @@ class StoreSource(FeatureSource):
                     errors[i] = f"label {unknown!r} is not one of the labels"
                 kept.append(errors[i] is None)
                 label_sets[i] = tuple(sorted(m for m in mapped if m is not None))
-            features = features[torch.tensor(kept, dtype=torch.bool)] if kept else features
+            features = features[np.array(kept, dtype=bool)] if kept else features
         return FeatureBatch(list(paths), errors, features, None, label_sets)
 
     def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
         for batch in self.store.batches(self.batch_size):
-            features = torch.from_numpy(np.ascontiguousarray(batch.embeddings, dtype=np.float32))
+            features = np.ascontiguousarray(batch.embeddings, dtype=np.float32)
             yield self._batch(batch.paths, batch.errors, features, batch.labels, batch.label_sets,
                               getattr(batch, "spans", None) if self.timed else None)
 

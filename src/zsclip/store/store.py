@@ -213,7 +213,7 @@ class EmbeddingStore:
 
     def check_classifier(self, classifier) -> None:
         """Refuse a classifier built for another model than the store's."""
-        width = int(classifier.weights.shape[0])
+        width = classifier.embed_dim
         if width != self.embed_dim:
             raise ClassifierFileError(f"classifier takes {width}-d features, but store {self.folder} holds "
                                       f"{self.embed_dim}-d embeddings of {self.model}: build the classifier with "

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from ..classifier.predict import TopK
 from ..data.sources import Source, expand_inputs
-from ..encoders.base import Encoder
 from ..heads.base import Prediction
 from ..job import HeadOptions, Job, open_source, plan
 from ..options import RunOptions
 from .models import Classes, Templates
+
+if TYPE_CHECKING:
+    from ..encoders.base import Encoder
 
 
 def classify(
@@ -101,7 +104,7 @@ def _is_single_store(inputs) -> bool:
 def answers(job: Job) -> Iterator[Prediction]:
     """Every input's answer, in order: the head's for inputs with features, an error row for the rest."""
     for batch in job.features():
-        answered = iter(job.head.answer(batch.features))
+        answered = iter(job.head.answer(batch.values))  # a store's numpy rows as they are (see Head.takes_arrays)
         spans = batch.spans or [None] * len(batch.ids)
         for name, error, span in zip(batch.ids, batch.errors, spans, strict=True):
             if error is not None:

@@ -8,13 +8,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..classifier import ZeroShotClassifier
-from ..encoders import Encoder
 from ..encoders.resolve import DEFAULT_MODEL, DEFAULT_PRETRAINED, default_weights, quiet_transformers, resolve_model
 from ..errors import InputError
 from ..options import RunOptions
 from ..prompts import Template, resolve_classes, resolve_templates
+
+if TYPE_CHECKING:
+    from ..encoders import Encoder
 
 Classes = str | Sequence[str | Sequence[str]]
 Templates = str | os.PathLike | Sequence[str | Template] | None
