@@ -132,6 +132,7 @@ def test_cross_validation_reads_only_the_shots_never_eval_data(world, monkeypatc
     assert len(set(seen)) == 2 * len(NAMES)  # only the 2 shots per class drawn
 
 
+@pytest.mark.slow
 def test_adapt_command_writes_classifier_and_wise_report(world, tmp_path):
     report = tmp_path / "report"
     result = CliRunner().invoke(adapt_command, [
@@ -150,6 +151,7 @@ def test_adapt_command_writes_classifier_and_wise_report(world, tmp_path):
     assert "alpha_sweep.png" in (report / "index.html").read_text()
 
 
+@pytest.mark.slow
 def test_bad_shot_images_are_reported_and_skipped(world, tmp_path):
     data = tmp_path / "shots"
     path = shapes.write_dataset(data, 2, seed=5, style="outline")
@@ -215,6 +217,7 @@ def test_eval_select_templates_writes_a_usable_template_file(world, tmp_path):
     assert len(zsclip.prompts.resolve_templates(out)) == 3
 
 
+@pytest.mark.slow
 def test_finetune_smoke_output_loads_through_local_dir(world, tmp_path):
     out = tmp_path / "tuned"
     result = CliRunner().invoke(adapt_command, [
@@ -230,6 +233,7 @@ def test_finetune_smoke_output_loads_through_local_dir(world, tmp_path):
     assert len(rows) == 4 and all(row and row.error is None for row in rows)
 
 
+@pytest.mark.slow
 def test_finetune_improves_on_the_style_and_its_alpha_endpoints_are_exact(world):
     from zsclip.adapt.finetune import FineTuneSettings, encode_pixels, finetune, load_pixels
 
@@ -259,6 +263,7 @@ def test_finetune_improves_on_the_style_and_its_alpha_endpoints_are_exact(world)
     assert accuracy_at(0.5) > base + 0.1  # the WiSE-FT mixture keeps a real part of the gain
 
 
+@pytest.mark.slow
 def test_finetune_a_vit_local_dir_model_round_trips(world, tiny_clip, tiny_clip_dir, tmp_path):
     """The ViT path (as ViT-B-32 would take on a GPU): a tiny open_clip ViT from a local-dir folder is
     fine-tuned, saved with the same architecture config, reloaded and used with its classifier."""

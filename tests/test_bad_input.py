@@ -125,6 +125,7 @@ def test_bad_device_and_precision(tiny_clip):
         ZeroShotClassifier.build(tiny_clip, ["dog", "cat"], "photo", precision="fp64")
 
 
+@pytest.mark.slow
 def test_unreachable_weights_give_one_line_naming_model_and_what_to_do(tmp_path):
     script = textwrap.dedent("""
         import zsclip

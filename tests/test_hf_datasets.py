@@ -83,7 +83,8 @@ def test_layouts_are_recognised(datasets):
     assert len(table.parts) == 4  # 10 rows in row groups of 3
 
 
-@pytest.mark.parametrize("name", ["hub", "disk", "imagefolder_csv", "imagefolder_jsonl"])
+@pytest.mark.parametrize("name", ["hub", *(pytest.param(name, marks=pytest.mark.slow)  # the same eval, other layouts
+                                   for name in ("disk", "imagefolder_csv", "imagefolder_jsonl"))])
 def test_eval_of_a_hf_dataset_equals_the_same_images_as_a_folder(datasets, demo, name, tmp_path):
     reference = zsclip.evaluate(datasets / "folder", demo, ["photo"], options=OPTIONS)
     result = zsclip.evaluate(datasets / name, demo, ["photo"], options=OPTIONS)

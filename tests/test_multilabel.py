@@ -106,6 +106,7 @@ def test_retrieval_eval_equals_clip_benchmark_zeroshot_retrieval(demo, scenes):
         assert record["metrics"][key] == pytest.approx(value, abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_retrieval_over_a_store_equals_over_images(demo, scenes, tmp_path):
     from zsclip.data.sources import expand_inputs
     from zsclip.store import EmbeddingStore, embed

@@ -183,6 +183,7 @@ def test_search_ranks_the_known_image_first(demo, photos, tmp_path):
     assert text.exit_code == 0 and text.stdout.count("green_star") >= 2
 
 
+@pytest.mark.slow
 def test_streaming_memory_does_not_grow_with_the_number_of_shards(demo, tmp_path):
     def build(shards: int) -> EmbeddingStore:
         store = EmbeddingStore.create_or_open(tmp_path / f"{shards}.zse", demo, precision="fp32", dtype="float32")
@@ -206,7 +207,8 @@ def test_streaming_memory_does_not_grow_with_the_number_of_shards(demo, tmp_path
     assert peaks[8] < 2.5 * peaks[2]  # 4x the shards: what grows is the view's one small entry per path
 
 
-@pytest.mark.parametrize("damage", ["not a store", "newer version", "empty", "truncated shard", "other model"])
+@pytest.mark.parametrize("damage", ["not a store", "newer version", "empty", "truncated shard",
+                                    pytest.param("other model", marks=pytest.mark.slow)])  # loads a second model
 def test_bad_stores_are_one_line(demo, photos, tmp_path, damage):
     folder = tmp_path / "s.zse"
     store = EmbeddingStore.create_or_open(folder, demo, precision="fp32")
@@ -264,6 +266,7 @@ def test_float16_storage_keeps_top1(demo, photos, tmp_path):
     assert answers["float16"] == answers["float32"]
 
 
+@pytest.mark.slow
 def test_a_store_at_a_pyarrow_filesystem_uri(demo, photos, tmp_path):
     """file:// goes through the same code as s3:// or gs:// (pyarrow.fs, no rename, no lock)."""
     uri = (tmp_path / "remote.zse").as_uri()

@@ -185,6 +185,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_writer_processes_both_commit_every_shard(demo, tmp_path):
     import time
 
@@ -325,6 +326,7 @@ def test_a_class_list_shorter_than_the_labels_makes_error_rows_and_eval_goes_on(
     assert out_of_range == {"0.png", "1.png", "zero.png", "big.png", "neg.png", "long.png"}  # red/*: label 1
 
 
+@pytest.mark.slow
 def test_no_nan_reaches_classify_search_or_eval_output(demo, tmp_path):
     folder, shard = _damaged_store(demo, tmp_path)
     output = tmp_path / "r.json"
@@ -441,6 +443,7 @@ def test_model_given_for_a_store_must_be_the_stores(demo, tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1 and "not ViT-B-32" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_transformers_store_keeps_its_prefix_and_loads_back(tmp_path, monkeypatch):
     from zsclip.testing.tiny_hf import save_tiny_clip
 
