@@ -4,7 +4,7 @@
 
 Every case is a fresh process (as a user starts it), timed from spawn to exit (or, for ``serve``, until
 ``/readyz`` answers 200), repeated ``--runs`` times; the table shows medians, the difference to bare Python
-and the ratio. Cases:
+and the ratio, and the CPU seconds each case used (what a shared machine's other jobs barely move). Cases:
 
 - ``zsclip --help``;
 - classify the 10 images of ``examples/`` with the demo model (classifier already cached);
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -33,6 +34,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 LABELS = "red circle,blue square,green star,yellow ring,purple cross,orange triangle,white ring,black star"
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes so far: unlike wall time, barely
+    moved by other jobs on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def timed(args: list[str], env: dict) -> float:
@@ -113,6 +121,30 @@ print(json.dumps([b - a for a, b in zip(t, t[1:])]))
     return list(zip(names, json.loads(done.stdout.strip().splitlines()[-1]), strict=True))
 
 
+def cached_store_pieces(env: dict, store: Path, out: Path) -> list[tuple[str, float]]:
+    """The pieces of ``classify STORE`` with cached labels, timed in one fresh process, in order."""
+    script = f"""
+import time, json, sys
+t = [time.perf_counter()]
+def mark(): t.append(time.perf_counter())
+from zsclip.cli import main; mark()
+import numpy, pyarrow, pyarrow.parquet; mark()
+try:
+    main(["classify", {str(store)!r}, "--labels", {LABELS!r}, "-o", {str(out)!r}], prog_name="zsclip")
+except SystemExit:
+    pass
+mark()
+print(json.dumps([[b - a for a, b in zip(t, t[1:])], "torch" in sys.modules]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    import json
+
+    seconds, torch_loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    names = ["import zsclip.cli", "import numpy, pyarrow (Parquet)",
+             f"classify: read the store, the cached classifier, answer, write CSV (torch imported: {torch_loaded})"]
+    return list(zip(names, seconds, strict=True))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per case (medians are shown)")
@@ -141,18 +173,27 @@ def main() -> None:
         "serve --model demo until /readyz": lambda: serve_ready(env),
     }
     results: dict[str, list[float]] = {name: [] for name in cases}
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.runs):  # interleaved, so a busy moment on the machine touches every case alike
         for name, case in cases.items():
+            before = children_cpu()
             results[name].append(case())
+            cpu[name].append(children_cpu() - before)
     bare = statistics.median(results["python -c pass (bare)"])
     print(f"\nTime to first answer (median of {args.runs} runs, fresh process each; bare python {bare:.3f} s)\n")
-    print(f"| {'case':42s} | median s | minus bare s | x bare |")
-    print(f"|{'-' * 44}|---------:|-------------:|-------:|")
+    bare_cpu = statistics.median(cpu["python -c pass (bare)"])
+    print(f"| {'case':42s} | median s | minus bare s | x bare | CPU s | CPU minus bare s |")
+    print(f"|{'-' * 44}|---------:|-------------:|-------:|------:|-----------------:|")
     for name, values in results.items():
         median = statistics.median(values)
-        print(f"| {name:42s} | {median:8.3f} | {median - bare:12.3f} | {median / bare:6.1f} |")
+        used = statistics.median(cpu[name])
+        print(f"| {name:42s} | {median:8.3f} | {median - bare:12.3f} | {median / bare:6.1f} | {used:5.2f} | "
+              f"{used - bare_cpu:16.2f} |")
     print("\nWhere the time goes (one fresh process, in order):\n")
     for name, seconds in where_the_time_goes(env):
+        print(f"  {name:45s} {seconds:7.3f} s")
+    print(f"\nThe {args.images}-image store with cached labels (one fresh process, in order):\n")
+    for name, seconds in cached_store_pieces(env, store, work / "pieces.csv"):
         print(f"  {name:45s} {seconds:7.3f} s")
 
 
