@@ -19,11 +19,12 @@ from zsclip.data.images import decode_bytes
 
 
 class ZsclipAPI(ls.LitAPI):
-    def __init__(self, model: str, classifier: str | None, templates: str, **kwargs) -> None:
+    def __init__(self, model: str, classifier: str | None, templates: str, threads: int, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.model, self.classifier_file, self.templates = model, classifier, templates
+        self.model, self.classifier_file, self.templates, self.threads = model, classifier, templates, threads
 
     def setup(self, device: str) -> None:
+        torch.set_num_threads(self.threads)
         self.encoder = zsclip.load_model(self.model, device="cpu")
         self.transform = self.encoder.image_transform()
         self.fixed = zsclip.ZeroShotClassifier.load(self.classifier_file, self.encoder) if self.classifier_file \
@@ -64,8 +65,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-timeout", type=float, default=0.01)
+    parser.add_argument("--threads", type=int, default=1, help="the forward pass's threads")
     args = parser.parse_args()
-    api = ZsclipAPI(args.model, args.classifier, args.templates, max_batch_size=args.max_batch_size,
+    api = ZsclipAPI(args.model, args.classifier, args.templates, args.threads, max_batch_size=args.max_batch_size,
                     batch_timeout=args.batch_timeout if args.max_batch_size > 1 else 0.0)
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=1, healthcheck_path="/health")
     server.run(host="127.0.0.1", port=args.port, log_level="warning", generate_client_file=False)

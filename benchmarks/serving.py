@@ -9,6 +9,7 @@ pages once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -68,10 +69,8 @@ def stop_server(process: subprocess.Popen, timeout_s: float = 60.0) -> None:
         pass
     # a peer's helper processes may outlive their parent: end what is left of the session
     for pid in _session_pids(process.pid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _session_pids(session: int) -> list[int]:

@@ -44,6 +44,7 @@ from .inputs import CLASSIFY_FIELDS, ClientError, parse_descriptions, parse_tree
 from .lean import LeanClassify
 from .metrics import ServeMetrics
 from .settings import ServeSettings
+from .traced import traced_encoder
 from .work import (
     ServerState,
     answer_images,
@@ -364,10 +365,12 @@ def _start(settings: ServeSettings, encoder: Encoder | None, metrics: ServeMetri
     # warm-up (the first pass is slow) on what the model's own preprocessing makes: its input size, whatever
     # the model reports (or fails to report) as encoder.image_size
     side = encoder.image_size or 224
-    encoder.encode_images(transform(Image.new("RGB", (side, side))).unsqueeze(0), settings.precision)
+    example = transform(Image.new("RGB", (side, side)))
+    model = traced_encoder(encoder, settings.precision, example)  # the image forward without the GIL, if equal
+    model.encode_images(example.unsqueeze(0), settings.precision)
 
     def forward(pixels: torch.Tensor) -> torch.Tensor:
-        return encoder.encode_images(pixels, settings.precision)
+        return model.encode_images(pixels, settings.precision)
 
     queue = BatchQueue(forward, max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms,
                        queue_limit=settings.queue_limit, on_batch=metrics.observe_batch,
