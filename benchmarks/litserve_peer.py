@@ -36,7 +36,12 @@ class ZsclipAPI(ls.LitAPI):
         pixels = self.transform(decode_bytes(data, self.encoder.image_size, 25_000_000))
         return pixels, request.get("labels"), int(request.get("top_k", 5))
 
-    def predict(self, items: list[tuple]) -> list[dict]:
+    def predict(self, items: list[tuple] | tuple) -> list[dict] | dict:
+        if self.max_batch_size == 1:  # LitServe without batching hands one item over, and takes one answer back
+            return self._predict([items])[0]
+        return self._predict(items)
+
+    def _predict(self, items: list[tuple]) -> list[dict]:
         features = self.encoder.encode_images(torch.stack([pixels for pixels, _, _ in items]), "fp32")
         answers = []
         for row, (_, labels, top_k) in zip(features, items, strict=True):

@@ -12,10 +12,11 @@ caches it), ``vit`` (ViT-B-32 with seeded random weights saved once, a classifie
 HTTP process hands requests to an inference process that decodes and runs batches (max batch 32,
 10 ms window). Both forward passes get the same threads (all cores but one).
 
-Each round starts zsclip, then the peer (A B A B ...), each on 127.0.0.1, with the same client
-(benchmarks/serving.py): first every image once (the answers, compared: the same labels and scores
-within 1e-5 on every image), then one client (p50 latency), then 16 clients (requests/s, p95); memory
-is the PSS of all the server's processes after the load. Printed: medians with ranges, and the ratio.
+Each round starts zsclip, then the peer (A B A B ...; --unbatched-peer adds LitServe without
+batching), each on 127.0.0.1, with the same client (benchmarks/serving.py): first every image once
+(the answers, compared: the same labels and scores within 1e-5 on every image), then one client
+(p50 latency), then 16 clients (requests/s, p95); memory is the PSS of all the server's processes
+after the load. Printed: medians with ranges, and the ratios.
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ def zsclip_server(job: Job, port: int, threads: int) -> tuple[list[str], str, st
     return args, f"{base}/readyz", f"{base}/v1/classify", fields
 
 
-def peer_server(job: Job, port: int, threads: int) -> tuple[list[str], str, str, dict]:
+def peer_server(job: Job, port: int, threads: int, batch: int = 32) -> tuple[list[str], str, str, dict]:
     args = [sys.executable, str(PEER), "--model", job.model, "--port", str(port), "--templates", TEMPLATES,
-            "--threads", str(threads), "--max-batch-size", "32", "--batch-timeout", "0.01"]
+            "--threads", str(threads), "--max-batch-size", str(batch), "--batch-timeout", "0.01"]
     fields = {"top_k": TOP_K}
     if job.classifier:
         args += ["--classifier", job.classifier]
@@ -159,6 +160,14 @@ def span(values: list[float], digits: int = 1) -> str:
     return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
+def unbatched_peer_server(job: Job, port: int, threads: int) -> tuple[list[str], str, str, dict]:
+    return peer_server(job, port, threads, batch=1)
+
+
+SERVERS = {"zsclip": ("zsclip serve", zsclip_server), "peer": ("LitServe (batch 32/10ms)", peer_server),
+           "peer-1": ("LitServe (no batching)", unbatched_peer_server)}
+
+
 def report(job: Job, figures: dict[str, Figures], clients: int, worst: float) -> None:
     ours, theirs = figures["zsclip"], figures["peer"]
     print(f"\n== job {job.name}: model {job.name if job.name == 'vit' else 'demo'}, "
@@ -166,12 +175,15 @@ def report(job: Job, figures: dict[str, Figures], clients: int, worst: float) ->
           f"(largest score difference {worst:.1e})")
     loaded = f"p95 @{clients} (ms)"
     print(f"{'server':<26} {'requests/s @' + str(clients):>24} {'p50 @1 (ms)':>18} {loaded:>20} {'PSS (GB)':>16}")
-    for name, f in (("zsclip serve", ours), ("LitServe (batch 32/10ms)", theirs)):
+    for key, f in figures.items():
+        name = SERVERS[key][0]
         print(f"{name:<26} {span(f.rates):>24} {span(f.p50_single):>18} {span(f.p95_loaded, 0):>20} "
               f"{span(f.pss, 2):>16}")
+    best_p50 = min(statistics.median(f.p50_single) for key, f in figures.items() if key != "zsclip")
     rate = statistics.median(ours.rates) / statistics.median(theirs.rates)
-    print(f"ratio zsclip/peer: requests/s {rate:.2f}x, p50 @1 "
-          f"{statistics.median(ours.p50_single) / statistics.median(theirs.p50_single):.2f}x, "
+    print(f"ratio zsclip/peer (batch 32): requests/s {rate:.2f}x, p50 @1 "
+          f"{statistics.median(ours.p50_single) / statistics.median(theirs.p50_single):.2f}x (vs the peer's best p50: "
+          f"{statistics.median(ours.p50_single) / best_p50:.2f}x), "
           f"memory {statistics.median(ours.pss) / statistics.median(theirs.pss):.2f}x  (load average {load_average()})")
 
 
@@ -183,6 +195,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 1) - 1),
                         help="forward threads of both servers (default: all cores but one)")
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    parser.add_argument("--unbatched-peer", action="store_true",
+                        help="also run LitServe without batching (its best single-client latency)")
     args = parser.parse_args()
     names = [name.strip() for name in args.jobs.split(",") if name.strip()]
     unknown = sorted(set(names) - set(JOBS))
@@ -193,23 +207,25 @@ def main() -> None:
         import litserve  # noqa: F401
     except ImportError:
         raise SystemExit('the peer needs LitServe: pip install litserve (or pip install -e ".[bench]")') from None
+    servers = ["zsclip", "peer"] + (["peer-1"] if args.unbatched_peer else [])
     images = example_images()
     print(f"{len(images)} PNGs, top-{TOP_K} of 48 classes, {args.clients} clients, {args.rounds} rounds, "
           f"{os.cpu_count()} cores, {args.threads} forward thread(s), load average {load_average()}")
     with tempfile.TemporaryDirectory() as folder:
         for job in prepare(names, Path(folder), args.quick):
-            figures = {"zsclip": Figures(), "peer": Figures()}
+            figures = {key: Figures() for key in servers}
             worst = 0.0
             for round_number in range(args.rounds):
                 answers = {}
-                for name, server in (("zsclip", zsclip_server), ("peer", peer_server)):
+                for name in servers:
+                    server = SERVERS[name][1]
                     single, loaded, pss, answers[name] = run_one(server, job, args.threads, args.clients, images)
                     figures[name].add(single, loaded, pss)
                     print(f"  {job.name} round {round_number + 1} {name:<6} {loaded.rate:7.1f} requests/s  "
                           f"p50@1 {single.percentile_ms(50):6.1f} ms  p95@{args.clients} "
                           f"{loaded.percentile_ms(95):6.0f} ms  PSS {pss / 1e9:.2f} GB  (load {load_average()})",
                           flush=True)
-                worst = max(worst, compare(answers["zsclip"], answers["peer"]))
+                worst = max(worst, *(compare(answers["zsclip"], answers[key]) for key in servers if key != "zsclip"))
             report(job, figures, args.clients, worst)
 
 
