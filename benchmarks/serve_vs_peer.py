@@ -15,8 +15,9 @@ HTTP process hands requests to an inference process that decodes and runs batche
 Each round starts zsclip, then the peer (A B A B ...; --unbatched-peer adds LitServe without
 batching), each on 127.0.0.1, with the same client (benchmarks/serving.py): first every image once
 (the answers, compared: the same labels and scores within 1e-5 on every image), then one client
-(p50 latency), then 16 clients (requests/s, p95); memory is the PSS of all the server's processes
-after the load. Printed: medians with ranges, and the ratios.
+(p50 latency), then 16 clients (requests/s, p95, and the CPU time all the server's processes used
+per request: on a shared machine the least disturbed figure); memory is the PSS of all the server's
+processes after the load. Printed: medians with ranges, and the ratios.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 from serving import (
     EXAMPLES,
     Load,
+    cpu_seconds,
     example_images,
     free_port,
     load,
@@ -66,8 +68,10 @@ class Figures:
     p50_single: list[float] = field(default_factory=list)
     p95_loaded: list[float] = field(default_factory=list)
     pss: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)  # the server's CPU time per request at 16 clients
 
-    def add(self, single: Load, loaded: Load, pss: int) -> None:
+    def add(self, single: Load, loaded: Load, pss: int, cpu_ms: float) -> None:
+        self.cpu_ms.append(cpu_ms)
         self.rates.append(loaded.rate)
         self.p50_single.append(single.percentile_ms(50))
         self.p95_loaded.append(loaded.percentile_ms(95))
@@ -129,7 +133,7 @@ def predictions(answer: dict) -> list[tuple[str, float]]:
     return [(p["label"], p["score"]) for p in answer["results"][0]["predictions"]]
 
 
-def run_one(server, job: Job, threads: int, clients: int, images) -> tuple[Load, Load, int, list]:
+def run_one(server, job: Job, threads: int, clients: int, images) -> tuple[Load, Load, int, float, list]:
     args, ready, url, fields = server(job, free_port(), threads)
     process = start_server(args, ready, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
@@ -138,8 +142,10 @@ def run_one(server, job: Job, threads: int, clients: int, images) -> tuple[Load,
 
         answers = [predictions(a) for a in post_answers(url, images, request)]
         single = load(url, images, request, 1, job.requests_1)
+        used = cpu_seconds(process)
         loaded = load(url, images, request, clients, job.requests_16)
-        return single, loaded, pss_bytes(process), answers
+        cpu_ms = (cpu_seconds(process) - used) / len(loaded.latencies) * 1000
+        return single, loaded, pss_bytes(process), cpu_ms, answers
     finally:
         stop_server(process)
 
@@ -174,16 +180,18 @@ def report(job: Job, figures: dict[str, Figures], clients: int, worst: float) ->
           f"{'classifier file' if job.classifier else 'labels per request'}; answers equal on every image "
           f"(largest score difference {worst:.1e})")
     loaded = f"p95 @{clients} (ms)"
-    print(f"{'server':<26} {'requests/s @' + str(clients):>24} {'p50 @1 (ms)':>18} {loaded:>20} {'PSS (GB)':>16}")
+    print(f"{'server':<26} {'requests/s @' + str(clients):>24} {'p50 @1 (ms)':>18} {loaded:>20} "
+          f"{'CPU ms/request':>18} {'PSS (GB)':>16}")
     for key, f in figures.items():
         name = SERVERS[key][0]
         print(f"{name:<26} {span(f.rates):>24} {span(f.p50_single):>18} {span(f.p95_loaded, 0):>20} "
-              f"{span(f.pss, 2):>16}")
+              f"{span(f.cpu_ms):>18} {span(f.pss, 2):>16}")
     best_p50 = min(statistics.median(f.p50_single) for key, f in figures.items() if key != "zsclip")
     rate = statistics.median(ours.rates) / statistics.median(theirs.rates)
     print(f"ratio zsclip/peer (batch 32): requests/s {rate:.2f}x, p50 @1 "
           f"{statistics.median(ours.p50_single) / statistics.median(theirs.p50_single):.2f}x (vs the peer's best p50: "
           f"{statistics.median(ours.p50_single) / best_p50:.2f}x), "
+          f"server CPU per request {statistics.median(ours.cpu_ms) / statistics.median(theirs.cpu_ms):.2f}x, "
           f"memory {statistics.median(ours.pss) / statistics.median(theirs.pss):.2f}x  (load average {load_average()})")
 
 
@@ -219,11 +227,13 @@ def main() -> None:
                 answers = {}
                 for name in servers:
                     server = SERVERS[name][1]
-                    single, loaded, pss, answers[name] = run_one(server, job, args.threads, args.clients, images)
-                    figures[name].add(single, loaded, pss)
+                    single, loaded, pss, cpu_ms, answers[name] = run_one(server, job, args.threads, args.clients,
+                                                                         images)
+                    figures[name].add(single, loaded, pss, cpu_ms)
                     print(f"  {job.name} round {round_number + 1} {name:<6} {loaded.rate:7.1f} requests/s  "
                           f"p50@1 {single.percentile_ms(50):6.1f} ms  p95@{args.clients} "
-                          f"{loaded.percentile_ms(95):6.0f} ms  PSS {pss / 1e9:.2f} GB  (load {load_average()})",
+                          f"{loaded.percentile_ms(95):6.0f} ms  CPU {cpu_ms:5.1f} ms/request  PSS {pss / 1e9:.2f} GB  "
+                          f"(load {load_average()})",
                           flush=True)
                 worst = max(worst, *(compare(answers["zsclip"], answers[key]) for key in servers if key != "zsclip"))
             report(job, figures, args.clients, worst)

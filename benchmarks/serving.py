@@ -98,6 +98,18 @@ def pss_bytes(process: subprocess.Popen) -> int:
     return total
 
 
+def cpu_seconds(process: subprocess.Popen) -> float:
+    """CPU time (user + system) used so far by every process of the server's session."""
+    total = 0
+    for pid in _session_pids(process.pid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 #: one request's multipart parts, given the image (name, bytes): (files, form data)
 Request = Callable[[str, bytes], tuple[list, dict]]
 
@@ -150,5 +162,5 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-__all__ = ["example_images", "free_port", "start_server", "stop_server", "pss_bytes", "post_answers", "load", "Load",
-           "load_average", "EXAMPLES"]
+__all__ = ["example_images", "free_port", "start_server", "stop_server", "pss_bytes", "cpu_seconds", "post_answers",
+           "load", "Load", "load_average", "EXAMPLES"]
