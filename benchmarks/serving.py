@@ -85,29 +85,28 @@ def _session_pids(session: int) -> list[int]:
     return pids
 
 
+def _session_files(process: subprocess.Popen, name: str) -> list[str]:
+    """The text of /proc/<pid>/<name> for every process of the server's session still there."""
+    texts = []
+    for pid in _session_pids(process.pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError):
+            texts.append(Path(f"/proc/{pid}/{name}").read_text())
+    return texts
+
+
 def pss_bytes(process: subprocess.Popen) -> int:
     """PSS summed over every process of the server's session (the server and the workers it started)."""
-    total = 0
-    for pid in _session_pids(process.pid):
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    return total
+    return sum(int(line.split()[1]) * 1024 for text in _session_files(process, "smaps_rollup")
+               for line in text.splitlines() if line.startswith("Pss:"))
 
 
 def cpu_seconds(process: subprocess.Popen) -> float:
     """CPU time (user + system) used so far by every process of the server's session."""
-    total = 0
-    for pid in _session_pids(process.pid):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-    return total / os.sysconf("SC_CLK_TCK")
+    ticks = 0
+    for text in _session_files(process, "stat"):
+        fields = text.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 #: one request's multipart parts, given the image (name, bytes): (files, form data)
