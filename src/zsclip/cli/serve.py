@@ -51,7 +51,7 @@ queue (batches form per device), on its own port, behind one load balancer:
   CUDA_VISIBLE_DEVICES=0 zsclip serve --model ViT-B-32 --device cuda --port 8001 &
   CUDA_VISIBLE_DEVICES=1 zsclip serve --model ViT-B-32 --device cuda --port 8002 &
   # nginx: upstream zsclip { least_conn; server 127.0.0.1:8001; server 127.0.0.1:8002; }
-  # CPU only: start N processes the same way with --device cpu and OMP_NUM_THREADS=cores/N.
+  # CPU only: start N processes the same way with --device cpu and --threads cores/N.
   # Prometheus scrapes each port's /metrics; readiness per process at /readyz.
 
 \b
@@ -109,7 +109,8 @@ def missing_serve_modules() -> list[str]:
 @click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(1),
               help="Images per forward pass at most; 1 turns dynamic batching off.")
 @click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0),
-              help="How long the first waiting image waits for others to join its batch.")
+              help="How long a waiting image waits for images already on their way (requests being received "
+                   "or decoded) to join its batch; with none on the way it runs at once.")
 @click.option("--queue-limit", default=256, show_default=True, type=click.IntRange(1),
               help="Images waiting for the model at most; beyond it requests get 429 (with Retry-After).")
 @click.option("--decode-workers", default=min(4, os.cpu_count() or 1), show_default=True, type=click.IntRange(1),

@@ -140,6 +140,11 @@ class BatchQueue:
             with self._condition:
                 self._fulfil(announcement)
 
+    def withdraw(self, announcement: Announcement) -> None:
+        """The announced images will not come through ``submit`` with this announcement: stop waiting for them."""
+        with self._condition:
+            self._fulfil(announcement)
+
     def _fulfil(self, announcement: Announcement | None) -> None:
         """Under the condition: the announced images arrived (or never will): stop waiting for them."""
         if announcement is not None and not announcement.fulfilled:

@@ -147,9 +147,8 @@ class LeanClassify:
                       announced: Announcement) -> None:
         try:
             body = await _read_body(receive)
-        except BodyTooLarge as error:
-            for message in json_error(413, error.detail, {"connection": "close"}):
-                await send(message)
+        except BodyTooLarge as error:  # the rest of the body stays unread: the connection cannot be reused
+            await self._send(scope, send, *json_error(413, error.detail, {"connection": "close"}))
             return
         if body is None:  # the client went away
             return
@@ -167,6 +166,7 @@ class LeanClassify:
                 await self._send(scope, send, *json_error(status, text, {"retry-after": "1"}))
                 return
         if form is None:
+            current.queue.withdraw(announced)  # the route announces (and submits) this request itself
             await self.app(scope, _replay(body, receive), send)
             return
         payload = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
