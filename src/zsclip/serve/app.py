@@ -13,10 +13,8 @@ it never opens a path or fetches a URL that a request names.
 import asyncio
 import contextlib
 import hmac
-import io
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -34,25 +32,32 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..data.images import decode_bytes
-from ..data.video import Sampling, is_video_name, looks_like_video, read_clips
 from ..encoders.base import Encoder
-from ..errors import ImageReadError, ZsclipError
-from ..heads import Head
-from ..job.heads import HeadOptions, build_head
+from ..job.heads import HeadOptions
 from ..options import RunOptions
 from ..prompts import TEMPLATE_SETS
 from .batching import BatchQueue, QueueClosed, QueueFull
-from .classifiers import ClassifierRegistry, Entry
+from .classifiers import ClassifierRegistry
 from .forms import StrictFormRoute
 from .guard import RequestGuard
-from .inputs import CLASSIFY_FIELDS, ClientError, parse_descriptions, parse_labels, parse_templates, parse_tree
+from .inputs import CLASSIFY_FIELDS, ClientError, parse_descriptions, parse_tree
+from .lean import LeanClassify
 from .metrics import ServeMetrics
 from .settings import ServeSettings
+from .traced import traced_encoder
+from .work import (
+    ServerState,
+    answer_images,
+    decode_upload,
+    frames_of,
+    make_head,
+    pooled,
+    resolve_classifier,
+    shown_name,
+)
 
 log = logging.getLogger("zsclip.serve")
 STATIC_DIR = Path(str(resources.files("zsclip.serve") / "static"))
-MAX_FILENAME_CHARS = 200
 
 
 # --- response models (they are the OpenAPI schema at /docs) ----------------------------------------
@@ -116,21 +121,6 @@ ERRORS = {status: {"model": ErrorBody, "description": text} for status, text in 
     503: "Timed out, shutting down, or not ready"}.items()}
 
 
-# --- state -----------------------------------------------------------------------------------------
-@dataclass
-class ServerState:
-    """What the routes share; created at startup, torn down at shutdown."""
-
-    settings: ServeSettings
-    encoder: Encoder
-    queue: BatchQueue
-    registry: ClassifierRegistry
-    decoder: ThreadPoolExecutor
-    transform: object
-    store: object = None
-    shutting_down: bool = False
-
-
 def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = None) -> FastAPI:
     """The service as an ASGI app. ``encoder``: an already-loaded model (else loaded at startup from
     ``settings.model``); classifier files in ``settings`` are loaded at startup (errors stop it)."""
@@ -171,7 +161,7 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
             raise ClientError(401, "missing or wrong API key: send it in the X-API-Key header "
                                    "(or Authorization: Bearer KEY)")
 
-    def state(request: Request) -> ServerState:
+    async def state(request: Request) -> ServerState:  # async: FastAPI would run a plain def on a thread
         current: ServerState | None = getattr(request.app.state, "zsclip", None)
         if current is None or current.shutting_down:
             raise ClientError(503, "the server is starting or shutting down: retry shortly")
@@ -267,46 +257,23 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
                               reject_calibrate=calibration or None, tpr=tpr, reject_score=reject_score,
                               reject_label=reject_label, top_k=top_k, scale=scale, multi_label=multi_label or None,
                               multi_score=multi_score, threshold=threshold)
-        entry_task = asyncio.ensure_future(_resolve_classifier(current, labels, classifier, templates, tree,
-                                                               described))
-        try:
-            decoded = await asyncio.gather(*(_decode_upload(current, upload, frames or limits.video_frames)
-                                             for upload in images))
-            known = await asyncio.gather(*(_decode_upload(current, upload) for upload in calibration))
-            entry = await entry_task
-        finally:
-            if not entry_task.done():
-                entry_task.cancel()
-        head = await _head(current, entry, options, known)
-        ok = [i for i, item in enumerate(decoded) if not isinstance(item, str)]
-        metrics.images.labels("ok").inc(len(ok))
-        metrics.images.labels("error").inc(len(decoded) - len(ok))
-        names = [(upload.filename or "")[:MAX_FILENAME_CHARS] or None for upload in images]
-        if not ok:
-            details = [{"index": i, "filename": names[i], "error": decoded[i]} for i in range(len(decoded))]
-            message = "no image could be decoded: " + "; ".join(
-                f"{d['filename'] or '#' + str(d['index'])}: {d['error']}" for d in details[:3])
-            raise ClientError(400, message, details)
-        pixels = torch.cat([_frames_of(decoded[i]) for i in ok])
-        if len(pixels) > current.settings.queue_limit:
-            raise ClientError(413, f"{len(pixels)} images and video frames in one request, over the limit of "
-                                   f"{current.settings.queue_limit}: send fewer videos or fewer frames")
-        features = await current.queue.submit(pixels)
-        answers = iter(head.answer(_pooled(features, [decoded[i] for i in ok])))
-        results = []
-        for i, item in enumerate(decoded):
-            if isinstance(item, str):
-                results.append(ImageResult(index=i, filename=names[i], error=item))
-                continue
-            answer = next(answers)
-            span = (0.0, item.duration) if isinstance(item, UploadedVideo) else (None, None)
-            results.append(ImageResult(
-                index=i, filename=names[i], error=answer.error, record=answer.record, start=span[0], end=span[1],
-                predictions=None if answer.error else [Prediction(label=label, score=float(score)) for label, score
-                                                       in zip(answer.labels, answer.scores, strict=True)]))
-        return ClassifyResponse(model=current.encoder.name, classifier=entry.id,
-                                scoring="sigmoid" if entry.flat.is_sigmoid else "softmax", head=head.describe(),
-                                results=results)
+        with current.queue.expecting() as announced:  # the batch forming now may wait for these images
+            entry_task = asyncio.ensure_future(resolve_classifier(current, labels, classifier, templates, tree,
+                                                                  described))
+            try:
+                sent = [(upload.filename, await upload.read()) for upload in images]
+                decoded = await asyncio.gather(*(decode_upload(current, name, data, frames or limits.video_frames)
+                                                 for name, data in sent))
+                shown = [(upload.filename, await upload.read()) for upload in calibration]
+                known = await asyncio.gather(*(decode_upload(current, name, data) for name, data in shown))
+                entry = await entry_task
+            finally:
+                if not entry_task.done():
+                    entry_task.cancel()
+            head = await make_head(current, entry, options, known)
+            content = await answer_images(current, metrics, entry, head,
+                                          [shown_name(upload.filename) for upload in images], decoded, announced)
+        return ClassifyResponse(**content)
 
     @app.post("/v1/search", tags=["api"], response_model=SearchResponse, dependencies=[Auth], responses=ERRORS,
               summary="The server's store's images nearest to a text or an image (zsclip serve --store)")
@@ -326,10 +293,10 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
         if top_k > limits.max_top_k:
             raise ClientError(422, f"top_k {top_k} is over the limit of {limits.max_top_k}")
         if image is not None:
-            pixels = await _decode_upload(current, image, limits.video_frames)
+            pixels = await decode_upload(current, image.filename, await image.read(), limits.video_frames)
             if isinstance(pixels, str):
                 raise ClientError(400, f"the image cannot be decoded: {pixels}")
-            query = _pooled(await current.queue.submit(_frames_of(pixels)), [pixels])[0]
+            query = pooled(await current.queue.submit(frames_of(pixels)), [pixels])[0]
         else:
             if len(text) > limits.max_label_chars:
                 raise ClientError(422, f"the text is over {limits.max_label_chars} characters")
@@ -348,7 +315,7 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
         templates: Annotated[list[str] | None, Form(
             description=f"a set ({', '.join(TEMPLATE_SETS)}) or templates with one {{}}, one per line")] = None,
     ) -> ClassifierInfo:
-        entry = await _resolve_classifier(current, labels, None, templates)
+        entry = await resolve_classifier(current, labels, None, templates)
         return ClassifierInfo(**entry.describe())
 
     @app.get("/v1/classifiers", tags=["api"], dependencies=[Auth], summary="Classifiers this server holds",
@@ -372,6 +339,8 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_docs(app)
 
+    # common classify requests skip the framework's per-request work (lean.py); the guard below wraps them too
+    app.add_middleware(LeanClassify, server=app, metrics=metrics)
     # the key is checked here, from the headers, before any body is read (require_key documents it in /docs)
     app.add_middleware(RequestGuard, max_body_bytes=limits.max_request_bytes, timeout_s=limits.request_timeout_s,
                        metrics=metrics, api_key=settings.api_key)
@@ -396,10 +365,12 @@ def _start(settings: ServeSettings, encoder: Encoder | None, metrics: ServeMetri
     # warm-up (the first pass is slow) on what the model's own preprocessing makes: its input size, whatever
     # the model reports (or fails to report) as encoder.image_size
     side = encoder.image_size or 224
-    encoder.encode_images(transform(Image.new("RGB", (side, side))).unsqueeze(0), settings.precision)
+    example = transform(Image.new("RGB", (side, side)))
+    model = traced_encoder(encoder, settings.precision, example)  # the image forward without the GIL, if equal
+    model.encode_images(example.unsqueeze(0), settings.precision)
 
     def forward(pixels: torch.Tensor) -> torch.Tensor:
-        return encoder.encode_images(pixels, settings.precision)
+        return model.encode_images(pixels, settings.precision)
 
     queue = BatchQueue(forward, max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms,
                        queue_limit=settings.queue_limit, on_batch=metrics.observe_batch,
@@ -413,106 +384,6 @@ def _start(settings: ServeSettings, encoder: Encoder | None, metrics: ServeMetri
         store = EmbeddingStore.open(settings.store)
         store.check_encoder(encoder)
     return ServerState(settings, encoder, queue, registry, decoder, transform, store)
-
-
-async def _resolve_classifier(current: ServerState, labels: list[str] | None, classifier_id: str | None,
-                              templates: list[str] | None, tree=None, descriptions: dict | None = None) -> Entry:
-    has_labels = any(value.strip() for value in labels or ())
-    if sum((bool(classifier_id), has_labels, tree is not None)) > 1:
-        raise ClientError(422, "give labels, a labels_tree or a classifier id: one of them")
-    if classifier_id:
-        if any(value.strip() for value in templates or ()) or descriptions is not None:
-            raise ClientError(422, "templates and descriptions go with labels: a classifier id already has its "
-                                   "prompts")
-        entry = current.registry.get(classifier_id)
-        if entry is None:
-            raise ClientError(404, f"no classifier {classifier_id[:40]!r}: GET /v1/classifiers lists them")
-        return entry
-    limits = current.settings.limits
-    classes = None if tree is not None else parse_labels(labels, limits)
-    if tree is not None and len(tree.nodes) > limits.max_labels:
-        raise ClientError(422, f"the label tree has {len(tree.nodes)} nodes, over the limit of {limits.max_labels}")
-    template_spec = parse_templates(templates, current.settings.default_templates, limits)
-    return await current.registry.get_or_build(classes, template_spec, tree, descriptions)
-
-
-async def _head(current: ServerState, entry: Entry, options: HeadOptions, known: list) -> Head:
-    """The head a request asks for over its classifier: flat top-k or a tree mode, with rejection.
-    Calibration images are encoded through the same batching queue as the request's images."""
-    tree = entry.is_tree
-    if not tree and (options.tree_mode is not None or options.beam is not None):
-        raise ClientError(422, "tree_mode and beam apply to a label tree: send labels_tree, or a tree classifier id")
-    if tree and options.top_k is not None:
-        raise ClientError(422, "top_k applies to flat labels: a label tree answers one label per level")
-
-    calibrated = None
-    if options.reject_calibrate is not None:
-        good = [item for item in known if isinstance(item, torch.Tensor)]
-        if not good:
-            raise ClientError(400, "no calibration image could be decoded: send images of the named classes as "
-                                   "reject_calibrate")
-        calibrated = await current.queue.submit(torch.stack(good))
-    try:
-        options.classifier, options.labels_tree = entry.classifier, None  # built or loaded: the head is made over it
-        # the registry's text precision: a multi-label head's negative prompts are encoded as its label prompts were
-        return build_head(options, current.encoder, RunOptions(device="cpu", precision=current.registry.precision),
-                          cache=False,
-                          calibration=lambda _images, _labels=None: [calibrated])
-    except ZsclipError as error:
-        raise ClientError(422, str(error)) from None
-
-
-@dataclass
-class UploadedVideo:
-    """An uploaded video's sampled frames [k, 3, H, W] (answered as one: their pooled embedding)."""
-
-    pixels: torch.Tensor
-    duration: float
-
-
-def _frames_of(item) -> torch.Tensor:
-    return item.pixels if isinstance(item, UploadedVideo) else item[None]
-
-
-def _pooled(features: torch.Tensor, items: list) -> torch.Tensor:
-    """One row per upload: an image's features, a video's frames pooled (the CLI's pooling)."""
-    from ..pipeline.media import pool
-
-    rows, position = [], 0
-    for item in items:
-        count = len(_frames_of(item))
-        rows.append(pool(features[position : position + count]))
-        position += count
-    return torch.stack(rows)
-
-
-async def _decode_upload(current: ServerState, upload: UploadFile,
-                         frames: int = 8) -> torch.Tensor | UploadedVideo | str:
-    """Pixels [3, H, W], an ``UploadedVideo``, or the reason this upload cannot be read (a per-image error).
-    A video (by its bytes or its name) is decoded in memory, ``frames`` samples, at most
-    ``max_video_seconds`` long; the request's byte limit bounds its size."""
-    data = await upload.read()
-    limits = current.settings.limits
-
-    def decode() -> torch.Tensor | UploadedVideo:
-        if looks_like_video(data[:192]) or is_video_name(upload.filename or ""):
-            return _decode_video(data, frames)
-        image = decode_bytes(data, current.encoder.image_size, limits.max_pixels)
-        return current.transform(image)
-
-    def _decode_video(data: bytes, frames: int) -> UploadedVideo:
-        if not data:
-            raise ImageReadError("empty file")
-        clips, _, info = read_clips(io.BytesIO(data), Sampling(frames=frames, max_frames=limits.max_video_frames),
-                                    limits.max_pixels, current.encoder.image_size,
-                                    max_seconds=limits.max_video_seconds)
-        pictures = [current.transform(frame) for clip in clips for frame in clip.frames]
-        return UploadedVideo(torch.stack(pictures), info.duration)
-
-    try:
-        return await asyncio.get_running_loop().run_in_executor(current.decoder, decode)
-    except ImageReadError as error:
-        return str(error)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -1,10 +1,12 @@
 """Dynamic batching: images from concurrent requests share one forward pass on the model's thread.
 
 Requests ``await queue.submit(pixels)`` on the event loop; a single worker thread owns the model's
-image forward. It takes the oldest waiting image, waits at most ``max_wait_ms`` (counted from when
-that image arrived) for others to join, runs up to ``max_batch_size`` images at once, and hands
-each request back its own rows. Under load the wait has already passed when the model frees up,
-so batches fill by themselves and no latency is added; when idle, one image waits a few ms at most.
+image forward. It takes the oldest waiting image, runs up to ``max_batch_size`` images at once, and
+hands each request back its own rows. It waits for company only for images known to be on their
+way: a request announces itself (``expecting()``) while its uploads are decoded, and while any is
+announced the oldest image waits at most ``max_wait_ms`` (counted from its arrival) for them. With
+none on the way a batch runs at once, so a lone request never waits for a window; under load
+batches fill while the model is busy with the previous one.
 
 The queue is bounded in images: ``submit`` refuses work beyond ``queue_limit`` (the app answers
 429) instead of letting latency and memory grow without end. A request cancelled while waiting
@@ -18,7 +20,7 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +42,13 @@ class _Item:
     arrived: float
 
 
+@dataclass
+class Announcement:
+    """A request's promise that images are coming (see ``BatchQueue.expecting``)."""
+
+    fulfilled: bool = False
+
+
 def _settle(future: asyncio.Future, result: object = None, error: BaseException | None = None) -> None:
     """Runs on the event loop (via call_soon_threadsafe): the request may have been cancelled since."""
     if future.done():
@@ -56,7 +65,7 @@ class BatchQueue:
     Args:
         forward: the model call; it runs only on this queue's worker thread.
         max_batch_size: images per forward pass at most (1 turns batching off).
-        max_wait_ms: how long the oldest waiting image waits for company before its batch runs.
+        max_wait_ms: how long the oldest waiting image waits for announced images before its batch runs.
         queue_limit: images waiting at most; ``submit`` raises ``QueueFull`` beyond it.
         on_batch: called on the worker thread after each pass with (batch size, seconds).
         on_depth: called with the number of waiting images whenever it changes.
@@ -84,6 +93,7 @@ class BatchQueue:
         self._items: deque[_Item] = deque()
         self._condition = threading.Condition()
         self._closed = False
+        self._expected = 0  # requests announced (decoding) whose images have not been submitted yet
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -117,13 +127,40 @@ class BatchQueue:
             item.loop.call_soon_threadsafe(_settle, item.future, None, QueueClosed("the server is shutting down"))
 
     # --- the event-loop side ---------------------------------------------------------------
-    async def submit(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Features [N, D] for preprocessed images [N, 3, H, W], computed in shared batches."""
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[Announcement]:
+        """Announce a request whose images are on their way (being decoded): until it submits them (pass the
+        announcement to ``submit``) or leaves this block, a waiting batch may wait ``max_wait_ms`` for them."""
+        announcement = Announcement()
+        with self._condition:
+            self._expected += 1
+        try:
+            yield announcement
+        finally:
+            with self._condition:
+                self._fulfil(announcement)
+
+    def withdraw(self, announcement: Announcement) -> None:
+        """The announced images will not come through ``submit`` with this announcement: stop waiting for them."""
+        with self._condition:
+            self._fulfil(announcement)
+
+    def _fulfil(self, announcement: Announcement | None) -> None:
+        """Under the condition: the announced images arrived (or never will): stop waiting for them."""
+        if announcement is not None and not announcement.fulfilled:
+            announcement.fulfilled = True
+            self._expected -= 1
+            self._condition.notify()
+
+    async def submit(self, pixels: torch.Tensor, announced: Announcement | None = None) -> torch.Tensor:
+        """Features [N, D] for preprocessed images [N, 3, H, W], computed in shared batches. ``announced``: the
+        request's announcement from ``expecting()``, which these images fulfil."""
         if pixels.dim() != 4 or len(pixels) == 0:
             raise ValueError(f"submit takes [N, 3, H, W] pixels with N >= 1, got {tuple(pixels.shape)}")
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         with self._condition:
+            self._fulfil(announced)
             if self._closed:
                 raise QueueClosed("the server is shutting down")
             if len(self._items) + len(pixels) > self.queue_limit:
@@ -150,7 +187,7 @@ class BatchQueue:
                     return None
                 self._condition.wait()
             deadline = self._items[0].arrived + self.max_wait
-            while len(self._items) < self.max_batch_size and not self._closed:
+            while len(self._items) < self.max_batch_size and not self._closed and self._expected > 0:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -184,4 +221,4 @@ class BatchQueue:
                     item.loop.call_soon_threadsafe(_settle, item.future, row)
 
 
-__all__ = ["BatchQueue", "QueueFull", "QueueClosed"]
+__all__ = ["BatchQueue", "QueueFull", "QueueClosed", "Announcement"]

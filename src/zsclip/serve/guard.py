@@ -71,7 +71,7 @@ class RequestGuard:
             return
         started = time.perf_counter()
         state = {"status": 500, "started": False}
-        path = _route_path(scope)  # now: routing (a mount) rewrites the scope's paths
+        path = route_path(scope)  # now: routing (a mount) rewrites the scope's paths
 
         async def send_counted(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -82,7 +82,7 @@ class RequestGuard:
             declared = _content_length(scope)
             if self.api_key is not None and _protected(path) and not self._authorized(scope):
                 headers = {"www-authenticate": "Bearer"}
-                if declared or _header(scope, b"transfer-encoding") is not None:
+                if declared or header(scope, b"transfer-encoding") is not None:
                     headers["connection"] = "close"  # the body stays unread: the connection cannot be reused
                 for message in json_error(401, UNAUTHORIZED, headers):
                     await send_counted(message)
@@ -122,14 +122,14 @@ class RequestGuard:
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)
 
     def _authorized(self, scope: Scope) -> bool:
-        given = _header(scope, b"x-api-key")
+        given = header(scope, b"x-api-key")
         if given is None:
-            scheme, _, token = (_header(scope, b"authorization") or b"").partition(b" ")
+            scheme, _, token = (header(scope, b"authorization") or b"").partition(b" ")
             given = token.strip() if scheme.lower() == b"bearer" else None
         return given is not None and hmac.compare_digest(given, self.api_key)
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
+def header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope.get("headers", ()):
         if key == name:
             return value
@@ -137,14 +137,14 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def _content_length(scope: Scope) -> int | None:
-    value = _header(scope, b"content-length")
+    value = header(scope, b"content-length")
     try:
         return int(value) if value is not None else None
     except ValueError:
         return None
 
 
-def _route_path(scope: Scope) -> str:
+def route_path(scope: Scope) -> str:
     """The path the app routes on: without the --root-path prefix a proxy serves the app under."""
     path, root = scope["path"], scope.get("root_path", "")
     return path[len(root):] or "/" if root and path.startswith(root) else path
@@ -169,4 +169,4 @@ def _status_label(status: int) -> str:
     return str(status) if status in STATUSES else f"{status // 100}xx" if 100 <= status < 600 else "other"
 
 
-__all__ = ["RequestGuard", "BodyTooLarge", "json_error", "METHODS", "STATUSES", "OPEN_PATHS"]
+__all__ = ["RequestGuard", "BodyTooLarge", "json_error", "header", "route_path", "METHODS", "STATUSES", "OPEN_PATHS"]

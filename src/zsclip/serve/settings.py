@@ -52,7 +52,8 @@ class ServeSettings:
         classifier_files: classifier files (``zsclip build`` output) served from start, by file stem.
         store: an embedding store (the operator's, opened at start) that ``POST /v1/search`` searches.
         max_batch_size: images in one forward pass at most.
-        max_wait_ms: how long the first image of a batch waits for others to join it.
+        max_wait_ms: how long the first image of a batch waits for images on their way (announced requests)
+            to join it; with none announced it runs at once.
         queue_limit: images waiting for the model at most; beyond it requests get 429.
         decode_workers: threads that decode and preprocess uploads (off the event loop).
         max_classifiers: label sets built on request and kept in memory (least recently used go first).
