@@ -29,6 +29,15 @@ class RaySettings:
     stall_timeout_s: float = 600.0
 
 
+def worker_pool_config(cpus: int) -> dict:
+    """Ray's system config for a node of ``cpus`` CPUs running this pipeline: Ray keeps at most one
+    idle worker process per CPU and kills the rest after a second idle; the encoding actors' processes
+    count too, so decode workers that wait a second behind a busy encoder were killed and restarted
+    (each restart imports torch again: seconds of CPU taken from the encoder, a batch per restart on
+    1-CPU nodes). Room for twice as many keeps them."""
+    return {"num_workers_soft_limit": 2 * cpus}
+
+
 def ray_available() -> bool:
     return importlib.util.find_spec("ray") is not None
 
@@ -48,6 +57,7 @@ def connect(settings: RaySettings):
               "logging_level": "ERROR"}
     if address is None:
         kwargs["num_cpus"] = settings.num_cpus
+        kwargs["_system_config"] = worker_pool_config(settings.num_cpus or os.cpu_count() or 1)
         kwargs["runtime_env"] = {"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}
     try:
         ray.init(address=address, **kwargs)
@@ -109,4 +119,4 @@ def watched(batches: Iterator, seconds: float, what: str = "the Ray job") -> Ite
         yield item
 
 
-__all__ = ["RaySettings", "connect", "ray_available", "watched"]
+__all__ = ["RaySettings", "connect", "ray_available", "watched", "worker_pool_config"]
