@@ -127,3 +127,31 @@ def test_a_worker_node_removed_mid_job_leaves_the_same_store(cluster, demo, fold
     lost, (reference, _) = rows(tmp_path / "lost.zse"), uninterrupted
     assert set(lost) == set(reference)
     assert max(float(np.abs(lost[p] - reference[p]).max()) for p in reference) == 0.0
+
+
+class FakeRay:
+    """``ray.nodes()`` of a cluster described by its nodes' resources (no Ray started)."""
+
+    def __init__(self, *resources: dict) -> None:
+        self.resources = resources
+
+    def nodes(self) -> list[dict]:
+        return [{"Alive": True, "Resources": r} for r in self.resources] + [{"Alive": False, "Resources": {"CPU": 64}}]
+
+
+def test_the_actor_pool_is_sized_to_the_live_nodes_and_never_left_waiting():
+    from zsclip.cluster.pipeline import pool_size
+    from zsclip.errors import InputError, ZsclipWarning
+
+    head, small, big = {"CPU": 0}, {"CPU": 2}, {"CPU": 32, "GPU": 2}
+    assert pool_size(FakeRay(head, small, small), RaySettings(), gpus=False) == (2, 1)  # one per CPU node
+    assert pool_size(FakeRay(small, big), RaySettings(), gpus=False) == (5, 3)  # and one per 8 CPUs
+    assert pool_size(FakeRay(small, big), RaySettings(), gpus=True) == (2, 1)  # one per GPU
+    with pytest.warns(ZsclipWarning, match="--ray-actors 9: the Ray cluster has 4 CPUs"):
+        assert pool_size(FakeRay(head, small, small), RaySettings(actors=9), gpus=False) == (4, 2)
+    with pytest.warns(ZsclipWarning, match="has 2 GPU"):
+        assert pool_size(FakeRay(small, big), RaySettings(actors=3), gpus=True)[0] == 2
+    with pytest.raises(InputError, match="no GPU"):
+        pool_size(FakeRay(head, small), RaySettings(), gpus=True)
+    with pytest.raises(InputError, match="no node with a CPU"):
+        pool_size(FakeRay(head), RaySettings(), gpus=False)

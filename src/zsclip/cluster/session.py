@@ -17,7 +17,8 @@ class RaySettings:
     Attributes:
         address: "auto" (RAY_ADDRESS if set, else start a local instance), or a cluster address
             such as ``ray://head:10001``.
-        actors: encoding actors (each loads the model once); None = one per GPU, else 2 on CPU.
+        actors: encoding actors (each loads the model once); None = one per GPU, else one per 8 CPUs
+            of each node (more than the cluster can host are sized down, see ``pipeline.pool_size``).
         num_cpus: for a local instance only: how many CPUs it may use (None = all).
         stall_timeout_s: a job that delivers no batch for this long is stopped and reported (a cluster
             that cannot place its tasks or actors would otherwise wait forever).
