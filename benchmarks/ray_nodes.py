@@ -36,24 +36,33 @@ from zsclip.store import EmbeddingStore
 from zsclip.store.format import MANIFEST
 
 
-def job(encoder, sources, options, folder: Path, name: str, on_progress=None) -> tuple[float, Counter]:
-    """(seconds, images per node) of one `embed --ray` into a fresh store."""
+def job(encoder, sources, options, folder: Path, name: str, on_progress=None) -> tuple[float, float, Counter]:
+    """(seconds, images/s over the second half of the images, images per node) of one `embed --ray`
+    into a fresh store: the second half's rate leaves out the job's start-up (actors' processes, models)."""
     nodes: Counter = Counter()
+    marks: list[tuple[float, int]] = []
+
+    def progress(images: int) -> None:
+        marks.append((time.perf_counter(), (marks[-1][1] if marks else 0) + images))
+        if on_progress is not None:
+            on_progress(images)
+
     store = EmbeddingStore.create_or_open(folder / f"{name}.zse", encoder, precision="fp32")
     start = time.perf_counter()
-    report = embed_on_ray(store, sources, encoder, options, RaySettings(), nodes=nodes, on_progress=on_progress)
+    report = embed_on_ray(store, sources, encoder, options, RaySettings(), nodes=nodes, on_progress=progress)
     seconds = time.perf_counter() - start
     assert report.encoded == len(sources), report
-    return seconds, nodes
+    half = next(mark for mark in marks if mark[1] >= len(sources) / 2)
+    return seconds, (marks[-1][1] - half[1]) / max(1e-9, marks[-1][0] - half[0]), nodes
 
 
-def line(what: str, images: int, seconds: float, nodes: Counter) -> str:
-    per_node = ", ".join(f"{count / seconds:.1f}" for _, count in sorted(nodes.items()))
-    return (f"{what:34s} {seconds:6.1f} s  {images / seconds:7.1f} images/s  "
-            f"per node (images it encoded / job time): {per_node}")
+def line(what: str, images: int, seconds: float, steady: float, nodes: Counter) -> str:
+    shares = ", ".join(f"{count / images * steady:.1f}" for _, count in sorted(nodes.items()))
+    return (f"{what:30s} {seconds:6.1f} s  job {images / seconds:7.1f} images/s, second half {steady:7.1f} "
+            f"images/s; per node (its share of the images x the second half's rate): {shares}")
 
 
-def lost_node(encoder, sources, options, cluster, folder: Path) -> tuple[float, Counter]:
+def lost_node(encoder, sources, options, cluster, folder: Path) -> tuple[float, float, Counter]:
     """One job on the cluster with a worker node removed once a third of the images are done."""
     done: list[int] = []
     victim = sorted(cluster.worker_nodes, key=lambda node: node.node_id)[0]
@@ -114,12 +123,12 @@ def main() -> None:
         for count in (1, 2, 3):
             with ray_nodes(workers=count, pin=True) as cluster:
                 connect(RaySettings(address=cluster.address))
-                seconds, nodes = job(encoder, sources, options, Path(scratch), f"nodes{count}")
-                print(line(f"{count} worker node(s), 1 CPU each", len(sources), seconds, nodes), flush=True)
+                seconds, steady, nodes = job(encoder, sources, options, Path(scratch), f"nodes{count}")
+                print(line(f"{count} worker node(s), 1 CPU each", len(sources), seconds, steady, nodes), flush=True)
                 if count == 2:
                     two = seconds
-                    seconds, nodes = lost_node(encoder, sources, options, cluster, Path(scratch))
-                    print(line("2 nodes, one removed at 1/3", len(sources), seconds, nodes), flush=True)
+                    seconds, steady, nodes = lost_node(encoder, sources, options, cluster, Path(scratch))
+                    print(line("2 nodes, one removed at 1/3", len(sources), seconds, steady, nodes), flush=True)
                     print(f"cost of the lost node: {seconds - two:+.1f} s against the uninterrupted 2-node job "
                           f"({(seconds / two - 1) * 100:+.0f}%)", flush=True)
                     if not args.no_resume:
