@@ -5,12 +5,16 @@
 
 Runs `embed`'s feature stream over the same images (a) in this process (the local pipeline with
 its decoding workers) and (b) on a local Ray instance limited to --ray-cpus CPUs (decode tasks +
-one encoding actor), and prints images/s, the ratio, and the largest embedding difference.
+the encoding actor pool), alternately --repeats times (other work on a shared machine moves both
+alike), and prints the median images/s of each, the ratio of the medians, the Ray job's time to its
+first batch (actor start-up: a fresh pool per job) and the largest embedding difference.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +29,41 @@ from zsclip.data.sources import expand_inputs
 from zsclip.pipeline import feature_batches
 
 
+def timed(batches) -> tuple[torch.Tensor, float, float, float]:
+    """(all features, images/s over the whole job, images/s over its second half, seconds to the first
+    batch) of one job. The second half's rate is the steady throughput: it leaves out start-up (worker
+    processes, the actors' models) and any batches that piled up behind a late first one."""
+    start = time.perf_counter()
+    first, features, times = None, [], []
+    for *_, batch in batches:
+        features.append(batch)
+        times.append(time.perf_counter() - start)
+        if first is None:
+            first = times[-1]
+    done = list(itertools.accumulate(len(f) for f in features))
+    half = next(i for i, count in enumerate(done) if count >= done[-1] / 2)
+    steady = (done[-1] - done[half]) / (times[-1] - times[half])
+    return torch.cat(features), done[-1] / times[-1], steady, first
+
+
+def prepared(model: str, pretrained: str | None, images: int, folder: Path, weights: Path):
+    """(the encoder, the sources of ``images`` rendered PNGs in ``folder``): 64x64 for the demo model,
+    256x256 for an open_clip model, whose seeded random weights are saved in ``weights`` so that every
+    Ray actor loads exactly the driver's (a ``local-dir:`` model)."""
+    name = model
+    if model != "demo" and pretrained is None:
+        import open_clip
+
+        from zsclip.testing.tiny_open_clip import save_local_dir
+
+        name = save_local_dir(weights, open_clip.get_model_config(model), seed=0)
+    encoder = zsclip.load_model(name, pretrained=pretrained, device="cpu")
+    size = 64 if model == "demo" else 256
+    for index, spec in enumerate(shapes.sample_specs(images, seed=0)):
+        shapes.render(spec, size=size).save(folder / f"{index:05d}.png")
+    return encoder, list(expand_inputs([str(folder)]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="demo")
@@ -32,39 +71,36 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--ray-cpus", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     options = zsclip.RunOptions(precision="fp32", batch_size=args.batch_size)
     with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryDirectory() as weights:
-        model = args.model
-        if model != "demo" and args.pretrained is None:  # random weights every actor can load identically
-            import open_clip
-
-            from zsclip.testing.tiny_open_clip import save_local_dir
-
-            model = save_local_dir(Path(weights), open_clip.get_model_config(args.model), seed=0)
-        encoder = zsclip.load_model(model, pretrained=args.pretrained, device="cpu")
-        size = 64 if args.model == "demo" else 256
-        for index, spec in enumerate(shapes.sample_specs(args.images, seed=0)):
-            shapes.render(spec, size=size).save(Path(folder) / f"{index:05d}.png")
-        sources = list(expand_inputs([folder]))
-        print(f"{len(sources)} PNGs {size}x{size}, model {args.model}, fp32")
-
-        start = time.perf_counter()
-        local = torch.cat([f for *_, f in feature_batches(sources, encoder, options)])
-        local_rate = len(sources) / (time.perf_counter() - start)
-        print(f"local pipeline ({options.decode_workers} decode workers)      {local_rate:8.1f} images/s")
+        encoder, sources = prepared(args.model, args.pretrained, args.images, Path(folder), Path(weights))
+        print(f"{len(sources)} PNGs, model {args.model}, fp32, batch {args.batch_size}, "
+              f"{args.repeats} alternating runs each")
 
         start = time.perf_counter()
         connect(RaySettings(num_cpus=args.ray_cpus))
         started = time.perf_counter() - start
-        start = time.perf_counter()
-        remote = torch.cat([f for *_, f in ray_feature_batches(sources, encoder, options, RaySettings())])
-        seconds = time.perf_counter() - start
-        rate = len(sources) / seconds
-        print(f"Ray Data, local instance, {args.ray_cpus} CPUs        {rate:8.1f} images/s   "
-              f"ratio {rate / local_rate:.2f}x (+ {started:.1f} s to start Ray, {seconds:.1f} s job incl. actor "
-              "start-up)")
-        print(f"max |embedding difference| {float((local - remote).abs().max()):.2e} over {len(local)} images")
+        runs: dict[str, list[tuple[float, float, float]]] = {"local": [], "ray": []}
+        difference = 0.0
+        for _ in range(args.repeats):
+            local, *figures = timed(feature_batches(sources, encoder, options))
+            runs["local"].append(tuple(figures))
+            remote, *figures = timed(ray_feature_batches(sources, encoder, options, RaySettings()))
+            runs["ray"].append(tuple(figures))
+            difference = max(difference, float((local - remote).abs().max()))
+        medians = {name: [statistics.median(run[i] for run in found) for i in range(3)]
+                   for name, found in runs.items()}
+        for name, label in (("local", f"local pipeline ({options.decode_workers} decode workers)"),
+                            ("ray", f"Ray Data, local instance, {args.ray_cpus} CPUs")):
+            whole, steady, first = medians[name]
+            print(f"{label:40s} job {whole:7.1f} images/s, second half {steady:7.1f} images/s, first "
+                  f"batch after {first:4.1f} s   (job runs: {', '.join(f'{r[0]:.1f}' for r in runs[name])})")
+        print(f"ratio Ray/local (medians): {medians['ray'][1] / medians['local'][1]:.2f}x over the second half, "
+              f"{medians['ray'][0] / medians['local'][0]:.2f}x over the whole job (the Ray job starts its actors' "
+              f"processes and models; {started:.1f} s to start Ray itself is in neither)")
+        print(f"max |embedding difference| {difference:.2e} over {len(sources)} images")
 
 
 if __name__ == "__main__":

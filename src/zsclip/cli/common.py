@@ -134,8 +134,8 @@ def ray_options(function):
                      help="With --ray: stop and report a job that delivers no result for this many seconds (default "
                           "600; a cluster that cannot place its tasks would otherwise wait forever)."),
         click.option("--ray-actors", default=None, type=click.IntRange(min=1),
-                     help="Encoding actors, each loading the model once (default: one per GPU; on CPUs a quarter "
-                          "of the cores, the rest decode)."),
+                     help="Encoding actors, each loading the model once (default: one per GPU; on CPUs one per 8 "
+                          "CPUs of each node, sharing the node's cores with the decode tasks)."),
     ])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 
 import click
 
@@ -110,12 +111,17 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
         if settings is not None:
             from ..cluster.tasks import embed_on_ray
 
-            report = embed_on_ray(store, sources, encoder, options, settings, commit_every=commit_every,
+            nodes: Counter = Counter()
+            report = embed_on_ray(store, sources, encoder, options, settings, nodes=nodes, commit_every=commit_every,
                                   on_progress=bar.update)
         else:
-            report = embed(store, sources, encoder, options, commit_every=commit_every, on_progress=bar.update)
+            nodes, report = Counter(), embed(store, sources, encoder, options, commit_every=commit_every,
+                                             on_progress=bar.update)
     click.echo(f"zsclip: {printable(output)}: {report.encoded} encoded, {report.skipped} unchanged, "
                f"{report.failed} failed, {report.deleted} gone; {len(store)} images in the store", err=True)
+    if nodes:
+        click.echo(f"zsclip: Ray: encoded on {len(nodes)} node(s): "
+                   + ", ".join(f"{node[:12]} {count}" for node, count in nodes.most_common()), err=True)
     sys.exit(1 if report.failed else 0)
 
 

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import InputError
 from ..options import RunOptions
-from .pipeline import encoded_dataset
+from .pipeline import encoded_dataset, encoded_rows
 from .session import RaySettings, connect, watched
 
 
@@ -26,11 +26,7 @@ def encoded_batches(items, encoder, options: RunOptions, settings: RaySettings |
     decoded by Ray tasks and encoded by the actor pool, in input order."""
     settings = settings or RaySettings()
     dataset = encoded_dataset(items, encoder, options, settings, shards=shards, classnames=classnames)
-    for batch in watched(dataset.iter_batches(batch_size=options.batch_size, batch_format="numpy"),
-                         settings.stall_timeout_s):
-        ok = batch["ok"].astype(bool)
-        yield ([str(name) for name in batch["name"]], [str(error) or None for error in batch["error"]],
-               torch.from_numpy(np.ascontiguousarray(batch["embedding"][ok])), [int(t) for t in batch["target"]])
+    yield from encoded_rows(dataset, options, settings)
 
 
 def store_rows(row: dict, masks: dict[int, np.ndarray], embed_dim: int, classnames: list[str] | None,

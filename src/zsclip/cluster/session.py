@@ -17,7 +17,8 @@ class RaySettings:
     Attributes:
         address: "auto" (RAY_ADDRESS if set, else start a local instance), or a cluster address
             such as ``ray://head:10001``.
-        actors: encoding actors (each loads the model once); None = one per GPU, else 2 on CPU.
+        actors: encoding actors (each loads the model once); None = one per GPU, else one per 8 CPUs
+            of each node (more than the cluster can host are sized down, see ``pipeline.pool_size``).
         num_cpus: for a local instance only: how many CPUs it may use (None = all).
         stall_timeout_s: a job that delivers no batch for this long is stopped and reported (a cluster
             that cannot place its tasks or actors would otherwise wait forever).
@@ -27,6 +28,15 @@ class RaySettings:
     actors: int | None = None
     num_cpus: int | None = None
     stall_timeout_s: float = 600.0
+
+
+def worker_pool_config(cpus: int) -> dict:
+    """Ray's system config for a node of ``cpus`` CPUs running this pipeline: Ray keeps at most one
+    idle worker process per CPU and kills the rest after a second idle; the encoding actors' processes
+    count too, so decode workers that wait a second behind a busy encoder were killed and restarted
+    (each restart imports torch again: seconds of CPU taken from the encoder, a batch per restart on
+    1-CPU nodes). Room for twice as many keeps them."""
+    return {"num_workers_soft_limit": 2 * cpus}
 
 
 def ray_available() -> bool:
@@ -48,6 +58,7 @@ def connect(settings: RaySettings):
               "logging_level": "ERROR"}
     if address is None:
         kwargs["num_cpus"] = settings.num_cpus
+        kwargs["_system_config"] = worker_pool_config(settings.num_cpus or os.cpu_count() or 1)
         kwargs["runtime_env"] = {"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}
     try:
         ray.init(address=address, **kwargs)
@@ -109,4 +120,4 @@ def watched(batches: Iterator, seconds: float, what: str = "the Ray job") -> Ite
         yield item
 
 
-__all__ = ["RaySettings", "connect", "ray_available", "watched"]
+__all__ = ["RaySettings", "connect", "ray_available", "watched", "worker_pool_config"]

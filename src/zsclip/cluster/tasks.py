@@ -7,6 +7,7 @@ job on the Ray runner: see runner.py.)
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from ..data.sources import Source
@@ -17,11 +18,13 @@ from .session import RaySettings
 
 
 def embed_on_ray(store: EmbeddingStore, sources: Sequence[Source], encoder, options: RunOptions,
-                 settings: RaySettings, **embed_options):
-    """``zsclip embed --ray``: new and changed images encoded on the cluster, shards written here."""
+                 settings: RaySettings, nodes: Counter | None = None, **embed_options):
+    """``zsclip embed --ray``: new and changed images encoded on the cluster, shards written here;
+    ``nodes`` (when given) counts the images each Ray node encoded."""
 
     return embed(store, sources, encoder, options,
-                 features=lambda todo: ray_feature_batches(list(todo), encoder, options, settings), **embed_options)
+                 features=lambda todo: ray_feature_batches(list(todo), encoder, options, settings, nodes=nodes),
+                 **embed_options)
 
 
 __all__ = ["embed_on_ray"]
