@@ -13,7 +13,7 @@ ROOT = Path(zsclip.__file__).parent
 
 #: Lowest first. A module belongs to the longest prefix listed.
 LAYERS = [
-    ["_lazy", "errors", "precision", "outputs.text", "outputs.atomic", "data.textfiles", "data.urls"],
+    ["_lazy", "_process", "errors", "precision", "outputs.text", "outputs.atomic", "data.textfiles", "data.urls"],
     ["data", "prompts", "options"],
     ["encoders"],
     ["pipeline"],

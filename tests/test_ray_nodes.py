@@ -109,20 +109,23 @@ def test_a_killed_driver_on_the_cluster_resumes_to_the_same_store(cluster, demo,
 
 def test_a_worker_node_removed_mid_job_leaves_the_same_store(cluster, demo, folder, uninterrupted, tmp_path):
     """Last: it takes a node away (and adds a fresh one back for whatever runs after)."""
-    victim = cluster.worker_nodes and sorted(cluster.worker_nodes, key=lambda node: node.node_id)[0]
     nodes: Counter = Counter()
     done: list[int] = []
+    removed: list = []
 
     def on_progress(count: int) -> None:
         done.append(count)
-        if len(done) == 2:  # the pool is up and encoding on both nodes: take one away
-            cluster.remove_node(victim)
+        if len(done) == 2:  # the job is under way: take away a node that has been encoding (the other
+            busy = next(iter(nodes))  # node's actor may still be starting: which one comes first varies)
+            removed.append(next(node for node in cluster.worker_nodes if node.node_id == busy))
+            cluster.remove_node(removed[0])
 
     store = EmbeddingStore.create_or_open(tmp_path / "lost.zse", demo, precision="fp32")
     report = embed_on_ray(store, list(expand_inputs([str(folder)])), demo, OPTIONS, RaySettings(stall_timeout_s=60),
                           nodes=nodes, on_progress=on_progress)
     add_node(cluster, 1)
     assert len(done) >= 2 and report.encoded == IMAGES and report.failed == 0
+    victim = removed[0]
     assert nodes[victim.node_id] > 0 and len(nodes) >= 2, nodes  # the removed node had encoded part of the job
     lost, (reference, _) = rows(tmp_path / "lost.zse"), uninterrupted
     assert set(lost) == set(reference)

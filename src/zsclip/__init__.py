@@ -24,6 +24,9 @@ __version__ = "0.1.0"
 from typing import TYPE_CHECKING
 
 from ._lazy import lazy_exports
+from ._process import fit_address_space_limit
+
+fit_address_space_limit()
 
 #: Every public name and the module that defines it. They load on first use (module ``__getattr__``),
 #: so ``import zsclip`` and ``zsclip --help`` import no torch, open_clip, transformers, pyarrow or ray.

@@ -120,9 +120,10 @@ def _stdout_closed() -> bool:
 
 def _describe(error: Exception) -> tuple[int, str]:
     """(exit status, one printable line) for an error that reached the top."""
-    from ..tasks.evaluate import NothingDecodedError
+    from .._lazy import is_loaded_instance
 
-    if isinstance(error, (NothingDecodedError, OutputError)):
+    # without importing the evaluate task (and torch) to ask: the error may be that torch cannot load
+    if isinstance(error, OutputError) or is_loaded_instance(error, "zsclip.tasks.evaluate", "NothingDecodedError"):
         return 1, printable(error)
     if isinstance(error, ZsclipError):
         return 2, printable(error)
