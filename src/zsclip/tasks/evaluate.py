@@ -100,9 +100,9 @@ def evaluate(
                          "and --labels-tree")
     if labels_tree is not None and classes is not None:
         raise InputError("the label tree names the classes: leave out --labels-file")
-    if beam is not None and labels_tree is None and not _tree_file(classifier):
-        raise InputError("--beam applies to a label tree (--labels-tree or a tree classifier file)")
     head_options = HeadOptions(classifier=classifier) if classifier is not None else None
+    if beam is not None and labels_tree is None and not (head_options is not None and head_options.is_tree()):
+        raise InputError("--beam applies to a label tree (--labels-tree or a tree classifier file)")
     given = None if classes is None or isinstance(classes, str) else [
         [name] if isinstance(name, str) else list(name) for name in classes]
     source = LabelledData(collection) if isinstance(collection, LabelledCollection) else open_source(
@@ -222,16 +222,6 @@ def _used_model(encoder, source, flat, tree_classifier) -> tuple[str | None, str
     clf = tree_classifier.node_classifier if tree_classifier is not None else next(iter(flat.values()))[0]
     return clf.provenance.get("model"), clf.provenance.get("pretrained")
 
-
-def _tree_file(classifier) -> bool:
-    if isinstance(classifier, TreeClassifier):
-        return True
-    if isinstance(classifier, (str, os.PathLike)):
-        from ..heads.files import file_format
-        from ..hierarchy.modes import _FILE_FORMAT
-
-        return file_format(classifier) == _FILE_FORMAT
-    return False
 
 
 def _file_name(given, loaded: ZeroShotClassifier) -> str:
