@@ -102,29 +102,64 @@ def test_classify_and_embed_with_the_ray_option(demo, tree, tmp_path):
 
 
 class CrashOnce(EncodeActor):
-    """An encoding actor whose process dies on its first batch (once per marker file)."""
+    """An encoding actor whose process dies on its first batch (once per marker file; the class, and
+    so its marker, travels to the workers by value)."""
+
+    marker = ""
 
     def __call__(self, batch):
-        marker = Path(os.environ["ZSCLIP_TEST_MARKER"])
+        marker = Path(self.marker)
         if not marker.exists():
             marker.write_text("crashed")
             os._exit(1)
         return super().__call__(batch)
 
 
-def test_a_dead_actor_is_replaced_and_its_batch_retried(demo, tree, tmp_path, monkeypatch):
+def test_a_dead_actor_is_replaced_and_its_batch_retried(demo, tree, tmp_path):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    marker = tmp_path / "crashed"
-    ray.shutdown()
-    os.environ["ZSCLIP_TEST_MARKER"] = str(marker)  # inherited by the new instance's workers
-    try:
-        connect(RaySettings(num_cpus=2))
-        sources = list(expand_inputs([str(tree)]))
-        remote = list(ray_feature_batches(sources, demo, OPTIONS, RaySettings(), actor=CrashOnce))
-    finally:
-        del os.environ["ZSCLIP_TEST_MARKER"]
-    assert marker.read_text() == "crashed"  # the actor did die
+    CrashOnce.marker = str(tmp_path / "crashed")
+    sources = list(expand_inputs([str(tree)]))
+    remote = list(ray_feature_batches(sources, demo, OPTIONS, RaySettings(keep_actors_s=0), actor=CrashOnce))
+    assert (tmp_path / "crashed").read_text() == "crashed"  # the actor did die
     assert sum(len(n) for n, _, _ in remote) == 16 and sum(len(f) for *_, f in remote) == 15
+
+
+def test_a_later_job_takes_the_warm_actors_and_an_idle_pool_is_released(demo, tree):
+    """The driver keeps its encoding actors between jobs: the second job runs on the same actors (the
+    same answers), a job that asks for no keeping ends them, and so does the idle timer."""
+    from zsclip.cluster import actors
+
+    sources = list(expand_inputs([str(tree)]))
+    first = list(ray_feature_batches(sources, demo, OPTIONS, RaySettings()))
+    pool = actors._pool
+    assert pool is not None and not pool.busy and len(pool.actors) == 1
+    handles = list(pool.actors)
+    second = list(ray_feature_batches(sources, demo, OPTIONS, RaySettings(keep_actors_s=0.5)))
+    assert [n for n, _, _ in second] == [n for n, _, _ in first]
+    assert all(torch.equal(a, b) for (*_, a), (*_, b) in zip(first, second, strict=True))
+    assert [a._actor_id for a in pool.actors] == [a._actor_id for a in handles]  # the warm actors served it
+    deadline = time.monotonic() + 20
+    while actors._pool is not None and time.monotonic() < deadline:  # the 0.5 s idle timer ends them
+        time.sleep(0.1)
+    assert actors._pool is None
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(handles[0].ready.remote(), timeout=20)
+    list(ray_feature_batches(sources, demo, OPTIONS, RaySettings(keep_actors_s=0)))
+    assert actors._pool is None  # no keeping asked for: ended with the job
+
+
+def test_an_actor_that_loads_other_weights_is_one_line_and_its_pool_is_not_kept(demo):
+    from types import SimpleNamespace
+
+    from zsclip.cluster import actors
+
+    other = SimpleNamespace(device=torch.device("cpu"), image_transform=demo.image_transform,
+                            image_size=demo.image_size, name="demo", fingerprint="open_clip:w2:other")
+    sources = list(expand_inputs([str(EXAMPLES)]))
+    with pytest.raises(InputError, match=r"^the model loaded on a Ray worker \(demo, open_clip:w2:\w+\) differs "
+                                         r"from the driver's \(open_clip:w2:other\)"):
+        list(ray_feature_batches(sources, other, OPTIONS, RaySettings(stall_timeout_s=120)))
+    assert actors._pool is None
 
 
 def test_a_killed_ray_driver_resumes_to_the_same_store(demo, tmp_path):
@@ -213,13 +248,13 @@ def test_classify_a_store_on_ray_equals_the_local_store_classification(demo, tre
 def test_a_gpu_model_on_a_cluster_without_gpus_is_refused_in_one_line_not_left_waiting(demo):
     from types import SimpleNamespace
 
-    from zsclip.cluster.pipeline import encoded_dataset
+    from zsclip.cluster.pipeline import encoding_job
 
     on_cuda = SimpleNamespace(device=torch.device("cuda"), image_transform=demo.image_transform,
                               image_size=demo.image_size, name="demo", fingerprint=demo.fingerprint)
     started = time.monotonic()
     with pytest.raises(InputError, match="has no GPU"):
-        encoded_dataset([], on_cuda, OPTIONS, RaySettings())
+        encoding_job([], on_cuda, OPTIONS, RaySettings())
     assert time.monotonic() - started < 10
 
 

@@ -12,6 +12,10 @@ a CPU (``ACTOR_CPUS``: enough to be placed on nodes that have CPUs) and runs tor
 CPUs divided among the node's actors, while decode tasks take the node's CPUs one each. Reserving
 a whole CPU per actor instead left one decode task on a 2-CPU node (half the local decoding) and
 one torch thread per actor (half the local encoding): 0.16x and 0.43x of the local pipeline.
+
+The encoding actors are a pool the driver keeps between jobs (``actors.py``): the decode stage is a
+Ray Dataset whose blocks go, as object references, to the pool's actors; a driver that runs one
+job after another starts its actors once.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from ..data.sources import Source
 from ..errors import InputError, ZsclipWarning
 from ..options import RunOptions
 from ..pipeline.decode import DecodedBatches
+from .actors import lease
 from .session import RaySettings, connect, watched
 
 #: How often Ray restarts a dead encoding actor, and retries the batch it was running.
@@ -43,6 +48,12 @@ ACTOR_CPUS = 0.001
 #: node with C CPUs runs C decode tasks beside up to 10 actors per CPU. (With 0.999, two actors moved
 #: onto a 1-CPU node when the other node was lost left 0.998: no decode task fit, and the job hung.)
 DECODE_CPUS = 0.99
+#: Bytes of decoded pixels a decode task aims to return: small images are decoded several encoder
+#: batches per task (a task's fixed cost, its scheduling, the Arrow block and the object store, was
+#: a quarter of the decode time of 64-pixel images at 64 per task), large ones a batch per task.
+DECODE_BLOCK_BYTES = 16 << 20
+#: The most encoder batches one decode task decodes (enough blocks stay to keep every core busy).
+MAX_BATCHES_PER_TASK = 4
 #: Torch threads an encoding actor aims for on CPUs: a node gets one actor per this many CPUs
 #: (at least one), each running on its share of the node's cores.
 CPUS_PER_ACTOR = 8
@@ -58,12 +69,20 @@ class ModelSpec:
     precision: str
     fingerprint: str
     actors_per_node: int = 1
+    batch_size: int = 64
 
     @classmethod
     def of(cls, encoder, options: RunOptions, actors_per_node: int = 1) -> ModelSpec:
         return cls(encoder.name, getattr(encoder, "pretrained", None),
                    "cuda" if encoder.device.type == "cuda" else "cpu", options.precision, encoder.fingerprint,
-                   actors_per_node)
+                   actors_per_node, options.batch_size)
+
+
+def decode_rows(batch_size: int, pixel_shape: tuple[int, ...]) -> int:
+    """Rows per decode task: whole encoder batches, as many as fit ``DECODE_BLOCK_BYTES`` (at least one,
+    at most ``MAX_BATCHES_PER_TASK``)."""
+    batch_bytes = batch_size * 4 * math.prod(pixel_shape)
+    return batch_size * max(1, min(MAX_BATCHES_PER_TASK, DECODE_BLOCK_BYTES // batch_bytes))
 
 
 def actor_threads(actors_per_node: int) -> int:
@@ -90,6 +109,15 @@ def decode_batch(batch: dict[str, np.ndarray], transform: Callable, target_size:
     return {"name": np.array(names, dtype=object), "target": batch["target"],
             "error": np.array([error or "" for error in decoded["errors"]], dtype=object), "ok": ok,
             "pixels": pixels}
+
+
+def decode_chunks(batch: dict[str, np.ndarray], **decode_options) -> dict[str, np.ndarray]:
+    """A Ray task: whole chunks of sources (a row each: their names, errors and targets as lists)
+    decoded as one ``decode_batch``. Chunks are whole encoder batches of the job, so every block the
+    encoding actors receive starts where a local batch starts and the actors encode the local batches."""
+    flat = {key: np.concatenate([np.asarray(part, dtype=object if key != "target" else np.int64)
+                                 for part in batch[key]]) for key in ("name", "error", "target")}
+    return decode_batch(flat, **decode_options)
 
 
 def shard_records(row: dict, classnames: list[str]) -> list[dict]:
@@ -151,12 +179,30 @@ class EncodeActor:
                              f"from the driver's ({spec.fingerprint}): give every node the same weights (a "
                              "checkpoint file or local-dir: on shared storage)")
 
+    def ready(self) -> bool:
+        """Answers once the model is loaded (a reused pool's check that its actors still serve)."""
+        return True
+
+    def encode_block(self, block, rows: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        """One block of the decode stage (``rows``: the slice of it that belongs to the job), encoded."""
+        from ray.data.block import BlockAccessor
+
+        accessor = BlockAccessor.for_block(block)
+        if rows is not None:
+            accessor = BlockAccessor.for_block(accessor.slice(*rows, copy=False))
+        return self(accessor.to_batch_format("numpy"))
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The batch's rows encoded ``spec.batch_size`` at a time (a decode block may hold several
+        encoder batches: the actor's memory stays that of one)."""
         ok = batch["ok"].astype(bool)
         embeddings = np.zeros((len(ok), self.encoder.embed_dim), dtype=np.float32)
-        if ok.any():
-            pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok]))
-            embeddings[ok] = self.encoder.encode_images(pixels, self.spec.precision).numpy()
+        for start in range(0, len(ok), self.spec.batch_size):
+            rows = slice(start, start + self.spec.batch_size)
+            if ok[rows].any():
+                pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"][rows][ok[rows]]))
+                embeddings[start:start + self.spec.batch_size][ok[rows]] = \
+                    self.encoder.encode_images(pixels, self.spec.precision).numpy()
         return {"name": batch["name"], "target": batch["target"], "error": batch["error"], "ok": ok,
                 "embedding": embeddings, "node": np.full(len(ok), self.node, dtype=object)}
 
@@ -193,49 +239,108 @@ def pool_size(ray, settings: RaySettings, gpus: bool) -> tuple[int, int]:
     return actors, math.ceil(actors / len(cpu_nodes)) if not gpus else 1
 
 
-def encoded_dataset(items: Sequence[Source], encoder, options: RunOptions, settings: RaySettings,
-                    actor: type = EncodeActor, shards: Sequence[str] = (), classnames: Sequence[str] = ()):
-    """The Ray Dataset of ``items`` (or of the samples of WebDataset ``shards``, one read task per
-    shard) decoded by tasks and encoded by an actor pool (of ``actor``, an ``EncodeActor``), in order."""
+def actor_options(gpus: bool) -> dict:
+    """How an encoding actor is placed: a GPU each, or a sliver of a CPU node (``ACTOR_CPUS``), spread
+    over the nodes; restarted when it dies (its calls retried), on another node if its node is gone."""
+    placement = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": ACTOR_CPUS, "scheduling_strategy": "SPREAD"}
+    return {**placement, "max_restarts": ACTOR_RESTARTS, "max_task_retries": ACTOR_RESTARTS}
+
+
+@dataclass
+class EncodingJob:
+    """A job's decode stage (a Ray Dataset of preprocessed pixel batches) and its encoding actors."""
+
+    dataset: object
+    actor: type
+    spec: ModelSpec
+    actors: int
+    options: dict
+
+
+def encoding_job(items: Sequence[Source], encoder, options: RunOptions, settings: RaySettings,
+                 actor: type = EncodeActor, shards: Sequence[str] = (), classnames: Sequence[str] = ()) -> EncodingJob:
+    """``items`` (or the samples of WebDataset ``shards``, one read task per shard) to be decoded by
+    tasks and encoded by an actor pool of ``actor`` (an ``EncodeActor``), sized to the cluster (a
+    cluster that cannot host the pool is refused here, before anything runs)."""
     ray = connect(settings)
     transform = encoder.image_transform()
     pixel_shape = tuple(transform(Image.new("RGB", (encoder.image_size or 224,) * 2)).shape)
     gpus = encoder.device.type == "cuda"
     actors, per_node = pool_size(ray, settings, gpus)
+    rows = decode_rows(options.batch_size, pixel_shape)
     if shards:
         dataset = ray.data.from_items([{"shard": shard} for shard in shards], override_num_blocks=len(shards))
         dataset = dataset.flat_map(shard_records, fn_kwargs={"classnames": list(classnames)},
                                    num_cpus=DECODE_CPUS).map_batches(
-            decode_bytes_batch, batch_size=options.batch_size, batch_format="numpy", num_cpus=DECODE_CPUS,
+            decode_bytes_batch, batch_size=rows, batch_format="numpy", num_cpus=DECODE_CPUS,
             fn_kwargs={"transform": transform, "target_size": encoder.image_size, "max_pixels": options.max_pixels,
                        "draft": options.draft, "pixel_shape": pixel_shape})
     else:
-        records = [{"name": item.name, "error": item.error or "",
-                    "target": item.target if isinstance(item, LabelledSource) else -1} for item in items]
-        dataset = ray.data.from_items(records).map_batches(
-            decode_batch, batch_size=options.batch_size, batch_format="numpy", num_cpus=DECODE_CPUS,
+        chunks = [items[start:start + rows] for start in range(0, len(items), rows)]
+        records = [{"name": [item.name for item in chunk], "error": [item.error or "" for item in chunk],
+                    "target": [item.target if isinstance(item, LabelledSource) else -1 for item in chunk]}
+                   for chunk in chunks]
+        dataset = ray.data.from_items(records, override_num_blocks=max(1, len(records))).map_batches(
+            decode_chunks, batch_size=1, batch_format="numpy", num_cpus=DECODE_CPUS,
             fn_kwargs={"transform": transform, "target_size": encoder.image_size, "max_pixels": options.max_pixels,
                        "draft": options.draft, "url_timeout": options.url_timeout, "pixel_shape": pixel_shape})
-    with warnings.catch_warnings():  # Ray 2.60 flags remote args passed this way; they are the documented way
-        warnings.simplefilter("ignore")
-        return dataset.map_batches(
-            actor, fn_constructor_kwargs={"spec": ModelSpec.of(encoder, options, per_node)},
-            batch_size=options.batch_size, batch_format="numpy", concurrency=actors, num_gpus=1 if gpus else 0,
-            num_cpus=0 if gpus else ACTOR_CPUS,
-            max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
+    return EncodingJob(dataset, actor, ModelSpec.of(encoder, options, per_node), actors, actor_options(gpus))
 
 
-def encoded_rows(dataset, options: RunOptions, settings: RaySettings, nodes: Counter | None = None
+def _blocks(dataset) -> Iterator[tuple[object, tuple[int, int] | None]]:
+    """(block reference, row slice or None) of each block the decode stage yields, in order; the
+    blocks stay in the object store (the driver never fetches pixels)."""
+    for bundle in dataset.iter_internal_ref_bundles():
+        slices = bundle.slices or [None] * len(bundle.block_refs)
+        for block, part in zip(bundle.block_refs, slices, strict=True):
+            yield block, None if part is None else (part.start_offset, part.end_offset)
+
+
+def _rebatched(results: Iterator[dict[str, np.ndarray]], size: int) -> Iterator[dict[str, np.ndarray]]:
+    """The actors' results (a block each) as batches of ``size`` rows (the last may be smaller)."""
+    held: list[dict[str, np.ndarray]] = []
+    count = 0
+    for result in results:
+        held.append(result)
+        count += len(result["ok"])
+        while count >= size:
+            joined = {key: np.concatenate([part[key] for part in held]) for key in held[0]}
+            yield {key: value[:size] for key, value in joined.items()}
+            rest = {key: value[size:] for key, value in joined.items()}
+            held, count = [rest], count - size
+    if count:
+        yield {key: np.concatenate([part[key] for part in held]) for key in held[0]}
+
+
+def encoded_rows(job: EncodingJob, options: RunOptions, settings: RaySettings, nodes: Counter | None = None
                  ) -> Iterator[tuple[list[str], list[str | None], torch.Tensor, list[int]]]:
-    """(names, errors, features of the decoded ones, targets) per batch of an ``encoded_dataset``,
-    watched for stalls; ``nodes`` (when given) counts the images each Ray node encoded."""
-    for batch in watched(dataset.iter_batches(batch_size=options.batch_size, batch_format="numpy"),
-                         settings.stall_timeout_s):
-        ok = batch["ok"].astype(bool)
-        if nodes is not None:
-            nodes.update(str(node) for node in batch["node"])
-        yield ([str(name) for name in batch["name"]], [str(error) or None for error in batch["error"]],
-               torch.from_numpy(np.ascontiguousarray(batch["embedding"][ok])), [int(t) for t in batch["target"]])
+    """(names, errors, features of the decoded ones, targets) per batch of an ``encoding_job``, watched
+    for stalls; ``nodes`` (when given) counts the images each Ray node encoded."""
+    ray = connect(settings)
+    with lease(ray, job.actor, job.spec, job.actors, job.options, settings.keep_actors_s) as pool:
+        results = _rebatched(pool.encode(_blocks(job.dataset)), options.batch_size)
+        for batch in _actor_errors_named(watched(results, settings.stall_timeout_s), ray):
+            ok = batch["ok"].astype(bool)
+            if nodes is not None:
+                nodes.update(str(node) for node in batch["node"])
+            yield ([str(name) for name in batch["name"]], [str(error) or None for error in batch["error"]],
+                   torch.from_numpy(np.ascontiguousarray(batch["embedding"][ok])), [int(t) for t in batch["target"]])
+
+
+#: How Ray's report of an actor that failed to start names a zsclip error (its exception's class path).
+_INPUT_ERROR = f"{InputError.__module__}.{InputError.__qualname__}: "
+
+
+def _actor_errors_named(batches: Iterator, ray) -> Iterator:
+    """``batches``, with an actor that could not start because of the user's input (e.g. other weights
+    on a worker node: an InputError in its constructor) reported as that one line, not Ray's trace."""
+    try:
+        yield from batches
+    except ray.exceptions.RayActorError as error:
+        text = str(error)
+        if _INPUT_ERROR not in text:
+            raise
+        raise InputError(text.split(_INPUT_ERROR, 1)[1].splitlines()[0]) from None
 
 
 def ray_feature_batches(items: Sequence[Source], encoder, options: RunOptions | None = None,
@@ -245,10 +350,10 @@ def ray_feature_batches(items: Sequence[Source], encoder, options: RunOptions | 
     ``nodes`` (when given) counts the images each Ray node encoded."""
     options = options or RunOptions()
     settings = settings or RaySettings()
-    dataset = encoded_dataset(items, encoder, options, settings, actor)
-    for names, errors, features, _ in encoded_rows(dataset, options, settings, nodes):
+    job = encoding_job(items, encoder, options, settings, actor)
+    for names, errors, features, _ in encoded_rows(job, options, settings, nodes):
         yield names, errors, features
 
 
-__all__ = ["EncodeActor", "ModelSpec", "decode_batch", "encoded_dataset", "encoded_rows", "pool_size",
-           "ray_feature_batches"]
+__all__ = ["EncodeActor", "EncodingJob", "ModelSpec", "actor_options", "decode_batch", "encoded_rows",
+           "encoding_job", "pool_size", "ray_feature_batches"]

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import InputError
 from ..options import RunOptions
-from .pipeline import encoded_dataset, encoded_rows
+from .pipeline import encoded_rows, encoding_job
 from .session import RaySettings, connect, watched
 
 
@@ -25,8 +25,8 @@ def encoded_batches(items, encoder, options: RunOptions, settings: RaySettings |
     sources) or the samples of WebDataset ``shards`` (labels read when ``classnames`` are given)
     decoded by Ray tasks and encoded by the actor pool, in input order."""
     settings = settings or RaySettings()
-    dataset = encoded_dataset(items, encoder, options, settings, shards=shards, classnames=classnames)
-    yield from encoded_rows(dataset, options, settings)
+    job = encoding_job(items, encoder, options, settings, shards=shards, classnames=classnames)
+    yield from encoded_rows(job, options, settings)
 
 
 def store_rows(row: dict, masks: dict[int, np.ndarray], embed_dim: int, classnames: list[str] | None,

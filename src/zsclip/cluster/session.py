@@ -22,12 +22,15 @@ class RaySettings:
         num_cpus: for a local instance only: how many CPUs it may use (None = all).
         stall_timeout_s: a job that delivers no batch for this long is stopped and reported (a cluster
             that cannot place its tasks or actors would otherwise wait forever).
+        keep_actors_s: how long the encoding actors stay up after a job, for the driver's next job to
+            take them warm (see ``actors.py``); 0 ends them with the job. They end with the driver.
     """
 
     address: str = "auto"
     actors: int | None = None
     num_cpus: int | None = None
     stall_timeout_s: float = 600.0
+    keep_actors_s: float = 120.0
 
 
 def worker_pool_config(cpus: int) -> dict:

@@ -1,0 +1,164 @@
+"""Encoding actors that outlive a job: one warm pool per driver, fed the decode stage's blocks.
+
+An actor's start-up (a worker process, importing torch and open_clip, loading and fingerprinting
+the weights) takes 4-15 s on a small machine: more than a few thousand images take to encode. Ray
+Data's actor stage starts a fresh pool for every dataset, so a driver that runs several jobs (a
+notebook, a script classifying folder after folder, the test suite) paid that start-up per job.
+Here the pool is kept while its jobs run one after another: a job for the same actor class, model
+spec and pool size takes the warm actors; anything else releases them first (one pool per driver,
+so idle actors never hold more than one pool's memory or GPUs), and a pool left idle for
+``RaySettings.keep_actors_s`` is released by a timer. Actors are owned by the driver's Ray job, so
+they end with the driver in any case.
+
+Dispatch: the decode stage's blocks (object references, never fetched to the driver) go to the
+least-loaded actor, at most ``IN_FLIGHT_PER_ACTOR`` per actor (one encoding, one waiting, so no
+actor idles between blocks), and results come back in input order. An actor that dies is restarted
+by Ray and its calls retried (``max_restarts`` / ``max_task_retries``), on another node if its node
+is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Hashable, Iterable, Iterator
+from typing import Any
+
+#: Calls an actor holds at once: one it encodes and one queued behind it.
+IN_FLIGHT_PER_ACTOR = 2
+#: How long a reused pool may take to answer that it is alive before a fresh one replaces it.
+READY_TIMEOUT_S = 30.0
+
+
+class EncoderPool:
+    """``size`` actors of ``actor_class`` built from ``spec``, placed with ``options`` (Ray actor options)."""
+
+    def __init__(self, ray, actor_class: type, spec: Any, size: int, options: dict, key: Hashable) -> None:
+        self.ray, self.key, self.size = ray, key, size
+        remote = ray.remote(actor_class).options(**options)
+        self.actors = [remote.remote(spec) for _ in range(size)]
+        self.busy = False
+        self.generation = 0
+
+    def ready(self, timeout: float = READY_TIMEOUT_S) -> bool:
+        """Whether every actor answers within ``timeout`` (a reused pool's check that it still serves)."""
+        try:
+            self.ray.get([actor.ready.remote() for actor in self.actors], timeout=timeout)
+        except Exception:  # dead past its restarts, its node gone for good, or not answering
+            return False
+        return True
+
+    def encode(self, blocks: Iterable[tuple[Any, tuple[int, int] | None]]) -> Iterator[Any]:
+        """Each (block reference, row slice or None)'s encoded result, in input order."""
+        pending: deque = deque()
+        load = [0] * len(self.actors)
+
+        def oldest():
+            result, index = pending.popleft()
+            load[index] -= 1
+            return self.ray.get(result)
+
+        for block, rows in blocks:
+            while min(load) >= IN_FLIGHT_PER_ACTOR:
+                yield oldest()
+            index = load.index(min(load))
+            pending.append((self.actors[index].encode_block.remote(block, rows), index))
+            load[index] += 1
+        while pending:
+            yield oldest()
+
+    def release(self) -> None:
+        """End the actors (their model memory and GPUs go back to the cluster)."""
+        for actor in self.actors:
+            with contextlib.suppress(Exception):  # Ray already shut down, or the actor already gone
+                self.ray.kill(actor)
+        self.actors = []
+
+
+_lock = threading.Lock()
+_pool: EncoderPool | None = None
+
+
+def job_id(ray) -> str:
+    """The driver's Ray job: a pool from an earlier connection (since shut down) is never reused."""
+    return ray.get_runtime_context().get_job_id()
+
+
+class lease:
+    """``with lease(ray, actor_class, spec, size, options, keep_s) as pool``: the driver's warm pool when
+    it fits this job (else a fresh one, the old one released); idle again when the job ends, and
+    released ``keep_s`` seconds later unless another job took it (0: released at once). A job that ends
+    in an error or is left early releases its pool at once."""
+
+    def __init__(self, ray, actor_class: type, spec: Any, size: int, options: dict, keep_s: float) -> None:
+        self.ray, self.keep_s = ray, keep_s
+        self.key = (actor_class.__module__, actor_class.__qualname__, spec, size, tuple(sorted(options.items())),
+                    job_id(ray))
+        self.args = (actor_class, spec, size, options)
+        self.own: EncoderPool | None = None
+
+    def __enter__(self) -> EncoderPool:
+        global _pool
+        with _lock:
+            pool = _pool
+            if pool is not None and pool.busy:  # another job of this driver runs on it: this one gets its own
+                self.own = EncoderPool(self.ray, *self.args, key=self.key)
+                self.own.busy = True
+                return self.own
+            if pool is not None and pool.key == self.key:
+                pool.busy = True
+            else:
+                if pool is not None:
+                    pool.release()
+                pool = _pool = EncoderPool(self.ray, *self.args, key=self.key)
+                pool.busy = True
+                return pool
+        if pool.ready():  # outside the lock: a restarting actor may take a while
+            return pool
+        with _lock:
+            pool.release()
+            pool = _pool = EncoderPool(self.ray, *self.args, key=self.key)
+            pool.busy = True
+            return pool
+
+    def __exit__(self, error_type, *exc) -> None:
+        global _pool
+        with _lock:
+            if self.own is not None:
+                self.own.release()
+                return
+            pool = _pool
+            if pool is None:
+                return
+            pool.busy = False
+            pool.generation += 1
+            if self.keep_s <= 0 or error_type is not None:  # a job that failed, stalled or was left early may
+                pool.release()  # still have calls in flight on these actors: nobody takes them over
+                pool.release()
+                _pool = None
+                return
+            generation = pool.generation
+        timer = threading.Timer(self.keep_s, _release_if_idle, args=(pool, generation))
+        timer.daemon = True
+        timer.start()
+
+
+def _release_if_idle(pool: EncoderPool, generation: int) -> None:
+    global _pool
+    with _lock:
+        if _pool is pool and not pool.busy and pool.generation == generation:
+            pool.release()
+            _pool = None
+
+
+def release_pool() -> None:
+    """Release the driver's warm pool now (e.g. before ``ray.shutdown()`` or to free GPUs at once)."""
+    global _pool
+    with _lock:
+        if _pool is not None and not _pool.busy:
+            _pool.release()
+            _pool = None
+
+
+__all__ = ["EncoderPool", "IN_FLIGHT_PER_ACTOR", "lease", "release_pool"]
