@@ -363,3 +363,8 @@ def test_classify_the_corpus_on_ray(corpus):
     starved = _zsclip("classify", "images", "--labels", "a,b", "--model", "demo", "--ray", "auto", cwd=corpus)
     lines = _stderr_lines(starved)
     assert starved.returncode == 2 and len(lines) == 1 and "cannot reach a local Ray instance" in lines[0], lines
+    # where the machine has the memory for Ray's default object store, the limit is named at once (no 30 s wait)
+    from zsclip.cluster.session import OBJECT_STORE_SHARE, RAY_PROCESS_HEADROOM, _system_memory
+
+    needed = _system_memory() * OBJECT_STORE_SHARE + RAY_PROCESS_HEADROOM
+    assert "address-space limit" in lines[0] or needed < MEMORY_LIMIT, lines

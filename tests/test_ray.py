@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -99,6 +100,22 @@ def test_classify_and_embed_with_the_ray_option(demo, tree, tmp_path):
     # a local run continues the Ray run's store: nothing to encode again
     again = CliRunner().invoke(main, ["embed", str(tree), *common, "-o", str(tmp_path / "s.zse")])
     assert "0 encoded, 16 unchanged" in again.stderr
+
+
+def test_ray_jobs_show_the_local_progress_bar_on_a_terminal(demo, tree, tmp_path, monkeypatch):
+    """On a terminal, `embed --ray` and `classify --ray` show the bar a local run shows: images done of
+    the total, and the rate."""
+    import click.testing
+
+    monkeypatch.setattr(click.testing._NamedTextIOWrapper, "isatty", lambda self: True, raising=False)
+    common = ["--model", "demo", "--precision", "fp32", "-b", "4", "-j", "0", "--ray", "auto"]
+    runs = {"embedding": ["embed", str(tree), *common, "-o", str(tmp_path / "bar.zse")],
+            "classifying": ["classify", str(tree), "--labels", "red circle,blue square", *common,
+                            "-o", str(tmp_path / "bar.csv")]}
+    for what, command in runs.items():
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1, result.output  # the broken file, reported
+        assert re.search(rf"{what}: 100%.*\b16/16 \[[^]]*img/s\]", result.stderr), result.stderr
 
 
 class CrashOnce(EncodeActor):

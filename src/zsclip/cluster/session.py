@@ -42,6 +42,40 @@ def worker_pool_config(cpus: int) -> dict:
     return {"num_workers_soft_limit": 2 * cpus}
 
 
+#: The share of the machine's memory a local Ray instance maps as its object store (Ray's default).
+OBJECT_STORE_SHARE = 0.3
+#: Address space a Ray process needs beside the object store it maps.
+RAY_PROCESS_HEADROOM = 1 << 30
+
+
+def address_space_shortfall() -> str | None:
+    """Why a local Ray instance cannot start under this process's address-space limit (``ulimit -v``,
+    a scheduler's h_vmem), or None. Every Ray process inherits the limit and maps the object store,
+    so a raylet that cannot map it never comes up, and ``ray.init`` waits 30 s for it before failing."""
+    try:
+        import resource
+    except ImportError:  # no such limits here (Windows)
+        return None
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if limit == resource.RLIM_INFINITY:
+        return None
+    store = int(OBJECT_STORE_SHARE * _system_memory())
+    if limit >= store + RAY_PROCESS_HEADROOM:
+        return None
+    return (f"it cannot start under this process's address-space limit ({limit / 2**30:.1f} GiB, ulimit -v): its "
+            f"object store maps {store / 2**30:.1f} GiB in every Ray process; raise the limit to "
+            f"{(store + RAY_PROCESS_HEADROOM) / 2**30:.0f} GiB or more, or join a running cluster (--ray ADDRESS)")
+
+
+def _system_memory() -> int:
+    """The memory Ray sizes its object store from (a container's cgroup limit where there is one)."""
+    try:
+        from ray._private.utils import get_system_memory
+    except ImportError:  # another Ray version's layout: the machine's memory
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(get_system_memory())
+
+
 def ray_available() -> bool:
     return importlib.util.find_spec("ray") is not None
 
@@ -60,6 +94,9 @@ def connect(settings: RaySettings):
     kwargs = {"ignore_reinit_error": True, "include_dashboard": False, "log_to_driver": False,
               "logging_level": "ERROR"}
     if address is None:
+        shortfall = address_space_shortfall()
+        if shortfall:
+            raise InputError(f"cannot reach a local Ray instance: {shortfall}")
         kwargs["num_cpus"] = settings.num_cpus
         kwargs["_system_config"] = worker_pool_config(settings.num_cpus or os.cpu_count() or 1)
         kwargs["runtime_env"] = {"env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}}
@@ -123,4 +160,4 @@ def watched(batches: Iterator, seconds: float, what: str = "the Ray job") -> Ite
         yield item
 
 
-__all__ = ["RaySettings", "connect", "ray_available", "watched", "worker_pool_config"]
+__all__ = ["RaySettings", "address_space_shortfall", "connect", "ray_available", "watched", "worker_pool_config"]

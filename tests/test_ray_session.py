@@ -1,0 +1,36 @@
+"""Starting a local Ray instance: refused at once, in one line, where it cannot start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("ray")
+
+from zsclip.cluster.session import OBJECT_STORE_SHARE, RAY_PROCESS_HEADROOM, _system_memory  # noqa: E402
+
+SCRIPT = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]), resource.RLIM_INFINITY))
+from zsclip.cluster.session import address_space_shortfall
+print(address_space_shortfall())
+"""
+
+
+def shortfall_under(limit: int) -> str:
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(limit)], capture_output=True, text=True, timeout=120,
+                            env={"MALLOC_ARENA_MAX": "2", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_an_address_space_limit_below_the_object_store_is_named_before_ray_starts():
+    """Under ``ulimit -v`` smaller than Ray's object store, ``ray.init`` waited 30 s for a raylet that
+    never came up; the limit, what Ray maps and the way out are named instead, before Ray starts."""
+    needed = int(OBJECT_STORE_SHARE * _system_memory()) + RAY_PROCESS_HEADROOM
+    below = shortfall_under(needed - (512 << 20))
+    assert below.startswith("it cannot start under this process's address-space limit") and "ulimit -v" in below
+    assert "join a running cluster (--ray ADDRESS)" in below
+    assert shortfall_under(needed + (512 << 20)) == "None"
