@@ -148,3 +148,27 @@ def test_local_dir_with_a_broken_config_names_the_folder_without_network_advice(
     with pytest.raises(ModelLoadError, match="model_cfg") as error:
         zsclip.load_model(f"local-dir:{tmp_path}", device="cpu")
     assert str(tmp_path) in _one_line(error) and "network" not in str(error.value)
+
+
+def test_bad_tree_descriptions_and_query_image_files_are_refused_before_any_model_loads(tmp_path):
+    """The files a run reads besides its images are checked before the model: with a model that does not
+    exist, the error still names the bad file (the model would have failed first otherwise)."""
+    from click.testing import CliRunner
+
+    from zsclip.cli import main
+
+    examples = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
+    (tmp_path / "dup.yaml").write_text("a:\n  b:\n  b:\n")
+    (tmp_path / "bad.json").write_text('{"red circle": [["nested"]]}')
+    (tmp_path / "query.png").write_bytes(b"not a png")
+    runs = {
+        "dup.yaml": ["classify", examples, "--labels-tree", str(tmp_path / "dup.yaml")],
+        "bad.json": ["classify", examples, "--labels", "red circle,blue star", "--descriptions",
+                     str(tmp_path / "bad.json")],
+        "query.png": ["search", examples, "--image", str(tmp_path / "query.png")],
+    }
+    for name, command in runs.items():
+        result = CliRunner().invoke(main, [*command, "--model", "no-such-model"])
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and name in lines[0], (name, result.output)
+        assert "no-such-model" not in lines[0]

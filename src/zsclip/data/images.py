@@ -151,17 +151,11 @@ def _own_pixel_limit() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def _decode(handle, target_size: int | None, max_pixels: int, draft: bool = True) -> Image.Image:
+@contextlib.contextmanager
+def _decode_errors() -> Iterator[None]:
+    """What PIL raises on a file it cannot decode, as one ImageReadError line each."""
     try:
-        with _own_pixel_limit(), Image.open(handle) as image:
-            width, height = image.size
-            check_size(width, height, target_size, max_pixels)
-            if draft and target_size and image.format == "JPEG":
-                scale = 2 * target_size / min(width, height)
-                if scale < 1:
-                    image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-            image.load()
-            return to_rgb(image)
+        yield
     except ImageReadError:
         raise
     except UnidentifiedImageError:
@@ -173,3 +167,29 @@ def _decode(handle, target_size: int | None, max_pixels: int, draft: bool = True
     except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, TypeError,
             ZeroDivisionError) as error:  # what PIL's format plugins raise on damaged files
         raise ImageReadError(f"truncated or corrupt image: {error}") from None
+
+
+def _decode(handle, target_size: int | None, max_pixels: int, draft: bool = True) -> Image.Image:
+    with _decode_errors(), _own_pixel_limit(), Image.open(handle) as image:
+        width, height = image.size
+        check_size(width, height, target_size, max_pixels)
+        if draft and target_size and image.format == "JPEG":
+            scale = 2 * target_size / min(width, height)
+            if scale < 1:
+                image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+        image.load()
+        return to_rgb(image)
+
+
+def probe_image(source: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse what ``load_image`` refuses from a file's header alone (missing, empty, not an image, over
+    the pixel or aspect-ratio limits) without decoding it: a query image checked before a model loads.
+    A URL is left for ``load_image`` (it is fetched once, when decoded)."""
+    source = os.fspath(source)
+    if is_url(source):
+        return
+    with file_errors():
+        if os.path.getsize(source) == 0:
+            raise ImageReadError("empty file")
+        with open(source, "rb") as handle, _decode_errors(), _own_pixel_limit(), Image.open(handle) as image:
+            check_size(*image.size, None, max_pixels)

@@ -56,6 +56,18 @@ class HeadOptions:
     calibrate: object = None              # a multi-label manifest (or source) to calibrate thresholds on
     target_precision: float | None = None  # calibrate for this precision per label (else the best F1)
 
+    def _check_files(self) -> None:
+        """Read a label tree file and a descriptions file once here, so a bad one is its one line before
+        a model loads (they are read again where the head is built; both are small and bounded)."""
+        if isinstance(self.labels_tree, (str, os.PathLike)):
+            from ..hierarchy.tree import read_tree
+
+            read_tree(self.labels_tree)
+        if isinstance(self.descriptions, (str, os.PathLike)):
+            from ..hierarchy.descriptions import read_descriptions
+
+            read_descriptions(self.descriptions)
+
     def check(self) -> None:
         """Refuse what cannot apply, in one line, before any model is loaded."""
         self._check_multi_label()
@@ -75,6 +87,7 @@ class HeadOptions:
             resolve_classes(self.labels)
         if self.templates is not None:
             resolve_templates(self.templates)
+        self._check_files()
         tree = self.is_tree()
         if not tree and (self.tree_mode is not None or self.beam is not None):
             raise InputError("--tree-mode and --beam apply to a label tree: give --labels-tree (or a tree "

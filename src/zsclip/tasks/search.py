@@ -66,7 +66,7 @@ def search(inputs, query: str | None = None, *, image=None, top_k: int = 10, enc
            output: str | os.PathLike | None = None, ray=None) -> list[Hit]:
     """The inputs (a store, images, folders, shards) nearest to a text ``query`` or an ``image``
     (a path or PIL image); with ``output`` (.csv, .jsonl, .json, .parquet) also written there."""
-    from ..data.images import load_image
+    from ..data.images import load_image, probe_image
 
     if (query is None) == (image is None):
         raise InputError("give a text query or an image to search with (one of them)")
@@ -75,6 +75,11 @@ def search(inputs, query: str | None = None, *, image=None, top_k: int = 10, enc
         from ..outputs.rows import HitSink
 
         HitSink.check(output)
+    if isinstance(image, (str, os.PathLike)):
+        try:  # a query image that cannot be read is its one line before the model loads
+            probe_image(image, options.max_pixels)
+        except ImageReadError as error:
+            raise InputError(f"search image {os.fspath(image)}: {error}") from None
     source: FeatureSource = open_source(inputs, model=model)
     settings = ray_settings(ray)
     check_ray(source, settings)
