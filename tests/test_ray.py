@@ -180,6 +180,45 @@ def test_an_actor_that_loads_other_weights_is_one_line_and_its_pool_is_not_kept(
     assert actors._pool is None
 
 
+def test_a_command_starts_its_actors_before_its_own_model_loads_and_checks_them(demo, tree, monkeypatch):
+    """A planned job (the CLI's path) starts the pool before the driver loads its model; the job takes
+    that pool (one pool in all), checks the actors' fingerprints against its model, and gives the
+    local embeddings. A driver whose model differs from the actors' is told so in one line."""
+    from types import SimpleNamespace
+
+    from zsclip.cluster import actors
+    from zsclip.cluster.pipeline import prestart
+
+    actors.release_pool()
+    made = []
+    monkeypatch.setattr(actors.EncoderPool, "__init__", _counted(actors.EncoderPool.__init__, made))
+    labels = ["red circle", "blue square"]
+    rows = list(zsclip.classify(tree, labels=labels, model="demo", options=OPTIONS, ray=RaySettings()))
+    assert len(made) == 1 and made[0].spec.fingerprint is None  # started before the model loaded
+    assert actors._pool is made[0] and actors._pool.fingerprint == demo.fingerprint  # checked by the job
+    local = list(zsclip.classify(tree, labels=labels, model="demo", options=OPTIONS))
+    assert [(r.source, r.labels, r.error) for r in rows] == [(r.source, r.labels, r.error) for r in local]
+    assert all(a.scores == pytest.approx(b.scores, abs=1e-6) for a, b in zip(rows, local, strict=True))
+
+    sources = list(expand_inputs([str(tree)]))
+    actors.release_pool()
+    prestart("demo", None, OPTIONS, RaySettings())
+    other = SimpleNamespace(device=torch.device("cpu"), image_transform=demo.image_transform,
+                            image_size=demo.image_size, name="demo", fingerprint="open_clip:w2:other")
+    with pytest.raises(InputError, match=r"^the model loaded on a Ray worker \(demo, open_clip:w2:\w+\) differs "
+                                         r"from the driver's \(open_clip:w2:other\)"):
+        list(ray_feature_batches(sources, other, OPTIONS, RaySettings(stall_timeout_s=120)))
+    assert len(made) == 2 and actors._pool is None  # the started pool served it, and was ended with the error
+
+
+def _counted(init, made: list):
+    def counting(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    return counting
+
+
 def test_a_killed_ray_driver_resumes_to_the_same_store(demo, tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()

@@ -10,6 +10,10 @@ so idle actors never hold more than one pool's memory or GPUs), and a pool left 
 ``RaySettings.keep_actors_s`` is released by a timer. Actors are owned by the driver's Ray job, so
 they end with the driver in any case.
 
+A command line's driver starts its pool before it loads its own model (``start``, with the
+fingerprint still unknown): the actors load theirs meanwhile, and the job that takes the pool
+checks their fingerprints against the driver's before it hands on a single result.
+
 Dispatch: the decode stage's blocks (object references, never fetched to the driver) go to the
 least-loaded actor, at most ``IN_FLIGHT_PER_ACTOR`` per actor (one encoding, one waiting, so no
 actor idles between blocks), and results come back in input order. An actor that dies is restarted
@@ -23,7 +27,10 @@ import contextlib
 import threading
 from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
+
+from ..errors import InputError
 
 #: Calls an actor holds at once: one it encodes and one queued behind it.
 IN_FLIGHT_PER_ACTOR = 2
@@ -35,10 +42,12 @@ class EncoderPool:
     """``size`` actors of ``actor_class`` built from ``spec``, placed with ``options`` (Ray actor options)."""
 
     def __init__(self, ray, actor_class: type, spec: Any, size: int, options: dict, key: Hashable) -> None:
-        self.ray, self.key, self.size = ray, key, size
+        self.ray, self.key, self.size, self.spec = ray, key, size, spec
         remote = ray.remote(actor_class).options(**options)
         self.actors = [remote.remote(spec) for _ in range(size)]
         self.busy = False
+        self.served = False  # a job ran on it: its actors are up (a fresh pool's may still be starting)
+        self.fingerprint = spec.fingerprint  # checked by each actor when given; else by the first job
         self.generation = 0
 
     def ready(self, timeout: float = READY_TIMEOUT_S) -> bool:
@@ -49,12 +58,19 @@ class EncoderPool:
             return False
         return True
 
-    def encode(self, blocks: Iterable[tuple[Any, tuple[int, int] | None]]) -> Iterator[Any]:
-        """Each (block reference, row slice or None)'s encoded result, in input order."""
+    def encode(self, blocks: Iterable[tuple[Any, tuple[int, int] | None]], fingerprint: str | None = None
+               ) -> Iterator[Any]:
+        """Each (block reference, row slice or None)'s encoded result, in input order. ``fingerprint``:
+        the driver's model, checked against every actor's before the first result when the pool was
+        started without it (an actor runs its calls in order: the check is answered first)."""
         pending: deque = deque()
         load = [0] * len(self.actors)
+        checks = [actor.ready.remote() for actor in self.actors] if self.fingerprint is None else []
 
         def oldest():
+            if checks:
+                self.check_fingerprints(self.ray.get(checks), fingerprint)
+                checks.clear()
             result, index = pending.popleft()
             load[index] -= 1
             return self.ray.get(result)
@@ -67,6 +83,14 @@ class EncoderPool:
             load[index] += 1
         while pending:
             yield oldest()
+
+    def check_fingerprints(self, found: list, fingerprint: str | None) -> None:
+        other = next((value for value in found if value != fingerprint), None)
+        if other is not None:
+            raise InputError(f"the model loaded on a Ray worker ({self.spec.model}, {other}) differs from the "
+                             f"driver's ({fingerprint}): give every node the same weights (a checkpoint file or "
+                             "local-dir: on shared storage)")
+        self.fingerprint = fingerprint
 
     def release(self) -> None:
         """End the actors (their model memory and GPUs go back to the cluster)."""
@@ -92,9 +116,8 @@ class lease:
     in an error or is left early releases its pool at once."""
 
     def __init__(self, ray, actor_class: type, spec: Any, size: int, options: dict, keep_s: float) -> None:
-        self.ray, self.keep_s = ray, keep_s
-        self.key = (actor_class.__module__, actor_class.__qualname__, spec, size, tuple(sorted(options.items())),
-                    job_id(ray))
+        self.ray, self.keep_s, self.fingerprint = ray, keep_s, spec.fingerprint
+        self.key = pool_key(ray, actor_class, spec, size, options)
         self.args = (actor_class, spec, size, options)
         self.own: EncoderPool | None = None
 
@@ -106,8 +129,10 @@ class lease:
                 self.own = EncoderPool(self.ray, *self.args, key=self.key)
                 self.own.busy = True
                 return self.own
-            if pool is not None and pool.key == self.key:
+            if pool is not None and pool.key == self.key and pool.fingerprint in (None, self.fingerprint):
                 pool.busy = True
+                if not pool.served:  # started for this job (``start``): its actors may still be loading
+                    return pool
             else:
                 if pool is not None:
                     pool.release()
@@ -132,6 +157,7 @@ class lease:
             if pool is None:
                 return
             pool.busy = False
+            pool.served = True
             pool.generation += 1
             if self.keep_s <= 0 or error_type is not None:  # a job that failed, stalled or was left early may
                 pool.release()  # still have calls in flight on these actors: nobody takes them over
@@ -139,9 +165,36 @@ class lease:
                 _pool = None
                 return
             generation = pool.generation
-        timer = threading.Timer(self.keep_s, _release_if_idle, args=(pool, generation))
-        timer.daemon = True
-        timer.start()
+        _release_later(pool, generation, self.keep_s)
+
+
+def pool_key(ray, actor_class: type, spec: Any, size: int, options: dict) -> Hashable:
+    """What a job's pool must match to be reused: the actor class, the spec (but for the fingerprint,
+    checked on its own), the size, the placement and the Ray job."""
+    return (actor_class.__module__, actor_class.__qualname__, replace(spec, fingerprint=None), size,
+            tuple(sorted(options.items())), job_id(ray))
+
+
+def start(ray, actor_class: type, spec: Any, size: int, options: dict, keep_s: float) -> None:
+    """Start the driver's pool for a job about to run (``spec.fingerprint`` None: the driver's model is
+    still loading), unless one that fits is up; released ``keep_s`` seconds after a job last used it,
+    or after ``keep_s`` (at least a minute) if no job takes it."""
+    global _pool
+    key = pool_key(ray, actor_class, spec, size, options)
+    with _lock:
+        if _pool is not None and (_pool.busy or _pool.key == key):
+            return
+        if _pool is not None:
+            _pool.release()
+        pool = _pool = EncoderPool(ray, actor_class, spec, size, options, key)
+        generation = pool.generation
+    _release_later(pool, generation, max(keep_s, 60.0))
+
+
+def _release_later(pool: EncoderPool, generation: int, seconds: float) -> None:
+    timer = threading.Timer(seconds, _release_if_idle, args=(pool, generation))
+    timer.daemon = True
+    timer.start()
 
 
 def _release_if_idle(pool: EncoderPool, generation: int) -> None:
@@ -161,4 +214,4 @@ def release_pool() -> None:
             _pool = None
 
 
-__all__ = ["EncoderPool", "IN_FLIGHT_PER_ACTOR", "lease", "release_pool"]
+__all__ = ["EncoderPool", "IN_FLIGHT_PER_ACTOR", "lease", "pool_key", "release_pool", "start"]

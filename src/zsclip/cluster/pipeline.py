@@ -36,7 +36,7 @@ from ..data.sources import Source
 from ..errors import InputError, ZsclipWarning
 from ..options import RunOptions
 from ..pipeline.decode import DecodedBatches
-from .actors import lease
+from . import actors
 from .session import RaySettings, connect, watched
 
 #: How often Ray restarts a dead encoding actor, and retries the batch it was running.
@@ -67,7 +67,7 @@ class ModelSpec:
     pretrained: str | None
     device: str
     precision: str
-    fingerprint: str
+    fingerprint: str | None  # None: started before the driver's model loaded (checked by the job)
     actors_per_node: int = 1
     batch_size: int = 64
 
@@ -174,14 +174,15 @@ class EncodeActor:
         self.node = _node_id()
         self.encoder = resolve_model(spec.model, spec.pretrained, RunOptions(device=spec.device,
                                                                              precision=spec.precision))
-        if self.encoder.fingerprint != spec.fingerprint:  # e.g. random weights, or other files on this node
+        if spec.fingerprint is not None and self.encoder.fingerprint != spec.fingerprint:  # e.g. other files here
             raise InputError(f"the model loaded on a Ray worker ({spec.model}, {self.encoder.fingerprint}) differs "
                              f"from the driver's ({spec.fingerprint}): give every node the same weights (a "
                              "checkpoint file or local-dir: on shared storage)")
 
-    def ready(self) -> bool:
-        """Answers once the model is loaded (a reused pool's check that its actors still serve)."""
-        return True
+    def ready(self) -> str:
+        """The loaded model's fingerprint, once it is loaded (a reused pool's check that its actors still
+        serve; a pool started before the driver's model loaded is checked against it with this)."""
+        return self.encoder.fingerprint
 
     def encode_block(self, block, rows: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
         """One block of the decode stage (``rows``: the slice of it that belongs to the job), encoded."""
@@ -266,7 +267,7 @@ def encoding_job(items: Sequence[Source], encoder, options: RunOptions, settings
     transform = encoder.image_transform()
     pixel_shape = tuple(transform(Image.new("RGB", (encoder.image_size or 224,) * 2)).shape)
     gpus = encoder.device.type == "cuda"
-    actors, per_node = pool_size(ray, settings, gpus)
+    size, per_node = pool_size(ray, settings, gpus)
     rows = decode_rows(options.batch_size, pixel_shape)
     if shards:
         dataset = ray.data.from_items([{"shard": shard} for shard in shards], override_num_blocks=len(shards))
@@ -284,7 +285,23 @@ def encoding_job(items: Sequence[Source], encoder, options: RunOptions, settings
             decode_chunks, batch_size=1, batch_format="numpy", num_cpus=DECODE_CPUS,
             fn_kwargs={"transform": transform, "target_size": encoder.image_size, "max_pixels": options.max_pixels,
                        "draft": options.draft, "url_timeout": options.url_timeout, "pixel_shape": pixel_shape})
-    return EncodingJob(dataset, actor, ModelSpec.of(encoder, options, per_node), actors, actor_options(gpus))
+    return EncodingJob(dataset, actor, ModelSpec.of(encoder, options, per_node), size, actor_options(gpus))
+
+
+def prestart(model: str, pretrained: str | None, options: RunOptions, settings: RaySettings) -> None:
+    """Start the encoding actors a job of ``model`` will use before the driver loads its own copy, so
+    that both load at once (the job checks the actors' fingerprints against the driver's model). A
+    cluster that cannot host them is refused here, before any model loads."""
+    from ..encoders import resolve_device
+
+    ray = connect(settings)
+    gpus = resolve_device(options.device).type == "cuda"
+    with warnings.catch_warnings():  # a pool sized down is reported once, by the job
+        warnings.simplefilter("ignore", ZsclipWarning)
+        size, per_node = pool_size(ray, settings, gpus)
+    spec = ModelSpec(model, pretrained, "cuda" if gpus else "cpu", options.precision, None, per_node,
+                     options.batch_size)
+    actors.start(ray, EncodeActor, spec, size, actor_options(gpus), settings.keep_actors_s)
 
 
 def _blocks(dataset) -> Iterator[tuple[object, tuple[int, int] | None]]:
@@ -317,8 +334,8 @@ def encoded_rows(job: EncodingJob, options: RunOptions, settings: RaySettings, n
     """(names, errors, features of the decoded ones, targets) per batch of an ``encoding_job``, watched
     for stalls; ``nodes`` (when given) counts the images each Ray node encoded."""
     ray = connect(settings)
-    with lease(ray, job.actor, job.spec, job.actors, job.options, settings.keep_actors_s) as pool:
-        results = _rebatched(pool.encode(_blocks(job.dataset)), options.batch_size)
+    with actors.lease(ray, job.actor, job.spec, job.actors, job.options, settings.keep_actors_s) as pool:
+        results = _rebatched(pool.encode(_blocks(job.dataset), job.spec.fingerprint), options.batch_size)
         for batch in _actor_errors_named(watched(results, settings.stall_timeout_s), ray):
             ok = batch["ok"].astype(bool)
             if nodes is not None:
@@ -356,4 +373,4 @@ def ray_feature_batches(items: Sequence[Source], encoder, options: RunOptions | 
 
 
 __all__ = ["EncodeActor", "EncodingJob", "ModelSpec", "actor_options", "decode_batch", "encoded_rows",
-           "encoding_job", "pool_size", "ray_feature_batches"]
+           "encoding_job", "pool_size", "prestart", "ray_feature_batches"]

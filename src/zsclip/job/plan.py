@@ -71,12 +71,14 @@ def check_ray(source: FeatureSource, ray) -> None:
 
 def resolve_encoder(source: FeatureSource, head: HeadOptions | None, *, encoder: Encoder | None = None,
                     model: str | None = None, pretrained: str | None = None, run: RunOptions,
-                    needs_model: bool | None = None) -> Encoder | None:
+                    needs_model: bool | None = None, ray=None) -> Encoder | None:
     """The model this job needs, or None when nothing needs one (stored features and a classifier file).
 
     Which model: ``encoder`` as given; else for a store its own model (``model`` naming another is
-    refused); else a classifier file's model; else ``model`` / ``pretrained`` or the default."""
-    from ..encoders.resolve import resolve_model
+    refused); else a classifier file's model; else ``model`` / ``pretrained`` or the default. With
+    ``ray`` (RaySettings) and a source encoded by Ray's actor pool, the pool starts before this
+    process loads its own copy."""
+    from ..encoders.resolve import default_weights, resolve_model
 
     if needs_model is None:
         needs_model = source.needs_model or (head is not None and (
@@ -94,6 +96,10 @@ def resolve_encoder(source: FeatureSource, head: HeadOptions | None, *, encoder:
         pretrained = pretrained or file_pretrained
     if not source.needs_model:  # stored features need no model: say why one loads
         say(f"zsclip: loading model {model} for its text tower ({_why(head)})")
+    if ray is not None and source.pooled_on_ray:
+        from ..cluster.pipeline import prestart
+
+        prestart(*default_weights(model, pretrained), run, ray)
     return resolve_model(model, pretrained, run)
 
 
@@ -181,7 +187,8 @@ def plan(source: FeatureSource, head_options: HeadOptions, *, encoder: Encoder |
     check_ray(source, settings)
     if encoder is None:
         head_options = from_cache(source, head_options, run, cache=cache, cache_dir=cache_dir)
-    encoder = resolve_encoder(source, head_options, encoder=encoder, model=model, pretrained=pretrained, run=run)
+    encoder = resolve_encoder(source, head_options, encoder=encoder, model=model, pretrained=pretrained, run=run,
+                              ray=settings)
     if encoder is not None:
         source.check_encoder(encoder)
 

@@ -73,6 +73,8 @@ class FeatureSource(ABC):
     needs_model: ClassVar[bool] = True
     #: whether rows carry a time span (video clips): sinks then write start and end columns
     timed: ClassVar[bool] = False
+    #: whether Ray encodes this source in the actor pool (its actors can start while the driver loads)
+    pooled_on_ray: ClassVar[bool] = False
     #: class names of a labelled source (targets index them), else None
     classnames: list[str] | None = None
     #: the precision features are stored at ("float16": a half-precision store), which calibration must match
@@ -119,6 +121,7 @@ class ImageFiles(FeatureSource):
     """Image files, folders, globs, URLs (already expanded into ``Source``s), through the pipeline."""
 
     kind = "images"
+    pooled_on_ray = True
 
     def __init__(self, sources: Sequence[Source]) -> None:
         self.sources = list(sources)
@@ -144,6 +147,7 @@ class LabelledData(FeatureSource):
     (``labelled=False``: classify, embed) are read without their labels."""
 
     kind = "labelled data"
+    pooled_on_ray = True
 
     def __init__(self, collection: LabelledCollection, labelled: bool = True) -> None:
         self.collection = collection
