@@ -35,6 +35,18 @@ CLI_COMMON = ["--model", "demo", "--precision", "fp32", "-j", "0", "-b", "4"]
 TOLERANCE = 1e-5
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_ray_left_behind():
+    """The Ray cases start a local instance (and keep a warm actor pool); it ends with this module, so
+    the modules after it do not run beside an idle Ray."""
+    yield
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 @pytest.fixture(scope="module")
 def demo():
     return zsclip.load_model("demo")
