@@ -161,7 +161,6 @@ class lease:
             pool.generation += 1
             if self.keep_s <= 0 or error_type is not None:  # a job that failed, stalled or was left early may
                 pool.release()  # still have calls in flight on these actors: nobody takes them over
-                pool.release()
                 _pool = None
                 return
             generation = pool.generation
