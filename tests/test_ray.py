@@ -119,106 +119,6 @@ def test_ray_jobs_show_the_local_progress_bar_on_a_terminal(demo, tree, tmp_path
         assert re.search(rf"{what}: 100%.*\b16/16 \[[^]]*(img/s|s/img)\]", result.stderr), result.stderr
 
 
-class CrashOnce(EncodeActor):
-    """An encoding actor whose process dies on its first batch (once per marker file; the class, and
-    so its marker, travels to the workers by value)."""
-
-    marker = ""
-
-    def __call__(self, batch):
-        marker = Path(self.marker)
-        if not marker.exists():
-            marker.write_text("crashed")
-            os._exit(1)
-        return super().__call__(batch)
-
-
-def test_a_dead_actor_is_replaced_and_its_batch_retried(demo, tree, tmp_path):
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    CrashOnce.marker = str(tmp_path / "crashed")
-    sources = list(expand_inputs([str(tree)]))
-    remote = list(ray_feature_batches(sources, demo, OPTIONS, RaySettings(keep_actors_s=0), actor=CrashOnce))
-    assert (tmp_path / "crashed").read_text() == "crashed"  # the actor did die
-    assert sum(len(n) for n, _, _ in remote) == 16 and sum(len(f) for *_, f in remote) == 15
-
-
-def test_a_later_job_takes_the_warm_actors_and_an_idle_pool_is_released(demo, tree):
-    """The driver keeps its encoding actors between jobs: the second job runs on the same actors (the
-    same answers), a job that asks for no keeping ends them, and so does the idle timer."""
-    from zsclip.cluster import actors
-
-    sources = list(expand_inputs([str(tree)]))
-    first = list(ray_feature_batches(sources, demo, OPTIONS, RaySettings()))
-    pool = actors._pool
-    assert pool is not None and not pool.busy and len(pool.actors) == 1
-    handles = list(pool.actors)
-    second = list(ray_feature_batches(sources, demo, OPTIONS, RaySettings(keep_actors_s=0.5)))
-    assert [n for n, _, _ in second] == [n for n, _, _ in first]
-    assert all(torch.equal(a, b) for (*_, a), (*_, b) in zip(first, second, strict=True))
-    assert [a._actor_id for a in pool.actors] == [a._actor_id for a in handles]  # the warm actors served it
-    deadline = time.monotonic() + 20
-    while actors._pool is not None and time.monotonic() < deadline:  # the 0.5 s idle timer ends them
-        time.sleep(0.1)
-    assert actors._pool is None
-    with pytest.raises(ray.exceptions.RayActorError):
-        ray.get(handles[0].ready.remote(), timeout=20)
-    list(ray_feature_batches(sources, demo, OPTIONS, RaySettings(keep_actors_s=0)))
-    assert actors._pool is None  # no keeping asked for: ended with the job
-
-
-def test_an_actor_that_loads_other_weights_is_one_line_and_its_pool_is_not_kept(demo):
-    from types import SimpleNamespace
-
-    from zsclip.cluster import actors
-
-    other = SimpleNamespace(device=torch.device("cpu"), image_transform=demo.image_transform,
-                            image_size=demo.image_size, name="demo", fingerprint="open_clip:w2:other")
-    sources = list(expand_inputs([str(EXAMPLES)]))
-    with pytest.raises(InputError, match=r"^the model loaded on a Ray worker \(demo, open_clip:w2:\w+\) differs "
-                                         r"from the driver's \(open_clip:w2:other\)"):
-        list(ray_feature_batches(sources, other, OPTIONS, RaySettings(stall_timeout_s=120)))
-    assert actors._pool is None
-
-
-def test_a_command_starts_its_actors_before_its_own_model_loads_and_checks_them(demo, tree, monkeypatch):
-    """A planned job (the CLI's path) starts the pool before the driver loads its model; the job takes
-    that pool (one pool in all), checks the actors' fingerprints against its model, and gives the
-    local embeddings. A driver whose model differs from the actors' is told so in one line."""
-    from types import SimpleNamespace
-
-    from zsclip.cluster import actors
-    from zsclip.cluster.pipeline import prestart
-
-    actors.release_pool()
-    made = []
-    monkeypatch.setattr(actors.EncoderPool, "__init__", _counted(actors.EncoderPool.__init__, made))
-    labels = ["red circle", "blue square"]
-    rows = list(zsclip.classify(tree, labels=labels, model="demo", options=OPTIONS, ray=RaySettings()))
-    assert len(made) == 1 and made[0].spec.fingerprint is None  # started before the model loaded
-    assert actors._pool is made[0] and actors._pool.fingerprint == demo.fingerprint  # checked by the job
-    local = list(zsclip.classify(tree, labels=labels, model="demo", options=OPTIONS))
-    assert [(r.source, r.labels, r.error) for r in rows] == [(r.source, r.labels, r.error) for r in local]
-    assert all(a.scores == pytest.approx(b.scores, abs=1e-6) for a, b in zip(rows, local, strict=True))
-
-    sources = list(expand_inputs([str(tree)]))
-    actors.release_pool()
-    prestart("demo", None, OPTIONS, RaySettings())
-    other = SimpleNamespace(device=torch.device("cpu"), image_transform=demo.image_transform,
-                            image_size=demo.image_size, name="demo", fingerprint="open_clip:w2:other")
-    with pytest.raises(InputError, match=r"^the model loaded on a Ray worker \(demo, open_clip:w2:\w+\) differs "
-                                         r"from the driver's \(open_clip:w2:other\)"):
-        list(ray_feature_batches(sources, other, OPTIONS, RaySettings(stall_timeout_s=120)))
-    assert len(made) == 2 and actors._pool is None  # the started pool served it, and was ended with the error
-
-
-def _counted(init, made: list):
-    def counting(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        made.append(self)
-
-    return counting
-
-
 def test_a_killed_ray_driver_resumes_to_the_same_store(demo, tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()
@@ -430,3 +330,107 @@ def test_a_store_of_video_segments_on_ray_keeps_the_spans(demo, tmp_path):
     remote = list(zsclip.classify(tmp_path / "s.zse", labels, ray=RaySettings()))
     assert [(r.start, r.end, r.labels[0]) for r in remote] == [(r.start, r.end, r.labels[0]) for r in local] == [
         (0.0, 2.0, "red circle"), (2.0, 4.0, "blue square")]
+
+
+# --- The actor pool's own cases, last: they end, replace or crash the module's warm pool, which the
+# cases above share (each cold start costs seconds).
+
+
+def test_a_later_job_takes_the_warm_actors_and_an_idle_pool_is_released(demo, tree):
+    """The driver keeps its encoding actors between jobs: the second job runs on the same actors (the
+    same answers), a job that asks for no keeping ends them, and so does the idle timer."""
+    from zsclip.cluster import actors
+
+    sources = list(expand_inputs([str(tree)]))
+    first = list(ray_feature_batches(sources, demo, OPTIONS, RaySettings()))
+    pool = actors._pool
+    assert pool is not None and not pool.busy and len(pool.actors) == 1
+    handles = list(pool.actors)
+    second = list(ray_feature_batches(sources, demo, OPTIONS, RaySettings(keep_actors_s=0.5)))
+    assert [n for n, _, _ in second] == [n for n, _, _ in first]
+    assert all(torch.equal(a, b) for (*_, a), (*_, b) in zip(first, second, strict=True))
+    assert [a._actor_id for a in pool.actors] == [a._actor_id for a in handles]  # the warm actors served it
+    deadline = time.monotonic() + 20
+    while actors._pool is not None and time.monotonic() < deadline:  # the 0.5 s idle timer ends them
+        time.sleep(0.1)
+    assert actors._pool is None
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(handles[0].ready.remote(), timeout=20)
+    list(ray_feature_batches(sources, demo, OPTIONS, RaySettings(keep_actors_s=0)))
+    assert actors._pool is None  # no keeping asked for: ended with the job
+
+
+class CrashOnce(EncodeActor):
+    """An encoding actor whose process dies on its first batch (once per marker file; the class, and
+    so its marker, travels to the workers by value)."""
+
+    marker = ""
+
+    def __call__(self, batch):
+        marker = Path(self.marker)
+        if not marker.exists():
+            marker.write_text("crashed")
+            os._exit(1)
+        return super().__call__(batch)
+
+
+def test_a_dead_actor_is_replaced_and_its_batch_retried(demo, tree, tmp_path):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    CrashOnce.marker = str(tmp_path / "crashed")
+    sources = list(expand_inputs([str(tree)]))
+    remote = list(ray_feature_batches(sources, demo, OPTIONS, RaySettings(keep_actors_s=0), actor=CrashOnce))
+    assert (tmp_path / "crashed").read_text() == "crashed"  # the actor did die
+    assert sum(len(n) for n, _, _ in remote) == 16 and sum(len(f) for *_, f in remote) == 15
+
+
+def test_an_actor_that_loads_other_weights_is_one_line_and_its_pool_is_not_kept(demo):
+    from types import SimpleNamespace
+
+    from zsclip.cluster import actors
+
+    other = SimpleNamespace(device=torch.device("cpu"), image_transform=demo.image_transform,
+                            image_size=demo.image_size, name="demo", fingerprint="open_clip:w2:other")
+    sources = list(expand_inputs([str(EXAMPLES)]))
+    with pytest.raises(InputError, match=r"^the model loaded on a Ray worker \(demo, open_clip:w2:\w+\) differs "
+                                         r"from the driver's \(open_clip:w2:other\)"):
+        list(ray_feature_batches(sources, other, OPTIONS, RaySettings(stall_timeout_s=120)))
+    assert actors._pool is None
+
+
+def test_a_command_starts_its_actors_before_its_own_model_loads_and_checks_them(demo, tree, monkeypatch):
+    """A planned job (the CLI's path) starts the pool before the driver loads its model; the job takes
+    that pool (one pool in all), checks the actors' fingerprints against its model, and gives the
+    local embeddings. A driver whose model differs from the actors' is told so in one line."""
+    from types import SimpleNamespace
+
+    from zsclip.cluster import actors
+    from zsclip.cluster.pipeline import prestart
+
+    actors.release_pool()
+    made = []
+    monkeypatch.setattr(actors.EncoderPool, "__init__", _counted(actors.EncoderPool.__init__, made))
+    labels = ["red circle", "blue square"]
+    rows = list(zsclip.classify(tree, labels=labels, model="demo", options=OPTIONS, ray=RaySettings()))
+    assert len(made) == 1 and made[0].spec.fingerprint is None  # started before the model loaded
+    assert actors._pool is made[0] and actors._pool.fingerprint == demo.fingerprint  # checked by the job
+    local = list(zsclip.classify(tree, labels=labels, model="demo", options=OPTIONS))
+    assert [(r.source, r.labels, r.error) for r in rows] == [(r.source, r.labels, r.error) for r in local]
+    assert all(a.scores == pytest.approx(b.scores, abs=1e-6) for a, b in zip(rows, local, strict=True))
+
+    sources = list(expand_inputs([str(tree)]))
+    actors.release_pool()
+    prestart("demo", None, OPTIONS, RaySettings())
+    other = SimpleNamespace(device=torch.device("cpu"), image_transform=demo.image_transform,
+                            image_size=demo.image_size, name="demo", fingerprint="open_clip:w2:other")
+    with pytest.raises(InputError, match=r"^the model loaded on a Ray worker \(demo, open_clip:w2:\w+\) differs "
+                                         r"from the driver's \(open_clip:w2:other\)"):
+        list(ray_feature_batches(sources, other, OPTIONS, RaySettings(stall_timeout_s=120)))
+    assert len(made) == 2 and actors._pool is None  # the started pool served it, and was ended with the error
+
+
+def _counted(init, made: list):
+    def counting(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    return counting
