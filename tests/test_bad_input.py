@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -161,14 +162,19 @@ def test_bad_tree_descriptions_and_query_image_files_are_refused_before_any_mode
     (tmp_path / "dup.yaml").write_text("a:\n  b:\n  b:\n")
     (tmp_path / "bad.json").write_text('{"red circle": [["nested"]]}')
     (tmp_path / "query.png").write_bytes(b"not a png")
-    runs = {
-        "dup.yaml": ["classify", examples, "--labels-tree", str(tmp_path / "dup.yaml")],
-        "bad.json": ["classify", examples, "--labels", "red circle,blue star", "--descriptions",
-                     str(tmp_path / "bad.json")],
-        "query.png": ["search", examples, "--image", str(tmp_path / "query.png")],
-    }
-    for name, command in runs.items():
+    labelled = tmp_path / "labelled" / "red_circle"
+    labelled.mkdir(parents=True)
+    shutil.copy(os.path.join(examples, "red_triangle.png"), labelled / "a.png")
+    runs = [
+        ("dup.yaml", ["classify", examples, "--labels-tree", str(tmp_path / "dup.yaml")]),
+        ("bad.json", ["classify", examples, "--labels", "red circle,blue star", "--descriptions",
+                      str(tmp_path / "bad.json")]),
+        ("query.png", ["search", examples, "--image", str(tmp_path / "query.png")]),
+        ("dup.yaml", ["eval", "--data", str(labelled.parent), "--labels-tree", str(tmp_path / "dup.yaml")]),
+        ("bad.json", ["eval", "--data", str(labelled.parent), "--descriptions", str(tmp_path / "bad.json")]),
+    ]
+    for name, command in runs:
         result = CliRunner().invoke(main, [*command, "--model", "no-such-model"])
         lines = result.stderr.strip().splitlines()
-        assert result.exit_code == 2 and len(lines) == 1 and name in lines[0], (name, result.output)
+        assert result.exit_code == 2 and len(lines) == 1 and name in lines[0], (command, result.output)
         assert "no-such-model" not in lines[0]

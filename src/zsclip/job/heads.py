@@ -56,17 +56,11 @@ class HeadOptions:
     calibrate: object = None              # a multi-label manifest (or source) to calibrate thresholds on
     target_precision: float | None = None  # calibrate for this precision per label (else the best F1)
 
-    def _check_files(self) -> None:
-        """Read a label tree file and a descriptions file once here, so a bad one is its one line before
-        a model loads (they are read again where the head is built; both are small and bounded)."""
-        if isinstance(self.labels_tree, (str, os.PathLike)):
-            from ..hierarchy.tree import read_tree
-
-            read_tree(self.labels_tree)
-        if isinstance(self.descriptions, (str, os.PathLike)):
-            from ..hierarchy.descriptions import read_descriptions
-
-            read_descriptions(self.descriptions)
+    def _read_files(self) -> None:
+        """Read a label tree file and a descriptions file here, once, and keep what they hold: a bad one is
+        its one line before a model loads, and the head is built from the parsed values (which every
+        builder takes as it takes a path)."""
+        self.labels_tree, self.descriptions = read_head_files(self.labels_tree, self.descriptions)
 
     def check(self) -> None:
         """Refuse what cannot apply, in one line, before any model is loaded."""
@@ -87,7 +81,7 @@ class HeadOptions:
             resolve_classes(self.labels)
         if self.templates is not None:
             resolve_templates(self.templates)
-        self._check_files()
+        self._read_files()
         tree = self.is_tree()
         if not tree and (self.tree_mode is not None or self.beam is not None):
             raise InputError("--tree-mode and --beam apply to a label tree: give --labels-tree (or a tree "
@@ -234,10 +228,9 @@ def build_head(options: HeadOptions, encoder: Encoder | None, run: RunOptions, *
         tree_classifier = loaded if _is_tree_classifier(loaded) else None
         flat = None if tree_classifier is not None else loaded
     elif options.labels_tree is not None:
-        from ..hierarchy import LabelTree, TreeClassifier, read_tree
+        from ..hierarchy import TreeClassifier
 
-        tree = options.labels_tree if isinstance(options.labels_tree, LabelTree) else read_tree(options.labels_tree)
-        tree_classifier = TreeClassifier.build(_need(encoder), tree, options.templates,
+        tree_classifier = TreeClassifier.build(_need(encoder), options.labels_tree, options.templates,
                                                descriptions=options.descriptions, **build)
         flat = None
     else:
@@ -353,6 +346,20 @@ def warn_threshold_out_of_range(threshold: float, score: str, labels: int) -> No
                   "FILE", ZsclipWarning, stacklevel=3)
 
 
+def read_head_files(labels_tree, descriptions) -> tuple[object, object]:
+    """(the label tree, the descriptions) with a file path in either read (a LabelTree, a mapping class
+    -> sentences); anything else as given."""
+    if isinstance(labels_tree, (str, os.PathLike)):
+        from ..hierarchy.tree import read_tree
+
+        labels_tree = read_tree(labels_tree)
+    if isinstance(descriptions, (str, os.PathLike)):
+        from ..hierarchy.descriptions import read_descriptions
+
+        descriptions = read_descriptions(descriptions)
+    return labels_tree, descriptions
+
+
 def rounded(features, dtype: str | None):
     """``features`` rounded to ``dtype`` ("float16": a half-precision store's) and back to float32."""
     if dtype is None:
@@ -369,4 +376,4 @@ def _need(encoder: Encoder | None) -> Encoder:
 
 
 __all__ = ["HeadOptions", "build_head", "cached_classifier", "make_rejector", "build_multilabel_head",
-           "warn_out_of_range", "warn_threshold_out_of_range", "DEFAULT_TOP_K", "DEFAULT_TPR"]
+           "read_head_files", "warn_out_of_range", "warn_threshold_out_of_range", "DEFAULT_TOP_K", "DEFAULT_TPR"]

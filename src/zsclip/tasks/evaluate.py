@@ -21,10 +21,10 @@ from ..classifier import ZeroShotClassifier
 from ..data.collections import LabelledCollection
 from ..encoders.base import Encoder
 from ..errors import InputError
-from ..hierarchy import MODES, OpenSetMetrics, TreeClassifier, read_tree, tree_targets
+from ..hierarchy import MODES, OpenSetMetrics, TreeClassifier, tree_targets
 from ..hierarchy.metrics import TreeMetrics
 from ..job import HeadOptions, LabelledData, features, open_source, resolve_encoder
-from ..job.heads import cached_classifier
+from ..job.heads import cached_classifier, read_head_files
 from ..job.plan import check_ray, ray_settings, say
 from ..options import RunOptions
 from ..prompts import DEFAULT_TEMPLATES
@@ -100,6 +100,7 @@ def evaluate(
                          "and --labels-tree")
     if labels_tree is not None and classes is not None:
         raise InputError("the label tree names the classes: leave out --labels-file")
+    labels_tree, descriptions = read_head_files(labels_tree, descriptions)  # a bad file: one line, before a model
     head_options = HeadOptions(classifier=classifier) if classifier is not None else None
     if beam is not None and labels_tree is None and not (head_options is not None and head_options.is_tree()):
         raise InputError("--beam applies to a label tree (--labels-tree or a tree classifier file)")
@@ -131,7 +132,7 @@ def evaluate(
             say(f"zsclip: classifiers for these labels cached for {source.model}: no model loaded")
     needs_model = source.needs_model or (classifier is None and not cached) or unknown is not None
     encoder = resolve_encoder(source, head_options, encoder=encoder, model=model,
-                              pretrained=pretrained, run=options, needs_model=needs_model)
+                              pretrained=pretrained, run=options, needs_model=needs_model, ray=settings)
     if encoder is not None:
         source.check_encoder(encoder)
     build = {"precision": options.precision, "cache": cache, "cache_dir": cache_dir}
@@ -148,8 +149,8 @@ def evaluate(
         if encoder is not None:
             (tree_classifier.node_classifier if tree_classifier else loaded).check_encoder(encoder)
     elif labels_tree is not None:
-        tree = read_tree(labels_tree) if isinstance(labels_tree, (str, os.PathLike)) else labels_tree
-        tree_classifier = TreeClassifier.build(encoder, tree, template_sets[0], descriptions=descriptions, **build)
+        tree_classifier = TreeClassifier.build(encoder, labels_tree, template_sets[0], descriptions=descriptions,
+                                               **build)
     else:
         from ..hierarchy.descriptions import build_classifier
 
@@ -221,7 +222,6 @@ def _used_model(encoder, source, flat, tree_classifier) -> tuple[str | None, str
         return source.model, source.pretrained
     clf = tree_classifier.node_classifier if tree_classifier is not None else next(iter(flat.values()))[0]
     return clf.provenance.get("model"), clf.provenance.get("pretrained")
-
 
 
 def _file_name(given, loaded: ZeroShotClassifier) -> str:
