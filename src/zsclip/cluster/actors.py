@@ -42,7 +42,7 @@ class EncoderPool:
     """``size`` actors of ``actor_class`` built from ``spec``, placed with ``options`` (Ray actor options)."""
 
     def __init__(self, ray, actor_class: type, spec: Any, size: int, options: dict, key: Hashable) -> None:
-        self.ray, self.key, self.size, self.spec = ray, key, size, spec
+        self.ray, self.key, self.spec = ray, key, spec
         remote = ray.remote(actor_class).options(**options)
         self.actors = [remote.remote(spec) for _ in range(size)]
         self.busy = False
@@ -87,9 +87,7 @@ class EncoderPool:
     def check_fingerprints(self, found: list, fingerprint: str | None) -> None:
         other = next((value for value in found if value != fingerprint), None)
         if other is not None:
-            raise InputError(f"the model loaded on a Ray worker ({self.spec.model}, {other}) differs from the "
-                             f"driver's ({fingerprint}): give every node the same weights (a checkpoint file or "
-                             "local-dir: on shared storage)")
+            raise other_weights(self.spec.model, other, fingerprint)
         self.fingerprint = fingerprint
 
     def release(self) -> None:
@@ -98,6 +96,12 @@ class EncoderPool:
             with contextlib.suppress(Exception):  # Ray already shut down, or the actor already gone
                 self.ray.kill(actor)
         self.actors = []
+
+
+def other_weights(model: str, found: str, expected: str | None) -> InputError:
+    """The one line for an actor whose model is not the driver's (e.g. other files on its node)."""
+    return InputError(f"the model loaded on a Ray worker ({model}, {found}) differs from the driver's ({expected}): "
+                      "give every node the same weights (a checkpoint file or local-dir: on shared storage)")
 
 
 _lock = threading.Lock()
@@ -126,26 +130,28 @@ class lease:
         with _lock:
             pool = _pool
             if pool is not None and pool.busy:  # another job of this driver runs on it: this one gets its own
-                self.own = EncoderPool(self.ray, *self.args, key=self.key)
-                self.own.busy = True
+                self.own = self._fresh()
                 return self.own
-            if pool is not None and pool.key == self.key and pool.fingerprint in (None, self.fingerprint):
-                pool.busy = True
-                if not pool.served:  # started for this job (``start``): its actors may still be loading
-                    return pool
-            else:
-                if pool is not None:
-                    pool.release()
-                pool = _pool = EncoderPool(self.ray, *self.args, key=self.key)
-                pool.busy = True
+            fits = pool is not None and pool.key == self.key and pool.fingerprint in (None, self.fingerprint)
+            if not fits:
+                _pool = self._fresh(replacing=pool)
+                return _pool
+            pool.busy = True
+            if not pool.served:  # started for this job (``start``): its actors may still be loading
                 return pool
         if pool.ready():  # outside the lock: a restarting actor may take a while
             return pool
         with _lock:
-            pool.release()
-            pool = _pool = EncoderPool(self.ray, *self.args, key=self.key)
-            pool.busy = True
-            return pool
+            _pool = self._fresh(replacing=pool)
+            return _pool
+
+    def _fresh(self, replacing: EncoderPool | None = None) -> EncoderPool:
+        """A new busy pool for this job (``replacing`` released first)."""
+        if replacing is not None:
+            replacing.release()
+        pool = EncoderPool(self.ray, *self.args, key=self.key)
+        pool.busy = True
+        return pool
 
     def __exit__(self, error_type, *exc) -> None:
         global _pool
@@ -213,4 +219,4 @@ def release_pool() -> None:
             _pool = None
 
 
-__all__ = ["EncoderPool", "IN_FLIGHT_PER_ACTOR", "lease", "pool_key", "release_pool", "start"]
+__all__ = ["EncoderPool", "IN_FLIGHT_PER_ACTOR", "lease", "other_weights", "pool_key", "release_pool", "start"]

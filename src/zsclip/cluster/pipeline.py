@@ -175,9 +175,7 @@ class EncodeActor:
         self.encoder = resolve_model(spec.model, spec.pretrained, RunOptions(device=spec.device,
                                                                              precision=spec.precision))
         if spec.fingerprint is not None and self.encoder.fingerprint != spec.fingerprint:  # e.g. other files here
-            raise InputError(f"the model loaded on a Ray worker ({spec.model}, {self.encoder.fingerprint}) differs "
-                             f"from the driver's ({spec.fingerprint}): give every node the same weights (a "
-                             "checkpoint file or local-dir: on shared storage)")
+            raise actors.other_weights(spec.model, self.encoder.fingerprint, spec.fingerprint)
 
     def ready(self) -> str:
         """The loaded model's fingerprint, once it is loaded (a reused pool's check that its actors still
@@ -202,8 +200,7 @@ class EncodeActor:
             rows = slice(start, start + self.spec.batch_size)
             if ok[rows].any():
                 pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"][rows][ok[rows]]))
-                embeddings[start:start + self.spec.batch_size][ok[rows]] = \
-                    self.encoder.encode_images(pixels, self.spec.precision).numpy()
+                embeddings[rows][ok[rows]] = self.encoder.encode_images(pixels, self.spec.precision).numpy()
         return {"name": batch["name"], "target": batch["target"], "error": batch["error"], "ok": ok,
                 "embedding": embeddings, "node": np.full(len(ok), self.node, dtype=object)}
 
