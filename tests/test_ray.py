@@ -397,7 +397,7 @@ def test_an_actor_that_loads_other_weights_is_one_line_and_its_pool_is_not_kept(
     assert actors._pool is None
 
 
-def test_a_command_starts_its_actors_before_its_own_model_loads_and_checks_them(demo, tree, monkeypatch):
+def test_a_command_starts_its_actors_before_its_own_model_loads_and_checks_them(demo, tree, monkeypatch, tmp_path):
     """A planned job (the CLI's path) starts the pool before the driver loads its model; the job takes
     that pool (one pool in all), checks the actors' fingerprints against its model, and gives the
     local embeddings. A driver whose model differs from the actors' is told so in one line."""
@@ -416,6 +416,12 @@ def test_a_command_starts_its_actors_before_its_own_model_loads_and_checks_them(
     local = list(zsclip.classify(tree, labels=labels, model="demo", options=OPTIONS))
     assert [(r.source, r.labels, r.error) for r in rows] == [(r.source, r.labels, r.error) for r in local]
     assert all(a.scores == pytest.approx(b.scores, abs=1e-6) for a, b in zip(rows, local, strict=True))
+    started = []  # `embed --ray` starts its pool before its model loads too (here the warm one fits: kept)
+    monkeypatch.setattr(actors, "start", _counted_call(actors.start, started))
+    embedded = CliRunner().invoke(main, ["embed", str(tree), "-m", "demo", "--precision", "fp32", "-b", "4", "-j", "0",
+                                         "--ray", "auto", "-o", str(tmp_path / "s.zse")])
+    assert embedded.exit_code == 1 and "15 encoded" in embedded.stderr, embedded.output
+    assert [(spec.model, spec.fingerprint) for spec in started] == [("demo", None)] and len(made) == 1
 
     sources = list(expand_inputs([str(tree)]))
     actors.release_pool()
@@ -426,6 +432,14 @@ def test_a_command_starts_its_actors_before_its_own_model_loads_and_checks_them(
                                          r"from the driver's \(open_clip:w2:other\)"):
         list(ray_feature_batches(sources, other, OPTIONS, RaySettings(stall_timeout_s=120)))
     assert len(made) == 2 and actors._pool is None  # the started pool served it, and was ended with the error
+
+
+def _counted_call(start, specs: list):
+    def recording(ray, actor_class, spec, *args, **kwargs):
+        specs.append(spec)
+        return start(ray, actor_class, spec, *args, **kwargs)
+
+    return recording
 
 
 def _counted(init, made: list):

@@ -105,7 +105,8 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
             _embed_source("media", sources, output, labelled, None, dtype, commit_every, model, pretrained,
                           options, settings, classnames)
             return
-        encoder, store = _open_store(output, model, pretrained, options, dtype, classnames, multi_label)
+        encoder, store = _open_store(output, model, pretrained, options, dtype, classnames, multi_label,
+                                     ray_pool=settings)
     with tqdm(total=len(sources), unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True,
               disable=not sys.stderr.isatty()) as bar, usage_errors():
         if settings is not None:
@@ -135,7 +136,7 @@ def _embed_shards(pattern, output, labelled, labels_file, dtype, commit_every, m
 
     source = open_source([pattern], labelled=labelled, classes=read_labels(labels_file) if labels_file else None)
     encoder, store = _open_store(output, model, pretrained, options, dtype,
-                                 list(source.classnames) if source.labelled else None)
+                                 list(source.classnames) if source.labelled else None, ray_pool=settings)
     with tqdm(unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True,
               disable=not sys.stderr.isatty()) as bar:
         report = embed_shards(store, source, encoder, options, commit_every=commit_every, on_progress=bar.update,
@@ -168,15 +169,21 @@ def _embed_source(kind, inputs, output, labelled, labels_file, dtype, commit_eve
     sys.exit(1 if report.failed else 0)
 
 
-def _open_store(output: str, model, pretrained, options, dtype: str, classnames, multi_label: bool = False):
+def _open_store(output: str, model, pretrained, options, dtype: str, classnames, multi_label: bool = False,
+                ray_pool=None):
     """(encoder, store): the store at ``output`` opened with its own model (a rerun needs no --model) or
-    created with the one named, for every kind of input embed takes."""
-    from ..encoders.resolve import resolve_model
+    created with the one named, for every kind of input embed takes. ``ray_pool``: the RaySettings of
+    a job Ray's actor pool will encode, whose actors start before this process loads the model."""
+    from ..encoders.resolve import default_weights, resolve_model
     from ..store import EmbeddingStore
 
     existing = _existing_model(output)
     if existing and model is None:
         model, pretrained = existing
+    if ray_pool is not None:
+        from ..cluster.pipeline import prestart
+
+        prestart(*default_weights(model, pretrained), options, ray_pool)
     encoder = resolve_model(model, pretrained, options)
     return encoder, EmbeddingStore.create_or_open(output, encoder, precision=options.precision, dtype=dtype,
                                                   classnames=classnames, multi_label=multi_label)

@@ -43,7 +43,7 @@ def evaluate_retrieval(data, captions=None, *, encoder=None, model: str | None =
     settings = ray_settings(ray)
     check_ray(source, settings)
     encoder = resolve_encoder(source, None, encoder=encoder, model=model, pretrained=pretrained, run=options,
-                              needs_model=True)
+                              needs_model=True, ray=settings)
     source.check_encoder(encoder)
     start = time.perf_counter()
     found: dict[str, torch.Tensor] = {}

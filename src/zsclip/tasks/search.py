@@ -7,6 +7,7 @@ finite are skipped (they would rank first as NaN).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,21 +77,17 @@ def search(inputs, query: str | None = None, *, image=None, top_k: int = 10, enc
 
         HitSink.check(output)
     if isinstance(image, (str, os.PathLike)):
-        try:  # a query image that cannot be read is its one line before the model loads
+        with _naming(image):  # a query image that cannot be read is its one line before the model loads
             probe_image(image, options.max_pixels)
-        except ImageReadError as error:
-            raise InputError(f"search image {os.fspath(image)}: {error}") from None
     source: FeatureSource = open_source(inputs, model=model)
     settings = ray_settings(ray)
     check_ray(source, settings)
     encoder = resolve_encoder(source, None, encoder=encoder, model=model, pretrained=pretrained, run=options,
-                              needs_model=True)
+                              needs_model=True, ray=settings)
     source.check_encoder(encoder)
     if image is not None:
-        try:
+        with _naming(image):
             picture = load_image(image, encoder.image_size) if isinstance(image, (str, os.PathLike)) else image
-        except ImageReadError as error:  # the query image is named: the message must say which file
-            raise InputError(f"search image {os.fspath(image)}: {error}") from None
         vector = encoder.encode_images(encoder.preprocess(picture.convert("RGB"))[None], "fp32")[0]
     else:
         if not isinstance(query, str) or not query.strip():
@@ -102,6 +99,15 @@ def search(inputs, query: str | None = None, *, image=None, top_k: int = 10, enc
 
         HitSink.write_all(output, hits)
     return hits
+
+
+@contextlib.contextmanager
+def _naming(image) -> Iterator[None]:
+    """An unreadable query image as one line naming the file (the reason alone would not say which)."""
+    try:
+        yield
+    except ImageReadError as error:
+        raise InputError(f"search image {os.fspath(image)}: {error}") from None
 
 
 def search_store(store, query: torch.Tensor, top_k: int = 10, batch_size: int = 8192) -> list[tuple[str, float]]:
