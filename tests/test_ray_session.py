@@ -34,3 +34,14 @@ def test_an_address_space_limit_below_the_object_store_is_named_before_ray_start
     assert below.startswith("it cannot start under this process's address-space limit") and "ulimit -v" in below
     assert "join a running cluster (--ray ADDRESS)" in below
     assert shortfall_under(needed + (512 << 20)) == "None"
+
+
+@pytest.mark.parametrize("field", ["keep_actors_s", "stall_timeout_s"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, "60"])
+def test_ray_settings_refuse_seconds_that_are_not_a_finite_number(field, value):
+    from zsclip.cluster import RaySettings
+    from zsclip.errors import InputError
+
+    with pytest.raises(InputError, match=rf"^RaySettings {field}=.*: give a finite number of seconds"):
+        RaySettings(**{field: value})
+    assert RaySettings(**{field: 5}).__dict__[field] == 5  # a plain number is taken as it is

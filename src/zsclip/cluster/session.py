@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,14 @@ class RaySettings:
     num_cpus: int | None = None
     stall_timeout_s: float = 600.0
     keep_actors_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        """Seconds that are not a number (NaN, inf, negative) are refused in one line, here: a timer or a
+        queue given one fails later on a thread of its own (an idle pool then kept for the driver's life)."""
+        for name, low in (("stall_timeout_s", 1e-3), ("keep_actors_s", 0.0)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
+                raise InputError(f"RaySettings {name}={value!r}: give a finite number of seconds, at least {low:g}")
 
 
 def worker_pool_config(cpus: int) -> dict:
