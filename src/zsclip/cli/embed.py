@@ -87,7 +87,7 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
             if len(inputs) != 1:
                 raise UsageFailure("--labelled takes one labelled collection (a class-per-folder tree or a manifest)")
             classes = read_labels(labels_file) if labels_file else None
-            if hf_layout(inputs[0]) == "imagefolder":
+            if hf_layout(inputs[0]) in ("imagefolder", "splits"):
                 collection = open_hf(inputs[0], [synonyms[0] for synonyms in classes] if classes else None)
                 sources, classnames = list(collection.items), list(collection.classnames)
             else:

@@ -52,7 +52,9 @@ def matches_hf(inputs: Sequence, labelled: bool) -> bool:
     from ..data.hf import hf_layout
 
     single = _single(inputs)
-    return single is not None and hf_layout(single) is not None
+    layout = hf_layout(single) if single is not None else None
+    # split folders (DIR/train, DIR/test) are a dataset to evaluate; to classify they are folders of images
+    return layout is not None and (labelled or layout != "splits")
 
 
 def open_hf(inputs: Sequence, *, labelled: bool, classes=None, dataset=None, model=None) -> FeatureSource:
@@ -62,7 +64,7 @@ def open_hf(inputs: Sequence, *, labelled: bool, classes=None, dataset=None, mod
     from .sources import HFTableSource
 
     names = [synonyms[0] for synonyms in classes] if classes else None
-    opened = read(_single(inputs), names)
+    opened = read(_single(inputs), names, labelled=labelled)
     if isinstance(opened, LabelledCollection):
         if labelled and not opened.classnames:
             raise InputError(f"{_single(inputs)}: no labels (a label column in the metadata, or class folders)")

@@ -1,5 +1,5 @@
-"""Hugging Face Parquet / Arrow splits -> features: rows streamed by part (a Parquet row group, an
-Arrow file), decoded in worker processes (part i in worker i mod W), a bad row costing its own row."""
+"""Hugging Face Parquet / Arrow splits -> features: rows streamed by part (consecutive Parquet row groups,
+an Arrow file), decoded in worker processes (part i in worker i mod W), a bad row costing its own row."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ class TableBatches(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         parts = self.table.parts if info is None else self.table.parts[info.id :: info.num_workers]
-        batch = []
+        batch, opened = [], {}  # each Parquet file opened once per worker, whatever its parts
         for part in parts:
-            for row in table_rows(self.table, part):
+            for row in table_rows(self.table, part, opened):
                 batch.append(self._decode(*row))
                 if len(batch) == self.batch_size:
                     yield _collate(batch)
@@ -46,8 +46,8 @@ class TableBatches(IterableDataset):
             image = (decode_bytes(data, self.target_size, self.max_pixels, draft=self.draft) if data
                      else load_image(path, self.target_size, self.max_pixels, draft=self.draft))
             return name, target, self.transform(image), None
-        except ImageReadError as failure:
-            return name, target, None, str(failure)
+        except ImageReadError as failure:  # a path-only row names the file it tried (relative: to its data file)
+            return name, target, None, str(failure) if data else f"image path {path}: {failure}"
         except Exception as failure:  # one odd row must not end the part
             return name, target, None, f"preprocessing failed: {type(failure).__name__}: {failure}"
 

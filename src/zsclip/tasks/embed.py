@@ -200,7 +200,8 @@ def embed_table(store: EmbeddingStore, source, encoder: Encoder, options: RunOpt
             if before is not None and stored.get(resolved) == {before}:
                 report.skipped += 1
                 continue
-            one = replace(table, files=[file], parts=[(0, group) for i, group in table.parts if i == index])
+            one = replace(table, files=[file], parts=[(0, groups, first) for i, groups, first in table.parts
+                                                      if i == index])
             part = HFTableSource(one, labelled=source.labelled)
             rows: list[tuple[dict, np.ndarray | None]] = []
             for batch in features(part, encoder, options, ray):
