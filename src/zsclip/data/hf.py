@@ -26,6 +26,7 @@ multiprocess, pandas and an HTTP client). The formats are documented and stable.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -68,11 +69,18 @@ class HFTable:
     targets: list[int] | None = None
 
     def name_of(self, file: int, row: int) -> str:
-        try:
-            relative = self.files[file].relative_to(self.root)
-        except ValueError:
-            relative = self.files[file]
-        return f"{self.root / relative if self.root.is_dir() else self.files[file]}#{row}"
+        """``FILE#ROW``: the file as the user named its split (the root joined with the file's place in it)."""
+        return f"{_file_name(self.root, self.files[file])}#{row}"
+
+
+@functools.lru_cache(maxsize=64)
+def _file_name(root: Path, file: Path) -> str:
+    """A data file's name in row names, worked out once per file (not a stat per row)."""
+    try:
+        relative = file.relative_to(root)
+    except ValueError:
+        relative = file
+    return str(root / relative if root.is_dir() else file)
 
 
 def hf_layout(path: str | os.PathLike) -> str | None:
@@ -396,14 +404,12 @@ def _every_label_missing(table: HFTable) -> bool:
     return True
 
 
-def table_rows(table: HFTable, part: tuple[int, tuple[int, ...] | None, int],
-               opened: dict | None = None) -> Iterator[tuple[str, bytes | None, str | None, int, str | None]]:
+def table_rows(table: HFTable, part: tuple[int, tuple[int, ...] | None, int]
+               ) -> Iterator[tuple[str, bytes | None, str | None, int, str | None]]:
     """(name, image bytes, image path, target, error) per row of one part (Parquet row groups or an Arrow
-    file), read ``READ_ROWS`` at a time. ``opened``: Parquet files already open, by file index, kept by a
-    caller that reads several parts (each file is opened once). Rows that cannot be read are one error row
-    naming the first row lost (a damaged row group, a truncated Arrow file), with how far the loss goes."""
+    file), read ``READ_ROWS`` at a time. Rows that cannot be read are one error row naming the first row
+    lost (a damaged row group, a truncated Arrow file), with how far the loss goes."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     file_index, groups, row = part
     file = table.files[file_index]
@@ -418,11 +424,8 @@ def table_rows(table: HFTable, part: tuple[int, tuple[int, ...] | None, int],
             yield (table.name_of(file_index, row), None, None, -1,
                    f"{file}: cannot be read from row {row} on, the rest of the file is lost ({error})")
         return
-    opened = {} if opened is None else opened
     try:
-        if file_index not in opened:
-            opened[file_index] = pq.ParquetFile(file)
-        reader = opened[file_index]
+        reader = _open_parquet(file)
     except (OSError, pa.ArrowException) as error:
         yield table.name_of(file_index, row), None, None, -1, f"{file}: cannot be read ({error})"
         return
@@ -435,6 +438,21 @@ def table_rows(table: HFTable, part: tuple[int, tuple[int, ...] | None, int],
     except (OSError, pa.ArrowException) as error:
         yield (table.name_of(file_index, row), None, None, -1,
                f"{file}: rows {row}..{end - 1} cannot be read ({error})")
+
+
+def _open_parquet(file: Path):
+    """``file`` opened as Parquet, once per process while it is unchanged: opening parses the footer, whose
+    size grows with the row groups, so a part that reopened its file made reading quadratic in the groups
+    (a decode worker, a Ray worker reading the parts of one file parse its footer once)."""
+    info = os.stat(file)
+    return _opened(os.path.realpath(file), info.st_size, info.st_mtime_ns, os.getpid())
+
+
+@functools.lru_cache(maxsize=8)
+def _opened(file: str, size: int, mtime_ns: int, process: int):
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(file)
 
 
 def _rows(table: HFTable, file_index: int, batches, row: int):

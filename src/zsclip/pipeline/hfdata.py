@@ -29,9 +29,9 @@ class TableBatches(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         parts = self.table.parts if info is None else self.table.parts[info.id :: info.num_workers]
-        batch, opened = [], {}  # each Parquet file opened once per worker, whatever its parts
+        batch = []
         for part in parts:
-            for row in table_rows(self.table, part, opened):
+            for row in table_rows(self.table, part):
                 batch.append(self._decode(*row))
                 if len(batch) == self.batch_size:
                     yield _collate(batch)
