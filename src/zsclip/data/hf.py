@@ -32,6 +32,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 from ..errors import InputError
@@ -429,15 +430,31 @@ def table_rows(table: HFTable, part: tuple[int, tuple[int, ...] | None, int]
     except (OSError, pa.ArrowException) as error:
         yield table.name_of(file_index, row), None, None, -1, f"{file}: cannot be read ({error})"
         return
-    end = row + sum(reader.metadata.row_group(group).num_rows for group in groups)
-    try:  # one reader over the part's groups: a call per group costs a millisecond, 1,000 one-row groups a second
-        batches = reader.iter_batches(batch_size=READ_ROWS, row_groups=list(groups), columns=columns)
-        for item in _rows(table, file_index, batches, row):
-            row += 1
-            yield item
-    except (OSError, pa.ArrowException) as error:
-        yield (table.name_of(file_index, row), None, None, -1,
-               f"{file}: rows {row}..{end - 1} cannot be read ({error})")
+    remaining, first = list(groups), row  # the groups not yet read through, the first row of the first
+    while remaining:
+        try:  # one reader over the groups: a call per group costs a millisecond, 1,000 one-row groups a second
+            batches = reader.iter_batches(batch_size=READ_ROWS, row_groups=remaining, columns=columns)
+            for item in _rows(table, file_index, batches, row):
+                row += 1
+                yield item
+            return
+        except (OSError, pa.ArrowException):
+            pass  # the reader reads ahead: the damaged group may be a later one than the group at ``row``
+        while remaining and first + reader.metadata.row_group(remaining[0]).num_rows <= row:
+            first += reader.metadata.row_group(remaining.pop(0)).num_rows  # read through before the error
+        if not remaining:
+            return
+        group = remaining.pop(0)
+        end = first + reader.metadata.row_group(group).num_rows
+        try:  # the group at ``row`` alone: its rows up to the damage, then one error row for the rest of it
+            alone = reader.iter_batches(batch_size=READ_ROWS, row_groups=[group], columns=columns)
+            for item in islice(_rows(table, file_index, alone, first), row - first, None):
+                row += 1
+                yield item
+        except (OSError, pa.ArrowException) as error:
+            yield (table.name_of(file_index, row), None, None, -1,
+                   f"{file}: rows {row}..{end - 1} (row group {group}) cannot be read ({error})")
+        row = first = end
 
 
 def _open_parquet(file: Path):
