@@ -134,10 +134,14 @@ def _imagefolder(root: Path, splits: tuple[str, ...], kind: str) -> Path:
     return root
 
 
+def _load_imagefolder(root: Path, tmp_path: Path):
+    return datasets.load_dataset("imagefolder", data_dir=str(root), cache_dir=str(tmp_path / "hf-cache"))
+
+
 @pytest.mark.parametrize("kind", ["csv", "jsonl", "folders"])
 def test_split_folders_are_refused_naming_each_split(tmp_path, kind):
     root = _imagefolder(tmp_path / "data", ("train", "test"), kind)
-    assert set(datasets.load_dataset("imagefolder", data_dir=str(root))) == {"train", "test"}  # what HF reads
+    assert set(_load_imagefolder(root, tmp_path)) == {"train", "test"}  # what datasets reads there
     code, output = _run("eval", "--data", str(root), *CLI)
     lines = [line for line in output.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1, output
@@ -148,7 +152,7 @@ def test_split_folders_are_refused_naming_each_split(tmp_path, kind):
                                   pytest.param("folders", marks=pytest.mark.slow)])
 def test_a_folder_of_one_split_is_read_as_that_split(tmp_path, kind):
     root = _imagefolder(tmp_path / "data", ("train",), kind)
-    loaded = datasets.load_dataset("imagefolder", data_dir=str(root))["train"]
+    loaded = _load_imagefolder(root, tmp_path)["train"]
     labels = [loaded.features["label"].int2str(i) for i in loaded["label"]] if kind == "folders" else loaded["label"]
     assert sorted(labels) == CLASSES  # datasets reads one image per class, labelled from the metadata / folder
     result = _eval(root, tmp_path / "eval.json")
