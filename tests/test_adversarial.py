@@ -368,3 +368,83 @@ def test_classify_the_corpus_on_ray(corpus):
 
     needed = _system_memory() * OBJECT_STORE_SHARE + RAY_PROCESS_HEADROOM
     assert "address-space limit" in lines[0] or needed < MEMORY_LIMIT, lines
+
+
+# --- tampered Hugging Face metadata: each a refusal in one line naming the file and its field -------------
+
+HF_CLASSES = [Path(name).stem for name in GOOD]  # ClassLabel names as the Hub spells them: "red_circle"
+HF_FEATURES = {"image": {"_type": "Image"}, "label": {"names": HF_CLASSES, "_type": "ClassLabel"}}
+
+
+def _hf_split(corpus: Path, folder: Path, *, state: dict | None = None, features: dict | None = None) -> Path:
+    """The good images as a ``save_to_disk`` folder (an Arrow stream, dataset_info.json, state.json), with
+    ``state`` / ``features`` in place of what ``datasets`` writes."""
+    import pyarrow as pa
+
+    folder.mkdir()
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.Table.from_pylist([{"image": {"bytes": (corpus / "images" / name).read_bytes(), "path": name},
+                                   "label": index} for index, name in enumerate(GOOD)],
+                                 schema=pa.schema([("image", image), ("label", pa.int64())]))
+    with pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as sink, pa.ipc.new_stream(
+            sink, table.schema) as writer:
+        writer.write_table(table)
+    (folder / "dataset_info.json").write_text(json.dumps({"features": features or HF_FEATURES, "splits": {}}))
+    (folder / "state.json").write_text(json.dumps(state or {
+        "_data_files": [{"filename": "data-00000-of-00001.arrow"}], "_fingerprint": "0", "_split": "test"}))
+    return folder
+
+
+def _one_line_naming(result: subprocess.CompletedProcess, *words: str) -> str:
+    lines = _stderr_lines(result)
+    assert result.returncode == 2 and len(lines) == 1, lines
+    assert all(word in lines[0] for word in words), lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("files", ["data.arrow", [{"filename": "../data-00000-of-00001.arrow"}]],
+                         ids=["a string", "outside"])  # the reader's unit test has the other shapes
+def test_a_state_json_whose_data_files_are_not_file_objects(corpus, tmp_path, files):
+    split = _hf_split(corpus, tmp_path / "split", state={"_data_files": files})
+    result = _zsclip("eval", "--data", str(split), "--model", "demo", cwd=corpus)
+    _one_line_naming(result, str(split / "state.json"), "_data_files")
+
+
+@pytest.mark.parametrize("names", [None, 3], ids=["null", "a number"])
+def test_a_dataset_info_whose_class_names_are_not_a_list_of_names(corpus, tmp_path, names):
+    features = {**HF_FEATURES, "label": {"names": names, "_type": "ClassLabel"}}
+    split = _hf_split(corpus, tmp_path / "split", features=features)
+    result = _zsclip("eval", "--data", str(split), "--model", "demo", cwd=corpus)
+    _one_line_naming(result, str(split / "dataset_info.json"), "label.names")
+
+
+def test_a_dataset_info_declaring_a_column_the_arrow_data_lacks(corpus, tmp_path):
+    column = "label"
+    features = dict(HF_FEATURES)
+    features[f"{column}_renamed"] = features.pop(column)
+    split = _hf_split(corpus, tmp_path / "split", features=features)
+    result = _zsclip("eval", "--data", str(split), "--model", "demo", cwd=corpus)
+    _one_line_naming(result, str(split / "dataset_info.json"), f"'{column}_renamed'")
+
+
+def test_imagefolder_metadata_rows_naming_files_outside_their_folder(corpus, tmp_path):
+    folder = tmp_path / "imagefolder"
+    (folder / "images").mkdir(parents=True)
+    (tmp_path / "outside.png").write_bytes((corpus / "images" / GOOD[0]).read_bytes())
+    rows = []
+    for name in GOOD:
+        (folder / "images" / Path(name).name).write_bytes((corpus / "images" / name).read_bytes())
+        rows.append({"file_name": f"images/{Path(name).name}", "label": Path(name).stem})
+    bad = ["/etc/hostname", "../outside.png", "images/../../outside.png", 7]  # absolute, escaping, not a path
+    rows += [{"file_name": file_name, "label": Path(GOOD[0]).stem} for file_name in bad]
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "eval.json"
+    result = _zsclip("eval", "--data", str(folder), "--model", "demo", "-t", "photo", "-o", str(out), cwd=corpus)
+    lines = _stderr_lines(result)
+    assert result.returncode == 1, lines  # the rows are error rows, the good ones are evaluated
+    for line_number in range(len(GOOD) + 1, len(rows) + 1):
+        assert any(f"{folder / 'metadata.jsonl'}:{line_number}: " in line and "file_name" in line
+                   for line in lines), (line_number, lines)
+    record = json.loads(out.read_text())
+    assert record["num_images"] == len(GOOD) and record["num_failed"] == len(bad)
+    assert record["metrics"]["acc1"] == 1.0
