@@ -247,3 +247,43 @@ def test_a_file_of_many_row_groups_is_opened_once_and_read_in_order(tmp_path, mo
     assert len(opened) == 1
     assert [name.rsplit("#", 1)[1] for name, *_ in rows] == [str(i) for i in range(600)]
     assert [target for *_, target, _ in rows] == [i % len(CLASSES) for i in range(600)]
+
+
+# --- tampered metadata beside the data (the adversarial suite runs a few in a subprocess) --------------------
+
+@pytest.mark.parametrize("field, value, words", [
+    ("_data_files", "data.arrow", ["state.json", "'_data_files' is a string"]),
+    ("_data_files", [], ["state.json", "'_data_files' is an empty list"]),
+    ("_data_files", [1], ["state.json", "'_data_files'[0] is a number"]),
+    ("_data_files", [{"filename": 3}], ["state.json", "'_data_files'[0] is 3"]),
+    ("_data_files", [{"filename": "/etc/passwd"}], ["state.json", "'_data_files'[0] is '/etc/passwd'"]),
+    ("names", "red", ["dataset_info.json", "features.label.names is a string"]),
+    ("names", [1, 2], ["dataset_info.json", "features.label.names is a list"]),
+    ("features", [], ["dataset_info.json", "'features' is an empty list"]),
+    ("image", "renamed", ["dataset_info.json", "Image column 'renamed'"]),
+])
+def test_tampered_save_to_disk_metadata_is_one_line_naming_the_field(written, tmp_path, field, value, words):
+    split = tmp_path / "split"
+    shutil.copytree(written / "labelled", split)
+    state, info = json.loads((split / "state.json").read_text()), json.loads((split / "dataset_info.json").read_text())
+    if field == "_data_files":
+        state[field] = value
+    elif field == "names":
+        info["features"]["label"]["names"] = value
+    elif field == "features":
+        info["features"] = value
+    else:
+        info["features"][value] = info["features"].pop(field)
+    (split / "state.json").write_text(json.dumps(state))
+    (split / "dataset_info.json").write_text(json.dumps(info))
+    code, output = _run("eval", "--data", str(split), *CLI)
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, output
+    assert all(word in lines[0] for word in words), output
+
+
+def test_a_dataset_dict_whose_splits_are_not_names_is_one_line(written, tmp_path):
+    (tmp_path / "dict").mkdir()
+    (tmp_path / "dict" / "dataset_dict.json").write_text(json.dumps({"splits": "train"}))
+    code, output = _run("eval", "--data", str(tmp_path / "dict"), *CLI)
+    assert code == 2 and "dataset_dict.json: 'splits' is a string" in output, output
