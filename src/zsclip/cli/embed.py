@@ -8,7 +8,7 @@ from collections import Counter
 import click
 
 from ..data.collections import open_collection
-from ..data.hf import hf_layout, open_hf
+from ..data.hf import hf_layout, one_split, open_hf
 from ..data.shards import is_shards
 from ..data.sources import unique_sources
 from ..outputs.text import printable
@@ -87,11 +87,12 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
             if len(inputs) != 1:
                 raise UsageFailure("--labelled takes one labelled collection (a class-per-folder tree or a manifest)")
             classes = read_labels(labels_file) if labels_file else None
-            if hf_layout(inputs[0]) in ("imagefolder", "splits"):
-                collection = open_hf(inputs[0], [synonyms[0] for synonyms in classes] if classes else None)
+            data = one_split(inputs[0]) if hf_layout(inputs[0]) == "splits" else inputs[0]
+            if hf_layout(data) == "imagefolder":
+                collection = open_hf(data, [synonyms[0] for synonyms in classes] if classes else None)
                 sources, classnames = list(collection.items), list(collection.classnames)
             else:
-                collection, _ = open_collection(inputs[0], classes)
+                collection, _ = open_collection(data, classes)
                 sources, classnames = collection.labelled_sources(), list(collection.classnames)
                 multi_label = collection.multi_label
         else:

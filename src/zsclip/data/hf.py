@@ -159,11 +159,7 @@ def open_hf(path: str | os.PathLike, classes: Sequence[str] | None = None, *,
         raise InputError(f"{path} holds several splits ({', '.join(splits)}): name one, e.g. "
                          f"{path / (splits[0] if splits else 'test')}")
     if layout == "splits":
-        splits = _split_folders(path)
-        if len(splits) > 1:
-            raise InputError(f"{path} holds the splits {', '.join(splits)} (a Hugging Face imagefolder): name one, "
-                             f"{' or '.join(str(folder) for folder in splits.values())}")
-        (only,) = splits.values()
+        only = one_split(path)
         if hf_layout(only):
             return open_hf(only, classes, labelled=labelled)
         return image_folder(only, classes)
@@ -186,6 +182,17 @@ def open_hf(path: str | os.PathLike, classes: Sequence[str] | None = None, *,
         raise InputError(f"{path} is unlabelled: every row's {table.label_column!r} is -1 (how `datasets` marks a "
                          "split without labels); evaluate a labelled split, or classify / embed this one")
     return table
+
+
+def one_split(path: str | os.PathLike) -> Path:
+    """The split folder of a folder of split folders (``hf_layout`` 'splits') that holds one; several are
+    refused, naming each (which to give instead)."""
+    path = Path(path)
+    splits = _split_folders(path)
+    if len(splits) != 1:
+        raise InputError(f"{path} holds the splits {', '.join(splits)} (a Hugging Face imagefolder): name one, "
+                         f"{' or '.join(str(folder) for folder in splits.values())}")
+    return next(iter(splits.values()))
 
 
 def _dataset_dict_splits(path: Path) -> list[str]:
@@ -576,4 +583,4 @@ def _metadata_records(metadata: Path) -> Iterator[tuple[int, dict | None, str | 
             yield number, record, None
 
 
-__all__ = ["HFTable", "hf_layout", "open_hf", "table_rows", "imagefolder", "SPLIT_WORDS"]
+__all__ = ["HFTable", "hf_layout", "one_split", "open_hf", "table_rows", "imagefolder", "SPLIT_WORDS"]

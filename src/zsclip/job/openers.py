@@ -60,9 +60,15 @@ def matches_hf(inputs: Sequence, labelled: bool) -> bool:
 def open_hf(inputs: Sequence, *, labelled: bool, classes=None, dataset=None, model=None) -> FeatureSource:
     """A Hugging Face split: Parquet, save_to_disk Arrow, or imagefolder with metadata (``zsclip.data.hf``)."""
     from ..data.collections import LabelledCollection
+    from ..data.hf import hf_layout, one_split
     from ..data.hf import open_hf as read
     from .sources import HFTableSource
 
+    if hf_layout(_single(inputs)) == "splits":  # a folder of one split folder: that split, as any data it holds
+        only = one_split(_single(inputs))
+        if hf_layout(only) is None:  # class folders (ImageNet's recognised as in any tree)
+            return open_labelled([only], labelled=labelled, classes=classes, dataset=dataset)
+        inputs = [only]
     names = [synonyms[0] for synonyms in classes] if classes else None
     opened = read(_single(inputs), names, labelled=labelled)
     if isinstance(opened, LabelledCollection):
