@@ -231,7 +231,8 @@ def _shape(value: object) -> str:
     if isinstance(value, str):
         return f"a string ({value[:40]!r})"
     if isinstance(value, list):
-        return "a list" if value else "an empty list"
+        others = [item for item in value if not isinstance(item, str)]
+        return "an empty list" if not value else f"a list holding {_shape(others[0])}" if others else "a list"
     return "an object"
 
 
