@@ -287,3 +287,17 @@ def test_a_dataset_dict_whose_splits_are_not_names_is_one_line(written, tmp_path
     (tmp_path / "dict" / "dataset_dict.json").write_text(json.dumps({"splits": "train"}))
     code, output = _run("eval", "--data", str(tmp_path / "dict"), *CLI)
     assert code == 2 and "dataset_dict.json: 'splits' is a string" in output, output
+
+
+def test_one_metadata_file_listing_two_splits_is_refused(tmp_path):
+    root = tmp_path / "data"
+    for split in ("train", "test"):
+        (root / split).mkdir(parents=True)
+        for image in IMAGES:
+            shutil.copy(image, root / split / image.name)
+    (root / "metadata.csv").write_text("file_name,label\n" + "".join(
+        f"{split}/{p.name},{p.stem}\n" for split in ("train", "test") for p in IMAGES))
+    assert set(_load_imagefolder(root, tmp_path)) == {"train", "test"}  # two splits to datasets, not one
+    code, output = _run("eval", "--data", str(root), *CLI)
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "splits test, train" in lines[0], output

@@ -536,6 +536,11 @@ def imagefolder(folder: Path, classes: Sequence[str] | None = None, *, labelled:
                     parts = parts[1:]
                 label = parts[-2] if len(parts) > 1 else None
             rows.append((str(path), None if label is None else str(label), None))
+    splits = sorted({SPLIT_WORDS[first] for first in (_first_part(folder, path) for path, _, error in rows
+                                                       if error is None) if first in SPLIT_WORDS})
+    if len(splits) > 1:  # datasets reads these as splits: mixing them would evaluate train and test as one
+        raise InputError(f"{folder}: its metadata lists files of the splits {', '.join(splits)}: give each split "
+                         f"folder its own metadata file ({folder / splits[0] / 'metadata.csv'}) and name one")
     labels = [label for _, label, _ in rows if label is not None]
     if classes is not None:
         names = list(classes)
@@ -557,6 +562,11 @@ def imagefolder(folder: Path, classes: Sequence[str] | None = None, *, labelled:
         items.append(LabelledSource(path, error, target))
     display = [name.replace("_", " ") for name in names]
     return LabelledCollection(display, items)
+
+
+def _first_part(folder: Path, path: str) -> str:
+    parts = Path(path).relative_to(folder).parts
+    return parts[0].lower() if len(parts) > 1 else ""
 
 
 def _metadata_records(metadata: Path) -> Iterator[tuple[int, dict | None, str | None]]:
