@@ -379,9 +379,9 @@ def _start(settings: ServeSettings, encoder: Encoder | None, metrics: ServeMetri
     metrics.classifiers.set(len(registry))
     store = None
     if settings.store is not None:
-        from ..store import EmbeddingStore
+        from ..store import open_store
 
-        store = EmbeddingStore.open(settings.store)
+        store = open_store(settings.store)
         store.check_encoder(encoder)
     return ServerState(settings, encoder, queue, registry, decoder, transform, store)
 
