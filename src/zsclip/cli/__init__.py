@@ -32,7 +32,8 @@ class ZsclipGroup(click.Group):
     """The command group: turns every failure into one line on stderr and a documented exit status.
 
     zsclip's own errors print their message (exit 2; 1 when inputs failed or an output could not
-    be written); Ctrl-C prints "interrupted" (exit 130); anything else is a bug, printed as one line
+    be written); Ctrl-C prints "interrupted" (exit 130); a broken torch install is named as one (environment.py);
+    anything else is a bug, printed as one line
     that says so. ``--debug`` or ``ZSCLIP_DEBUG=1`` shows the traceback instead.
     """
 
@@ -121,7 +122,11 @@ def _stdout_closed() -> bool:
 def _describe(error: Exception) -> tuple[int, str]:
     """(exit status, one printable line) for an error that reached the top."""
     from .._lazy import is_loaded_instance
+    from .environment import broken_install
 
+    broken = broken_install(error)  # a torchvision built for another torch, wherever it surfaced
+    if broken is not None:
+        return 1, printable(broken)
     # without importing the evaluate task (and torch) to ask: the error may be that torch cannot load
     if isinstance(error, OutputError) or is_loaded_instance(error, "zsclip.tasks.evaluate", "NothingDecodedError"):
         return 1, printable(error)
