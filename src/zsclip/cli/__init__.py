@@ -33,7 +33,8 @@ class ZsclipGroup(click.Group):
 
     zsclip's own errors print their message (exit 2; 1 when inputs failed or an output could not
     be written); Ctrl-C prints "interrupted" (exit 130); a broken torch install is named as one
-    (environment.py); anything else is a bug, printed as one line that says so. ``--debug`` or ``ZSCLIP_DEBUG=1`` shows the traceback instead.
+    (environment.py); anything else is a bug, printed as one line
+    that says so. ``--debug`` or ``ZSCLIP_DEBUG=1`` shows the traceback instead.
     """
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
-from ..errors import InputError, ModelLoadError
-from . import hub
+from ..errors import InputError
 
 if TYPE_CHECKING:
     import torch
@@ -59,35 +57,14 @@ def load_model(
     if not isinstance(model, str) or not model.strip():
         raise InputError("no model given: pass e.g. 'ViT-B-32' with pretrained='laion2b_s34b_b79k'")
     device = resolve_device(device)
-    # no network: known in a few seconds, not after huggingface_hub's minute of retries (see hub.py)
-    unreachable = hub.check_before_download() if _may_download(model, pretrained) else None
-    try:
-        if model.startswith(TRANSFORMERS_PREFIX):
-            from .hf import TransformersEncoder
-
-            return TransformersEncoder.from_pretrained(model.removeprefix(TRANSFORMERS_PREFIX), device=device,
-                                                       cache_dir=cache_dir)
-        from .openclip import load_open_clip
-
-        return load_open_clip(model, pretrained, device=device, cache_dir=cache_dir)
-    except ModelLoadError as error:
-        if unreachable is None or error.__cause__ is None:  # reachable, or refused before any download
-            raise
-        what = f"{model} (pretrained={pretrained!r})" if pretrained else model
-        raise ModelLoadError(hub.offline_failure(what, unreachable)) from error.__cause__
-
-
-def _may_download(model: str, pretrained: str | None) -> bool:
-    """Whether loading ``model`` may fetch from the model hub (not the demo model, a local folder or file)."""
     if model.startswith(TRANSFORMERS_PREFIX):
-        return not os.path.isdir(os.path.expanduser(model.removeprefix(TRANSFORMERS_PREFIX)))
-    if model.startswith("hf-hub:"):
-        return True
-    if model == "demo" or model.startswith("local-dir:"):
-        return False
-    from .openclip import RANDOM_WEIGHTS
+        from .hf import TransformersEncoder
 
-    return pretrained is not None and pretrained != RANDOM_WEIGHTS and not os.path.isfile(pretrained)
+        return TransformersEncoder.from_pretrained(model.removeprefix(TRANSFORMERS_PREFIX), device=device,
+                                                   cache_dir=cache_dir)
+    from .openclip import load_open_clip
+
+    return load_open_clip(model, pretrained, device=device, cache_dir=cache_dir)
 
 
 def wrap(

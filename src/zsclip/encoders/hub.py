@@ -81,6 +81,22 @@ def check_before_download() -> str | None:
     return reason
 
 
+_OFFLINE_SIGNS = ("local cache", "disk cache", "cached files", "offline mode", "couldn't connect", "outgoing traffic")
+
+
+def looks_offline(error: BaseException | None) -> bool:
+    """Whether a load failed for want of the hub (a file neither cached nor fetchable), by the error or its causes,
+    not for another reason (a damaged cached file is its own message)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled") \
+                or any(sign in str(error).lower() for sign in _OFFLINE_SIGNS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def offline_failure(what: str, reason: str) -> str:
     """The one line for a model whose weights are not cached while the hub cannot be reached."""
     return (f"could not load {what}: its weights are not in the local cache and the model hub ({endpoint()}) "
@@ -89,4 +105,5 @@ def offline_failure(what: str, reason: str) -> str:
             "transformers:/path/to/save_pretrained_dir")
 
 
-__all__ = ["endpoint", "unreachable", "go_offline", "check_before_download", "offline_failure", "offline_mode"]
+__all__ = ["endpoint", "unreachable", "go_offline", "check_before_download", "looks_offline", "offline_failure",
+           "offline_mode"]

@@ -24,7 +24,7 @@ from ..job.heads import HeadOptions, build_head
 from ..options import RunOptions
 from .batching import Announcement, BatchQueue
 from .classifiers import ClassifierRegistry, Entry
-from .inputs import ClientError, parse_labels, parse_templates
+from .inputs import ClientError, parse_labels, parse_templates, refused
 from .metrics import ServeMetrics
 from .settings import ServeSettings
 
@@ -90,7 +90,7 @@ async def make_head(current: ServerState, entry: Entry, options: HeadOptions, kn
                           cache=False,
                           calibration=lambda _images, _labels=None: [calibrated])
     except ZsclipError as error:
-        raise ClientError(422, str(error)) from None
+        raise refused(error) from None
 
 
 @dataclass
@@ -187,8 +187,11 @@ async def answer_images(current: ServerState, metrics: ServeMetrics, entry: Entr
                             {"label": label, "score": float(score)}
                             for label, score in zip(answer.labels, answer.scores, strict=True)],
                         "record": answer.record, "error": answer.error})
-    return {"model": current.encoder.name, "classifier": entry.id,
-            "scoring": "sigmoid" if entry.flat.is_sigmoid else "softmax", "head": head.describe(), "results": results}
+    described = head.describe()
+    # a multi-label head (a request's multi_label over flat labels, or a multi-label file) scores each label alone
+    scoring = f"multi-label {described['score']}" if described.get("head") == "multilabel" else entry.scoring
+    return {"model": current.encoder.name, "classifier": entry.id, "scoring": scoring, "head": described,
+            "results": results}
 
 
 __all__ = ["ServerState", "UploadedVideo", "resolve_classifier", "make_head", "decode_upload", "is_video",
