@@ -10,6 +10,7 @@ import warnings
 
 import click
 
+from ..options import DEFAULT_TOP_K
 from ..outputs.text import printable
 from .common import (
     image_options,
@@ -33,7 +34,7 @@ from .trees import tree_options
               help="A classifier file instead of --labels: from `zsclip build`, `zsclip adapt` (linear probe, "
                    "Tip-Adapter) or a saved tree classifier.")
 @click.option("--top-k", "-k", default=None, type=click.IntRange(min=1),
-              help="How many labels per image (default 3; flat labels only).")
+              help=f"How many labels per image (default {DEFAULT_TOP_K}; flat labels only).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write results to .csv, .jsonl, .json or .parquet (by extension) instead of the terminal.")
 @click.option("--per-video", is_flag=True, default=False,
@@ -105,7 +106,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
                                    target_precision)
         head_options.check()
         if top_k is None and not head_options.is_tree() and not head_options.is_multi_label():
-            head_options.top_k = 3  # the terminal's default; the Python API's is 5
+            head_options.top_k = DEFAULT_TOP_K  # the service's too; the Python API's is 5
         if output:
             from ..outputs.rows import ResultWriter
 

@@ -21,7 +21,7 @@ from ..encoders.base import Encoder
 from ..errors import ImageReadError, ZsclipError
 from ..heads import Head
 from ..job.heads import HeadOptions, build_head
-from ..options import RunOptions
+from ..options import DEFAULT_TOP_K, RunOptions
 from .batching import Announcement, BatchQueue
 from .classifiers import ClassifierRegistry, Entry
 from .inputs import ClientError, parse_labels, parse_templates, refused
@@ -76,6 +76,8 @@ async def make_head(current: ServerState, entry: Entry, options: HeadOptions, kn
     if tree and options.top_k is not None:
         raise ClientError(422, "top_k applies to flat labels: a label tree answers one label per level")
 
+    if options.top_k is None and not tree and not options.multi_label and not hasattr(entry.classifier, "positive"):
+        options.top_k = DEFAULT_TOP_K  # flat labels: as many as the command line answers with
     calibrated = None
     if options.reject_calibrate is not None:
         good = [item for item in known if isinstance(item, torch.Tensor)]

@@ -1,0 +1,56 @@
+"""One behaviour wherever it shows (issue 38, item 9): the service's default top_k is the command line's,
+and a kept ``.partial`` file gets the mode the user's umask gives a new file, as a finished one does."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from zsclip.cli import main
+from zsclip.options import DEFAULT_TOP_K
+from zsclip.outputs.atomic import AtomicFile
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+LABELS = "red triangle,blue ring,green star,yellow square,black circle"
+
+
+def test_the_service_answers_as_many_labels_as_the_command_line_by_default(tiny_clip, tiny_clip_dir, tmp_path):
+    pytest.importorskip("fastapi")
+    from starlette.testclient import TestClient
+
+    from zsclip.serve import ServeSettings, create_app
+
+    output = tmp_path / "rows.jsonl"
+    result = CliRunner().invoke(main, ["classify", str(EXAMPLES / "blue_ring.png"), "--model", tiny_clip_dir,
+                                       "--labels", LABELS, "-t", "photo", "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in output.read_text().splitlines()]
+    with TestClient(create_app(ServeSettings(default_templates="photo"), encoder=tiny_clip)) as client:
+        image = [("images", ("blue_ring.png", (EXAMPLES / "blue_ring.png").read_bytes(), "image/png"))]
+        lean = client.post("/v1/classify", files=image, data={"labels": LABELS})  # the lean path
+        routed = client.post("/v1/classify", files=image, data={"labels": LABELS, "scale": "100"})  # the route's
+    assert len(row["predictions"]) == DEFAULT_TOP_K < 5
+    for response in (lean, routed):
+        assert response.status_code == 200, response.text
+        assert len(response.json()["results"][0]["predictions"]) == DEFAULT_TOP_K
+        assert response.json()["head"]["top_k"] == DEFAULT_TOP_K
+
+
+def test_a_kept_partial_file_gets_the_umask_mode(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        kept = AtomicFile(tmp_path / "rows.csv")
+        kept.file.write("path,label\n")
+        partial = kept.abandon()
+        finished = AtomicFile(tmp_path / "done.csv")
+        finished.file.write("path,label\n")
+        done = finished.commit()
+    finally:
+        os.umask(previous)
+    assert partial.name == "rows.csv.partial"
+    assert stat.S_IMODE(partial.stat().st_mode) == stat.S_IMODE(done.stat().st_mode) == 0o640
