@@ -3,6 +3,7 @@ and a kept ``.partial`` file gets the mode the user's umask gives a new file, as
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import stat
@@ -54,3 +55,59 @@ def test_a_kept_partial_file_gets_the_umask_mode(tmp_path):
         os.umask(previous)
     assert partial.name == "rows.csv.partial"
     assert stat.S_IMODE(partial.stat().st_mode) == stat.S_IMODE(done.stat().st_mode) == 0o640
+
+
+def _interrupt_on(calls: int):
+    """A function wrapper that raises KeyboardInterrupt (as Ctrl-C does) on its ``calls``-th call."""
+    seen = []
+
+    def wrap(function):
+        def wrapped(*args, **kwargs):
+            seen.append(1)
+            if len(seen) == calls:
+                raise KeyboardInterrupt
+            return function(*args, **kwargs)
+
+        return wrapped
+
+    return wrap
+
+
+def test_an_interrupted_classify_is_one_line_with_what_is_kept_and_how_to_go_on(tmp_path, monkeypatch):
+    classify_task = importlib.import_module("zsclip.tasks.classify")  # the module, not the function
+
+    opened = classify_task.open_sink
+
+    def open_sink(*args, **kwargs):
+        sink = opened(*args, **kwargs)
+        sink.write = _interrupt_on(3)(sink.write)
+        return sink
+
+    monkeypatch.setattr(classify_task, "open_sink", open_sink)
+    output = tmp_path / "rows.csv"
+    images = [str(path) for path in sorted(EXAMPLES.glob("*.png"))[:4]]
+    result = CliRunner().invoke(main, ["classify", *images, "--model", "demo", "--labels", LABELS, "-t", "photo",
+                                       "-o", str(output), "--workers", "0"])
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"zsclip: interrupted after 3 of 4 inputs: the rows so far are in {output}.partial ({output} is written only "
+        "when a run completes); run the same command again to classify them all"]
+    assert not output.exists() and len((tmp_path / "rows.csv.partial").read_text().splitlines()) == 3  # header + 2
+
+
+def test_an_interrupted_embed_says_what_the_store_keeps_and_the_same_command_goes_on(tmp_path, monkeypatch):
+    embed_module = importlib.import_module("zsclip.store.embed")
+
+    store = tmp_path / "shapes.zse"
+    images = [str(path) for path in sorted(EXAMPLES.glob("*.png"))[:3]]
+    command = ["embed", *images, "-o", str(store), "--model", "demo", "--commit-every", "1", "--workers", "0"]
+    with monkeypatch.context() as patched:
+        patched.setattr(embed_module._ShardWriter, "add", _interrupt_on(3)(embed_module._ShardWriter.add))
+        result = CliRunner().invoke(main, command)
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"zsclip: interrupted: {store} keeps 2 rows committed so far (every --commit-every images); run the same "
+        "command again to go on from there"]
+    again = CliRunner().invoke(main, command)
+    assert again.exit_code == 0, again.output
+    assert "1 encoded, 2 unchanged" in again.stderr

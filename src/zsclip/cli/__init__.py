@@ -80,10 +80,14 @@ class ZsclipGroup(click.Group):
                 return super().invoke(ctx)
             except (click.exceptions.Exit, click.ClickException, click.Abort):
                 raise
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as error:
                 if debug:
                     raise
-                click.echo("zsclip: interrupted", err=True)
+                from .common import Interrupted
+
+                # one line: the command's own account (what is kept, how to go on) when it gave one
+                told = str(error) if isinstance(error, Interrupted) and str(error) else "interrupted"
+                click.echo(f"zsclip: {printable(told)}", err=True)
                 ctx.exit(130)
             except BrokenPipeError:  # `zsclip classify ... | head`: the reader left, nothing to report
                 _silence_stdout()

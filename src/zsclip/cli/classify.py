@@ -13,6 +13,7 @@ import click
 from ..options import DEFAULT_TOP_K
 from ..outputs.text import printable
 from .common import (
+    Interrupted,
     image_options,
     label_options,
     model_options,
@@ -166,10 +167,14 @@ def _emit(predictions, total: int, job, output: str | None) -> None:
             else:
                 print_prediction(prediction, sys.stdout)
             bar.update(1)
-    except BaseException as error:
+    except KeyboardInterrupt:
+        kept = (f"the rows so far are in {printable(sink.abandon())} ({printable(output)} is written only when a run "
+                "completes)" if sink else "the rows so far are printed above")
+        raise Interrupted(f"interrupted after {count} of {total or count} inputs: {kept}; run the same command again "
+                          "to classify them all") from None
+    except BaseException:
         if sink:
-            why = "interrupted" if isinstance(error, KeyboardInterrupt) else "stopped by an error"
-            click.echo(f"zsclip: {why}; results so far are in {printable(sink.abandon())}", err=True)
+            click.echo(f"zsclip: stopped by an error; results so far are in {printable(sink.abandon())}", err=True)
         raise
     finally:
         bar.close()
