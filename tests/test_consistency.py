@@ -111,3 +111,21 @@ def test_an_interrupted_embed_says_what_the_store_keeps_and_the_same_command_goe
     again = CliRunner().invoke(main, command)
     assert again.exit_code == 0, again.output
     assert "1 encoded, 2 unchanged" in again.stderr
+
+
+@pytest.mark.parametrize("task", ["multi-label", "retrieval"])
+def test_every_eval_prints_its_evaluated_line(tmp_path, task):
+    names = ["blue_ring.png", "blue_star.png", "green_circle.png"]
+    for name in names:
+        (tmp_path / name).write_bytes((EXAMPLES / name).read_bytes())
+    if task == "multi-label":
+        data = tmp_path / "labels.jsonl"
+        data.write_text("".join(json.dumps({"path": n, "labels": [n[:-4].replace("_", " ")]}) + "\n" for n in names))
+        extra = ["--multi-label", "-t", "photo"]
+    else:
+        data = tmp_path / "captions.csv"
+        data.write_text("path,caption\n" + "".join(f"{n},a {n[:-4].replace('_', ' ')}\n" for n in names))
+        extra = ["--task", "retrieval"]
+    result = CliRunner().invoke(main, ["eval", "-d", str(data), "--model", "demo", "--workers", "0", *extra])
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if line.startswith("zsclip: evaluated 3 images")], result.stderr
