@@ -129,3 +129,15 @@ def test_every_eval_prints_its_evaluated_line(tmp_path, task):
     result = CliRunner().invoke(main, ["eval", "-d", str(data), "--model", "demo", "--workers", "0", *extra])
     assert result.exit_code == 0, result.output
     assert [line for line in result.stderr.splitlines() if line.startswith("zsclip: evaluated 3 images")], result.stderr
+
+
+@pytest.mark.parametrize("command", ["classify", "eval", "embed", "search", "build", "models", "adapt"])
+def test_every_help_lists_its_input_kinds_and_exit_statuses(command):
+    result = CliRunner().invoke(main, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "130 interrupted (Ctrl-C), 141 stdout closed by its reader" in text
+    if command in ("classify", "eval", "embed", "search"):
+        assert "videos (.mp4, .mkv" in text
+    if command in ("classify", "eval", "embed"):
+        assert "Hugging Face datasets (a Parquet split, a save_to_disk folder" in text

@@ -167,9 +167,29 @@ def main(debug: bool) -> None:
     """
 
 
+IMAGES = "images (files, folders, glob patterns, URLs, - for paths on stdin)"
+VIDEOS = "videos (.mp4, .mkv, .mov, ...: --frames per video, or a row per --segment)"
+HF_DATASETS = "Hugging Face datasets (a Parquet split, a save_to_disk folder, an imagefolder with metadata)"
+#: each command's inputs, as its --help ends (one list per command, so that a new input kind is added everywhere)
+INPUT_KINDS = {
+    "classify": f"Inputs: {IMAGES}, {VIDEOS}, {HF_DATASETS}, WebDataset shards, an embedding store or a "
+                "clip-retrieval folder.",
+    "eval": f"--data: a class-per-folder tree of images or {VIDEOS}, a CSV/JSONL manifest, WebDataset shards, "
+            f"{HF_DATASETS}, a labelled embedding store; --task retrieval: a captions file or a store.",
+    "embed": f"Inputs: {IMAGES}, {VIDEOS}, {HF_DATASETS}, WebDataset shards.",
+    "search": f"Input: an embedding store (of images or {VIDEOS}), a clip-retrieval folder, or images and videos "
+              "encoded on the way.",
+}
+EXIT_STATUS = ("Exit status: 0 all inputs handled, 1 some inputs failed (results still written), 2 usage error, "
+               f"130 interrupted (Ctrl-C), {CLOSED_PIPE_STATUS} stdout closed by its reader (`| head`).")
+
 for command in (classify.classify, build.build, eval.eval_command, embed.embed_command, search.search,
                 models.models, adapt.adapt_command, serve.serve):
     main.add_command(command)
+    # every --help ends with what the command reads and its exit statuses (serve documents its own)
+    ending = [INPUT_KINDS[command.name]] if command.name in INPUT_KINDS else []
+    command.epilog = "\n\n".join([*ending, *([command.epilog] if command.epilog else []),
+                                   *([] if command.name == "serve" else [EXIT_STATUS])])
 
 
 def run(argv: Sequence[str] | None = None) -> None:

@@ -86,8 +86,6 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
     the terminal are shown escaped (control characters as \\n, \\x1b; file-name bytes that are not
     UTF-8 as \\xNN), and CSV cells starting with = + - @ get a ' so spreadsheets show them as text;
     JSON and JSONL keep the raw text.
-
-    Exit status: 0 all classified, 1 some inputs failed, 2 usage error, 130 interrupted.
     """
     from ..errors import ZsclipWarning
     from ..job import HeadOptions, open_source, plan
