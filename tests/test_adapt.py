@@ -99,9 +99,14 @@ def test_save_and_load_round_trip(world, tmp_path):
     assert isinstance(back, TipAdapterClassifier) and (back.alpha, back.beta) == (tip.alpha, tip.beta)
     assert torch.equal(back.logits(data.features), tip.logits(data.features))
     assert type(load_classifier(tmp_path / "linear.zsc")) is zsclip.ZeroShotClassifier
-    # the plain loader reads Tip-Adapter files too (classify --classifier, eval, the service)
-    plain = zsclip.ZeroShotClassifier.load(path)
+    # the readers that take any classifier file read Tip-Adapter files too (classify --classifier, eval, the
+    # service); the zero-shot reader itself says where such a file goes (it does not know the Tip-Adapter format)
+    from zsclip.heads import load_head_file
+
+    plain = load_head_file(path)
     assert type(plain) is TipAdapterClassifier and torch.equal(plain.logits(data.features), tip.logits(data.features))
+    with pytest.raises(ClassifierFileError, match="Tip-Adapter head .*zsclip.adapt.load_classifier"):
+        zsclip.ZeroShotClassifier.load(path)
     path.write_bytes(path.read_bytes()[:-64])
     with pytest.raises(ClassifierFileError, match="rebuild it"):
         zsclip.ZeroShotClassifier.load(path)

@@ -64,3 +64,102 @@ def test_imports_run_down_the_layers(module, target):
     top_m, top_t = module.split(".")[0], target.split(".")[0]
     if low == high and top_m in ORDER_IN_LAYER and top_t in ORDER_IN_LAYER:
         assert ORDER_IN_LAYER[top_t] <= ORDER_IN_LAYER[top_m], f"zsclip.{module} imports zsclip.{target}"
+
+
+# --- no circles between files (issue 38, item 10) ------------------------------------------------------
+def _is_type_checking(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
+                                         or isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _runtime_imports(tree: ast.AST):
+    """Every import statement that can run: module level or inside a function, not under ``if TYPE_CHECKING``
+    (annotations only; they never run)."""
+    for node in ast.iter_child_nodes(tree):
+        if _is_type_checking(node):
+            yield from (inner for child in node.orelse for inner in _runtime_imports(ast.Module([child], [])))
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        yield from _runtime_imports(node)
+
+
+def file_graph() -> dict[str, set[str]]:
+    """zsclip module -> the zsclip modules (files) it imports at run time, relative or absolute imports alike."""
+    files = {}
+    for path in ROOT.rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = (path, parts)
+
+    def module_of(name: str) -> str | None:  # ``a.b.c`` where ``c`` may be a name defined in module ``a.b``
+        while name not in files and "." in name:
+            name = name.rpartition(".")[0]
+        return name if name in files else None
+
+    graph: dict[str, set[str]] = {}
+    for module, (path, parts) in files.items():
+        package = parts[:-1]
+        targets = []
+        for node in _runtime_imports(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets += [alias.name[len("zsclip."):] for alias in node.names if alias.name.startswith("zsclip.")]
+                continue
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1])
+            elif node.module == "zsclip" or (node.module or "").startswith("zsclip."):
+                base, node.module = "", node.module[len("zsclip."):] if "." in node.module else None
+            else:
+                continue
+            prefix = ".".join(p for p in (base, node.module) if p)
+            targets += [f"{prefix}.{alias.name}" if prefix else alias.name for alias in node.names]
+        graph[module] = {t for t in map(module_of, targets) if t is not None and t != module}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each as a sorted list."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_circle_finder_sees_function_level_imports_inside_a_package():
+    module = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .b import B\n"
+                       "def f():\n    from .c import g\n")
+    assert [n.module for n in _runtime_imports(module) if n.module != "typing"] == ["c"]
+    assert circles({"p.a": {"p.c"}, "p.c": {"p.a"}, "p.b": {"p.a"}}) == [["p.a", "p.c"]]
+    assert circles({"p.a": {"p.b"}, "p.b": {"p.c"}}) == []
+
+
+def test_no_file_imports_itself_through_others():
+    """A file never imports one that imports it back, directly or round a longer loop, module level or inside
+    a function (a format dispatch goes in a module above the formats it chooses between)."""
+    graph = file_graph()
+    assert graph["job.registry"] >= {"job.openers"} and "classifier.zeroshot" in graph["classifier.files"]
+    assert circles(graph) == []

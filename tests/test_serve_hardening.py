@@ -294,3 +294,25 @@ def test_classify_piped_into_head_keeps_the_lines_head_read(tmp_path):
     lines = process.stdout.splitlines()
     assert len(lines) == 3 and lines[-1] in ("status=0", "status=141"), process.stdout + process.stderr
     assert "error" not in process.stderr
+
+
+# --- issue 38, item 4: a request framed two ways is answered once and its connection closed --------------
+@pytest.mark.parametrize("path", ["/v1/classify", "/healthz"])
+def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(guarded, path):
+    # framed by Transfer-Encoding (as h11 does) the body ends at "0"; framed by Content-Length (as a proxy in
+    # front might) it goes on: the GET behind it must not be read as a second request on this connection
+    smuggled = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
+    body = b"0\r\n\r\n" + smuggled
+    sock = _connect(guarded)
+    try:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: test\r\nX-API-Key: {KEY}\r\nContent-Length: {len(body)}\r\n"
+                     "Transfer-Encoding: chunked\r\nContent-Type: multipart/form-data; boundary=x\r\n\r\n".encode()
+                     + body)
+        response = _read_until_closed(sock)  # returns once the server closes (or after 10 s)
+    finally:
+        sock.close()
+    head, _, rest = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), response[:300]
+    assert b"connection: close" in head.lower()
+    assert b"Content-Length and Transfer-Encoding" in rest and b"HTTP/1.1" not in rest, response  # one answer only
+    assert httpx.get(f"{guarded}/healthz", timeout=TIMEOUT).status_code == 200  # and the server serves on

@@ -24,7 +24,7 @@ import zsclip
 from zsclip import shapes
 from zsclip.cli import main
 from zsclip.data.sources import expand_inputs
-from zsclip.store import EmbeddingStore, StoreError, embed
+from zsclip.store import EmbeddingStore, StoreError, embed, open_store
 from zsclip.store.format import MANIFEST, schema
 from zsclip.tasks.classify import classify_items
 from zsclip.tasks.stored import classify_store, evaluate_store, search_store
@@ -159,8 +159,10 @@ def test_clip_retrievals_layout_opens_as_a_store(demo, photos, tmp_path):
         pq.write_table(pa.table({"image_path": [s.name for s in sources[rows]]}),
                        tmp_path / "cr" / "metadata" / f"metadata_{part}.parquet")
     with pytest.raises(StoreError, match="name the model"):
-        EmbeddingStore.open(tmp_path / "cr")
-    store = EmbeddingStore.open(tmp_path / "cr", model="demo")
+        open_store(tmp_path / "cr")
+    with pytest.raises(StoreError, match="clip-retrieval output, not a zsclip store: open it with .*open_store"):
+        EmbeddingStore.open(tmp_path / "cr", model="demo")  # the zsclip store's own reader says where it goes
+    store = open_store(tmp_path / "cr", model="demo")
     classifier = zsclip.ZeroShotClassifier.build(demo, LABELS, "photo", precision="fp32")
     stored = list(classify_store(store, classifier, top_k=1))
     direct = list(classify_items(sources, classifier, demo, top_k=1, options=_options()))
@@ -305,7 +307,7 @@ def test_damaged_clip_retrieval_parts_are_skipped_by_name(demo, tmp_path):
     array.write_bytes(array.read_bytes()[:300])                          # truncated array
     (folder / "metadata" / "metadata_2.parquet").unlink()                # a part without its metadata
     pq.write_table(pa.table({"image_path": ["x"] * 4}), folder / "metadata" / "metadata_3.parquet")  # 4 rows for 5
-    store = EmbeddingStore.open(folder, model="demo")
+    store = open_store(folder, model="demo")
     with pytest.warns(zsclip.ZsclipWarning) as caught:
         paths = [p for batch in store.batches(batch_size=2) for p in batch.paths]
     assert paths == [f"part0/{i}.jpg" for i in range(5)]                 # the readable part, streamed in batches

@@ -25,7 +25,7 @@ from zsclip import shapes
 from zsclip.cli import main
 from zsclip.data.sources import Source
 from zsclip.pipeline import feature_batches
-from zsclip.store import EmbeddingStore, StoreError, embed
+from zsclip.store import EmbeddingStore, StoreError, embed, open_store
 from zsclip.store.embed import CHANGED, RETRIES
 from zsclip.store.format import MANIFEST, schema
 from zsclip.tasks.stored import classify_store, evaluate_store, search_store
@@ -386,7 +386,7 @@ def test_clip_retrieval_rows_without_a_path_or_with_nan_are_error_rows(demo, tmp
     np.save(root / "img_emb" / "img_emb_0.npy", embeddings)
     pq.write_table(pa.table({"image_path": ["a.jpg", "b.jpg", "c.jpg", None]}),
                    root / "metadata" / "metadata_0.parquet")
-    (batch,) = EmbeddingStore.open(root, model="demo").batches()
+    (batch,) = open_store(root, model="demo").batches()
     assert batch.paths[:3] == ["a.jpg", "b.jpg", "c.jpg"] and batch.paths[3] == "<img_emb_0.npy row 3>"
     assert batch.errors[0] is None and "row 1: embedding has NaN" in batch.errors[1]
     assert "row 2: embedding is all zeros" in batch.errors[2] and "row 3: no path" in batch.errors[3]
@@ -434,7 +434,7 @@ def test_a_manifest_field_of_the_wrong_type_is_one_line_naming_the_file_and_fiel
 def test_model_given_for_a_store_must_be_the_stores(demo, tmp_path):
     folder = tmp_path / "s.zse"
     EmbeddingStore.create_or_open(folder, demo, precision="fp32")
-    assert EmbeddingStore.open(folder, model="demo").model == "demo"
+    assert open_store(folder, model="demo").model == "demo"
     with pytest.raises(StoreError, match="holds embeddings of model demo, not ViT-B-32: drop --model"):
         EmbeddingStore.open(folder, model="ViT-B-32")
     for command in (["classify", str(folder), "--labels", "a,b", "-t", "photo"], ["search", str(folder), "a"]):

@@ -18,6 +18,8 @@ from .precision import DEFAULT_PRECISION, PRECISIONS
 
 #: Where JPEGs can be decoded (see RunOptions.decode).
 DECODE_MODES = ("auto", "cpu", "device")
+#: labels per image the command line and the service answer with unless told (the Python API's default is 5)
+DEFAULT_TOP_K = 3
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..classifier.files import load_flat
 from ..classifier.tip_adapter import TipAdapterClassifier
 from ..classifier.zeroshot import TIP_ADAPTER_FORMAT, ZeroShotClassifier
 from ..errors import InputError
@@ -145,8 +146,8 @@ def linear_probe(
 
 # --- Tip-Adapter ------------------------------------------------------------------------------------
 def load_classifier(path: str | os.PathLike) -> ZeroShotClassifier:
-    """Any classifier file: zero-shot, linear probe or Tip-Adapter (``ZeroShotClassifier.load`` reads them all)."""
-    return ZeroShotClassifier.load(path)
+    """Any flat classifier file: zero-shot, linear probe or Tip-Adapter (a ``TipAdapterClassifier``)."""
+    return load_flat(path)
 
 
 def tip_adapter(

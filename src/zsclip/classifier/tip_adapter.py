@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import ClassifierFileError
 from ..outputs.atomic import atomic_path
-from .zeroshot import TIP_ADAPTER_FORMAT, ZeroShotClassifier
+from .zeroshot import TIP_ADAPTER_FORMAT, ZeroShotClassifier, read_checked
 
 #: The largest alpha / beta a file may hold: the fitting grid stops at 256 and 128.
 MAX_TIP_SETTING = 1e6
@@ -64,10 +64,12 @@ class TipAdapterClassifier(ZeroShotClassifier):
 
     @classmethod
     def load(cls, path: str | os.PathLike, encoder=None) -> TipAdapterClassifier:
-        loaded = ZeroShotClassifier.load(path, encoder)
-        if not isinstance(loaded, cls):
-            raise ClassifierFileError(f"{path} holds a {type(loaded).__name__}, not a Tip-Adapter classifier")
-        return loaded
+        path = Path(path)
+        metadata, _ = read_checked(path)
+        if metadata.get("format") != TIP_ADAPTER_FORMAT:
+            raise ClassifierFileError(f"{path} holds a zero-shot classifier, not a Tip-Adapter classifier: read "
+                                      "it with ZeroShotClassifier.load")
+        return read_tip_adapter(path, metadata).attached(encoder)
 
     def __repr__(self) -> str:
         return (f"TipAdapterClassifier({len(self.classnames)} classes, dim={self.embed_dim}, "
@@ -84,8 +86,8 @@ def _setting(settings: object, name: str) -> float:
 
 
 def read_tip_adapter(path: Path, metadata: dict) -> TipAdapterClassifier:
-    """The Tip-Adapter part of a classifier file whose common metadata ``ZeroShotClassifier.load``
-    has already validated: its cache of shot features and labels, and alpha / beta, each checked
+    """The Tip-Adapter part of a classifier file whose common metadata ``read_checked`` has already
+    validated: its cache of shot features and labels, and alpha / beta, each checked
     for type, range and shape (a tampered file is one line naming it, never NaN probabilities)."""
     try:
         tensors = load_file(str(path))

@@ -302,33 +302,45 @@ class ZeroShotClassifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike, encoder: Encoder | None = None) -> ZeroShotClassifier:
-        """Read a file written by ``save`` (safetensors: no code is executed while loading).
+        """Read a file written by ``save`` (safetensors: no code is executed while loading): a zero-shot
+        classifier or a linear probe. A Tip-Adapter file is ``TipAdapterClassifier.load``'s (any flat file:
+        ``zsclip.classifier.files.load_flat``, which chooses between the two).
 
         With ``encoder``, check that it is the model the classifier was built with and attach it
         (for ``predict``)."""
         path = Path(path)
-        metadata = read_metadata(path)
-        weights = _read_weights(path)
-        tip_adapter = isinstance(metadata, dict) and metadata.get("format") == TIP_ADAPTER_FORMAT
-        problem = _metadata_problem({**metadata, "format": _FILE_FORMAT} if tip_adapter else metadata, weights)
-        if problem:
-            raise ClassifierFileError(f"{path} is damaged or not a zsclip classifier file ({problem}): rebuild it")
-        if tip_adapter:  # a few-shot head (zsclip adapt): the same classifier plus a cache of shot features
-            from .tip_adapter import read_tip_adapter
+        metadata, weights = read_checked(path)
+        if metadata.get("format") == TIP_ADAPTER_FORMAT:
+            raise ClassifierFileError(f"{path} holds a Tip-Adapter head (zsclip adapt): read it with "
+                                      "zsclip.adapt.load_classifier (or TipAdapterClassifier.load)")
+        classifier = cls(weights.astype(np.float32, copy=False), list(metadata["classnames"]),
+                         [list(s) for s in metadata["synonyms"]],
+                         float(metadata["logit_scale"]), metadata["logit_bias"], dict(metadata["provenance"]))
+        return classifier.attached(encoder)
 
-            classifier = read_tip_adapter(path, metadata)
-        else:
-            classifier = cls(weights.astype(np.float32, copy=False), list(metadata["classnames"]),
-                             [list(s) for s in metadata["synonyms"]],
-                             float(metadata["logit_scale"]), metadata["logit_bias"], dict(metadata["provenance"]))
+    def attached(self, encoder: Encoder | None) -> ZeroShotClassifier:
+        """This classifier with ``encoder`` checked (the model it was built with) and attached; as it is
+        without one."""
         if encoder is not None:
-            classifier.check_encoder(encoder)
-            classifier.encoder = encoder
-        return classifier
+            self.check_encoder(encoder)
+            self.encoder = encoder
+        return self
 
     def __repr__(self) -> str:
         return (f"ZeroShotClassifier({len(self.classnames)} classes, dim={self.embed_dim}, "
                 f"model={self.provenance.get('model')!r}, templates={len(self.provenance.get('templates', []))})")
+
+
+def read_checked(path: Path) -> tuple[dict, np.ndarray]:
+    """The metadata and weights every flat classifier file holds (zero-shot, linear probe, Tip-Adapter),
+    each checked for type, range and shape, or one ClassifierFileError line naming the file."""
+    metadata = read_metadata(path)
+    weights = _read_weights(path)
+    tip_adapter = isinstance(metadata, dict) and metadata.get("format") == TIP_ADAPTER_FORMAT
+    problem = _metadata_problem({**metadata, "format": _FILE_FORMAT} if tip_adapter else metadata, weights)
+    if problem:
+        raise ClassifierFileError(f"{path} is damaged or not a zsclip classifier file ({problem}): rebuild it")
+    return metadata, weights
 
 
 def read_metadata(path: str | os.PathLike) -> object:

@@ -32,7 +32,8 @@ class ZsclipGroup(click.Group):
     """The command group: turns every failure into one line on stderr and a documented exit status.
 
     zsclip's own errors print their message (exit 2; 1 when inputs failed or an output could not
-    be written); Ctrl-C prints "interrupted" (exit 130); anything else is a bug, printed as one line
+    be written); Ctrl-C prints "interrupted" (exit 130); a broken torch install is named as one
+    (environment.py); anything else is a bug, printed as one line
     that says so. ``--debug`` or ``ZSCLIP_DEBUG=1`` shows the traceback instead.
     """
 
@@ -79,10 +80,14 @@ class ZsclipGroup(click.Group):
                 return super().invoke(ctx)
             except (click.exceptions.Exit, click.ClickException, click.Abort):
                 raise
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as error:
                 if debug:
                     raise
-                click.echo("zsclip: interrupted", err=True)
+                from .common import Interrupted
+
+                # one line: the command's own account (what is kept, how to go on) when it gave one
+                told = str(error) if isinstance(error, Interrupted) and str(error) else "interrupted"
+                click.echo(f"zsclip: {printable(told)}", err=True)
                 ctx.exit(130)
             except BrokenPipeError:  # `zsclip classify ... | head`: the reader left, nothing to report
                 _silence_stdout()
@@ -121,7 +126,11 @@ def _stdout_closed() -> bool:
 def _describe(error: Exception) -> tuple[int, str]:
     """(exit status, one printable line) for an error that reached the top."""
     from .._lazy import is_loaded_instance
+    from .environment import broken_install
 
+    broken = broken_install(error)  # a torchvision built for another torch, wherever it surfaced
+    if broken is not None:
+        return 1, printable(broken)
     # without importing the evaluate task (and torch) to ask: the error may be that torch cannot load
     if isinstance(error, OutputError) or is_loaded_instance(error, "zsclip.tasks.evaluate", "NothingDecodedError"):
         return 1, printable(error)
@@ -158,9 +167,29 @@ def main(debug: bool) -> None:
     """
 
 
+IMAGES = "images (files, folders, glob patterns, URLs, - for paths on stdin)"
+VIDEOS = "videos (.mp4, .mkv, .mov, ...: --frames per video, or a row per --segment)"
+HF_DATASETS = "Hugging Face datasets (a Parquet split, a save_to_disk folder, an imagefolder with metadata)"
+#: each command's inputs, as its --help ends (one list per command, so that a new input kind is added everywhere)
+INPUT_KINDS = {
+    "classify": f"Inputs: {IMAGES}, {VIDEOS}, {HF_DATASETS}, WebDataset shards, an embedding store or a "
+                "clip-retrieval folder.",
+    "eval": f"--data: a class-per-folder tree of images or {VIDEOS}, a CSV/JSONL manifest, WebDataset shards, "
+            f"{HF_DATASETS}, a labelled embedding store; --task retrieval: a captions file or a store.",
+    "embed": f"Inputs: {IMAGES}, {VIDEOS}, {HF_DATASETS}, WebDataset shards.",
+    "search": f"Input: an embedding store (of images or {VIDEOS}), a clip-retrieval folder, or images and videos "
+              "encoded on the way.",
+}
+EXIT_STATUS = ("Exit status: 0 all inputs handled, 1 some inputs failed (results still written), 2 usage error, "
+               f"130 interrupted (Ctrl-C), {CLOSED_PIPE_STATUS} stdout closed by its reader (`| head`).")
+
 for command in (classify.classify, build.build, eval.eval_command, embed.embed_command, search.search,
                 models.models, adapt.adapt_command, serve.serve):
     main.add_command(command)
+    # every --help ends with what the command reads and its exit statuses (serve documents its own)
+    ending = [INPUT_KINDS[command.name]] if command.name in INPUT_KINDS else []
+    command.epilog = "\n\n".join([*ending, *([command.epilog] if command.epilog else []),
+                                   *([] if command.name == "serve" else [EXIT_STATUS])])
 
 
 def run(argv: Sequence[str] | None = None) -> None:

@@ -10,8 +10,10 @@ import warnings
 
 import click
 
+from ..options import DEFAULT_TOP_K
 from ..outputs.text import printable
 from .common import (
+    Interrupted,
     image_options,
     label_options,
     model_options,
@@ -33,7 +35,7 @@ from .trees import tree_options
               help="A classifier file instead of --labels: from `zsclip build`, `zsclip adapt` (linear probe, "
                    "Tip-Adapter) or a saved tree classifier.")
 @click.option("--top-k", "-k", default=None, type=click.IntRange(min=1),
-              help="How many labels per image (default 3; flat labels only).")
+              help=f"How many labels per image (default {DEFAULT_TOP_K}; flat labels only).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write results to .csv, .jsonl, .json or .parquet (by extension) instead of the terminal.")
 @click.option("--per-video", is_flag=True, default=False,
@@ -84,8 +86,6 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
     the terminal are shown escaped (control characters as \\n, \\x1b; file-name bytes that are not
     UTF-8 as \\xNN), and CSV cells starting with = + - @ get a ' so spreadsheets show them as text;
     JSON and JSONL keep the raw text.
-
-    Exit status: 0 all classified, 1 some inputs failed, 2 usage error, 130 interrupted.
     """
     from ..errors import ZsclipWarning
     from ..job import HeadOptions, open_source, plan
@@ -105,7 +105,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
                                    target_precision)
         head_options.check()
         if top_k is None and not head_options.is_tree() and not head_options.is_multi_label():
-            head_options.top_k = 3  # the terminal's default; the Python API's is 5
+            head_options.top_k = DEFAULT_TOP_K  # the service's too; the Python API's is 5
         if output:
             from ..outputs.rows import ResultWriter
 
@@ -165,10 +165,14 @@ def _emit(predictions, total: int, job, output: str | None) -> None:
             else:
                 print_prediction(prediction, sys.stdout)
             bar.update(1)
-    except BaseException as error:
+    except KeyboardInterrupt:
+        kept = (f"the rows so far are in {printable(sink.abandon())} ({printable(output)} is written only when a run "
+                "completes)" if sink else "the rows so far are printed above")
+        raise Interrupted(f"interrupted after {count} of {total or count} inputs: {kept}; run the same command again "
+                          "to classify them all") from None
+    except BaseException:
         if sink:
-            why = "interrupted" if isinstance(error, KeyboardInterrupt) else "stopped by an error"
-            click.echo(f"zsclip: {why}; results so far are in {printable(sink.abandon())}", err=True)
+            click.echo(f"zsclip: stopped by an error; results so far are in {printable(sink.abandon())}", err=True)
         raise
     finally:
         bar.close()

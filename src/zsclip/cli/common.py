@@ -33,6 +33,11 @@ class UsageFailure(click.UsageError):
         click.echo(f"zsclip: error: {printable(self.message)}", err=True)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, told as the one line the command group prints: what the run had done (what is committed and
+    where) and how to go on. A plain KeyboardInterrupt is printed as "zsclip: interrupted"."""
+
+
 @contextlib.contextmanager
 def usage_errors() -> Iterator[None]:
     """Turn a ZsclipError raised during setup into a one-line usage failure (exit status 2)."""

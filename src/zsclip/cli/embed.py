@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections import Counter
 
@@ -15,6 +16,7 @@ from ..outputs.text import printable
 from ..prompts import read_labels
 from ..store.defaults import COMMIT_EVERY
 from .common import (
+    Interrupted,
     UsageFailure,
     image_options,
     model_options,
@@ -109,7 +111,7 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
         encoder, store = _open_store(output, model, pretrained, options, dtype, classnames, multi_label,
                                      ray_pool=settings)
     with tqdm(total=len(sources), unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True,
-              disable=not sys.stderr.isatty()) as bar, usage_errors():
+              disable=not sys.stderr.isatty()) as bar, usage_errors(), _resumable(output, store):
         if settings is not None:
             from ..cluster.tasks import embed_on_ray
 
@@ -139,7 +141,7 @@ def _embed_shards(pattern, output, labelled, labels_file, dtype, commit_every, m
     encoder, store = _open_store(output, model, pretrained, options, dtype,
                                  list(source.classnames) if source.labelled else None, ray_pool=settings)
     with tqdm(unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True,
-              disable=not sys.stderr.isatty()) as bar:
+              disable=not sys.stderr.isatty()) as bar, _resumable(output, store):
         report = embed_shards(store, source, encoder, options, commit_every=commit_every, on_progress=bar.update,
                               ray=settings)
     click.echo(f"zsclip: {printable(output)}: {report.encoded} encoded, {report.skipped} unchanged shards, "
@@ -163,11 +165,26 @@ def _embed_source(kind, inputs, output, labelled, labels_file, dtype, commit_eve
                                  list(source.classnames) if source.labelled else None)
     run = embed_media if kind == "media" else embed_table
     with tqdm(total=len(source) or None, unit="file" if kind == "media" else "img", desc="embedding",
-              file=sys.stderr, dynamic_ncols=True, disable=not sys.stderr.isatty()) as bar:
+              file=sys.stderr, dynamic_ncols=True, disable=not sys.stderr.isatty()) as bar, _resumable(output, store):
         report = run(store, source, encoder, options, commit_every=commit_every, on_progress=bar.update, ray=settings)
     click.echo(f"zsclip: {printable(output)}: {report.encoded} encoded, {report.skipped} unchanged, "
                f"{report.failed} failed, {report.deleted} gone; {len(store)} rows in the store", err=True)
     sys.exit(1 if report.failed else 0)
+
+
+@contextlib.contextmanager
+def _resumable(output: str, store):
+    """Ctrl-C while embedding: one line saying what the store holds (rows are committed every --commit-every
+    images) and that the same command goes on from there."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        try:
+            held = f"{len(store)} rows"
+        except Exception:  # the store's count is only a courtesy here
+            held = "the rows"
+        raise Interrupted(f"interrupted: {printable(output)} keeps {held} committed so far (every --commit-every "
+                          "images); run the same command again to go on from there") from None
 
 
 def _open_store(output: str, model, pretrained, options, dtype: str, classnames, multi_label: bool = False,

@@ -204,8 +204,8 @@ def _other_task(task, captions, data, dataset, labels_file, templates, classifie
             for k in (1, 5, 10):
                 click.echo(f"recall@{k:<3d} image retrieval {record['metrics'][f'image_retrieval_recall@{k}']:.2%}  "
                            f"text retrieval {record['metrics'][f'text_retrieval_recall@{k}']:.2%}")
-            click.echo(f"zsclip: {record['num_images']} images, {record['num_captions']} captions "
-                       f"({record['num_failed']} images failed)", err=True)
+            click.echo(f"zsclip: evaluated {record['num_images']} images against {record['num_captions']} captions "
+                       f"({record['num_failed']} failed)", err=True)
         else:
             from ..tasks.multilabel import evaluate_multilabel
 
@@ -221,6 +221,8 @@ def _other_task(task, captions, data, dataset, labels_file, templates, classifie
                        f"{m['macro_f1']:.4f}  precision {m['micro_precision']:.4f}  recall {m['micro_recall']:.4f}")
             for name, value in record["score_comparison"].items():
                 click.echo(f"  mAP ranking by {name}: {value:.4f}" if value is not None else f"  {name}: n/a")
+            click.echo(f"zsclip: evaluated {record['num_images']} images ({record['num_failed']} failed), "
+                       f"{record['images_per_second']:.1f} images/s", err=True)
         _report_failures(record["failures"])
         if output:
             write_json(output, record)

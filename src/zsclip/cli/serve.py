@@ -232,9 +232,9 @@ def _load(settings):
             check_servable(loaded, path)
             getattr(loaded, "node_classifier", loaded).check_encoder(encoder)
         if settings.store is not None:
-            from ..store import EmbeddingStore
+            from ..store import open_store
 
-            EmbeddingStore.open(settings.store).check_encoder(encoder)
+            open_store(settings.store).check_encoder(encoder)
     except ZsclipError as error:
         raise ServeError(str(error)) from None
     return encoder

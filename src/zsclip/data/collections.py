@@ -1,6 +1,7 @@
 """Labelled image collections: class-per-folder trees, CSV/JSONL manifests, WebDataset shards.
 
-``open_collection`` picks the reader from what the user named. Each collection holds
+``open_collection`` picks the reader from what the user named (shards.py reads WebDataset shards: it is
+below this module, which chooses it, and builds on labelled.py's types as the readers here do). Each collection holds
 ``LabelledSource`` items (an image source plus its class index), or shards, and knows its class
 names. Reading a collection never decodes images: bad files surface later, one row each, in
 the pipeline that decodes them.
@@ -13,52 +14,13 @@ import io
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from .sources import Source, images_under
+from .labelled import LabelledCollection, LabelledSource, MultiLabelSource  # noqa: F401 (imported from here too)
+from .sources import images_under
 from .textfiles import read_text_file
 from .urls import is_url
-
-
-@dataclass(frozen=True)
-class LabelledSource(Source):
-    """An image source with the index of its true class."""
-
-    target: int = -1
-
-
-@dataclass(frozen=True)
-class MultiLabelSource(Source):
-    """An image source with the indices of every label it has (empty: none of them)."""
-
-    labels: tuple[int, ...] = ()
-
-
-@dataclass
-class LabelledCollection:
-    """Class names (display form) and the labelled sources, in a stable order; or, for WebDataset,
-    the shards whose samples are streamed when evaluated."""
-
-    classnames: list[str]
-    items: list[LabelledSource]
-    shards: list[str] = field(default_factory=list)
-    #: multi-label collections (a manifest's ``labels``): the label indices of each item; an item's
-    #: ``target`` is then its position here, so every runner carries it as it carries a class index
-    label_sets: list[tuple[int, ...]] | None = None
-
-    @property
-    def multi_label(self) -> bool:
-        return self.label_sets is not None
-
-    def labelled_sources(self) -> list[Source]:
-        """The items as sources that carry their labels: ``LabelledSource``s (a class index each), or
-        for a multi-label collection ``MultiLabelSource``s (a label set each); what ``embed`` stores."""
-        if self.label_sets is None:
-            return list(self.items)
-        return [MultiLabelSource(item.name, item.error, labels=self.label_sets[index])
-                for index, item in enumerate(self.items)]
 
 
 def image_folder(root: str | Path, classnames: Sequence[str] | None = None) -> LabelledCollection:

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import InputError
-from .collections import LabelledCollection
+from .labelled import LabelledCollection
 from .urls import is_url
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")

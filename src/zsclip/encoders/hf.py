@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from ..errors import InputError, ModelLoadError, ZsclipWarning
+from . import hub
 from .base import Encoder, TokenBatch
 from .shared_prefix import hf_block_blocker, hf_clip_parts
 
@@ -95,10 +96,15 @@ class TransformersEncoder(Encoder):
         from transformers import AutoModel, AutoProcessor
 
         _check_local_path(id_or_path)
+        # no network: known in a few seconds, not after huggingface_hub's minute of retries (see hub.py)
+        unreachable = None if Path(id_or_path).expanduser().is_dir() else hub.check_before_download()
         try:
             model = AutoModel.from_pretrained(id_or_path, cache_dir=cache_dir, dtype=torch.float32)
         except Exception as error:  # hub, network, file and config errors all mean "cannot load"
-            raise ModelLoadError(_fetch_failure(id_or_path, error)) from error
+            message = (hub.offline_failure(f"transformers:{id_or_path}", unreachable)
+                       if unreachable and hub.looks_offline(error)
+                       else _fetch_failure(id_or_path, error))
+            raise ModelLoadError(message) from error
         _check_clip_family(model, id_or_path)
         try:
             processor = AutoProcessor.from_pretrained(id_or_path, cache_dir=cache_dir)

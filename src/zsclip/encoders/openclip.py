@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from ..errors import InputError, ModelLoadError, ZsclipWarning
+from . import hub
 from .base import Encoder, TokenBatch
 from .shared_prefix import block_blocker, open_clip_parts
 
@@ -124,6 +125,9 @@ def load_open_clip(
             raise ModelLoadError(f"the demo model ships with its weights: drop pretrained={pretrained!r}")
         name = f"local-dir:{demo_model_dir()}"
     pretrained_arg = _check_model_and_tag(name, pretrained, open_clip)
+    downloads = name.startswith("hf-hub:") or (pretrained_arg is not None and not os.path.isfile(pretrained_arg))
+    # no network: known in a few seconds, not after huggingface_hub's minute of retries (see hub.py)
+    unreachable = hub.check_before_download() if downloads else None
     try:
         with _without_open_clip_log_errors():
             model, _, preprocess = open_clip.create_model_and_transforms(
@@ -131,7 +135,10 @@ def load_open_clip(
             )
             tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
     except Exception as error:  # open_clip raises bare RuntimeError/OSError for every cause
-        raise ModelLoadError(_fetch_failure(name, pretrained, error)) from error
+        what = f"{name} (pretrained={pretrained!r})" if pretrained else name
+        message = (hub.offline_failure(what, unreachable) if unreachable and hub.looks_offline(error)
+                   else _fetch_failure(name, pretrained, error))
+        raise ModelLoadError(message) from error
     return OpenClipEncoder(model, tokenizer, preprocess, name=display_name, pretrained=pretrained, device=device)
 
 
@@ -175,8 +182,10 @@ def _check_model_and_tag(name: str, pretrained: str | None, open_clip) -> str | 
         return None
     if pretrained in tags or os.path.isfile(pretrained):
         return pretrained
-    raise ModelLoadError(f"{name}: pretrained={pretrained!r} is neither a known tag "
-                         f"({', '.join(tags) or 'none'}) nor an existing checkpoint file")
+    close = close_tags(pretrained, tags)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise ModelLoadError(f"{name}: pretrained={pretrained!r} is neither a known tag nor an existing checkpoint file: "
+                         f"{hint}its tags are {', '.join(tags) or 'none'}")
 
 
 def close_model_names(name: str, known: Sequence[str], n: int = 3) -> list[str]:
@@ -186,6 +195,13 @@ def close_model_names(name: str, known: Sequence[str], n: int = 3) -> list[str]:
     by_lower = {candidate.lower(): candidate for candidate in reversed(candidates)}
     close = difflib.get_close_matches(name.replace("/", "-").lower(), list(by_lower), n=n, cutoff=0.6)
     return [by_lower[match] for match in close]
+
+
+def close_tags(tag: str, known: Sequence[str], n: int = 3) -> list[str]:
+    """The pretrained tags nearest to a mistyped ``tag`` (``laion2b_s34b_b97k`` -> ``laion2b_s34b_b79k``,
+    ``OpenAI`` -> ``openai``), compared without case, as model names are."""
+    by_lower = {candidate.lower(): candidate for candidate in reversed(known)}
+    return [by_lower[match] for match in difflib.get_close_matches(tag.lower(), list(by_lower), n=n, cutoff=0.6)]
 
 
 _OFFLINE_SIGNS = ("local cache", "connection", "offline", "name or service", "resolve", "timed out")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..classifier import formats
+from ..classifier.files import load_flat
 from ..classifier.zeroshot import ZeroShotClassifier, read_metadata
 from ..errors import ClassifierFileError
 
@@ -36,7 +37,7 @@ def _multilabel(path: Path) -> MultiLabelClassifier:
 #: classifier needs no torch). A new kind of classifier file registers its reader here.
 FILE_FORMATS: dict[str, Callable[[Path], ZeroShotClassifier | TreeClassifier | MultiLabelClassifier]] = {
     formats.FLAT: ZeroShotClassifier.load,
-    formats.TIP_ADAPTER: ZeroShotClassifier.load,
+    formats.TIP_ADAPTER: load_flat,
     formats.TREE: _tree,
     formats.MULTILABEL: _multilabel,
 }

@@ -17,7 +17,7 @@ from .._lazy import lazy_exports
 #: name -> the module that defines it, loaded on first use (see zsclip._lazy)
 _EXPORTS = {
     ".heads": ["HeadOptions", "build_head"],
-    ".openers": ["open_source"],
+    ".registry": ["open_source"],
     ".plan": ["Job", "features", "plan", "resolve_encoder"],
     ".sources": ["FeatureBatch", "FeatureSource", "HFTableSource", "ImageFiles", "LabelledData", "MediaFiles",
                  "StoreSource", "is_store"],
@@ -26,8 +26,8 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .heads import HeadOptions, build_head
-    from .openers import open_source
     from .plan import Job, features, plan, resolve_encoder
+    from .registry import open_source
     from .sources import (
         FeatureBatch,
         FeatureSource,

@@ -1,4 +1,5 @@
-"""How each kind of input is recognised and opened as a ``FeatureSource`` (see registry.py)."""
+"""How each kind of input is recognised and opened as a ``FeatureSource``; registry.py lists them in the order
+they are tried and ``registry.open_source`` chooses (it is above this module, which never imports it)."""
 
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ def matches_store(inputs: Sequence, labelled: bool) -> bool:
 
 
 def open_store(inputs: Sequence, *, labelled: bool, classes=None, dataset=None, model=None) -> FeatureSource:
-    from ..store import EmbeddingStore
+    from ..store.opening import open_store as open_stored
 
     if classes is not None:
         raise InputError("a store holds its class names (from `zsclip embed --labelled`): leave out --labels-file")
-    source = StoreSource(EmbeddingStore.open(_single(inputs), model=model))
+    source = StoreSource(open_stored(_single(inputs), model=model))
     if labelled and not source.labelled:
         raise InputError(f"store {_single(inputs)} has no labels: embed a labelled collection (`zsclip embed DATA "
                          "--labelled`) to evaluate from it")
@@ -127,23 +128,5 @@ def _expand(inputs: Sequence):
             yield from expand_inputs([os.fspath(item)])
 
 
-def open_source(inputs, *, labelled: bool = False, classes=None, dataset: str | None = None,
-                model: str | None = None) -> FeatureSource:
-    """The source ``inputs`` name (one or many paths, folders, globs, URLs, '-', a store, shards,
-    a manifest), read as labelled data when ``labelled`` (eval)."""
-    from .registry import SOURCES
-
-    if isinstance(inputs, FeatureSource):
-        return inputs
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    inputs = list(inputs)
-    if not inputs:
-        raise InputError("no inputs to classify: give image files, folders, glob patterns, URLs or -")
-    for _kind, matches, opener in SOURCES:
-        if matches(inputs, labelled):
-            return opener(inputs, labelled=labelled, classes=classes, dataset=dataset, model=model)
-    raise InputError(f"{inputs[0]}: not an input zsclip can read")
-
-
-__all__ = ["open_source"]
+__all__ = ["matches_store", "open_store", "matches_shards", "open_shards", "matches_hf", "open_hf", "matches_labelled",
+           "open_labelled", "matches_images", "open_images"]

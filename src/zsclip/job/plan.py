@@ -146,7 +146,7 @@ def calibration_for(encoder: Encoder | None, run: RunOptions):
     labelled multi-label data (FeatureBatches with label sets indexing ``label_names``)."""
 
     def calibration(images, label_names=None) -> Iterator:
-        from .openers import open_source
+        from .registry import open_source
         from .sources import require_labels
 
         if label_names is None:  # a rejector's images of the known classes
@@ -164,7 +164,7 @@ def calibration_data(images, label_names) -> FeatureSource:
     """Labelled images to calibrate multi-label thresholds on, with ``label_names`` (the head's) as
     their labels: a manifest read with those names, or a multi-label store (no image decoded) whose
     label sets are mapped onto them by name."""
-    from .openers import open_source
+    from .registry import open_source
 
     if is_stored(images):
         source = open_source(images, labelled=True)

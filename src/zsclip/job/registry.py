@@ -1,16 +1,20 @@
 """The one place sources and heads are registered.
 
 ``SOURCES``: (kind, matches(inputs, labelled) -> bool, opener(inputs, ...) -> FeatureSource), tried
-in order; the first match opens the input. ``HEADS``: head kind -> class (``zsclip.heads``).
+in order by ``open_source``; the first match opens the input (the openers, in ``openers.py``, are below
+this choice and never import it). ``HEADS``: head kind -> class (``zsclip.heads``).
 A new source or head is one module plus one line here.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 
 from .. import heads
+from ..errors import InputError
 from . import openers
+from .sources import FeatureSource
 
 SOURCES = [
     ("store", openers.matches_store, openers.open_store),
@@ -40,4 +44,22 @@ class _HeadKinds(Mapping):
 
 HEADS = _HeadKinds({"flat": "FlatHead", "tree": "TreeHead", "reject": "RejectingHead", "multilabel": "MultiLabelHead"})
 
-__all__ = ["SOURCES", "HEADS"]
+
+def open_source(inputs, *, labelled: bool = False, classes=None, dataset: str | None = None,
+                model: str | None = None) -> FeatureSource:
+    """The source ``inputs`` name (one or many paths, folders, globs, URLs, '-', a store, shards,
+    a manifest), read as labelled data when ``labelled`` (eval)."""
+    if isinstance(inputs, FeatureSource):
+        return inputs
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    inputs = list(inputs)
+    if not inputs:
+        raise InputError("no inputs to classify: give image files, folders, glob patterns, URLs or -")
+    for _kind, matches, opener in SOURCES:
+        if matches(inputs, labelled):
+            return opener(inputs, labelled=labelled, classes=classes, dataset=dataset, model=model)
+    raise InputError(f"{inputs[0]}: not an input zsclip can read")
+
+
+__all__ = ["SOURCES", "HEADS", "open_source"]

@@ -94,6 +94,8 @@ class AtomicFile:
         with contextlib.suppress(OSError):
             self.file.close()
         partial = self.target.with_name(self.target.name + ".partial")
+        with contextlib.suppress(OSError):  # a file the user keeps: the mode a new file gets, as commit gives
+            os.chmod(self.temporary, _umask_mode())
         try:
             if not os.path.lexists(partial):
                 os.rename(self.temporary, partial)

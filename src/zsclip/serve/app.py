@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..encoders.base import Encoder
 from ..job.heads import HeadOptions
-from ..options import RunOptions
+from ..options import DEFAULT_TOP_K, RunOptions
 from ..prompts import TEMPLATE_SETS
 from .batching import BatchQueue, QueueClosed, QueueFull
 from .classifiers import ClassifierRegistry
@@ -215,7 +215,8 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
         classifier: Annotated[str | None, Form(description="a classifier id instead of labels")] = None,
         templates: Annotated[list[str] | None, Form(
             description=f"a set ({', '.join(TEMPLATE_SETS)}) or templates with one {{}}, one per line")] = None,
-        top_k: Annotated[int | None, Form(ge=1, description="labels per image (flat labels; default 5)")] = None,
+        top_k: Annotated[int | None, Form(ge=1, description=f"labels per image (flat labels; default {DEFAULT_TOP_K})")]
+        = None,
         labels_tree: Annotated[str | None, Form(description="a label tree as YAML (or tree_format json / text)")]
         = None,
         tree_format: Annotated[str | None, Form(description="yaml (default), json or text")] = None,
@@ -379,9 +380,9 @@ def _start(settings: ServeSettings, encoder: Encoder | None, metrics: ServeMetri
     metrics.classifiers.set(len(registry))
     store = None
     if settings.store is not None:
-        from ..store import EmbeddingStore
+        from ..store import open_store
 
-        store = EmbeddingStore.open(settings.store)
+        store = open_store(settings.store)
         store.check_encoder(encoder)
     return ServerState(settings, encoder, queue, registry, decoder, transform, store)
 

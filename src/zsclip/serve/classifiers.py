@@ -27,7 +27,7 @@ from ..classifier import ZeroShotClassifier
 from ..encoders.base import Encoder
 from ..errors import ZsclipError
 from ..precision import resolve_precision, text_precision
-from .inputs import ClientError
+from .inputs import ClientError, refused
 
 
 def check_servable(classifier, path) -> None:
@@ -57,12 +57,20 @@ class Entry:
     def is_tree(self) -> bool:
         return hasattr(self.classifier, "node_classifier")
 
+    @property
+    def scoring(self) -> str:
+        """How its scores are made: softmax or sigmoid over the classes, or a multi-label file's own score
+        (each label on its own: ``multi-label negative``, ``multi-label sigmoid``, ...)."""
+        if hasattr(self.classifier, "positive"):  # a MultiLabelClassifier: its score, not its label weights'
+            return f"multi-label {self.classifier.score}"
+        return "sigmoid" if self.flat.is_sigmoid else "softmax"
+
     def describe(self, with_classes: bool = True) -> dict:
         flat = self.flat
         templates = flat.provenance.get("templates") or []
         info = {"id": self.id, "source": self.source, "num_classes": len(flat.classnames),
                 "num_templates": len(templates), "model": flat.provenance.get("model"),
-                "scoring": "sigmoid" if flat.is_sigmoid else "softmax", "created": self.created,
+                "scoring": self.scoring, "created": self.created,
                 "kind": "tree" if self.is_tree else type(self.classifier).__name__}
         if with_classes:
             info["classes"] = list(flat.classnames)
@@ -168,7 +176,7 @@ class ClassifierRegistry:
                 classifier = build_classifier(self.encoder, classes, templates, descriptions,
                                               precision=self.precision, cache=False, progress=False)
         except ZsclipError as error:
-            raise ClientError(422, str(error)) from None
+            raise refused(error) from None
         self._on_build()
         entry = Entry(key, classifier, "request")
         with self._lock:

@@ -5,8 +5,10 @@ bytes are not valid in it (``starlette.formparsers._user_safe_decode``; URL-enco
 as Latin-1 outright, and ``%XX`` escapes that are not UTF-8 become U+FFFD): bytes that are not UTF-8
 would silently turn into other labels and build a classifier. Here every field value, field name and
 file name is decoded as strict UTF-8 (a declared charset other than UTF-8 is refused too), and the
-first one that is not becomes ``HTTPException(400)`` naming it. ``StrictFormRoute`` is the FastAPI
-route class that gives the app's routes a request parsing forms this way.
+first one that is not becomes ``HTTPException(400)`` naming it. A multipart body that ends before its
+closing boundary (``--BOUNDARY--``) is refused with a 400 too: Starlette keeps the parts that ended and drops
+the one cut short, so a cut upload would be answered with fewer labels or images than were sent.
+``StrictFormRoute`` is the FastAPI route class that gives the app's routes a request parsing forms this way.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 MAX_NAME_SHOWN = 40
+#: the one message for a multipart body that ends before its closing boundary (the lean path refuses alike)
+CUT_SHORT = ("the form ended before its closing boundary: the upload was cut short (or is not multipart); "
+             "send the whole body")
 
 
 def _utf8(data: bytes | bytearray, what: str) -> str:
@@ -53,7 +58,17 @@ class StrictMultiPartParser(MultiPartParser):
             if known != "utf-8":
                 raise MultiPartException(f"form charset {charset.decode('latin-1')[:MAX_NAME_SHOWN]!r} is not "
                                          "accepted: send the form as UTF-8")
-        return await super().parse()
+        self._ended = False
+        form = await super().parse()
+        if not self._ended:
+            for file in self._files_to_close_on_error:
+                file.close()
+            raise MultiPartException(CUT_SHORT)
+        return form
+
+    def on_end(self) -> None:
+        """python-multipart calls this on the closing boundary only (``finalize`` does not check for it)."""
+        self._ended = True
 
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self._current_part.content_disposition)
@@ -121,4 +136,4 @@ class StrictFormRoute(APIRoute):
         return strict_handler
 
 
-__all__ = ["StrictFormRoute", "StrictFormRequest", "StrictMultiPartParser", "StrictFormParser"]
+__all__ = ["CUT_SHORT", "StrictFormRoute", "StrictFormRequest", "StrictMultiPartParser", "StrictFormParser"]

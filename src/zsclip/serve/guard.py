@@ -1,5 +1,8 @@
 """One ASGI middleware that checks the API key, bounds every HTTP request in bytes and time, and counts it.
 
+- Framing: a request with both Content-Length and Transfer-Encoding is refused (400) before anything else,
+  and the connection closed (RFC 9112 6.1): behind a proxy that frames it by the other header, the rest of
+  its body would be read here as a second request (request smuggling).
 - API key: with a key set, a request to a protected route without it gets 401 from its headers,
   before a byte of its body is read (and the connection is closed when it announced a body, so the
   body is not read afterwards either). Open: /healthz, /readyz, the page, its static files, /docs.
@@ -37,6 +40,8 @@ STATUSES = frozenset({200, 304, 400, 401, 404, 405, 408, 413, 422, 429, 500, 503
 #: routes that need no API key: probes, the page and its files, the API docs
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/docs", "/openapi.json", "/favicon.ico"})
 OPEN_PREFIXES = ("/static/", "/docs-assets/")
+AMBIGUOUS_LENGTH = ("the request has both Content-Length and Transfer-Encoding, so its length is ambiguous "
+                    "(RFC 9112 6.1): send one of them")
 UNAUTHORIZED = ("missing or wrong API key: send it in the X-API-Key header (or Authorization: Bearer KEY)")
 
 
@@ -80,6 +85,10 @@ class RequestGuard:
 
         try:
             declared = _content_length(scope)
+            if header(scope, b"content-length") is not None and header(scope, b"transfer-encoding") is not None:
+                for message in json_error(400, AMBIGUOUS_LENGTH, {"connection": "close"}):
+                    await send_counted(message)
+                return
             if self.api_key is not None and _protected(path) and not self._authorized(scope):
                 headers = {"www-authenticate": "Bearer"}
                 if declared or header(scope, b"transfer-encoding") is not None:

@@ -8,6 +8,7 @@ a template, never a path (unlike ``zsclip.prompts.resolve_templates``, which rea
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Sequence
 
@@ -24,6 +25,23 @@ class ClientError(Exception):
         self.status = status
         self.message = message
         self.details = details
+
+
+def refused(error: Exception, status: int = 422) -> ClientError:
+    """The library's one-line refusal (written for the command line) as the service's: each CLI flag that is a
+    form field here is named as that field (``--reject-calibrate`` -> ``reject_calibrate``), and the CLI's own
+    hints in parentheses (``(CLI: --labels ...)``) are dropped."""
+    message = _CLI_HINT.sub("", str(error))
+    return ClientError(status, _FLAG.sub(_field_of, message))
+
+
+_CLI_HINT = re.compile(r"\s*\(CLI: [^)]*\)")
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
+
+
+def _field_of(flag: re.Match) -> str:
+    name = flag.group(1).replace("-", "_")
+    return name if name in CLASSIFY_FIELDS else flag.group(0)
 
 
 def parse_labels(values: Sequence[str] | None, limits: Limits) -> list[list[str]]:
@@ -50,7 +68,7 @@ def parse_labels(values: Sequence[str] | None, limits: Limits) -> list[list[str]
     try:
         resolved, _ = resolve_classes(classes)
     except InputError as error:
-        raise ClientError(422, str(error)) from None
+        raise refused(error) from None
     return resolved
 
 
@@ -86,7 +104,7 @@ def check_template(template: str, limits: Limits) -> None:
         raise ClientError(422, f"template {template!r} is not accepted: {hint}")
 
 
-__all__ = ["ClientError", "parse_labels", "parse_templates", "check_template"]
+__all__ = ["ClientError", "refused", "parse_labels", "parse_templates", "check_template"]
 
 
 #: What a classify request may send besides images: the CLI's head options as form fields.
@@ -109,7 +127,7 @@ def parse_tree(text: str | None, kind: str | None, limits: Limits):
     try:
         return parse(text, kind or "yaml", source="labels_tree")
     except InputError as error:
-        raise ClientError(422, str(error)) from None
+        raise refused(error) from None
 
 
 def parse_descriptions(text: str | None) -> dict | None:
@@ -126,4 +144,4 @@ def parse_descriptions(text: str | None) -> dict | None:
         raise ClientError(422, f"descriptions is not valid JSON ({str(error)[:80]}): send "
                                '{"class": ["sentence", ...]}') from None
     except InputError as error:
-        raise ClientError(422, str(error)) from None
+        raise refused(error) from None

@@ -86,9 +86,11 @@ def parse_simple_form(content_type: bytes, body: bytes, max_images: int, max_top
 
 
 def _parts(boundary: bytes, body: bytes) -> list[tuple[dict[bytes, bytes], bytearray]] | None:
-    """(lower-case headers, data) per part, or None when the body is not well-formed multipart."""
+    """(lower-case headers, data) per part, or None when the body is not well-formed multipart, closing
+    boundary included: a body cut short is the route's to refuse (forms.py), never answered from what came."""
     parts: list[tuple[dict[bytes, bytes], bytearray]] = []
     name, value = bytearray(), bytearray()
+    ended = []
 
     def header_end() -> None:
         parts[-1][0][bytes(name).lower()] = bytes(value)
@@ -101,6 +103,7 @@ def _parts(boundary: bytes, body: bytes) -> list[tuple[dict[bytes, bytes], bytea
         "on_header_field": lambda data, start, end: name.extend(data[start:end]),
         "on_header_value": lambda data, start, end: value.extend(data[start:end]),
         "on_header_end": header_end,
+        "on_end": lambda: ended.append(True),
     }
     try:
         parser = MultipartParser(boundary, callbacks)
@@ -108,7 +111,7 @@ def _parts(boundary: bytes, body: bytes) -> list[tuple[dict[bytes, bytes], bytea
         parser.finalize()
     except (MultipartParseError, ValueError, IndexError):
         return None
-    return parts
+    return parts if ended else None
 
 
 def _text(data: bytes | bytearray | None) -> str | None:

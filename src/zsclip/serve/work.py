@@ -21,10 +21,10 @@ from ..encoders.base import Encoder
 from ..errors import ImageReadError, ZsclipError
 from ..heads import Head
 from ..job.heads import HeadOptions, build_head
-from ..options import RunOptions
+from ..options import DEFAULT_TOP_K, RunOptions
 from .batching import Announcement, BatchQueue
 from .classifiers import ClassifierRegistry, Entry
-from .inputs import ClientError, parse_labels, parse_templates
+from .inputs import ClientError, parse_labels, parse_templates, refused
 from .metrics import ServeMetrics
 from .settings import ServeSettings
 
@@ -76,6 +76,8 @@ async def make_head(current: ServerState, entry: Entry, options: HeadOptions, kn
     if tree and options.top_k is not None:
         raise ClientError(422, "top_k applies to flat labels: a label tree answers one label per level")
 
+    if options.top_k is None and not tree and not options.multi_label and not hasattr(entry.classifier, "positive"):
+        options.top_k = DEFAULT_TOP_K  # flat labels: as many as the command line answers with
     calibrated = None
     if options.reject_calibrate is not None:
         good = [item for item in known if isinstance(item, torch.Tensor)]
@@ -90,7 +92,7 @@ async def make_head(current: ServerState, entry: Entry, options: HeadOptions, kn
                           cache=False,
                           calibration=lambda _images, _labels=None: [calibrated])
     except ZsclipError as error:
-        raise ClientError(422, str(error)) from None
+        raise refused(error) from None
 
 
 @dataclass
@@ -187,8 +189,11 @@ async def answer_images(current: ServerState, metrics: ServeMetrics, entry: Entr
                             {"label": label, "score": float(score)}
                             for label, score in zip(answer.labels, answer.scores, strict=True)],
                         "record": answer.record, "error": answer.error})
-    return {"model": current.encoder.name, "classifier": entry.id,
-            "scoring": "sigmoid" if entry.flat.is_sigmoid else "softmax", "head": head.describe(), "results": results}
+    described = head.describe()
+    # a multi-label head (a request's multi_label over flat labels, or a multi-label file) scores each label alone
+    scoring = f"multi-label {described['score']}" if described.get("head") == "multilabel" else entry.scoring
+    return {"model": current.encoder.name, "classifier": entry.id, "scoring": scoring, "head": described,
+            "results": results}
 
 
 __all__ = ["ServerState", "UploadedVideo", "resolve_classifier", "make_head", "decode_upload", "is_video",

@@ -65,6 +65,11 @@ class StoreBatch:
     spans: list[tuple[float, float] | None] | None = None
 
 
+def is_clip_retrieval_output(location: Location) -> bool:
+    """clip-retrieval's output folder (``img_emb/`` + ``metadata/``) rather than a zsclip store."""
+    return location.local is not None and (location.local / "img_emb").is_dir() and not location.exists(MANIFEST)
+
+
 class EmbeddingStore:
     """A folder of Parquet shards plus a manifest; see ``zsclip.store.format`` for the layout."""
 
@@ -79,13 +84,12 @@ class EmbeddingStore:
     # --- opening ---------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike, model: str | None = None) -> EmbeddingStore:
-        """A store made by ``zsclip embed``, or clip-retrieval's output folder (``img_emb/`` +
-        ``metadata/``), which needs the ``model`` that made it (clip-retrieval does not record it)."""
+        """A store made by ``zsclip embed``. clip-retrieval's output folder is ``zsclip.store.open_store``'s
+        (which opens either kind)."""
         location = Location(path)
-        if location.local is not None and (location.local / "img_emb").is_dir() and not location.exists(MANIFEST):
-            from .clip_retrieval import open_clip_retrieval
-
-            return open_clip_retrieval(location.local, model)
+        if is_clip_retrieval_output(location):
+            raise StoreError(f"{location} is a clip-retrieval output, not a zsclip store: open it with "
+                             "zsclip.store.open_store(path, model=...)")
         store = cls(location, read_manifest(location))
         if model is not None and not same_model(model, store.model):
             raise StoreError(f"store {location} holds embeddings of model {store.model}, not {model}: drop --model "

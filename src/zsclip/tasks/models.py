@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..classifier import ZeroShotClassifier
+from ..classifier.files import load_flat
 from ..encoders.resolve import DEFAULT_MODEL, DEFAULT_PRETRAINED, default_weights, quiet_transformers, resolve_model
 from ..errors import InputError
 from ..options import RunOptions
@@ -55,7 +56,7 @@ def resolve_classifier(
         resolve_classes(labels)
         resolve_templates(templates)
     if isinstance(classifier, (str, os.PathLike)):
-        classifier = ZeroShotClassifier.load(Path(classifier))
+        classifier = load_flat(Path(classifier))
     if classifier is not None and encoder is None:
         encoder = classifier.encoder
         if model is None:  # the classifier's own model; a model the user names keeps its own weights
