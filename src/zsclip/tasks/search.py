@@ -97,7 +97,7 @@ def search(inputs, query: str | None = None, *, image=None, top_k: int = 10, enc
     if output is not None:
         from ..outputs.rows import HitSink
 
-        HitSink.write_all(output, hits)
+        HitSink.write_all(output, hits, timed=source.timed)
     return hits
 
 
