@@ -343,3 +343,97 @@ def test_embedding_photos_into_a_store_with_clips_keeps_the_clips(clips, tmp_pat
     result = CliRunner().invoke(main, ["embed", str(clips / "photo.png"), *CLI, "-o", str(store)])
     assert result.exit_code == 0 and "0 gone" in result.output, result.output
     assert len(zsclip.store.EmbeddingStore.open(store)) == 3
+
+
+# containers: the frames at the sampled times, with the stream's own start and duration ---------------------
+
+FPS = 8
+CONTAINERS = [("mp4", "libx264", None), ("ts", "libx264", "mpegts"), ("ts", "mpeg4", "mpegts"),
+              ("mkv", "libx264", None), ("webm", "libvpx", None), ("webm", "libvpx-vp9", None)]
+
+
+def _numbered(index: int) -> Image.Image:
+    """A frame that shows its own number: 8 black / white blocks for its bits (any codec keeps them)."""
+    image = Image.new("RGB", (64, 64), (128, 128, 128))
+    for bit in range(8):
+        image.paste((255, 255, 255) if index >> bit & 1 else (0, 0, 0), (bit * 8, 0, bit * 8 + 8, 16))
+    return image
+
+
+def _number_of(image: Image.Image) -> int:
+    grey = image.convert("L")
+    return sum(1 << bit for bit in range(8) if grey.crop((bit * 8 + 2, 2, bit * 8 + 6, 14)).getextrema()[0] > 128)
+
+
+def _write(path: Path, frames, codec: str, container_format: str | None, start_s: float, times=None) -> Path:
+    """``frames`` encoded by PyAV at FPS frames a second, the first at ``start_s`` (or at ``times``)."""
+    from fractions import Fraction
+
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        stream.codec_context.gop_size = 5 * FPS  # keyframes 5 s apart: a seek must land before the sample
+        stream.codec_context.bit_rate = 2_000_000
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_image(image)
+            frame.time_base = Fraction(1, 1000) if times else Fraction(1, FPS)
+            frame.pts = round((times[index] + start_s) * 1000) if times else index + round(start_s * FPS)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _available(codec: str):
+    return pytest.param(marks=pytest.mark.skipif(codec not in av.codecs_available, reason=f"no {codec} in this av"))
+
+
+@pytest.mark.parametrize(("extension", "codec", "container_format"),
+                         [pytest.param(*case, marks=_available(case[1]).marks, id=f"{case[0]}-{case[1]}")
+                          for case in CONTAINERS])
+def test_every_container_gives_the_frames_at_the_sampled_times(tmp_path, extension, codec, container_format):
+    path = _write(tmp_path / f"numbered.{extension}", [_numbered(i) for i in range(10 * FPS)], codec,
+                  container_format, start_s=10.0)
+    for sampling in (Sampling(frames=8), Sampling(frames=3, segment=1.0), Sampling(frames=12, segment=1.0)):
+        clips, note, info = read_clips(str(path), sampling)
+        assert info.duration == pytest.approx(10.0) and note is None  # the stream's, not the container's end
+        assert [(c.start, c.end) for c in clips][-1][1] == pytest.approx(10.0)
+        for clip in clips:
+            assert clip.error is None and len(clip.frames) == len(clip.times), clip
+            shown = [_number_of(frame) for frame in clip.frames]
+            on_screen = [min(int(t * FPS + 0.5), 10 * FPS - 1) for t in clip.times]  # the nearest frame
+            assert shown == on_screen, (sampling, clip.start, shown)
+
+
+def test_a_gap_in_a_variable_rate_stream_gives_the_frame_on_screen(tmp_path):
+    times = [i / FPS for i in range(FPS)] + [3 + i / FPS for i in range(FPS)]  # nothing from 1 s to 3 s
+    path = _write(tmp_path / "gap.mkv", [_numbered(i) for i in range(len(times))], "libx264", None, 10.0, times)
+    clips, _, info = read_clips(str(path), Sampling(frames=1, segment=0.5))
+    assert info.duration == pytest.approx(4.0, abs=0.2)
+    shown = {clip.start: _number_of(clip.frames[0]) for clip in clips}
+    assert shown[2.0] == FPS - 1  # at 2.25 s the last frame before the gap is on screen, not the one at 3 s
+    assert shown[3.0] == FPS + 2 and shown[0.0] == 2
+
+
+@pytest.mark.slow
+def test_videos_in_every_container_answer_per_segment_through_the_command(tmp_path):
+    rng = random.Random(0)
+    red = shapes.render(shapes.sample_spec(rng, [("red", "circle")]))
+    blue = shapes.render(shapes.sample_spec(rng, [("blue", "square")]))
+    frames = [red] * (2 * FPS) + [blue] * (2 * FPS)
+    for extension, codec, container_format in CONTAINERS:
+        if codec in av.codecs_available:
+            _write(tmp_path / f"{codec}.{extension}", frames, codec, container_format, start_s=10.0)
+    out = tmp_path / "rows.csv"
+    result = CliRunner().invoke(main, ["classify", str(tmp_path), "--labels", ",".join(LABELS), *CLI,
+                                       "--segment", "1", "--frames", "2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open(newline="")))
+    by_video: dict[str, list] = {}
+    for row in rows:
+        by_video.setdefault(Path(row["path"]).name, []).append((row["start"], row["end"], row["label"]))
+    assert len(by_video) >= 4
+    for name, got in by_video.items():
+        assert got == [("0.000", "1.000", "red circle"), ("1.000", "2.000", "red circle"),
+                       ("2.000", "3.000", "blue square"), ("3.000", "4.000", "blue square")], name
