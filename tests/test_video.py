@@ -437,3 +437,62 @@ def test_videos_in_every_container_answer_per_segment_through_the_command(tmp_pa
     for name, got in by_video.items():
         assert got == [("0.000", "1.000", "red circle"), ("1.000", "2.000", "red circle"),
                        ("2.000", "3.000", "blue square"), ("3.000", "4.000", "blue square")], name
+
+
+# the sampling of stored clips ----------------------------------------------------------------------------------
+
+
+def _spans_in(store: Path) -> dict:
+    spans: dict = {}
+    for batch in zsclip.store.EmbeddingStore.open(store).batches():
+        for path, span in zip(batch.paths, batch.spans or [None] * len(batch.paths), strict=True):
+            spans.setdefault(Path(path).name, []).append(span)
+    return {name: sorted(s, key=str) for name, s in spans.items()}
+
+
+@pytest.mark.slow
+def test_a_store_keeps_its_video_sampling_and_refuses_or_reembeds_another(clips, tmp_path):
+    store = tmp_path / "clips.zse"
+    first = ["embed", str(clips), *CLI, "--segment", "2", "--frames", "2", "-o", str(store)]
+    assert CliRunner().invoke(main, first).exit_code == 0
+    manifest = json.loads((store / "zsclip-store.json").read_text())
+    assert manifest["video_sampling"] == {"frames": 2, "segment": 2.0, "max_frames": 256}
+    before = _spans_in(store)
+    assert before["change.mp4"] == [(0.0, 2.0), (2.0, 4.0)]
+    other = ["embed", str(clips), *CLI, "--segment", "1", "--frames", "2", "-o", str(store)]
+    refused = CliRunner().invoke(main, other)
+    assert refused.exit_code == 2 and len(refused.output.strip().splitlines()) == 1, refused.output
+    assert ("--frames 2 --segment 2 --max-video-frames 256, not --frames 2 --segment 1 --max-video-frames 256"
+            in refused.output and "--reembed" in refused.output and "new store path" in refused.output)
+    assert _spans_in(store) == before  # nothing was added beside the old clips
+    result = CliRunner().invoke(main, [*other, "--reembed"])
+    assert result.exit_code == 0, result.output
+    after = _spans_in(store)
+    assert after["change.mp4"] == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, 4.0)]
+    assert after["red.mkv"] == [(0.0, 1.0), (1.0, 2.0)] and after["photo.png"] == [None]
+    manifest = json.loads((store / "zsclip-store.json").read_text())
+    assert manifest["video_sampling"] == {"frames": 2, "segment": 1.0, "max_frames": 256}
+    assert "0 encoded, 3 unchanged" in CliRunner().invoke(main, other).output  # the new settings are the store's
+
+
+def test_a_mismatched_or_unfinished_sampling_is_refused_before_the_model_loads(clips, tmp_path, demo, monkeypatch):
+    from zsclip.store import EmbeddingStore
+
+    store = EmbeddingStore.create_or_open(tmp_path / "s.zse", demo, precision="fp32")
+    store.record_video_sampling({"frames": 8, "segment": None, "max_frames": 256})
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("zsclip.encoders.resolve.resolve_model", no_model)
+    result = CliRunner().invoke(main, ["embed", str(clips / "change.mp4"), *CLI, "--segment", "2",
+                                       "-o", str(tmp_path / "s.zse")])
+    assert result.exit_code == 2 and "sampled with --frames 8 --max-video-frames 256, not --frames 8 --segment 2" \
+        in result.output, result.output
+    store.record_video_sampling({"frames": 8, "segment": 2.0, "max_frames": 256}, unfinished=True)
+    result = CliRunner().invoke(main, ["embed", str(clips / "change.mp4"), *CLI, "--segment", "2",
+                                       "-o", str(tmp_path / "s.zse")])
+    assert result.exit_code == 2 and "did not finish" in result.output and "--reembed" in result.output
+    photos = CliRunner().invoke(main, ["embed", str(clips / "photo.png"), *CLI, "--reembed",
+                                       "-o", str(tmp_path / "s.zse")])
+    assert photos.exit_code == 2 and "there is no video among the inputs" in photos.output

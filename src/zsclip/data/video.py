@@ -84,6 +84,17 @@ class Sampling:
         if not isinstance(self.max_frames, int) or self.max_frames < 1:
             raise ValueError(f"max video frames {self.max_frames!r} must be a whole number >= 1")
 
+    def record(self) -> dict:
+        """The settings as a store's manifest keeps them (clips of other settings are other rows)."""
+        return {"frames": self.frames, "segment": self.segment, "max_frames": self.max_frames}
+
+
+def describe_sampling(record: dict) -> str:
+    """A sampling record as the options that ask for it: ``--frames 8 --segment 2 --max-video-frames 256``."""
+    segment = record.get("segment")
+    return (f"--frames {record.get('frames')}" + (f" --segment {segment:g}" if segment is not None else "")
+            + f" --max-video-frames {record.get('max_frames')}")
+
 
 @dataclass
 class Clip:
@@ -428,5 +439,5 @@ def read_all_frames(path: str, limit: int | None = None) -> int:
     return count
 
 
-__all__ = ["VIDEO_EXTENSIONS", "DEFAULT_FRAMES", "MAX_VIDEO_FRAMES", "Sampling", "Clip", "VideoInfo", "plan_clips",
-           "read_clips", "is_video_name", "looks_like_video", "read_all_frames"]
+__all__ = ["VIDEO_EXTENSIONS", "DEFAULT_FRAMES", "MAX_VIDEO_FRAMES", "Sampling", "describe_sampling", "Clip",
+           "VideoInfo", "plan_clips", "read_clips", "is_video_name", "looks_like_video", "read_all_frames"]
