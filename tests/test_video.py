@@ -19,7 +19,7 @@ av = pytest.importorskip("av")
 import zsclip  # noqa: E402
 from zsclip import shapes  # noqa: E402
 from zsclip.cli import main  # noqa: E402
-from zsclip.data.video import Sampling, plan_clips, read_clips  # noqa: E402
+from zsclip.data.video import Sampling, is_note, plan_clips, read_clips  # noqa: E402
 from zsclip.errors import ImageReadError  # noqa: E402
 
 LABELS = ["red circle", "blue square", "green star"]
@@ -158,7 +158,9 @@ def hostile(clips, tmp_path_factory):
 
 def test_hostile_videos_cost_one_row_each_and_the_rest_goes_on(hostile, demo):
     rows = list(zsclip.classify(hostile, LABELS, encoder=demo, options=OPTIONS))
-    by_name = {r.source.rsplit("/", 1)[-1]: r for r in rows}
+    by_name = {r.source.rsplit("/", 1)[-1]: r for r in rows if not is_note(r.error)}
+    notes = {r.source.rsplit("/", 1)[-1]: r.error for r in rows if is_note(r.error)}
+    assert list(notes) == ["cut.mkv"] and "the data ends at" in notes["cut.mkv"]  # cut: a note beside its row
     assert set(by_name) == {"empty.mp4", "truncated.mp4", "text.mp4", "audio.mkv", "video.jpg", "corrupt.mkv",
                             "cut.mkv", "star.png", "huge.avi"}
     assert by_name["huge.avi"].error  # refused by FFmpeg's decoder (the header's size by zsclip: next test)
@@ -227,7 +229,7 @@ def test_an_hours_long_video_is_bounded_in_frames_and_time(tmp_path, demo):
     assert info.duration == pytest.approx(3 * 3600, rel=1e-3) and len(clip.frames) == 8
     rows = list(zsclip.classify(path, LABELS, encoder=demo, options=OPTIONS.with_(segment=60.0, frames=1,
                                                                                   max_video_frames=20)))
-    assert len(rows) == 21 and rows[-1].error.startswith("video cut at 1200.0 s")
+    assert len(rows) == 21 and rows[-1].error.startswith("note: video cut at 1200.0 s")
     assert all(r.error is None for r in rows[:-1])
     assert time.perf_counter() - started < 60
 
@@ -496,3 +498,67 @@ def test_a_mismatched_or_unfinished_sampling_is_refused_before_the_model_loads(c
     photos = CliRunner().invoke(main, ["embed", str(clips / "photo.png"), *CLI, "--reembed",
                                        "-o", str(tmp_path / "s.zse")])
     assert photos.exit_code == 2 and "there is no video among the inputs" in photos.output
+
+
+# messages that say what happened ---------------------------------------------------------------------------------
+
+
+def _faststart_cut(path: Path, source: Path) -> Path:
+    """``source`` remuxed with its index first (as streaming services write MP4), then cut at 60%: the header
+    says the whole length, the data stops early."""
+    whole = path.with_name("whole-" + path.name)
+    with av.open(str(source)) as reader, av.open(str(whole), "w", options={"movflags": "faststart"}) as writer:
+        stream = writer.add_stream_from_template(reader.streams.video[0])
+        for packet in reader.demux(reader.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                writer.mux(packet)
+    data = whole.read_bytes()
+    whole.unlink()
+    path.write_bytes(data[: len(data) * 6 // 10])
+    return path
+
+
+@pytest.mark.parametrize("kind", [pytest.param("mkv", marks=pytest.mark.slow), "mp4"])
+def test_a_cut_video_is_a_note_and_its_readable_part_gives_rows(clips, hostile, tmp_path, kind):
+    cut = hostile / "cut.mkv" if kind == "mkv" else _faststart_cut(tmp_path / "cut.mp4", clips / "change.mp4")
+    out = tmp_path / "rows.csv"
+    result = CliRunner().invoke(main, ["classify", str(cut), "--labels", ",".join(LABELS), *CLI,
+                                                       "--segment", "1", "--frames", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert "skipped" not in result.stderr and f"zsclip: note: {cut}: the data ends at " in result.stderr
+    rows = list(csv.DictReader(out.open(newline="")))
+    answered = [r for r in rows if not r["error"]]
+    assert answered and all(r["label"] == "red circle" for r in answered)
+    assert [r["error"].startswith("note: the data ends at") for r in rows if r["error"]] == [True]
+    ends = [float(r["end"]) for r in answered]
+    full = 8.0 if kind == "mkv" else 4.0  # the length the file's header gives
+    assert f"classified {len(answered)} of {len(answered)}" in result.stderr and max(ends) < full
+    assert f"of the {full:.1f} s the file says it lasts" in result.stderr
+    embedded = CliRunner().invoke(main, ["embed", str(cut), *CLI, "--segment", "1", "--frames", "1",
+                                         "-o", str(tmp_path / "cut.zse")])  # embed too: the clips, and a note
+    assert embedded.exit_code == 0 and "0 failed" in embedded.stderr, embedded.stderr
+    assert f"zsclip: note: {cut}: the data ends at " in embedded.stderr
+    assert len(zsclip.store.EmbeddingStore.open(tmp_path / "cut.zse")) == len(answered)
+
+
+def test_video_options_without_a_video_get_a_note(clips, tmp_path):
+    result = CliRunner().invoke(main, ["classify", str(clips / "photo.png"), "--labels",
+                                                       ",".join(LABELS), *CLI, "--segment", "2"])
+    assert result.exit_code == 0, result.stderr
+    assert "zsclip: note: --segment applies to videos as they are decoded, and there is no video among the " \
+           "inputs" in result.stderr
+    quiet = CliRunner().invoke(main, ["classify", str(clips), "--labels", ",".join(LABELS), *CLI,
+                                                      "--segment", "2"])
+    assert quiet.exit_code == 0 and "note: --segment" not in quiet.stderr  # videos among the inputs: no note
+
+
+def test_a_video_query_and_a_manifest_input_say_where_they_go(clips, tmp_path):
+    video = CliRunner().invoke(main, ["search", str(clips), "--image", str(clips / "red.mkv"), "--model", "demo"])
+    assert video.exit_code == 2 and len(video.stderr.strip().splitlines()) == 1, video.stderr
+    assert "is a video: a query is one image" in video.stderr and "give them as INPUT" in video.stderr
+    manifest = tmp_path / "labelled.csv"
+    manifest.write_text(f"path,label\n{clips / 'photo.png'},blue square\n")
+    result = CliRunner().invoke(main, ["classify", str(manifest), "--labels", ",".join(LABELS), *CLI])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"`zsclip eval --data {manifest}`" in result.stderr and "embed" in result.stderr

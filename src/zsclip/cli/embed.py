@@ -18,6 +18,7 @@ from .common import (
     UsageFailure,
     image_options,
     model_options,
+    note_video_options,
     ray_options,
     ray_settings,
     run_options,
@@ -81,6 +82,8 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, re
             raise UsageFailure("--labels-file names the classes of --labelled data: add --labelled")
         if reembed and len(inputs) == 1 and (is_shards(inputs[0]) or hf_layout(inputs[0]) in ("parquet", "arrow")):
             raise UsageFailure(NO_VIDEO_TO_REEMBED)
+        if len(inputs) == 1 and (is_shards(inputs[0]) or hf_layout(inputs[0]) in ("parquet", "arrow")):
+            note_video_options(False)
         if len(inputs) == 1 and is_shards(inputs[0]):
             _embed_shards(inputs[0], output, labelled, labels_file, dtype, commit_every, model, pretrained, options,
                           settings)
@@ -108,6 +111,7 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, re
                            "embedded once", err=True)
         if not sources:
             raise UsageFailure("no images to embed: give image files, folders or glob patterns")
+        note_video_options(has_videos(sources))
         if has_videos(sources):
             _embed_source("media", sources, output, labelled, None, dtype, commit_every, model, pretrained,
                           options, settings, classnames, reembed)
@@ -176,6 +180,8 @@ def _embed_source(kind, inputs, output, labelled, labels_file, dtype, commit_eve
               file=sys.stderr, dynamic_ncols=True, disable=not sys.stderr.isatty()) as bar, usage_errors():
         report = run(store, source, encoder, options, commit_every=commit_every, on_progress=bar.update, ray=settings,
                      **extra)
+    for name, text in report.notes:
+        click.echo(f"zsclip: note: {printable(name)}: {printable(text)}", err=True)
     click.echo(f"zsclip: {printable(output)}: {report.encoded} encoded, {report.skipped} unchanged, "
                f"{report.failed} failed, {report.deleted} gone; {len(store)} rows in the store", err=True)
     sys.exit(1 if report.failed else 0)

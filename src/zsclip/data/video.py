@@ -56,6 +56,16 @@ UNKNOWN_RATE_INTERVAL_S = 0.5
 MAX_PACKETS_TO_KEYFRAME = 20_000
 
 
+#: How a note row's text starts: the video was cut short (the file ends early, or --max-video-frames); its
+#: other rows stand, so the CLI reports it as a note, not as a failed input.
+NOTE = "note: "
+
+
+def is_note(error: str | None) -> bool:
+    """Whether a row's error text is a note about a video cut short (see ``NOTE``)."""
+    return error is not None and error.startswith(NOTE)
+
+
 def is_video_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
 
@@ -115,6 +125,8 @@ class VideoInfo:
     fps: float | None
     #: the stream's first timestamp in seconds: sample times and spans count from it
     start: float = 0.0
+    #: the duration the container's header gives when the data ends before it (a cut file), else None
+    claimed: float | None = None
 
     @property
     def frame_interval(self) -> float:
@@ -137,8 +149,8 @@ def plan_clips(duration: float, sampling: Sampling) -> tuple[list[Clip], str | N
         clips.append(Clip(round(start, 6), round(end, 6), _uniform(start, end, per)))
     note = None
     if segments > allowed:
-        note = (f"video cut at {clips[-1].end:.1f} s of {duration:.1f} s: at most {sampling.max_frames} sampled frames "
-                "per video (raise --max-video-frames or use a longer --segment)")
+        note = (f"{NOTE}video cut at {clips[-1].end:.1f} s of {duration:.1f} s: at most {sampling.max_frames} sampled "
+                "frames per video (raise --max-video-frames or use a longer --segment)")
     return clips, note
 
 
@@ -182,12 +194,18 @@ def read_clips(source, sampling: Sampling, max_pixels: int = MAX_PIXELS, target_
             if max_seconds is not None and info.duration > max_seconds:
                 raise ImageReadError(f"the video lasts {info.duration:.1f} s, over the limit of {max_seconds:g} s")
             clips, note = plan_clips(info.duration, sampling)
+            if info.claimed is not None:
+                note = _cut_note(info.duration, info.claimed)
             if probe:
                 return clips, note, info
             if only is not None:
                 note = note if only[1] >= len(clips) else None
                 clips = clips[only[0] : only[1]]
-            _decode_samples(container, stream, clips, info)
+            ended = _decode_samples(container, stream, clips, info)
+            if ended is not None and ended < info.duration - info.frame_interval and clips:  # the data ends early
+                if clips[0].start <= ended < clips[-1].end:  # (of a video's parts, the one holding the cut says so)
+                    note = _cut_note(ended, info.duration)
+                clips = [clip for clip in clips if clip.frames or clip.start < ended]
         except ImageReadError:
             raise
         except (av.FFmpegError, OSError, ValueError, MemoryError, OverflowError) as error:
@@ -195,6 +213,11 @@ def read_clips(source, sampling: Sampling, max_pixels: int = MAX_PIXELS, target_
     if only is None and not any(clip.frames for clip in clips):  # a part's clips keep their own errors
         raise ImageReadError("no frame of this video could be decoded (truncated or corrupt)")
     return clips, note, info
+
+
+def _cut_note(ended: float, duration: float) -> str:
+    return (f"{NOTE}the data ends at {ended:.1f} s of the {duration:.1f} s the file says it lasts (a cut or truncated "
+            "file): rows up to there")
 
 
 def _reason(error: Exception) -> str:
@@ -215,9 +238,13 @@ def _info(container, stream) -> VideoInfo:
     duration = None
     if stream.duration and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
+    claimed = None
     if duration is None or not (0 < duration < MAX_DURATION_S):
         end = _tail_end(container, stream, start, fps)
         duration = None if end is None else end - start
+        header = container.duration / 1_000_000 if container.duration else None
+        if end is not None and header is not None and end < header - 2 / (fps or 1 / UNKNOWN_RATE_INTERVAL_S):
+            claimed = header  # counted from 0 or from the start, the header says the file goes on past its data
     if (duration is None or not (0 < duration < MAX_DURATION_S)) and container.duration and abs(start) < 1e-3:
         duration = container.duration / 1_000_000  # from 0: the container's figure means the same either way
     if duration is None or not (0 < duration < MAX_DURATION_S):
@@ -225,7 +252,7 @@ def _info(container, stream) -> VideoInfo:
         duration = _scanned_duration(container, stream, start)
     if not (0 < duration < MAX_DURATION_S):
         raise ImageReadError(f"the video's duration ({duration:g} s) is not usable")
-    return VideoInfo(duration, width, height, fps, start)
+    return VideoInfo(duration, width, height, fps, start, claimed)
 
 
 def _frame_rate(stream) -> float | None:
@@ -301,6 +328,13 @@ class _Frames:
                             any_frame=False)
         self._frames = self._decoded()
         self.time, self._last = -math.inf, None
+
+    def data_end(self) -> float | None:
+        """Seconds (from the stream's start) where the data ended before a sample, or None."""
+        if self._end is None:
+            return None
+        frame, time = self._end
+        return 0.0 if frame is None else time + self.info.frame_interval - self.info.start
 
     def reset(self) -> None:
         self._frames, self.time, self._last = None, -math.inf, None
@@ -384,8 +418,9 @@ def _frame_time(frame, stream) -> float | None:
     return float(frame.pts * stream.time_base) if frame.pts is not None else None
 
 
-def _decode_samples(container, stream, clips: list[Clip], info: VideoInfo) -> None:
-    """Fill each clip's frames: for every sample time, the frame on screen then (``_Frames.sample``)."""
+def _decode_samples(container, stream, clips: list[Clip], info: VideoInfo) -> float | None:
+    """Fill each clip's frames: for every sample time, the frame on screen then (``_Frames.sample``).
+    Returns where the data ends (seconds) when a sample lay past its end, else None."""
     import av
 
     reader = _Frames(container, stream, info)
@@ -414,6 +449,7 @@ def _decode_samples(container, stream, clips: list[Clip], info: VideoInfo) -> No
             clip.frames.append(_upright(frame))
         if not clip.frames:
             clip.error = f"no frame decoded in {clip.start:.2f}-{clip.end:.2f} s ({errors[-1] if errors else 'empty'})"
+    return reader.data_end()
 
 
 def _upright(frame) -> Image.Image:
@@ -439,5 +475,6 @@ def read_all_frames(path: str, limit: int | None = None) -> int:
     return count
 
 
-__all__ = ["VIDEO_EXTENSIONS", "DEFAULT_FRAMES", "MAX_VIDEO_FRAMES", "Sampling", "describe_sampling", "Clip",
+__all__ = ["VIDEO_EXTENSIONS", "DEFAULT_FRAMES", "MAX_VIDEO_FRAMES", "NOTE", "Sampling", "describe_sampling", "Clip",
+           "is_note",
            "VideoInfo", "plan_clips", "read_clips", "is_video_name", "looks_like_video", "read_all_frames"]

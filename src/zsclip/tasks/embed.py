@@ -106,7 +106,7 @@ def embed_media(store: EmbeddingStore, source, encoder: Encoder, options: RunOpt
     refused (``StoreError``), as unchanged videos would keep the old clips beside new files' new ones,
     unless ``reembed``, which embeds every video again with the new settings (marked unfinished in the
     manifest until done, so an interrupted re-embed is not mistaken for a finished one)."""
-    from ..data.video import Sampling, is_video_name
+    from ..data.video import NOTE, Sampling, is_note, is_video_name
     from ..job import MediaFiles
 
     options = options or RunOptions()
@@ -149,6 +149,9 @@ def embed_media(store: EmbeddingStore, source, encoder: Encoder, options: RunOpt
                 targets = batch.targets or [-1] * len(batch.ids)
                 spans = batch.spans or [None] * len(batch.ids)
                 for name, error, target, span in zip(batch.ids, batch.errors, targets, spans, strict=True):
+                    if is_note(error):  # a video cut short: its clips stand; the note is reported, not stored
+                        report.notes.append((name, error[len(NOTE):]))
+                        continue
                     vector = next(good) if error is None else None
                     resolved = resolved_of[name]
                     after = _file_facts(name)
