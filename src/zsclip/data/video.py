@@ -10,7 +10,7 @@ Times count from the stream's own first timestamp and the duration is the stream
 MPEG-TS stream may start at 10 s; a container's duration may count from 0). A sample takes the frame
 on screen at its time, checked, not assumed: a seek can land past the sample (MPEG-TS has no index)
 or between keyframes (a decoder fed a P-frame first shows grey or another scene), so decoding starts
-at a keyframe packet, and a frame more than one frame interval past its sample is refused: the reader
+at a keyframe packet, and a frame more than half a frame interval past its sample is refused: the reader
 seeks further back, down to the stream's start, and reports the sample when no frame is near it.
 
 Frames are turned upright by the stream's display rotation (a phone's portrait video is stored
@@ -52,6 +52,9 @@ CONTINUE_WITHIN_S = 1.0
 MAX_DURATION_S = 30 * 24 * 3600.0
 #: The frame interval assumed for a stream without an average frame rate (how late a frame may be).
 UNKNOWN_RATE_INTERVAL_S = 0.5
+#: How late (in frame intervals) a frame may be after its sample: the nearest frame is at most half an interval
+#: away; 5% more allows for timestamps rounded by the container (Matroska's milliseconds).
+LATE_FRACTION = 0.55
 #: Packets skipped after a seek while looking for a keyframe to start decoding at.
 MAX_PACKETS_TO_KEYFRAME = 20_000
 
@@ -240,10 +243,10 @@ def _info(container, stream) -> VideoInfo:
         duration = float(stream.duration * stream.time_base)
     claimed = None
     if duration is None or not (0 < duration < MAX_DURATION_S):
-        end = _tail_end(container, stream, start, fps)
+        end, data_end = _tail_end(container, stream, start, fps)
         duration = None if end is None else end - start
         header = container.duration / 1_000_000 if container.duration else None
-        if end is not None and header is not None and end < header - 2 / (fps or 1 / UNKNOWN_RATE_INTERVAL_S):
+        if data_end is not None and header is not None and data_end < header - 2 / (fps or 1 / UNKNOWN_RATE_INTERVAL_S):
             claimed = header  # counted from 0 or from the start, the header says the file goes on past its data
     if (duration is None or not (0 < duration < MAX_DURATION_S)) and container.duration and abs(start) < 1e-3:
         duration = container.duration / 1_000_000  # from 0: the container's figure means the same either way
@@ -272,26 +275,31 @@ def _start_seconds(container, stream) -> float:
     return 0.0
 
 
-def _tail_end(container, stream, start: float, fps: float | None) -> float | None:
-    """The end time of the stream's last packet, found by seeking to the container's end (whichever
-    origin its duration counts from, start + duration is at or past the end) and demuxing what follows."""
+def _tail_end(container, stream, start: float, fps: float | None) -> tuple[float | None, float | None]:
+    """(the end time of the video stream's last packet, of any stream's last packet), found by seeking to
+    the container's end (whichever origin its duration counts from, start + duration is at or past the
+    end) and demuxing what follows. The second says where the file's data ends (audio may outlast video)."""
     import av
 
     if container.duration is None or stream.time_base is None:
-        return None
+        return None, None
     past_end = start + container.duration / 1_000_000
     try:
         container.seek(max(0, int(past_end / stream.time_base)), stream=stream, backward=True, any_frame=False)
     except (av.FFmpegError, OSError, ValueError, OverflowError):
-        return None
-    end = None
-    for count, packet in enumerate(container.demux(stream)):
+        return None, None
+    video_end = data_end = None
+    for count, packet in enumerate(container.demux()):
         if packet.pts is not None and packet.time_base is not None:
-            length = float(packet.duration * packet.time_base) if packet.duration else (1 / fps if fps else 0.0)
-            end = max(end if end is not None else -math.inf, float(packet.pts * packet.time_base) + length)
+            interval = (1 / fps if fps else 0.0) if packet.stream is stream else 0.0
+            length = float(packet.duration * packet.time_base) if packet.duration else interval
+            end = float(packet.pts * packet.time_base) + length
+            data_end = end if data_end is None else max(data_end, end)
+            if packet.stream is stream:
+                video_end = end if video_end is None else max(video_end, end)
         if count > 100_000:
-            return None  # the seek did not get near the end: scan instead
-    return end
+            return None, None  # the seek did not get near the end: scan instead
+    return video_end, data_end
 
 
 def _scanned_duration(container, stream, start: float) -> float:
@@ -372,22 +380,24 @@ class _Frames:
     def sample(self, time: float):
         """(the frame on screen at ``time`` seconds of the stream, its time, whether the data reached it).
 
-        Accepted: the first frame from half a frame interval before ``time`` if it is at most one frame
-        interval after it; else the frame before it (a gap in a variable-rate stream: that frame is
-        shown). A seek that lands past ``time`` is retried from further back, at last from the file's
-        start. When the data ends first: (the last frame or None, its time, False)."""
+        Accepted: the first frame from half a frame interval before ``time`` if it is at most half a frame
+        interval after it (the nearest frame; 5% more for rounded timestamps); else the frame before it (a
+        gap in a variable-rate stream: that frame is shown). A seek that lands past ``time`` is retried
+        from further back, at last from the file's start. When the data ends first: (the last frame or
+        None, its time, False)."""
         interval = self.info.frame_interval
         target = time - interval / 2
+        latest = time + interval * LATE_FRACTION  # the latest time the frame at ``time`` can have
         if self._end is not None and target > self._end[1]:  # the data is known to end before this sample
             return *self._end, self._end[1] + interval >= time
-        if self._last is not None and target <= self._last[1] <= time + interval:  # samples closer than frames
+        if self._last is not None and target <= self._last[1] <= latest:  # samples closer than frames
             return *self._last, True
         if self._frames is None or not (self.time <= target <= self.time + CONTINUE_WITHIN_S):
             self.seek(target)
         back: float | None = 1.0
         while True:
             before, before_time, frame, frame_time = self._advance(target)
-            if frame is not None and frame_time <= time + interval:
+            if frame is not None and frame_time <= latest:
                 self._last = (frame, frame_time)
                 return frame, frame_time, True
             if before is not None:
