@@ -20,6 +20,8 @@ from .atomic import AtomicFile, check_writable
 from .text import csv_cell, printable, undecodable_escaped
 
 FORMATS = (".csv", ".jsonl", ".json", ".parquet")
+#: Parquet rows are written in row groups of this many predictions (memory stays flat).
+PARQUET_ROWS = 8192
 #: A video clip's span in seconds: the columns timed rows carry right after the path.
 SPAN = ("start", "end")
 
@@ -37,8 +39,6 @@ def _top_k_columns(top_k: int) -> list[str]:
     for rank in range(2, top_k + 1):
         columns += [f"label_{rank}", f"score_{rank}"]
     return columns
-#: Parquet rows are written in row groups of this many predictions (memory stays flat).
-PARQUET_ROWS = 8192
 
 
 class ResultWriter:
