@@ -448,3 +448,56 @@ def test_imagefolder_metadata_rows_naming_files_outside_their_folder(corpus, tmp
     record = json.loads(out.read_text())
     assert record["num_images"] == len(GOOD) and record["num_failed"] == len(bad)
     assert record["metrics"]["acc1"] == 1.0
+
+
+def _numbered_ts(path: Path, seconds: int = 6, fps: int = 4) -> Path:
+    """An MPEG-TS H.264 video (keyframes 3 s apart) whose every frame shows its own number as 8 black / white
+    blocks, starting at 10 s."""
+    from fractions import Fraction
+
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        stream.codec_context.gop_size = 3 * fps
+        for index in range(seconds * fps):
+            image = Image.new("RGB", (64, 64), (128, 128, 128))
+            for bit in range(8):
+                image.paste((255, 255, 255) if index >> bit & 1 else (0, 0, 0), (bit * 8, 0, bit * 8 + 8, 16))
+            frame = av.VideoFrame.from_image(image)
+            frame.pts, frame.time_base = index + 10 * fps, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_mpeg_ts_starting_mid_group_and_cut_short_gives_only_true_frames(tmp_path):
+    """A TS whose first bytes are cut (it starts between keyframes) and whose end is cut: every row is the
+    frame at its time or an error naming the span, never another time's frame; exit 1 only for those
+    spans; the cut end is a note."""
+    from zsclip.data.video import Sampling, read_clips
+
+    whole = _numbered_ts(tmp_path / "whole.ts").read_bytes()
+    packets = len(whole) // 188
+    hostile = tmp_path / "hostile.ts"
+    hostile.write_bytes(whole[188 * (packets // 6) : 188 * (packets * 9 // 10)])  # TS packets are 188 bytes
+    clips, note, info = read_clips(str(hostile), Sampling(frames=1, segment=0.5))
+    for clip in clips:
+        if clip.frames:
+            grey = clip.frames[0].convert("L")
+            shown = sum(1 << bit for bit in range(8) if grey.crop((bit * 8 + 2, 2, bit * 8 + 6, 14)).getextrema()[0]
+                        > 128)
+            first = round(info.start * 4) - 40  # the number of the frame at the stream's start
+            assert abs(shown - first - clip.times[0] * 4) <= 0.5, (clip.start, shown)  # a nearest frame
+        else:
+            assert clip.error.startswith(f"no frame decoded in {clip.start:.2f}-"), clip.error
+    assert any(clip.frames for clip in clips)
+    result = _zsclip("classify", str(hostile), "--labels", "a,b", "--model", "demo", "--segment", "0.5",
+                     "--frames", "1", "-o", str(tmp_path / "rows.csv"), cwd=tmp_path)
+    lines = _stderr_lines(result)
+    rows = _rows(tmp_path / "rows.csv")
+    failed = [row for row in rows if row["error"] and not row["error"].startswith("note:")]
+    assert result.returncode == (1 if failed else 0), lines
+    assert all(row["label"] in ("a", "b") for row in rows if not row["error"])

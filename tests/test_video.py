@@ -19,7 +19,7 @@ av = pytest.importorskip("av")
 import zsclip  # noqa: E402
 from zsclip import shapes  # noqa: E402
 from zsclip.cli import main  # noqa: E402
-from zsclip.data.video import Sampling, plan_clips, read_clips  # noqa: E402
+from zsclip.data.video import Sampling, is_note, plan_clips, read_clips  # noqa: E402
 from zsclip.errors import ImageReadError  # noqa: E402
 
 LABELS = ["red circle", "blue square", "green star"]
@@ -158,7 +158,9 @@ def hostile(clips, tmp_path_factory):
 
 def test_hostile_videos_cost_one_row_each_and_the_rest_goes_on(hostile, demo):
     rows = list(zsclip.classify(hostile, LABELS, encoder=demo, options=OPTIONS))
-    by_name = {r.source.rsplit("/", 1)[-1]: r for r in rows}
+    by_name = {r.source.rsplit("/", 1)[-1]: r for r in rows if not is_note(r.error)}
+    notes = {r.source.rsplit("/", 1)[-1]: r.error for r in rows if is_note(r.error)}
+    assert list(notes) == ["cut.mkv"] and "the data ends at" in notes["cut.mkv"]  # cut: a note beside its row
     assert set(by_name) == {"empty.mp4", "truncated.mp4", "text.mp4", "audio.mkv", "video.jpg", "corrupt.mkv",
                             "cut.mkv", "star.png", "huge.avi"}
     assert by_name["huge.avi"].error  # refused by FFmpeg's decoder (the header's size by zsclip: next test)
@@ -227,7 +229,7 @@ def test_an_hours_long_video_is_bounded_in_frames_and_time(tmp_path, demo):
     assert info.duration == pytest.approx(3 * 3600, rel=1e-3) and len(clip.frames) == 8
     rows = list(zsclip.classify(path, LABELS, encoder=demo, options=OPTIONS.with_(segment=60.0, frames=1,
                                                                                   max_video_frames=20)))
-    assert len(rows) == 21 and rows[-1].error.startswith("video cut at 1200.0 s")
+    assert len(rows) == 21 and rows[-1].error.startswith("note: video cut at 1200.0 s")
     assert all(r.error is None for r in rows[:-1])
     assert time.perf_counter() - started < 60
 
@@ -343,3 +345,220 @@ def test_embedding_photos_into_a_store_with_clips_keeps_the_clips(clips, tmp_pat
     result = CliRunner().invoke(main, ["embed", str(clips / "photo.png"), *CLI, "-o", str(store)])
     assert result.exit_code == 0 and "0 gone" in result.output, result.output
     assert len(zsclip.store.EmbeddingStore.open(store)) == 3
+
+
+# containers: the frames at the sampled times, with the stream's own start and duration ---------------------
+
+FPS = 8
+CONTAINERS = [("mp4", "libx264", None), ("ts", "libx264", "mpegts"), ("ts", "mpeg4", "mpegts"),
+              ("mkv", "libx264", None), ("webm", "libvpx", None), ("webm", "libvpx-vp9", None)]
+
+
+def _numbered(index: int) -> Image.Image:
+    """A frame that shows its own number: 8 black / white blocks for its bits (any codec keeps them)."""
+    image = Image.new("RGB", (64, 64), (128, 128, 128))
+    for bit in range(8):
+        image.paste((255, 255, 255) if index >> bit & 1 else (0, 0, 0), (bit * 8, 0, bit * 8 + 8, 16))
+    return image
+
+
+def _number_of(image: Image.Image) -> int:
+    grey = image.convert("L")
+    return sum(1 << bit for bit in range(8) if grey.crop((bit * 8 + 2, 2, bit * 8 + 6, 14)).getextrema()[0] > 128)
+
+
+def _write(path: Path, frames, codec: str, container_format: str | None, start_s: float, times=None) -> Path:
+    """``frames`` encoded by PyAV at FPS frames a second, the first at ``start_s`` (or at ``times``)."""
+    from fractions import Fraction
+
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        stream.codec_context.gop_size = 5 * FPS  # keyframes 5 s apart: a seek must land before the sample
+        stream.codec_context.bit_rate = 2_000_000
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_image(image)
+            frame.time_base = Fraction(1, 1000) if times else Fraction(1, FPS)
+            frame.pts = round((times[index] + start_s) * 1000) if times else index + round(start_s * FPS)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _available(codec: str):
+    return pytest.param(marks=pytest.mark.skipif(codec not in av.codecs_available, reason=f"no {codec} in this av"))
+
+
+@pytest.mark.parametrize(("extension", "codec", "container_format"),
+                         [pytest.param(*case, marks=_available(case[1]).marks, id=f"{case[0]}-{case[1]}")
+                          for case in CONTAINERS])
+def test_every_container_gives_the_frames_at_the_sampled_times(tmp_path, extension, codec, container_format):
+    path = _write(tmp_path / f"numbered.{extension}", [_numbered(i) for i in range(10 * FPS)], codec,
+                  container_format, start_s=10.0)
+    for sampling in (Sampling(frames=8), Sampling(frames=3, segment=1.0), Sampling(frames=12, segment=1.0)):
+        clips, note, info = read_clips(str(path), sampling)
+        assert info.duration == pytest.approx(10.0) and note is None  # the stream's, not the container's end
+        assert [(c.start, c.end) for c in clips][-1][1] == pytest.approx(10.0)
+        for clip in clips:
+            assert clip.error is None and len(clip.frames) == len(clip.times), clip
+            shown = [_number_of(frame) for frame in clip.frames]
+            on_screen = [min(int(t * FPS + 0.5), 10 * FPS - 1) for t in clip.times]  # the nearest frame
+            assert shown == on_screen, (sampling, clip.start, shown)
+
+
+def test_a_gap_in_a_variable_rate_stream_gives_the_frame_on_screen(tmp_path):
+    times = [i / FPS for i in range(FPS)] + [3 + i / FPS for i in range(FPS)]  # nothing from 1 s to 3 s
+    path = _write(tmp_path / "gap.mkv", [_numbered(i) for i in range(len(times))], "libx264", None, 10.0, times)
+    clips, _, info = read_clips(str(path), Sampling(frames=1, segment=0.5))
+    assert info.duration == pytest.approx(4.0, abs=0.2)
+    shown = {clip.start: _number_of(clip.frames[0]) for clip in clips}
+    assert shown[2.0] == FPS - 1  # at 2.25 s the last frame before the gap is on screen, not the one at 3 s
+    assert shown[3.0] == FPS + 2 and shown[0.0] == 2
+
+
+@pytest.mark.slow
+def test_videos_in_every_container_answer_per_segment_through_the_command(tmp_path):
+    rng = random.Random(0)
+    red = shapes.render(shapes.sample_spec(rng, [("red", "circle")]))
+    blue = shapes.render(shapes.sample_spec(rng, [("blue", "square")]))
+    frames = [red] * (2 * FPS) + [blue] * (2 * FPS)
+    for extension, codec, container_format in CONTAINERS:
+        if codec in av.codecs_available:
+            _write(tmp_path / f"{codec}.{extension}", frames, codec, container_format, start_s=10.0)
+    out = tmp_path / "rows.csv"
+    result = CliRunner().invoke(main, ["classify", str(tmp_path), "--labels", ",".join(LABELS), *CLI,
+                                       "--segment", "1", "--frames", "2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open(newline="")))
+    by_video: dict[str, list] = {}
+    for row in rows:
+        by_video.setdefault(Path(row["path"]).name, []).append((row["start"], row["end"], row["label"]))
+    assert len(by_video) >= 4
+    for name, got in by_video.items():
+        assert got == [("0.000", "1.000", "red circle"), ("1.000", "2.000", "red circle"),
+                       ("2.000", "3.000", "blue square"), ("3.000", "4.000", "blue square")], name
+
+
+# the sampling of stored clips ----------------------------------------------------------------------------------
+
+
+def _spans_in(store: Path) -> dict:
+    spans: dict = {}
+    for batch in zsclip.store.EmbeddingStore.open(store).batches():
+        for path, span in zip(batch.paths, batch.spans or [None] * len(batch.paths), strict=True):
+            spans.setdefault(Path(path).name, []).append(span)
+    return {name: sorted(s, key=str) for name, s in spans.items()}
+
+
+@pytest.mark.slow
+def test_a_store_keeps_its_video_sampling_and_refuses_or_reembeds_another(clips, tmp_path):
+    store = tmp_path / "clips.zse"
+    first = ["embed", str(clips), *CLI, "--segment", "2", "--frames", "2", "-o", str(store)]
+    assert CliRunner().invoke(main, first).exit_code == 0
+    manifest = json.loads((store / "zsclip-store.json").read_text())
+    assert manifest["video_sampling"] == {"frames": 2, "segment": 2.0, "max_frames": 256}
+    before = _spans_in(store)
+    assert before["change.mp4"] == [(0.0, 2.0), (2.0, 4.0)]
+    other = ["embed", str(clips), *CLI, "--segment", "1", "--frames", "2", "-o", str(store)]
+    refused = CliRunner().invoke(main, other)
+    assert refused.exit_code == 2 and len(refused.output.strip().splitlines()) == 1, refused.output
+    assert ("--frames 2 --segment 2 --max-video-frames 256, not --frames 2 --segment 1 --max-video-frames 256"
+            in refused.output and "--reembed" in refused.output and "new store path" in refused.output)
+    assert _spans_in(store) == before  # nothing was added beside the old clips
+    result = CliRunner().invoke(main, [*other, "--reembed"])
+    assert result.exit_code == 0, result.output
+    after = _spans_in(store)
+    assert after["change.mp4"] == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, 4.0)]
+    assert after["red.mkv"] == [(0.0, 1.0), (1.0, 2.0)] and after["photo.png"] == [None]
+    manifest = json.loads((store / "zsclip-store.json").read_text())
+    assert manifest["video_sampling"] == {"frames": 2, "segment": 1.0, "max_frames": 256}
+    assert "0 encoded, 3 unchanged" in CliRunner().invoke(main, other).output  # the new settings are the store's
+
+
+def test_a_mismatched_or_unfinished_sampling_is_refused_before_the_model_loads(clips, tmp_path, demo, monkeypatch):
+    from zsclip.store import EmbeddingStore
+
+    store = EmbeddingStore.create_or_open(tmp_path / "s.zse", demo, precision="fp32")
+    store.record_video_sampling({"frames": 8, "segment": None, "max_frames": 256})
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("zsclip.encoders.resolve.resolve_model", no_model)
+    result = CliRunner().invoke(main, ["embed", str(clips / "change.mp4"), *CLI, "--segment", "2",
+                                       "-o", str(tmp_path / "s.zse")])
+    assert result.exit_code == 2 and "sampled with --frames 8 --max-video-frames 256, not --frames 8 --segment 2" \
+        in result.output, result.output
+    store.record_video_sampling({"frames": 8, "segment": 2.0, "max_frames": 256}, unfinished=True)
+    result = CliRunner().invoke(main, ["embed", str(clips / "change.mp4"), *CLI, "--segment", "2",
+                                       "-o", str(tmp_path / "s.zse")])
+    assert result.exit_code == 2 and "did not finish" in result.output and "--reembed" in result.output
+    photos = CliRunner().invoke(main, ["embed", str(clips / "photo.png"), *CLI, "--reembed",
+                                       "-o", str(tmp_path / "s.zse")])
+    assert photos.exit_code == 2 and "there is no video among the inputs" in photos.output
+
+
+# messages that say what happened ---------------------------------------------------------------------------------
+
+
+def _faststart_cut(path: Path, source: Path) -> Path:
+    """``source`` remuxed with its index first (as streaming services write MP4), then cut at 60%: the header
+    says the whole length, the data stops early."""
+    whole = path.with_name("whole-" + path.name)
+    with av.open(str(source)) as reader, av.open(str(whole), "w", options={"movflags": "faststart"}) as writer:
+        stream = writer.add_stream_from_template(reader.streams.video[0])
+        for packet in reader.demux(reader.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                writer.mux(packet)
+    data = whole.read_bytes()
+    whole.unlink()
+    path.write_bytes(data[: len(data) * 6 // 10])
+    return path
+
+
+@pytest.mark.parametrize("kind", [pytest.param("mkv", marks=pytest.mark.slow), "mp4"])
+def test_a_cut_video_is_a_note_and_its_readable_part_gives_rows(clips, hostile, tmp_path, kind):
+    cut = hostile / "cut.mkv" if kind == "mkv" else _faststart_cut(tmp_path / "cut.mp4", clips / "change.mp4")
+    out = tmp_path / "rows.csv"
+    result = CliRunner().invoke(main, ["classify", str(cut), "--labels", ",".join(LABELS), *CLI,
+                                                       "--segment", "1", "--frames", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert "skipped" not in result.stderr and f"zsclip: note: {cut}: the data ends at " in result.stderr
+    rows = list(csv.DictReader(out.open(newline="")))
+    answered = [r for r in rows if not r["error"]]
+    assert answered and all(r["label"] == "red circle" for r in answered)
+    assert [r["error"].startswith("note: the data ends at") for r in rows if r["error"]] == [True]
+    ends = [float(r["end"]) for r in answered]
+    full = 8.0 if kind == "mkv" else 4.0  # the length the file's header gives
+    assert f"classified {len(answered)} of {len(answered)}" in result.stderr and max(ends) < full
+    assert f"of the {full:.1f} s the file says it lasts" in result.stderr
+    embedded = CliRunner().invoke(main, ["embed", str(cut), *CLI, "--segment", "1", "--frames", "1",
+                                         "-o", str(tmp_path / "cut.zse")])  # embed too: the clips, and a note
+    assert embedded.exit_code == 0 and "0 failed" in embedded.stderr, embedded.stderr
+    assert f"zsclip: note: {cut}: the data ends at " in embedded.stderr
+    assert len(zsclip.store.EmbeddingStore.open(tmp_path / "cut.zse")) == len(answered)
+
+
+def test_video_options_without_a_video_get_a_note(clips, tmp_path):
+    result = CliRunner().invoke(main, ["classify", str(clips / "photo.png"), "--labels",
+                                                       ",".join(LABELS), *CLI, "--segment", "2"])
+    assert result.exit_code == 0, result.stderr
+    assert "zsclip: note: --segment applies to videos as they are decoded, and there is no video among the " \
+           "inputs" in result.stderr
+    quiet = CliRunner().invoke(main, ["classify", str(clips), "--labels", ",".join(LABELS), *CLI,
+                                                      "--segment", "2"])
+    assert quiet.exit_code == 0 and "note: --segment" not in quiet.stderr  # videos among the inputs: no note
+
+
+def test_a_video_query_and_a_manifest_input_say_where_they_go(clips, tmp_path):
+    video = CliRunner().invoke(main, ["search", str(clips), "--image", str(clips / "red.mkv"), "--model", "demo"])
+    assert video.exit_code == 2 and len(video.stderr.strip().splitlines()) == 1, video.stderr
+    assert "is a video: a query is one image" in video.stderr and "give them as INPUT" in video.stderr
+    manifest = tmp_path / "labelled.csv"
+    manifest.write_text(f"path,label\n{clips / 'photo.png'},blue square\n")
+    result = CliRunner().invoke(main, ["classify", str(manifest), "--labels", ",".join(LABELS), *CLI])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"`zsclip eval --data {manifest}`" in result.stderr and "embed" in result.stderr

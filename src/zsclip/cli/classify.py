@@ -18,6 +18,7 @@ from .common import (
     label_options,
     model_options,
     multilabel_options,
+    note_video_options,
     ray_options,
     ray_settings,
     read_classes,
@@ -111,6 +112,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
 
             ResultWriter.check(output)
     _notes(source)
+    note_video_options(_decodes_videos(source))
     with usage_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         job = plan(source, head_options, model=model, pretrained=pretrained, run=options, cache=not no_cache,
@@ -132,6 +134,13 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
     _emit(answers(job), len(source), job, output)
 
 
+def _decodes_videos(source) -> bool:
+    """Whether the job decodes videos (its source, or the one ``--per-video`` pools, is photos and videos)."""
+    from ..job import MediaFiles
+
+    return isinstance(getattr(source, "inner", source), MediaFiles)
+
+
 def _notes(source) -> None:
     duplicates = getattr(source, "duplicates", [])
     for duplicate, kept in duplicates[:5]:
@@ -150,11 +159,19 @@ def _emit(predictions, total: int, job, output: str | None) -> None:
 
     with usage_errors():
         sink = open_sink(output, job) if output else None
+    from ..data.video import NOTE, is_note
+
     failures = count = 0
     bar = tqdm(total=total or None, unit="img", desc="classifying", file=sys.stderr,
                disable=not sys.stderr.isatty() or total < 2, dynamic_ncols=True)
     try:
         for prediction in predictions:
+            if is_note(prediction.error):  # a video cut short: its other rows stand (the file keeps the note row)
+                tqdm.write(f"zsclip: note: {printable(prediction.source)}: "
+                           f"{printable(prediction.error[len(NOTE):])}", file=sys.stderr)
+                if sink:
+                    sink.write(prediction)
+                continue
             count += 1
             if prediction.error:
                 failures += 1

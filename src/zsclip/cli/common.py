@@ -124,9 +124,24 @@ def image_options(function):
 
 
 def _video_setting(ctx: click.Context, param: click.Parameter, value):
-    """Keep a video option for ``run_options`` (every command with image options reads videos too)."""
+    """Keep a video option for ``run_options`` (every command with image options reads videos too), and
+    which were given (not defaulted), for ``note_video_options``."""
     ctx.meta.setdefault("zsclip_video", {})[param.name] = value
+    if ctx.get_parameter_source(param.name) not in (None, click.core.ParameterSource.DEFAULT):
+        ctx.meta.setdefault("zsclip_video_given", []).append(param.opts[0])
     return value
+
+
+def note_video_options(decodes_videos: bool) -> None:
+    """A note when --frames / --segment / --max-video-frames were given and no input is a video to decode
+    (a note, not a refusal: the same command may run over folders that hold videos)."""
+    context = click.get_current_context(silent=True)
+    given = context.meta.get("zsclip_video_given", []) if context is not None else []
+    if given and not decodes_videos:
+        options = " and ".join(sorted(given))
+        click.echo(f"zsclip: note: {options} {'apply' if len(given) > 1 else 'applies'} to videos as they are "
+                   "decoded, and there is no video among the inputs: "
+                   f"{'they change' if len(given) > 1 else 'it changes'} nothing here", err=True)
 
 
 def ray_options(function):

@@ -20,11 +20,14 @@ from .common import (
     UsageFailure,
     image_options,
     model_options,
+    note_video_options,
     ray_options,
     ray_settings,
     run_options,
     usage_errors,
 )
+
+NO_VIDEO_TO_REEMBED = "--reembed embeds videos again with new --frames / --segment: there is no video among the inputs"
 
 
 @click.command()
@@ -43,11 +46,14 @@ from .common import (
               help="How embeddings are stored: float16 is half the disk with the same top-1 (see the README).")
 @click.option("--commit-every", default=COMMIT_EVERY, show_default=True, type=click.IntRange(min=1),
               help="Images per shard: a killed run loses at most this many, and resumes from there.")
+@click.option("--reembed", is_flag=True,
+              help="Videos: embed every video again with this run's --frames / --segment / --max-video-frames, "
+                   "replacing clips the store holds with other settings (which are otherwise refused).")
 @model_options
 @image_options
 @ray_options
-def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, model, pretrained, device, precision,
-                  cache_dir, no_cache, batch_size, workers, max_pixels, decode, url_timeout, ray_address,
+def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, reembed, model, pretrained, device,
+                  precision, cache_dir, no_cache, batch_size, workers, max_pixels, decode, url_timeout, ray_address,
                   ray_stall_timeout, ray_actors) -> None:
     """Encode images once into an embedding store, to classify, evaluate and search without decoding them again.
 
@@ -76,6 +82,10 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
     with usage_errors():
         if labels_file and not labelled:
             raise UsageFailure("--labels-file names the classes of --labelled data: add --labelled")
+        if reembed and len(inputs) == 1 and (is_shards(inputs[0]) or hf_layout(inputs[0]) in ("parquet", "arrow")):
+            raise UsageFailure(NO_VIDEO_TO_REEMBED)
+        if len(inputs) == 1 and (is_shards(inputs[0]) or hf_layout(inputs[0]) in ("parquet", "arrow")):
+            note_video_options(False)
         if len(inputs) == 1 and is_shards(inputs[0]):
             _embed_shards(inputs[0], output, labelled, labels_file, dtype, commit_every, model, pretrained, options,
                           settings)
@@ -104,10 +114,13 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
                            "embedded once", err=True)
         if not sources:
             raise UsageFailure("no images to embed: give image files, folders or glob patterns")
+        note_video_options(has_videos(sources))
         if has_videos(sources):
             _embed_source("media", sources, output, labelled, None, dtype, commit_every, model, pretrained,
-                          options, settings, classnames)
+                          options, settings, classnames, reembed)
             return
+        if reembed:
+            raise UsageFailure(NO_VIDEO_TO_REEMBED)
         encoder, store = _open_store(output, model, pretrained, options, dtype, classnames, multi_label,
                                      ray_pool=settings)
     with tqdm(total=len(sources), unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True,
@@ -150,7 +163,7 @@ def _embed_shards(pattern, output, labelled, labels_file, dtype, commit_every, m
 
 
 def _embed_source(kind, inputs, output, labelled, labels_file, dtype, commit_every, model, pretrained, options,
-                  settings, classnames=None) -> None:
+                  settings, classnames=None, reembed: bool = False) -> None:
     """Videos (a row per clip, with its span) or a Hugging Face split (a row per record) into a store."""
     from tqdm.auto import tqdm
 
@@ -158,15 +171,21 @@ def _embed_source(kind, inputs, output, labelled, labels_file, dtype, commit_eve
     from ..tasks.embed import embed_media, embed_table
 
     if kind == "media":
+        _check_sampling(output, options, reembed)  # before the model loads
         source = MediaFiles(inputs, classnames)
     else:
         source = open_source(inputs, labelled=labelled, classes=read_labels(labels_file) if labels_file else None)
     encoder, store = _open_store(output, model, pretrained, options, dtype,
                                  list(source.classnames) if source.labelled else None)
+    extra = {"reembed": reembed} if kind == "media" else {}
     run = embed_media if kind == "media" else embed_table
     with tqdm(total=len(source) or None, unit="file" if kind == "media" else "img", desc="embedding",
-              file=sys.stderr, dynamic_ncols=True, disable=not sys.stderr.isatty()) as bar, _resumable(output, store):
-        report = run(store, source, encoder, options, commit_every=commit_every, on_progress=bar.update, ray=settings)
+              file=sys.stderr, dynamic_ncols=True, disable=not sys.stderr.isatty()) as bar, usage_errors(), \
+            _resumable(output, store):
+        report = run(store, source, encoder, options, commit_every=commit_every, on_progress=bar.update, ray=settings,
+                     **extra)
+    for name, text in report.notes:
+        click.echo(f"zsclip: note: {printable(name)}: {printable(text)}", err=True)
     click.echo(f"zsclip: {printable(output)}: {report.encoded} encoded, {report.skipped} unchanged, "
                f"{report.failed} failed, {report.deleted} gone; {len(store)} rows in the store", err=True)
     sys.exit(1 if report.failed else 0)
@@ -205,6 +224,22 @@ def _open_store(output: str, model, pretrained, options, dtype: str, classnames,
     encoder = resolve_model(model, pretrained, options)
     return encoder, EmbeddingStore.create_or_open(output, encoder, precision=options.precision, dtype=dtype,
                                                   classnames=classnames, multi_label=multi_label)
+
+
+def _check_sampling(folder: str, options, reembed: bool) -> None:
+    """Refuse videos sampled otherwise than an existing store's clips, in one line, before any model loads."""
+    from ..data.video import Sampling
+    from ..store.format import MANIFEST, read_manifest
+    from ..store.location import Location
+    from ..store.store import sampling_mismatch
+
+    location = Location(folder)
+    if not location.exists(MANIFEST):
+        return
+    asked = Sampling(options.frames, options.segment, options.max_video_frames).record()
+    problem = sampling_mismatch(location, read_manifest(location).get("video_sampling"), asked, reembed)
+    if problem:
+        raise UsageFailure(problem)
 
 
 def _existing_model(folder: str) -> tuple[str, str | None] | None:

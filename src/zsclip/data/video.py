@@ -6,6 +6,13 @@ embeddings); with ``segment=S`` one clip per S seconds, each sampled at ``frames
 inside it. Only the sampled frames are decoded: the reader seeks to the keyframe before a sample
 and decodes forward to it (or keeps decoding when the next sample is close), never the whole file.
 
+Times count from the stream's own first timestamp and the duration is the stream's (a Matroska or
+MPEG-TS stream may start at 10 s; a container's duration may count from 0). A sample takes the frame
+on screen at its time, checked, not assumed: a seek can land past the sample (MPEG-TS has no index)
+or between keyframes (a decoder fed a P-frame first shows grey or another scene), so decoding starts
+at a keyframe packet, and a frame more than half a frame interval past its sample is refused: the reader
+seeks further back, down to the stream's start, and reports the sample when no frame is near it.
+
 Frames are turned upright by the stream's display rotation (a phone's portrait video is stored
 sideways), as images are by their EXIF orientation.
 
@@ -43,6 +50,23 @@ MAX_DECODE_PER_SAMPLE = 2000
 CONTINUE_WITHIN_S = 1.0
 #: A video that says it lasts longer than this (30 days) is treated as damaged.
 MAX_DURATION_S = 30 * 24 * 3600.0
+#: The frame interval assumed for a stream without an average frame rate (how late a frame may be).
+UNKNOWN_RATE_INTERVAL_S = 0.5
+#: How late (in frame intervals) a frame may be after its sample: the nearest frame is at most half an interval
+#: away; 5% more allows for timestamps rounded by the container (Matroska's milliseconds).
+LATE_FRACTION = 0.55
+#: Packets skipped after a seek while looking for a keyframe to start decoding at.
+MAX_PACKETS_TO_KEYFRAME = 20_000
+
+
+#: How a note row's text starts: the video was cut short (the file ends early, or --max-video-frames); its
+#: other rows stand, so the CLI reports it as a note, not as a failed input.
+NOTE = "note: "
+
+
+def is_note(error: str | None) -> bool:
+    """Whether a row's error text is a note about a video cut short (see ``NOTE``)."""
+    return error is not None and error.startswith(NOTE)
 
 
 def is_video_name(name: str) -> bool:
@@ -73,6 +97,17 @@ class Sampling:
         if not isinstance(self.max_frames, int) or self.max_frames < 1:
             raise ValueError(f"max video frames {self.max_frames!r} must be a whole number >= 1")
 
+    def record(self) -> dict:
+        """The settings as a store's manifest keeps them (clips of other settings are other rows)."""
+        return {"frames": self.frames, "segment": self.segment, "max_frames": self.max_frames}
+
+
+def describe_sampling(record: dict) -> str:
+    """A sampling record as the options that ask for it: ``--frames 8 --segment 2 --max-video-frames 256``."""
+    segment = record.get("segment")
+    return (f"--frames {record.get('frames')}" + (f" --segment {segment:g}" if segment is not None else "")
+            + f" --max-video-frames {record.get('max_frames')}")
+
 
 @dataclass
 class Clip:
@@ -91,6 +126,15 @@ class VideoInfo:
     width: int
     height: int
     fps: float | None
+    #: the stream's first timestamp in seconds: sample times and spans count from it
+    start: float = 0.0
+    #: the duration the container's header gives when the data ends before it (a cut file), else None
+    claimed: float | None = None
+
+    @property
+    def frame_interval(self) -> float:
+        """Seconds between frames (from the average rate; a lenient bound when the stream gives none)."""
+        return 1.0 / self.fps if self.fps else UNKNOWN_RATE_INTERVAL_S
 
 
 def plan_clips(duration: float, sampling: Sampling) -> tuple[list[Clip], str | None]:
@@ -108,8 +152,8 @@ def plan_clips(duration: float, sampling: Sampling) -> tuple[list[Clip], str | N
         clips.append(Clip(round(start, 6), round(end, 6), _uniform(start, end, per)))
     note = None
     if segments > allowed:
-        note = (f"video cut at {clips[-1].end:.1f} s of {duration:.1f} s: at most {sampling.max_frames} sampled frames "
-                "per video (raise --max-video-frames or use a longer --segment)")
+        note = (f"{NOTE}video cut at {clips[-1].end:.1f} s of {duration:.1f} s: at most {sampling.max_frames} sampled "
+                "frames per video (raise --max-video-frames or use a longer --segment)")
     return clips, note
 
 
@@ -153,12 +197,18 @@ def read_clips(source, sampling: Sampling, max_pixels: int = MAX_PIXELS, target_
             if max_seconds is not None and info.duration > max_seconds:
                 raise ImageReadError(f"the video lasts {info.duration:.1f} s, over the limit of {max_seconds:g} s")
             clips, note = plan_clips(info.duration, sampling)
+            if info.claimed is not None:
+                note = _cut_note(info.duration, info.claimed)
             if probe:
                 return clips, note, info
             if only is not None:
                 note = note if only[1] >= len(clips) else None
                 clips = clips[only[0] : only[1]]
-            _decode_samples(container, stream, clips, info)
+            ended = _decode_samples(container, stream, clips, info)
+            if ended is not None and ended < info.duration - info.frame_interval and clips:  # the data ends early
+                if clips[0].start <= ended < clips[-1].end:  # (of a video's parts, the one holding the cut says so)
+                    note = _cut_note(ended, info.duration)
+                clips = [clip for clip in clips if clip.frames or clip.start < ended]
         except ImageReadError:
             raise
         except (av.FFmpegError, OSError, ValueError, MemoryError, OverflowError) as error:
@@ -168,30 +218,88 @@ def read_clips(source, sampling: Sampling, max_pixels: int = MAX_PIXELS, target_
     return clips, note, info
 
 
+def _cut_note(ended: float, duration: float) -> str:
+    return (f"{NOTE}the data ends at {ended:.1f} s of the {duration:.1f} s the file says it lasts (a cut or truncated "
+            "file): rows up to there")
+
+
 def _reason(error: Exception) -> str:
     text = getattr(error, "strerror", None) or str(error) or type(error).__name__
     return text.split(": '")[0] if isinstance(text, str) else str(text)
 
 
 def _info(container, stream) -> VideoInfo:
-    """Duration, frame size and rate from the headers; a duration the headers do not give is read
-    from the last packet's time (demuxing only, no decoding)."""
+    """Start, duration, frame size and rate from the headers. The duration is the stream's; without
+    one, the end is read from the last packets' times (a seek near the end, demuxing only), as the
+    container's own figure may count from 0 rather than from the stream's start (Matroska's does);
+    that figure is used only for a stream starting at 0, and a scan of the packets is the last resort."""
     width, height = stream.codec_context.width, stream.codec_context.height
     if not width or not height:
         raise ImageReadError("the video stream has no frame size (damaged header)")
-    fps = float(stream.average_rate) if stream.average_rate else None
+    fps = _frame_rate(stream)
+    start = _start_seconds(container, stream)
     duration = None
-    if stream.duration is not None and stream.time_base is not None:
+    if stream.duration and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
-    elif container.duration is not None:
-        duration = container.duration / 1_000_000
-    start = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+    claimed = None
     if duration is None or not (0 < duration < MAX_DURATION_S):
-        duration = _scanned_duration(container, stream, start)
+        end, data_end = _tail_end(container, stream, start, fps)
+        duration = None if end is None else end - start
+        header = container.duration / 1_000_000 if container.duration else None
+        if data_end is not None and header is not None and data_end < header - 2 / (fps or 1 / UNKNOWN_RATE_INTERVAL_S):
+            claimed = header  # counted from 0 or from the start, the header says the file goes on past its data
+    if (duration is None or not (0 < duration < MAX_DURATION_S)) and container.duration and abs(start) < 1e-3:
+        duration = container.duration / 1_000_000  # from 0: the container's figure means the same either way
+    if duration is None or not (0 < duration < MAX_DURATION_S):
         container.seek(0)
+        duration = _scanned_duration(container, stream, start)
     if not (0 < duration < MAX_DURATION_S):
         raise ImageReadError(f"the video's duration ({duration:g} s) is not usable")
-    return VideoInfo(duration, width, height, fps)
+    return VideoInfo(duration, width, height, fps, start, claimed)
+
+
+def _frame_rate(stream) -> float | None:
+    """Frames per second: the stream's average, else FFmpeg's guess (an MPEG-4 stream in MPEG-TS has
+    no average rate); None when neither is a plausible rate."""
+    for rate in (stream.average_rate, stream.guessed_rate):
+        if rate and 0.01 <= float(rate) <= 1000:
+            return float(rate)
+    return None
+
+
+def _start_seconds(container, stream) -> float:
+    if stream.start_time is not None and stream.time_base is not None:
+        return float(stream.start_time * stream.time_base)
+    if container.start_time is not None:
+        return container.start_time / 1_000_000
+    return 0.0
+
+
+def _tail_end(container, stream, start: float, fps: float | None) -> tuple[float | None, float | None]:
+    """(the end time of the video stream's last packet, of any stream's last packet), found by seeking to
+    the container's end (whichever origin its duration counts from, start + duration is at or past the
+    end) and demuxing what follows. The second says where the file's data ends (audio may outlast video)."""
+    import av
+
+    if container.duration is None or stream.time_base is None:
+        return None, None
+    past_end = start + container.duration / 1_000_000
+    try:
+        container.seek(max(0, int(past_end / stream.time_base)), stream=stream, backward=True, any_frame=False)
+    except (av.FFmpegError, OSError, ValueError, OverflowError):
+        return None, None
+    video_end = data_end = None
+    for count, packet in enumerate(container.demux()):
+        if packet.pts is not None and packet.time_base is not None:
+            interval = (1 / fps if fps else 0.0) if packet.stream is stream else 0.0
+            length = float(packet.duration * packet.time_base) if packet.duration else interval
+            end = float(packet.pts * packet.time_base) + length
+            data_end = end if data_end is None else max(data_end, end)
+            if packet.stream is stream:
+                video_end = end if video_end is None else max(video_end, end)
+        if count > 100_000:
+            return None, None  # the seek did not get near the end: scan instead
+    return video_end, data_end
 
 
 def _scanned_duration(container, stream, start: float) -> float:
@@ -205,40 +313,153 @@ def _scanned_duration(container, stream, start: float) -> float:
     return last
 
 
-def _decode_samples(container, stream, clips: list[Clip], info: VideoInfo) -> None:
-    """Fill each clip's frames: for every sample time, the first frame shown at or after it."""
+class _NoFrameNear(Exception):
+    """No frame of the stream is near a sample (the reason is the message)."""
+
+
+class _Frames:
+    """A video stream's frames in display order from a seek point, each decoded from a keyframe on.
+
+    After a seek the demuxer may land past the asked time or between keyframes; packets before the
+    first keyframe are dropped (a decoder fed a P-frame first shows grey or another scene), and
+    ``sample`` checks each answer's time against the sample's."""
+
+    def __init__(self, container, stream, info: VideoInfo) -> None:
+        self.container, self.stream, self.info = container, stream, info
+        self._frames: Iterator | None = None
+        self.time = -math.inf  # the time of the last frame taken from ``_frames``
+        self._last: tuple | None = None  # (frame, time) of the last answer
+        self._end: tuple | None = None  # (last frame or None, its time) once the data has ended
+
+    def seek(self, seconds: float) -> None:
+        self.container.seek(max(0, int(seconds / self.stream.time_base)), stream=self.stream, backward=True,
+                            any_frame=False)
+        self._frames = self._decoded()
+        self.time, self._last = -math.inf, None
+
+    def data_end(self) -> float | None:
+        """Seconds (from the stream's start) where the data ended before a sample, or None."""
+        if self._end is None:
+            return None
+        frame, time = self._end
+        return 0.0 if frame is None else time + self.info.frame_interval - self.info.start
+
+    def reset(self) -> None:
+        self._frames, self.time, self._last = None, -math.inf, None
+
+    def _decoded(self) -> Iterator:
+        started = False
+        skipped = 0
+        for packet in self.container.demux(self.stream):
+            if not started:
+                if packet.size and not packet.is_keyframe:
+                    skipped += 1
+                    if skipped > MAX_PACKETS_TO_KEYFRAME:
+                        raise ValueError(f"no keyframe in {MAX_PACKETS_TO_KEYFRAME} packets after a seek")
+                    continue
+                started = True
+            yield from packet.decode()
+
+    def _advance(self, target: float):
+        """(frame before ``target``, its time, the first frame at or after it, its time); the latter
+        pair is (None, None) when the data ends first."""
+        before, before_time = None, -math.inf
+        for count, frame in enumerate(self._frames):
+            time = _frame_time(frame, self.stream)
+            if time is None:  # no timestamp: taken as the frame asked for
+                return before, before_time, frame, target
+            self.time = time
+            if time >= target:
+                return before, before_time, frame, time
+            before, before_time = frame, time
+            if count >= MAX_DECODE_PER_SAMPLE:
+                raise ValueError(f"more than {MAX_DECODE_PER_SAMPLE} frames between keyframes before "
+                                 f"{target - self.info.start:.2f} s")
+        return before, before_time, None, None
+
+    def sample(self, time: float):
+        """(the frame on screen at ``time`` seconds of the stream, its time, whether the data reached it).
+
+        Accepted: the first frame from half a frame interval before ``time`` if it is at most half a frame
+        interval after it (the nearest frame; 5% more for rounded timestamps); else the frame before it (a
+        gap in a variable-rate stream: that frame is shown). A seek that lands past ``time`` is retried
+        from further back, at last from the file's start. When the data ends first: (the last frame or
+        None, its time, False)."""
+        interval = self.info.frame_interval
+        target = time - interval / 2
+        latest = time + interval * LATE_FRACTION  # the latest time the frame at ``time`` can have
+        if self._end is not None and target > self._end[1]:  # the data is known to end before this sample
+            return *self._end, self._end[1] + interval >= time
+        if self._last is not None and target <= self._last[1] <= latest:  # samples closer than frames
+            return *self._last, True
+        if self._frames is None or not (self.time <= target <= self.time + CONTINUE_WITHIN_S):
+            self.seek(target)
+        back: float | None = 1.0
+        while True:
+            before, before_time, frame, frame_time = self._advance(target)
+            if frame is not None and frame_time <= latest:
+                self._last = (frame, frame_time)
+                return frame, frame_time, True
+            if before is not None:
+                reached = frame is not None or before_time + interval >= time  # the last frame still shown
+                if frame is None:
+                    self._end = (before, before_time)
+                self._last = (before, before_time)
+                return before, before_time, reached
+            if back is None:  # decoded from the file's start: no frame is nearer
+                if frame is None:
+                    self._end = (None, -math.inf)
+                    return None, -math.inf, False
+                self.reset()
+                raise _NoFrameNear(f"no frame near {time - self.info.start:.2f} s (the first after it is at "
+                                   f"{frame_time - self.info.start:.2f} s)")
+            # the seek landed past the sample, or after the last keyframe before it: start further back
+            if target - back > self.info.start:
+                self.seek(target - back)
+                back *= 2
+            else:  # a timestamp seek can land anywhere near its time (MPEG-TS): read from the file's start
+                self.container.seek(0)
+                self._frames, self.time, back = self._decoded(), -math.inf, None
+
+
+def _frame_time(frame, stream) -> float | None:
+    if frame.time is not None:
+        return float(frame.time)
+    return float(frame.pts * stream.time_base) if frame.pts is not None else None
+
+
+def _decode_samples(container, stream, clips: list[Clip], info: VideoInfo) -> float | None:
+    """Fill each clip's frames: for every sample time, the frame on screen then (``_Frames.sample``).
+    Returns where the data ends (seconds) when a sample lay past its end, else None."""
     import av
 
-    start_offset = (float(stream.start_time * stream.time_base)
-                    if stream.start_time is not None and stream.time_base is not None else 0.0)
-    half_frame = 0.5 / info.fps if info.fps else 0.0
-    frames: Iterator | None = None
-    last_time = -math.inf
+    reader = _Frames(container, stream, info)
+    half_frame = info.frame_interval / 2
     for clip in clips:
         errors: list[str] = []
         taken: set[float] = set()  # a frame stands for one sample of a clip (a file cut short repeats none)
         for time in clip.times:
-            target = start_offset + time - half_frame
             try:
-                if frames is None or not (last_time <= target <= last_time + CONTINUE_WITHIN_S):
-                    container.seek(max(0, int(target / stream.time_base)), stream=stream, backward=True,
-                                   any_frame=False)
-                    frames = container.decode(stream)
-                frame, last_time, reached = _first_at(frames, target, stream)
-            except (av.FFmpegError, OSError, ValueError, StopIteration, MemoryError) as error:
-                frames, last_time = None, -math.inf
-                errors.append(_reason(error) if not isinstance(error, StopIteration) else "past the end of the data")
+                frame, frame_time, reached = reader.sample(info.start + time)
+            except _NoFrameNear as missing:
+                errors.append(str(missing))
+                continue
+            except (av.FFmpegError, OSError, ValueError, MemoryError) as error:
+                reader.reset()
+                errors.append(_reason(error))
                 continue
             if not reached:  # the data ended before this sample: seek again for the next one
-                frames = None
-                if frame is None or last_time < start_offset + clip.start - 2 * half_frame or last_time in taken:
+                reader.reset()
+                if (frame is None or frame_time < info.start + clip.start - 2 * half_frame
+                        or frame_time in taken):
                     errors.append("past the end of the data")
                     continue
-            taken.add(last_time)
+            taken.add(frame_time)
             check_size(frame.width, frame.height, None, MAX_PIXELS)
             clip.frames.append(_upright(frame))
         if not clip.frames:
             clip.error = f"no frame decoded in {clip.start:.2f}-{clip.end:.2f} s ({errors[-1] if errors else 'empty'})"
+    return reader.data_end()
 
 
 def _upright(frame) -> Image.Image:
@@ -246,21 +467,6 @@ def _upright(frame) -> Image.Image:
     image = frame.to_image()
     rotation = getattr(frame, "rotation", 0) or 0
     return image.rotate(rotation, expand=True) if rotation % 360 else image
-
-
-def _first_at(frames: Iterator, target: float, stream):
-    """(frame, its time, True) for the first decoded frame at or after ``target`` seconds, or
-    (the last frame and its time, or None and -inf, False) when the data ends first."""
-    last, last_time = None, -math.inf
-    for count, frame in enumerate(frames):
-        time = frame.time if frame.time is not None else (
-            float(frame.pts * stream.time_base) if frame.pts is not None else None)
-        if time is None or time >= target:
-            return frame, (time if time is not None else target), True
-        last, last_time = frame, time
-        if count >= MAX_DECODE_PER_SAMPLE:
-            raise ValueError(f"more than {MAX_DECODE_PER_SAMPLE} frames between keyframes before {target:.2f} s")
-    return last, last_time, False
 
 
 def read_all_frames(path: str, limit: int | None = None) -> int:
@@ -279,5 +485,6 @@ def read_all_frames(path: str, limit: int | None = None) -> int:
     return count
 
 
-__all__ = ["VIDEO_EXTENSIONS", "DEFAULT_FRAMES", "MAX_VIDEO_FRAMES", "Sampling", "Clip", "VideoInfo", "plan_clips",
-           "read_clips", "is_video_name", "looks_like_video", "read_all_frames"]
+__all__ = ["VIDEO_EXTENSIONS", "DEFAULT_FRAMES", "MAX_VIDEO_FRAMES", "NOTE", "Sampling", "describe_sampling", "Clip",
+           "is_note",
+           "VideoInfo", "plan_clips", "read_clips", "is_video_name", "looks_like_video", "read_all_frames"]

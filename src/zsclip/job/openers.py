@@ -107,7 +107,18 @@ def matches_images(inputs: Sequence, labelled: bool) -> bool:
     return not labelled
 
 
+#: A manifest's extensions: a list of images with labels, read by eval and ``embed --labelled``.
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+
+
 def open_images(inputs: Sequence, *, labelled: bool, classes=None, dataset=None, model=None) -> FeatureSource:
+    for item in inputs:
+        if isinstance(item, (str, os.PathLike)) and os.path.splitext(os.fspath(item))[1].lower() in MANIFEST_SUFFIXES \
+                and os.path.isfile(item):
+            name = os.fspath(item)
+            raise InputError(f"{name} is a manifest (images with their labels), not an image: evaluate against its "
+                             f"labels with `zsclip eval --data {name}`, or store its images with their labels with "
+                             f"`zsclip embed {name} --labelled -o STORE` and classify or search the store")
     sources, duplicates = unique_sources(source for source in _expand(inputs))
     if not sources:
         raise InputError("no inputs to classify: give image files, folders, glob patterns, URLs or -")

@@ -22,6 +22,23 @@ from .text import csv_cell, printable, undecodable_escaped
 FORMATS = (".csv", ".jsonl", ".json", ".parquet")
 #: Parquet rows are written in row groups of this many predictions (memory stays flat).
 PARQUET_ROWS = 8192
+#: A video clip's span in seconds: the columns timed rows carry right after the path.
+SPAN = ("start", "end")
+
+
+def row_fields(columns: list[str] | tuple[str, ...], timed: bool = False) -> list[str]:
+    """The one header rule of every row writer: ``path``, (``timed``: ``start``, ``end``,) the head's
+    ``columns``, ``error``. CSV headers, JSON keys and Parquet columns all come from here, so a value
+    can never sit under another column's name (timed rows once shifted every column of a tree's CSV)."""
+    return ["path", *(SPAN if timed else ()), *columns, "error"]
+
+
+def _top_k_columns(top_k: int) -> list[str]:
+    """A flat head's columns: label, score, label_2, score_2, ..."""
+    columns = ["label", "score"]
+    for rank in range(2, top_k + 1):
+        columns += [f"label_{rank}", f"score_{rank}"]
+    return columns
 
 
 class ResultWriter:
@@ -43,10 +60,7 @@ class ResultWriter:
         self._file = self._output.file
         if self.format == ".csv":
             self._csv = csv.writer(self._file)
-            header = ["path", *(["start", "end"] if timed else []), "label", "score"]
-            for rank in range(2, top_k + 1):
-                header += [f"label_{rank}", f"score_{rank}"]
-            self._csv.writerow([*header, "error"])
+            self._csv.writerow(row_fields(_top_k_columns(top_k), timed))
         elif self.format == ".json":
             self._file.write("[")
 
@@ -98,9 +112,9 @@ class ResultWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        spans = [("start", pa.float64()), ("end", pa.float64())] if self.timed else []
-        schema = pa.schema([("path", pa.string()), *spans, ("labels", pa.list_(pa.string())),
-                            ("scores", pa.list_(pa.float32())), ("error", pa.string())])
+        types = {"labels": pa.list_(pa.string()), "scores": pa.list_(pa.float32())}
+        schema = pa.schema([(name, types.get(name, pa.float64() if name in SPAN else pa.string()))
+                            for name in row_fields(["labels", "scores"], self.timed)])
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self._file, schema, compression="zstd")
         if self._pending:
@@ -128,17 +142,15 @@ def as_record(prediction: Prediction, timed: bool = False) -> dict:
 
     Values are kept raw (a JSON reader gets the exact text), except bytes that are not UTF-8 in a
     file name, which JSON cannot hold: they appear backslash-escaped (``caf\\xe9.jpg``)."""
-    spans = {"start": prediction.start, "end": prediction.end} if timed or prediction.start is not None else {}
-    return {
-        "path": undecodable_escaped(prediction.source),
-        **spans,
-        "predictions": [{"label": undecodable_escaped(label), "score": round(score, 6)}
-                        for label, score in zip(prediction.labels, prediction.scores, strict=True)],
-        "error": None if prediction.error is None else undecodable_escaped(prediction.error),
-    }
+    values = {"path": undecodable_escaped(prediction.source), "start": prediction.start, "end": prediction.end,
+              "predictions": [{"label": undecodable_escaped(label), "score": round(score, 6)}
+                              for label, score in zip(prediction.labels, prediction.scores, strict=True)],
+              "error": None if prediction.error is None else undecodable_escaped(prediction.error)}
+    return {name: values[name] for name in row_fields(["predictions"], timed or prediction.start is not None)}
 
 
 def _seconds(value: float | None) -> str:
+    """A span's seconds in a CSV cell: one format for every writer (milliseconds)."""
     return "" if value is None else f"{value:.3f}"
 
 
@@ -165,13 +177,16 @@ def print_table(prediction: Prediction, stream: TextIO) -> None:
 
 
 class RecordWriter:
-    """Rows of named fields (a label tree's levels, open-set scores) to .csv / .jsonl / .json by
-    extension, atomically as ``ResultWriter``: CSV gets one column per field, JSON one object per row."""
+    """Rows of named fields (a label tree's levels, open-set scores, multi-label sets, search hits) to
+    .csv / .jsonl / .json / .parquet by extension, atomically as ``ResultWriter``: every format gets the
+    fields of ``row_fields(columns, timed)``, in that order, in every row (a missing value is empty / null)."""
 
     def __init__(self, path: str | os.PathLike, columns: list[str], timed: bool = False) -> None:
         self.path = ResultWriter.check(path)
         self.format = self.path.suffix.lower()
-        self.columns = ["start", "end", *columns] if timed else columns
+        self.columns = list(columns)
+        self.timed = timed
+        self.fields = row_fields(self.columns, timed)
         self._rows = 0
         if self.format == ".parquet":
             self._output = AtomicFile(self.path, "wb")
@@ -183,29 +198,35 @@ class RecordWriter:
         self._file = self._output.file
         if self.format == ".csv":
             self._csv = csv.writer(self._file)
-            self._csv.writerow(["path", *columns, "error"])
+            self._csv.writerow(self.fields)
         elif self.format == ".json":
             self._file.write("[")
 
-    def write(self, source: str, record: dict, error: str | None = None) -> None:
+    def write(self, source: str, record: dict, error: str | None = None,
+              span: tuple[float | None, float | None] | None = None) -> None:
+        """One row: ``record`` holds the columns' values; ``span`` a video clip's (start, end) seconds."""
+        values = {**record, "path": source, "error": error}
+        if self.timed:
+            values["start"], values["end"] = span or (None, None)
+        if self.format == ".csv":
+            self._csv.writerow([csv_cell(values["path"]),
+                                *(_seconds(values[name]) if name in SPAN else _cell(values.get(name))
+                                  for name in self.fields[1:-1]),
+                                csv_cell(error) if error else ""])
+            self._rows += 1
+            return
+        row = {name: _json_value(values.get(name)) for name in self.fields}
         if self.format == ".parquet":
-            self._pending.append({"path": undecodable_escaped(source), **{k: _json_value(v) for k, v in record.items()},
-                                  "error": None if error is None else undecodable_escaped(error)})
+            self._pending.append(row)
             if len(self._pending) >= PARQUET_ROWS:
                 self._flush_parquet()
             return
-        if self.format == ".csv":
-            cells = [_cell(record.get(column)) for column in self.columns]
-            self._csv.writerow([csv_cell(source), *cells, csv_cell(error) if error else ""])
+        text = json.dumps(row, ensure_ascii=False)
+        if self.format == ".json":
+            text = ("\n  " if self._rows == 0 else ",\n  ") + text
         else:
-            row = {"path": undecodable_escaped(source), **{k: _json_value(v) for k, v in record.items()},
-                   "error": None if error is None else undecodable_escaped(error)}
-            text = json.dumps(row, ensure_ascii=False)
-            if self.format == ".json":
-                text = ("\n  " if self._rows == 0 else ",\n  ") + text
-            else:
-                text += "\n"
-            self._file.write(text)
+            text += "\n"
+        self._file.write(text)
         self._rows += 1
 
     def close(self) -> Path:
@@ -223,12 +244,10 @@ class RecordWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        fields = [("path", pa.string())]
         lists = {"labels": pa.list_(pa.string()), "scores": pa.list_(pa.float64())}  # multi-label rows
-        fields += [(c, lists[c] if c in lists else pa.int64() if c == "rank" else pa.float64()
-                    if c.endswith("_probability") or c in ("openset_score", "score", "start", "end") else pa.string())
-                   for c in self.columns]
-        schema = pa.schema([*fields, ("error", pa.string())])
+        schema = pa.schema([(c, lists[c] if c in lists else pa.int64() if c == "rank" else pa.float64()
+                             if c.endswith("_probability") or c in ("openset_score", "score", *SPAN) else pa.string())
+                            for c in self.fields])
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self._file, schema, compression="zstd")
         if self._pending:
@@ -293,10 +312,8 @@ class RowSink:
 
     def write(self, prediction: Prediction) -> None:
         if self.columns is not None:
-            record = prediction.record or {}
-            if self.timed:
-                record = {"start": prediction.start, "end": prediction.end, **record}
-            self._writer.write(prediction.source, record, prediction.error)
+            self._writer.write(prediction.source, prediction.record or {}, prediction.error,
+                               (prediction.start, prediction.end))
         else:
             self._writer.write(prediction)
 
@@ -323,14 +340,16 @@ class HitSink:
         return ResultWriter.check(path)
 
     @staticmethod
-    def write_all(path: str | os.PathLike, hits) -> Path:
+    def write_all(path: str | os.PathLike, hits, timed: bool | None = None) -> Path:
+        """``timed``: the searched source holds video clips (start, end columns); None: any hit has a span."""
         hits = list(hits)
-        timed = any(getattr(hit, "start", None) is not None for hit in hits)
+        if timed is None:
+            timed = any(getattr(hit, "start", None) is not None for hit in hits)
         writer = RecordWriter(path, ["rank", "score"], timed)
         try:
             for hit in hits:
-                spans = {"start": hit.start, "end": hit.end} if timed else {}
-                writer.write(hit.source, {**spans, "rank": hit.rank, "score": float(hit.score)})
+                writer.write(hit.source, {"rank": hit.rank, "score": float(hit.score)}, None,
+                             (getattr(hit, "start", None), getattr(hit, "end", None)))
         except BaseException:
             writer.abandon()
             raise

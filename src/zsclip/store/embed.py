@@ -20,7 +20,7 @@ import io
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,8 @@ class EmbedReport:
     skipped: int = 0
     deleted: int = 0
     shards: int = 0
+    #: (input, text) of notes that are not failures (a video cut short: its readable clips were stored)
+    notes: list[tuple[str, str]] = field(default_factory=list)
 
 
 def identity(source: Source) -> str:

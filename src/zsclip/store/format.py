@@ -16,6 +16,10 @@ Rows are appended, never rewritten: the store's view of a path is its latest row
 gets a new row; a file that is gone when ``zsclip embed`` runs again gets a ``deleted`` row, which
 drops it from the view (its old rows stay in older shards until the store is rebuilt).
 
+A store holding video clips records how they were sampled (``"video_sampling": {"frames", "segment",
+"max_frames"}``): clips of other settings are other rows, so ``embed`` refuses to add videos with other
+settings unless asked to re-embed them all (``--reembed``); older readers ignore the field.
+
 Version 2 adds multi-label stores (``"multi_label": true`` in the manifest, embedded from a manifest
 whose ``labels`` hold several names): their shards have a ``labels`` column (a list of class indices
 per row, empty = none of the labels) and a null ``label``. Every other store is written as version 1,
@@ -148,6 +152,25 @@ def _problem(manifest: object) -> str | None:
     preprocessing = manifest.get("preprocessing")
     if preprocessing is not None and not isinstance(preprocessing, dict):
         return f"field 'preprocessing' is {_shown(preprocessing)}, not a table of settings"
+    return _sampling_problem(manifest.get("video_sampling"))
+
+
+def _sampling_problem(sampling: object) -> str | None:
+    """``video_sampling``: how the store's video clips were sampled (``frames``, ``segment``, ``max_frames``;
+    ``unfinished`` while a re-embed with them is under way)."""
+    if sampling is None:
+        return None
+    if not isinstance(sampling, dict):
+        return f"field 'video_sampling' is {_shown(sampling)}, not a table of settings"
+    for field in ("frames", "max_frames"):
+        value = sampling.get(field)
+        if not _is_int(value) or value < 1:
+            return f"video_sampling.{field} is {_shown(value)}, not a whole number >= 1"
+    segment = sampling.get("segment")
+    if segment is not None and not (_is_number(segment) and math.isfinite(segment) and segment > 0):
+        return f"video_sampling.segment is {_shown(segment)}, not seconds > 0"
+    if not isinstance(sampling.get("unfinished", False), bool):
+        return f"video_sampling.unfinished is {_shown(sampling.get('unfinished'))}, not true or false"
     return None
 
 

@@ -188,6 +188,23 @@ class EmbeddingStore:
         return bool(self.manifest.get("multi_label"))
 
     @property
+    def video_sampling(self) -> dict | None:
+        """How the store's video clips were sampled (``Sampling.record()``), or None (none recorded)."""
+        return self.manifest.get("video_sampling")
+
+    def check_video_sampling(self, asked: dict, reembed: bool = False) -> None:
+        """Refuse adding video clips sampled otherwise than the stored ones (see ``sampling_mismatch``)."""
+        problem = sampling_mismatch(self.folder, self.video_sampling, asked, reembed)
+        if problem:
+            raise StoreError(problem)
+
+    def record_video_sampling(self, sampling: dict, unfinished: bool = False) -> None:
+        """Keep ``sampling`` in the manifest (``unfinished``: a re-embed with it is under way)."""
+        with self._locked(APPEND_LOCK_WAIT_S):
+            self.manifest["video_sampling"] = {**sampling, **({"unfinished": True} if unfinished else {})}
+            self._write_manifest()
+
+    @property
     def schema(self) -> pa.Schema:
         """The columns every shard of this store has."""
         return schema(self.embed_dim, self.dtype, self.multi_label)
@@ -598,6 +615,25 @@ def model_name(encoder) -> str:
     return name
 
 
+def sampling_mismatch(folder, held: dict | None, asked: dict, reembed: bool = False) -> str | None:
+    """Why video clips sampled with ``asked`` cannot be added to a store whose clips were sampled with
+    ``held`` (one line with both settings and the fix), or None. Clips of other settings would sit
+    beside the old ones (other spans, other frame counts) while unchanged videos kept theirs."""
+    from ..data.video import describe_sampling
+
+    if held is None or reembed:
+        return None
+    settings = {key: value for key, value in held.items() if key != "unfinished"}
+    if held.get("unfinished"):
+        return (f"store {folder}: a re-embed of its videos with {describe_sampling(settings)} did not finish: "
+                f"run it again (add --reembed with those settings), or embed into a new store path")
+    if settings != asked:
+        return (f"store {folder} holds video clips sampled with {describe_sampling(settings)}, not "
+                f"{describe_sampling(asked)}: embed into a new store path (--output), or add --reembed to embed "
+                "its videos again with the new settings")
+    return None
+
+
 def same_model(given: str, recorded: str) -> bool:
     """Whether a model name (``--model``) names the model a store records: the same text, or the
     same local folder, or the same open_clip name written with / for -."""
@@ -625,4 +661,5 @@ def _warn_unreadable(name: str, error: Exception) -> None:
 
 
 __all__ = ["EmbeddingStore", "StoreBatch", "StoreError", "checked_batch", "checked_vectors", "model_name",
+           "sampling_mismatch",
            "same_model"]

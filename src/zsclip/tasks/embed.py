@@ -96,17 +96,27 @@ def clip_key(resolved: str, span: tuple[float, float] | None) -> str:
 
 def embed_media(store: EmbeddingStore, source, encoder: Encoder, options: RunOptions | None = None, *,
                 commit_every: int = COMMIT_EVERY, on_progress: Callable[[int], None] | None = None,
-                ray=None) -> EmbedReport:
+                ray=None, reembed: bool = False) -> EmbedReport:
     """Add photos and videos (``MediaFiles``) to ``store``: a row per photo and per video clip (the whole
     video, or each ``--segment``), clip rows with ``start`` / ``end`` seconds. A video whose stored
     clips all carry its current size and modification time is skipped; one embedded again replaces
-    its old clips (those of another sampling get ``deleted`` rows); a file that is gone is dropped."""
+    its old clips (those of another sampling get ``deleted`` rows); a file that is gone is dropped.
+
+    The store records the sampling (frames, segment, max frames) of its clips: other settings are
+    refused (``StoreError``), as unchanged videos would keep the old clips beside new files' new ones,
+    unless ``reembed``, which embeds every video again with the new settings (marked unfinished in the
+    manifest until done, so an interrupted re-embed is not mistaken for a finished one)."""
+    from ..data.video import NOTE, Sampling, is_note, is_video_name
     from ..job import MediaFiles
 
     options = options or RunOptions()
+    sampling = Sampling(options.frames, options.segment, options.max_video_frames).record()
     store.check_encoder(encoder)
     report = EmbedReport()
     with store.writing():
+        store.check_video_sampling(sampling, reembed)  # against the manifest as re-read under the lock
+        if reembed or store.video_sampling is None:
+            store.record_video_sampling(sampling, unfinished=reembed)
         known = store.facts()
         by_file: dict[str, dict[str, tuple]] = {}
         for key, facts in known.items():
@@ -116,7 +126,9 @@ def embed_media(store: EmbeddingStore, source, encoder: Encoder, options: RunOpt
             resolved = os.path.realpath(item.name) if item.error is None else item.name
             stat = _file_facts(item.name)
             stored = by_file.get(resolved, {})
-            if item.error is None and stored and stat is not None and all(f == stat for f in stored.values()):
+            again = reembed and is_video_name(item.name)
+            if (item.error is None and stored and stat is not None and all(f == stat for f in stored.values())
+                    and not again):
                 report.skipped += 1
                 continue
             todo.append(item)
@@ -137,6 +149,9 @@ def embed_media(store: EmbeddingStore, source, encoder: Encoder, options: RunOpt
                 targets = batch.targets or [-1] * len(batch.ids)
                 spans = batch.spans or [None] * len(batch.ids)
                 for name, error, target, span in zip(batch.ids, batch.errors, targets, spans, strict=True):
+                    if is_note(error):  # a video cut short: its clips stand; the note is reported, not stored
+                        report.notes.append((name, error[len(NOTE):]))
+                        continue
                     vector = next(good) if error is None else None
                     resolved = resolved_of[name]
                     after = _file_facts(name)
@@ -165,6 +180,8 @@ def embed_media(store: EmbeddingStore, source, encoder: Encoder, options: RunOpt
                     pending.append(({"path": key, "resolved": key, "deleted": True}, None))
                     report.deleted += gone
         commit()
+        if reembed:
+            store.record_video_sampling(sampling)
     return report
 
 

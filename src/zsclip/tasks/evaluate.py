@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..classifier import ZeroShotClassifier
 from ..data.collections import LabelledCollection
+from ..data.video import is_note
 from ..encoders.base import Encoder
 from ..errors import InputError
 from ..hierarchy import MODES, OpenSetMetrics, TreeClassifier, tree_targets
@@ -173,7 +174,8 @@ def evaluate(
     start = time.perf_counter()
     with tqdm(total=len(source) or None, unit="img", desc="evaluating", disable=not progress, leave=False) as bar:
         for batch in features(source, encoder, options, settings):
-            failures += [{"path": n, "error": e} for n, e in zip(batch.ids, batch.errors, strict=True) if e]
+            failures += [{"path": n, "error": e} for n, e in zip(batch.ids, batch.errors, strict=True)
+                         if e and not is_note(e)]  # a video cut short: a note, its rows stand
             targets = torch.tensor(batch.good_targets(), dtype=torch.long)
             bar.update(len(batch.ids))
             if not len(targets):
@@ -198,7 +200,8 @@ def evaluate(
     if openset is not None:
         unknown_source = open_source(unknown)
         for batch in features(unknown_source, encoder, options, settings):
-            failures += [{"path": n, "error": e} for n, e in zip(batch.ids, batch.errors, strict=True) if e]
+            failures += [{"path": n, "error": e} for n, e in zip(batch.ids, batch.errors, strict=True)
+                         if e and not is_note(e)]  # a video cut short: a note, its rows stand
             openset.update(openset_classifier, batch.features, known=False)
     seconds = time.perf_counter() - start
     if not counted:

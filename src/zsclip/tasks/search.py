@@ -77,6 +77,7 @@ def search(inputs, query: str | None = None, *, image=None, top_k: int = 10, enc
 
         HitSink.check(output)
     if isinstance(image, (str, os.PathLike)):
+        _not_a_video(image)
         with _naming(image):  # a query image that cannot be read is its one line before the model loads
             probe_image(image, options.max_pixels)
     source: FeatureSource = open_source(inputs, model=model)
@@ -97,8 +98,26 @@ def search(inputs, query: str | None = None, *, image=None, top_k: int = 10, enc
     if output is not None:
         from ..outputs.rows import HitSink
 
-        HitSink.write_all(output, hits)
+        HitSink.write_all(output, hits, timed=source.timed)
     return hits
+
+
+def _not_a_video(image: str | os.PathLike) -> None:
+    """A video given as the query: one line saying where videos go (a query is one image)."""
+    from ..data.video import is_video_name, looks_like_video
+
+    name = os.fspath(image)
+    video = is_video_name(name)
+    if not video:
+        try:
+            with open(name, "rb") as handle:
+                video = looks_like_video(handle.read(192))
+        except OSError:
+            return  # the image check names the problem
+    if video:
+        raise InputError(f"search image {name} is a video: a query is one image (search with a frame of it, saved as "
+                         "an image); to search inside videos, give them as INPUT (`zsclip search VIDEOS \"TEXT\"`, "
+                         "or embed them with --segment into a store and search that)")
 
 
 @contextlib.contextmanager
