@@ -37,8 +37,9 @@ from .common import (
 @click.option("--labels-file", type=click.Path(dir_okay=False), default=None,
               help="With --labelled: class names, one per line, in class-index order (WebDataset shards whose "
                    "labels are indices), or renaming a folder tree's classes in sorted folder order.")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True,
-              help="How embeddings are stored: float16 is half the disk with the same top-1 (see the README).")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default=None,
+              help="How embeddings are stored: float16 (the default for a new store) is half the disk with the same "
+                   "top-1 (see the README). An existing store keeps its own; another one given is refused.")
 @click.option("--commit-every", default=COMMIT_EVERY, show_default=True, type=click.IntRange(min=1),
               help="Images per shard: a killed run loses at most this many, and resumes from there.")
 @model_options
@@ -105,8 +106,12 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
             _embed_source("media", sources, output, labelled, None, dtype, commit_every, model, pretrained,
                           options, settings, classnames)
             return
-        encoder, store = _open_store(output, model, pretrained, options, dtype, classnames, multi_label,
-                                     ray_pool=settings)
+        if settings is None and model is None and pretrained is None and _existing_model(output):
+            # a rerun: the store's model loads only if some file is new or changed
+            encoder, store = None, _open_existing(output, dtype, classnames, multi_label)
+        else:
+            encoder, store = _open_store(output, model, pretrained, options, dtype, classnames, multi_label,
+                                         ray_pool=settings)
     with tqdm(total=len(sources), unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True,
               disable=not sys.stderr.isatty()) as bar, usage_errors():
         if settings is not None:
@@ -117,7 +122,8 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
                                   on_progress=bar.update)
         else:
             nodes, report = Counter(), embed(store, sources, encoder, options, commit_every=commit_every,
-                                             on_progress=bar.update)
+                                             on_progress=bar.update,
+                                             load_encoder=lambda: _store_model(store, options))
     click.echo(f"zsclip: {printable(output)}: {report.encoded} encoded, {report.skipped} unchanged, "
                f"{report.failed} failed, {report.deleted} gone; {len(store)} images in the store", err=True)
     if nodes:
@@ -179,7 +185,9 @@ def _open_store(output: str, model, pretrained, options, dtype: str, classnames,
 
     existing = _existing_model(output)
     if existing and model is None:
-        model, pretrained = existing
+        model, pretrained = existing[0], pretrained or existing[1]
+    if dtype is None:
+        dtype = _existing(output).dtype if existing else "float16"
     if ray_pool is not None:
         from ..cluster.pipeline import prestart
 
@@ -189,8 +197,8 @@ def _open_store(output: str, model, pretrained, options, dtype: str, classnames,
                                                   classnames=classnames, multi_label=multi_label)
 
 
-def _existing_model(folder: str) -> tuple[str, str | None] | None:
-    """(model, pretrained) an existing store was made with, so a rerun needs no --model."""
+def _existing(folder: str):
+    """The store at ``folder`` as its manifest describes it, or None when there is none yet."""
     from ..store import EmbeddingStore
     from ..store.format import MANIFEST, read_manifest
     from ..store.location import Location
@@ -198,5 +206,27 @@ def _existing_model(folder: str) -> tuple[str, str | None] | None:
     location = Location(folder)
     if not location.exists(MANIFEST):
         return None
-    store = EmbeddingStore(location, read_manifest(location))  # its model keeps a prefix (transformers:)
-    return store.model, store.pretrained
+    return EmbeddingStore(location, read_manifest(location))
+
+
+def _existing_model(folder: str) -> tuple[str, str | None] | None:
+    """(model, pretrained) an existing store was made with, so a rerun needs no --model."""
+    store = _existing(folder)
+    return None if store is None else (store.model, store.pretrained)  # its model keeps a prefix (transformers:)
+
+
+def _open_existing(output: str, dtype: str | None, classnames, multi_label: bool):
+    """An existing store opened for adding without its model (checked when one loads): its dtype unless
+    --dtype names one (then it must match), its classes and label kind checked now."""
+    from ..store import EmbeddingStore
+
+    store = _existing(output)
+    return EmbeddingStore.create_or_open(output, None, precision="auto", dtype=dtype or store.dtype,
+                                        classnames=classnames, multi_label=multi_label)
+
+
+def _store_model(store, options):
+    """The model (and weights) a store was made with, loaded when some file is new."""
+    from ..encoders.resolve import resolve_model
+
+    return resolve_model(store.model, store.pretrained, options)

@@ -323,7 +323,8 @@ class HitSink:
         return ResultWriter.check(path)
 
     @staticmethod
-    def write_all(path: str | os.PathLike, hits) -> Path:
+    def write_all(path: str | os.PathLike, hits, failures=()) -> Path:
+        """The hits, best first, then a row per input that could not be read (``{"path", "error"}``)."""
         hits = list(hits)
         timed = any(getattr(hit, "start", None) is not None for hit in hits)
         writer = RecordWriter(path, ["rank", "score"], timed)
@@ -331,6 +332,8 @@ class HitSink:
             for hit in hits:
                 spans = {"start": hit.start, "end": hit.end} if timed else {}
                 writer.write(hit.source, {**spans, "rank": hit.rank, "score": float(hit.score)})
+            for failure in failures:
+                writer.write(failure["path"], {}, failure["error"])
         except BaseException:
             writer.abandon()
             raise
