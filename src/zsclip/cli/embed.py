@@ -16,6 +16,7 @@ from ..prompts import read_labels
 from ..store.defaults import COMMIT_EVERY
 from .common import (
     UsageFailure,
+    given,
     image_options,
     model_options,
     ray_options,
@@ -73,6 +74,9 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, mo
     options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
     settings = ray_settings(ray_address, ray_actors, ray_stall_timeout)
     with usage_errors():
+        unused = next((f"--{name.replace('_', '-')}" for name in ("cache_dir", "no_cache") if given(name)), None)
+        if unused:
+            raise UsageFailure(f"{unused} is about the classifier cache, and embed builds no classifier: leave it out")
         if labels_file and not labelled:
             raise UsageFailure("--labels-file names the classes of --labelled data: add --labelled")
         if len(inputs) == 1 and is_shards(inputs[0]):
