@@ -11,7 +11,11 @@ and the ratio, and the CPU seconds each case used (what a shared machine's other
 - re-classify a 1,000-image embedding store (demo-world images, embedded once here with the demo model)
   with labels whose classifier is cached (no model loads) and with new labels (a new label per run: the
   model loads for its text tower);
-- ``zsclip serve --model demo`` until ``/readyz`` answers (127.0.0.1, a free port, at most 120 s).
+- ``zsclip serve --model demo`` until ``/readyz`` answers (127.0.0.1, a free port, at most 120 s);
+- what is decided before any model loads (issue 38): ``search`` of a missing store, ``serve --store`` of
+  a missing store (both with the default model, never loaded), ``embed`` again with nothing new, and
+  ``zsclip models`` (its first run asks open_clip for its registry; later ones read what it remembered).
+  ``--checks`` times only these (with a 10-image store); ``--src`` times another checkout's code.
 
 Then "where the time goes": the same pieces timed inside one process (imports, loading the demo weights,
 building the classifier, the first batch of 10 images).
@@ -43,11 +47,12 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(args: list[str], env: dict) -> float:
+def timed(args: list[str], env: dict, status: int = 0) -> float:
+    """Seconds from spawn to exit of one fresh process, which must end with ``status``."""
     start = time.perf_counter()
     done = subprocess.run(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
-    if done.returncode != 0:
+    if done.returncode != status:
         raise SystemExit(f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     return seconds
 
@@ -145,15 +150,66 @@ print(json.dumps([[b - a for a, b in zip(t, t[1:])], "torch" in sys.modules]))
     return list(zip(names, seconds, strict=True))
 
 
+def before_the_model(work: Path, env: dict, zsclip: list[str], store: Path | None = None) -> dict:
+    """The cases answered before any model loads (each a fresh process; see the module docstring)."""
+    if store is None:
+        store = work / "ten.zse"
+        timed([*zsclip, "embed", str(EXAMPLES), "--model", "demo", "-o", str(store)], env)
+    images = str(store.parent / "images") if (store.parent / "images").is_dir() else str(EXAMPLES)
+    remembered = Path(env["ZSCLIP_CACHE_DIR"]) / "open_clip-pretrained.json"
+
+    def models_first() -> float:
+        remembered.unlink(missing_ok=True)
+        return timed([*zsclip, "models"], env)
+
+    return {
+        "python -c pass (bare)": lambda: timed([sys.executable, "-c", "pass"], env),
+        "search missing.zse: no such store": lambda: timed([*zsclip, "search", str(work / "missing.zse"), "a cat"],
+                                                           env, status=1),
+        "serve --store missing.zse": lambda: timed([*zsclip, "serve", "--store", str(work / "missing.zse"), "--port",
+                                                    "0"], env, status=2),
+        "embed again, nothing new": lambda: timed([*zsclip, "embed", images, "-o", str(store)], env),
+        "zsclip models (first run)": models_first,
+        "zsclip models (registry remembered)": lambda: timed([*zsclip, "models"], env),
+    }
+
+
+def report(cases: dict, runs: int) -> None:
+    """Run every case ``runs`` times, interleaved, and print the table of medians."""
+    results: dict[str, list[float]] = {name: [] for name in cases}
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(runs):  # interleaved, so a busy moment on the machine touches every case alike
+        for name, case in cases.items():
+            before = children_cpu()
+            results[name].append(case())
+            cpu[name].append(children_cpu() - before)
+    bare = statistics.median(results["python -c pass (bare)"])
+    print(f"\nTime to first answer (median of {runs} runs, fresh process each; bare python {bare:.3f} s)\n")
+    bare_cpu = statistics.median(cpu["python -c pass (bare)"])
+    print(f"| {'case':42s} | median s | minus bare s | x bare | CPU s | CPU minus bare s |")
+    print(f"|{'-' * 44}|---------:|-------------:|-------:|------:|-----------------:|")
+    for name, values in results.items():
+        median = statistics.median(values)
+        used = statistics.median(cpu[name])
+        print(f"| {name:42s} | {median:8.3f} | {median - bare:12.3f} | {median / bare:6.1f} | {used:5.2f} | "
+              f"{used - bare_cpu:16.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per case (medians are shown)")
     parser.add_argument("--images", type=int, default=1000, help="images in the store")
+    parser.add_argument("--checks", action="store_true",
+                        help="only the cases decided before a model loads (quick; a 10-image store)")
+    parser.add_argument("--src", default=str(ROOT / "src"), help="the zsclip source folder to time (default: this one)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="zsclip-startup-"))
-    env = {**os.environ, "ZSCLIP_CACHE_DIR": str(work / "cache"), "PYTHONPATH": str(ROOT / "src") + os.pathsep +
+    env = {**os.environ, "ZSCLIP_CACHE_DIR": str(work / "cache"), "PYTHONPATH": args.src + os.pathsep +
            os.environ.get("PYTHONPATH", ""), "ZSCLIP_QUIET": "1"}
     zsclip = [sys.executable, "-m", "zsclip"]
+    if args.checks:
+        report(before_the_model(work, env, zsclip), args.runs)
+        return
     print(f"building a {args.images}-image store with the demo model in {work} ...", file=sys.stderr)
     store = make_store(work, env, args.images)
     classify10 = [*zsclip, "classify", str(EXAMPLES), "--labels-file", str(EXAMPLES / "labels.txt"), "--model",
@@ -172,23 +228,8 @@ def main() -> None:
              str(work / "new.csv")], env),
         "serve --model demo until /readyz": lambda: serve_ready(env),
     }
-    results: dict[str, list[float]] = {name: [] for name in cases}
-    cpu: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(args.runs):  # interleaved, so a busy moment on the machine touches every case alike
-        for name, case in cases.items():
-            before = children_cpu()
-            results[name].append(case())
-            cpu[name].append(children_cpu() - before)
-    bare = statistics.median(results["python -c pass (bare)"])
-    print(f"\nTime to first answer (median of {args.runs} runs, fresh process each; bare python {bare:.3f} s)\n")
-    bare_cpu = statistics.median(cpu["python -c pass (bare)"])
-    print(f"| {'case':42s} | median s | minus bare s | x bare | CPU s | CPU minus bare s |")
-    print(f"|{'-' * 44}|---------:|-------------:|-------:|------:|-----------------:|")
-    for name, values in results.items():
-        median = statistics.median(values)
-        used = statistics.median(cpu[name])
-        print(f"| {name:42s} | {median:8.3f} | {median - bare:12.3f} | {median / bare:6.1f} | {used:5.2f} | "
-              f"{used - bare_cpu:16.2f} |")
+    cases.update(before_the_model(work, env, zsclip, store))
+    report(cases, args.runs)
     print("\nWhere the time goes (one fresh process, in order):\n")
     for name, seconds in where_the_time_goes(env):
         print(f"  {name:45s} {seconds:7.3f} s")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ SRC = str(Path(zsclip.__file__).parent.parent)
 
 PROBE = """
 import json, sys
+import click
 HEAVY = {heavy!r}
 def loaded():
     return sorted({{name.split(".")[0] for name in sys.modules}} & set(HEAVY))
@@ -32,7 +34,7 @@ from zsclip.cli import main
 for args in {runs!r}:
     try:
         main(args, prog_name="zsclip", standalone_mode=False)
-    except SystemExit:
+    except (SystemExit, click.ClickException):  # a command's one-line refusal (standalone_mode=False raises it)
         pass
     report["zsclip " + " ".join(args)] = loaded()
 zsclip.Encoder  # the probe sees a heavy import when there is one (the encoder interface is torch's)
@@ -97,3 +99,33 @@ def test_an_export_named_like_its_module_stays_the_export():
     assert callable(zsclip.tasks.classify) and not isinstance(zsclip.tasks.classify, type(zsclip))
     assert callable(zsclip.store.embed) and not isinstance(zsclip.store.embed, type(zsclip))
     assert zsclip.classify is zsclip.tasks.classify
+
+
+def test_what_is_decided_before_a_model_loads_imports_no_torch(tmp_path):
+    """Issue 38 item 6: a missing store for search or serve, an embed rerun with nothing new, and a
+    second `zsclip models` are answered without torch, open_clip or transformers (a fresh interpreter)."""
+    from click.testing import CliRunner
+
+    from zsclip.cli import main
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    store = tmp_path / "photos.zse"
+    made = CliRunner().invoke(main, ["embed", str(examples), "--model", "demo", "-o", str(store), "--workers", "0"])
+    assert made.exit_code == 0, made.output
+    missing = str(tmp_path / "missing.zse")
+    runs = [["search", missing, "a red star"], ["embed", str(examples), "-o", str(store)], ["models"]]
+    if importlib.util.find_spec("fastapi") is not None:
+        runs.append(["serve", "--store", missing, "--port", "0"])
+    import open_clip
+
+    from zsclip.classifier.cache import cache_dir
+    from zsclip.encoders.catalog import list_pretrained
+
+    # the first `zsclip models` asks open_clip (imported) and remembers; the next ones read what it remembered
+    registry = [tuple(pair) for pair in open_clip.list_pretrained()]
+    assert list_pretrained(cache_dir()) == list_pretrained(cache_dir()) == registry
+    report = _probe(runs)
+    report.pop("sanity"), report.pop("import zsclip")
+    assert len(report) == len(runs)
+    model_side = {"torch", "open_clip", "transformers", "ray"}
+    assert all(not set(mods) & model_side for mods in report.values()), report

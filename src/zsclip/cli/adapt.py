@@ -18,7 +18,7 @@ from ..data.images import MAX_PIXELS
 from ..errors import InputError, ZsclipWarning
 from ..outputs.text import printable
 from ..precision import PRECISIONS
-from .common import usage_errors
+from .common import given, usage_errors
 
 if TYPE_CHECKING:
     from ..adapt.features import LabelledFeatures
@@ -55,8 +55,10 @@ FINETUNE_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 @click.option("--output", "-o", required=True,
               help="Classifier file (.zsc) for linear / tip-adapter; a new folder for finetune "
                    "(open_clip local-dir model + classifier.zsc).")
-@click.option("--steps", default=100, show_default=True, type=click.IntRange(min=1), help="finetune: steps.")
-@click.option("--lr", default=1e-4, show_default=True, type=float, help="finetune: image tower learning rate.")
+@click.option("--steps", default=100, show_default=True, type=click.IntRange(min=1),
+              help="finetune: steps (refused with the other methods).")
+@click.option("--lr", default=1e-4, show_default=True, type=float,
+              help="finetune: image tower learning rate (refused with the other methods).")
 @click.option("--model", "-m", default=None, help="Model, as for `zsclip classify` (e.g. demo, local-dir:PATH).")
 @click.option("--pretrained", default=None, help="Weights tag or checkpoint for an open_clip name.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
@@ -93,6 +95,10 @@ def adapt_command(data, labels_file, templates, method, shots, seed, alpha, swee
                   cache=not no_cache, cache_dir=cache_dir, progress=sys.stderr.isatty())
     with usage_errors():
         alpha = check_alpha(alpha if alpha is not None else (0.5 if method == "finetune" else 1.0))
+        trained = [f"--{name}" for name in ("steps", "lr") if given(name)]
+        if trained and method != "finetune":
+            raise InputError(f"{trained[0]} applies to --method finetune (training the image tower); {method} "
+                             "chooses its settings by cross-validation on the shots")
         if (sweep_alpha or report_dir) and not eval_sets:
             raise InputError("--sweep-alpha and --report measure on --eval data: add --eval DATA")
         _check_output(output, method)  # before any image is encoded or any step trained

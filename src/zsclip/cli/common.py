@@ -57,6 +57,17 @@ def debugging() -> bool:
     return bool(context and context.find_root().params.get("debug"))
 
 
+def given(name: str) -> bool:
+    """Whether the running command's option ``name`` (its parameter name) was given by the user, on the
+    command line or through its environment variable, rather than left at its default. A refusal of an
+    option where it cannot apply asks this, never the value: an option with a default always has one."""
+    from click.core import ParameterSource
+
+    context = click.get_current_context(silent=True)
+    source = context.get_parameter_source(name) if context is not None else None
+    return source is not None and source not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
 def _apply(function, options):
     for option in reversed(options):
         function = option(function)

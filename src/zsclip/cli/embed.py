@@ -18,6 +18,7 @@ from ..store.defaults import COMMIT_EVERY
 from .common import (
     Interrupted,
     UsageFailure,
+    given,
     image_options,
     model_options,
     note_video_options,
@@ -42,8 +43,9 @@ NO_VIDEO_TO_REEMBED = "--reembed embeds videos again with new --frames / --segme
 @click.option("--labels-file", type=click.Path(dir_okay=False), default=None,
               help="With --labelled: class names, one per line, in class-index order (WebDataset shards whose "
                    "labels are indices), or renaming a folder tree's classes in sorted folder order.")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True,
-              help="How embeddings are stored: float16 is half the disk with the same top-1 (see the README).")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default=None,
+              help="How embeddings are stored: float16 (the default for a new store) is half the disk with the same "
+                   "top-1 (see the README). An existing store keeps its own; another one given is refused.")
 @click.option("--commit-every", default=COMMIT_EVERY, show_default=True, type=click.IntRange(min=1),
               help="Images per shard: a killed run loses at most this many, and resumes from there.")
 @click.option("--reembed", is_flag=True,
@@ -80,6 +82,9 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, re
     options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
     settings = ray_settings(ray_address, ray_actors, ray_stall_timeout)
     with usage_errors():
+        unused = next((f"--{name.replace('_', '-')}" for name in ("cache_dir", "no_cache") if given(name)), None)
+        if unused:
+            raise UsageFailure(f"{unused} is about the classifier cache, and embed builds no classifier: leave it out")
         if labels_file and not labelled:
             raise UsageFailure("--labels-file names the classes of --labelled data: add --labelled")
         if reembed and len(inputs) == 1 and (is_shards(inputs[0]) or hf_layout(inputs[0]) in ("parquet", "arrow")):
@@ -121,8 +126,12 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, re
             return
         if reembed:
             raise UsageFailure(NO_VIDEO_TO_REEMBED)
-        encoder, store = _open_store(output, model, pretrained, options, dtype, classnames, multi_label,
-                                     ray_pool=settings)
+        if settings is None and model is None and pretrained is None and _existing_model(output):
+            # a rerun: the store's model loads only if some file is new or changed
+            encoder, store = None, _open_existing(output, dtype, classnames, multi_label)
+        else:
+            encoder, store = _open_store(output, model, pretrained, options, dtype, classnames, multi_label,
+                                         ray_pool=settings)
     with tqdm(total=len(sources), unit="img", desc="embedding", file=sys.stderr, dynamic_ncols=True,
               disable=not sys.stderr.isatty()) as bar, usage_errors(), _resumable(output, store):
         if settings is not None:
@@ -133,7 +142,8 @@ def embed_command(inputs, output, labelled, labels_file, dtype, commit_every, re
                                   on_progress=bar.update)
         else:
             nodes, report = Counter(), embed(store, sources, encoder, options, commit_every=commit_every,
-                                             on_progress=bar.update)
+                                             on_progress=bar.update,
+                                             load_encoder=lambda: _store_model(store, options))
     click.echo(f"zsclip: {printable(output)}: {report.encoded} encoded, {report.skipped} unchanged, "
                f"{report.failed} failed, {report.deleted} gone; {len(store)} images in the store", err=True)
     if nodes:
@@ -216,7 +226,9 @@ def _open_store(output: str, model, pretrained, options, dtype: str, classnames,
 
     existing = _existing_model(output)
     if existing and model is None:
-        model, pretrained = existing
+        model, pretrained = existing[0], pretrained or existing[1]
+    if dtype is None:
+        dtype = _existing(output).dtype if existing else "float16"
     if ray_pool is not None:
         from ..cluster.pipeline import prestart
 
@@ -242,8 +254,8 @@ def _check_sampling(folder: str, options, reembed: bool) -> None:
         raise UsageFailure(problem)
 
 
-def _existing_model(folder: str) -> tuple[str, str | None] | None:
-    """(model, pretrained) an existing store was made with, so a rerun needs no --model."""
+def _existing(folder: str):
+    """The store at ``folder`` as its manifest describes it, or None when there is none yet."""
     from ..store import EmbeddingStore
     from ..store.format import MANIFEST, read_manifest
     from ..store.location import Location
@@ -251,5 +263,27 @@ def _existing_model(folder: str) -> tuple[str, str | None] | None:
     location = Location(folder)
     if not location.exists(MANIFEST):
         return None
-    store = EmbeddingStore(location, read_manifest(location))  # its model keeps a prefix (transformers:)
-    return store.model, store.pretrained
+    return EmbeddingStore(location, read_manifest(location))
+
+
+def _existing_model(folder: str) -> tuple[str, str | None] | None:
+    """(model, pretrained) an existing store was made with, so a rerun needs no --model."""
+    store = _existing(folder)
+    return None if store is None else (store.model, store.pretrained)  # its model keeps a prefix (transformers:)
+
+
+def _open_existing(output: str, dtype: str | None, classnames, multi_label: bool):
+    """An existing store opened for adding without its model (checked when one loads): its dtype unless
+    --dtype names one (then it must match), its classes and label kind checked now."""
+    from ..store import EmbeddingStore
+
+    store = _existing(output)
+    return EmbeddingStore.create_or_open(output, None, precision="auto", dtype=dtype or store.dtype,
+                                        classnames=classnames, multi_label=multi_label)
+
+
+def _store_model(store, options):
+    """The model (and weights) a store was made with, loaded when some file is new."""
+    from ..encoders.resolve import resolve_model
+
+    return resolve_model(store.model, store.pretrained, options)

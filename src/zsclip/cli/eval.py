@@ -41,8 +41,9 @@ from .common import (
               help="Name recorded in the results; imagenet1k also gives ImageNet's class names for synset folders.")
 @click.option("--labels-file", type=click.Path(dir_okay=False), default=None,
               help="Class names, one per line in the folders' sorted order (synonyms: 'dog | puppy').")
-@click.option("--templates", "-t", default="openai-imagenet", show_default=True,
-              help="One or more template sets or files, comma-separated: all are scored on one pass over the images.")
+@click.option("--templates", "-t", default=None,
+              help="One or more template sets or files, comma-separated: all are scored on one pass over the images "
+                   "(default openai-imagenet; not with --classifier, whose file holds its prompts).")
 @click.option("--classifier", "-c", "classifier_file", type=click.Path(dir_okay=False), default=None,
               help="Evaluate a classifier file (from `zsclip build`, `zsclip adapt`, or a tree classifier) instead "
                    "of building one from the data's class names; its classes must cover the data's.")
@@ -175,8 +176,8 @@ def _other_task(task, captions, data, dataset, labels_file, templates, classifie
     with usage_errors():
         given = next((f"--{name.replace('_', '-')}" for name, value in others.items() if value), None)
         if task == "retrieval":
-            named = (("labels_file", labels_file), ("classifier", classifier_file), ("multi_label", multi_label),
-                     *multi.items())
+            named = (("labels_file", labels_file), ("templates", templates), ("classifier", classifier_file),
+                     ("multi_label", multi_label), *multi.items())
             extra = given or next((f"--{name.replace('_', '-')}" for name, value in named if value is not None), None)
             if extra:
                 raise InputError(f"{extra} does not apply to --task retrieval (captions against images)")
@@ -210,7 +211,7 @@ def _other_task(task, captions, data, dataset, labels_file, templates, classifie
             from ..tasks.multilabel import evaluate_multilabel
 
             record = evaluate_multilabel(data, read_labels(labels_file) if labels_file else None,
-                                         classifier=classifier_file, templates=None if classifier_file else templates,
+                                         classifier=classifier_file, templates=templates,
                                          score=multi["multi_score"],
                                          threshold=multi["threshold"], calibrate=multi["calibrate"],
                                          target_precision=multi["target_precision"], dataset=dataset, model=model,

@@ -30,11 +30,17 @@ def search(store_path, query, image_path, top_k, output, model, pretrained, devi
     decoded), a clip-retrieval output folder (with --model), or images, a folder or shards (encoded
     on the way).
 
+    Inputs that cannot be read (a missing path, a file that does not decode) are each one line on
+    stderr and a row with its error in --output; the exit status is then 1. A missing INPUT is
+    reported before any model loads.
+
     \b
     Examples:
       zsclip search photos.zse "a forklift in the rain" --top-k 20
       zsclip search photos.zse --image example.jpg -o nearest.csv
     """
+    import sys
+
     from ..tasks.search import search as run_search
 
     if (query is None) == (image_path is None):
@@ -44,9 +50,17 @@ def search(store_path, query, image_path, top_k, output, model, pretrained, devi
     with usage_errors():
         hits = run_search(store_path, query, image=image_path, top_k=top_k, model=model, pretrained=pretrained,
                           options=options, output=output, ray=ray)
-    if output:
-        click.echo(f"zsclip: {len(hits)} results in {printable(output)}", err=True)
-        return
-    for hit in hits:
-        span = "" if hit.start is None else f"  [{hit.start:.2f}-{hit.end:.2f} s]"
-        click.echo(f"{hit.rank:4d}. {hit.score:.4f}  {printable(hit.source)}{span}")
+    if not output:
+        for hit in hits:
+            span = "" if hit.start is None else f"  [{hit.start:.2f}-{hit.end:.2f} s]"
+            click.echo(f"{hit.rank:4d}. {hit.score:.4f}  {printable(hit.source)}{span}")
+    failures = hits.failures
+    for failure in failures[:20]:  # as classify: one line per input that could not be read
+        click.echo(f"zsclip: skipped {printable(failure['path'])}: {printable(failure['error'])}", err=True)
+    if len(failures) > 20:
+        click.echo(f"zsclip: ... and {len(failures) - 20} more inputs could not be read"
+                   + (" (all listed in the results)" if output else ""), err=True)
+    if output or failures:
+        click.echo(f"zsclip: {len(hits)} results" + (f"; {len(failures)} inputs could not be read" if failures else "")
+                   + (f"; in {printable(output)}" if output else ""), err=True)
+    sys.exit(1 if failures else 0)

@@ -216,25 +216,35 @@ def _forward_threads(encoder, threads: int | None) -> None:
 
 
 def _load(settings):
-    """The model and a check of every classifier file, before the server starts (one-line errors)."""
-    from ..encoders import load_model
+    """The model and a check of every classifier file and the store, before the server starts (one-line
+    errors). The files are read before the model loads: a missing or bad one is its line at once, not
+    after a download; that they belong to the model is checked once it is loaded."""
     from ..errors import ZsclipError
     from ..heads import load_head_file
     from ..precision import resolve_precision
-    from ..serve.classifiers import check_servable
 
     try:
-        resolve_precision(settings.precision, "cpu" if settings.device == "auto" else settings.device)
-        click.echo(f"zsclip serve: loading {settings.model} ...", err=True)
-        encoder = load_model(settings.model, settings.pretrained, device=settings.device)
-        for path in settings.classifier_files:
-            loaded = load_head_file(path)  # flat, adapted or tree classifier files
-            check_servable(loaded, path)
-            getattr(loaded, "node_classifier", loaded).check_encoder(encoder)
+        store = None
         if settings.store is not None:
             from ..store import open_store
 
-            open_store(settings.store).check_encoder(encoder)
+            store = open_store(settings.store)
+        loaded = []
+        for path in settings.classifier_files:
+            from ..serve.classifiers import check_servable
+
+            head = load_head_file(path)  # flat, adapted or tree classifier files
+            check_servable(head, path)
+            loaded.append(getattr(head, "node_classifier", head))
+        resolve_precision(settings.precision, "cpu" if settings.device == "auto" else settings.device)
+        from ..encoders import load_model
+
+        click.echo(f"zsclip serve: loading {settings.model} ...", err=True)
+        encoder = load_model(settings.model, settings.pretrained, device=settings.device)
+        for classifier in loaded:
+            classifier.check_encoder(encoder)
+        if store is not None:
+            store.check_encoder(encoder)
     except ZsclipError as error:
         raise ServeError(str(error)) from None
     return encoder

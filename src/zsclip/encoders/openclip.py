@@ -24,6 +24,7 @@ from PIL import Image
 from ..errors import InputError, ModelLoadError, ZsclipWarning
 from . import hub
 from .base import Encoder, TokenBatch
+from .catalog import demo_model_dir
 from .shared_prefix import block_blocker, open_clip_parts
 
 #: ``pretrained`` value that asks for untrained weights on purpose (benchmarks, tests).
@@ -140,12 +141,6 @@ def load_open_clip(
                    else _fetch_failure(name, pretrained, error))
         raise ModelLoadError(message) from error
     return OpenClipEncoder(model, tokenizer, preprocess, name=display_name, pretrained=pretrained, device=device)
-
-
-def demo_model_dir() -> Path:
-    """The bundled demo CLIP (package data, open_clip local-dir layout). It knows only the synthetic
-    shapes world of ``zsclip.shapes``; tools/train_demo_model.py made it."""
-    return Path(__file__).resolve().parent.parent / "demo_model"
 
 
 # --- loading checks ------------------------------------------------------------------------------

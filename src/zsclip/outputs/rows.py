@@ -340,8 +340,9 @@ class HitSink:
         return ResultWriter.check(path)
 
     @staticmethod
-    def write_all(path: str | os.PathLike, hits, timed: bool | None = None) -> Path:
-        """``timed``: the searched source holds video clips (start, end columns); None: any hit has a span."""
+    def write_all(path: str | os.PathLike, hits, failures=(), timed: bool | None = None) -> Path:
+        """The hits, best first, then a row per input that could not be read (``{"path", "error"}``).
+        ``timed``: the searched source holds video clips (start, end columns); None: any hit has a span."""
         hits = list(hits)
         if timed is None:
             timed = any(getattr(hit, "start", None) is not None for hit in hits)
@@ -350,6 +351,8 @@ class HitSink:
             for hit in hits:
                 writer.write(hit.source, {"rank": hit.rank, "score": float(hit.score)}, None,
                              (getattr(hit, "start", None), getattr(hit, "end", None)))
+            for failure in failures:
+                writer.write(failure["path"], {}, failure["error"])
         except BaseException:
             writer.abandon()
             raise

@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -30,13 +30,14 @@ from ..data.collections import LabelledSource, MultiLabelSource
 from ..data.images import read_image_bytes
 from ..data.sources import Source
 from ..data.urls import is_url
-from ..encoders.base import Encoder
 from ..errors import ImageReadError
 from ..options import RunOptions
 from ..outputs.text import undecodable_escaped
-from ..pipeline import feature_batches
 from .defaults import COMMIT_EVERY
 from .store import EmbeddingStore, checked_vectors
+
+if TYPE_CHECKING:  # torch and the model load only when something is to be encoded
+    from ..encoders.base import Encoder
 
 #: How many more times a file that changed while it was being encoded is encoded again.
 RETRIES = 2
@@ -75,24 +76,32 @@ def _still_there(key: str) -> bool:
 def embed(
     store: EmbeddingStore,
     sources: Sequence[Source],
-    encoder: Encoder,
+    encoder: Encoder | None,
     options: RunOptions | None = None,
     *,
     commit_every: int = COMMIT_EVERY,
     on_progress: Callable[[int], None] | None = None,
     remove_missing: bool = True,
     features: FeatureSource | None = None,
+    load_encoder: Callable[[], Encoder] | None = None,
 ) -> EmbedReport:
     """Add what is new or changed among ``sources`` to ``store`` (see the module docstring).
 
     ``features(sources)`` yields (names, errors, features of the decoded ones) per batch, in order:
     the local pipeline by default, a Ray Data job for ``--ray`` (zsclip.cluster); either way the
-    rows and shards written are the same, so the two can continue each other's work."""
+    rows and shards written are the same, so the two can continue each other's work.
+    ``encoder`` None and ``load_encoder``: the model is loaded (and checked against the store) only
+    when some file is new or changed, so a rerun with nothing new needs neither torch nor the model."""
     options = options or RunOptions()
     if features is None:
         def features(chunk: Sequence[Source]):
+            from ..pipeline import feature_batches
+
             return feature_batches(list(chunk), encoder, options)
-    store.check_encoder(encoder)
+    if encoder is not None:
+        store.check_encoder(encoder)
+    elif load_encoder is None:
+        raise TypeError("embed() needs an encoder, or load_encoder to load one when a file is to be encoded")
     report = EmbedReport()
     with store.writing():
         known = store.facts()
@@ -107,6 +116,9 @@ def embed(
             todo.append(source)
         if on_progress and report.skipped:
             on_progress(report.skipped)
+        if todo and encoder is None:
+            encoder = load_encoder()
+            store.check_encoder(encoder)
         writer = _ShardWriter(store, commit_every, report)
         if remove_missing:
             for key in known:

@@ -76,6 +76,8 @@ def schema(dim: int, dtype: str, multi_label: bool = False) -> pa.Schema:
 def read_manifest(folder) -> dict:
     """The validated manifest of the store at ``folder`` (a ``Location``; one-line StoreError otherwise)."""
     path = folder.path_of(MANIFEST)
+    if not folder.exists():
+        raise StoreError(f"no such store: {folder} (a store is a folder made by `zsclip embed`)")
     if not folder.is_dir():
         raise StoreError(f"{folder} is not a folder: a store is a folder made by `zsclip embed`")
     if not folder.exists(MANIFEST):

@@ -101,12 +101,15 @@ class EmbeddingStore:
                        classnames: list[str] | None = None, multi_label: bool = False) -> EmbeddingStore:
         """The store at ``path`` for adding ``encoder``'s embeddings: opened (and checked to be the
         same model, dtype and classes) when it exists, else created empty. ``multi_label``: rows hold
-        a set of labels each (``classnames`` index them), not one class."""
+        a set of labels each (``classnames`` index them), not one class. ``encoder`` None opens an
+        existing store only, its model to be checked by the caller once loaded (``check_encoder``)."""
         folder = Location(path)
         if dtype not in DTYPES:
             raise StoreError(f"storage dtype {dtype!r}: use float16 (half the disk) or float32 (exact)")
         if folder.exists(MANIFEST):
             return cls._opened_for(folder, encoder, dtype, classnames, multi_label)
+        if encoder is None:
+            raise StoreError(f"{folder} is not a zsclip store yet: a model is needed to create one")
         if folder.exists() and (not folder.is_dir() or set(folder.names()) - {".lock"}):  # a failed creation's lock
             raise StoreError(f"{folder} exists and is not a zsclip store: give a new folder name for --output")
         folder.mkdir()
@@ -119,7 +122,8 @@ class EmbeddingStore:
     def _opened_for(cls, folder: Location, encoder, dtype: str, classnames: list[str] | None,
                     multi_label: bool = False) -> EmbeddingStore:
         store = cls(folder, read_manifest(folder))
-        store.check_encoder(encoder)
+        if encoder is not None:
+            store.check_encoder(encoder)
         if store.dtype != dtype:
             raise StoreError(f"store {folder} holds {store.dtype} embeddings, not {dtype}: use another --output")
         if (store.classnames or None) != (classnames or None):

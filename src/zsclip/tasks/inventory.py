@@ -12,12 +12,12 @@ from ..outputs.text import printable
 def describe_models(show_all: bool = False, cache_dir: str | os.PathLike | None = None) -> str:
     """A report in four parts: the bundled demo model, open_clip's registry, the Hugging Face cache,
     cached classifiers."""
-    return "\n".join([*_bundled(), "", *_open_clip_registry(show_all), "", *_hub_cache(), "",
+    return "\n".join([*_bundled(), "", *_open_clip_registry(show_all, cache_dir), "", *_hub_cache(), "",
                       *_classifier_cache(cache_dir)])
 
 
 def _bundled() -> list[str]:
-    from ..encoders.openclip import demo_model_dir
+    from ..encoders.catalog import demo_model_dir
 
     folder = demo_model_dir()
     size = sum(p.stat().st_size for p in folder.glob("*")) / 1e6 if folder.is_dir() else 0.0
@@ -26,11 +26,11 @@ def _bundled() -> list[str]:
             f"  --model demo   a small CLIP for the synthetic shapes world only (python -m zsclip.shapes); {state}"]
 
 
-def _open_clip_registry(show_all: bool) -> list[str]:
-    import open_clip
+def _open_clip_registry(show_all: bool, cache_dir: str | os.PathLike | None) -> list[str]:
+    from ..encoders.catalog import list_pretrained
 
     tags: dict[str, list[str]] = defaultdict(list)
-    for name, tag in open_clip.list_pretrained():
+    for name, tag in list_pretrained(classifier_cache_dir(cache_dir)):
         tags[name].append(tag)
     lines = [f"open_clip models with pretrained weights: {len(tags)} models, "
              f"{sum(map(len, tags.values()))} tags (downloaded on first use)"]

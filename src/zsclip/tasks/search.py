@@ -11,14 +11,18 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from ..encoders.base import Encoder
 from ..errors import ImageReadError, InputError
 from ..job import FeatureBatch, FeatureSource, features, open_source, resolve_encoder
 from ..job.plan import check_ray, ray_settings
+from ..job.sources import ImageFiles, MediaFiles
 from ..options import RunOptions
+
+if TYPE_CHECKING:  # torch loads when a search runs, not to say that its input is missing
+    import torch
+
+    from ..encoders.base import Encoder
 
 MAX_RESULTS = 100_000
 
@@ -35,14 +39,31 @@ class Hit:
     end: float | None = None
 
 
-def nearest(batches: Iterator[FeatureBatch], query: torch.Tensor, top_k: int) -> list[Hit]:
-    """The ``top_k`` rows of ``batches`` nearest to ``query`` (a normalised [D] feature), best first."""
+class Hits(list):
+    """Search results, best first (``Hit`` items), and ``failures``: the inputs that could not be read, as
+    ``{"path", "error"}`` (a missing path, an undecodable file in a folder, a stored error row): reported
+    as classify reports them, never dropped without a word."""
+
+    def __init__(self, hits=(), failures: list[dict] | None = None) -> None:
+        super().__init__(hits)
+        self.failures = list(failures or [])
+
+
+def nearest(batches: Iterator[FeatureBatch], query: torch.Tensor, top_k: int,
+            failures: list[dict] | None = None) -> list[Hit]:
+    """The ``top_k`` rows of ``batches`` nearest to ``query`` (a normalised [D] feature), best first;
+    rows that carry an error are appended to ``failures`` (when given) as ``{"path", "error"}``."""
+    import torch
+
     if not 1 <= top_k <= MAX_RESULTS:
         raise InputError(f"--top-k {top_k}: ask for 1 to {MAX_RESULTS} results")
     query = query.float().reshape(-1)
     best_scores = torch.empty(0)
     best_ids: list[tuple[str, tuple[float, float] | None]] = []
     for batch in batches:
+        if failures is not None:
+            failures.extend({"path": name, "error": error} for name, error in zip(batch.ids, batch.errors, strict=True)
+                            if error is not None)
         if not len(batch.features):
             continue
         if batch.features.shape[1] != query.numel():
@@ -53,6 +74,9 @@ def nearest(batches: Iterator[FeatureBatch], query: torch.Tensor, top_k: int) ->
                 if error is None]
         scores = batch.features.float() @ query
         finite = torch.isfinite(scores)
+        if failures is not None and not bool(finite.all()):
+            failures.extend({"path": name, "error": "its embedding is not finite (NaN or infinity)"}
+                            for (name, _), ok in zip(good, finite.tolist(), strict=True) if not ok)
         scores, good = scores[finite], [name for name, ok in zip(good, finite.tolist(), strict=True) if ok]
         merged = torch.cat([best_scores, scores])
         keep = merged.topk(min(top_k, len(merged))).indices
@@ -64,13 +88,17 @@ def nearest(batches: Iterator[FeatureBatch], query: torch.Tensor, top_k: int) ->
 
 def search(inputs, query: str | None = None, *, image=None, top_k: int = 10, encoder: Encoder | None = None,
            model: str | None = None, pretrained: str | None = None, options: RunOptions | None = None,
-           output: str | os.PathLike | None = None, ray=None) -> list[Hit]:
+           output: str | os.PathLike | None = None, ray=None) -> Hits:
     """The inputs (a store, images, folders, shards) nearest to a text ``query`` or an ``image``
-    (a path or PIL image); with ``output`` (.csv, .jsonl, .json, .parquet) also written there."""
+    (a path or PIL image); with ``output`` (.csv, .jsonl, .json, .parquet) also written there, with a
+    row per input that could not be read (its error). Those inputs are the result's ``failures``;
+    when every input is known bad before decoding (a mistyped path), no model is loaded."""
     from ..data.images import load_image, probe_image
 
     if (query is None) == (image is None):
         raise InputError("give a text query or an image to search with (one of them)")
+    if query is not None and (not isinstance(query, str) or not query.strip()):
+        raise InputError("the search text is empty: describe what to find, e.g. \"a dog on a beach\"")
     options = options or RunOptions()
     if output is not None:
         from ..outputs.rows import HitSink
@@ -83,22 +111,25 @@ def search(inputs, query: str | None = None, *, image=None, top_k: int = 10, enc
     source: FeatureSource = open_source(inputs, model=model)
     settings = ray_settings(ray)
     check_ray(source, settings)
-    encoder = resolve_encoder(source, None, encoder=encoder, model=model, pretrained=pretrained, run=options,
-                              needs_model=True, ray=settings)
-    source.check_encoder(encoder)
-    if image is not None:
-        with _naming(image):
-            picture = load_image(image, encoder.image_size) if isinstance(image, (str, os.PathLike)) else image
-        vector = encoder.encode_images(encoder.preprocess(picture.convert("RGB"))[None], "fp32")[0]
+    unread = _known_bad(source, inputs)
+    if unread is not None:  # nothing to search: say so without loading a model
+        hits = Hits([], unread)
     else:
-        if not isinstance(query, str) or not query.strip():
-            raise InputError("the search text is empty: describe what to find, e.g. \"a dog on a beach\"")
-        vector = encoder.encode_text([query], precision="fp32")[0]
-    hits = nearest(features(source, encoder, options, settings), vector, top_k)
+        encoder = resolve_encoder(source, None, encoder=encoder, model=model, pretrained=pretrained, run=options,
+                                  needs_model=True, ray=settings)
+        source.check_encoder(encoder)
+        if image is not None:
+            with _naming(image):
+                picture = load_image(image, encoder.image_size) if isinstance(image, (str, os.PathLike)) else image
+            vector = encoder.encode_images(encoder.preprocess(picture.convert("RGB"))[None], "fp32")[0]
+        else:
+            vector = encoder.encode_text([query], precision="fp32")[0]
+        failures: list[dict] = []
+        hits = Hits(nearest(features(source, encoder, options, settings), vector, top_k, failures), failures)
     if output is not None:
         from ..outputs.rows import HitSink
 
-        HitSink.write_all(output, hits, timed=source.timed)
+        HitSink.write_all(output, hits, hits.failures, timed=source.timed)
     return hits
 
 
@@ -118,6 +149,20 @@ def _not_a_video(image: str | os.PathLike) -> None:
         raise InputError(f"search image {name} is a video: a query is one image (search with a frame of it, saved as "
                          "an image); to search inside videos, give them as INPUT (`zsclip search VIDEOS \"TEXT\"`, "
                          "or embed them with --segment into a store and search that)")
+
+
+def _known_bad(source: FeatureSource, inputs) -> list[dict] | None:
+    """The failures of a source whose every input is already known bad (missing paths, globs matching
+    nothing), or None when there is something to read. A lone missing path is named as the store,
+    folder or file the user meant."""
+    items = getattr(source, "sources", None) if isinstance(source, ImageFiles) else \
+        getattr(source, "items", None) if isinstance(source, MediaFiles) else None
+    if not items or any(item.error is None for item in items):
+        return None
+    lone = len(items) == 1 and isinstance(inputs, (str, os.PathLike)) or (
+        isinstance(inputs, (list, tuple)) and len(inputs) == 1)
+    return [{"path": item.name, "error": "no such store, folder or file" if lone and item.error ==
+             "no such file or directory" else item.error} for item in items]
 
 
 @contextlib.contextmanager
@@ -142,4 +187,4 @@ def search_store(store, query: torch.Tensor, top_k: int = 10, batch_size: int = 
     return [(hit.source, hit.score) for hit in hits]
 
 
-__all__ = ["Hit", "nearest", "search", "search_store", "MAX_RESULTS"]
+__all__ = ["Hit", "Hits", "nearest", "search", "search_store", "MAX_RESULTS"]
