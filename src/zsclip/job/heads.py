@@ -182,15 +182,16 @@ class HeadOptions:
 
 
 def cached_classifier(options: HeadOptions, fingerprint: str | None, run: RunOptions, *, cache: bool = True,
-                      cache_dir: str | os.PathLike | None = None) -> ZeroShotClassifier | None:
+                      cache_dir: str | os.PathLike | None = None, embed_dim: int | None = None
+                      ) -> ZeroShotClassifier | None:
     """The flat classifier of ``options``' labels and templates as the cache holds it for the model with
-    ``fingerprint`` (a store's), or None: then only the model's text tower can build it. Trees,
+    ``fingerprint`` (a store's, whose features are ``embed_dim`` wide), or None: then only the model's text tower can build it. Trees,
     descriptions and classifier files are not looked up here (they load as they always do)."""
     if not cache or fingerprint is None or options.labels is None or options.classifier is not None or \
             options.labels_tree is not None or options.descriptions is not None:
         return None
     return ZeroShotClassifier.cached(fingerprint, options.labels, options.templates, precision=run.precision,
-                                     device=run.device, cache_dir=cache_dir)
+                                     device=run.device, cache_dir=cache_dir, embed_dim=embed_dim)
 
 
 def _is_tree_file(path) -> bool:

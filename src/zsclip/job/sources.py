@@ -85,6 +85,8 @@ class FeatureSource(ABC):
     #: the fingerprint of that model (config + weights digest), when the source records it: a classifier
     #: cached for it answers without loading the model
     fingerprint: str | None = None
+    #: the width of its features when the source records it (a store), checked against a cached classifier
+    embed_dim: int | None = None
 
     #: whether each input holds a set of labels (a multi-label manifest or store) instead of one class
     multi_label: bool = False
@@ -355,6 +357,7 @@ class StoreSource(FeatureSource):
         self._mapping: list[int | None] | None = None
         self.timed = bool(getattr(store, "timed", False))
         self.fingerprint = getattr(store, "fingerprint", None)
+        self.embed_dim = getattr(store, "embed_dim", None)
 
     def __len__(self) -> int:
         return len(self.store)

@@ -123,7 +123,8 @@ def evaluate(
         for name in template_sets:  # a store and labels seen before: classifiers from the cache, no model
             wanted = HeadOptions(labels=classes if classes is not None else list(source.classnames), templates=name,
                                  descriptions=descriptions)
-            hit = cached_classifier(wanted, source.fingerprint, options, cache=cache, cache_dir=cache_dir)
+            hit = cached_classifier(wanted, source.fingerprint, options, cache=cache, cache_dir=cache_dir,
+                                    embed_dim=source.embed_dim)
             if hit is None:
                 cached.clear()
                 break
