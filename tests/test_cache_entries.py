@@ -55,7 +55,7 @@ def _swap(first, second) -> None:
     shutil.move(parked, second)
 
 
-@pytest.mark.parametrize("on", ["images", "store"])
+@pytest.mark.parametrize("on", [pytest.param("images", marks=pytest.mark.slow), "store"])
 def test_swapped_cache_entries_are_ignored_and_rebuilt(photos, on, tmp_path, isolated_cache):
     data = photos[0] if on == "images" else photos[1]
     reference, _ = _classify(data, LABELS, tmp_path / "reference.csv")
@@ -78,6 +78,7 @@ def test_swapped_cache_entries_are_ignored_and_rebuilt(photos, on, tmp_path, iso
     assert "ignoring classifier cache entry" in stderr
 
 
+@pytest.mark.slow
 def test_an_entry_of_other_templates_is_ignored_on_a_store(photos, tmp_path, isolated_cache):
     """Same labels, so a wrong entry would print the right names with another prompt set's scores."""
     store = photos[1]

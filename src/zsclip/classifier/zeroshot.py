@@ -93,7 +93,7 @@ class ZeroShotClassifier:
             templates: a set name ("openai-imagenet", "openai-imagenet-7", "photo"), a file with one
                 template per line, or a list of strings with ``{}`` / callables. Default:
                 "openai-imagenet", OpenAI's 80 templates (best zero-shot accuracy in the CLIP paper).
-            precision: "auto" (bf16 where the hardware runs it natively, else fp32), "fp32",
+            precision: "auto" (bf16 on CUDA GPUs that have it, else fp16 there; fp32 on CPUs), "fp32",
                 "bf16" or "fp16"; "int8" quantizes image towers only, so its classifier is fp32.
             cache: reuse / store the result under ``cache_dir`` (default $ZSCLIP_CACHE_DIR or the
                 user cache dir); the key covers model, classes, prompts and precision.

@@ -66,7 +66,7 @@ def model_options(function):
                      help="Weights for an open_clip name: a tag (see `zsclip models`) or a checkpoint file."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
         click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULT_PRECISION, show_default=True,
-                     help="auto = bf16 where the hardware runs it natively, else fp32. int8 (CPU, opt-in): "
+                     help="auto = bf16 on CUDA GPUs (fp16 on those without bf16), fp32 on CPUs. int8 (CPU, opt-in): "
                           "quantized image tower, ~1.5x faster tower, answers within ~1-2% top-1 of fp32; "
                           "classifiers stay fp32."),
         click.option("--cache-dir", type=click.Path(file_okay=False), default=None,

@@ -185,8 +185,9 @@ def cached_classifier(options: HeadOptions, fingerprint: str | None, run: RunOpt
                       cache_dir: str | os.PathLike | None = None, embed_dim: int | None = None
                       ) -> ZeroShotClassifier | None:
     """The flat classifier of ``options``' labels and templates as the cache holds it for the model with
-    ``fingerprint`` (a store's, whose features are ``embed_dim`` wide), or None: then only the model's text tower can build it. Trees,
-    descriptions and classifier files are not looked up here (they load as they always do)."""
+    ``fingerprint`` (a store's, whose features are ``embed_dim`` wide), or None: then only the model's text
+    tower can build it. Trees, descriptions and classifier files are not looked up here (they load as they
+    always do)."""
     if not cache or fingerprint is None or options.labels is None or options.classifier is not None or \
             options.labels_tree is not None or options.descriptions is not None:
         return None
