@@ -20,8 +20,6 @@ from click.testing import CliRunner
 import zsclip
 from zsclip.cli import main
 
-pytestmark = pytest.mark.slow  # each case starts zsclip processes (torch and the model: seconds each)
-
 #: a green star is none of these: scores spread over the labels (bf16 moves them by about 1e-3), not saturated
 LABELS = ["green circle", "green square", "green ring", "green triangle"]
 NATIVE_BF16 = """
@@ -65,36 +63,20 @@ def _cli_scores(image, tmp_path) -> dict[str, float]:
     return dict(zip(labels, scores, strict=True))
 
 
-def test_sitecustomize_reaches_the_subprocesses(bf16_cpu):
-    """The shim works: a fresh interpreter's torch reports native bf16 (else the tests below prove nothing)."""
-    done = subprocess.run([sys.executable, "-c", "import torch; print(torch.cpu._is_avx512_bf16_supported())"],
-                          capture_output=True, text=True, timeout=120, env=os.environ.copy())
-    assert done.stdout.strip() == "True", done.stderr
-
-
-def test_cli_python_and_eval_resolve_auto_alike_on_a_bf16_cpu(bf16_cpu, image, tmp_path):
-    cli = _cli_scores(image, tmp_path)
-    encoder = zsclip.load_model("demo")  # the Python entry: load_model, build, predict, all at "auto"
-    row = zsclip.ZeroShotClassifier.build(encoder, LABELS, "photo").predict(str(image), top_k=4)[0]
-    python = dict(row)  # TopK: (label, probability) pairs
-    assert set(cli) == set(python) == set(LABELS)
-    assert all(abs(cli[label] - python[label]) < 1e-6 for label in LABELS)  # the CSV's six decimals
-    # and what it resolved to is reported: fp32, the same for images and for a store answered without a model
-    for name in LABELS:  # a labelled folder of the classes (the image in each: only the record is read here)
-        (tmp_path / "data" / name).mkdir(parents=True)
-        (tmp_path / "data" / name / image.name).write_bytes(image.read_bytes())
-    result = CliRunner().invoke(main, ["eval", "--data", str(tmp_path / "data"), "-m", "demo", "-t", "photo", "-j",
-                                       "0", "-o", str(tmp_path / "eval.json")])
-    assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "eval.json").read_text())["precision"] == "fp32"
-
-
-@pytest.mark.slow
-def test_http_scores_equal_the_cli_and_python_on_a_bf16_cpu(bf16_cpu, image, tmp_path):
+@pytest.mark.slow  # zsclip processes and a server (torch and the model: seconds each)
+def test_cli_python_and_http_score_an_image_alike_on_a_bf16_cpu(bf16_cpu, image, tmp_path):
     httpx = pytest.importorskip("httpx")
     from test_serve import TIMEOUT, _start, _stop
 
+    # the shim works: a fresh interpreter's torch reports native bf16 (else this test proves nothing)
+    done = subprocess.run([sys.executable, "-c", "import torch; print(torch.cpu._is_avx512_bf16_supported())"],
+                          capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    assert done.stdout.strip() == "True", done.stderr
     cli = _cli_scores(image, tmp_path)
+    encoder = zsclip.load_model("demo")  # the Python entry: load_model, build, predict, all at "auto"
+    python = dict(zsclip.ZeroShotClassifier.build(encoder, LABELS, "photo").predict(str(image), top_k=4)[0])
+    assert set(cli) == set(python) == set(LABELS)
+    assert all(abs(cli[label] - python[label]) < 1e-6 for label in LABELS)  # the CSV's six decimals
     process, url = _start("--device", "cpu")
     try:
         response = httpx.post(f"{url}/v1/classify", data={"labels": ",".join(LABELS), "top_k": "4"},
@@ -106,4 +88,14 @@ def test_http_scores_equal_the_cli_and_python_on_a_bf16_cpu(bf16_cpu, image, tmp
     http = {entry["label"]: entry["score"] for entry in response.json()["results"][0]["predictions"]}
     assert set(http) == set(LABELS)
     assert all(abs(http[label] - cli[label]) < 1e-6 for label in LABELS), (http, cli)
-    assert info["precision"] == "fp32"
+    assert info["precision"] == "fp32"  # what auto resolved to, reported
+
+
+def test_eval_reports_the_precision_auto_resolved_to(bf16_cpu, image, tmp_path):
+    for name in LABELS:  # a labelled folder of the classes (the image in each: only the record is read here)
+        (tmp_path / "data" / name).mkdir(parents=True)
+        (tmp_path / "data" / name / image.name).write_bytes(image.read_bytes())
+    result = CliRunner().invoke(main, ["eval", "--data", str(tmp_path / "data"), "-m", "demo", "-t", "photo", "-j",
+                                       "0", "-o", str(tmp_path / "eval.json")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "eval.json").read_text())["precision"] == "fp32"
