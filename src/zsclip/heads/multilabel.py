@@ -276,6 +276,13 @@ def _file_problem(metadata: object, tensors: dict) -> str | None:
             return f"{name} {tuple(tensor.shape)} are not {shape} finite numbers"
     if (tensors.get("mean") is None) != (tensors.get("std") is None):
         return "mean and std come together"
+    # a score whose inputs the file lacks is refused here, at load, before any output is opened (it used to
+    # fail at the first batch, leaving a .partial)
+    if metadata["score"] == "standardised" and tensors.get("mean") is None:
+        return ("score 'standardised' needs per-label statistics (mean, std) and the file holds none: build it "
+                "with --calibrate")
+    if metadata["score"] == "negative" and tensors.get("negative_weights") is None:
+        return "score 'negative' needs the negative prompts' weights and the file holds none"
     if "std" in tensors and not bool((tensors["std"] > 0).all()):
         return "std is not positive"
     if not isinstance(metadata.get("calibration", {}), dict):
