@@ -145,16 +145,18 @@ def multilabel_options(function):
         click.option("--multi-label", is_flag=True, default=None,
                      help="Give every label whose own score reaches its threshold (none is an answer), instead "
                           "of the top-k of a softmax."),
-        click.option("--multi-score", type=click.Choice(["negative", "standardised", "sigmoid", "softmax"]),
+        click.option("--multi-score", type=click.Choice(["collection", "negative", "standardised", "sigmoid",
+                                                        "softmax"]),
                      default=None,
-                     help="With --multi-label: how each label is scored on its own. negative: the label prompt "
-                          "against 'a photo without a {}' (softmax models, no data needed; the default without "
-                          "--calibrate); standardised: the label's cosine as a z-score over the --calibrate images "
-                          "(the default with --calibrate); sigmoid: a SigLIP model's own (its default); softmax: "
-                          "over all labels (not independent; the baseline)."),
+                     help="With --multi-label: how each label is scored on its own. collection: the label's cosine "
+                          "as a z-score over the images being classified (softmax models, no labels needed; the "
+                          "default without --calibrate; under 16 images: softmax, with a warning); standardised: "
+                          "the same over the --calibrate images (the default with --calibrate); negative: the label "
+                          "prompt against 'a photo without a {}'; sigmoid: a SigLIP model's own (its default); "
+                          "softmax: over all labels (not independent; the baseline)."),
         click.option("--threshold", type=float, default=None,
                      help="With --multi-label: one fixed threshold for every label (default 0.5 for probabilities, "
-                          "2.0 for standardised scores)."),
+                          "1.75 for the collection z-score, 2.0 for standardised scores)."),
         click.option("--calibrate", type=click.Path(), default=None,
                      help="With --multi-label: a manifest of images with their labels (CSV path,labels with "
                           "'dog;cat', or JSONL lists), or a store embedded from one (no image decoded), to choose "

@@ -163,8 +163,8 @@ class HeadOptions:
     @property
     def needs_text_tower(self) -> bool:
         """Whether building this head encodes prompts (labels or a tree; a classifier file does not,
-        unless it is made multi-label with the negative score: the default without --calibrate)."""
-        negative = self.multi_score == "negative" or (self.multi_score is None and self.calibrate is None)
+        unless it is made multi-label with the negative score, which encodes negative prompts)."""
+        negative = self.multi_score == "negative"
         return self.classifier is None or (bool(self.multi_label) and not self._is_multilabel_file() and negative)
 
     def classifier_model(self) -> tuple[str | None, str | None]:
@@ -293,7 +293,8 @@ def build_multilabel_head(options: HeadOptions, encoder: Encoder | None, build: 
 
 def _multi_score(options: HeadOptions, positive: ZeroShotClassifier) -> str | None:
     """The score asked for; by default a sigmoid model's own, the standardised cosine when calibration
-    images are given (measured best on the demo world), else the negative prompt (needs no data)."""
+    images are given (measured best on the demo world), else ``default_score``: each label's cosine
+    standardised over the images being classified (needs no labels)."""
     if options.multi_score is not None or positive.is_sigmoid:
         return options.multi_score
     return "standardised" if options.calibrate is not None else None
@@ -339,8 +340,8 @@ def warn_out_of_range(threshold: float, score: str, classes: int) -> None:
 
 def warn_threshold_out_of_range(threshold: float, score: str, labels: int) -> None:
     """A fixed multi-label threshold outside the score's range gives every label or none: say so. The
-    probabilities (negative, sigmoid, softmax) lie in [0, 1]; a standardised z-score has no bounds."""
-    if score == "standardised" or 0.0 < threshold <= 1.0:
+    probabilities (negative, sigmoid, softmax) lie in [0, 1]; a z-score (standardised, collection) has no bounds."""
+    if score in ("standardised", "collection") or 0.0 < threshold <= 1.0:
         return
     effect = "every label to every image" if threshold <= 0 else "no label to any image"
     warnings.warn(f"--threshold {threshold:g} gives {effect}: the {score} score of each of the {labels} labels lies "

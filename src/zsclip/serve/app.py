@@ -233,8 +233,10 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
         = None,
         scale: Annotated[float | None, Form(description="a fixed temperature (> 0)")] = None,
         multi_label: Annotated[bool | None, Form(description="every label over its own threshold")] = None,
-        multi_score: Annotated[str | None, Form(description="with multi_label: negative (default), sigmoid, "
-                                                            "softmax")] = None,
+        multi_score: Annotated[str | None, Form(description="with multi_label: collection (default for softmax "
+                                                            "models: each label's cosine standardised over the "
+                                                            "request's images; under 16 images softmax), negative, "
+                                                            "sigmoid (SigLIP's default), softmax")] = None,
         threshold: Annotated[float | None, Form(description="with multi_label: one threshold for every label")]
         = None,
         frames: Annotated[int | None, Form(ge=1, description="videos: frames sampled per video (default 8)")]
