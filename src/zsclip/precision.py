@@ -7,8 +7,8 @@ every other device, CPUs included. On CPUs bf16 buys nothing dependable: where i
 is several times slower than fp32 (benchmarks/precision_auto.py), its speed swings with the batch size
 (serve's round-3 note, ViT-B-32: 35 images/s at batch 1, 3 at batch 4, 11 at 16, 30 at 64, against 14-22
 for fp32 at every size), and a new user's run (issue 32) found it no faster for ViT-B-32; native CPU bf16
-(AVX512-BF16 / AMX) was not measured here. It also moves scores by up to 1.5e-3, so one image would score differently by entry
-point or machine. ``--precision bf16`` still runs bf16 on a CPU when asked.
+(AVX512-BF16 / AMX) was not measured here. It also moves scores by up to 1.5e-3, so one image would
+score differently by entry point or machine. ``--precision bf16`` still runs bf16 on a CPU when asked.
 ``"int8"`` (CPU only, opt-in) quantizes the image tower's linear layers (see quantize.py); text
 towers then run in fp32, so classifiers stay exact.
 """
