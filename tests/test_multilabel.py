@@ -155,7 +155,8 @@ def test_unknown_label_in_a_multilabel_manifest_is_an_error_row(tmp_path):
 def test_rows_list_every_label_over_its_threshold(demo, scenes):
     names = scenes["labels"].read_text().split("\n")[:-1]
     images = sorted((scenes["test"].parent / "images").glob("*.png"))[:6]
-    rows = list(zsclip.classify(images, names, multi_label=True, threshold=0.55, encoder=demo, options=OPTIONS))
+    rows = list(zsclip.classify(images, names, multi_label=True, multi_score="negative", threshold=0.55, encoder=demo,
+                                options=OPTIONS))
     classifier = MultiLabelClassifier.build(demo, names, None, score="negative", threshold=0.55, cache=False,
                                             precision="fp32")
     from zsclip.job import ImageFiles
@@ -369,7 +370,7 @@ def test_build_multi_label_writes_the_file_classify_would_use(demo, scenes, tmp_
         assert f"wrote {out}: {len(names)} labels" in result.stderr
         loaded = load_head_file(out)
         assert isinstance(loaded, MultiLabelClassifier)
-        assert loaded.score == ("standardised" if "calibrate" in kwargs else "negative")
+        assert loaded.score == ("standardised" if "calibrate" in kwargs else "collection")
         direct = list(zsclip.classify(images, names, multi_label=True, encoder=demo, options=OPTIONS, **kwargs))
         from_file = list(zsclip.classify(images, classifier=out, encoder=demo, options=OPTIONS))
         assert [row.labels for row in from_file] == [row.labels for row in direct]
@@ -411,7 +412,8 @@ def test_a_served_multilabel_file_answers_as_the_cli(demo, scenes, tmp_path):
 def test_a_fixed_threshold_outside_the_scores_range_is_warned_about(scenes, threshold, effect, tmp_path):
     image = next((scenes["test"].parent / "images").glob("*.png"))
     result = CliRunner().invoke(main, ["classify", str(image), "--labels", "red star,blue ring", "--multi-label",
-                                       "--threshold", str(threshold), "-o", str(tmp_path / "r.csv"), *CLI_COMMON])
+                                       "--multi-score", "negative", "--threshold", str(threshold), "-o",
+                                       str(tmp_path / "r.csv"), *CLI_COMMON])
     assert result.exit_code == 0, result.output
     warned = [line for line in result.stderr.splitlines() if line.startswith("zsclip: warning: --threshold")]
     if effect is None:

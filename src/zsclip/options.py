@@ -28,7 +28,7 @@ class RunOptions:
 
     Attributes:
         device: "auto" (CUDA, else MPS, else CPU), "cpu", "cuda", "cuda:N" or "mps".
-        precision: "auto" (bf16 where the hardware runs it natively, else fp32), "fp32", "bf16",
+        precision: "auto" (bf16 on CUDA GPUs that have it, else fp16 there; fp32 on CPUs), "fp32", "bf16",
             "fp16", or "int8" (CPU image towers only; classifiers stay fp32).
         batch_size: images per forward pass.
         workers: decoding processes; None = one per core (at most 8), 0 = decode in this process.

@@ -1,7 +1,14 @@
 """Numeric precision: which dtype a forward pass runs in, and the autocast context for it.
 
-``"auto"`` picks bf16 only where the hardware computes it natively (CUDA with bf16, CPUs with
-AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower than fp32, so auto falls back to fp32.
+``"auto"`` has one meaning, decided in one function (``resolve_precision``) for every entry point
+(the CLI, ``zsclip.load_model`` / the Python API, ``serve``, Ray actors, and the cache lookup that runs
+without torch, ``known_without_torch``): bf16 on CUDA GPUs that have it (fp16 on the others), fp32 on
+every other device, CPUs included. On CPUs bf16 buys nothing dependable: where it is emulated (AVX2) it
+is several times slower than fp32 (benchmarks/precision_auto.py), its speed swings with the batch size
+(serve's round-3 note, ViT-B-32: 35 images/s at batch 1, 3 at batch 4, 11 at 16, 30 at 64, against 14-22
+for fp32 at every size), and a new user's run (issue 32) found it no faster for ViT-B-32; native CPU bf16
+(AVX512-BF16 / AMX) was not measured here. It also moves scores by up to 1.5e-3, so one image would
+score differently by entry point or machine. ``--precision bf16`` still runs bf16 on a CPU when asked.
 ``"int8"`` (CPU only, opt-in) quantizes the image tower's linear layers (see quantize.py); text
 towers then run in fp32, so classifiers stay exact.
 """
@@ -22,39 +29,27 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 DEFAULT_PRECISION = "auto"
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU executes bf16 matrix multiplies in hardware (AVX512-BF16 or AMX)."""
-    import torch
-
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
-
-
 def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """Turn ``"auto"`` into a concrete precision for ``device``; validate the others."""
+    """Turn ``"auto"`` into a concrete precision for ``device``; validate the others. The one place
+    "auto" is decided (see the module docstring); torch is imported only to ask a CUDA device."""
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    import torch
-
-    device = torch.device(device)
-    if precision == "int8" and device.type != "cpu":
+    device_type = getattr(device, "type", None) or str(device).split(":", 1)[0]
+    if precision == "int8" and device_type != "cpu":
         raise InputError(f"precision int8 is for CPUs; on {device} use bf16 or fp16 (or auto)")
     if precision != "auto":
         return precision
-    if device.type == "cuda":
+    if device_type == "cuda":
+        import torch
+
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return "bf16"
     return "fp32"
 
 
 def known_without_torch(precision: str, device: str) -> str | None:
     """What ``resolve_precision(precision, resolve_device(device))`` gives, where the machine makes it
-    certain without importing torch (seconds): the CPU of a Linux machine that has no GPU device
-    nodes, "auto" read from the CPU flags in /proc/cpuinfo. None: only torch can say. (Should the
-    flags and torch ever disagree, the classifier cached for the flags' precision is used, or none is
-    found and the model loads to build one: the cache key holds the precision.)
+    certain without importing torch (seconds): ``device`` "cpu", or "auto" on a Linux machine that has
+    no GPU device nodes (so "auto" picks the CPU). None: only torch can say which device "auto" is.
 
     A store classified with a cached classifier needs nothing else from torch (``ZeroShotClassifier.cached``)."""
     import os
@@ -66,17 +61,7 @@ def known_without_torch(precision: str, device: str) -> str | None:
         gpu_nodes = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")  # NVIDIA, AMD (ROCm), WSL
         if not sys.platform.startswith("linux") or any(os.path.exists(node) for node in gpu_nodes):
             return None
-    if precision != "auto":
-        return precision
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), None)
-    except OSError:
-        return None
-    if flags is None:
-        return None
-    # the CPU features torch asks cpuinfo about (cpu_has_native_bf16), as the kernel reports them
-    return "bf16" if {"avx512_bf16", "amx_tile"} & set(flags) else "fp32"
+    return resolve_precision(precision, "cpu")
 
 
 def text_precision(precision: str) -> str:

@@ -93,7 +93,7 @@ class ZeroShotClassifier:
             templates: a set name ("openai-imagenet", "openai-imagenet-7", "photo"), a file with one
                 template per line, or a list of strings with ``{}`` / callables. Default:
                 "openai-imagenet", OpenAI's 80 templates (best zero-shot accuracy in the CLIP paper).
-            precision: "auto" (bf16 where the hardware runs it natively, else fp32), "fp32",
+            precision: "auto" (bf16 on CUDA GPUs that have it, else fp16 there; fp32 on CPUs), "fp32",
                 "bf16" or "fp16"; "int8" quantizes image towers only, so its classifier is fp32.
             cache: reuse / store the result under ``cache_dir`` (default $ZSCLIP_CACHE_DIR or the
                 user cache dir); the key covers model, classes, prompts and precision.
@@ -120,7 +120,8 @@ class ZeroShotClassifier:
         key = cache_key(encoder.fingerprint, classes, prompts, precision)
         cached_file = default_cache_dir(cache_dir) / f"{key}.zsc"
         if cache and cached_file.is_file():
-            hit = _load_cached(cached_file)
+            hit = _load_cached(cached_file, CacheRequest(encoder.fingerprint, classes, provenance["templates"],
+                                                         precision, encoder.embed_dim))
             if hit is not None:
                 hit.encoder = encoder
                 if logit_scale is not None:
@@ -150,15 +151,19 @@ class ZeroShotClassifier:
         precision: str = DEFAULT_PRECISION,
         device: str = "auto",
         cache_dir: str | os.PathLike | None = None,
+        embed_dim: int | None = None,
     ) -> ZeroShotClassifier | None:
         """What ``build`` would return from its cache for the model with ``fingerprint`` on ``device``,
         without that model: the same key (classes, prompts, the text precision the build would run at).
         None when it is not cached (or the entry is unreadable): then only a build can make it.
 
         An embedding store records its model's fingerprint, so a store classified again with labels
-        seen before loads no model at all (``zsclip.job.plan``). The classifier has no ``encoder``."""
+        seen before loads no model at all (``zsclip.job.plan``). The classifier has no ``encoder``.
+        ``embed_dim``: the width of the features it will judge (a store's), checked as ``build`` checks
+        its model's: an entry that holds another width, other classes, prompts or model is no hit."""
         classes, _ = resolve_classes(classnames)
-        prompts = expand_prompts(classes, resolve_templates(templates))
+        template_list = resolve_templates(templates)
+        prompts = expand_prompts(classes, template_list)
         resolved = known_without_torch(precision, device)
         if resolved is None:
             from ..encoders import resolve_device
@@ -168,8 +173,9 @@ class ZeroShotClassifier:
         cached_file = default_cache_dir(cache_dir) / f"{cache_key(fingerprint, classes, prompts, precision)}.zsc"
         if not cached_file.is_file():
             return None
-        hit = _load_cached(cached_file)
-        if hit is None or hit.provenance.get("fingerprint") != fingerprint:
+        hit = _load_cached(cached_file, CacheRequest(fingerprint, classes, [t.text for t in template_list], precision,
+                                                     embed_dim))
+        if hit is None:
             return None
         _warn_one_class(classes, hit.logit_bias)
         return hit
@@ -479,12 +485,50 @@ def _warn_one_class(classes: list[list[str]], logit_bias: float | None) -> None:
                       stacklevel=3)  # the caller of build / cached
 
 
-def _load_cached(path: Path) -> ZeroShotClassifier | None:
+@dataclass(frozen=True)
+class CacheRequest:
+    """What a cache lookup asked for. A cache entry is named by the digest of these (``cache_key``), but
+    a file name proves nothing: an entry copied, swapped or written by another user's zsclip into a shared
+    cache folder holds whatever it holds. So what the entry records is compared with the request before
+    it is used. ``embed_dim`` None: not checked (no model or store to compare with)."""
+
+    fingerprint: str
+    classes: list[list[str]]
+    templates: list[str]
+    precision: str
+    embed_dim: int | None = None
+
+    def problem(self, hit: ZeroShotClassifier) -> str | None:
+        """Why ``hit`` is not the classifier asked for, or None."""
+        provenance = hit.provenance
+        if provenance.get("fingerprint") != self.fingerprint:
+            return f"it was built for model {provenance.get('model')!r} ({provenance.get('fingerprint')})"
+        if [list(names) for names in hit.synonyms] != [list(names) for names in self.classes]:
+            shown = ", ".join(hit.classnames[:3]) + (", ..." if len(hit.classnames) > 3 else "")
+            return f"it holds other classes ({len(hit.classnames)}: {shown})"
+        if provenance.get("templates") != self.templates:
+            return "it was built from other prompt templates"
+        if provenance.get("precision") != self.precision:
+            return f"it was built at precision {provenance.get('precision')!r}, not {self.precision!r}"
+        if self.embed_dim is not None and hit.embed_dim != self.embed_dim:
+            return f"it takes {hit.embed_dim}-d features, not {self.embed_dim}-d"
+        return None
+
+
+def _load_cached(path: Path, request: CacheRequest) -> ZeroShotClassifier | None:
+    """The entry at ``path`` when it holds what ``request`` asks for; else None, with a warning that says
+    why it is ignored (the caller then builds, and overwrites the entry)."""
     try:
-        return ZeroShotClassifier.load(path)
+        hit = ZeroShotClassifier.load(path)
     except ClassifierFileError as error:
         warnings.warn(f"ignoring unreadable cache entry, rebuilding: {error}", ZsclipWarning, stacklevel=3)
         return None
+    problem = request.problem(hit)
+    if problem is not None:
+        warnings.warn(f"ignoring classifier cache entry {path}: {problem}, not what was asked; rebuilding it",
+                      ZsclipWarning, stacklevel=3)
+        return None
+    return hit
 
 
 def _store_cached(classifier: ZeroShotClassifier, path: Path) -> None:

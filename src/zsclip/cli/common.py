@@ -82,7 +82,7 @@ def model_options(function):
                      help="Weights for an open_clip name: a tag (see `zsclip models`) or a checkpoint file."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
         click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULT_PRECISION, show_default=True,
-                     help="auto = bf16 where the hardware runs it natively, else fp32. int8 (CPU, opt-in): "
+                     help="auto = bf16 on CUDA GPUs (fp16 on those without bf16), fp32 on CPUs. int8 (CPU, opt-in): "
                           "quantized image tower, ~1.5x faster tower, answers within ~1-2% top-1 of fp32; "
                           "classifiers stay fp32."),
         click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
@@ -176,16 +176,18 @@ def multilabel_options(function):
         click.option("--multi-label", is_flag=True, default=None,
                      help="Give every label whose own score reaches its threshold (none is an answer), instead "
                           "of the top-k of a softmax."),
-        click.option("--multi-score", type=click.Choice(["negative", "standardised", "sigmoid", "softmax"]),
+        click.option("--multi-score", type=click.Choice(["collection", "negative", "standardised", "sigmoid",
+                                                        "softmax"]),
                      default=None,
-                     help="With --multi-label: how each label is scored on its own. negative: the label prompt "
-                          "against 'a photo without a {}' (softmax models, no data needed; the default without "
-                          "--calibrate); standardised: the label's cosine as a z-score over the --calibrate images "
-                          "(the default with --calibrate); sigmoid: a SigLIP model's own (its default); softmax: "
-                          "over all labels (not independent; the baseline)."),
+                     help="With --multi-label: how each label is scored on its own. collection: the label's cosine "
+                          "as a z-score over the images being classified (softmax models, no labels needed; the "
+                          "default without --calibrate; under 16 images: softmax, with a warning); standardised: "
+                          "the same over the --calibrate images (the default with --calibrate); negative: the label "
+                          "prompt against 'a photo without a {}'; sigmoid: a SigLIP model's own (its default); "
+                          "softmax: over all labels (not independent; the baseline)."),
         click.option("--threshold", type=float, default=None,
                      help="With --multi-label: one fixed threshold for every label (default 0.5 for probabilities, "
-                          "2.0 for standardised scores)."),
+                          "1.75 for the collection z-score, 2.0 for standardised scores)."),
         click.option("--calibrate", type=click.Path(), default=None,
                      help="With --multi-label: a manifest of images with their labels (CSV path,labels with "
                           "'dog;cat', or JSONL lists), or a store embedded from one (no image decoded), to choose "

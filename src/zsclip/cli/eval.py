@@ -165,7 +165,7 @@ def eval_command(task, captions, data, dataset, labels_file, templates, classifi
             _write_report(Path(report_dir), record, result, {
                 "data": data, "model": used_model, "pretrained": used_pretrained,
                 "templates": classifier_file if classifier_file else ", ".join(template_sets),
-                "precision": precision, "zsclip": __version__}, tpr or 0.95)
+                "precision": result.precision or precision, "zsclip": __version__}, tpr or 0.95)
     sys.exit(1 if result.failures else 0)
 
 

@@ -93,8 +93,8 @@ def missing_serve_modules() -> list[str]:
 @click.option("--pretrained", default=None, help="Weights for an open_clip name: a tag or a checkpoint file.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-              help="Image and text towers' precision: auto = bf16 on GPUs that have it, fp32 on CPUs (CPU bf16 "
-                   "speed swings with the batch size, and served batches come in every size).")
+              help="Image and text towers' precision: auto = bf16 on GPUs that have it, fp32 on CPUs, as in every "
+                   "command (GET /v1/info reports what it resolved to).")
 @click.option("--store", "store", default=None,
               help="An embedding store of this model (`zsclip embed`): POST /v1/search finds its images nearest to "
                    "a text or an uploaded image. Clients never name paths: this is the only store served.")
@@ -186,23 +186,10 @@ def serve(model, pretrained, device, precision, store, classifiers, templates, h
     listener = bind_listener(host, port)  # a busy port is one line now, not after the model loaded
     try:
         encoder = _load(settings)
-        settings = _serving_precision(settings, encoder)
         _forward_threads(encoder, threads)
         _run(settings, encoder, listener, root_path, graceful_timeout, log_level, header_timeout, max_connections)
     finally:
         listener.close()
-
-
-def _serving_precision(settings, encoder):
-    """On a CPU, "auto" serves in fp32: dynamic batches come in every size, and CPU bf16 kernels
-    are fast at some batch sizes and slow at others (measured here on ViT-B-32: 35 images/s at
-    batch 1, 3 at batch 4, 11 at batch 16, 30 at batch 64; fp32: 14-22 at every size), so fp32
-    gives batching its gain and steady latency. An explicit --precision is kept."""
-    import dataclasses
-
-    if settings.precision == "auto" and encoder.device.type == "cpu":
-        return dataclasses.replace(settings, precision="fp32")
-    return settings
 
 
 def _forward_threads(encoder, threads: int | None) -> None:

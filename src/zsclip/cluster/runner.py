@@ -48,20 +48,21 @@ def store_rows(row: dict, masks: dict[int, np.ndarray], embed_dim: int, classnam
     vectors = iter(batch.embeddings)
     sets = batch.label_sets or [()] * len(batch.paths)
     times = batch.spans or [None] * len(batch.paths)
-    return [{"path": path, "error": error or "", "label": int(label),
+    return [{"path": path, "resolved": key, "error": error or "", "label": int(label),
              "labels": np.asarray(labels, dtype=np.int32),
              "embedding": np.asarray(next(vectors) if error is None else [], dtype=np.float32),
              "start": np.nan if span is None else span[0], "end": np.nan if span is None else span[1]}
-            for path, error, label, labels, span in zip(batch.paths, batch.errors, batch.labels, sets, times,
-                                                        strict=True)]
+            for path, key, error, label, labels, span in zip(batch.paths, batch.keys, batch.errors, batch.labels, sets,
+                                                             times, strict=True)]
 
 
-def store_batches(store, settings: RaySettings | None = None, batch_size: int = 8192, *, spans: list | None = None
+def store_batches(store, settings: RaySettings | None = None, batch_size: int = 8192, *, spans: list | None = None,
+                  keys: list | None = None
                   ) -> Iterator[tuple[list[str], list[str | None], torch.Tensor, list[int], list[tuple[int, ...]]]]:
     """(paths, errors, embeddings of those without an error, labels, label sets) per batch of a
     store's view, read by one Ray task per shard, in store order (label sets are empty for a store
     that is not multi-label). ``spans``: a list that gets each batch's video clip spans (None for
-    photos) appended, when given."""
+    photos) appended, when given; ``keys`` each batch's row identities (``StoreBatch.keys``)."""
     from ..store.clip_retrieval import ClipRetrievalStore
 
     if isinstance(store, ClipRetrievalStore):
@@ -84,6 +85,8 @@ def store_batches(store, settings: RaySettings | None = None, batch_size: int = 
         if spans is not None:
             spans.append([None if np.isnan(s) else (float(s), float(e)) for s, e in zip(batch["start"], batch["end"],
                                                                                        strict=True)])
+        if keys is not None:
+            keys.append([str(key) for key in batch["resolved"]])
         yield ([str(p) for p in batch["path"]], errors, features, [int(t) for t in batch["label"]],
                [tuple(int(label) for label in labels) for labels in batch["labels"]])
 

@@ -95,6 +95,16 @@ class Head(ABC):
     def rejected(self, answer: Prediction, label: str, score: float) -> Prediction:
         """The answer for an image an open-set rejector refused (``label`` scored with ``score``)."""
 
+    @property
+    def needs_collection(self) -> bool:
+        """Whether answers need statistics over all the images being answered (see ``for_collection``):
+        the task then gathers every batch's features first (on the driver, so Ray answers as locally)."""
+        return False
+
+    def for_collection(self, features: torch.Tensor) -> Head:
+        """The head that answers the images whose features are ``features`` (all of them, finite rows)."""
+        return self
+
     def describe(self) -> dict:
         """What this head is, for result records and the service."""
         return {"head": self.kind, "num_classes": len(self.classnames)}

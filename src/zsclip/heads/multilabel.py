@@ -11,6 +11,10 @@ different level. ``MultiLabelClassifier`` offers these per-label scores (``SCORE
   only what a softmax CLIP model was trained for (comparing captions for one image) and needs no data;
 - ``standardised``: the label's cosine as a z-score of that label's cosines over calibration images
   (unlabelled images suffice), so one threshold means the same for every label;
+- ``collection``: the label's cosine as a z-score of that label's cosines over the images being classified
+  (the run's own images: no labels, no calibration set); a run of fewer than ``MIN_COLLECTION`` images
+  has no statistics to speak of and is scored by ``COLLECTION_FALLBACK`` instead, with a warning. The
+  default without ``--calibrate`` for softmax CLIP models (measured: benchmarks/multilabel_demo.py);
 - ``softmax``: the usual softmax over the named labels: *not* independent, kept as the baseline.
 
 Thresholds per label are fixed (``DEFAULT_THRESHOLDS``) or calibrated on a small multi-label set for
@@ -37,17 +41,21 @@ from ..errors import ClassifierFileError, InputError, ZsclipWarning
 from .base import Head, Prediction
 
 FILE_FORMAT = formats.MULTILABEL
-SCORES = ("negative", "standardised", "sigmoid", "softmax")
+SCORES = ("collection", "negative", "standardised", "sigmoid", "softmax")
 #: Per-label negative prompts (each class name is put in every one, ensembled as the label prompts are).
 NEGATIVE_TEMPLATES = ("a photo without a {}.", "a photo with no {}.", "there is no {} in this photo.")
 #: A fixed threshold per score kind: probabilities at 0.5, z-scores at 2 standard deviations; softmax
 #: at 0.5 (only a dominant label passes: the baseline's weakness, measured in the README).
-DEFAULT_THRESHOLDS = {"negative": 0.5, "sigmoid": 0.5, "standardised": 2.0, "softmax": 0.5}
+DEFAULT_THRESHOLDS = {"negative": 0.5, "sigmoid": 0.5, "standardised": 2.0, "softmax": 0.5, "collection": 1.75}
+#: The fewest images whose per-label statistics the ``collection`` score uses; fewer are scored by the fallback.
+MIN_COLLECTION = 16
+COLLECTION_FALLBACK = "softmax"
 
 
 def default_score(classifier: ZeroShotClassifier) -> str:
-    """A sigmoid model's own sigmoid; the negative prompt for softmax CLIP models (needs no data)."""
-    return "sigmoid" if classifier.is_sigmoid else "negative"
+    """A sigmoid model's own sigmoid; for softmax CLIP models each label's cosine standardised over the images
+    being classified (needs no labels; measured best of those that need none, far ahead of the negative prompt)."""
+    return "sigmoid" if classifier.is_sigmoid else "collection"
 
 
 @dataclass
@@ -109,12 +117,33 @@ class MultiLabelClassifier:
             return torch.sigmoid(scale * cosine + self.positive.logit_bias)
         if self.score == "negative":
             return torch.sigmoid(scale * (cosine - features @ self.negative_weights))
-        if self.score == "standardised":
+        if self.score in ("standardised", "collection"):
             if self.mean is None or self.std is None:
                 raise InputError("the standardised score needs per-label statistics: calibrate it on images "
-                                 "(CLI: --calibrate FILE)")
+                                 "(CLI: --calibrate FILE)" if self.score == "standardised" else
+                                 "the collection score needs the statistics of the images being classified: "
+                                 "answer through over_collection (the task does)")
             return (cosine - self.mean) / self.std
         return (scale * cosine).softmax(dim=-1)
+
+    def over(self, features: torch.Tensor) -> MultiLabelClassifier:
+        """Score ``collection``: a copy with each label's cosine statistics over ``features`` (every image being
+        classified); for fewer than ``MIN_COLLECTION`` images, a copy scored by ``COLLECTION_FALLBACK`` at its
+        default threshold, with a warning saying so."""
+        from dataclasses import replace
+
+        features = features.float()
+        if len(features) < MIN_COLLECTION:
+            warnings.warn(f"{len(features)} images: the collection score standardises each label over at least "
+                          f"{MIN_COLLECTION} images; these are scored by {COLLECTION_FALLBACK} (threshold "
+                          f"{DEFAULT_THRESHOLDS[COLLECTION_FALLBACK]}) instead", ZsclipWarning, stacklevel=2)
+            value = DEFAULT_THRESHOLDS[COLLECTION_FALLBACK]
+            return replace(self, score=COLLECTION_FALLBACK, thresholds=torch.full_like(self.thresholds, value),
+                           mean=None, std=None, calibration={**self.calibration, "fallback": COLLECTION_FALLBACK,
+                                                             "threshold": value, "thresholds": "fixed"})
+        cosine = features @ self.positive.weights
+        return replace(self, mean=cosine.mean(dim=0), std=cosine.std(dim=0).clamp_min(1e-6),
+                       calibration={**self.calibration, "num_images": len(features)})
 
     def calibrate(self, batches: Iterable[tuple[torch.Tensor, Sequence[Sequence[int]]]], *,
                   target_precision: float | None = None, thresholds: bool = True) -> MultiLabelClassifier:
@@ -136,13 +165,17 @@ class MultiLabelClassifier:
         if not features or not sum(len(f) for f in features):
             raise InputError("no calibration image could be read: give a manifest of images with their labels")
         all_features, all_truth = torch.cat(features), torch.cat(truth)
+        if self.score == "collection" and len(all_features) < MIN_COLLECTION:
+            raise InputError(f"{len(all_features)} calibration images: the collection score's thresholds are chosen "
+                             f"on at least {MIN_COLLECTION} (its statistics are those of the images scored)")
+        judged = self.over(all_features) if self.score == "collection" else self  # thresholds for runs like these
         if self.score == "standardised":
             cosine = all_features @ self.positive.weights
             self.mean = cosine.mean(dim=0)
             self.std = cosine.std(dim=0).clamp_min(1e-6) if len(cosine) > 1 else torch.ones(len(self.classnames))
         info: dict = {"num_images": len(all_features), "thresholds": "fixed"}
         if thresholds:
-            scores = self.scores(all_features)
+            scores = judged.scores(all_features)
             chosen, unreached, unseen = [], [], []
             for label in range(len(self.classnames)):
                 value, status = choose_threshold(scores[:, label], all_truth[:, label], target_precision)
@@ -276,6 +309,13 @@ def _file_problem(metadata: object, tensors: dict) -> str | None:
             return f"{name} {tuple(tensor.shape)} are not {shape} finite numbers"
     if (tensors.get("mean") is None) != (tensors.get("std") is None):
         return "mean and std come together"
+    # a score whose inputs the file lacks is refused here, at load, before any output is opened (it used to
+    # fail at the first batch, leaving a .partial)
+    if metadata["score"] == "standardised" and tensors.get("mean") is None:
+        return ("score 'standardised' needs per-label statistics (mean, std) and the file holds none: build it "
+                "with --calibrate")
+    if metadata["score"] == "negative" and tensors.get("negative_weights") is None:
+        return "score 'negative' needs the negative prompts' weights and the file holds none"
     if "std" in tensors and not bool((tensors["std"] > 0).all()):
         return "std is not positive"
     if not isinstance(metadata.get("calibration", {}), dict):
@@ -304,6 +344,15 @@ class MultiLabelHead(Head):
     def scores(self, features: torch.Tensor) -> torch.Tensor:
         return self.multilabel.scores(features, self.scale)
 
+    @property
+    def needs_collection(self) -> bool:
+        return self.multilabel.score == "collection"
+
+    def for_collection(self, features: torch.Tensor) -> MultiLabelHead:
+        if not self.needs_collection:
+            return self
+        return MultiLabelHead(self.multilabel.over(features), self.scale)
+
     def _answer(self, features: torch.Tensor) -> list[Prediction]:
         scores = self.scores(features)
         over = scores >= self.multilabel.thresholds
@@ -323,5 +372,6 @@ class MultiLabelHead(Head):
                 "thresholds": self.multilabel.calibration.get("thresholds", "fixed")}
 
 
-__all__ = ["MultiLabelClassifier", "MultiLabelHead", "SCORES", "NEGATIVE_TEMPLATES", "DEFAULT_THRESHOLDS",
+__all__ = ["MultiLabelClassifier", "MultiLabelHead", "SCORES", "MIN_COLLECTION", "COLLECTION_FALLBACK",
+           "NEGATIVE_TEMPLATES", "DEFAULT_THRESHOLDS",
            "FILE_FORMAT", "choose_threshold", "default_score"]

@@ -163,8 +163,8 @@ class HeadOptions:
     @property
     def needs_text_tower(self) -> bool:
         """Whether building this head encodes prompts (labels or a tree; a classifier file does not,
-        unless it is made multi-label with the negative score: the default without --calibrate)."""
-        negative = self.multi_score == "negative" or (self.multi_score is None and self.calibrate is None)
+        unless it is made multi-label with the negative score, which encodes negative prompts)."""
+        negative = self.multi_score == "negative"
         return self.classifier is None or (bool(self.multi_label) and not self._is_multilabel_file() and negative)
 
     def classifier_model(self) -> tuple[str | None, str | None]:
@@ -182,15 +182,17 @@ class HeadOptions:
 
 
 def cached_classifier(options: HeadOptions, fingerprint: str | None, run: RunOptions, *, cache: bool = True,
-                      cache_dir: str | os.PathLike | None = None) -> ZeroShotClassifier | None:
+                      cache_dir: str | os.PathLike | None = None, embed_dim: int | None = None
+                      ) -> ZeroShotClassifier | None:
     """The flat classifier of ``options``' labels and templates as the cache holds it for the model with
-    ``fingerprint`` (a store's), or None: then only the model's text tower can build it. Trees,
-    descriptions and classifier files are not looked up here (they load as they always do)."""
+    ``fingerprint`` (a store's, whose features are ``embed_dim`` wide), or None: then only the model's text
+    tower can build it. Trees, descriptions and classifier files are not looked up here (they load as they
+    always do)."""
     if not cache or fingerprint is None or options.labels is None or options.classifier is not None or \
             options.labels_tree is not None or options.descriptions is not None:
         return None
     return ZeroShotClassifier.cached(fingerprint, options.labels, options.templates, precision=run.precision,
-                                     device=run.device, cache_dir=cache_dir)
+                                     device=run.device, cache_dir=cache_dir, embed_dim=embed_dim)
 
 
 def _is_tree_file(path) -> bool:
@@ -291,7 +293,8 @@ def build_multilabel_head(options: HeadOptions, encoder: Encoder | None, build: 
 
 def _multi_score(options: HeadOptions, positive: ZeroShotClassifier) -> str | None:
     """The score asked for; by default a sigmoid model's own, the standardised cosine when calibration
-    images are given (measured best on the demo world), else the negative prompt (needs no data)."""
+    images are given (measured best on the demo world), else ``default_score``: each label's cosine
+    standardised over the images being classified (needs no labels)."""
     if options.multi_score is not None or positive.is_sigmoid:
         return options.multi_score
     return "standardised" if options.calibrate is not None else None
@@ -337,8 +340,8 @@ def warn_out_of_range(threshold: float, score: str, classes: int) -> None:
 
 def warn_threshold_out_of_range(threshold: float, score: str, labels: int) -> None:
     """A fixed multi-label threshold outside the score's range gives every label or none: say so. The
-    probabilities (negative, sigmoid, softmax) lie in [0, 1]; a standardised z-score has no bounds."""
-    if score == "standardised" or 0.0 < threshold <= 1.0:
+    probabilities (negative, sigmoid, softmax) lie in [0, 1]; a z-score (standardised, collection) has no bounds."""
+    if score in ("standardised", "collection") or 0.0 < threshold <= 1.0:
         return
     effect = "every label to every image" if threshold <= 0 else "no label to any image"
     warnings.warn(f"--threshold {threshold:g} gives {effect}: the {score} score of each of the {labels} labels lies "

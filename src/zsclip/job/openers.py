@@ -25,9 +25,13 @@ def matches_store(inputs: Sequence, labelled: bool) -> bool:
 def open_store(inputs: Sequence, *, labelled: bool, classes=None, dataset=None, model=None) -> FeatureSource:
     from ..store.opening import open_store as open_stored
 
-    if classes is not None:
-        raise InputError("a store holds its class names (from `zsclip embed --labelled`): leave out --labels-file")
     source = StoreSource(open_stored(_single(inputs), model=model))
+    if classes is not None:
+        if not (labelled and source.multi_label):
+            raise InputError("a store holds its class names (from `zsclip embed --labelled`): leave out --labels-file")
+        # a multi-label store read with the label list given, as its manifest would be (label sets mapped by name;
+        # a stored label not in the list makes its row an error row): the metrics are the images' own
+        return source.with_classes([names[0] for names in classes])
     if labelled and not source.labelled:
         raise InputError(f"store {_single(inputs)} has no labels: embed a labelled collection (`zsclip embed DATA "
                          "--labelled`) to evaluate from it")

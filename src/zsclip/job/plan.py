@@ -128,7 +128,8 @@ def from_cache(source: FeatureSource, head_options: HeadOptions, run: RunOptions
     loads no model. Otherwise ``head_options`` as given."""
     if source.needs_model or source.fingerprint is None or head_options.reject_calibrate is not None:
         return head_options
-    hit = cached_classifier(head_options, source.fingerprint, run, cache=cache, cache_dir=cache_dir)
+    hit = cached_classifier(head_options, source.fingerprint, run, cache=cache, cache_dir=cache_dir,
+                            embed_dim=source.embed_dim)
     if hit is None:
         return head_options
     say(f"zsclip: classifier for these labels cached for {source.model}: no model loaded")

@@ -45,6 +45,9 @@ class FeatureBatch:
     label_sets: list[tuple[int, ...]] | None = None
     #: per input, the (start, end) seconds of a video clip, None for a photo; None when no input is a video
     spans: list[tuple[float, float] | None] | None = None
+    #: per input, the identity files are matched by: a store row's recorded absolute path (``ids`` are the
+    #: names given when it was embedded, maybe relative to another folder); None: ``ids`` are as given now
+    keys: list[str] | None = None
 
     @property
     def features(self) -> torch.Tensor:
@@ -85,6 +88,8 @@ class FeatureSource(ABC):
     #: the fingerprint of that model (config + weights digest), when the source records it: a classifier
     #: cached for it answers without loading the model
     fingerprint: str | None = None
+    #: the width of its features when the source records it (a store), checked against a cached classifier
+    embed_dim: int | None = None
 
     #: whether each input holds a set of labels (a multi-label manifest or store) instead of one class
     multi_label: bool = False
@@ -355,6 +360,7 @@ class StoreSource(FeatureSource):
         self._mapping: list[int | None] | None = None
         self.timed = bool(getattr(store, "timed", False))
         self.fingerprint = getattr(store, "fingerprint", None)
+        self.embed_dim = getattr(store, "embed_dim", None)
 
     def __len__(self) -> int:
         return len(self.store)
@@ -378,10 +384,10 @@ class StoreSource(FeatureSource):
         return copy
 
     def _batch(self, paths, errors, features: torch.Tensor | np.ndarray, labels, label_sets,
-               spans=None) -> FeatureBatch:
+               spans=None, keys=None) -> FeatureBatch:
         if not self.multi_label:
             return FeatureBatch(list(paths), list(errors), features, list(labels) if self.labelled else None,
-                                spans=spans)
+                                spans=spans, keys=keys)
         errors, label_sets = list(errors), [tuple(s) for s in label_sets]
         if self._mapping is not None:
             kept = []  # per row that has features: whether it keeps them
@@ -395,22 +401,23 @@ class StoreSource(FeatureSource):
                 kept.append(errors[i] is None)
                 label_sets[i] = tuple(sorted(m for m in mapped if m is not None))
             features = features[np.array(kept, dtype=bool)] if kept else features
-        return FeatureBatch(list(paths), errors, features, None, label_sets)
+        return FeatureBatch(list(paths), errors, features, None, label_sets, keys=keys)
 
     def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
         for batch in self.store.batches(self.batch_size):
             features = np.ascontiguousarray(batch.embeddings, dtype=np.float32)
             yield self._batch(batch.paths, batch.errors, features, batch.labels, batch.label_sets,
-                              getattr(batch, "spans", None) if self.timed else None)
+                              getattr(batch, "spans", None) if self.timed else None, batch.keys)
 
     def ray_batches(self, encoder: Encoder | None, options: RunOptions, settings) -> Iterator[FeatureBatch]:
         from ..cluster.runner import store_batches
 
         spans: list = []
+        keys: list = []
         for paths, errors, features, labels, label_sets in store_batches(self.store, settings, self.batch_size,
-                                                                         spans=spans):
+                                                                         spans=spans, keys=keys):
             times = spans.pop(0)
-            yield self._batch(paths, errors, features, labels, label_sets, times if self.timed else None)
+            yield self._batch(paths, errors, features, labels, label_sets, times if self.timed else None, keys.pop(0))
 
     def check_encoder(self, encoder: Encoder) -> None:
         self.store.check_encoder(encoder)

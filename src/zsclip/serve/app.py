@@ -35,6 +35,7 @@ from .. import __version__
 from ..encoders.base import Encoder
 from ..job.heads import HeadOptions
 from ..options import DEFAULT_TOP_K, RunOptions
+from ..precision import resolve_precision
 from ..prompts import TEMPLATE_SETS
 from .batching import BatchQueue, QueueClosed, QueueFull
 from .classifiers import ClassifierRegistry
@@ -197,7 +198,8 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
     @app.get("/v1/info", tags=["api"], summary="Model, template sets and limits", dependencies=[Auth])
     async def info(current: State) -> dict:
         return {"model": current.encoder.name, "device": str(current.encoder.device),
-                "precision": settings.precision, "template_sets": list(TEMPLATE_SETS),
+                "precision": resolve_precision(settings.precision, current.encoder.device),
+                "template_sets": list(TEMPLATE_SETS),
                 "default_templates": settings.default_templates if isinstance(settings.default_templates, str)
                 else f"custom ({len(settings.default_templates)} templates)", "limits": limits.public(),
                 "max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms,
@@ -232,8 +234,10 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
         = None,
         scale: Annotated[float | None, Form(description="a fixed temperature (> 0)")] = None,
         multi_label: Annotated[bool | None, Form(description="every label over its own threshold")] = None,
-        multi_score: Annotated[str | None, Form(description="with multi_label: negative (default), sigmoid, "
-                                                            "softmax")] = None,
+        multi_score: Annotated[str | None, Form(description="with multi_label: collection (default for softmax "
+                                                            "models: each label's cosine standardised over the "
+                                                            "request's images; under 16 images softmax), negative, "
+                                                            "sigmoid (SigLIP's default), softmax")] = None,
         threshold: Annotated[float | None, Form(description="with multi_label: one threshold for every label")]
         = None,
         frames: Annotated[int | None, Form(ge=1, description="videos: frames sampled per video (default 8)")]

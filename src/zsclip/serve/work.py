@@ -174,7 +174,10 @@ async def answer_images(current: ServerState, metrics: ServeMetrics, entry: Entr
         raise ClientError(413, f"{len(pixels)} images and video frames in one request, over the limit of "
                                f"{current.settings.queue_limit}: send fewer videos or fewer frames")
     features = await current.queue.submit(pixels, announced)
-    answers = iter(head.answer(pooled(features, [decoded[i] for i in ok])))
+    features = pooled(features, [decoded[i] for i in ok])
+    if head.needs_collection:  # the multi-label collection score: statistics over this request's images
+        head = head.for_collection(features[features.isfinite().all(dim=1)])
+    answers = iter(head.answer(features))
     results = []
     for i, item in enumerate(decoded):
         if isinstance(item, str):

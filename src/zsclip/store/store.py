@@ -63,6 +63,9 @@ class StoreBatch:
     label_sets: list[tuple[int, ...]] | None = None
     #: per row, a video clip's (start, end) seconds or None; None when the shard has no spans
     spans: list[tuple[float, float] | None] | None = None
+    #: per row, its identity: the resolved absolute path recorded when it was embedded (or the URL). ``paths``
+    #: are the names as given then, maybe relative to a folder the reader is not in: match files by ``keys``.
+    keys: list[str] | None = None
 
 
 def is_clip_retrieval_output(location: Location) -> bool:
@@ -491,11 +494,12 @@ def checked_batch(record: pa.RecordBatch | pa.Table, mask: np.ndarray, *, shard:
     keep = np.flatnonzero(mask)
     picked = record.take(pa.array(keep, type=pa.int64()))
     errors = picked.column("error").to_pylist()
-    paths = []
+    paths, keys = [], []
     for i, (path, resolved) in enumerate(zip(picked.column("path").to_pylist(),
                                              picked.column("resolved").to_pylist(), strict=True)):
         paths.append(path if path is not None else resolved if resolved is not None
                      else f"<{shard} row {offset + int(keep[i])}>")
+        keys.append(resolved if resolved is not None else paths[-1])
         if path is None or resolved is None:
             errors[i] = _damage(shard, offset + int(keep[i]), f"no {'path' if path is None else 'resolved path'}")
     labels = [-1] * len(keep)  # no classes: the labels mean nothing and are not used
@@ -518,7 +522,7 @@ def checked_batch(record: pa.RecordBatch | pa.Table, mask: np.ndarray, *, shard:
     if all(name in names for name in SPAN_COLUMNS):
         spans = [None if start is None or end is None else (float(start), float(end)) for start, end in
                  zip(picked.column("start").to_pylist(), picked.column("end").to_pylist(), strict=True)]
-    return StoreBatch(paths, errors, labels, embeddings, label_sets, spans)
+    return StoreBatch(paths, errors, labels, embeddings, label_sets, spans, keys)
 
 
 def _label_sets(column: pa.Array, count: int, errors: list[str | None], damage) -> list[tuple[int, ...]]:

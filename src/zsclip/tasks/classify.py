@@ -61,7 +61,7 @@ def classify(
     zero-shot, linear probe, Tip-Adapter, or a tree classifier), or ``labels_tree`` (a tree file or a
     ``LabelTree``, with ``tree_mode`` and ``beam``); ``reject`` (a fixed threshold) or
     ``reject_calibrate`` (images of the named classes, kept at rate ``tpr``) wraps it in open-set
-    rejection. ``multi_label`` gives every label over its own threshold (``multi_score``: negative,
+    rejection. ``multi_label`` gives every label over its own threshold (``multi_score``: collection, negative,
     standardised, sigmoid, softmax; ``threshold`` fixed, or ``calibrate`` on a multi-label manifest,
     for ``target_precision`` or the best F1). Options that cannot apply are refused (``InputError``)
     before anything runs.
@@ -103,8 +103,11 @@ def _is_single_store(inputs) -> bool:
 
 def answers(job: Job) -> Iterator[Prediction]:
     """Every input's answer, in order: the head's for inputs with features, an error row for the rest."""
-    for batch in job.features():
-        answered = iter(job.head.answer(batch.values))  # a store's numpy rows as they are (see Head.takes_arrays)
+    from ..job.collection import over_collection
+
+    head, batches = over_collection(job.head, job.features())  # a score over every image: all batches first
+    for batch in batches:
+        answered = iter(head.answer(batch.values))  # a store's numpy rows as they are (see Head.takes_arrays)
         spans = batch.spans or [None] * len(batch.ids)
         for name, error, span in zip(batch.ids, batch.errors, spans, strict=True):
             if error is not None:

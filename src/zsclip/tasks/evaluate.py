@@ -28,6 +28,7 @@ from ..job import HeadOptions, LabelledData, features, open_source, resolve_enco
 from ..job.heads import cached_classifier, read_head_files
 from ..job.plan import check_ray, ray_settings, say
 from ..options import RunOptions
+from ..precision import known_without_torch, resolve_precision
 from ..prompts import DEFAULT_TEMPLATES
 from .metrics import StreamingMetrics
 
@@ -54,6 +55,8 @@ class EvalResult:
     openset: dict | None = None
     model: str | None = None
     pretrained: str | None = None
+    #: the precision the run resolved (``"auto"`` made concrete for its device: zsclip.precision)
+    precision: str | None = None
 
 
 def evaluate(
@@ -124,7 +127,8 @@ def evaluate(
         for name in template_sets:  # a store and labels seen before: classifiers from the cache, no model
             wanted = HeadOptions(labels=classes if classes is not None else list(source.classnames), templates=name,
                                  descriptions=descriptions)
-            hit = cached_classifier(wanted, source.fingerprint, options, cache=cache, cache_dir=cache_dir)
+            hit = cached_classifier(wanted, source.fingerprint, options, cache=cache, cache_dir=cache_dir,
+                                    embed_dim=source.embed_dim)
             if hit is None:
                 cached.clear()
                 break
@@ -214,7 +218,21 @@ def evaluate(
                 "tree": tree_classifier.tree.to_data()}
     used = _used_model(encoder, source, flat, tree_classifier)
     return EvalResult(data_classes, results, failures, counted, counted / seconds if seconds > 0 else 0.0, tree,
-                      openset.result() if openset is not None else None, *used)
+                      openset.result() if openset is not None else None, *used,
+                      precision=resolved_precision(options, encoder))
+
+
+def resolved_precision(options: RunOptions, encoder: Encoder | None) -> str:
+    """What ``options.precision`` means for this run: on the model's device, or (no model loaded: stored
+    features and cached classifiers) on the device the options name, through the one resolver."""
+    if encoder is not None:
+        return resolve_precision(options.precision, encoder.device)
+    known = known_without_torch(options.precision, options.device)
+    if known is not None:
+        return known
+    from ..encoders import resolve_device
+
+    return resolve_precision(options.precision, resolve_device(options.device))
 
 
 def _used_model(encoder, source, flat, tree_classifier) -> tuple[str | None, str | None]:
@@ -251,6 +269,8 @@ def benchmark_record(result: EvalResult, dataset: str, model: str, pretrained: s
     open-set figures under ``openset``."""
     record = {"dataset": dataset, "model": model, "pretrained": pretrained or "", "task": "zeroshot_classification",
               "language": "en"}
+    if result.precision is not None:
+        record["precision"] = result.precision
     headline = ("acc1", "acc5", "mean_per_class_recall")
     if result.metrics:
         first = next(iter(result.metrics))

@@ -40,14 +40,16 @@ def evaluate_multilabel(data, labels=None, *, classifier=None, templates=None, d
                                    target_precision=target_precision),
                encoder=encoder, model=model, pretrained=pretrained, run=options, cache=cache, cache_dir=cache_dir,
                ray=ray)
-    head = job.head
+    from ..job.collection import over_collection
+
+    head, batches = over_collection(job.head, job.features())  # the collection score: statistics of every image
     columns = _columns(data_names, head.multilabel.classnames)
     metrics = MultiLabelMetrics(data_names)
     softmax, cosine = MultiLabelMetrics(data_names), MultiLabelMetrics(data_names)
     positive = head.multilabel.positive
     failures: list[dict] = []
     start = time.perf_counter()
-    for batch in job.features():
+    for batch in batches:
         failures += [{"path": n, "error": e} for n, e in zip(batch.ids, batch.errors, strict=True) if e]
         if not len(batch.features):
             continue

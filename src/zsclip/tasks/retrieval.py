@@ -50,11 +50,12 @@ def evaluate_retrieval(data, captions=None, *, encoder=None, model: str | None =
     failures: list[dict] = []
     for batch in features(source, encoder, options, settings):
         good = iter(batch.features)
-        for name, error in zip(batch.ids, batch.errors, strict=True):
+        keys = batch.keys or [_key(name) for name in batch.ids]  # a store row: its recorded absolute path
+        for name, key, error in zip(batch.ids, keys, batch.errors, strict=True):
             if error is not None:
                 failures.append({"path": name, "error": error})
             else:
-                found[_key(name)] = next(good)
+                found[key] = next(good)
     kept = [image for image in images if _key(image) in found]
     if store:
         failures += [{"path": image, "error": "not in the store"} for image in images if _key(image) not in found]
