@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,7 +75,8 @@ def test_a_batch_gives_each_image_its_own_maps(tiny_clip):
     targets = [F.normalize(torch.randn(k, tiny_clip.embed_dim), dim=-1) for k in (1, 3)]
     for method in METHODS:
         together = image_heatmaps(tiny_clip, images, targets, method=method)
-        alone = [image_heatmaps(tiny_clip, [img], [t], method=method)[0] for img, t in zip(images, targets, strict=True)]
+        alone = [image_heatmaps(tiny_clip, [image], [target], method=method)[0]
+                 for image, target in zip(images, targets, strict=True)]
         assert [len(m) for m in together] == [1, 3]
         for a, b in zip(together, alone, strict=True):
             assert all(np.allclose(x, y, atol=1e-5) for x, y in zip(a, b, strict=True))
@@ -103,3 +105,138 @@ def test_pointing_game_on_demo_scenes(demo, demo_classes, method):
     maps = image_heatmaps(demo, images, targets, method=method)
     hits = sum(_points_inside(m[0], _box(spec, 96)) for m, spec in zip(maps, asked, strict=True))
     assert hits >= 7, f"{method}: {hits} of 8"
+
+
+# --- entry points -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scene_dir(tmp_path_factory):
+    """Two demo scenes (one not square) and their truth."""
+    root = tmp_path_factory.mktemp("scenes")
+    rng = random.Random(21)
+    truth = {}
+    for index, size in enumerate(((96, 96), (120, 96))):
+        scene = shapes.sample_scene(rng, 2)
+        image = shapes.render_scene(scene, 96)
+        if size != (96, 96):
+            canvas = Image.new("RGB", size, image.getpixel((0, 0)))
+            canvas.paste(image, (12, 0))
+            image = canvas
+        path = root / f"scene{index}.png"
+        image.save(path)
+        truth[path.name] = scene
+    (root / "labels.txt").write_text("\n".join(shapes.classnames()) + "\n")
+    return root, truth
+
+
+def _run(*args):
+    from click.testing import CliRunner
+
+    from zsclip.cli import main
+
+    return CliRunner().invoke(main, list(map(str, args)), catch_exceptions=False)
+
+
+def _index(directory):
+    return [json.loads(line) for line in (directory / "explained.jsonl").read_text().splitlines()]
+
+
+def test_explain_command_writes_an_overlay_and_values_per_top_label(scene_dir, tmp_path):
+    root, truth = scene_dir
+    out = tmp_path / "explained"
+    result = _run("explain", root / "scene0.png", root / "scene1.png", "--labels-file", root / "labels.txt",
+                  "--model", "demo", "-k", "2", "-o", out)
+    assert result.exit_code == 0, result.output
+    rows = _index(out)
+    assert [row["source"] for row in rows] == [str(root / "scene0.png")] * 2 + [str(root / "scene1.png")] * 2
+    for row in rows:
+        with Image.open(root / Path(row["source"]).name) as original, Image.open(out / row["png"]) as overlay:
+            assert overlay.size == original.size and overlay.mode == "RGB"
+        values = np.load(out / row["npy"])
+        assert values.shape == (original.size[1], original.size[0]) and values.dtype == np.float32
+        assert row["method"] == "patch"
+    # the top label is the classify answer for the same image
+    for name in ("scene0.png", "scene1.png"):
+        first = next(row for row in rows if row["source"].endswith(name))
+        (answer,) = zsclip.classify([root / name], shapes.classnames(), model="demo", top_k=1)
+        assert first["label"] == answer.labels[0]
+        assert first["label"] in truth[name].labels  # the demo model names a shape that is there
+
+
+def test_explain_text_and_gradcam_and_python_api(scene_dir, tmp_path):
+    root, truth = scene_dir
+    scene = truth["scene0.png"]
+    asked = scene.shapes[1].label
+    results = list(zsclip.explain(root / "scene0.png", shapes.classnames(), model="demo", texts=[asked],
+                                  method="gradcam", output_dir=tmp_path / "py"))
+    (only,) = results
+    assert only.labels == [asked] and only.heatmaps[0].shape == (96, 96)
+    assert _points_inside(only.heatmaps[0], _box(scene.shapes[1], 96))
+    assert np.array_equal(np.load(tmp_path / "py" / only.files[0]["npy"]), only.heatmaps[0])
+
+
+def test_classify_explain_writes_rows_and_heatmaps(scene_dir, tmp_path):
+    root, _ = scene_dir
+    rows_file, out = tmp_path / "rows.csv", tmp_path / "heat"
+    result = _run("classify", root, "--labels-file", root / "labels.txt", "--model", "demo", "-k", "2",
+                  "--explain", out, "-o", rows_file, "--method", "gradcam")
+    assert result.exit_code == 0, result.output
+    import csv
+
+    with open(rows_file, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2
+    index = _index(out)
+    assert len(index) == 4 and {row["method"] for row in index} == {"gradcam"}
+    for row in rows:  # the heatmaps are of the labels the rows answer
+        explained = [entry["label"] for entry in index if entry["source"] == row["path"]]
+        assert explained == [row["label"], row["label_2"]]
+
+
+def test_multi_label_and_tree_explain_their_own_labels(scene_dir, tmp_path):
+    root, truth = scene_dir
+    (multi,) = zsclip.explain(root / "scene0.png", shapes.classnames(), model="demo", multi_label=True,
+                              multi_score="softmax", threshold=0.05)
+    assert multi.labels == multi.prediction.labels and multi.labels
+    tree = tmp_path / "tree.yaml"
+    tree.write_text("shape with a colour:\n" + "".join(
+        f"  {shape}:\n" + "".join(f"    - {colour} {shape}\n" for colour in shapes.COLOURS)
+        for shape in shapes.SHAPES))
+    (path,) = zsclip.explain(root / "scene0.png", model="demo", labels_tree=tree, tree_mode="top-down")
+    record = path.prediction.record
+    levels = [key for key in record if not key.endswith("_probability")]
+    assert path.labels == [record[level] for level in levels] and len(path.heatmaps) == len(levels)
+
+
+def test_explain_refusals_are_one_line(tmp_path, tiny_clip_dir, scene_dir):
+    root, _ = scene_dir
+    store = tmp_path / "images.zse"
+    assert _run("embed", root / "scene0.png", "-o", store, "--model", tiny_clip_dir).exit_code == 0
+    result = _run("explain", store, "--labels", "a,b", "-o", tmp_path / "x")
+    assert result.exit_code == 2 and "holds embeddings, not pixels" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = _run("classify", store, "--labels", "a,b", "--explain", tmp_path / "x")
+    assert result.exit_code == 2 and "explain the image files" in result.output
+    result = _run("classify", root, "--labels", "a,b", "--explain", tmp_path / "x", "--ray", "auto")
+    assert result.exit_code == 2 and "leave out --ray" in result.output
+    result = _run("classify", root, "--labels", "a,b", "--method", "gradcam")
+    assert result.exit_code == 2 and "add --explain DIR" in result.output
+    result = _run("explain", root / "scene0.png", root / "missing.png", "--labels", "a,b", "--model", tiny_clip_dir,
+                  "-o", tmp_path / "y")
+    assert result.exit_code == 1 and "missing.png" in result.output
+    assert [row["source"] for row in _index(tmp_path / "y")] == [str(root / "scene0.png")]
+
+
+def test_a_classifier_file_explains_through_its_own_columns(scene_dir, tmp_path):
+    """An adapted head's column is what is explained: a file whose two columns are swapped explains "a" with
+    what was "b"'s column."""
+    root, _ = scene_dir
+    names = ["red star", "blue ring", "green square", "yellow circle"]
+    built = zsclip.ZeroShotClassifier.build(zsclip.load_model("demo"), names)
+    swapped = built.weights.clone()
+    swapped[:, [0, 1]] = swapped[:, [1, 0]]
+    path = zsclip.ZeroShotClassifier(swapped, names, [[n] for n in names], built.logit_scale,
+                                     provenance=dict(built.provenance)).save(tmp_path / "adapted.zsc")
+    image = root / "scene0.png"
+    (own,) = zsclip.explain(image, classifier=path, texts=["red star"])
+    (reference,) = zsclip.explain(image, names, model="demo", texts=["blue ring"])
+    assert np.allclose(own.heatmaps[0], reference.heatmaps[0], atol=1e-6)

@@ -222,10 +222,7 @@ class _HFViT(DenseTower):
         last = vision.encoder.layers[-1]
         y = _hf_layer(last, tokens)
         y = vision.post_layernorm(y)
-        if self.head is not None:
-            pooled = self.head(y)
-        else:
-            pooled = y[:, 0]
+        pooled = self.head(y) if self.head is not None else y[:, 0]
         return grid, self.projection(pooled) if self.projection is not None else pooled
 
     def patches(self, pixels: torch.Tensor) -> torch.Tensor:
