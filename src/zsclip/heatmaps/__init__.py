@@ -4,72 +4,26 @@
 
 Below the tasks (tasks/explain.py picks which classes to explain from a head's answer and writes files),
 above the encoders (towers.py reads the image tower's own modules). Methods: methods.py; grid -> image
-pixels: geometry.py; the picture a person looks at: overlay.py.
+pixels: geometry.py; the picture a person looks at: overlay.py; the one call: maps.py.
 """
 
-from __future__ import annotations
-
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
 
-if TYPE_CHECKING:
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from ..encoders.base import Encoder
-
 _EXPORTS = {
+    ".maps": ["image_heatmaps"],
     ".methods": ["METHODS", "DEFAULT_METHOD", "grid_maps", "check_method"],
     ".towers": ["dense_tower", "auto_upscale"],
     ".overlay": ["overlay"],
 }
-_getattr, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
+if TYPE_CHECKING:
+    from .maps import image_heatmaps
+    from .methods import DEFAULT_METHOD, METHODS, check_method, grid_maps
+    from .overlay import overlay
+    from .towers import auto_upscale, dense_tower
 
-def __getattr__(name: str):
-    return _getattr(name)
-
-
-def image_heatmaps(encoder: Encoder, images: Sequence[Image.Image], targets: Sequence[torch.Tensor], *,
-                   method: str | None = None, upscale: int | None = None) -> list[list[np.ndarray]]:
-    """For each image, one float32 [height, width] map per row of its targets ([K_i, D], unit vectors in the
-    joint space), in the image's own pixels. One forward (and for ``gradcam`` one backward per target) for
-    the whole batch; nothing is kept after it."""
-    import torch
-
-    from .geometry import on_image, view_box
-    from .methods import DEFAULT_METHOD, grid_maps
-    from .towers import dense_tower
-
-    if len(images) != len(targets):
-        raise ValueError(f"{len(images)} images but {len(targets)} target sets")
-    if not images:
-        return []
-    counts = [len(t) for t in targets]
-    most = max(counts)
-    if most == 0:
-        return [[] for _ in images]
-    tower = dense_tower(encoder)
-    pixels = torch.stack([encoder.preprocess(image) for image in images]).to(encoder.device)
-    padded = torch.zeros(len(images), most, encoder.embed_dim)
-    for row, (target, count) in enumerate(zip(targets, counts, strict=True)):
-        if count:
-            padded[row, :count] = target.float().reshape(count, -1)
-    was_training = encoder.model.training
-    encoder.model.eval()
-    try:
-        maps = grid_maps(tower, pixels, padded, method or DEFAULT_METHOD, upscale)
-    finally:
-        encoder.model.train(was_training)
-    out = []
-    for row, (image, count) in enumerate(zip(images, counts, strict=True)):
-        width, height = image.size
-        box = view_box(encoder, width, height)
-        out.append([on_image(maps[row, k], width, height, box) for k in range(count)])
-    return out
-
-
-__all__ = ["image_heatmaps", *[name for names in _EXPORTS.values() for name in names]]
+__all__ = ["image_heatmaps", "METHODS", "DEFAULT_METHOD", "grid_maps", "check_method", "dense_tower", "auto_upscale",
+           "overlay"]
