@@ -141,7 +141,7 @@ def explanations(job: Job, *, top_k: int = 1, texts: Sequence[str] | None = None
     from ..data.images import load_image
 
     encoder, run = job.encoder, job.run
-    fixed = _text_targets(job, texts, templates) if texts else None
+    fixed = text_targets(job.head, encoder, texts, templates) if texts else None
     writer = _Writer(directory, method) if directory is not None else None
     sources = job.source.sources
     try:
@@ -157,7 +157,8 @@ def explanations(job: Job, *, top_k: int = 1, texts: Sequence[str] | None = None
                                                           draft=False), None))
                 except ZsclipError as error:
                     decoded.append((item.name, None, str(error)))
-            batch = _explain_batch(job, encoder, decoded, top_k, fixed, method, upscale)
+            batch = explain_decoded(job.head, encoder, decoded, top_k=top_k, fixed=fixed, method=method,
+                                    upscale=upscale, precision=run.precision)
             for explanation in batch:
                 if writer is not None and explanation.error is None:
                     writer.write(explanation)
@@ -172,7 +173,12 @@ def explanations(job: Job, *, top_k: int = 1, texts: Sequence[str] | None = None
         writer.close()
 
 
-def _explain_batch(job: Job, encoder: Encoder, decoded, top_k: int, fixed, method, upscale) -> list[Explanation]:
+def explain_decoded(head: Head, encoder: Encoder, decoded: Sequence[tuple[str, Image.Image | None, str | None]], *,
+                    top_k: int = 1, fixed=None, method: str | None = None, upscale: int | None = None,
+                    precision: str = "fp32") -> list[Explanation]:
+    """Explanations of already decoded images, ``(name, image or None, error or None)`` each: answered by
+    ``head`` and explained (its ``top_k`` / path / labels over threshold, or the ``fixed`` targets of
+    ``text_targets``) in one heatmap batch. The service calls this with its uploads."""
     import torch
 
     from ..heatmaps import image_heatmaps
@@ -181,7 +187,7 @@ def _explain_batch(job: Job, encoder: Encoder, decoded, top_k: int, fixed, metho
     answers: Iterator[Prediction] = iter(())
     if good:
         pixels = torch.stack([encoder.preprocess(image) for _, image in good])
-        answers = iter(job.head.answer(encoder.encode_images(pixels, job.run.precision)))
+        answers = iter(head.answer(encoder.encode_images(pixels, precision)))
     out: list[Explanation] = []
     for name, image, error in decoded:
         if error is not None:
@@ -191,7 +197,7 @@ def _explain_batch(job: Job, encoder: Encoder, decoded, top_k: int, fixed, metho
         answer.source = name
         explanation = Explanation(name, answer, image=image)
         if answer.error is None:
-            chosen = fixed if fixed is not None else chosen_labels(job.head, answer, top_k)
+            chosen = fixed if fixed is not None else chosen_labels(head, answer, top_k)
             explanation.labels = [label for label, _, _ in chosen]
             explanation.scores = [score for _, score, _ in chosen] if fixed is None else \
                 _scores_of(answer, explanation.labels)
@@ -232,11 +238,12 @@ def chosen_labels(head: Head, answer: Prediction, top_k: int) -> list[tuple[str,
     return out
 
 
-def _text_targets(job: Job, texts: Sequence[str], templates: Templates) -> list[tuple[str, None, torch.Tensor]]:
-    """Given classes (the head's own column) or any text (encoded with the head's templates)."""
+def text_targets(head: Head, encoder: Encoder | None, texts: Sequence[str], templates: Templates
+                 ) -> list[tuple[str, None, torch.Tensor]]:
+    """Given classes (the head's own column) or any text (encoded with ``templates``)."""
     from ..classifier import ZeroShotClassifier
 
-    classes = job.head.classifier
+    classes = head.classifier
     names = list(classes.classnames)
     texts = [text.strip() for text in texts if text and text.strip()]
     if not texts:
@@ -244,7 +251,7 @@ def _text_targets(job: Job, texts: Sequence[str], templates: Templates) -> list[
     new = [text for text in texts if text not in names]
     built = None
     if new:
-        if job.encoder is None:
+        if encoder is None:
             raise InputError("explaining a text that is not a class needs the model's text tower")
         import warnings
 
@@ -252,7 +259,7 @@ def _text_targets(job: Job, texts: Sequence[str], templates: Templates) -> list[
 
         with warnings.catch_warnings():  # "only one class" is about softmax; a text explained alone is fine
             warnings.simplefilter("ignore", ZsclipWarning)
-            built = ZeroShotClassifier.build(job.encoder, new, templates)
+            built = ZeroShotClassifier.build(encoder, new, templates)
     out = []
     for text in texts:
         if text in names:
@@ -312,5 +319,5 @@ class _Writer:
             temporary.write_text("".join(json.dumps(row) + "\n" for row in self.rows), encoding="utf-8")
 
 
-__all__ = ["Explanation", "explain", "explanations", "chosen_labels", "check_source", "check_output_dir",
-           "EXPLAIN_BATCH"]
+__all__ = ["Explanation", "explain", "explanations", "explain_decoded", "chosen_labels", "text_targets",
+           "check_source", "check_output_dir", "EXPLAIN_BATCH"]
