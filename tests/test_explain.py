@@ -35,7 +35,7 @@ def demo():
 
 @pytest.fixture(scope="module")
 def demo_classes(demo):
-    return zsclip.ZeroShotClassifier.build(demo, shapes.classnames())
+    return zsclip.ZeroShotClassifier.build(demo, shapes.classnames(), "photo")
 
 
 def _towers(tiny_clip, hf_models, demo):
@@ -92,6 +92,7 @@ def _points_inside(heat, box) -> bool:
     return box[0] <= x + 0.5 <= box[2] and box[1] <= y + 0.5 <= box[3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_pointing_game_on_demo_scenes(demo, demo_classes, method):
     """On scenes of two or three shapes the heatmap of the asked class peaks inside that shape's box (the full
@@ -140,11 +141,12 @@ def _index(directory):
     return [json.loads(line) for line in (directory / "explained.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_explain_command_writes_an_overlay_and_values_per_top_label(scene_dir, tmp_path):
     root, truth = scene_dir
     out = tmp_path / "explained"
     result = _run("explain", root / "scene0.png", root / "scene1.png", "--labels-file", root / "labels.txt",
-                  "--model", "demo", "-k", "2", "-o", out)
+                  "--model", "demo", "--templates", "photo", "-k", "2", "-o", out)
     assert result.exit_code == 0, result.output
     rows = _index(out)
     assert [row["source"] for row in rows] == [str(root / "scene0.png")] * 2 + [str(root / "scene1.png")] * 2
@@ -157,28 +159,30 @@ def test_explain_command_writes_an_overlay_and_values_per_top_label(scene_dir, t
     # the top label is the classify answer for the same image
     for name in ("scene0.png", "scene1.png"):
         first = next(row for row in rows if row["source"].endswith(name))
-        (answer,) = zsclip.classify([root / name], shapes.classnames(), model="demo", top_k=1)
+        (answer,) = zsclip.classify([root / name], shapes.classnames(), model="demo", templates="photo", top_k=1)
         assert first["label"] == answer.labels[0]
         assert first["label"] in truth[name].labels  # the demo model names a shape that is there
 
 
+@pytest.mark.slow
 def test_explain_text_and_gradcam_and_python_api(scene_dir, tmp_path):
     root, truth = scene_dir
     scene = truth["scene0.png"]
     asked = scene.shapes[1].label
-    results = list(zsclip.explain(root / "scene0.png", shapes.classnames(), model="demo", texts=[asked],
-                                  method="gradcam", output_dir=tmp_path / "py"))
+    results = list(zsclip.explain(root / "scene0.png", shapes.classnames(), model="demo", templates="photo",
+                                  texts=[asked], method="gradcam", output_dir=tmp_path / "py"))
     (only,) = results
     assert only.labels == [asked] and only.heatmaps[0].shape == (96, 96)
     assert _points_inside(only.heatmaps[0], _box(scene.shapes[1], 96))
     assert np.array_equal(np.load(tmp_path / "py" / only.files[0]["npy"]), only.heatmaps[0])
 
 
+@pytest.mark.slow
 def test_classify_explain_writes_rows_and_heatmaps(scene_dir, tmp_path):
     root, _ = scene_dir
     rows_file, out = tmp_path / "rows.csv", tmp_path / "heat"
     result = _run("classify", root, "--labels-file", root / "labels.txt", "--model", "demo", "-k", "2",
-                  "--explain", out, "-o", rows_file, "--method", "gradcam")
+                  "--templates", "photo", "--explain", out, "-o", rows_file, "--method", "gradcam")
     assert result.exit_code == 0, result.output
     import csv
 
@@ -192,16 +196,18 @@ def test_classify_explain_writes_rows_and_heatmaps(scene_dir, tmp_path):
         assert explained == [row["label"], row["label_2"]]
 
 
+@pytest.mark.slow
 def test_multi_label_and_tree_explain_their_own_labels(scene_dir, tmp_path):
     root, truth = scene_dir
-    (multi,) = zsclip.explain(root / "scene0.png", shapes.classnames(), model="demo", multi_label=True,
-                              multi_score="softmax", threshold=0.05)
+    (multi,) = zsclip.explain(root / "scene0.png", shapes.classnames(), model="demo", templates="photo",
+                              multi_label=True, multi_score="softmax", threshold=0.05)
     assert multi.labels == multi.prediction.labels and multi.labels
     tree = tmp_path / "tree.yaml"
     tree.write_text("shape with a colour:\n" + "".join(
         f"  {shape}:\n" + "".join(f"    - {colour} {shape}\n" for colour in shapes.COLOURS)
         for shape in shapes.SHAPES))
-    (path,) = zsclip.explain(root / "scene0.png", model="demo", labels_tree=tree, tree_mode="top-down")
+    (path,) = zsclip.explain(root / "scene0.png", model="demo", templates="photo", labels_tree=tree,
+                             tree_mode="top-down")
     record = path.prediction.record
     levels = [key for key in record if not key.endswith("_probability")]
     assert path.labels == [record[level] for level in levels] and len(path.heatmaps) == len(levels)
@@ -226,17 +232,18 @@ def test_explain_refusals_are_one_line(tmp_path, tiny_clip_dir, scene_dir):
     assert [row["source"] for row in _index(tmp_path / "y")] == [str(root / "scene0.png")]
 
 
+@pytest.mark.slow
 def test_a_classifier_file_explains_through_its_own_columns(scene_dir, tmp_path):
     """An adapted head's column is what is explained: a file whose two columns are swapped explains "a" with
     what was "b"'s column."""
     root, _ = scene_dir
     names = ["red star", "blue ring", "green square", "yellow circle"]
-    built = zsclip.ZeroShotClassifier.build(zsclip.load_model("demo"), names)
+    built = zsclip.ZeroShotClassifier.build(zsclip.load_model("demo"), names, "photo")
     swapped = built.weights.clone()
     swapped[:, [0, 1]] = swapped[:, [1, 0]]
     path = zsclip.ZeroShotClassifier(swapped, names, [[n] for n in names], built.logit_scale,
                                      provenance=dict(built.provenance)).save(tmp_path / "adapted.zsc")
     image = root / "scene0.png"
     (own,) = zsclip.explain(image, classifier=path, texts=["red star"])
-    (reference,) = zsclip.explain(image, names, model="demo", texts=["blue ring"])
+    (reference,) = zsclip.explain(image, names, model="demo", templates="photo", texts=["blue ring"])
     assert np.allclose(own.heatmaps[0], reference.heatmaps[0], atol=1e-6)
