@@ -81,10 +81,10 @@ def test_explain_limits_and_bad_input_are_json_errors(server, scene):
                          timeout=TIMEOUT)
     assert two_png.status_code == 422 and "one overlay" in two_png.json()["error"]
     mixed = httpx.post(f"{server}/v1/explain", files=[image, ("images", ("bad.png", b"not an image", "image/png"))],
-                       data={"labels": "red star,blue ring"}, timeout=TIMEOUT)
-    assert mixed.status_code == 200
+                       data={"labels": "red star,blue ring", "text": "something round"}, timeout=TIMEOUT)
+    assert mixed.status_code == 200, mixed.text
     good, bad = mixed.json()["results"]
-    assert good["heatmaps"] and bad["error"] and "heatmaps" not in bad
+    assert [h["label"] for h in good["heatmaps"]] == ["something round"] and bad["error"] and "heatmaps" not in bad
     assert httpx.get(f"{server}/healthz", timeout=TIMEOUT).status_code == 200
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..data.images import decode_bytes
 from ..errors import ImageReadError, InputError
 from ..job.heads import HeadOptions
-from .inputs import ClientError
+from .inputs import ClientError, parse_templates
 from .work import ServerState, make_head, resolve_classifier, shown_name
 
 EXPLAIN_FIELDS = frozenset({"images", "labels", "classifier", "templates", "top_k", "labels_tree", "tree_format",
@@ -63,6 +63,8 @@ async def explain_request(current: ServerState, uploads: list, *, labels, classi
     if any(len(text) > limits.max_label_chars for text in texts):
         raise ClientError(422, f"a text is over {limits.max_label_chars} characters")
     entry = await resolve_classifier(current, labels, classifier, templates, tree)
+    # a text that is not a class is encoded with the request's templates (the server's default for an id)
+    template_spec = parse_templates(templates, current.settings.default_templates, limits)
     options = HeadOptions(labels=None, classifier=None, templates=None, descriptions=None, labels_tree=tree,
                           tree_mode=tree_mode, beam=beam, top_k=None if entry.is_tree else max(top_k or 1, 1))
     head = await make_head(current, entry, options, [])
@@ -79,7 +81,7 @@ async def explain_request(current: ServerState, uploads: list, *, labels, classi
             except ImageReadError as error:
                 decoded.append((name or "", None, str(error)))
         with _ONE_AT_A_TIME:
-            fixed = text_targets(head, current.encoder, texts, templates if labels else None) if texts else None
+            fixed = text_targets(head, current.encoder, texts, template_spec) if texts else None
             return explain_decoded(head, current.encoder, decoded, top_k=top_k or 1, fixed=fixed, method=method,
                                    upscale=upscale, precision=current.settings.precision)
 
