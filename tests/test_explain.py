@@ -247,3 +247,13 @@ def test_a_classifier_file_explains_through_its_own_columns(scene_dir, tmp_path)
     (own,) = zsclip.explain(image, classifier=path, texts=["red star"])
     (reference,) = zsclip.explain(image, names, model="demo", templates="photo", texts=["blue ring"])
     assert np.allclose(own.heatmaps[0], reference.heatmaps[0], atol=1e-6)
+
+
+def test_a_rejected_image_explains_nothing(scene_dir, tiny_clip_dir):
+    """Every head option means what it means in classify: with a threshold no image passes, the answer is the
+    reject label and no heatmap is made."""
+    root, _ = scene_dir
+    with pytest.warns(zsclip.ZsclipWarning, match="rejects every image"):
+        (rejected,) = zsclip.explain(root / "scene0.png", ["a", "b"], model=tiny_clip_dir, reject=1e9,
+                                     reject_label="unknown")
+    assert rejected.prediction.labels == ["unknown"] and rejected.labels == [] and rejected.heatmaps == []

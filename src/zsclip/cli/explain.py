@@ -71,18 +71,14 @@ def explain_command(inputs, labels, labels_file, templates, classifier_file, top
     """
     from ..tasks.explain import explain
 
-    refused = [name for name, value in (("--descriptions", descriptions), ("--reject", reject),
-                                        ("--reject-calibrate", reject_calibrate), ("--calibrate", calibrate))
-               if value is not None]
-    if refused:
-        raise click.UsageError(f"{refused[0]} is not used by explain: explain the head without it (or classify "
-                               "with it and --explain DIR)")
-    del tpr, reject_score, reject_label, target_precision
     options = run_options(device, precision, max_pixels=max_pixels, url_timeout=url_timeout)
     with usage_errors():
         results = explain(list(inputs), read_classes(labels, labels_file), classifier=classifier_file,
-                          templates=templates, labels_tree=labels_tree, tree_mode=tree_mode, beam=beam,
-                          multi_label=multi_label, multi_score=multi_score, threshold=threshold, top_k=top_k,
+                          templates=templates, descriptions=descriptions, labels_tree=labels_tree,
+                          tree_mode=tree_mode, beam=beam, reject=reject, reject_calibrate=reject_calibrate, tpr=tpr,
+                          reject_score=reject_score, reject_label=reject_label, multi_label=multi_label,
+                          multi_score=multi_score, threshold=threshold, calibrate=calibrate,
+                          target_precision=target_precision, top_k=top_k,
                           texts=list(texts) or None, method=method, upscale=upscale, output_dir=output_dir,
                           model=model, pretrained=pretrained, options=options, cache=not no_cache,
                           cache_dir=cache_dir)

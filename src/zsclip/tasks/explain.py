@@ -87,12 +87,20 @@ def explain(
     *,
     classifier=None,
     templates: Templates = None,
+    descriptions=None,
     labels_tree=None,
     tree_mode: str | None = None,
     beam: int | None = None,
+    reject: float | None = None,
+    reject_calibrate=None,
+    tpr: float | None = None,
+    reject_score: str | None = None,
+    reject_label: str | None = None,
     multi_label: bool | None = None,
     multi_score: str | None = None,
     threshold: float | None = None,
+    calibrate=None,
+    target_precision: float | None = None,
     top_k: int = 1,
     texts: Sequence[str] | None = None,
     method: str | None = None,
@@ -107,10 +115,11 @@ def explain(
 ) -> Iterator[Explanation]:
     """Classify ``inputs`` (image files, folders, globs, URLs) and explain each answer with heatmaps.
 
-    The head as in ``zsclip.classify``; ``top_k`` flat labels are explained per image (a tree: the chosen
-    path; multi-label: every label over its threshold); ``texts`` explains those classes or any texts on
-    every image instead. ``method``: "patch" (training-free, the default) or "gradcam"; ``upscale``: run the
-    image tower on pixels enlarged this much (None: enough for an 8x8 grid). With ``output_dir`` each
+    The head as in ``zsclip.classify`` (a rejected image explains nothing); ``top_k`` flat labels are
+    explained per image (a tree: the chosen path; multi-label: every label over its threshold); ``texts``
+    explains those classes or any texts on every image instead. ``method``: "patch" (training-free, the
+    default) or "gradcam"; ``upscale``: run the image tower on pixels enlarged this much (None: enough for
+    an 8x8 grid). With ``output_dir`` each
     heatmap is written as NAME.png (overlay) and NAME.npy (float32 values, the image's size), listed in
     ``explained.jsonl``. Returns an iterator of ``Explanation``s in input order; a bad image is one with an
     error, never an exception that ends the run.
@@ -122,8 +131,9 @@ def explain(
         raise InputError(f"top_k {top_k!r}: explain at least one label per image")
     source = open_source(inputs)
     check_source(source)
-    head_options = HeadOptions(labels, classifier, templates, None, labels_tree, tree_mode, beam, None, None, None,
-                               None, None, None, None, multi_label, multi_score, threshold)
+    head_options = HeadOptions(labels, classifier, templates, descriptions, labels_tree, tree_mode, beam, reject,
+                               reject_calibrate, tpr, reject_score, reject_label, None, None, multi_label, multi_score,
+                               threshold, calibrate, target_precision)
     head_options.check()
     if not head_options.is_tree() and not head_options.is_multi_label():
         head_options.top_k = top_k
