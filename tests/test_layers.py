@@ -17,7 +17,7 @@ LAYERS = [
     ["data", "prompts", "options"],
     ["encoders"],
     ["pipeline"],
-    ["classifier", "hierarchy", "heads"],
+    ["classifier", "hierarchy", "heads", "heatmaps"],
     ["store", "shapes", "testing"],
     ["cluster"],
     ["job"],

@@ -41,7 +41,7 @@ _EXPORTS = {
     ".store": ["EmbeddingStore", "embed"],
     ".tasks": ["DEFAULT_MODEL", "DEFAULT_PRETRAINED", "EvalResult", "Hit", "Prediction", "TopK", "classify",
                "evaluate", "evaluate_multilabel", "evaluate_retrieval", "resolve_classifier", "resolve_model",
-               "search"],
+               "search", "explain", "Explanation"],
 }
 
 
@@ -67,6 +67,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; the same names as _EXPORTS
         DEFAULT_MODEL,
         DEFAULT_PRETRAINED,
         EvalResult,
+        Explanation,
         Hit,
         Prediction,
         TopK,
@@ -74,6 +75,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; the same names as _EXPORTS
         evaluate,
         evaluate_multilabel,
         evaluate_retrieval,
+        explain,
         resolve_classifier,
         resolve_model,
         search,
@@ -85,5 +87,5 @@ __all__ = [
     "Prediction", "TopK", "EvalResult", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "TEMPLATE_SETS", "read_labels",
     "resolve_templates", "ZsclipError", "InputError", "ImageReadError", "ModelLoadError", "ClassifierFileError",
     "OutputError", "ZsclipWarning", "EmbeddingStore", "embed", "search", "Hit",
-    "evaluate_multilabel", "evaluate_retrieval",
+    "evaluate_multilabel", "evaluate_retrieval", "explain", "Explanation",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
 import click
 
@@ -26,6 +27,7 @@ from .common import (
     scale_option,
     usage_errors,
 )
+from .explain import explain_options
 from .trees import tree_options
 
 
@@ -42,6 +44,10 @@ from .trees import tree_options
 @click.option("--per-video", is_flag=True, default=False,
               help="One row per video from its segments (a store embedded with --segment, or --segment here): "
                    "their embeddings' duration-weighted mean.")
+@click.option("--explain", "explain_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write a heatmap per answered label (the top --top-k, a tree's path, multi-label's labels) "
+                   "into this folder: overlay PNGs, .npy values, explained.jsonl (see `zsclip explain`).")
+@explain_options
 @tree_options
 @multilabel_options
 @model_options
@@ -52,7 +58,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
              beam, descriptions, reject, reject_calibrate, tpr, reject_score, reject_label, multi_label, multi_score,
              threshold, calibrate, target_precision, model, pretrained, device, precision, cache_dir, no_cache,
              batch_size, workers, max_pixels, decode, url_timeout, scale, ray_address, ray_actors,
-             ray_stall_timeout) -> None:
+             ray_stall_timeout, explain_dir=None, method=None, upscale=None) -> None:
     """Classify images into the classes you name.
 
     INPUTS are image files, folders (searched recursively), quoted glob patterns ("shots/**/*.jpg"),
@@ -111,6 +117,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
             from ..outputs.rows import ResultWriter
 
             ResultWriter.check(output)
+        _check_explain(explain_dir, method, upscale, source, per_video, ray_address)
     _notes(source)
     note_video_options(_decodes_videos(source))
     with usage_errors(), warnings.catch_warnings(record=True) as caught:
@@ -131,7 +138,34 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         click.echo(f"zsclip: {multilabel.score} thresholds ({multilabel.calibration['thresholds']}) from "
                    f"{multilabel.calibration['num_images']} calibration images: {float(values.min()):.4g} to "
                    f"{float(values.max()):.4g}", err=True)
-    _emit(answers(job), len(source), job, output)
+    if explain_dir is None:
+        _emit(answers(job), len(source), job, output)
+        return
+    from ..tasks.explain import explanations
+
+    top = getattr(getattr(job.head, "inner", job.head), "top_k", 1)
+    explained = explanations(job, top_k=top, method=method, upscale=upscale, directory=Path(explain_dir),
+                             templates=templates)
+    _emit((explanation.prediction for explanation in explained), len(source), job, output)
+
+
+def _check_explain(explain_dir, method, upscale, source, per_video: bool, ray_address) -> None:
+    """--explain's refusals, while parsing: what it cannot apply to, and its options without it."""
+    from ..errors import InputError
+
+    if explain_dir is None:
+        if method is not None or upscale is not None:
+            raise InputError(f"{'--method' if method is not None else '--upscale'} shapes heatmaps: add --explain DIR")
+        return
+    if ray_address is not None:
+        raise InputError("--explain runs in this process (a heatmap needs each image's pixels and, for gradcam, a "
+                         "backward pass): leave out --ray, or classify on Ray and explain the images you want to see")
+    if per_video:
+        raise InputError("--explain draws heatmaps on images: leave out --per-video")
+    from ..tasks.explain import check_output_dir, check_source
+
+    check_source(source)
+    check_output_dir(explain_dir)
 
 
 def _decodes_videos(source) -> bool:

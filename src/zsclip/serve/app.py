@@ -280,6 +280,41 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
                                           [shown_name(upload.filename) for upload in images], decoded, announced)
         return ClassifyResponse(**content)
 
+    @app.post("/v1/explain", tags=["api"], dependencies=[Auth], responses=ERRORS,
+              summary="Heatmaps: where the model saw each label (JSON grids, or one overlay PNG)")
+    async def explain(
+        request: Request,
+        current: State,
+        images: Annotated[list[UploadFile], File(description="one or more image files (PNG, JPEG, ...)")],
+        labels: Annotated[list[str] | None, Form(description='"cat,dog" or one per line; synonyms: "dog|puppy"')]
+        = None,
+        classifier: Annotated[str | None, Form(description="a classifier id instead of labels")] = None,
+        templates: Annotated[list[str] | None, Form(description="a set or templates, one per line")] = None,
+        top_k: Annotated[int | None, Form(ge=1, description="explain this many top labels (default 1)")] = None,
+        labels_tree: Annotated[str | None, Form(description="a label tree: its chosen path is explained")] = None,
+        tree_format: Annotated[str | None, Form(description="yaml (default), json or text")] = None,
+        tree_mode: Annotated[str | None, Form(description="flat (default), top-down or chils")] = None,
+        beam: Annotated[int | None, Form(ge=1, le=1000, description="top-down: nodes kept per level")] = None,
+        text: Annotated[list[str] | None, Form(description="explain these labels or any text instead")] = None,
+        method: Annotated[str | None, Form(description="patch (default) or gradcam")] = None,
+        upscale: Annotated[int | None, Form(description="enlarge the model's input for a finer map (1-8)")] = None,
+        format: Annotated[str | None, Form(description="json (default: a grid per label) or png (one overlay)")]
+        = None,
+    ) -> Response:
+        from .explain import EXPLAIN_FIELDS, explain_request
+
+        unknown = sorted(set((await request.form()).keys()) - EXPLAIN_FIELDS)
+        if unknown:
+            raise ClientError(422, f"unknown field {unknown[0][:40]!r}: the fields are "
+                                   f"{', '.join(sorted(EXPLAIN_FIELDS))}")
+        tree = parse_tree(labels_tree, tree_format, limits)
+        answer = await explain_request(current, images, labels=labels, classifier=classifier, templates=templates,
+                                       top_k=top_k, tree=tree, tree_mode=tree_mode, beam=beam, texts=text,
+                                       method=method, upscale=upscale, answer_format=format)
+        if isinstance(answer, tuple):
+            return Response(answer[0], media_type="image/png", headers=answer[1])
+        return JSONResponse(answer)
+
     @app.post("/v1/search", tags=["api"], response_model=SearchResponse, dependencies=[Auth], responses=ERRORS,
               summary="The server's store's images nearest to a text or an image (zsclip serve --store)")
     async def search(

@@ -6,6 +6,7 @@ Each task consumes a job (``zsclip.job``: a source, a head, a runner) and writes
 - ``classify``: a row per input (top-k, tree levels, rejections), streamed;
 - ``evaluate`` / ``metrics``: zero-shot metrics on labelled data, streamed, per head;
 - ``search``: the inputs nearest to a text or an image;
+- ``explain``: each answer with a heatmap per explained class (needs pixels);
 - ``models``: which model a run uses; ``inventory``: what can be loaded and what is cached;
 - ``stored`` / ``hierarchy``: round-2 names of store and tree jobs.
 
@@ -20,6 +21,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     ".classify": ["Prediction", "TopK", "classify", "classify_items"],
     ".evaluate": ["EvalResult", "benchmark_record", "evaluate"],
+    ".explain": ["Explanation", "explain"],
     ".models": ["DEFAULT_MODEL", "DEFAULT_PRETRAINED", "resolve_classifier", "resolve_model"],
     ".multilabel": ["evaluate_multilabel"],
     ".retrieval": ["evaluate_retrieval"],
@@ -30,6 +32,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:
     from .classify import Prediction, TopK, classify, classify_items
     from .evaluate import EvalResult, benchmark_record, evaluate
+    from .explain import Explanation, explain
     from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, resolve_classifier, resolve_model
     from .multilabel import evaluate_multilabel
     from .retrieval import evaluate_retrieval
@@ -37,4 +40,4 @@ if TYPE_CHECKING:
 
 __all__ = ["Prediction", "TopK", "classify", "classify_items", "EvalResult", "benchmark_record", "evaluate",
            "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "resolve_classifier", "resolve_model", "Hit", "search",
-           "evaluate_multilabel", "evaluate_retrieval"]
+           "evaluate_multilabel", "evaluate_retrieval", "Explanation", "explain"]

@@ -1,9 +1,10 @@
-// zsclip web page: choose or drop images, name labels, see each image's top labels as bars.
+// zsclip web page: choose or drop images, name labels, see each image's top labels as bars; point at a label
+// to see where the model saw it (a heatmap from /v1/explain drawn over the photo).
 // Plain DOM, no framework, no CDN. Server text is inserted with textContent only (never innerHTML).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { files: [], info: null };
+const state = { files: [], info: null, request: null, heat: new Map() };
 
 function headers() {
   const key = sessionStorage.getItem("zsclip-api-key");
@@ -83,10 +84,14 @@ function renderResults(data) {
     const card = el("article", "result" + (item.error ? " failed" : ""));
     card.dataset.index = item.index;
     if (file) {
+      const frame = el("div", "frame");
       const img = el("img", "photo");
       img.src = URL.createObjectURL(file);
       img.alt = item.filename || "";
-      card.append(img);
+      const canvas = el("canvas", "heat");
+      canvas.hidden = true;
+      frame.append(img, canvas);
+      card.append(frame);
     }
     const body = el("div", "body");
     body.append(el("div", "filename", item.filename || `image ${item.index + 1}`));
@@ -100,6 +105,13 @@ function renderResults(data) {
         const bar = el("span", "bar");
         bar.style.width = pct.toFixed(1) + "%";
         row.append(el("span", "label", prediction.label), el("span", "score", pct.toFixed(1) + "%"), bar);
+        row.dataset.label = prediction.label;
+        row.tabIndex = 0;
+        row.title = "point here to see where the model saw this label";
+        const show = () => showHeatmap(card, item.index, prediction.label, row);
+        row.addEventListener("mouseenter", show);
+        row.addEventListener("focus", show);
+        row.addEventListener("click", show);
         list.append(row);
       }
       body.append(list);
@@ -108,6 +120,89 @@ function renderResults(data) {
     results.append(card);
   }
   if (data.results.length) results.dataset.classifier = data.classifier;
+}
+
+// --- heatmaps: /v1/explain for one image and one label, drawn on a canvas over the photo ------------------
+const RAMP = [[20, 10, 70], [60, 30, 150], [150, 40, 140], [220, 70, 60], [250, 160, 30], [252, 250, 150]];
+
+function rampColour(unit) {
+  const position = Math.max(0, Math.min(1, unit)) * (RAMP.length - 1);
+  const low = Math.min(RAMP.length - 2, Math.floor(position));
+  const fraction = position - low;
+  return RAMP[low].map((value, channel) => value * (1 - fraction) + RAMP[low + 1][channel] * fraction);
+}
+
+function drawHeatmap(canvas, heatmap, width, height) {
+  const grid = heatmap.grid;
+  const rows = grid.length;
+  const cols = rows ? grid[0].length : 0;
+  const span = heatmap.max - heatmap.min;
+  canvas.width = cols;
+  canvas.height = rows;
+  const context = canvas.getContext("2d");
+  const pixels = context.createImageData(cols, rows);
+  for (let y = 0; y < rows; y++) {
+    for (let x = 0; x < cols; x++) {
+      const unit = span > 0 ? (grid[y][x] - heatmap.min) / span : 0;
+      const [r, g, b] = rampColour(unit);
+      const at = 4 * (y * cols + x);
+      pixels.data[at] = r;
+      pixels.data[at + 1] = g;
+      pixels.data[at + 2] = b;
+      pixels.data[at + 3] = Math.round(Math.sqrt(unit) * 0.6 * 255);
+    }
+  }
+  context.putImageData(pixels, 0, 0);
+  // the photo is drawn with object-fit: contain in its frame: cover exactly the drawn part
+  const frame = canvas.parentElement;
+  const box = frame.getBoundingClientRect();
+  const scale = Math.min(box.width / width, box.height / height);
+  canvas.style.width = `${width * scale}px`;
+  canvas.style.height = `${height * scale}px`;
+  canvas.style.left = `${(box.width - width * scale) / 2}px`;
+  canvas.style.top = `${(box.height - height * scale) / 2}px`;
+  canvas.hidden = false;
+  canvas.dataset.label = heatmap.label;
+}
+
+function explainOne(index, label) {
+  const key = `${index}\u0000${label}`;
+  if (!state.heat.has(key)) {
+    const form = new FormData();
+    form.append("images", state.files[index], state.files[index].name);
+    const request = state.request || {};
+    if (request.classifier) {
+      form.append("classifier", request.classifier);
+    } else {
+      form.append("labels", request.labels || "");
+      if (request.templates) form.append("templates", request.templates);
+    }
+    form.append("text", label);
+    const pending = fetch("/v1/explain", { method: "POST", body: form, headers: headers() })
+      .then(async (response) => {
+        const data = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+        if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
+        return data.results[0];
+      });
+    pending.catch(() => state.heat.delete(key));
+    state.heat.set(key, pending);
+  }
+  return state.heat.get(key);
+}
+
+async function showHeatmap(card, index, label, row) {
+  const canvas = card.querySelector("canvas.heat");
+  if (!canvas || !state.files[index]) return;
+  card.dataset.pointed = label;
+  for (const other of card.querySelectorAll(".prediction")) other.classList.toggle("pointed", other === row);
+  try {
+    const result = await explainOne(index, label);
+    if (card.dataset.pointed !== label || !result || result.error || !result.heatmaps.length) return;
+    drawHeatmap(canvas, result.heatmaps[0], result.width, result.height);
+    setStatus(`heatmap: where the model saw “${label}”`, "ok");
+  } catch (error) {
+    setStatus(`No heatmap: ${error.message}`, "bad");
+  }
 }
 
 function renderError(message) {
@@ -126,6 +221,8 @@ async function classify(event) {
   const form = new FormData();
   for (const file of state.files) form.append("images", file, file.name);
   const classifierId = $("classifier").value;
+  state.request = { classifier: classifierId, labels: $("labels").value, templates: $("templates").value };
+  state.heat = new Map();
   if (classifierId) {
     form.append("classifier", classifierId);
   } else {
