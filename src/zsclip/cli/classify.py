@@ -23,6 +23,7 @@ from .common import (
     scale_option,
     usage_errors,
 )
+from .labelling import build_sink_options, sink_options
 from .trees import tree_options
 
 
@@ -34,8 +35,10 @@ from .trees import tree_options
                    "Tip-Adapter) or a saved tree classifier.")
 @click.option("--top-k", "-k", default=None, type=click.IntRange(min=1),
               help="How many labels per image (default 3; flat labels only).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write results to .csv, .jsonl, .json or .parquet (by extension) instead of the terminal.")
+@click.option("--output", "-o", type=click.Path(), default=None,
+              help="Write results to .csv, .jsonl, .json or .parquet (by extension), or with --format a Label "
+                   "Studio, FiftyOne or imagefolder dataset, instead of the terminal.")
+@sink_options
 @click.option("--per-video", is_flag=True, default=False,
               help="One row per video from its segments (a store embedded with --segment, or --segment here): "
                    "their embeddings' duration-weighted mean.")
@@ -45,7 +48,8 @@ from .trees import tree_options
 @image_options
 @scale_option
 @ray_options
-def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, per_video, labels_tree, tree_mode,
+def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, output_format, image_prefix,
+             image_root, files, per_video, labels_tree, tree_mode,
              beam, descriptions, reject, reject_calibrate, tpr, reject_score, reject_label, multi_label, multi_score,
              threshold, calibrate, target_precision, model, pretrained, device, precision, cache_dir, no_cache,
              batch_size, workers, max_pixels, decode, url_timeout, scale, ray_address, ray_actors,
@@ -66,6 +70,8 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
       zsclip classify examples/ --labels-file examples/labels.txt --model demo   # offline
       zsclip classify photos/ --labels "dog,cat,person,car" --multi-label
       zsclip classify photos/ --labels-file tags.txt --multi-label --calibrate tagged.csv --target-precision 0.9
+      zsclip classify photos/ --labels-file classes.txt -o tasks.json --format label-studio
+      zsclip classify photos/ --labels-file classes.txt -o dataset/ --format fiftyone --files hardlink
 
     --model demo needs no download, but it knows only the synthetic world it was trained on:
     red/green/blue/yellow/purple/orange/white/black circles, squares, triangles, stars, crosses
@@ -106,10 +112,11 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         head_options.check()
         if top_k is None and not head_options.is_tree() and not head_options.is_multi_label():
             head_options.top_k = 3  # the terminal's default; the Python API's is 5
-        if output:
-            from ..outputs.rows import ResultWriter
+        sinks = build_sink_options(output_format, image_prefix, image_root, files)
+        sink_name = sinks.resolve(output)
+        from ..tasks.classify import check_labelling
 
-            ResultWriter.check(output)
+        check_labelling(sink_name, source, options, per_video)
     _notes(source)
     with usage_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -129,7 +136,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         click.echo(f"zsclip: {multilabel.score} thresholds ({multilabel.calibration['thresholds']}) from "
                    f"{multilabel.calibration['num_images']} calibration images: {float(values.min()):.4g} to "
                    f"{float(values.max()):.4g}", err=True)
-    _emit(answers(job), len(source), job, output)
+    _emit(answers(job), len(source), job, output, sinks)
 
 
 def _notes(source) -> None:
@@ -141,7 +148,7 @@ def _notes(source) -> None:
         click.echo(f"zsclip: note: {len(duplicates) - 5} more files were given twice; each classified once", err=True)
 
 
-def _emit(predictions, total: int, job, output: str | None) -> None:
+def _emit(predictions, total: int, job, output: str | None, sinks=None) -> None:
     """Write or print answers as they stream; report failures; exit with the documented status."""
     from tqdm.auto import tqdm
 
@@ -149,7 +156,7 @@ def _emit(predictions, total: int, job, output: str | None) -> None:
     from ..tasks.classify import open_sink
 
     with usage_errors():
-        sink = open_sink(output, job) if output else None
+        sink = open_sink(output, job, sinks) if output else None
     failures = count = 0
     bar = tqdm(total=total or None, unit="img", desc="classifying", file=sys.stderr,
                disable=not sys.stderr.isatty() or total < 2, dynamic_ncols=True)
