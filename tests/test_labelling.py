@@ -175,6 +175,7 @@ def test_fiftyone_multi_label_targets_are_lists(world, tmp_path):
                ([c for _, c in targets] for targets in labels.values()))
 
 
+@pytest.mark.slow
 def test_imagefolder_loads_with_hugging_face_datasets(world, reference, tmp_path):
     datasets = pytest.importorskip("datasets", reason="the dev extra installs datasets")
     head = ["--labels-file", str(world / "labels.txt")]

@@ -48,9 +48,10 @@ class Placer:
         self._stems: dict[Path, set[str]] = {}
 
     def place(self, source: str | os.PathLike, folder: Path, name: str | None = None, *,
-              unique_stem: bool = False, adopt: bool = False) -> Path:
+              unique_stem: bool = False, adopt: bool = False, claimed: set[Path] | frozenset = frozenset()) -> Path:
         """``source`` placed in ``folder`` as ``name`` (default: its own name) or the first free
-        ``stem_N.ext``; with ``adopt``, an existing candidate holding the same file is returned as is."""
+        ``stem_N.ext``; with ``adopt``, an existing candidate holding the same file (and not ``claimed`` by
+        another input) is returned as is: the copy a killed run made before it could record it."""
         source = Path(source)
         if not source.is_file():
             raise InputError(f"{printable(source)} is not a local file: it cannot be placed in a folder")
@@ -64,7 +65,7 @@ class Placer:
                 continue
             candidate = folder / f"{candidate_stem}{suffix}"
             if os.path.lexists(candidate):
-                if adopt and _same_file(source, candidate):
+                if adopt and candidate not in claimed and _same_file(source, candidate):
                     taken.add(candidate_stem)
                     return candidate
                 continue
