@@ -77,8 +77,9 @@ class LabelSpace:
 
 
 def model_version(classifier) -> str:
-    """``model@fingerprint`` of the classifier's model (12 hex digits): which model gave a prediction."""
-    provenance = getattr(classifier, "provenance", None) or {}
+    """``model@fingerprint`` of the classifier's model (12 hex digits): which model gave a prediction.
+    ``classifier``: a classifier, or its provenance (a dict with ``model`` and ``fingerprint``)."""
+    provenance = classifier if isinstance(classifier, dict) else getattr(classifier, "provenance", None) or {}
     model = provenance.get("model") or "unknown model"
     fingerprint = str(provenance.get("fingerprint") or "").rsplit(":", 1)[-1]  # backend:recipe:digest
     return f"zsclip {model}@{fingerprint[:12]}" if fingerprint else f"zsclip {model}"
