@@ -130,7 +130,8 @@ def fiftyone_labels(path: str | os.PathLike, classnames: list[str] | None = None
     except (json.JSONDecodeError, RecursionError) as error:
         raise InputError(f"{labels_path}: not valid JSON ({getattr(error, 'msg', error)})") from None
     if not isinstance(document, dict) or not isinstance(document.get("labels"), dict):
-        raise InputError(f"{labels_path}: FiftyOne's labels.json holds {{\"classes\": [...], \"labels\": {{id: target}}}}")
+        raise InputError(f"{labels_path}: FiftyOne's labels.json holds "
+                         '{"classes": [...], "labels": {id: target}}')
     classes = document.get("classes")
     if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
         raise InputError(f"{labels_path}: classes must be a list of names")
