@@ -17,6 +17,8 @@ task per request.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
 import json
 import logging
@@ -37,7 +39,8 @@ STATUSES = frozenset({200, 304, 400, 401, 404, 405, 408, 413, 422, 429, 500, 503
 #: routes that need no API key: probes, the page and its files, the API docs
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/docs", "/openapi.json", "/favicon.ico"})
 OPEN_PREFIXES = ("/static/", "/docs-assets/")
-UNAUTHORIZED = ("missing or wrong API key: send it in the X-API-Key header (or Authorization: Bearer KEY)")
+UNAUTHORIZED = ("missing or wrong API key: send it in the X-API-Key header (or Authorization: Bearer KEY; a Label "
+                "Studio model connection: as the basic-auth password)")
 
 
 class BodyTooLarge(HTTPException):
@@ -125,7 +128,8 @@ class RequestGuard:
         given = header(scope, b"x-api-key")
         if given is None:
             scheme, _, token = (header(scope, b"authorization") or b"").partition(b" ")
-            given = token.strip() if scheme.lower() == b"bearer" else None
+            given = token.strip() if scheme.lower() == b"bearer" else _basic_password(token) \
+                if scheme.lower() == b"basic" else None
         return given is not None and hmac.compare_digest(given, self.api_key)
 
 
@@ -148,6 +152,14 @@ def route_path(scope: Scope) -> str:
     """The path the app routes on: without the --root-path prefix a proxy serves the app under."""
     path, root = scope["path"], scope.get("root_path", "")
     return path[len(root):] or "/" if root and path.startswith(root) else path
+
+
+def _basic_password(token: bytes) -> bytes | None:
+    """The password of HTTP basic auth: how Label Studio sends a key to an ML backend (its only auth for one)."""
+    try:
+        return base64.b64decode(token.strip(), validate=True).partition(b":")[2]
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _protected(path: str) -> bool:
