@@ -54,8 +54,8 @@ class LabelStudio:
             "LABEL_STUDIO_LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false",
             "LABEL_STUDIO_COLLECT_ANALYTICS": "false", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "",
             "DJANGO_DB": "sqlite", "PYTHONUNBUFFERED": "1",
-            # the ML backend (zsclip serve) is on 127.0.0.1 too: Label Studio refuses private hosts by default
-            "SSRF_PROTECTION_ENABLED": "false", "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
+            # the ML backend (zsclip serve) is on 127.0.0.1 too: Label Studio refuses local hosts by default
+            "LABEL_STUDIO_ML_BLOCK_LOCAL_IP": "false", "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
         })
         self.log = (root / "label-studio.log").open("wb")
         self.process = subprocess.Popen(
