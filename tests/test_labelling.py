@@ -208,3 +208,27 @@ def test_options_that_cannot_apply_are_refused_while_parsing(world, tmp_path, ar
     result = run(str(world / "photos"), "--labels", "a,b", "--model", "demo", *args, code=2)
     assert message in result.output and "Traceback" not in result.output
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.slow
+def test_videos_are_one_task_each_and_clip_rows_are_refused(tmp_path):
+    pytest.importorskip("av", reason="videos need the video extra (PyAV)")
+    from zsclip import shapes
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    import random
+
+    spec = shapes.sample_spec(random.Random(0), [("red", "star")])
+    shapes.write_video(videos / "red_star.mp4", shapes.video_frames(spec, 2, 4), 4)
+    out = tmp_path / "tasks.json"
+    run(str(videos), "--labels", "red star,blue ring", *COMMON, "-o", str(out), "--format", "label-studio", code=0)
+    tasks, config = read_tasks(out)
+    assert config.find("Video").get("value") == "$video"
+    ((task),) = tasks
+    assert task["data"]["video"].endswith("red_star.mp4")
+    assert task["predictions"][0]["result"][0]["to_name"] == "video"
+    assert task["predictions"][0]["result"][0]["value"]["choices"] == ["red star"]
+    refused = run(str(videos), "--labels", "red star,blue ring", *COMMON, "--segment", "1", "-o",
+                  str(tmp_path / "t2.json"), "--format", "label-studio", code=2)
+    assert "add --per-video" in refused.output

@@ -153,7 +153,8 @@ def install(app: FastAPI, settings, state_dependency) -> None:
         if not isinstance(tasks, list) or not tasks:
             raise ClientError(422, "tasks must be a non-empty list")
         project = parse_label_config(data.get("label_config"), limits.max_labels)
-        entry = await resolve_classifier(current, None if project.tree else list(project.labels), None, None,
+        # one class per line: a choice may hold a comma ("Dog, small")
+        entry = await resolve_classifier(current, None if project.tree else ["\n".join(project.labels)], None, None,
                                          project.tree)
         options = HeadOptions(multi_label=True if project.kind == "multi" else None,
                               top_k=None if project.kind != "single" else 1)
