@@ -127,6 +127,9 @@ def test_zsclip_serve_is_a_label_studio_ml_backend(label_studio, tmp_path):
     project = label_studio.create_project("backend", config)
     tasks = [{"img": f"/data/local-files/?d=backend/{path.name}"} for path in sorted(photos.glob("*.png"))]
     assert label_studio.client.post(f"/api/projects/{project}/import", json=tasks).status_code == 201
+    storage = label_studio.client.post("/api/storages/localfiles", json={  # Label Studio serves the folder
+        "project": project, "path": str(photos), "title": "backend", "use_blob_urls": False})
+    assert storage.status_code == 201, storage.text
     reference = tmp_path / "reference.csv"
     result = CliRunner().invoke(main, ["classify", str(photos), "--labels-file", str(EXAMPLES / "labels.txt"),
                                        *COMMON, "-o", str(reference)])
@@ -141,6 +144,10 @@ def test_zsclip_serve_is_a_label_studio_ml_backend(label_studio, tmp_path):
             "tasks": [{"id": 1, "data": {"img": "http://example.invalid/x.png"}}], "label_config": config})
         assert outside.status_code == 200 and outside.json()["results"][0]["result"] == []
         assert "Label Studio this server was started with" in outside.json()["results"][0]["error"]
+        # the images Label Studio serves, fetched with its token
+        direct = httpx.post(f"{url}/predict", auth=("zsclip", "backend-secret"), timeout=120, json={
+            "tasks": [{"id": 1, "data": tasks[0]}], "label_config": config})
+        assert direct.status_code == 200 and direct.json()["results"][0]["result"], direct.text
         assert httpx.post(f"{url}/predict", json={"tasks": []}, timeout=10).status_code == 401
         connected = label_studio.client.post("/api/ml", json={
             "url": url, "project": project, "title": "zsclip", "auth_method": "BASIC_AUTH",

@@ -202,6 +202,7 @@ def test_imagefolder_loads_with_hugging_face_datasets(world, reference, tmp_path
     (["-o", "{tmp}/t.csv", "--format", "label-studio"], "with .json"),
     (["-o", "{tmp}/t.json", "--format", "csv"], "writes .csv files"),
     (["-o", "{tmp}/missing/d", "--format", "imagefolder"], "does not exist"),
+    (["-o", "{tmp}/t.json", "--format", "label-studio", "--image-root", "{tmp}"], "is not under --image-root"),
 ])
 def test_options_that_cannot_apply_are_refused_while_parsing(world, tmp_path, args, message):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]

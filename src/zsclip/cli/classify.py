@@ -116,7 +116,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         sink_name = sinks.resolve(output)
         from ..tasks.classify import check_labelling
 
-        check_labelling(sink_name, source, options, per_video)
+        check_labelling(sink_name, source, options, per_video, image_root)
     _notes(source)
     with usage_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -90,11 +90,20 @@ def check_folder(output: str | os.PathLike) -> Path:
     return target
 
 
-def check_source(name: str, source, clips: bool = False) -> None:
+def check_source(name: str, source, clips: bool = False, image_root: str | None = None) -> None:
     """Refuse, before any work, a labelling format for inputs it cannot hold: images inside a table or tar
-    shards have no file to show or place, and video clip rows (``clips``) are several answers for one file."""
+    shards have no file to show or place, video clip rows (``clips``) are several answers for one file, and
+    Label Studio reaches local files only under its document root (``image_root``)."""
     if name not in LABELLING_FORMATS:
         return
+    if name == "label-studio" and image_root is not None:
+        root = Path(os.path.abspath(image_root))
+        for item in getattr(source, "sources", None) or getattr(source, "items", None) or []:
+            path = getattr(item, "name", "")
+            if path and not path.startswith(("http://", "https://")) and \
+                    not Path(os.path.abspath(path)).is_relative_to(root):
+                raise InputError(f"{printable(path)} is not under --image-root {printable(root)}: give the folder "
+                                 "Label Studio serves (LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)")
     if clips:
         raise InputError(f"--format {name} takes one answer per file, and --segment gives one per video clip: "
                          "add --per-video")

@@ -78,7 +78,7 @@ def classify(
     sink_options = _sink_options(output_format, sink_options)
     sink_name = sink_options.resolve(output)
     source = open_source(inputs, model=model if _is_single_store(inputs) else None)
-    check_labelling(sink_name, source, options, per_video)
+    check_labelling(sink_name, source, options, per_video, sink_options.image_root)
     job = plan(per_video_source(source) if per_video else source,
                HeadOptions(labels, classifier, templates, descriptions, labels_tree, tree_mode, beam, reject,
                            reject_calibrate, tpr, reject_score, reject_label, top_k, scale, multi_label, multi_score,
@@ -133,12 +133,13 @@ def _sink_options(output_format: str | None, sink_options):
     return replace(sink_options, format=output_format) if output_format is not None else sink_options
 
 
-def check_labelling(sink_name: str, source, options: RunOptions | None, per_video: bool) -> None:
+def check_labelling(sink_name: str, source, options: RunOptions | None, per_video: bool,
+                    image_root: str | None = None) -> None:
     """Refuse a labelling format for inputs it cannot hold (see ``zsclip.outputs.sinks.check_source``)."""
     from ..outputs.sinks import check_source
 
     clips = not per_video and options is not None and options.segment is not None
-    check_source(sink_name, source, clips)
+    check_source(sink_name, source, clips, image_root)
 
 
 def open_sink(output: str | os.PathLike, job: Job, sink_options=None):
