@@ -1,7 +1,8 @@
 """`--format fiftyone` read by FiftyOne itself: `fo.Dataset.from_dir(..., FiftyOneImageClassificationDataset)`
 in FiftyOne's own virtualenv (it pins starlette and runs its own MongoDB, so never in zsclip's). Skips, saying
 so, where that virtualenv is absent ($ZSCLIP_FIFTYONE_PYTHON, .venv-fo/ in the repository, or
-/work/venvs/labelling-fiftyone)."""
+/work/venvs/labelling-fiftyone) or has no MongoDB (fiftyone-db downloads mongod from mongodb.org when it
+installs, which an offline machine cannot; test_labelling.py reads the layout as FiftyOne's docs define it)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,9 @@ def test_fiftyone_imports_the_dataset_with_every_label_and_confidence(tmp_path):
     env.pop("PYTHONPATH", None)
     run = subprocess.run([python, "-c", READER, json.dumps({k: str(v) for k, v in folders.items()})],
                          capture_output=True, text=True, env=env, timeout=600)
+    if "MongoDB could not be installed" in run.stderr:  # fiftyone-db fetches mongod from mongodb.org at install
+        pytest.skip("FiftyOne is installed but its MongoDB is not (fiftyone-db downloads mongod from mongodb.org "
+                    "when it installs; offline it ships none)")
     assert run.returncode == 0, run.stderr[-3000:]
     loaded = json.loads(run.stdout.strip().splitlines()[-1])
     for name, folder in folders.items():
