@@ -54,7 +54,7 @@ class SinkOptions:
             return "terminal"
         suffix = Path(output).suffix.lower().lstrip(".")
         if name is None:
-            name = suffix if suffix in SINKS and not SINKS[suffix][1] else None
+            name = suffix if suffix in SINKS and not SINKS[suffix][1] and suffix not in LABELLING_FORMATS else None
             if name is None:
                 from .rows import ResultWriter
 
@@ -72,6 +72,10 @@ class SinkOptions:
             raise InputError(f"--files {printable(self.files)}: use {' or '.join(PLACE_MODES)}")
         if SINKS[name][1]:
             check_folder(output)
+        elif name not in LABELLING_FORMATS:
+            from .rows import ResultWriter
+
+            ResultWriter.check(output)  # a known extension, a place that can be written
         elif name == "label-studio":
             from .labelstudio import config_path_for
 
