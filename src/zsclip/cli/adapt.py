@@ -212,16 +212,25 @@ def _read_classes(labels_file: str | None):
 
 
 def _collection(data: str, classes, fallback: list[str] | None = None):
-    """A labelled folder or manifest; eval sets take the shots' classes (``fallback``)."""
+    """A labelled folder or manifest, a Label Studio export or a FiftyOne dataset; eval sets take the shots'
+    classes (``fallback``)."""
     from ..data.collections import image_folder, manifest
+    from ..data.exports import fiftyone_labels, is_fiftyone_labels, is_label_studio_export, label_studio_export
 
     names = [synonyms[0] for synonyms in classes] if classes else fallback
     path = Path(data)
+    exported = fiftyone_labels(path, names) if is_fiftyone_labels(path) else \
+        label_studio_export(path, names)[0] if is_label_studio_export(path) else None
+    if exported is not None:
+        if exported.multi_label:
+            raise InputError(f"--data/--eval {data} holds several labels per image: adapt fits one class per image")
+        return exported
     if path.is_dir():
         return image_folder(path, names)
     if path.suffix.lower() in (".csv", ".jsonl", ".ndjson"):
         return manifest(path, names)
-    raise InputError(f"--data/--eval {data}: not a folder or a .csv/.jsonl manifest")
+    raise InputError(f"--data/--eval {data}: not a folder, a .csv/.jsonl manifest, a Label Studio JSON export or a "
+                     "FiftyOne labels.json")
 
 
 def _report_failures(data: LabelledFeatures) -> None:

@@ -28,6 +28,7 @@ from .common import (
     usage_errors,
 )
 from .explain import explain_options
+from .labelling import build_sink_options, sink_options
 from .trees import tree_options
 
 
@@ -39,8 +40,10 @@ from .trees import tree_options
                    "Tip-Adapter) or a saved tree classifier.")
 @click.option("--top-k", "-k", default=None, type=click.IntRange(min=1),
               help=f"How many labels per image (default {DEFAULT_TOP_K}; flat labels only).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write results to .csv, .jsonl, .json or .parquet (by extension) instead of the terminal.")
+@click.option("--output", "-o", type=click.Path(), default=None,
+              help="Write results to .csv, .jsonl, .json or .parquet (by extension), or with --format a Label "
+                   "Studio, FiftyOne or imagefolder dataset, instead of the terminal.")
+@sink_options
 @click.option("--per-video", is_flag=True, default=False,
               help="One row per video from its segments (a store embedded with --segment, or --segment here): "
                    "their embeddings' duration-weighted mean.")
@@ -54,7 +57,8 @@ from .trees import tree_options
 @image_options
 @scale_option
 @ray_options
-def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, per_video, labels_tree, tree_mode,
+def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, output_format, image_prefix,
+             image_root, files, per_video, labels_tree, tree_mode,
              beam, descriptions, reject, reject_calibrate, tpr, reject_score, reject_label, multi_label, multi_score,
              threshold, calibrate, target_precision, model, pretrained, device, precision, cache_dir, no_cache,
              batch_size, workers, max_pixels, decode, url_timeout, scale, ray_address, ray_actors,
@@ -75,6 +79,8 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
       zsclip classify examples/ --labels-file examples/labels.txt --model demo   # offline
       zsclip classify photos/ --labels "dog,cat,person,car" --multi-label
       zsclip classify photos/ --labels-file tags.txt --multi-label --calibrate tagged.csv --target-precision 0.9
+      zsclip classify photos/ --labels-file classes.txt -o tasks.json --format label-studio
+      zsclip classify photos/ --labels-file classes.txt -o dataset/ --format fiftyone --files hardlink
 
     --model demo needs no download, but it knows only the synthetic world it was trained on:
     red/green/blue/yellow/purple/orange/white/black circles, squares, triangles, stars, crosses
@@ -113,10 +119,11 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         head_options.check()
         if top_k is None and not head_options.is_tree() and not head_options.is_multi_label():
             head_options.top_k = DEFAULT_TOP_K  # the service's too; the Python API's is 5
-        if output:
-            from ..outputs.rows import ResultWriter
+        sinks = build_sink_options(output_format, image_prefix, image_root, files)
+        sink_name = sinks.resolve(output)
+        from ..tasks.classify import check_labelling
 
-            ResultWriter.check(output)
+        check_labelling(sink_name, source, options, per_video, image_root)
         _check_explain(explain_dir, method, upscale, source, per_video, ray_address)
     _notes(source)
     note_video_options(_decodes_videos(source))
@@ -139,14 +146,14 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
                    f"{multilabel.calibration['num_images']} calibration images: {float(values.min()):.4g} to "
                    f"{float(values.max()):.4g}", err=True)
     if explain_dir is None:
-        _emit(answers(job), len(source), job, output)
+        _emit(answers(job), len(source), job, output, sinks)
         return
     from ..tasks.explain import explanations
 
     top = getattr(getattr(job.head, "inner", job.head), "top_k", 1)
     explained = explanations(job, top_k=top, method=method, upscale=upscale, directory=Path(explain_dir),
                              templates=templates)
-    _emit((explanation.prediction for explanation in explained), len(source), job, output)
+    _emit((explanation.prediction for explanation in explained), len(source), job, output, sinks)
 
 
 def _check_explain(explain_dir, method, upscale, source, per_video: bool, ray_address) -> None:
@@ -184,7 +191,7 @@ def _notes(source) -> None:
         click.echo(f"zsclip: note: {len(duplicates) - 5} more files were given twice; each classified once", err=True)
 
 
-def _emit(predictions, total: int, job, output: str | None) -> None:
+def _emit(predictions, total: int, job, output: str | None, sinks=None) -> None:
     """Write or print answers as they stream; report failures; exit with the documented status."""
     from tqdm.auto import tqdm
 
@@ -192,7 +199,7 @@ def _emit(predictions, total: int, job, output: str | None) -> None:
     from ..tasks.classify import open_sink
 
     with usage_errors():
-        sink = open_sink(output, job) if output else None
+        sink = open_sink(output, job, sinks) if output else None
     from ..data.video import NOTE, is_note
 
     failures = count = 0

@@ -142,21 +142,30 @@ def missing_serve_modules() -> list[str]:
               help="Allow browser pages from this origin to call the API (e.g. https://app.example.com). "
                    "Repeatable. CORS is off by default.")
 @click.option("--root-path", default="", help="URL prefix when a proxy serves the app under a sub-path.")
+@click.option("--label-studio-url", default=None,
+              help="Be a Label Studio ML backend (routes /health, /setup, /predict, /webhook; connect this server "
+                   "as the project's model): the Label Studio to fetch task images from, and only from.")
+@click.option("--label-studio-token", envvar="ZSCLIP_LABEL_STUDIO_TOKEN", default=None,
+              help="With --label-studio-url: its API token (Account & Settings). Also $ZSCLIP_LABEL_STUDIO_TOKEN.")
 @click.option("--graceful-timeout", default=30.0, show_default=True, type=click.FloatRange(0),
               help="On SIGTERM / Ctrl-C: seconds in-flight requests get to finish.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
 def serve(model, pretrained, device, precision, store, classifiers, templates, host, port, max_batch_size, max_wait_ms,
           queue_limit, decode_workers, threads, max_request_mb, max_images, max_pixels, max_labels, max_classifiers,
-          request_timeout, header_timeout, max_connections, api_key, cors_origins, root_path, graceful_timeout,
-          log_level) -> None:
+          request_timeout, header_timeout, max_connections, api_key, cors_origins, root_path, label_studio_url,
+          label_studio_token, graceful_timeout, log_level) -> None:
     """Serve zero-shot classification over HTTP: a web page, a JSON API, dynamic batching.
 
     Concurrent requests' images are gathered into one forward pass (--max-batch-size, --max-wait-ms);
     each label set is encoded once and cached; bad input gets a JSON 4xx and the server keeps going.
     Routes: POST /v1/classify, POST|GET /v1/classifiers, POST /v1/search (with --store), GET /v1/info,
     /healthz, /readyz, /metrics,
-    / (the page), /docs (OpenAPI).
+    / (the page), /docs (OpenAPI); with --label-studio-url, Label Studio's ML-backend routes.
+
+    \b
+    As a Label Studio ML backend (the project's Choices / Taxonomy are the classes):
+      zsclip serve --model ViT-B-32 --label-studio-url http://localhost:8080 --label-studio-token "$LS_TOKEN"
     """
     missing = missing_serve_modules()
     if missing:
@@ -180,7 +189,8 @@ def serve(model, pretrained, device, precision, store, classifiers, templates, h
             model=model, pretrained=pretrained, device=device, precision=precision,
             classifier_files=tuple(classifiers), store=store, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
             queue_limit=queue_limit, decode_workers=decode_workers, max_classifiers=max_classifiers,
-            default_templates=default_templates, api_key=api_key, cors_origins=tuple(cors_origins), limits=limits)
+            default_templates=default_templates, api_key=api_key, cors_origins=tuple(cors_origins), limits=limits,
+            label_studio_url=label_studio_url, label_studio_token=label_studio_token)
     except (ValueError, ZsclipError) as error:
         raise ServeError(str(error)) from None
     listener = bind_listener(host, port)  # a busy port is one line now, not after the model loaded

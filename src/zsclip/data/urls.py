@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from urllib.parse import urlsplit
 
@@ -29,35 +30,49 @@ def is_url(name: str) -> bool:
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow at most MAX_REDIRECTS redirects, and only to http(s) URLs."""
+    """Follow at most MAX_REDIRECTS redirects, and only to http(s) URLs (with ``origin``: only on that host)."""
 
     max_redirections = MAX_REDIRECTS
+
+    def __init__(self, origin: str | None = None) -> None:
+        self.origin = _origin(origin) if origin else None
 
     def redirect_request(self, request, fp, code, message, headers, new_url):
         if urlsplit(new_url).scheme.lower() not in ("http", "https"):
             raise ImageReadError(f"redirected to {urlsplit(new_url).scheme or 'a relative'}: URL; only http(s) "
                                  "redirects are followed")
+        if self.origin is not None and _origin(urllib.parse.urljoin(request.full_url, new_url)) != self.origin:
+            raise ImageReadError("redirected to another host: not followed (its credentials stay on their host)")
         return super().redirect_request(request, fp, code, message, headers, new_url)
 
 
-def _opener() -> urllib.request.OpenerDirector:
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+def _opener(origin: str | None = None) -> urllib.request.OpenerDirector:
     """An opener that speaks http(s) only: no file:, ftp: or data: handlers at all."""
     opener = urllib.request.OpenerDirector()
     for handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
-                    urllib.request.HTTPDefaultErrorHandler(), _HttpOnlyRedirects(),
+                    urllib.request.HTTPDefaultErrorHandler(), _HttpOnlyRedirects(origin),
                     urllib.request.HTTPErrorProcessor()):
         opener.add_handler(handler)
     return opener
 
 
-def fetch_url(url: str, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = URL_TIMEOUT_S) -> bytes:
-    """Download ``url`` within ``timeout`` seconds in total, refusing bodies over ``max_bytes``."""
+def fetch_url(url: str, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = URL_TIMEOUT_S,
+              headers: dict[str, str] | None = None, origin: str | None = None) -> bytes:
+    """Download ``url`` within ``timeout`` seconds in total, refusing bodies over ``max_bytes``. ``headers``
+    (credentials) go with it; with ``origin``, the URL and every redirect must stay on that scheme and host."""
     if not is_url(url):
         raise ImageReadError("not an http(s) URL")
+    if origin is not None and _origin(url) != _origin(origin):
+        raise ImageReadError("not on the host this download is limited to")
     deadline = time.monotonic() + timeout
-    request = urllib.request.Request(url, headers={"User-Agent": "zsclip"})
+    request = urllib.request.Request(url, headers={"User-Agent": "zsclip", **(headers or {})})
     try:
-        with _opener().open(request, timeout=timeout) as response:
+        with _opener(origin).open(request, timeout=timeout) as response:
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise ImageReadError(f"download is {int(declared)} bytes, over the {max_bytes}-byte limit")

@@ -90,6 +90,45 @@ def open_hf(inputs: Sequence, *, labelled: bool, classes=None, dataset=None, mod
     return source
 
 
+def matches_label_studio(inputs: Sequence, labelled: bool) -> bool:
+    from ..data.exports import is_label_studio_export
+
+    single = _single(inputs)
+    return labelled and single is not None and is_label_studio_export(single)
+
+
+def open_label_studio(inputs: Sequence, *, labelled: bool, classes=None, dataset=None, model=None) -> FeatureSource:
+    """A Label Studio JSON export: its annotated tasks (``zsclip.data.exports``)."""
+    from ..data.exports import label_studio_export
+
+    collection, unlabelled = label_studio_export(_single(inputs), [s[0] for s in classes] if classes else None)
+    if unlabelled:
+        print(f"zsclip: note: {unlabelled} tasks of {_single(inputs)} have no annotation and are left out",
+              file=sys.stderr)
+    return _labelled_source(collection, classes)
+
+
+def matches_fiftyone(inputs: Sequence, labelled: bool) -> bool:
+    from ..data.exports import is_fiftyone_labels
+
+    single = _single(inputs)
+    return labelled and single is not None and is_fiftyone_labels(single)
+
+
+def open_fiftyone(inputs: Sequence, *, labelled: bool, classes=None, dataset=None, model=None) -> FeatureSource:
+    """A FiftyOne image classification dataset (folder or labels.json)."""
+    from ..data.exports import fiftyone_labels
+
+    return _labelled_source(fiftyone_labels(_single(inputs), [s[0] for s in classes] if classes else None), classes)
+
+
+def _labelled_source(collection, classes) -> FeatureSource:
+    source = MediaFiles(collection.items, collection.classnames) if has_videos(collection.items) and \
+        not collection.multi_label else LabelledData(collection)
+    source.build_classes = classes
+    return source
+
+
 def matches_labelled(inputs: Sequence, labelled: bool) -> bool:
     return labelled
 

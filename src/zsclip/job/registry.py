@@ -20,6 +20,8 @@ SOURCES = [
     ("store", openers.matches_store, openers.open_store),
     ("shards", openers.matches_shards, openers.open_shards),
     ("hugging face dataset", openers.matches_hf, openers.open_hf),
+    ("label studio export", openers.matches_label_studio, openers.open_label_studio),
+    ("fiftyone labels", openers.matches_fiftyone, openers.open_fiftyone),
     ("labelled data", openers.matches_labelled, openers.open_labelled),
     ("images", openers.matches_images, openers.open_images),
 ]

@@ -171,6 +171,11 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
     Auth = Depends(require_key)  # noqa: N806 (a FastAPI dependency marker)
     State = Annotated[ServerState, Depends(state)]
 
+    if settings.label_studio_url is not None:  # the Label Studio ML-backend routes (serve/labelstudio.py)
+        from .labelstudio import install
+
+        install(app, settings, state)
+
     # --- health -------------------------------------------------------------------------------
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     async def healthz() -> dict:

@@ -20,6 +20,8 @@ task per request.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
 import json
 import logging
@@ -42,7 +44,8 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/docs", "/openapi.json", "/
 OPEN_PREFIXES = ("/static/", "/docs-assets/")
 AMBIGUOUS_LENGTH = ("the request has both Content-Length and Transfer-Encoding, so its length is ambiguous "
                     "(RFC 9112 6.1): send one of them")
-UNAUTHORIZED = ("missing or wrong API key: send it in the X-API-Key header (or Authorization: Bearer KEY)")
+UNAUTHORIZED = ("missing or wrong API key: send it in the X-API-Key header (or Authorization: Bearer KEY; a Label "
+                "Studio model connection: as the basic-auth password)")
 
 
 class BodyTooLarge(HTTPException):
@@ -134,7 +137,8 @@ class RequestGuard:
         given = header(scope, b"x-api-key")
         if given is None:
             scheme, _, token = (header(scope, b"authorization") or b"").partition(b" ")
-            given = token.strip() if scheme.lower() == b"bearer" else None
+            given = token.strip() if scheme.lower() == b"bearer" else _basic_password(token) \
+                if scheme.lower() == b"basic" else None
         return given is not None and hmac.compare_digest(given, self.api_key)
 
 
@@ -157,6 +161,14 @@ def route_path(scope: Scope) -> str:
     """The path the app routes on: without the --root-path prefix a proxy serves the app under."""
     path, root = scope["path"], scope.get("root_path", "")
     return path[len(root):] or "/" if root and path.startswith(root) else path
+
+
+def _basic_password(token: bytes) -> bytes | None:
+    """The password of HTTP basic auth: how Label Studio sends a key to an ML backend (its only auth for one)."""
+    try:
+        return base64.b64decode(token.strip(), validate=True).partition(b":")[2]
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _protected(path: str) -> bool:

@@ -61,6 +61,8 @@ class ServeSettings:
         default_templates: template set name (or the templates themselves) used when a request names none.
         api_key: when set, /v1/* and /metrics need it (header X-API-Key or Authorization: Bearer).
         cors_origins: origins allowed to call the API from a browser; none (CORS off) by default.
+        label_studio_url, label_studio_token: a Label Studio this server is an ML backend for (serve/labelstudio.py):
+            the only host it fetches task images from, with that token.
     """
 
     model: str = "demo"
@@ -79,6 +81,8 @@ class ServeSettings:
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    label_studio_url: str | None = None
+    label_studio_token: str | None = None
 
     def __post_init__(self) -> None:
         positive = ("max_batch_size", "queue_limit", "decode_workers", "max_classifiers", "max_pending_builds")
@@ -92,6 +96,10 @@ class ServeSettings:
                              "a full request could never be queued")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("api_key is empty: give a real secret or none")
+        if (self.label_studio_url is None) != (self.label_studio_token is None):
+            raise ValueError("--label-studio-url and --label-studio-token go together: give both")
+        if self.label_studio_url is not None and not self.label_studio_url.lower().startswith(("http://", "https://")):
+            raise ValueError(f"--label-studio-url {self.label_studio_url[:60]!r}: give Label Studio's http(s) address")
 
 
 __all__ = ["Limits", "ServeSettings", "DEFAULT_MAX_REQUEST_BYTES", "DEFAULT_MAX_PIXELS"]

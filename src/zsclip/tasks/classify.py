@@ -54,6 +54,8 @@ def classify(
     output: str | os.PathLike | None = None,
     ray=None,
     per_video: bool = False,
+    output_format: str | None = None,
+    sink_options=None,
 ) -> Iterator[Prediction]:
     """Classify images (files, folders, globs, URLs), WebDataset shards, or an embedding store.
 
@@ -70,15 +72,20 @@ def classify(
     levels); with ``output`` (.csv, .jsonl, .json, .parquet) the rows are also written there,
     atomically, when the iterator is exhausted. ``ray``: True / "auto" / an address runs the job on Ray.
     ``per_video``: one row per video from its clips (a store of ``--segment`` rows, or ``segment`` files).
+    ``output_format``: a sink by name where the extension cannot tell (``label-studio``, ``fiftyone``,
+    ``imagefolder``, see ``zsclip.outputs.sinks``), with their options in ``sink_options`` (a SinkOptions).
     """
+    sink_options = _sink_options(output_format, sink_options)
+    sink_name = sink_options.resolve(output)
     source = open_source(inputs, model=model if _is_single_store(inputs) else None)
+    check_labelling(sink_name, source, options, per_video, sink_options.image_root)
     job = plan(per_video_source(source) if per_video else source,
                HeadOptions(labels, classifier, templates, descriptions, labels_tree, tree_mode, beam, reject,
                            reject_calibrate, tpr, reject_score, reject_label, top_k, scale, multi_label, multi_score,
                            threshold, calibrate, target_precision),
                encoder=encoder, model=model, pretrained=pretrained, run=options, cache=cache, cache_dir=cache_dir,
                ray=ray)
-    sink = open_sink(output, job) if output is not None else None
+    sink = open_sink(output, job, sink_options) if output is not None else None
     return _written(answers(job), sink) if sink is not None else answers(job)
 
 
@@ -120,10 +127,36 @@ def answers(job: Job) -> Iterator[Prediction]:
             yield answer
 
 
-def open_sink(output: str | os.PathLike, job: Job):
-    """The row sink for ``output`` (format by extension; checked writable now, before any work)."""
-    from ..outputs.rows import RowSink
+def _sink_options(output_format: str | None, sink_options):
+    from dataclasses import replace
 
+    from ..outputs.sinks import SinkOptions
+
+    sink_options = sink_options or SinkOptions()
+    return replace(sink_options, format=output_format) if output_format is not None else sink_options
+
+
+def check_labelling(sink_name: str, source, options: RunOptions | None, per_video: bool,
+                    image_root: str | None = None) -> None:
+    """Refuse a labelling format for inputs it cannot hold (see ``zsclip.outputs.sinks.check_source``)."""
+    from ..outputs.sinks import check_source
+
+    clips = not per_video and options is not None and options.segment is not None
+    check_source(sink_name, source, clips, image_root)
+
+
+def open_sink(output: str | os.PathLike, job: Job, sink_options=None):
+    """The sink for ``output``: rows by extension, or a labelling format (``sink_options.format``); checked
+    writable now, before any work."""
+    from ..outputs.rows import RowSink
+    from ..outputs.sinks import LABELLING_FORMATS, open_labelling_sink
+
+    sink_options = _sink_options(None, sink_options)
+    name = sink_options.resolve(output)
+    if name in LABELLING_FORMATS:
+        from ..outputs.labelling import LabelSpace
+
+        return open_labelling_sink(name, output, LabelSpace.of(job.head, timed=job.source.timed), sink_options)
     head = job.head
     top_k = getattr(getattr(head, "inner", head), "top_k", 1)
     return RowSink(output, head.columns, top_k, timed=job.source.timed)
@@ -167,4 +200,5 @@ def expand_sources(inputs: str | os.PathLike | Iterable[str | os.PathLike | Sour
             yield from expand_inputs([os.fspath(item)])
 
 
-__all__ = ["Prediction", "TopK", "classify", "classify_items", "answers", "open_sink", "expand_sources"]
+__all__ = ["Prediction", "TopK", "classify", "classify_items", "answers", "open_sink", "check_labelling",
+           "expand_sources"]

@@ -1,0 +1,150 @@
+"""`zsclip sort`: class folders, _review/ with its least-confident-first list, _unknown/, _errors.csv; copies or
+hard links, never moves or overwrites; resumable after a kill, each image placed once."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from zsclip import shapes
+from zsclip.cli import main
+
+COMMON = ["--model", "demo", "--precision", "fp32", "-j", "0", "-t", "photo"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sort")
+    shapes.write_dataset(root, per_class=1, seed=3)
+    images = root / "images"
+    (images / "unreadable.png").write_bytes(b"not an image")
+    return root
+
+
+def sort(*args: str, code: int = 1):
+    result = CliRunner().invoke(main, ["sort", *args], catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    return result
+
+
+def placed_files(into: Path) -> dict[str, list[Path]]:
+    """original name -> every copy of it under ``into`` (a copy keeps its name, or gets a _N suffix)."""
+    found: dict[str, list[Path]] = {}
+    for path in into.rglob("*.png"):
+        found.setdefault(path.name, []).append(path)
+    return found
+
+
+def test_sort_places_accepted_review_and_errors(photos, tmp_path):
+    into = tmp_path / "sorted"
+    reference = tmp_path / "reference.csv"
+    CliRunner().invoke(main, ["classify", str(photos / "images"), "--labels-file", str(photos / "labels.txt"),
+                              *COMMON, "-k", "2", "-o", str(reference)])
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(reference.open()) if not r["error"]}
+    threshold = sorted(float(row["score"]) for row in rows.values())[len(rows) // 2]  # half of them accepted
+    result = sort(str(photos / "images"), "--labels-file", str(photos / "labels.txt"), *COMMON, "--into", str(into),
+                  "--accept", f"{threshold - 5e-7:.6f}")
+    assert "unreadable" in result.output
+    accepted = {name for name, row in rows.items() if float(row["score"]) >= threshold}
+    assert 0 < len(accepted) < len(rows)  # both kinds happen on this set
+    for name, row in rows.items():
+        folder = row["label"] if name in accepted else "_review"
+        assert (into / folder / name).read_bytes() == (photos / "images" / name).read_bytes()
+        assert (photos / "images" / name).exists()  # copied, never moved
+    assert sum(len(v) for v in placed_files(into).values()) == len(rows)
+    review = list(csv.DictReader((into / "_review.csv").open()))
+    assert {Path(r["file"]).name for r in review} == set(rows) - accepted
+    scores = [float(r["score"]) for r in review]
+    assert scores == sorted(scores)  # least confident first
+    for r in review:
+        row = rows[Path(r["file"]).name]
+        assert r["runner_up"] == row["label_2"]
+        assert float(r["margin"]) == pytest.approx(float(row["score"]) - float(row["score_2"]), abs=1e-5)
+    errors = list(csv.DictReader((into / "_errors.csv").open()))
+    assert [Path(r["path"]).name for r in errors] == ["unreadable.png"] and errors[0]["error"]
+
+
+@pytest.mark.slow
+def test_rejected_images_go_to_unknown_and_a_clash_gets_a_suffix(photos, tmp_path):
+    into = tmp_path / "sorted"
+    (into / "_unknown").mkdir(parents=True)
+    (into / "_unknown" / "red_circle_0000.png").write_bytes(b"a file of the user's")
+    sort(str(photos / "images"), "--labels", "red circle,blue square", *COMMON, "--reject", "0.99",
+         "--into", str(into), "--accept", "0.5", "--files", "hardlink")
+    unknown = sorted(p.name for p in (into / "_unknown").iterdir())
+    assert len(unknown) > 2
+    assert (into / "_unknown" / "red_circle_0000.png").read_bytes() == b"a file of the user's"  # never overwritten
+    assert "red_circle_0000_1.png" in unknown
+    linked = into / "_unknown" / "red_circle_0000_1.png"
+    assert os.path.samefile(linked, photos / "images" / "red_circle_0000.png")  # a hard link
+
+
+@pytest.mark.slow
+def test_an_image_placed_before_a_kill_is_adopted_not_placed_twice(photos, tmp_path):
+    """The state a kill leaves between placing a file and journalling it, and a torn last journal line."""
+    into = tmp_path / "sorted"
+    args = [str(photos / "images"), "--labels-file", str(photos / "labels.txt"), *COMMON, "--into", str(into),
+            "--accept", "0.0"]
+    sort(*args)
+    journal = into / ".zsclip-sort.jsonl"
+    lines = journal.read_text().splitlines()
+    victim = json.loads(lines[-1])
+    assert victim["bucket"] == "class"
+    journal.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])  # torn, unrecorded
+    sort(*args)
+    copies = placed_files(into)[Path(victim["to"]).name]
+    assert copies == [into / victim["to"]]  # adopted where it was, not copied again
+
+
+@pytest.mark.slow
+def test_sort_killed_midway_resumes_and_places_each_image_once(photos, tmp_path):
+    into, images = tmp_path / "sorted", tmp_path / "images"
+    images.mkdir()
+    for path in sorted((photos / "images").iterdir())[:24]:
+        os.link(path, images / path.name)
+    command = [sys.executable, "-m", "zsclip", "sort", str(images), "--labels-file",
+               str(photos / "labels.txt"), *COMMON, "-b", "2", "--into", str(into), "--accept", "0.9"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    journal = into / ".zsclip-sort.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if journal.exists() and journal.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = journal.read_text().count("\n")
+    total = len(list(images.iterdir()))
+    assert 3 <= done < total
+    resumed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert "placed by an earlier run" in resumed.stderr
+    copies = placed_files(into)
+    assert set(copies) == {p.name for p in images.iterdir()}
+    assert all(len(paths) == 1 for paths in copies.values())  # each placed once
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert len({r["path"] for r in records}) == total == len(records)
+    assert not list(into.rglob(".zsclip-*.partial"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--labels", "a,b", "--into", "{tmp}/s"], "give --accept"),
+    (["--labels", "a,b", "--into", "{tmp}/s", "--accept", "1.5"], "between 0 and 1"),
+    (["--labels", "a,b", "--into", "{tmp}/s", "--accept-precision", "0.9"], "calibrated"),
+    (["--labels", "a,b", "--into", "{tmp}/missing/s", "--accept", "0.9"], "does not exist"),
+])
+def test_sort_refuses_what_cannot_apply(photos, tmp_path, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = sort(str(photos / "images"), "--model", "demo", *args, code=2)
+    assert message in result.output and "Traceback" not in result.output
