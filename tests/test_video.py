@@ -467,6 +467,9 @@ def test_a_store_keeps_its_video_sampling_and_refuses_or_reembeds_another(clips,
     assert ("--frames 2 --segment 2 --max-video-frames 256, not --frames 2 --segment 1 --max-video-frames 256"
             in refused.output and "--reembed" in refused.output and "new store path" in refused.output)
     assert _spans_in(store) == before  # nothing was added beside the old clips
+    partial = CliRunner().invoke(main, ["embed", str(clips / "red.mkv"), *other[2:], "--reembed"])
+    assert partial.exit_code == 2 and "1 of them are not among the inputs" in partial.output, partial.output
+    assert _spans_in(store) == before  # refused before anything changed
     result = CliRunner().invoke(main, [*other, "--reembed"])
     assert result.exit_code == 0, result.output
     after = _spans_in(store)

@@ -115,12 +115,14 @@ def embed_media(store: EmbeddingStore, source, encoder: Encoder, options: RunOpt
     report = EmbedReport()
     with store.writing():
         store.check_video_sampling(sampling, reembed)  # against the manifest as re-read under the lock
-        if reembed or store.video_sampling is None:
-            store.record_video_sampling(sampling, unfinished=reembed)
         known = store.facts()
         by_file: dict[str, dict[str, tuple]] = {}
         for key, facts in known.items():
             by_file.setdefault(key.split(SPAN_KEY, 1)[0], {})[key] = facts
+        if reembed:
+            _check_all_videos_given(store, source, by_file)
+        if reembed or store.video_sampling is None:
+            store.record_video_sampling(sampling, unfinished=reembed)
         todo, facts_before, resolved_of = [], {}, {}
         for item in source.items:
             resolved = os.path.realpath(item.name) if item.error is None else item.name
@@ -183,6 +185,20 @@ def embed_media(store: EmbeddingStore, source, encoder: Encoder, options: RunOpt
         if reembed:
             store.record_video_sampling(sampling)
     return report
+
+
+def _check_all_videos_given(store: EmbeddingStore, source, by_file: dict[str, dict]) -> None:
+    """``--reembed`` replaces every clip of the store: refuse it when stored videos that still exist are not
+    among the inputs (their old clips would stay under the new settings)."""
+    from ..store.format import StoreError
+
+    given = {os.path.realpath(item.name) for item in source.items if item.error is None}
+    missing = [name for name, keys in by_file.items() if name not in given and os.path.lexists(name)
+               and any(SPAN_KEY in key for key in keys)]
+    if missing:
+        raise StoreError(f"--reembed embeds the store's videos again, and {len(missing)} of them are not among the "
+                         f"inputs (e.g. {missing[0]}): give every video of store {store.folder}, or embed into a new "
+                         "store path")
 
 
 def _file_facts(path: str) -> tuple[int, int] | None:
