@@ -61,6 +61,7 @@ def search(store_path, query, image_path, top_k, output, model, pretrained, devi
         click.echo(f"zsclip: ... and {len(failures) - 20} more inputs could not be read"
                    + (" (all listed in the results)" if output else ""), err=True)
     if output or failures:
-        click.echo(f"zsclip: {len(hits)} results" + (f"; {len(failures)} inputs could not be read" if failures else "")
+        unread = f"; {len(failures)} input{'s' if len(failures) > 1 else ''} could not be read" if failures else ""
+        click.echo(f"zsclip: {len(hits)} result{'' if len(hits) == 1 else 's'}{unread}"
                    + (f"; in {printable(output)}" if output else ""), err=True)
     sys.exit(1 if failures else 0)
