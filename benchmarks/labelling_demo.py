@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--sort-only", action="store_true", help="only part 2 (sort --accept)")
     args = parser.parse_args()
     encoder = zsclip.load_model("demo", device="cpu")
     options = zsclip.RunOptions(precision="fp32", workers=args.workers)
@@ -55,45 +56,53 @@ def main() -> None:
     per_class = max(1, round(args.images / len(labels)))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        manifest = shapes.write_dataset(root / "plain", per_class, seed=11)
-        images = root / "plain" / "images"
-        count = len(list(images.iterdir()))
-        store = EmbeddingStore.create_or_open(root / "plain.zse", encoder, precision="fp32")
-        embed(store, list(zsclip.data.sources.expand_inputs([str(images)])), encoder, options)
-        print(f"## Time to label {count} demo images, ratio to CSV (best of {args.repeats})\n")
-        print("| format | from images (s) | ratio | from a store (s) | ratio |")
-        print("|---|---|---|---|---|")
-        results = {name: (float("inf"), float("inf")) for name in FORMATS}
-        for _ in range(args.repeats):  # formats interleaved: a busy machine slows every format alike
-            for name, (target, fmt) in FORMATS.items():
-                files = "hardlink" if "hardlink" in name else ("copy" if fmt in ("fiftyone", "imagefolder") else None)
-                from_images = timed_run(str(images), root / target, fmt, files, options, encoder, labels)
-                from_store = timed_run(str(root / "plain.zse"), root / target, fmt, files, options, encoder, labels)
-                results[name] = (min(results[name][0], from_images), min(results[name][1], from_store))
-        base_images, base_store = results["csv"]
-        for name, (seconds_images, seconds_store) in results.items():
-            print(f"| {name} | {seconds_images:.2f} | {seconds_images / base_images:.3f} | {seconds_store:.3f} | "
-                  f"{seconds_store / base_store:.2f} |")
-        del manifest
+        if not args.sort_only:
+            time_formats(root, per_class, args, encoder, options, labels)
+        sort_accept(root, per_class, encoder, options, labels)
 
-        hard = shapes.write_dataset(root / "noise", per_class, seed=12, style="tiny")
-        truth = {Path(row["path"]).name: row["label"] for row in csv.DictReader(hard.open())}
-        hard_store = EmbeddingStore.create_or_open(root / "tiny.zse", encoder, precision="fp32")
-        embed(hard_store, list(zsclip.data.sources.expand_inputs([str(root / "noise" / "images")])), encoder, options)
-        print(f"\n## sort --accept on {len(truth)} labelled demo images (style tiny: small shapes, about 45% top-1)\n")
-        print("| --accept | accepted | precision of accepted | to review |")
-        print("|---|---|---|---|")
-        for threshold in (0.0, 0.5, 0.8, 0.9, 0.95, 0.99):
-            into = root / f"sorted-{threshold}"
-            summary = sort(str(root / "tiny.zse"), into, accept=threshold, files="hardlink", labels=labels,
-                           templates="photo", encoder=encoder, options=options)
-            correct = 0
-            for label in summary.per_class:
-                folder = into / label
-                correct += sum(1 for path in folder.iterdir() if truth[path.name] == label)
-            precision = correct / summary.accepted if summary.accepted else float("nan")
-            print(f"| {threshold:g} | {summary.accepted / len(truth):.1%} | {precision:.1%} | "
-                  f"{summary.review / len(truth):.1%} |")
+
+def time_formats(root: Path, per_class: int, args, encoder, options, labels) -> None:
+    manifest = shapes.write_dataset(root / "plain", per_class, seed=11)
+    images = root / "plain" / "images"
+    count = len(list(images.iterdir()))
+    store = EmbeddingStore.create_or_open(root / "plain.zse", encoder, precision="fp32")
+    embed(store, list(zsclip.data.sources.expand_inputs([str(images)])), encoder, options)
+    print(f"## Time to label {count} demo images, ratio to CSV (best of {args.repeats})\n")
+    print("| format | from images (s) | ratio | from a store (s) | ratio |")
+    print("|---|---|---|---|---|")
+    results = {name: (float("inf"), float("inf")) for name in FORMATS}
+    for _ in range(args.repeats):  # formats interleaved: a busy machine slows every format alike
+        for name, (target, fmt) in FORMATS.items():
+            files = "hardlink" if "hardlink" in name else ("copy" if fmt in ("fiftyone", "imagefolder") else None)
+            from_images = timed_run(str(images), root / target, fmt, files, options, encoder, labels)
+            from_store = timed_run(str(root / "plain.zse"), root / target, fmt, files, options, encoder, labels)
+            results[name] = (min(results[name][0], from_images), min(results[name][1], from_store))
+    base_images, base_store = results["csv"]
+    for name, (seconds_images, seconds_store) in results.items():
+        print(f"| {name} | {seconds_images:.2f} | {seconds_images / base_images:.3f} | {seconds_store:.3f} | "
+              f"{seconds_store / base_store:.2f} |")
+    del manifest
+
+
+def sort_accept(root: Path, per_class: int, encoder, options, labels) -> None:
+    hard = shapes.write_dataset(root / "noise", per_class, seed=12, style="tiny")
+    truth = {Path(row["path"]).name: row["label"] for row in csv.DictReader(hard.open())}
+    hard_store = EmbeddingStore.create_or_open(root / "tiny.zse", encoder, precision="fp32")
+    embed(hard_store, list(zsclip.data.sources.expand_inputs([str(root / "noise" / "images")])), encoder, options)
+    print(f"\n## sort --accept on {len(truth)} labelled demo images (style tiny: small shapes, about 45% top-1)\n")
+    print("| --accept | accepted | precision of accepted | to review |")
+    print("|---|---|---|---|")
+    for threshold in (0.0, 0.5, 0.8, 0.9, 0.95, 0.99):
+        into = root / f"sorted-{threshold}"
+        summary = sort(str(root / "tiny.zse"), into, accept=threshold, files="hardlink", labels=labels,
+                       templates="photo", encoder=encoder, options=options)
+        correct = 0
+        for label in summary.per_class:
+            folder = into / label
+            correct += sum(1 for path in folder.iterdir() if truth[path.name] == label)
+        precision = correct / summary.accepted if summary.accepted else float("nan")
+        print(f"| {threshold:g} | {summary.accepted / len(truth):.1%} | {precision:.1%} | "
+              f"{summary.review / len(truth):.1%} |")
 
 
 if __name__ == "__main__":
