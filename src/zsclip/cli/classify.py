@@ -21,6 +21,7 @@ from .common import (
     read_classes,
     run_options,
     scale_option,
+    transductive_option,
     usage_errors,
 )
 from .trees import tree_options
@@ -39,13 +40,19 @@ from .trees import tree_options
 @click.option("--per-video", is_flag=True, default=False,
               help="One row per video from its segments (a store embedded with --segment, or --segment here): "
                    "their embeddings' duration-weighted mean.")
+@click.option("--accept-precision", type=float, default=None,
+              help="With a calibrated classifier file (`zsclip calibrate`): each row gets accepted true/false, true "
+                   "when its top-1 confidence reaches the threshold that gave this precision on the calibration "
+                   "images (e.g. 0.95); the rest are for review.")
+@transductive_option
 @tree_options
 @multilabel_options
 @model_options
 @image_options
 @scale_option
 @ray_options
-def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, per_video, labels_tree, tree_mode,
+def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, per_video, accept_precision,
+             transductive, labels_tree, tree_mode,
              beam, descriptions, reject, reject_calibrate, tpr, reject_score, reject_label, multi_label, multi_score,
              threshold, calibrate, target_precision, model, pretrained, device, precision, cache_dir, no_cache,
              batch_size, workers, max_pixels, decode, url_timeout, scale, ray_address, ray_actors,
@@ -66,6 +73,8 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
       zsclip classify examples/ --labels-file examples/labels.txt --model demo   # offline
       zsclip classify photos/ --labels "dog,cat,person,car" --multi-label
       zsclip classify photos/ --labels-file tags.txt --multi-label --calibrate tagged.csv --target-precision 0.9
+      zsclip classify photos/ -c calibrated.zsc --accept-precision 0.95 -o rows.csv
+      zsclip classify photos.zse --labels-file classes.txt --transductive
 
     --model demo needs no download, but it knows only the synthetic world it was trained on:
     red/green/blue/yellow/purple/orange/white/black circles, squares, triangles, stars, crosses
@@ -102,7 +111,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         head_options = HeadOptions(read_classes(labels, labels_file), classifier_file, templates, descriptions,
                                    labels_tree, tree_mode, beam, reject, reject_calibrate, tpr, reject_score,
                                    reject_label, top_k, scale, multi_label, multi_score, threshold, calibrate,
-                                   target_precision)
+                                   target_precision, accept_precision, transductive)
         head_options.check()
         if top_k is None and not head_options.is_tree() and not head_options.is_multi_label():
             head_options.top_k = 3  # the terminal's default; the Python API's is 5
@@ -129,7 +138,16 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         click.echo(f"zsclip: {multilabel.score} thresholds ({multilabel.calibration['thresholds']}) from "
                    f"{multilabel.calibration['num_images']} calibration images: {float(values.min()):.4g} to "
                    f"{float(values.max()):.4g}", err=True)
-    _emit(answers(job), len(source), job, output)
+    accept = getattr(job.head, "accept", None)
+    if accept is not None:
+        shown = "nothing (no confidence reached it)" if accept.precision is None else \
+            f"confidence >= {accept.threshold:.6g} ({accept.accepted_share:.0%} of them, at precision " \
+            f"{accept.precision:.3f})"
+        click.echo(f"zsclip: accept-or-review at precision {accept.target:g}: accepts {shown}; from "
+                   f"{accept.num_images} calibration images", err=True)
+        if accept.warning:
+            click.echo(f"zsclip: warning: {printable(accept.warning)}", err=True)
+    _emit(answers(job, transductive), len(source), job, output)
 
 
 def _notes(source) -> None:

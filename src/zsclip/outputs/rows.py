@@ -27,11 +27,12 @@ PARQUET_ROWS = 8192
 class ResultWriter:
     """Write predictions to ``path`` in the format its extension names."""
 
-    def __init__(self, path: str | os.PathLike, top_k: int, timed: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, top_k: int, timed: bool = False, accept: bool = False) -> None:
         self.path = self.check(path)
         self.format = self.path.suffix.lower()
         self.top_k = top_k
         self.timed = timed  # video rows: start and end seconds after the path
+        self.accept = accept  # accept-or-review rows: an ``accepted`` column (true / false) before ``error``
         self._rows = 0
         if self.format == ".parquet":
             self._output = AtomicFile(self.path, "wb")
@@ -46,7 +47,7 @@ class ResultWriter:
             header = ["path", *(["start", "end"] if timed else []), "label", "score"]
             for rank in range(2, top_k + 1):
                 header += [f"label_{rank}", f"score_{rank}"]
-            self._csv.writerow([*header, "error"])
+            self._csv.writerow([*header, *(["accepted"] if accept else []), "error"])
         elif self.format == ".json":
             self._file.write("[")
 
@@ -75,6 +76,8 @@ class ResultWriter:
                     cells += [csv_cell(prediction.labels[rank]), f"{prediction.scores[rank]:.6f}"]
                 else:
                     cells += ["", ""]
+            if self.accept:
+                cells.append("" if prediction.accepted is None else str(prediction.accepted).lower())
             self._csv.writerow([*cells, csv_cell(prediction.error) if prediction.error else ""])
         else:
             text = json.dumps(as_record(prediction, self.timed), ensure_ascii=False)
@@ -99,8 +102,9 @@ class ResultWriter:
         import pyarrow.parquet as pq
 
         spans = [("start", pa.float64()), ("end", pa.float64())] if self.timed else []
+        accepted = [("accepted", pa.bool_())] if self.accept else []
         schema = pa.schema([("path", pa.string()), *spans, ("labels", pa.list_(pa.string())),
-                            ("scores", pa.list_(pa.float32())), ("error", pa.string())])
+                            ("scores", pa.list_(pa.float32())), *accepted, ("error", pa.string())])
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self._file, schema, compression="zstd")
         if self._pending:
@@ -110,7 +114,8 @@ class ResultWriter:
                               "scores": [p.scores for p in rows],
                               "error": [None if p.error is None else undecodable_escaped(p.error) for p in rows],
                               **({"start": [p.start for p in rows], "end": [p.end for p in rows]}
-                                 if self.timed else {})},
+                                 if self.timed else {}),
+                              **({"accepted": [p.accepted for p in rows]} if self.accept else {})},
                              schema=schema)
             self._parquet.write_table(table)
             self._rows += len(rows)
@@ -134,6 +139,7 @@ def as_record(prediction: Prediction, timed: bool = False) -> dict:
         **spans,
         "predictions": [{"label": undecodable_escaped(label), "score": round(score, 6)}
                         for label, score in zip(prediction.labels, prediction.scores, strict=True)],
+        **({"accepted": prediction.accepted} if prediction.accepted is not None else {}),
         "error": None if prediction.error is None else undecodable_escaped(prediction.error),
     }
 
@@ -162,6 +168,8 @@ def print_table(prediction: Prediction, stream: TextIO) -> None:
     for rank, (label, score) in enumerate(zip(labels, prediction.scores, strict=True), start=1):
         bar = "#" * round(score * 20)
         stream.write(f"  {rank}. {label:<{width}}  {score:7.2%}  {bar}\n")
+    if prediction.accepted is not None:
+        stream.write("  accepted\n" if prediction.accepted else "  review\n")
 
 
 class RecordWriter:
@@ -284,11 +292,11 @@ class RowSink:
     named fields (``RecordWriter``, label trees and open-set scores); the format by extension."""
 
     def __init__(self, path: str | os.PathLike, columns: list[str] | None, top_k: int = 1, *,
-                 timed: bool = False) -> None:
+                 timed: bool = False, accept: bool = False) -> None:
         self.columns = columns
         self.timed = timed
         self._writer = (RecordWriter(path, columns, timed) if columns is not None
-                        else ResultWriter(path, top_k, timed))
+                        else ResultWriter(path, top_k, timed, accept))
         self.path = self._writer.path
 
     def write(self, prediction: Prediction) -> None:

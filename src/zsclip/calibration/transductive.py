@@ -1,0 +1,110 @@
+"""Collection-level correction: look at all of a collection's scores at once and re-weight the classes.
+
+A zero-shot classifier carries a class bias (some prompts score higher for every image), and a collection
+has its own class frequencies that the classifier never saw. Both methods here take the log-probabilities
+log p(y | x_i) of every image and return one log-weight per class, log w [C]; the corrected answer of an
+image is softmax(log p(y | x_i) + log w_y). They are implemented from the papers:
+
+- ``em`` -- Saerens, Latinne & Decaestecker (2002), "Adjusting the outputs of a classifier to new a priori
+  probabilities": EM over the unknown class priors q. E-step: p'(y|x_i) proportional to p(y|x_i) q_y / s_y
+  (s: the priors the classifier assumes; uniform for a zero-shot one); M-step: q_y = mean_i p'(y|x_i).
+  The weights are q / s. It estimates the collection's class frequencies, so it helps most on imbalanced
+  collections and leaves a balanced one near where it was.
+- ``ot`` / ``ot-em`` -- OTTER (Shi et al., NeurIPS 2024): the assignment of images to classes is an optimal
+  transport plan with cost -log p(y|x_i) whose class marginal is a given prior (``ot``: uniform; ``ot-em``:
+  the prior EM estimates); with entropic regularisation 1 the plan is diag(u) P diag(v) (Sinkhorn-Knopp),
+  so the correction is log w = log v. It removes the classifier's class bias, but forces the prior given.
+
+Both are deterministic: the scores are read in input order, in the same chunks, with float64 sums.
+Memory: the caller keeps the [N, C] scores (zsclip keeps them in a float32 temporary file, 4 GB for a
+million images x 1,000 classes, read in chunks); each iteration is one pass over them, with O(C) state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+#: The collection-level corrections ``--transductive`` accepts.
+METHODS = ("em", "ot", "ot-em")
+Chunks = Callable[[], Iterable[np.ndarray]]  # yields log-probabilities [b, C], the same rows each call
+
+
+def _logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
+    top = values.max(axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    return (np.log(np.exp(values - top).sum(axis=axis, keepdims=True)) + top).squeeze(axis)
+
+
+def em_prior(chunks: Chunks, num_classes: int, source_prior: np.ndarray | None = None, iterations: int = 200,
+             tolerance: float = 1e-7) -> tuple[np.ndarray, np.ndarray, int]:
+    """(log weights [C], estimated prior [C], iterations run) by Saerens et al.'s EM."""
+    source = np.full(num_classes, 1.0 / num_classes) if source_prior is None else np.asarray(source_prior, float)
+    prior = source.copy()
+    log_ratio = np.zeros(num_classes)
+    done = 0
+    for done in range(1, iterations + 1):  # noqa: B007 (the count is returned)
+        total, count = np.zeros(num_classes), 0
+        for block in chunks():
+            adjusted = np.asarray(block, dtype=np.float64) + log_ratio
+            adjusted -= _logsumexp(adjusted, axis=1)[:, None]
+            total += np.exp(adjusted).sum(axis=0)
+            count += len(block)
+        if not count:
+            break
+        new_prior = np.maximum(total / count, 1e-12)
+        new_prior /= new_prior.sum()
+        change = float(np.abs(new_prior - prior).max())
+        prior = new_prior
+        log_ratio = np.log(prior) - np.log(source)
+        if change < tolerance:
+            break
+    return log_ratio, prior, done
+
+
+def sinkhorn_weights(chunks: Chunks, num_classes: int, prior: np.ndarray | None = None, iterations: int = 500,
+                     tolerance: float = 1e-7) -> tuple[np.ndarray, int]:
+    """(log v [C], iterations run): Sinkhorn-Knopp in the log domain for the plan with rows summing to 1/N and
+    classes to ``prior`` (uniform by default), kernel p(y|x_i) (regularisation 1)."""
+    target = np.full(num_classes, 1.0 / num_classes) if prior is None else np.asarray(prior, float) / np.sum(prior)
+    log_target = np.log(np.maximum(target, 1e-12))
+    log_v = np.zeros(num_classes)
+    done = 0
+    for done in range(1, iterations + 1):  # noqa: B007
+        columns, count = np.full(num_classes, -np.inf), 0
+        for block in chunks():
+            block = np.asarray(block, dtype=np.float64)
+            log_u = -_logsumexp(block + log_v, axis=1)  # each row's plan sums to 1 (scaled by 1/N below)
+            columns = np.logaddexp(columns, _logsumexp(block + log_u[:, None], axis=0))
+            count += len(block)
+        if not count:
+            break
+        columns = columns + log_v - np.log(count)  # the plan's class marginal at the current v
+        change = float(np.abs(np.exp(columns) - target).max())
+        log_v = log_v + log_target - columns
+        log_v -= log_v.max()
+        if change < tolerance:
+            break
+    return log_v, done
+
+
+def class_log_weights(method: str, chunks: Chunks, num_classes: int) -> dict:
+    """``method`` (one of ``METHODS``) over the collection's log-probabilities: {"method", "log_weights" [C],
+    "prior" [C] (the class frequencies the corrected answers aim at), "iterations"}."""
+    if method not in METHODS:
+        raise ValueError(f"unknown collection-level correction {method!r}: use {', '.join(METHODS)}")
+    if method == "em":
+        log_w, prior, steps = em_prior(chunks, num_classes)
+        return {"method": method, "log_weights": log_w, "prior": prior, "iterations": steps}
+    prior = None
+    steps = 0
+    if method == "ot-em":
+        _, prior, steps = em_prior(chunks, num_classes)
+    log_v, more = sinkhorn_weights(chunks, num_classes, prior)
+    uniform = np.full(num_classes, 1.0 / num_classes)
+    return {"method": method, "log_weights": log_v, "prior": uniform if prior is None else prior,
+            "iterations": steps + more}
+
+
+__all__ = ["METHODS", "em_prior", "sinkhorn_weights", "class_log_weights"]
