@@ -20,7 +20,7 @@ import click
 
 from ..errors import OutputError, ZsclipError
 from ..outputs.text import printable
-from . import adapt, build, classify, embed, eval, models, search, serve
+from . import adapt, build, calibrate, classify, embed, eval, models, search, serve
 
 DEBUG_ENV = "ZSCLIP_DEBUG"
 #: exit status when stdout is a pipe whose reader left: 128 + SIGPIPE, what a shell reports for `cat`, `grep`
@@ -159,7 +159,7 @@ def main(debug: bool) -> None:
 
 
 for command in (classify.classify, build.build, eval.eval_command, embed.embed_command, search.search,
-                models.models, adapt.adapt_command, serve.serve):
+                models.models, adapt.adapt_command, serve.serve, calibrate.calibrate_command):
     main.add_command(command)
 
 

@@ -42,8 +42,9 @@ from .common import (
               help="Name recorded in the results; imagenet1k also gives ImageNet's class names for synset folders.")
 @click.option("--labels-file", type=click.Path(dir_okay=False), default=None,
               help="Class names, one per line in the folders' sorted order (synonyms: 'dog | puppy').")
-@click.option("--templates", "-t", default="openai-imagenet", show_default=True,
-              help="One or more template sets or files, comma-separated: all are scored on one pass over the images.")
+@click.option("--templates", "-t", default=None,
+              help="One or more template sets or files, comma-separated: all are scored on one pass over the images "
+                   "(default openai-imagenet).")
 @click.option("--classifier", "-c", "classifier_file", type=click.Path(dir_okay=False), default=None,
               help="Evaluate a classifier file (from `zsclip build`, `zsclip adapt`, or a tree classifier) instead "
                    "of building one from the data's class names; its classes must cover the data's.")

@@ -125,7 +125,7 @@ class HeadOptions:
             if self.accept_precision is not None:
                 raise InputError("--accept-precision's threshold was chosen on uncorrected scores: leave out "
                                  "--transductive or --accept-precision")
-        calibration = self.calibration()
+        calibration = self.calibration() if self.accept_precision is not None or self.scale is not None else None
         if self.accept_precision is not None:
             if not 0 < self.accept_precision < 1:
                 raise InputError(f"--accept-precision {self.accept_precision}: give a precision between 0 and 1, "

@@ -177,7 +177,7 @@ async def answer_images(current: ServerState, metrics: ServeMetrics, entry: Entr
     for i, item in enumerate(decoded):
         if isinstance(item, str):
             results.append({"index": i, "filename": names[i], "start": None, "end": None, "predictions": None,
-                            "record": None, "error": item})
+                            "record": None, "error": item, "accepted": None})
             continue
         answer = next(answers)
         video = isinstance(item, UploadedVideo)
@@ -186,7 +186,7 @@ async def answer_images(current: ServerState, metrics: ServeMetrics, entry: Entr
                         "predictions": None if answer.error else [
                             {"label": label, "score": float(score)}
                             for label, score in zip(answer.labels, answer.scores, strict=True)],
-                        "record": answer.record, "error": answer.error})
+                        "record": answer.record, "error": answer.error, "accepted": answer.accepted})
     return {"model": current.encoder.name, "classifier": entry.id,
             "scoring": "sigmoid" if entry.flat.is_sigmoid else "softmax", "head": head.describe(), "results": results}
 

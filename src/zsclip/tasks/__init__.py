@@ -20,6 +20,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     ".classify": ["Prediction", "TopK", "classify", "classify_items"],
     ".evaluate": ["EvalResult", "benchmark_record", "evaluate"],
+    ".calibrate": ["CalibrationResult", "calibrate"],
     ".models": ["DEFAULT_MODEL", "DEFAULT_PRETRAINED", "resolve_classifier", "resolve_model"],
     ".multilabel": ["evaluate_multilabel"],
     ".retrieval": ["evaluate_retrieval"],
@@ -28,6 +29,7 @@ _EXPORTS = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from .calibrate import CalibrationResult, calibrate
     from .classify import Prediction, TopK, classify, classify_items
     from .evaluate import EvalResult, benchmark_record, evaluate
     from .models import DEFAULT_MODEL, DEFAULT_PRETRAINED, resolve_classifier, resolve_model
@@ -37,4 +39,4 @@ if TYPE_CHECKING:
 
 __all__ = ["Prediction", "TopK", "classify", "classify_items", "EvalResult", "benchmark_record", "evaluate",
            "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "resolve_classifier", "resolve_model", "Hit", "search",
-           "evaluate_multilabel", "evaluate_retrieval"]
+           "evaluate_multilabel", "evaluate_retrieval", "CalibrationResult", "calibrate"]
