@@ -238,7 +238,9 @@ def evaluate(
         tree = {"modes": {mode: m.result() for mode, m in tree_metrics.items()}, "beam": beam or 1,
                 "tree": tree_classifier.tree.to_data()}
     used = _used_model(encoder, source, flat, tree_classifier)
-    return EvalResult(data_classes, results, failures, counted, counted / seconds if seconds > 0 else 0.0, tree,
+    # a classifier file's metrics are indexed by its own classes (it may hold more than the data names)
+    reported = list(next(iter(flat.values()))[0].classnames) if classifier is not None and flat else data_classes
+    return EvalResult(reported, results, failures, counted, counted / seconds if seconds > 0 else 0.0, tree,
                       openset.result() if openset is not None else None, *used, corrected,
                       {name: clf for name, (clf, _) in flat.items()})
 
