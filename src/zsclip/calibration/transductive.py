@@ -31,29 +31,33 @@ METHODS = ("em", "ot", "ot-em")
 Chunks = Callable[[], Iterable[np.ndarray]]  # yields log-probabilities [b, C], the same rows each call
 
 
-def _logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
-    top = values.max(axis=axis, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    return (np.log(np.exp(values - top).sum(axis=axis, keepdims=True)) + top).squeeze(axis)
+def _mean_posterior(chunks: Chunks, shift: np.ndarray) -> tuple[np.ndarray, int]:
+    """(mean over images of softmax(log p(.|x_i) + shift), images): one pass, float32 rows, float64 sums."""
+    shift = shift.astype(np.float32)
+    total, count = np.zeros(len(shift)), 0
+    for block in chunks():
+        adjusted = np.asarray(block, dtype=np.float32) + shift
+        adjusted -= adjusted.max(axis=1, keepdims=True)
+        np.exp(adjusted, out=adjusted)
+        adjusted /= adjusted.sum(axis=1, keepdims=True)
+        total += adjusted.sum(axis=0, dtype=np.float64)
+        count += len(block)
+    return (total / count if count else total), count
 
 
-def em_prior(chunks: Chunks, num_classes: int, source_prior: np.ndarray | None = None, iterations: int = 200,
-             tolerance: float = 1e-7) -> tuple[np.ndarray, np.ndarray, int]:
-    """(log weights [C], estimated prior [C], iterations run) by Saerens et al.'s EM."""
+def em_prior(chunks: Chunks, num_classes: int, source_prior: np.ndarray | None = None, iterations: int = 100,
+             tolerance: float = 1e-5) -> tuple[np.ndarray, np.ndarray, int]:
+    """(log weights [C], estimated prior [C], iterations run) by Saerens et al.'s EM, stopped when no class's
+    prior moves by ``tolerance`` in an iteration (or after ``iterations``)."""
     source = np.full(num_classes, 1.0 / num_classes) if source_prior is None else np.asarray(source_prior, float)
     prior = source.copy()
     log_ratio = np.zeros(num_classes)
     done = 0
     for done in range(1, iterations + 1):  # noqa: B007 (the count is returned)
-        total, count = np.zeros(num_classes), 0
-        for block in chunks():
-            adjusted = np.asarray(block, dtype=np.float64) + log_ratio
-            adjusted -= _logsumexp(adjusted, axis=1)[:, None]
-            total += np.exp(adjusted).sum(axis=0)
-            count += len(block)
+        mean, count = _mean_posterior(chunks, log_ratio)  # E-step and M-step: the adjusted posteriors' mean
         if not count:
             break
-        new_prior = np.maximum(total / count, 1e-12)
+        new_prior = np.maximum(mean, 1e-12)
         new_prior /= new_prior.sum()
         change = float(np.abs(new_prior - prior).max())
         prior = new_prior
@@ -63,29 +67,25 @@ def em_prior(chunks: Chunks, num_classes: int, source_prior: np.ndarray | None =
     return log_ratio, prior, done
 
 
-def sinkhorn_weights(chunks: Chunks, num_classes: int, prior: np.ndarray | None = None, iterations: int = 500,
-                     tolerance: float = 1e-7) -> tuple[np.ndarray, int]:
-    """(log v [C], iterations run): Sinkhorn-Knopp in the log domain for the plan with rows summing to 1/N and
-    classes to ``prior`` (uniform by default), kernel p(y|x_i) (regularisation 1)."""
+def sinkhorn_weights(chunks: Chunks, num_classes: int, prior: np.ndarray | None = None, iterations: int = 100,
+                     tolerance: float = 1e-5) -> tuple[np.ndarray, int]:
+    """(log v [C], iterations run): Sinkhorn-Knopp for the plan pi_iy = u_i p(y|x_i) v_y with rows summing to
+    1/N and classes to ``prior`` (uniform by default), regularisation 1. With u solved for each row, the
+    plan's class marginal is the mean of softmax(log p(.|x_i) + log v), so each iteration is one pass:
+    v <- v * prior / marginal, until no class's marginal is off by ``tolerance``."""
     target = np.full(num_classes, 1.0 / num_classes) if prior is None else np.asarray(prior, float) / np.sum(prior)
     log_target = np.log(np.maximum(target, 1e-12))
     log_v = np.zeros(num_classes)
     done = 0
     for done in range(1, iterations + 1):  # noqa: B007
-        columns, count = np.full(num_classes, -np.inf), 0
-        for block in chunks():
-            block = np.asarray(block, dtype=np.float64)
-            log_u = -_logsumexp(block + log_v, axis=1)  # each row's plan sums to 1 (scaled by 1/N below)
-            columns = np.logaddexp(columns, _logsumexp(block + log_u[:, None], axis=0))
-            count += len(block)
+        marginal, count = _mean_posterior(chunks, log_v)
         if not count:
             break
-        columns = columns + log_v - np.log(count)  # the plan's class marginal at the current v
-        change = float(np.abs(np.exp(columns) - target).max())
-        log_v = log_v + log_target - columns
-        log_v -= log_v.max()
+        change = float(np.abs(marginal - target).max())
         if change < tolerance:
             break
+        log_v = log_v + log_target - np.log(np.maximum(marginal, 1e-300))
+        log_v -= log_v.max()
     return log_v, done
 
 

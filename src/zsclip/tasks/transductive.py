@@ -55,23 +55,28 @@ def transductive_answers(job: Job, method: str, info: dict | None = None) -> Ite
         if info is not None:
             info.update({"method": method, "prior": fitted["prior"].tolist(), "iterations": fitted["iterations"]})
         log_w = fitted["log_weights"]
-        chunks = buffer.chunks()
-        block, position = np.zeros((0, len(names)), np.float32), 0
+        chunks = (_top_k(block, log_w, top_k) for block in buffer.chunks())
+        labels, scores, position = np.zeros((0, top_k), np.int64), np.zeros((0, top_k)), 0
         for name, error, span in rows:
             if error is not None:
                 answer = Prediction(name, [], [], error)
             else:
-                if position == len(block):
-                    block, position = next(chunks), 0
-                corrected = block[position].astype(np.float64) + log_w
+                if position == len(labels):
+                    (labels, scores), position = next(chunks), 0
+                answer = Prediction(name, [names[i] for i in labels[position]], scores[position].tolist())
                 position += 1
-                corrected = np.exp(corrected - corrected.max())
-                corrected /= corrected.sum()
-                order = np.argsort(-corrected, kind="stable")[:top_k]
-                answer = Prediction(name, [names[i] for i in order], [float(corrected[i]) for i in order])
             if span is not None:
                 answer.start, answer.end = span
             yield answer
+
+
+def _top_k(block: np.ndarray, log_w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(class indices, probabilities) [b, k] of softmax(log p + log w) per row, best first (ties: lower index)."""
+    corrected = block.astype(np.float64) + log_w
+    corrected = np.exp(corrected - corrected.max(axis=1, keepdims=True))
+    corrected /= corrected.sum(axis=1, keepdims=True)
+    order = np.argsort(-corrected, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(corrected, order, axis=1)
 
 
 __all__ = ["transductive_answers", "head_log_probabilities"]
