@@ -9,7 +9,7 @@ Images are drawn by ``zsclip.shapes`` with seeds no test uses (201-2xx), scored 
 (a) temperature scaling: `zsclip calibrate` on one set, ECE (15 bins) of a held-out set before and after;
 (b) accept-or-review: `zsclip classify -c FILE --accept-precision 0.95` on the held-out set: the precision
     of the accepted rows against the true labels, and the share accepted;
-(c) --transductive: accuracy with and without it (em, ot, ot-em) on a balanced collection and on
+(c) --transductive: accuracy with and without it (--methods: em, ot, ot-em) on a balanced collection and on
     long-tailed ones (class counts falling geometrically from the first to the last class, 10:1 and
     100:1), the class order shuffled per collection;
 (d) the time --transductive adds to `zsclip classify` of a synthetic store (--rows x 512 float16 rows,
@@ -37,13 +37,14 @@ from zsclip.data.collections import manifest  # noqa: E402
 OPTIONS = RunOptions(workers=0, precision="fp32", device="cpu")
 
 
-def part_calibration(root: Path, encoder, per_class: int, style: str, templates: str) -> None:
-    calib = shapes.write_dataset(root / f"calib-{style}", per_class, 201, "all", "both", style=style)
-    test = shapes.write_dataset(root / f"test-{style}", per_class, 202, "all", "both", style=style)
+def part_calibration(root: Path, encoder, per_class: int, style: str, templates: str, split: str = "all") -> None:
+    calib = shapes.write_dataset(root / f"calib-{style}-{split}", per_class, 201, split, "both", style=style)
+    test = shapes.write_dataset(root / f"test-{style}-{split}", per_class, 202, split, "both", style=style)
     classes = shapes.classnames("both")
     before = evaluate(manifest(test, classes), encoder, templates, options=OPTIONS)
     fitted = zsclip.calibrate(str(calib), classes=classes, templates=templates, model="demo", options=OPTIONS)
-    path = fitted.classifier.save(root / f"calibrated-{style}.zsc")
+    path = fitted.classifier.save(root / f"calibrated-{style}-{split}.zsc")
+    style = f"{style}/{split}"
     after = evaluate(str(test), classifier=str(path), options=OPTIONS)
     first_before, first_after = next(iter(before.metrics.values())), next(iter(after.metrics.values()))
     print(f"(a) {style:8s} {before.num_images} held-out images, 48 classes, acc1 {first_before['acc1']:.1%}: "
@@ -65,9 +66,10 @@ def long_tail(counts_max: int, classes: int, ratio: float) -> list[int]:
     return [max(1, round(counts_max * ratio ** (-i / (classes - 1)))) for i in range(classes)]
 
 
-def part_transductive(root: Path, encoder, label: str, style: str, templates: str, seed: int) -> None:
+def part_transductive(root: Path, encoder, label: str, style: str, templates: str, seed: int,
+                      methods: tuple[str, ...] = ("em",)) -> None:
     classes = shapes.classnames(label)
-    per_pair = 60 if label == "shape" else 50
+    per_pair = 40
     pool = shapes.write_dataset(root / f"pool-{label}-{style}", per_pair, 203 + seed, "all", label, style=style)
     by_class: dict[str, list[str]] = {}
     for row in csv.DictReader(pool.open()):
@@ -84,7 +86,7 @@ def part_transductive(root: Path, encoder, label: str, style: str, templates: st
         with chosen.open("w", newline="") as handle:
             csv.writer(handle).writerows([("path", "label"), *rows])
         figures = []
-        for method in ("em", "ot", "ot-em"):
+        for method in methods:
             result = evaluate(manifest(chosen, classes), encoder, templates, options=OPTIONS, transductive=method)
             name = next(iter(result.metrics))
             without, corrected = result.metrics[name], result.transductive[name]
@@ -120,7 +122,10 @@ def main() -> None:
     parser.add_argument("--parts", default="calibration,transductive,time")
     parser.add_argument("--per-class", type=int, default=10, help="(a, b): images per colour-shape pair, per set.")
     parser.add_argument("--styles", default="plain,outline,noise")
+    parser.add_argument("--split", default="all", help="(a, b): all 48 colour-shape pairs, or the 8 held-out ones.")
     parser.add_argument("--templates", default="openai-imagenet")
+    parser.add_argument("--methods", default="em", help="(c): em, ot, ot-em, comma-separated (each a pass).")
+    parser.add_argument("--labels", default="shape,colour", help="(c): how the collections are labelled.")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--classes", type=int, default=1000)
     args = parser.parse_args()
@@ -130,11 +135,12 @@ def main() -> None:
         root = Path(tmp)
         if "calibration" in parts:
             for style in args.styles.split(","):
-                part_calibration(root, encoder, args.per_class, style, args.templates)
+                part_calibration(root, encoder, args.per_class, style, args.templates, args.split)
         if "transductive" in parts:
-            for label in ("shape", "colour"):
+            for label in args.labels.split(","):
                 for style in args.styles.split(","):
-                    part_transductive(root, encoder, label, style, args.templates, seed=len(style))
+                    part_transductive(root, encoder, label, style, args.templates, seed=len(style),
+                                      methods=tuple(args.methods.split(",")))
         if "time" in parts:
             part_time(root, encoder, args.rows, args.classes)
 
