@@ -67,8 +67,13 @@ def long_tail(counts_max: int, classes: int, ratio: float) -> list[int]:
 
 
 def part_transductive(root: Path, encoder, label: str, style: str, templates: str, seed: int,
-                      methods: tuple[str, ...] = ("em",)) -> None:
+                      methods: tuple[str, ...] = ("em",), calibrated: bool = False) -> None:
     classes = shapes.classnames(label)
+    head: dict = {"classifier": None}
+    if calibrated:  # calibrate first, on a balanced labelled set of the same labelling and style (other images)
+        calib = shapes.write_dataset(root / f"tcalib-{label}-{style}", 10, 301 + seed, "all", label, style=style)
+        fitted = zsclip.calibrate(str(calib), classes=classes, templates=templates, model="demo", options=OPTIONS)
+        head["classifier"] = str(fitted.classifier.save(root / f"tcalibrated-{label}-{style}.zsc"))
     per_pair = 40
     pool = shapes.write_dataset(root / f"pool-{label}-{style}", per_pair, 203 + seed, "all", label, style=style)
     by_class: dict[str, list[str]] = {}
@@ -87,11 +92,15 @@ def part_transductive(root: Path, encoder, label: str, style: str, templates: st
             csv.writer(handle).writerows([("path", "label"), *rows])
         figures = []
         for method in methods:
-            result = evaluate(manifest(chosen, classes), encoder, templates, options=OPTIONS, transductive=method)
+            if calibrated:
+                result = evaluate(str(chosen), options=OPTIONS, transductive=method, **head)
+            else:
+                result = evaluate(manifest(chosen, classes), encoder, templates, options=OPTIONS, transductive=method)
             name = next(iter(result.metrics))
             without, corrected = result.metrics[name], result.transductive[name]
             figures.append(f"{method} {corrected['acc1']:.1%} ({(corrected['acc1'] - without['acc1']) * 100:+.1f})")
-        print(f"(c) {label:6s} {style:8s} {'balanced' if ratio == 1 else f'{ratio}:1':9s} {len(rows):4d} images: "
+        print(f"(c) {label:6s} {style:8s} {'calibrated ' if calibrated else ''}"
+              f"{'balanced' if ratio == 1 else f'{ratio}:1':9s} {len(rows):4d} images: "
               f"acc1 without {without['acc1']:.1%}; with " + ", ".join(figures), flush=True)
 
 
@@ -126,6 +135,8 @@ def main() -> None:
     parser.add_argument("--templates", default="openai-imagenet")
     parser.add_argument("--methods", default="em", help="(c): em, ot, ot-em, comma-separated (each a pass).")
     parser.add_argument("--labels", default="shape,colour", help="(c): how the collections are labelled.")
+    parser.add_argument("--calibrated", action="store_true",
+                        help="(c): calibrate the classifier first (zsclip calibrate on other images of the style).")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--classes", type=int, default=1000)
     args = parser.parse_args()
@@ -140,7 +151,7 @@ def main() -> None:
             for label in args.labels.split(","):
                 for style in args.styles.split(","):
                     part_transductive(root, encoder, label, style, args.templates, seed=len(style),
-                                      methods=tuple(args.methods.split(",")))
+                                      methods=tuple(args.methods.split(",")), calibrated=args.calibrated)
         if "time" in parts:
             part_time(root, encoder, args.rows, args.classes)
 

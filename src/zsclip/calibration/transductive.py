@@ -8,8 +8,9 @@ image is softmax(log p(y | x_i) + log w_y). They are implemented from the papers
 - ``em`` -- Saerens, Latinne & Decaestecker (2002), "Adjusting the outputs of a classifier to new a priori
   probabilities": EM over the unknown class priors q. E-step: p'(y|x_i) proportional to p(y|x_i) q_y / s_y
   (s: the priors the classifier assumes; uniform for a zero-shot one); M-step: q_y = mean_i p'(y|x_i).
-  The weights are q / s. It estimates the collection's class frequencies, so it helps most on imbalanced
-  collections and leaves a balanced one near where it was.
+  The weights are q / s. It estimates the collection's class frequencies; it assumes the posteriors are
+  right up to the prior, so a classifier with a strong class bias pulls the estimate toward its favourite
+  classes (measured on the demo world in docs/round4-calibration.md: there it lost accuracy).
 - ``ot`` / ``ot-em`` -- OTTER (Shi et al., NeurIPS 2024): the assignment of images to classes is an optimal
   transport plan with cost -log p(y|x_i) whose class marginal is a given prior (``ot``: uniform; ``ot-em``:
   the prior EM estimates); with entropic regularisation 1 the plan is diag(u) P diag(v) (Sinkhorn-Knopp),
