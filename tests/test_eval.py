@@ -126,8 +126,9 @@ def test_report_folder_has_page_plots_metrics_and_predictions(tiny_clip_dir, tre
                                        "photo,openai-imagenet-7", "--workers", "0", "--report", str(report)])
     assert result.exit_code == 1, result.output
     assert sorted(p.name for p in report.iterdir()) == ["confusion.png", "index.html", "metrics.json",
-                                                        "per_class_recall.png", "predictions.csv"]
-    for plot in ("confusion.png", "per_class_recall.png"):
+                                                        "per_class_recall.png", "predictions.csv", "reliability.png",
+                                                        "risk_coverage.png"]
+    for plot in ("confusion.png", "per_class_recall.png", "reliability.png", "risk_coverage.png"):
         with Image.open(report / plot) as image:
             assert image.format == "PNG" and image.width > 300
     page = (report / "index.html").read_text()

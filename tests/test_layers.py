@@ -14,7 +14,7 @@ ROOT = Path(zsclip.__file__).parent
 #: Lowest first. A module belongs to the longest prefix listed.
 LAYERS = [
     ["_lazy", "_process", "errors", "precision", "outputs.text", "outputs.atomic", "data.textfiles", "data.urls"],
-    ["data", "prompts", "options"],
+    ["data", "prompts", "options", "calibration"],
     ["encoders"],
     ["pipeline"],
     ["classifier", "hierarchy", "heads", "heatmaps"],

@@ -40,8 +40,8 @@ _EXPORTS = {
     ".prompts": ["TEMPLATE_SETS", "read_labels", "resolve_templates"],
     ".store": ["EmbeddingStore", "embed"],
     ".tasks": ["DEFAULT_MODEL", "DEFAULT_PRETRAINED", "EvalResult", "Hit", "Prediction", "TopK", "classify",
-               "evaluate", "evaluate_multilabel", "evaluate_retrieval", "resolve_classifier", "resolve_model",
-               "search", "explain", "Explanation"],
+               "calibrate", "evaluate", "evaluate_multilabel", "evaluate_retrieval", "resolve_classifier",
+               "resolve_model", "search", "explain", "Explanation"],
 }
 
 
@@ -71,6 +71,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; the same names as _EXPORTS
         Hit,
         Prediction,
         TopK,
+        calibrate,
         classify,
         evaluate,
         evaluate_multilabel,
@@ -87,5 +88,5 @@ __all__ = [
     "Prediction", "TopK", "EvalResult", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "TEMPLATE_SETS", "read_labels",
     "resolve_templates", "ZsclipError", "InputError", "ImageReadError", "ModelLoadError", "ClassifierFileError",
     "OutputError", "ZsclipWarning", "EmbeddingStore", "embed", "search", "Hit",
-    "evaluate_multilabel", "evaluate_retrieval", "explain", "Explanation",
+    "evaluate_multilabel", "evaluate_retrieval", "explain", "Explanation", "calibrate",
 ]

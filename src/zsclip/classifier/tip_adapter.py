@@ -43,7 +43,8 @@ class TipAdapterClassifier(ZeroShotClassifier):
         scale = self.logit_scale if scale is None else scale
         affinity = torch.exp(-self.beta * (1 - image_features.float() @ self.cache_keys.T))
         cache = affinity @ F.one_hot(self.cache_values, len(self.classnames)).float()
-        return zero_shot + (scale / self.logit_scale) * self.alpha * cache
+        cache_term = (scale / self.logit_scale) * self.alpha * cache
+        return zero_shot + (cache_term / self.temperature if self.calibration else cache_term)  # zero_shot is /T
 
     def array_logits(self, features: np.ndarray, scale: float | None = None) -> np.ndarray:
         """``logits`` for numpy features: the cache term is torch's, so the one formula above answers both."""
@@ -54,7 +55,8 @@ class TipAdapterClassifier(ZeroShotClassifier):
         path = Path(path)
         metadata = {"format": TIP_ADAPTER_FORMAT, "classnames": self.classnames, "synonyms": self.synonyms,
                     "logit_scale": self.logit_scale, "logit_bias": self.logit_bias, "provenance": self.provenance,
-                    "tip_adapter": {"alpha": self.alpha, "beta": self.beta}}
+                    "tip_adapter": {"alpha": self.alpha, "beta": self.beta},
+                    **({"calibration": self.calibration} if self.calibration else {})}
         tensors = {"weights": self.weights.contiguous(), "cache_keys": self.cache_keys.float().contiguous(),
                    "cache_values": self.cache_values.long().contiguous()}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +108,8 @@ def read_tip_adapter(path: Path, metadata: dict) -> TipAdapterClassifier:
     if not torch.isfinite(keys).all():
         raise ClassifierFileError(f"{path}: the Tip-Adapter cache holds NaN or infinite values: rebuild it")
     return TipAdapterClassifier(weights, classnames, metadata["synonyms"], float(metadata["logit_scale"]),
-                                metadata["logit_bias"], metadata["provenance"], cache_keys=keys.float(),
+                                metadata["logit_bias"], metadata["provenance"],
+                                calibration=metadata.get("calibration"), cache_keys=keys.float(),
                                 cache_values=values.long(), alpha=alpha, beta=beta)
 
 

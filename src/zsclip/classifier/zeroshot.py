@@ -60,6 +60,9 @@ class ZeroShotClassifier:
         provenance: model name and fingerprint, templates, precision, zsclip version, creation time.
         encoder: the model it was built with (set by ``build`` and ``load(..., encoder=)``), which
             ``predict`` uses; not part of the data (not saved, not compared).
+        calibration: what ``zsclip calibrate`` fitted (``zsclip.calibration``), or None: its
+            ``temperature`` divides every logit (so every head, task and runner that asks for logits or
+            probabilities gets calibrated ones), with what it was fitted on and its accept table.
     """
 
     weights: torch.Tensor
@@ -69,6 +72,7 @@ class ZeroShotClassifier:
     logit_bias: float | None = None
     provenance: dict = field(default_factory=dict)
     encoder: Encoder | None = field(default=None, repr=False, compare=False)
+    calibration: dict | None = None
 
     # --- building --------------------------------------------------------------------------
     @classmethod
@@ -186,11 +190,17 @@ class ZeroShotClassifier:
         """Sigmoid-trained models (SigLIP) score classes independently, not by softmax."""
         return self.logit_bias is not None
 
+    @property
+    def temperature(self) -> float:
+        """The fitted temperature the logits are divided by (1.0 when uncalibrated)."""
+        return float(self.calibration["temperature"]) if self.calibration else 1.0
+
     def logits(self, image_features: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-        """scale * features @ weights (+ bias): [B, D] normalised features -> [B, C]."""
+        """(scale * features @ weights (+ bias)) / temperature: [B, D] normalised features -> [B, C]."""
         scale = self.logit_scale if scale is None else checked_scale(scale)
         logits = scale * image_features.float() @ self.weights
-        return logits + self.logit_bias if self.logit_bias is not None else logits
+        logits = logits + self.logit_bias if self.logit_bias is not None else logits
+        return logits / self.temperature if self.calibration else logits
 
     def probabilities(self, image_features: torch.Tensor, scale: float | None = None) -> torch.Tensor:
         """Softmax over classes, or per-class sigmoid for sigmoid-trained models."""
@@ -217,7 +227,8 @@ class ZeroShotClassifier:
         an embedding store's rows are answered without importing torch (seconds at startup)."""
         scale = self.logit_scale if scale is None else checked_scale(scale)
         logits = scale * np.asarray(features, dtype=np.float32) @ self.weights_array
-        return logits + np.float32(self.logit_bias) if self.logit_bias is not None else logits
+        logits = logits + np.float32(self.logit_bias) if self.logit_bias is not None else logits
+        return logits / np.float32(self.temperature) if self.calibration else logits
 
     def predict(
         self,
@@ -295,6 +306,7 @@ class ZeroShotClassifier:
             "logit_scale": self.logit_scale,
             "logit_bias": self.logit_bias,
             "provenance": self.provenance,
+            **({"calibration": self.calibration} if self.calibration else {}),
         }
         from safetensors.torch import save_file
 
@@ -322,6 +334,7 @@ class ZeroShotClassifier:
         classifier = cls(weights.astype(np.float32, copy=False), list(metadata["classnames"]),
                          [list(s) for s in metadata["synonyms"]],
                          float(metadata["logit_scale"]), metadata["logit_bias"], dict(metadata["provenance"]))
+        classifier.calibration = metadata.get("calibration")
         return classifier.attached(encoder)
 
     def attached(self, encoder: Encoder | None) -> ZeroShotClassifier:
@@ -420,6 +433,11 @@ def _metadata_problem(metadata: object, weights: np.ndarray | torch.Tensor) -> s
         return f"logit_bias {str(bias)[:20]} is not a number"
     if not isinstance(metadata.get("provenance"), dict):
         return "provenance is missing"
+    from ..calibration.temperature import calibration_problem
+
+    problem = calibration_problem(metadata.get("calibration"))
+    if problem:
+        return problem
     if weights.ndim != 2 or weights.shape[1] != len(names) or not np.issubdtype(weights.dtype, np.floating):
         return f"weights {tuple(weights.shape)} do not match {len(names)} class names"
     if not np.isfinite(weights).all():

@@ -25,6 +25,7 @@ from .common import (
     read_classes,
     run_options,
     scale_option,
+    transductive_option,
     usage_errors,
 )
 from .explain import explain_options
@@ -47,6 +48,11 @@ from .trees import tree_options
 @click.option("--per-video", is_flag=True, default=False,
               help="One row per video from its segments (a store embedded with --segment, or --segment here): "
                    "their embeddings' duration-weighted mean.")
+@click.option("--accept-precision", type=float, default=None,
+              help="With a calibrated classifier file (`zsclip calibrate`): each row gets accepted true/false, true "
+                   "when its top-1 confidence reaches the threshold that gave this precision on the calibration "
+                   "images (e.g. 0.95); the rest are for review.")
+@transductive_option
 @click.option("--explain", "explain_dir", type=click.Path(file_okay=False), default=None,
               help="Also write a heatmap per answered label (the top --top-k, a tree's path, multi-label's labels) "
                    "into this folder: overlay PNGs, .npy values, explained.jsonl (see `zsclip explain`).")
@@ -58,7 +64,7 @@ from .trees import tree_options
 @scale_option
 @ray_options
 def classify(inputs, labels, labels_file, templates, classifier_file, top_k, output, output_format, image_prefix,
-             image_root, files, per_video, labels_tree, tree_mode,
+             image_root, files, per_video, accept_precision, transductive, labels_tree, tree_mode,
              beam, descriptions, reject, reject_calibrate, tpr, reject_score, reject_label, multi_label, multi_score,
              threshold, calibrate, target_precision, model, pretrained, device, precision, cache_dir, no_cache,
              batch_size, workers, max_pixels, decode, url_timeout, scale, ray_address, ray_actors,
@@ -81,6 +87,8 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
       zsclip classify photos/ --labels-file tags.txt --multi-label --calibrate tagged.csv --target-precision 0.9
       zsclip classify photos/ --labels-file classes.txt -o tasks.json --format label-studio
       zsclip classify photos/ --labels-file classes.txt -o dataset/ --format fiftyone --files hardlink
+      zsclip classify photos/ -c calibrated.zsc --accept-precision 0.95 -o rows.csv
+      zsclip classify photos.zse --labels-file classes.txt --transductive
 
     --model demo needs no download, but it knows only the synthetic world it was trained on:
     red/green/blue/yellow/purple/orange/white/black circles, squares, triangles, stars, crosses
@@ -115,7 +123,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         head_options = HeadOptions(read_classes(labels, labels_file), classifier_file, templates, descriptions,
                                    labels_tree, tree_mode, beam, reject, reject_calibrate, tpr, reject_score,
                                    reject_label, top_k, scale, multi_label, multi_score, threshold, calibrate,
-                                   target_precision)
+                                   target_precision, accept_precision, transductive)
         head_options.check()
         if top_k is None and not head_options.is_tree() and not head_options.is_multi_label():
             head_options.top_k = DEFAULT_TOP_K  # the service's too; the Python API's is 5
@@ -124,7 +132,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         from ..tasks.classify import check_labelling
 
         check_labelling(sink_name, source, options, per_video, image_root)
-        _check_explain(explain_dir, method, upscale, source, per_video, ray_address)
+        _check_explain(explain_dir, method, upscale, source, per_video, ray_address, transductive)
     _notes(source)
     note_video_options(_decodes_videos(source))
     with usage_errors(), warnings.catch_warnings(record=True) as caught:
@@ -145,8 +153,17 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         click.echo(f"zsclip: {multilabel.score} thresholds ({multilabel.calibration['thresholds']}) from "
                    f"{multilabel.calibration['num_images']} calibration images: {float(values.min()):.4g} to "
                    f"{float(values.max()):.4g}", err=True)
+    accept = getattr(job.head, "accept", None)
+    if accept is not None:
+        shown = "nothing (no confidence reached it)" if accept.precision is None else \
+            f"confidence >= {accept.threshold:.6g} ({accept.accepted_share:.0%} of them, at precision " \
+            f"{accept.precision:.3f})"
+        click.echo(f"zsclip: accept-or-review at precision {accept.target:g}: accepts {shown}; from "
+                   f"{accept.num_images} calibration images", err=True)
+        if accept.warning:
+            click.echo(f"zsclip: warning: {printable(accept.warning)}", err=True)
     if explain_dir is None:
-        _emit(answers(job), len(source), job, output, sinks)
+        _emit(answers(job, transductive), len(source), job, output, sinks)
         return
     from ..tasks.explain import explanations
 
@@ -156,7 +173,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
     _emit((explanation.prediction for explanation in explained), len(source), job, output, sinks)
 
 
-def _check_explain(explain_dir, method, upscale, source, per_video: bool, ray_address) -> None:
+def _check_explain(explain_dir, method, upscale, source, per_video: bool, ray_address, transductive=None) -> None:
     """--explain's refusals, while parsing: what it cannot apply to, and its options without it."""
     from ..errors import InputError
 
@@ -169,6 +186,9 @@ def _check_explain(explain_dir, method, upscale, source, per_video: bool, ray_ad
                          "backward pass): leave out --ray, or classify on Ray and explain the images you want to see")
     if per_video:
         raise InputError("--explain draws heatmaps on images: leave out --per-video")
+    if transductive is not None:
+        raise InputError("--explain explains each image's own answer, not one corrected over the collection: "
+                         "leave out --transductive")
     from ..tasks.explain import check_output_dir, check_source
 
     check_source(source)

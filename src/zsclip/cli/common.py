@@ -198,6 +198,16 @@ def multilabel_options(function):
     ])
 
 
+def transductive_option(function):
+    """--transductive [em|ot|ot-em]: a collection-level correction of flat labels (default em)."""
+    return click.option("--transductive", type=click.Choice(["em", "ot", "ot-em"]), default=None, is_flag=False,
+                        flag_value="em",
+                        help="Correct the answers over the whole collection (no labels needed): em re-estimates "
+                             "the collection's class frequencies (Saerens et al. 2002; the default), ot transports "
+                             "the answers to equal class frequencies (OTTER), ot-em to the frequencies em "
+                             "estimates. The rows come out after the whole collection is scored.")(function)
+
+
 def ray_settings(address: str | None, actors: int | None, stall_timeout: float | None = None):
     """RaySettings for --ray (the job connects when it runs), or None when the run is local;
     --ray-actors or --ray-stall-timeout without --ray is refused, not ignored."""

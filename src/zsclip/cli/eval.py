@@ -23,6 +23,7 @@ from .common import (
     ray_options,
     ray_settings,
     run_options,
+    transductive_option,
     usage_errors,
 )
 
@@ -66,12 +67,14 @@ from .common import (
 @click.option("--select-templates", type=click.IntRange(min=1), default=None,
               help="Choose this many templates from the --templates pool by greedy forward selection on --data "
                    "(as OpenAI chose its 7); --output then names the template file written.")
+@transductive_option
 @multilabel_options
 @model_options
 @image_options
 @ray_options
 def eval_command(task, captions, data, dataset, labels_file, templates, classifier_file, output, report_dir,
-                 labels_tree, unknown, tpr, beam, descriptions, select_templates, multi_label, multi_score, threshold,
+                 labels_tree, unknown, tpr, beam, descriptions, select_templates, transductive, multi_label,
+                 multi_score, threshold,
                  calibrate, target_precision, model, pretrained, device, precision, cache_dir, no_cache, batch_size,
                  workers, max_pixels, decode, url_timeout, ray_address, ray_actors,
                  ray_stall_timeout) -> None:
@@ -86,6 +89,11 @@ def eval_command(task, captions, data, dataset, labels_file, templates, classifi
       zsclip eval --data tagged.csv --labels-file tags.txt --multi-label --report report/
       zsclip eval --task retrieval --data captions.csv --output results.json
       zsclip eval --task retrieval --data photos.zse --captions captions.csv
+      zsclip eval --data shifted.zse --labels-file classes.txt --transductive --output results.json
+
+    Flat heads also get calibration measures (ECE over 15 bins, NLL, Brier score, AURC; a reliability
+    diagram and a risk-coverage curve in --report); --transductive adds the figures after a collection-level
+    correction beside those without it.
 
     Images that fail to decode are listed on stderr and in the results, and the metrics count the
     others; the exit status is then 1 (as for classify). If no image can be read, that is one line
@@ -102,7 +110,8 @@ def eval_command(task, captions, data, dataset, labels_file, templates, classifi
     if task == "retrieval" or multi_label or captions is not None or any(v is not None for v in multi.values()):
         _other_task(task, captions, data, dataset, labels_file, templates, classifier_file, output, report_dir,
                     multi_label, multi, {"labels_tree": labels_tree, "unknown": unknown, "tpr": tpr, "beam": beam,
-                                         "select_templates": select_templates, "descriptions": descriptions},
+                                         "select_templates": select_templates, "descriptions": descriptions,
+                                         "transductive": transductive},
                     model, pretrained, options, not no_cache, cache_dir,
                     ray_settings(ray_address, ray_actors, ray_stall_timeout))
         return
@@ -115,6 +124,9 @@ def eval_command(task, captions, data, dataset, labels_file, templates, classifi
             raise InputError("a classifier file holds its templates: leave out --templates")
         if tpr is not None and unknown is None:
             raise InputError("--tpr applies to --unknown (the open-set FPR at that true-positive rate)")
+        if transductive and (labels_tree or unknown or select_templates):
+            raise InputError("--transductive corrects flat labels: leave out --labels-tree, --unknown and "
+                             "--select-templates")
         if select_templates and (classifier_file or labels_tree or unknown or descriptions):
             raise InputError("--select-templates chooses templates for a flat classifier built from the data's "
                              "classes: leave out --classifier, --labels-tree, --unknown and --descriptions")
@@ -143,7 +155,7 @@ def eval_command(task, captions, data, dataset, labels_file, templates, classifi
                               descriptions=descriptions, unknown=unknown, tpr=tpr or 0.95, dataset=dataset,
                               model=model, pretrained=pretrained, options=options, cache=not no_cache,
                               cache_dir=cache_dir, progress=sys.stderr.isatty(), on_prediction=on_prediction,
-                              ray=settings)
+                              transductive=transductive, ray=settings)
     except NothingDecodedError as error:  # the inputs failed (exit 1), not the options
         _report_failures(error.failures)
         raise
@@ -239,6 +251,15 @@ def _print_result(result, tpr: float) -> None:
         acc5 = "n/a" if metrics["acc5"] is None else f"{metrics['acc5']:.2%}"
         click.echo(f"{name:24s} acc1 {metrics['acc1']:.2%}  acc5 {acc5}  "
                    f"mean per-class recall {metrics['mean_per_class_recall']:.2%}")
+        measured = metrics.get("calibration") or {}
+        if measured.get("ece") is not None:
+            click.echo(f"{'':24s} ECE {measured['ece']:.4f}  NLL {measured['nll']:.4f}  Brier {measured['brier']:.4f}  "
+                       f"AURC {measured['aurc']:.4f}")
+        corrected = (result.transductive or {}).get(name)
+        if corrected is not None:
+            click.echo(f"{'  --transductive ' + corrected['method']:24s} acc1 {corrected['acc1']:.2%}  "
+                       f"mean per-class recall {corrected['mean_per_class_recall']:.2%}  "
+                       f"ECE {corrected['calibration']['ece']:.4f}")
     for mode, metrics in (result.tree or {}).get("modes", {}).items():
         levels = "  ".join(f"{entry['level']} {entry['accuracy']:.2%}" if entry["accuracy"] is not None
                            else f"{entry['level']} n/a" for entry in metrics["levels"])

@@ -33,6 +33,9 @@ class Prediction:
     #: a video clip's span in seconds (None for photos and stored images)
     start: float | None = None
     end: float | None = None
+    #: accept-or-review (``--accept-precision``): whether the top-1 confidence reaches the accept threshold;
+    #: None when no threshold was asked for
+    accepted: bool | None = None
 
 
 class Head(ABC):
@@ -85,6 +88,7 @@ class Head(ABC):
             if answer.error is None and not all(score == score and abs(score) != float("inf")
                                                 for score in answer.scores):
                 answer.labels, answer.scores, answer.record, answer.error = [], [], None, NOT_FINITE
+                answer.accepted = None
         return answers
 
     @abstractmethod

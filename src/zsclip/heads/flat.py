@@ -13,6 +13,7 @@ from .base import Head, Prediction
 if TYPE_CHECKING:
     import torch
 
+    from ..calibration import AcceptThreshold
     from ..classifier import ZeroShotClassifier
 
 
@@ -22,12 +23,15 @@ class FlatHead(Head):
     kind = "flat"
     takes_arrays = True  # ZeroShotClassifier.top_k computes numpy features with numpy
 
-    def __init__(self, classifier: ZeroShotClassifier, top_k: int = 5, scale: float | None = None) -> None:
+    def __init__(self, classifier: ZeroShotClassifier, top_k: int = 5, scale: float | None = None, *,
+                 accept: AcceptThreshold | None = None) -> None:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise InputError(f"top_k {top_k!r}: ask for at least one label per image")
         self._classifier = classifier
         self.top_k = top_k
         self.scale = None if scale is None else checked_scale(scale)
+        #: accept-or-review: each answer's ``accepted`` says whether its top-1 confidence reaches the threshold
+        self.accept = accept
 
     @property
     def classifier(self) -> ZeroShotClassifier:
@@ -36,8 +40,12 @@ class FlatHead(Head):
     def _answer(self, features: torch.Tensor | np.ndarray) -> list[Prediction]:
         scores, indices = self._classifier.top_k(features, self.top_k, self.scale)
         names = self._classifier.classnames
-        return [Prediction("", [names[i] for i in picked], values)
-                for picked, values in zip(indices.tolist(), scores.tolist(), strict=True)]
+        answers = [Prediction("", [names[i] for i in picked], values)
+                   for picked, values in zip(indices.tolist(), scores.tolist(), strict=True)]
+        if self.accept is not None:
+            for answer in answers:
+                answer.accepted = self.accept.accepts(answer.scores[0])
+        return answers
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """Class logits [B, C] (what eval's metrics rank)."""
@@ -47,8 +55,13 @@ class FlatHead(Head):
         return Prediction(answer.source, [label], [score])
 
     def describe(self) -> dict:
-        return {**super().describe(), "top_k": self.top_k,
-                "scoring": "sigmoid" if self._classifier.is_sigmoid else "softmax"}
+        described = {**super().describe(), "top_k": self.top_k,
+                     "scoring": "sigmoid" if self._classifier.is_sigmoid else "softmax"}
+        if self._classifier.calibration:
+            described["temperature"] = self._classifier.temperature
+        if self.accept is not None:
+            described["accept"] = self.accept.to_data()
+        return described
 
 
 __all__ = ["FlatHead"]

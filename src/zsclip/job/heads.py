@@ -55,6 +55,8 @@ class HeadOptions:
     threshold: float | None = None        # one fixed threshold for every label
     calibrate: object = None              # a multi-label manifest (or source) to calibrate thresholds on
     target_precision: float | None = None  # calibrate for this precision per label (else the best F1)
+    accept_precision: float | None = None  # accept-or-review at this precision (a calibrated classifier file)
+    transductive: str | None = None        # a collection-level correction (zsclip.calibration.transductive)
 
     def _read_files(self) -> None:
         """Read a label tree file and a descriptions file here, once, and keep what they hold: a bad one is
@@ -106,6 +108,51 @@ class HeadOptions:
             raise InputError(f"--reject {self.reject}: give a finite threshold, e.g. 0.5")
         if self.reject_score is not None and self.reject_score not in SCORES:
             raise InputError(f"unknown open-set score {self.reject_score!r}: use {' or '.join(SCORES)}")
+        self._check_calibrated(tree, rejecting)
+
+    def _check_calibrated(self, tree: bool, rejecting: bool) -> None:
+        """--accept-precision needs a calibrated flat classifier file; --transductive a flat head; a calibrated
+        file's temperature is not overridden by --scale."""
+        from ..calibration import METHODS
+
+        flat = not tree and not self.is_multi_label() and not rejecting
+        if self.transductive is not None:
+            if self.transductive not in METHODS:
+                raise InputError(f"unknown --transductive method {self.transductive!r}: use {', '.join(METHODS)}")
+            if not flat:
+                raise InputError("--transductive corrects flat labels over a collection: leave out --labels-tree, "
+                                 "--multi-label and --reject / --reject-calibrate")
+            if self.accept_precision is not None:
+                raise InputError("--accept-precision's threshold was chosen on uncorrected scores: leave out "
+                                 "--transductive or --accept-precision")
+        calibration = self.calibration() if self.accept_precision is not None or self.scale is not None else None
+        if self.accept_precision is not None:
+            if not 0 < self.accept_precision < 1:
+                raise InputError(f"--accept-precision {self.accept_precision}: give a precision between 0 and 1, "
+                                 "e.g. 0.95")
+            if not flat:
+                raise InputError("--accept-precision applies to flat labels of a calibrated classifier file: leave "
+                                 "out --labels-tree, --multi-label and --reject / --reject-calibrate")
+            if not calibration or not calibration.get("accept"):
+                raise InputError("--accept-precision needs a calibrated classifier file: run `zsclip calibrate "
+                                 "--data LABELLED -c FILE -o FILE` and classify with -c FILE")
+        if calibration and self.scale is not None:
+            raise InputError("the classifier file is calibrated (its fitted temperature sets the probabilities): "
+                             "leave out --scale")
+
+    def calibration(self) -> dict | None:
+        """The calibration a flat classifier file holds (``zsclip calibrate``), or None."""
+        if self.classifier is None or self.is_tree() or self._is_multilabel_file():
+            return None
+        return getattr(self._loaded(), "calibration", None)
+
+    def accept_threshold(self):
+        """The ``AcceptThreshold`` for --accept-precision from the file's accept table, or None."""
+        if self.accept_precision is None:
+            return None
+        from ..calibration import AcceptTable
+
+        return AcceptTable.from_data(self.calibration()["accept"]).threshold_for_precision(self.accept_precision)
 
     def _check_multi_label(self) -> None:
         multi = self.is_multi_label()
@@ -245,7 +292,7 @@ def build_head(options: HeadOptions, encoder: Encoder | None, run: RunOptions, *
     if tree_classifier is not None:
         head: Head = HEADS["tree"](tree_classifier, options.tree_mode or "flat", options.beam or 1, options.scale)
     else:
-        head = HEADS["flat"](flat, options.top_k or DEFAULT_TOP_K, options.scale)
+        head = HEADS["flat"](flat, options.top_k or DEFAULT_TOP_K, options.scale, accept=options.accept_threshold())
     rejector = make_rejector(options, head, calibration, feature_dtype)
     return head if rejector is None else HEADS["reject"](head, rejector)
 

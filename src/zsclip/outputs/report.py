@@ -53,6 +53,9 @@ def write_report(folder: str | os.PathLike, record: dict, settings: dict) -> Pat
     write_json(folder / "metrics.json", {**record, "confused_pairs": pairs})
     shown = _confusion_plot(folder / "confusion.png", confusion, names)
     _recall_plot(folder / "per_class_recall.png", record["per_class"]["per_class_recall"], names)
+    if (record.get("calibration") or {}).get("ece") is not None:
+        reliability_plot(folder / "reliability.png", record["calibration"])
+        risk_coverage_plot(folder / "risk_coverage.png", record["calibration"])
     write_atomically(folder / "index.html", _page(record, settings, pairs, shown))
     return folder / "index.html"
 
@@ -101,6 +104,45 @@ def _recall_plot(path: Path, recall: list[float | None], names: list[str]) -> No
     axes.set_xlabel("recall")
     title = "per-class recall" + (f" (the {len(shown)} lowest of {len(present)})" if len(shown) < len(present) else "")
     axes.set_title(title)
+    figure.tight_layout()
+    _save_figure(figure, path)
+
+
+def reliability_plot(path: Path, calibration: dict) -> None:
+    """The reliability diagram: accuracy against mean confidence per confidence bin (bars), the diagonal of
+    perfect calibration, and the share of images per bin; ECE in the title."""
+    bins = calibration["reliability"]
+    width = 1.0 / len(bins)
+    figure, (axes, counts) = plt.subplots(2, 1, figsize=(5.5, 6.5), height_ratios=[3, 1], sharex=True)
+    centres = [(b["low"] + b["high"]) / 2 for b in bins]
+    axes.bar(centres, [b["accuracy"] or 0.0 for b in bins], width=width * 0.95, color="#4477aa", label="accuracy")
+    axes.bar(centres, [(b["confidence"] or 0.0) - (b["accuracy"] or 0.0) if b["count"] else 0.0 for b in bins],
+             bottom=[b["accuracy"] or 0.0 for b in bins], width=width * 0.95, color="#ee6677", alpha=0.5,
+             label="gap to confidence")
+    axes.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("accuracy")
+    axes.legend(loc="upper left", fontsize=8)
+    axes.set_title(f"reliability ({len(bins)} bins): ECE {calibration['ece']:.4f}")
+    total = max(sum(b["count"] for b in bins), 1)
+    counts.bar(centres, [b["count"] / total for b in bins], width=width * 0.95, color="#999999")
+    counts.set_xlabel("top-1 confidence")
+    counts.set_ylabel("share of images")
+    figure.tight_layout()
+    _save_figure(figure, path)
+
+
+def risk_coverage_plot(path: Path, calibration: dict) -> None:
+    """The risk-coverage curve (selective classification): error rate of the most confident images kept."""
+    curve = calibration["risk_coverage"]
+    figure, axes = plt.subplots(figsize=(5.5, 4))
+    axes.plot([p["coverage"] for p in curve], [p["risk"] for p in curve], color="#4477aa")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(bottom=0)
+    axes.set_xlabel("coverage (share of images accepted, most confident first)")
+    axes.set_ylabel("risk (error rate of those accepted)")
+    axes.set_title(f"risk-coverage: AURC {calibration['aurc']:.4f}")
     figure.tight_layout()
     _save_figure(figure, path)
 
@@ -175,12 +217,33 @@ img{{max-width:100%;border:1px solid #eee}}</style>
 <h2>Confusion matrix ({escape(record['templates'])})</h2>
 <img src="confusion.png" alt="confusion matrix of {shown} classes">
 <h2>Per-class recall</h2><img src="per_class_recall.png" alt="per-class recall">
+{_calibration_section(record)}
 <h2>Most confused pairs</h2><table><tr><th>true</th><th>predicted as</th><th>images</th></tr>{pair_rows}</table>
 <h2>Run</h2><table>{settings_rows}</table>
 <h2>Failed images</h2><ul>{failures or "<li>none</li>"}</ul>
 <p>Numbers: <a href="metrics.json">metrics.json</a>, <a href="predictions.csv">predictions.csv</a>.</p>
 </body></html>
 """
+
+
+def _calibration_section(record: dict) -> str:
+    """ECE, NLL, Brier, AURC with the reliability diagram and risk-coverage curve; the figures after a
+    collection-level correction beside them when eval ran with --transductive."""
+    measured = record.get("calibration") or {}
+    if measured.get("ece") is None:
+        return ""
+    keys = ("ece", "nll", "brier", "aurc")
+    rows = "<tr><td>as scored</td>" + "".join(f"<td>{_number(measured[k])}</td>" for k in keys) + "</tr>"
+    corrected = record.get("transductive")
+    if corrected:
+        rows += (f"<tr><td>--transductive {html.escape(corrected['method'])}</td>"
+                 + "".join(f"<td>{_number(corrected['calibration'][k])}</td>" for k in keys) + "</tr>")
+        rows += ("<tr><td>acc1 without / with correction</td>"
+                 f"<td colspan=4>{_percent(corrected['without']['acc1'])} / {_percent(corrected['metrics']['acc1'])}"
+                 "</td></tr>")
+    return ("<h2>Calibration</h2><table><tr><th></th><th>ECE (15 bins)</th><th>NLL</th><th>Brier</th><th>AURC</th>"
+            f"</tr>{rows}</table><img src='reliability.png' alt='reliability diagram'> "
+            "<img src='risk_coverage.png' alt='risk-coverage curve'>")
 
 
 def _percent(value: float | None) -> str:

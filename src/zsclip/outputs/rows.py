@@ -44,11 +44,12 @@ def _top_k_columns(top_k: int) -> list[str]:
 class ResultWriter:
     """Write predictions to ``path`` in the format its extension names."""
 
-    def __init__(self, path: str | os.PathLike, top_k: int, timed: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, top_k: int, timed: bool = False, accept: bool = False) -> None:
         self.path = self.check(path)
         self.format = self.path.suffix.lower()
         self.top_k = top_k
         self.timed = timed  # video rows: start and end seconds after the path
+        self.accept = accept  # accept-or-review rows: an ``accepted`` column (true / false) before ``error``
         self._rows = 0
         if self.format == ".parquet":
             self._output = AtomicFile(self.path, "wb")
@@ -60,7 +61,7 @@ class ResultWriter:
         self._file = self._output.file
         if self.format == ".csv":
             self._csv = csv.writer(self._file)
-            self._csv.writerow(row_fields(_top_k_columns(top_k), timed))
+            self._csv.writerow(row_fields([*_top_k_columns(top_k), *(["accepted"] if accept else [])], timed))
         elif self.format == ".json":
             self._file.write("[")
 
@@ -89,6 +90,8 @@ class ResultWriter:
                     cells += [csv_cell(prediction.labels[rank]), f"{prediction.scores[rank]:.6f}"]
                 else:
                     cells += ["", ""]
+            if self.accept:
+                cells.append("" if prediction.accepted is None else str(prediction.accepted).lower())
             self._csv.writerow([*cells, csv_cell(prediction.error) if prediction.error else ""])
         else:
             text = json.dumps(as_record(prediction, self.timed), ensure_ascii=False)
@@ -112,9 +115,10 @@ class ResultWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        types = {"labels": pa.list_(pa.string()), "scores": pa.list_(pa.float32())}
+        types = {"labels": pa.list_(pa.string()), "scores": pa.list_(pa.float32()), "accepted": pa.bool_()}
         schema = pa.schema([(name, types.get(name, pa.float64() if name in SPAN else pa.string()))
-                            for name in row_fields(["labels", "scores"], self.timed)])
+                            for name in row_fields(["labels", "scores", *(["accepted"] if self.accept else [])],
+                                                   self.timed)])
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self._file, schema, compression="zstd")
         if self._pending:
@@ -124,7 +128,8 @@ class ResultWriter:
                               "scores": [p.scores for p in rows],
                               "error": [None if p.error is None else undecodable_escaped(p.error) for p in rows],
                               **({"start": [p.start for p in rows], "end": [p.end for p in rows]}
-                                 if self.timed else {})},
+                                 if self.timed else {}),
+                              **({"accepted": [p.accepted for p in rows]} if self.accept else {})},
                              schema=schema)
             self._parquet.write_table(table)
             self._rows += len(rows)
@@ -145,8 +150,10 @@ def as_record(prediction: Prediction, timed: bool = False) -> dict:
     values = {"path": undecodable_escaped(prediction.source), "start": prediction.start, "end": prediction.end,
               "predictions": [{"label": undecodable_escaped(label), "score": round(score, 6)}
                               for label, score in zip(prediction.labels, prediction.scores, strict=True)],
+              "accepted": prediction.accepted,
               "error": None if prediction.error is None else undecodable_escaped(prediction.error)}
-    return {name: values[name] for name in row_fields(["predictions"], timed or prediction.start is not None)}
+    columns = ["predictions", *(["accepted"] if prediction.accepted is not None else [])]
+    return {name: values[name] for name in row_fields(columns, timed or prediction.start is not None)}
 
 
 def _seconds(value: float | None) -> str:
@@ -174,6 +181,8 @@ def print_table(prediction: Prediction, stream: TextIO) -> None:
     for rank, (label, score) in enumerate(zip(labels, prediction.scores, strict=True), start=1):
         bar = "#" * round(score * 20)
         stream.write(f"  {rank}. {label:<{width}}  {score:7.2%}  {bar}\n")
+    if prediction.accepted is not None:
+        stream.write("  accepted\n" if prediction.accepted else "  review\n")
 
 
 class RecordWriter:
@@ -303,11 +312,11 @@ class RowSink:
     named fields (``RecordWriter``, label trees and open-set scores); the format by extension."""
 
     def __init__(self, path: str | os.PathLike, columns: list[str] | None, top_k: int = 1, *,
-                 timed: bool = False) -> None:
+                 timed: bool = False, accept: bool = False) -> None:
         self.columns = columns
         self.timed = timed
         self._writer = (RecordWriter(path, columns, timed) if columns is not None
-                        else ResultWriter(path, top_k, timed))
+                        else ResultWriter(path, top_k, timed, accept))
         self.path = self._writer.path
 
     def write(self, prediction: Prediction) -> None:

@@ -75,6 +75,7 @@ class ImageResult(BaseModel):
     predictions: list[Prediction] | None = None
     record: dict | None = None
     error: str | None = None
+    accepted: bool | None = None  # with accept_precision: the answer reaches the calibrated threshold
 
 
 class ClassifyResponse(BaseModel):
@@ -247,6 +248,9 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
         = None,
         frames: Annotated[int | None, Form(ge=1, description="videos: frames sampled per video (default 8)")]
         = None,
+        accept_precision: Annotated[float | None, Form(
+            gt=0, lt=1, description="a calibrated classifier id (zsclip calibrate): each result's accepted says "
+                                    "whether its top-1 confidence reaches the threshold for this precision")] = None,
     ) -> ClassifyResponse:
         unknown = sorted(set((await request.form()).keys()) - CLASSIFY_FIELDS)
         if unknown:
@@ -266,7 +270,7 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
                               tree_mode=tree_mode, beam=beam, reject=reject,
                               reject_calibrate=calibration or None, tpr=tpr, reject_score=reject_score,
                               reject_label=reject_label, top_k=top_k, scale=scale, multi_label=multi_label or None,
-                              multi_score=multi_score, threshold=threshold)
+                              multi_score=multi_score, threshold=threshold, accept_precision=accept_precision)
         with current.queue.expecting() as announced:  # the batch forming now may wait for these images
             entry_task = asyncio.ensure_future(resolve_classifier(current, labels, classifier, templates, tree,
                                                                   described))

@@ -110,7 +110,7 @@ __all__ = ["ClientError", "refused", "parse_labels", "parse_templates", "check_t
 #: What a classify request may send besides images: the CLI's head options as form fields.
 CLASSIFY_FIELDS = frozenset({"images", "labels", "classifier", "templates", "top_k", "labels_tree", "tree_format",
                              "tree_mode", "beam", "descriptions", "reject", "reject_calibrate", "tpr", "reject_score",
-                             "reject_label", "scale", "multi_label", "multi_score",
+                             "reject_label", "scale", "multi_label", "multi_score", "accept_precision",
                              "threshold", "frames"})
 
 

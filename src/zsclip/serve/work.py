@@ -182,7 +182,7 @@ async def answer_images(current: ServerState, metrics: ServeMetrics, entry: Entr
     for i, item in enumerate(decoded):
         if isinstance(item, str):
             results.append({"index": i, "filename": names[i], "start": None, "end": None, "predictions": None,
-                            "record": None, "error": item})
+                            "record": None, "error": item, "accepted": None})
             continue
         answer = next(answers)
         video = isinstance(item, UploadedVideo)
@@ -191,7 +191,7 @@ async def answer_images(current: ServerState, metrics: ServeMetrics, entry: Entr
                         "predictions": None if answer.error else [
                             {"label": label, "score": float(score)}
                             for label, score in zip(answer.labels, answer.scores, strict=True)],
-                        "record": answer.record, "error": answer.error})
+                        "record": answer.record, "error": answer.error, "accepted": answer.accepted})
     described = head.describe()
     # a multi-label head (a request's multi_label over flat labels, or a multi-label file) scores each label alone
     scoring = f"multi-label {described['score']}" if described.get("head") == "multilabel" else entry.scoring

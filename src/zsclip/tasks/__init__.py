@@ -22,6 +22,7 @@ _EXPORTS = {
     ".classify": ["Prediction", "TopK", "classify", "classify_items"],
     ".evaluate": ["EvalResult", "benchmark_record", "evaluate"],
     ".explain": ["Explanation", "explain"],
+    ".calibrate": ["CalibrationResult", "calibrate"],
     ".models": ["DEFAULT_MODEL", "DEFAULT_PRETRAINED", "resolve_classifier", "resolve_model"],
     ".multilabel": ["evaluate_multilabel"],
     ".retrieval": ["evaluate_retrieval"],
@@ -30,6 +31,7 @@ _EXPORTS = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from .calibrate import CalibrationResult, calibrate
     from .classify import Prediction, TopK, classify, classify_items
     from .evaluate import EvalResult, benchmark_record, evaluate
     from .explain import Explanation, explain
@@ -40,4 +42,4 @@ if TYPE_CHECKING:
 
 __all__ = ["Prediction", "TopK", "classify", "classify_items", "EvalResult", "benchmark_record", "evaluate",
            "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "resolve_classifier", "resolve_model", "Hit", "search",
-           "evaluate_multilabel", "evaluate_retrieval", "Explanation", "explain"]
+           "evaluate_multilabel", "evaluate_retrieval", "Explanation", "explain", "CalibrationResult", "calibrate"]

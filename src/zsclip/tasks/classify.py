@@ -45,6 +45,8 @@ def classify(
     threshold: float | None = None,
     calibrate=None,
     target_precision: float | None = None,
+    accept_precision: float | None = None,
+    transductive: str | None = None,
     encoder: Encoder | None = None,
     model: str | None = None,
     pretrained: str | None = None,
@@ -65,8 +67,11 @@ def classify(
     ``reject_calibrate`` (images of the named classes, kept at rate ``tpr``) wraps it in open-set
     rejection. ``multi_label`` gives every label over its own threshold (``multi_score``: collection, negative,
     standardised, sigmoid, softmax; ``threshold`` fixed, or ``calibrate`` on a multi-label manifest,
-    for ``target_precision`` or the best F1). Options that cannot apply are refused (``InputError``)
-    before anything runs.
+    for ``target_precision`` or the best F1). ``accept_precision``: with a calibrated classifier file
+    (``zsclip calibrate``), each row's ``accepted`` says whether its top-1 confidence reaches the threshold
+    chosen for that precision on the calibration images. ``transductive`` ("em", "ot", "ot-em"): a flat
+    head's answers corrected over the whole collection (``zsclip.tasks.transductive``). Options that cannot
+    apply are refused (``InputError``) before anything runs.
 
     Returns an iterator of ``Prediction``s, one per input in order (``.record`` holds a tree's
     levels); with ``output`` (.csv, .jsonl, .json, .parquet) the rows are also written there,
@@ -82,11 +87,12 @@ def classify(
     job = plan(per_video_source(source) if per_video else source,
                HeadOptions(labels, classifier, templates, descriptions, labels_tree, tree_mode, beam, reject,
                            reject_calibrate, tpr, reject_score, reject_label, top_k, scale, multi_label, multi_score,
-                           threshold, calibrate, target_precision),
+                           threshold, calibrate, target_precision, accept_precision, transductive),
                encoder=encoder, model=model, pretrained=pretrained, run=options, cache=cache, cache_dir=cache_dir,
                ray=ray)
     sink = open_sink(output, job, sink_options) if output is not None else None
-    return _written(answers(job), sink) if sink is not None else answers(job)
+    rows = answers(job, transductive)
+    return _written(rows, sink) if sink is not None else rows
 
 
 def per_video_source(source):
@@ -108,8 +114,14 @@ def _is_single_store(inputs) -> bool:
     return single is not None and is_store(single)
 
 
-def answers(job: Job) -> Iterator[Prediction]:
-    """Every input's answer, in order: the head's for inputs with features, an error row for the rest."""
+def answers(job: Job, transductive: str | None = None) -> Iterator[Prediction]:
+    """Every input's answer, in order: the head's for inputs with features, an error row for the rest;
+    with ``transductive`` (a method of ``zsclip.calibration.METHODS``), corrected over the collection."""
+    if transductive is not None:
+        from .transductive import transductive_answers
+
+        yield from transductive_answers(job, transductive)
+        return
     from ..job.collection import over_collection
 
     head, batches = over_collection(job.head, job.features())  # a score over every image: all batches first
@@ -159,7 +171,8 @@ def open_sink(output: str | os.PathLike, job: Job, sink_options=None):
         return open_labelling_sink(name, output, LabelSpace.of(job.head, timed=job.source.timed), sink_options)
     head = job.head
     top_k = getattr(getattr(head, "inner", head), "top_k", 1)
-    return RowSink(output, head.columns, top_k, timed=job.source.timed)
+    return RowSink(output, head.columns, top_k, timed=job.source.timed,
+                   accept=getattr(head, "accept", None) is not None)
 
 
 def _written(rows: Iterator[Prediction], sink) -> Iterator[Prediction]:

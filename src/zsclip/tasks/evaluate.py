@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from ..calibration.measures import CalibrationMeasures
 from ..classifier import ZeroShotClassifier
 from ..data.collections import LabelledCollection
 from ..data.video import is_note
@@ -57,6 +58,10 @@ class EvalResult:
     pretrained: str | None = None
     #: the precision the run resolved (``"auto"`` made concrete for its device: zsclip.precision)
     precision: str | None = None
+    #: per flat head, the measures after a collection-level correction (``transductive``), side by side
+    transductive: dict | None = None
+    #: the flat classifiers scored, by head name (``zsclip calibrate`` saves the one it fitted)
+    classifiers: dict = field(default_factory=dict, repr=False)
 
 
 def evaluate(
@@ -80,6 +85,8 @@ def evaluate(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = False,
     on_prediction: Callable[[str, str, list[str]], None] | None = None,
+    on_logits: Callable[[str, torch.Tensor, torch.Tensor], None] | None = None,
+    transductive: str | None = None,
     ray=None,
 ) -> EvalResult:
     """Evaluate zero-shot on labelled data: CLIP_benchmark's metrics per head, on one pass.
@@ -91,7 +98,11 @@ def evaluate(
     any kind, whose class names must cover the data's), or ``labels_tree`` (metrics per level for
     each of ``tree_modes``). ``unknown``: images of none of the classes, for open-set AUROC / FPR at
     ``tpr``. The model is ``encoder``, a store's own, a classifier file's own, else ``model``.
-    ``on_prediction(path, true_label, top5_labels)`` is called per decoded image (the first flat head's ranking).
+    ``on_prediction(path, true_label, top5_labels)`` is called per decoded image (the first flat head's ranking);
+    ``on_logits(head, logits [B, C], targets [B])`` per batch and flat head (``zsclip calibrate`` fits on them).
+    Each flat head also gets calibration measures (ECE, NLL, Brier, AURC: ``zsclip.calibration.measures``).
+    ``transductive`` ("em", "ot", "ot-em"): each flat head is also measured after the collection-level
+    correction, in ``EvalResult.transductive``.
     """
     options = options or RunOptions()
     template_sets = [template_sets] if isinstance(template_sets, str) else list(template_sets)
@@ -104,6 +115,13 @@ def evaluate(
                          "and --labels-tree")
     if labels_tree is not None and classes is not None:
         raise InputError("the label tree names the classes: leave out --labels-file")
+    if transductive is not None:
+        from ..calibration import METHODS
+
+        if transductive not in METHODS:
+            raise InputError(f"unknown --transductive method {transductive!r}: use {', '.join(METHODS)}")
+        if labels_tree is not None or unknown is not None:
+            raise InputError("--transductive corrects flat labels: leave out --labels-tree and --unknown")
     labels_tree, descriptions = read_head_files(labels_tree, descriptions)  # a bad file: one line, before a model
     head_options = HeadOptions(classifier=classifier) if classifier is not None else None
     if beam is not None and labels_tree is None and not (head_options is not None and head_options.is_tree()):
@@ -164,12 +182,16 @@ def evaluate(
             flat[name] = (built, torch.arange(len(data_classes)))
     for clf, _ in flat.values():
         source.check_classifier(clf)
+    if transductive is not None and tree_classifier is not None:
+        raise InputError("--transductive corrects flat labels: a tree classifier file answers per level")
     if tree_classifier is not None:
         source.check_classifier(tree_classifier.node_classifier)
         node_of = torch.tensor(tree_targets(tree_classifier.tree, data_classes))
         modes = list(tree_modes or (MODES if tree_classifier.tree.depth > 1 else ("flat",)))
         tree_metrics = {mode: TreeMetrics(tree_classifier.tree) for mode in modes}
     metrics = {name: StreamingMetrics(len(clf.classnames)) for name, (clf, _) in flat.items()}
+    measures = {name: CalibrationMeasures() for name in flat}
+    kept = _Kept(flat, transductive)
     openset_classifier = tree_classifier.leaf_classifier if tree_classifier is not None else (
         next(iter(flat.values()))[0] if flat else None)
     openset = OpenSetMetrics(tpr=tpr) if unknown is not None else None
@@ -190,6 +212,11 @@ def evaluate(
                 logits = clf.logits(good_features)
                 mapped = class_map[targets]
                 metrics[name].update(logits[mapped >= 0], mapped[mapped >= 0])
+                known_logits, known_targets = logits[mapped >= 0].float().numpy(), mapped[mapped >= 0].numpy()
+                measures[name].update(known_logits, known_targets)
+                kept.add(name, known_logits, known_targets)
+                if on_logits is not None:
+                    on_logits(name, logits[mapped >= 0], mapped[mapped >= 0])
                 if index == 0 and on_prediction is not None:
                     ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices.tolist()
                     good = [n for n, e in zip(batch.ids, batch.errors, strict=True) if e is None]
@@ -211,15 +238,19 @@ def evaluate(
     if not counted:
         first = f"; first: {failures[0]['path']}: {failures[0]['error']}" if failures else ""
         raise NothingDecodedError(f"none of the {len(failures)} images could be read{first}", failures)
-    results = {name: m.result() for name, m in metrics.items()}
+    results = {name: {**m.result(), "calibration": measures[name].result()} for name, m in metrics.items()}
+    corrected = kept.finish()
     tree = None
     if tree_classifier is not None:
         tree = {"modes": {mode: m.result() for mode, m in tree_metrics.items()}, "beam": beam or 1,
                 "tree": tree_classifier.tree.to_data()}
     used = _used_model(encoder, source, flat, tree_classifier)
-    return EvalResult(data_classes, results, failures, counted, counted / seconds if seconds > 0 else 0.0, tree,
+    # a classifier file's metrics are indexed by its own classes (it may hold more than the data names)
+    reported = list(next(iter(flat.values()))[0].classnames) if classifier is not None and flat else data_classes
+    return EvalResult(reported, results, failures, counted, counted / seconds if seconds > 0 else 0.0, tree,
                       openset.result() if openset is not None else None, *used,
-                      precision=resolved_precision(options, encoder))
+                      precision=resolved_precision(options, encoder), transductive=corrected,
+                      classifiers={name: clf for name, (clf, _) in flat.items()})
 
 
 def resolved_precision(options: RunOptions, encoder: Encoder | None) -> str:
@@ -233,6 +264,53 @@ def resolved_precision(options: RunOptions, encoder: Encoder | None) -> str:
     from ..encoders import resolve_device
 
     return resolve_precision(options.precision, resolve_device(options.device))
+
+
+class _Kept:
+    """Each flat head's log-probabilities and targets, kept on disk through the pass when a collection-level
+    correction is asked for (``ScoreBuffer``), then measured again after it."""
+
+    def __init__(self, flat: dict, method: str | None) -> None:
+        from ..calibration.scores import ScoreBuffer
+
+        self.method = method
+        self.buffers = {name: ScoreBuffer(len(clf.classnames)) for name, (clf, _) in flat.items()} if method else {}
+        self.targets: dict[str, list] = {name: [] for name in self.buffers}
+
+    def add(self, name: str, logits, targets) -> None:
+        if self.method is None:
+            return
+        from ..calibration.measures import log_softmax
+
+        self.buffers[name].append(log_softmax(logits))
+        self.targets[name].append(targets.astype("int64"))
+
+    def finish(self) -> dict | None:
+        if self.method is None:
+            return None
+        import numpy as np
+
+        from ..calibration.transductive import class_log_weights
+
+        results = {}
+        try:
+            for name, buffer in self.buffers.items():
+                fitted = class_log_weights(self.method, buffer.chunks, buffer.num_classes)
+                targets = np.concatenate(self.targets[name]) if self.targets[name] else np.zeros(0, "int64")
+                metrics, measures, start = StreamingMetrics(buffer.num_classes), CalibrationMeasures(), 0
+                for block in buffer.chunks():
+                    corrected = block + fitted["log_weights"].astype("float32")
+                    batch_targets = targets[start:start + len(block)]
+                    start += len(block)
+                    metrics.update(torch.from_numpy(corrected), torch.from_numpy(batch_targets))
+                    measures.update(corrected, batch_targets)
+                results[name] = {"method": self.method, "iterations": fitted["iterations"],
+                                 "prior": [round(float(p), 6) for p in fitted["prior"]],
+                                 **metrics.result(), "calibration": measures.result()}
+        finally:
+            for buffer in self.buffers.values():
+                buffer.close()
+        return results
 
 
 def _used_model(encoder, source, flat, tree_classifier) -> tuple[str | None, str | None]:
@@ -281,10 +359,12 @@ def benchmark_record(result: EvalResult, dataset: str, model: str, pretrained: s
     record.update({"num_images": result.num_images, "num_failed": len(result.failures), "failures": result.failures,
                    "images_per_second": round(result.images_per_second, 2), "classnames": result.classnames})
     if result.metrics:
+        record["calibration"] = result.metrics[first]["calibration"]
         record["per_class"] = {key: result.metrics[first][key] for key in ("per_class_recall", "per_class_precision")}
         record["confusion_matrix"] = result.metrics[first]["confusion_matrix"]
         if len(result.metrics) > 1:
-            record["template_comparison"] = {name: {key: m[key] for key in headline}
+            record["template_comparison"] = {name: {**{key: m[key] for key in headline},
+                                                    **{key: m["calibration"][key] for key in CALIBRATION_HEADLINE}}
                                              for name, m in result.metrics.items()}
     if result.tree is not None:
         record["tree"] = result.tree["tree"]
@@ -292,7 +372,19 @@ def benchmark_record(result: EvalResult, dataset: str, model: str, pretrained: s
         record["beam"] = result.tree["beam"]
     if result.openset is not None:
         record["openset"] = result.openset
+    if result.transductive:
+        corrected = result.transductive[first]
+        record["transductive"] = {
+            "method": corrected["method"], "iterations": corrected["iterations"], "prior": corrected["prior"],
+            "metrics": {key: corrected[key] for key in headline},
+            "without": {key: result.metrics[first][key] for key in headline},
+            "calibration": {key: corrected["calibration"][key] for key in CALIBRATION_HEADLINE},
+            "per_class_recall": corrected["per_class_recall"], "confusion_matrix": corrected["confusion_matrix"]}
     return record
+
+
+#: The calibration figures shown beside accuracy (template comparison, transductive side by side).
+CALIBRATION_HEADLINE = ("ece", "nll", "brier", "aurc")
 
 
 __all__ = ["EvalResult", "NothingDecodedError", "benchmark_record", "evaluate"]

@@ -1,0 +1,88 @@
+"""``zsclip calibrate``: a classifier file whose probabilities mean what they say, and its accept thresholds."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import InputError
+from ..outputs.atomic import check_writable
+from ..outputs.text import printable
+from ..prompts import read_labels, resolve_templates
+from .common import image_options, model_options, ray_options, ray_settings, run_options, usage_errors
+
+
+@click.command(name="calibrate")
+@click.option("--data", "-d", required=True,
+              help="Labelled images, as eval takes them: a class-per-folder tree, a .csv/.jsonl manifest of "
+                   "path,label, WebDataset shards (with --labels-file), a labelled store or a Hugging Face dataset.")
+@click.option("--classifier", "-c", "classifier_file", type=click.Path(dir_okay=False), default=None,
+              help="The flat classifier file to calibrate (from `zsclip build` or `zsclip adapt`: built, linear "
+                   "probe, Tip-Adapter); without it, one is built from --labels-file / the data's classes.")
+@click.option("--labels-file", type=click.Path(dir_okay=False), default=None,
+              help="Without --classifier: class names, one per line in the folders' sorted order.")
+@click.option("--templates", "-t", default=None, help="Without --classifier: one template set or file "
+              "(default openai-imagenet).")
+@click.option("--dataset", default=None, help="Name recorded with the calibration (and imagenet1k's class names).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="The calibrated classifier file to write (it may be the --classifier file itself).")
+@model_options
+@image_options
+@ray_options
+def calibrate_command(data, classifier_file, labels_file, templates, dataset, output, model, pretrained, device,
+                      precision, cache_dir, no_cache, batch_size, workers, max_pixels, decode, url_timeout,
+                      ray_address, ray_actors, ray_stall_timeout) -> None:
+    """Fit a flat classifier's temperature on labelled images, and its accept-or-review table.
+
+    The temperature (one number dividing every logit, fitted by NLL: Guo et al. 2017) is stored in the
+    classifier file with what it was fitted on; classify, eval, the service and --ray then give
+    calibrated probabilities. The same images give the accept table behind
+    `zsclip classify -c FILE --accept-precision 0.95`.
+
+    \b
+    Examples:
+      zsclip calibrate --data labelled/ --classifier animals.zsc -o animals.zsc
+      zsclip calibrate --data labelled.csv --labels-file classes.txt --model demo -o calibrated.zsc
+      zsclip eval --data test/ --classifier animals.zsc --report report/      # ECE, reliability diagram
+
+    Calibrate on images like those you will classify, and not on the ones you measure with.
+    """
+    from ..tasks.calibrate import REPORTED_PRECISIONS, calibrate
+
+    options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
+    with usage_errors():
+        if classifier_file and (labels_file or templates):
+            raise InputError("a classifier file holds its classes and prompts: leave out --labels-file and "
+                             "--templates")
+        if templates is not None:
+            if "," in templates:
+                raise InputError(f"--templates {templates!r}: calibrate one classifier, with one template set")
+            resolve_templates(templates)
+        if not output.lower().endswith(".zsc"):
+            raise InputError(f"--output {printable(output)}: a classifier file is written; name it .zsc")
+        check_writable(output, "--output")
+        classes = read_labels(labels_file) if labels_file else None
+        settings = ray_settings(ray_address, ray_actors, ray_stall_timeout)
+        result = calibrate(data, classifier=classifier_file, classes=classes, templates=templates, dataset=dataset,
+                           model=model, pretrained=pretrained, options=options, cache=not no_cache,
+                           cache_dir=cache_dir, progress=sys.stderr.isatty(), ray=settings)
+    for failure in result.failures[:20]:
+        click.echo(f"zsclip: skipped {printable(failure['path'])}: {printable(failure['error'])}", err=True)
+    fit = result.fit
+    click.echo(f"temperature {fit.temperature:.4f} fitted on {fit.num_images} images: NLL {fit.nll_before:.4f} -> "
+               f"{fit.nll_after:.4f}, ECE {result.before['ece']:.4f} -> {result.after['ece']:.4f}")
+    for target in REPORTED_PRECISIONS:
+        choice = result.table.threshold_for_precision(target)
+        if choice.precision is None:
+            click.echo(f"accept at precision {target:g}: no threshold reaches it on these images")
+        else:
+            click.echo(f"accept at precision {target:g}: confidence >= {choice.threshold:.4g} accepts "
+                       f"{choice.accepted_share:.1%} of the calibration images ({choice.accepted} of "
+                       f"{choice.num_images})")
+        if choice.warning:
+            click.echo(f"zsclip: warning: {printable(choice.warning)}", err=True)
+    with usage_errors():
+        written = result.classifier.save(output)
+    click.echo(f"zsclip: calibrated classifier written to {printable(written)}", err=True)
+    sys.exit(1 if result.failures else 0)

@@ -1,0 +1,292 @@
+"""Confidence a user can act on (issue 34): calibration measures in eval, `zsclip calibrate`, accept-or-review
+rows, and the collection-level correction (--transductive), each through the `zsclip` command and read back
+as a user would; the measures checked against references computed here (torchmetrics' ECE, torch's NLL)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import zsclip
+from zsclip import shapes
+from zsclip.calibration.measures import CalibrationMeasures
+from zsclip.calibration.transductive import em_prior, sinkhorn_weights
+from zsclip.classifier import ZeroShotClassifier
+from zsclip.cli import main
+
+FAST = ["--model", "demo", "--precision", "fp32", "-j", "0"]
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """Held-out colour-shape pairs (the demo model is unsure of them): a calibration set and a test set."""
+    root = tmp_path_factory.mktemp("calibration-world")
+    shapes.write_dataset(root / "calib", 8, 31, "held-out", "both", size=32)
+    shapes.write_dataset(root / "test", 5, 32, "held-out", "both", size=32)
+    return root
+
+
+@pytest.fixture(scope="module")
+def calibrated(world, tmp_path_factory) -> Path:
+    """A classifier built from labels with the photo templates and calibrated by `zsclip calibrate`."""
+    output = tmp_path_factory.mktemp("calibrated") / "shapes.zsc"
+    code, out, err = _run("calibrate", "--data", str(world / "calib" / "manifest.csv"), "--labels-file",
+                          str(world / "calib" / "labels.txt"), "--templates", "photo", "-o", str(output), *FAST)
+    assert code == 0, err
+    assert "temperature" in out and "fitted on 64 images" in out
+    return output
+
+
+def _metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        return json.loads(handle.metadata()["zsclip"])
+
+
+def _reference_logits(world: Path, classifier: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """open_clip's own image tower on the test images, scale * f @ W / T from the file's numbers."""
+    from safetensors.numpy import load_file
+
+    encoder = zsclip.load_model("demo", device="cpu")
+    metadata = _metadata(classifier)
+    weights = torch.from_numpy(load_file(str(classifier))["weights"])
+    rows = list(csv.DictReader((world / "test" / "manifest.csv").open()))
+    pixels = torch.stack([encoder.preprocess(Image.open(world / "test" / row["path"]).convert("RGB")) for row in rows])
+    with torch.no_grad():
+        features = encoder.model.encode_image(pixels, normalize=True)
+    temperature = (metadata.get("calibration") or {}).get("temperature", 1.0)
+    logits = (metadata["logit_scale"] * features @ weights / temperature).numpy()
+    targets = np.array([metadata["classnames"].index(row["label"]) for row in rows])
+    return logits, targets, [row["path"] for row in rows]
+
+
+def test_streamed_measures_equal_reference_implementations():
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    generator = np.random.default_rng(3)
+    logits = generator.normal(size=(500, 7)) * 3
+    targets = generator.integers(0, 7, 500)
+    logits[np.arange(500), targets] += generator.normal(1.0, 1.0, 500)
+    whole, blocks = CalibrationMeasures(), CalibrationMeasures()
+    whole.update(logits, targets)
+    for start in range(0, 500, 130):  # blocks scored elsewhere (Ray) add up to the same figures
+        part = CalibrationMeasures()
+        part.update(logits[start:start + 130], targets[start:start + 130])
+        blocks.absorb(part.state())
+    probabilities = torch.from_numpy(logits).softmax(dim=1)
+    expected_ece = float(multiclass_calibration_error(probabilities, torch.from_numpy(targets), num_classes=7,
+                                                      n_bins=15, norm="l1"))
+    expected_nll = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(targets)))
+    onehot = np.eye(7)[targets]
+    expected_brier = float(((probabilities.numpy() - onehot) ** 2).sum(axis=1).mean())
+    confidence, predicted = probabilities.max(dim=1)
+    order = np.argsort(-confidence.numpy(), kind="stable")
+    wrong = (predicted.numpy() != targets)[order]
+    expected_aurc = float(np.mean([wrong[:k].mean() for k in range(1, 501)]))
+    for measured in (whole.result(), blocks.result()):
+        assert measured["ece"] == pytest.approx(expected_ece, abs=1e-6)
+        assert measured["nll"] == pytest.approx(expected_nll, rel=1e-9)
+        assert measured["brier"] == pytest.approx(expected_brier, rel=1e-9)
+        assert measured["aurc"] == pytest.approx(expected_aurc, rel=1e-9)
+        assert sum(b["count"] for b in measured["reliability"]) == 500
+
+
+@pytest.mark.slow
+def test_eval_json_and_report_carry_the_measures_of_the_scores(world, calibrated, tmp_path):
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    code, out, err = _run("eval", "--data", str(world / "test" / "manifest.csv"), "--classifier", str(calibrated),
+                          "-o", str(tmp_path / "results.json"), "--report", str(tmp_path / "report"), *FAST)
+    assert code == 0, err
+    record = json.loads((tmp_path / "results.json").read_text())
+    logits, targets, _ = _reference_logits(world, calibrated)
+    probabilities = torch.from_numpy(logits).double().softmax(dim=1)
+    expected = float(multiclass_calibration_error(probabilities, torch.from_numpy(targets), num_classes=48,
+                                                  n_bins=15, norm="l1"))
+    assert record["calibration"]["ece"] == pytest.approx(expected, abs=2e-4)
+    expected_nll = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits).double(),
+                                                           torch.from_numpy(targets)))
+    assert record["calibration"]["nll"] == pytest.approx(expected_nll, rel=1e-3)
+    assert "ECE" in out
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "reliability.png" in page and "AURC" in page
+    assert Image.open(tmp_path / "report" / "reliability.png").size[0] > 100
+    assert Image.open(tmp_path / "report" / "risk_coverage.png").size[0] > 100
+
+
+@pytest.mark.slow
+def test_calibrate_stores_the_temperature_and_classify_applies_it(world, calibrated, tmp_path):
+    calibration = _metadata(calibrated)["calibration"]
+    assert calibration["fitted_on"]["num_images"] == 64
+    assert calibration["nll_after"] < calibration["nll_before"]
+    assert calibration["accept"]["num_images"] == 64
+    temperature = calibration["temperature"]
+    assert temperature != pytest.approx(1.0, abs=0.05)
+    rows_file = tmp_path / "rows.csv"
+    code, _, err = _run("classify", str(world / "test" / "images"), "-c", str(calibrated), "-o", str(rows_file),
+                        "-k", "1", *FAST)
+    assert code == 0, err
+    logits, _, paths = _reference_logits(world, calibrated)
+    expected = dict(zip([Path(p).name for p in paths], torch.from_numpy(logits).softmax(dim=1).max(dim=1).values
+                        .tolist(), strict=True))
+    rows = list(csv.DictReader(rows_file.open()))
+    assert len(rows) == 40
+    for row in rows:
+        assert float(row["score"]) == pytest.approx(expected[Path(row["path"]).name], abs=2e-4)
+
+
+def _threshold(table: dict, target: float) -> float:
+    """The lowest confidence whose accepted calibration images reach ``target`` precision, from the table."""
+    precision = np.cumsum(table["correct"]) / np.cumsum(table["total"])
+    reached = np.nonzero(precision >= target)[0]
+    return table["confidence"][reached[-1]] if len(reached) else float("inf")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_accept_precision_marks_every_row_in_every_sink(world, calibrated, tmp_path, suffix):
+    threshold = _threshold(_metadata(calibrated)["calibration"]["accept"], 0.8)
+    output = tmp_path / f"rows{suffix}"
+    code, _, err = _run("classify", str(world / "test" / "images"), "-c", str(calibrated), "--accept-precision",
+                        "0.8", "-o", str(output), *FAST)
+    assert code == 0, err
+    assert "64 calibration images" in err
+    if suffix == ".csv":
+        rows = [(float(r["score"]), r["accepted"]) for r in csv.DictReader(output.open())]
+        flags = [{"true": True, "false": False}[a] for _, a in rows]
+    elif suffix == ".jsonl":
+        lines = [json.loads(line) for line in output.read_text().splitlines()]
+        rows, flags = [(r["predictions"][0]["score"], None) for r in lines], [r["accepted"] for r in lines]
+    else:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(output).to_pylist()
+        rows, flags = [(r["scores"][0], None) for r in table], [r["accepted"] for r in table]
+    assert len(flags) == 40
+    assert flags == [score >= threshold - 1e-6 for score, _ in rows]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["classify", "IMAGES", "--labels", "a,b", "--accept-precision", "0.9"], "needs a calibrated classifier file"),
+    (["classify", "IMAGES", "-c", "CAL", "--accept-precision", "0.9", "--transductive"], "uncorrected scores"),
+    (["classify", "IMAGES", "-c", "CAL", "--accept-precision", "1.5"], "between 0 and 1"),
+    (["classify", "IMAGES", "-c", "CAL", "--scale", "50"], "leave out --scale"),
+    (["classify", "IMAGES", "--labels", "a,b", "--multi-label", "--transductive"], "corrects flat labels"),
+    (["classify", "IMAGES", "--labels", "a,b", "--transductive", "--reject", "0.5"], "corrects flat labels"),
+    (["eval", "--data", "IMAGES", "--transductive", "--unknown", "IMAGES"], "corrects flat labels"),
+    (["calibrate", "--data", "IMAGES", "-c", "CAL", "-o", "out.csv"], "name it .zsc"),
+    (["calibrate", "--data", "IMAGES", "-c", "CAL", "--templates", "photo", "-o", "x.zsc"], "leave out"),
+])
+def test_combinations_that_cannot_apply_are_refused_in_one_line(tmp_path, args, message):
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (8, 8)).save(images / "one.png")
+    calibrated = tmp_path / "calibrated.zsc"
+    table = {"num_images": 3, "confidence": [0.9, 0.6, 0.4], "correct": [1, 1, 0], "total": [1, 1, 1]}
+    weights = np.linalg.qr(np.random.default_rng(0).normal(size=(16, 2)))[0].astype(np.float32)
+    ZeroShotClassifier(weights, ["a", "b"], [["a"], ["b"]], 100.0, None, {"model": "demo"},
+                       calibration={"temperature": 2.0, "accept": table}).save(calibrated)
+    swapped = [str(images) if a == "IMAGES" else str(calibrated) if a == "CAL" else
+               str(tmp_path / a) if a.startswith(("out", "x.")) else a for a in args]
+    code, _, err = _run(*swapped, "--model", "demo")
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def _imbalanced(generator, counts: list[int], shift: float = 1.2):
+    """Posteriors under a uniform prior of unit Gaussians whose class coordinate is shifted by ``shift``."""
+    targets = np.repeat(np.arange(len(counts)), counts)
+    features = generator.normal(size=(len(targets), len(counts)))
+    features[np.arange(len(targets)), targets] += shift
+    logits = shift * features
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return log_p, targets
+
+
+def test_em_estimates_an_imbalanced_prior_and_sinkhorn_meets_its_marginal():
+    generator = np.random.default_rng(0)
+    log_p, targets = _imbalanced(generator, [3000, 300, 300, 30])
+    chunks = lambda: (log_p[i:i + 1000] for i in range(0, len(log_p), 1000))  # noqa: E731
+    log_w, prior, _ = em_prior(chunks, 4)
+    truth = np.bincount(targets) / len(targets)
+    assert np.abs(prior - truth).max() < 0.03  # the collection's frequencies, from scores alone
+    before = (log_p.argmax(axis=1) == targets).mean()
+    assert ((log_p + log_w).argmax(axis=1) == targets).mean() > before + 0.05
+    uniform = np.full(4, 0.25)
+    log_v, _ = sinkhorn_weights(chunks, 4, uniform)
+    corrected = np.exp(log_p + log_v)
+    corrected /= corrected.sum(axis=1, keepdims=True)
+    assert np.allclose(corrected.mean(axis=0), uniform, atol=1e-4)  # the plan's class marginal is the prior
+
+
+@pytest.mark.slow
+def test_transductive_classify_and_eval_agree_and_are_deterministic(world, tmp_path):
+    """An imbalanced collection (one held-out pair 10x the others): classify --transductive twice gives the same
+    rows, eval --transductive reports the with/without figures side by side, and its acc1 is the rows'."""
+    rows = list(csv.DictReader((world / "test" / "manifest.csv").open()))
+    first = rows[0]["label"]
+    manifest = tmp_path / "imbalanced.csv"
+    kept = [r for r in rows if r["label"] == first] * 1 + [r for r in rows if r["label"] != first][::5]
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerows([(str(world / "test" / r["path"]), r["label"]) for r in kept])
+    labels = str(world / "test" / "labels.txt")
+    outputs = []
+    for name in ("a.csv", "b.csv"):
+        code, _, err = _run("classify", *[str(world / "test" / r["path"]) for r in kept], "--labels-file", labels,
+                            "--templates", "photo", "--transductive", "-k", "1", "-o", str(tmp_path / name), *FAST)
+        assert code == 0, err
+        outputs.append((tmp_path / name).read_text())
+    assert outputs[0] == outputs[1]
+    code, out, err = _run("eval", "--data", str(manifest), "--labels-file", labels, "--templates", "photo",
+                          "--transductive", "-o", str(tmp_path / "e.json"), *FAST)
+    assert code == 0, err
+    record = json.loads((tmp_path / "e.json").read_text())
+    side = record["transductive"]
+    assert side["method"] == "em" and side["without"]["acc1"] == record["metrics"]["acc1"]
+    predicted = [r["label"] for r in csv.DictReader((tmp_path / "a.csv").open())]
+    truth = [r["label"] for r in kept]
+    assert side["metrics"]["acc1"] == pytest.approx(np.mean([p == t for p, t in zip(predicted, truth, strict=True)]))
+    assert "--transductive em" in out
+
+
+@pytest.mark.slow
+def test_the_service_serves_a_calibrated_file_with_accept_precision(world, calibrated):
+    """A real server on 127.0.0.1 serving the calibrated file by id: calibrated probabilities, ``accepted``
+    per result at the threshold the file's table gives, and a one-line 422 for an uncalibrated label set."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    from test_serve import _start, _stop
+
+    threshold = _threshold(_metadata(calibrated)["calibration"]["accept"], 0.8)
+    logits, _, paths = _reference_logits(world, calibrated)
+    expected = torch.from_numpy(logits).softmax(dim=1).max(dim=1).values.tolist()
+    process, url = _start("--classifier", str(calibrated))
+    try:
+        files = [("images", (Path(p).name, (world / "test" / p).read_bytes(), "image/png")) for p in paths[:8]]
+        response = httpx.post(f"{url}/v1/classify", files=files,
+                              data={"classifier": calibrated.stem, "accept_precision": "0.8"}, timeout=60)
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        for result, confidence in zip(results, expected[:8], strict=True):
+            assert result["predictions"][0]["score"] == pytest.approx(confidence, abs=2e-4)
+            assert result["accepted"] == (result["predictions"][0]["score"] >= threshold - 1e-6)
+        refused = httpx.post(f"{url}/v1/classify", files=files[:1], data={"labels": "red star,blue ring",
+                                                                          "accept_precision": "0.8"}, timeout=60)
+        assert refused.status_code == 422 and "calibrated" in refused.json()["error"]
+    finally:
+        _stop(process)
