@@ -515,6 +515,8 @@ class CacheRequest:
     templates: list[str]
     precision: str
     embed_dim: int | None = None
+    #: how many description sentences were added to the prompts (None: a plain build records none)
+    descriptions: int | None = None
 
     def problem(self, hit: ZeroShotClassifier) -> str | None:
         """Why ``hit`` is not the classifier asked for, or None."""
@@ -524,8 +526,8 @@ class CacheRequest:
         if [list(names) for names in hit.synonyms] != [list(names) for names in self.classes]:
             shown = ", ".join(hit.classnames[:3]) + (", ..." if len(hit.classnames) > 3 else "")
             return f"it holds other classes ({len(hit.classnames)}: {shown})"
-        if provenance.get("templates") != self.templates:
-            return "it was built from other prompt templates"
+        if provenance.get("templates") != self.templates or provenance.get("descriptions") != self.descriptions:
+            return "it was built from other prompt templates" + (" or descriptions" if self.descriptions else "")
         if provenance.get("precision") != self.precision:
             return f"it was built at precision {provenance.get('precision')!r}, not {self.precision!r}"
         if self.embed_dim is not None and hit.embed_dim != self.embed_dim:

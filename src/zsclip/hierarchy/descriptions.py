@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import __version__
 from ..classifier.cache import cache_dir as default_cache_dir
 from ..classifier.cache import cache_key
-from ..classifier.zeroshot import ZeroShotClassifier, _load_cached, _store_cached, ensemble
+from ..classifier.zeroshot import CacheRequest, ZeroShotClassifier, _load_cached, _store_cached, ensemble
 from ..encoders.base import Encoder
 from ..errors import InputError, ZsclipWarning
 from ..precision import resolve_precision, text_precision
@@ -154,7 +154,9 @@ def build_classifier(
     }
     key = cache_key(encoder.fingerprint, classes, prompts, precision)
     cached_file = default_cache_dir(cache_dir) / f"{key}.zsc"
-    classifier = _load_cached(cached_file) if cache and cached_file.is_file() else None
+    request = CacheRequest(encoder.fingerprint, classes, provenance["templates"], precision, encoder.embed_dim,
+                           provenance["descriptions"])
+    classifier = _load_cached(cached_file, request) if cache and cached_file.is_file() else None
     if classifier is None:
         # template prompts share their template's leading tokens; sentences go in one extra group
         groups = [[i % len(template_list) for i in range(len(ps) - len(extra))] + [len(template_list)] * len(extra)
