@@ -501,3 +501,37 @@ def test_mpeg_ts_starting_mid_group_and_cut_short_gives_only_true_frames(tmp_pat
     failed = [row for row in rows if row["error"] and not row["error"].startswith("note:")]
     assert result.returncode == (1 if failed else 0), lines
     assert all(row["label"] in ("a", "b") for row in rows if not row["error"])
+
+
+@pytest.mark.slow
+def test_a_hostile_environment_is_one_line_each(corpus, monkeypatch, tmp_path):
+    """Issue 38, items 5 and 7, under the suite's limits: no network for a real model name (the hub a closed
+    port on 127.0.0.1, an empty Hugging Face cache), and a torchvision built for another torch (simulated by a
+    package first on PYTHONPATH). Each is one line naming the cause and the fix, at once, without a traceback."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy", "HF_HUB_OFFLINE",
+                 "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    with monkeypatch.context() as offline:
+        offline.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed}")
+        offline.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        result = _zsclip("classify", "images/red_circle.png", "--labels-file", "bom.txt", "--model", "ViT-B-32",
+                         "--pretrained", "openai", cwd=corpus)
+    lines = _stderr_lines(result)
+    assert result.returncode == 2 and len(lines) == 1, lines
+    assert "model hub" in lines[0] and "cannot be reached" in lines[0] and "--model demo" in lines[0]
+    (tmp_path / "site" / "torchvision").mkdir(parents=True)
+    (tmp_path / "site" / "torchvision" / "__init__.py").write_text(
+        'raise RuntimeError("operator torchvision::nms does not exist")\n')
+    with monkeypatch.context() as broken:
+        broken.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path / "site"),
+                                                                  os.environ.get("PYTHONPATH")])))
+        result = _zsclip("classify", "images/red_circle.png", "--labels-file", "bom.txt", "--model", "demo",
+                         cwd=corpus)
+    lines = _stderr_lines(result)
+    assert result.returncode == 1 and len(lines) == 1 and "does not match torch" in lines[0], lines
+    assert "pip install --force-reinstall torch torchvision" in lines[0] and "bug in zsclip" not in lines[0]

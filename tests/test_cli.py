@@ -192,7 +192,8 @@ def test_output_is_written_atomically(tiny_clip_dir, photos, tmp_path, monkeypat
 
     monkeypatch.setattr(importlib.import_module("zsclip.tasks.classify"), "answers", explode)  # read when it runs
     result = _classify(tiny_clip_dir, str(photos), "--output", str(out))
-    assert result.exit_code != 0 and "interrupted; results so far are in" in result.stderr
+    assert result.exit_code == 130 and len(result.stderr.strip().splitlines()) == 1  # one interruption line
+    assert "interrupted after 1 of" in result.stderr and f"the rows so far are in {out}.partial" in result.stderr
     assert out.read_text() == "previous complete results\n"  # never replaced by a half file
     partial = tmp_path / "results.csv.partial"
     assert "first.jpg" in partial.read_text()
