@@ -292,7 +292,10 @@ def _file_problem(metadata: object, tensors: dict) -> str | None:
     weights = tensors.get("weights")
     if weights is None:
         return "no weights"
-    problem = _metadata_problem({**metadata, "format": _FILE_FORMAT}, weights)
+    # the common fields of a flat file; this file's "calibration" is its thresholds' (checked below), not a
+    # temperature fitted by `zsclip calibrate`
+    common = {key: value for key, value in metadata.items() if key != "calibration"}
+    problem = _metadata_problem({**common, "format": _FILE_FORMAT}, weights)
     if problem:
         return problem
     if metadata.get("score") not in SCORES:
