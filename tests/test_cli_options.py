@@ -93,13 +93,33 @@ class FakePool:
         return [1, 1]
 
 
+class FakeJob:
+    """A planned job without a model: a head with no rejector, calibration or accept table."""
+
+    def __init__(self) -> None:
+        self.head, self.source = SimpleNamespace(columns=["red", "blue"]), SimpleNamespace(timed=False)
+
+
+class Unread:
+    """Answers that stop the run when read: what was asked for them is recorded, nothing is computed."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def __iter__(self):
+        self.recorder.stopped = True
+        raise Stopped("answers read")
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
     """Small files every probe can name: a class-per-folder tree, manifests, a label tree, descriptions,
     captions, a classifier file (random weights of the demo model's width: no model is loaded)."""
+    import numpy as np
     import torch
 
     import zsclip
+    from zsclip.calibration.accept import AcceptTable
 
     root = tmp_path_factory.mktemp("options")
     tree = root / "tree"
@@ -114,8 +134,13 @@ def world(tmp_path_factory) -> dict[str, Path]:
     (root / "labels.yaml").write_text("colours:\n  red:\n  blue:\n")
     (root / "descriptions.json").write_text(json.dumps({"red": ["a red thing"], "blue": ["a blue thing"]}))
     weights = torch.nn.functional.normalize(torch.randn(64, 2), dim=0)
-    zsclip.ZeroShotClassifier(weights, ["red", "blue"], [["red"], ["blue"]], 100.0, None,
-                              {"model": "demo", "templates": ["{}"]}).save(root / "colours.zsc")
+    classifier = zsclip.ZeroShotClassifier(weights, ["red", "blue"], [["red"], ["blue"]], 100.0, None,
+                                           {"model": "demo", "templates": ["{}"]})
+    classifier.save(root / "colours.zsc")
+    # as `zsclip calibrate` leaves it: a temperature and an accept table (for --accept-precision)
+    table = AcceptTable.from_predictions(np.array([0.9, 0.8, 0.6, 0.4]), np.array([True, True, False, True]))
+    classifier.calibration = {"method": "temperature", "temperature": 1.5, "accept": table.to_data()}
+    classifier.save(root / "calibrated.zsc")
     return {"root": root, "tree": tree, "image": tree / "red" / "red_triangle.png"}
 
 
@@ -137,7 +162,7 @@ def _values(world: dict[str, Path], tmp: Path) -> dict[str, list[str]]:
         "--task": ["retrieval"], "--captions": [str(root / "captions.csv")], "--dataset": ["my-data"],
         "--report": [str(tmp / "report")], "--unknown": [str(world["tree"] / "blue")], "--select-templates": ["2"],
         "--labelled": [], "--dtype": ["float32"], "--commit-every": ["7"], "--image": [str(world["image"])],
-        "--all": [], "--method": ["tip-adapter"], "--shots": ["2"], "--seed": ["7"], "--alpha": ["0.37"],
+        "--all": [], "--shots": ["2"], "--seed": ["7"], "--alpha": ["0.37"],
         "--sweep-alpha": [], "--eval": [str(world["tree"])], "--steps": ["7"], "--lr": ["0.37"],
         "--store": [str(tmp / "served.zse")], "--host": ["127.0.0.2"], "--port": ["7"], "--max-batch-size": ["7"],
         "--max-wait-ms": ["0.37"], "--queue-limit": ["77"], "--decode-workers": ["3"], "--threads": ["3"],
@@ -145,13 +170,22 @@ def _values(world: dict[str, Path], tmp: Path) -> dict[str, list[str]]:
         "--request-timeout": ["0.37"], "--header-timeout": ["0.37"], "--max-connections": ["7"],
         "--api-key": ["key-x"], "--cors-origin": ["https://app.example"], "--root-path": ["/px"],
         "--graceful-timeout": ["0.37"], "--log-level": ["debug"],
+        "--format": ["label-studio"], "--image-prefix": ["https://files.example/"],
+        "--image-root": [str(world["root"])], "--files": ["hardlink"], "--accept-precision": ["0.37"],
+        "--transductive": ["ot"], "--explain": [str(tmp / "explained")], "--upscale": ["3"], "--reembed": [],
+        "--label-studio-url": ["http://ls.example:8080"], "--label-studio-token": ["token-x"],
+        "--text": ["a red star"], "--accept": ["0.37"],
     }
 
 
-#: a probe value that differs by command (eval writes JSON; build, adapt a classifier; embed a store; embed's
-#: labels file renames the folders' classes); "world:NAME" is a file of the shared world, else a new one
+#: a probe value that differs by command (eval writes JSON; build, adapt, calibrate a classifier; embed a store;
+#: embed's labels file renames the folders' classes); "world:NAME" is a file of the shared world, else a new one;
+#: a list is the value itself (an option name two commands use for different things: --method)
 PER_COMMAND = {("eval", "--output"): "m.json", ("build", "--output"): "c.zsc", ("adapt", "--output"): "c.zsc",
-               ("embed", "--output"): "f.zse", ("embed", "--labels-file"): "world:renamed.txt"}
+               ("calibrate", "--output"): "c.zsc",
+               ("embed", "--output"): "f.zse", ("embed", "--labels-file"): "world:renamed.txt",
+               ("adapt", "--method"): ["tip-adapter"], ("classify", "--method"): ["gradcam"],
+               ("explain", "--method"): ["gradcam"]}
 
 
 def _commands(world: dict[str, Path], tmp: Path) -> dict[str, dict]:
@@ -159,6 +193,8 @@ def _commands(world: dict[str, Path], tmp: Path) -> dict[str, dict]:
     the base's arguments), and the calls where the job reaches the library."""
     root, tree = world["root"], str(world["tree"])
     flat = ["--labels", "red,blue"]
+    picture = [str(world["image"]), "-o", str(tmp / "x")]  # explain's base without its labels
+    into = [tree, "--into", str(tmp / "sorted"), "--accept", "0.9"]  # sort's base without its labels
     return {
         "classify": {"base": [tree, *flat], "needs": {
             "--labels-file": ([], [tree]), "--classifier": ([], [tree]), "--labels-tree": ([], [tree]),
@@ -168,8 +204,19 @@ def _commands(world: dict[str, Path], tmp: Path) -> dict[str, dict]:
             "--reject-label": (["--reject", "0.37"], None), "--multi-score": (["--multi-label"], None),
             "--threshold": (["--multi-label"], None), "--calibrate": (["--multi-label"], None),
             "--target-precision": (["--multi-label", "--calibrate", str(root / "tags.csv")], None),
-            "--ray-stall-timeout": (["--ray", "auto"], None), "--ray-actors": (["--ray", "auto"], None)},
-            "stops": {"zsclip.job.plan": "stop", "zsclip.outputs.rows.ResultWriter.check": "spy"}},
+            "--ray-stall-timeout": (["--ray", "auto"], None), "--ray-actors": (["--ray", "auto"], None),
+            "--format": (["-o", str(tmp / "tasks.json")], None),
+            "--image-prefix": (["-o", str(tmp / "tasks.json"), "--format", "label-studio"], None),
+            "--image-root": (["-o", str(tmp / "tasks.json"), "--format", "label-studio"], None),
+            "--files": (["-o", str(tmp / "dataset"), "--format", "fiftyone"], None),
+            "--accept-precision": (["-c", str(root / "calibrated.zsc")], [tree]),
+            "--method": (["--explain", str(tmp / "explained")], None),
+            "--upscale": (["--explain", str(tmp / "explained")], None)},
+            # past the plan (a stand-in job: no model) to where the answers are written or explained
+            "stops": {"zsclip.job.plan": lambda rec: rec.record("plan", FakeJob()),
+                      "zsclip.tasks.classify.answers": lambda rec: rec.record("answers", Unread(rec)),
+                      "zsclip.tasks.classify.open_sink": "stop", "zsclip.tasks.explain.explanations": "stop",
+                      "zsclip.outputs.rows.ResultWriter.check": "spy"}},
         "build": {"base": [*flat, "-o", str(tmp / "b.zsc")], "needs": {
             "--labels-file": ([], ["-o", str(tmp / "b.zsc")]),
             "--multi-score": (["--multi-label"], None), "--threshold": (["--multi-label"], None),
@@ -213,7 +260,33 @@ def _commands(world: dict[str, Path], tmp: Path) -> dict[str, dict]:
                       "zsclip.ZeroShotClassifier.build": "fake",
                       "zsclip.cli.adapt._head": "stop", "zsclip.cli.adapt._finetune": "stop",
                       "zsclip.cli.eval._check_report_folder": "spy"}},
-        "serve": {"base": [], "needs": {},
+        "explain": {"base": [*picture, *flat], "needs": {
+            "--labels-file": ([], picture), "--classifier": ([], picture), "--labels-tree": ([], picture),
+            "--tree-mode": (["--labels-tree", str(root / "labels.yaml")], picture),
+            "--beam": (["--labels-tree", str(root / "labels.yaml"), "--tree-mode", "top-down"], picture),
+            "--tpr": (["--reject-calibrate", tree], None), "--reject-score": (["--reject", "0.37"], None),
+            "--reject-label": (["--reject", "0.37"], None), "--multi-score": (["--multi-label"], None),
+            "--threshold": (["--multi-label"], None), "--calibrate": (["--multi-label"], None),
+            "--target-precision": (["--multi-label", "--calibrate", str(root / "tags.csv")], None)},
+            "stops": {"zsclip.tasks.explain.explain": "stop"}},
+        "sort": {"base": [*into, *flat], "needs": {
+            "--labels-file": ([], into), "--classifier": ([], into), "--labels-tree": ([], into),
+            "--tree-mode": (["--labels-tree", str(root / "labels.yaml")], into),
+            "--beam": (["--labels-tree", str(root / "labels.yaml"), "--tree-mode", "top-down"], into),
+            "--accept-precision": (["-c", str(root / "calibrated.zsc")], into[:-2]),
+            "--tpr": (["--reject-calibrate", tree], None), "--reject-score": (["--reject", "0.37"], None),
+            "--reject-label": (["--reject", "0.37"], None),
+            "--ray-stall-timeout": (["--ray", "auto"], None), "--ray-actors": (["--ray", "auto"], None)},
+            # past the plan (a stand-in job) to the sorter, which gets the folder, threshold and --files
+            "stops": {"zsclip.job.plan": lambda rec: rec.record("plan", FakeJob()),
+                      "zsclip.outputs.labelling.LabelSpace.of": "fake",
+                      "zsclip.tasks.sort.accept_threshold": "fake", "zsclip.tasks.sort.Sorter": "stop"}},
+        "calibrate": {"base": ["--data", tree, "-o", str(tmp / "cal.zsc")], "needs": {
+            "--ray-stall-timeout": (["--ray", "auto"], None), "--ray-actors": (["--ray", "auto"], None)},
+            "stops": {"zsclip.tasks.calibrate.calibrate": "stop"}},
+        "serve": {"base": [], "needs": {  # Label Studio's two options go together
+            "--label-studio-token": (["--label-studio-url", "http://ls.example:8080"], None),
+            "--label-studio-url": (["--label-studio-token", "token-x"], None)},
                   "stops": {"zsclip.cli.serve.bind_listener": lambda rec: rec.record(
                       "bind_listener", SimpleNamespace(close=lambda: None)),
                       "zsclip.cli.serve._load": lambda rec: rec.record(
@@ -226,6 +299,8 @@ def _commands(world: dict[str, Path], tmp: Path) -> dict[str, dict]:
 REFUSED = {
     ("embed", "--cache-dir"): "classifier", ("embed", "--no-cache"): "classifier",  # embed builds none
     ("classify", "--per-video"): "no videos",  # the probe's inputs are photos (tests/test_video.py has videos)
+    ("sort", "--per-video"): "no videos", ("embed", "--reembed"): "no video",  # likewise
+    ("sort", "--segment"): "add --per-video",  # sort places whole files: clips only pooled per video
 }
 #: honoured, but not before the stops: probed by what they do (tests named beside them)
 ELSEWHERE = {
@@ -279,12 +354,13 @@ def test_every_option_reaches_the_library_or_is_refused_in_one_line(name, world,
         long = max(option.opts, key=len)
         if (name, long) in ELSEWHERE or option.required:  # a required option is in every run
             continue
-        if long not in values:
+        if long not in values and not isinstance(PER_COMMAND.get((name, long)), list):
             problems.append(f"{long}: no probe value (add one to _values)")
             continue
         named = PER_COMMAND.get((name, long))
-        value = values[long] if named is None else [str(world["root"] / named.removeprefix("world:"))
-                                                    if named.startswith("world:") else str(tmp_path / named)]
+        value = (values[long] if named is None else named if isinstance(named, list)
+                 else [str(world["root"] / named.removeprefix("world:")) if named.startswith("world:")
+                       else str(tmp_path / named)])
         given = [long, *value] if not option.is_flag else [long]
         needs, base = spec["needs"].get(long, ([], None))
         before = (base if base is not None else spec["base"]) + needs

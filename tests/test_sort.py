@@ -63,6 +63,8 @@ def test_sort_places_accepted_review_and_errors(photos, tmp_path):
     assert sum(len(v) for v in placed_files(into).values()) == len(rows)
     review = list(csv.DictReader((into / "_review.csv").open()))
     assert {Path(r["file"]).name for r in review} == set(rows) - accepted
+    for entry in review:  # the calibrated (temperature-scaled) confidences classify reports
+        assert entry["score"] == rows[Path(entry["file"]).name]["score"]
     scores = [float(r["score"]) for r in review]
     assert scores == sorted(scores)  # least confident first
     for r in review:
@@ -148,3 +150,61 @@ def test_sort_refuses_what_cannot_apply(photos, tmp_path, args, message):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     result = sort(str(photos / "images"), "--model", "demo", *args, code=2)
     assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory) -> tuple[Path, Path]:
+    """A classifier file calibrated by `zsclip calibrate` on labelled held-out shapes (the demo model is unsure
+    of them, so some answers are accepted and some not), and a separate folder of such images to sort."""
+    root = tmp_path_factory.mktemp("sort-calibrated")
+    shapes.write_dataset(root / "calib", 4, 31, "held-out", "both", size=32, style="outline")
+    shapes.write_dataset(root / "test", 2, 32, "held-out", "both", size=32, style="outline")
+    output = root / "shapes.zsc"
+    result = CliRunner().invoke(main, ["calibrate", "--data", str(root / "calib" / "manifest.csv"), "--labels-file",
+                                       str(root / "calib" / "labels.txt"), *COMMON, "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    return output, root / "test" / "images"
+
+
+def test_sort_accept_precision_places_exactly_what_classify_accepts(calibrated, tmp_path):
+    """`sort -c FILE --accept-precision P` puts into class folders exactly the images whose
+    `classify -c FILE --accept-precision P` row says accepted=true (same calibration, same threshold), the
+    rest into _review/, and prints classify's threshold line."""
+    classifier, images = calibrated
+    fast = [a for a in COMMON if a not in ("-t", "photo")]  # the file holds its prompts
+    rows_file, into = tmp_path / "rows.csv", tmp_path / "sorted"
+    classify = CliRunner().invoke(main, ["classify", str(images), "-c", str(classifier), "--accept-precision", "0.6",
+                                         *fast, "-o", str(rows_file)])
+    assert classify.exit_code == 0, classify.output
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(rows_file.open())}
+    accepted = {name for name, row in rows.items() if row["accepted"] == "true"}
+    assert {row["accepted"] for row in rows.values()} <= {"true", "false"}
+    assert 0 < len(accepted) < len(rows)  # both kinds happen on this set
+    result = sort(str(images), "-c", str(classifier), *fast, "--into", str(into), "--accept-precision", "0.6", code=0)
+    classify_lines = [line for line in classify.stderr.splitlines() if "accept-or-review" in line or "warning" in line]
+    assert classify_lines and all(line in result.stderr.splitlines() for line in classify_lines)
+    assert "32 calibration images" in result.stderr
+    copies = placed_files(into)
+    assert set(copies) == set(rows)
+    for name, row in rows.items():
+        [path] = copies[name]
+        folder = row["label"] if name in accepted else "_review"
+        assert path.parent == into / folder, (name, row)
+    review = list(csv.DictReader((into / "_review.csv").open()))
+    assert {Path(r["file"]).name for r in review} == set(rows) - accepted
+    for entry in review:  # the calibrated (temperature-scaled) confidences classify reports
+        assert entry["score"] == rows[Path(entry["file"]).name]["score"]
+
+
+def test_sort_accept_precision_refuses_an_uncalibrated_classifier(tmp_path):
+    images = tmp_path / "images"
+    shapes.write_dataset(tmp_path, 1, 3, size=32)
+    plain = tmp_path / "plain.zsc"
+    built = CliRunner().invoke(main, ["build", "--labels", "red,blue", "--model", "demo", "--precision", "fp32",
+                                    "-o", str(plain)])
+    assert built.exit_code == 0, built.output
+    for args, message in ((["-c", str(plain), "--accept-precision", "0.9"], "calibrate"),
+                          (["-c", str(plain), "--accept-precision", "0.9", "--accept", "0.5"], "not both")):
+        result = sort(str(images), "--model", "demo", "--into", str(tmp_path / "s"), *args, code=2)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "s").exists()

@@ -24,6 +24,7 @@ from .common import (
     ray_settings,
     read_classes,
     run_options,
+    say_accept,
     scale_option,
     transductive_option,
     usage_errors,
@@ -153,15 +154,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         click.echo(f"zsclip: {multilabel.score} thresholds ({multilabel.calibration['thresholds']}) from "
                    f"{multilabel.calibration['num_images']} calibration images: {float(values.min()):.4g} to "
                    f"{float(values.max()):.4g}", err=True)
-    accept = getattr(job.head, "accept", None)
-    if accept is not None:
-        shown = "nothing (no confidence reached it)" if accept.precision is None else \
-            f"confidence >= {accept.threshold:.6g} ({accept.accepted_share:.0%} of them, at precision " \
-            f"{accept.precision:.3f})"
-        click.echo(f"zsclip: accept-or-review at precision {accept.target:g}: accepts {shown}; from "
-                   f"{accept.num_images} calibration images", err=True)
-        if accept.warning:
-            click.echo(f"zsclip: warning: {printable(accept.warning)}", err=True)
+    say_accept(job.head)
     if explain_dir is None:
         _emit(answers(job, transductive), len(source), job, output, sinks)
         return

@@ -261,3 +261,19 @@ def read_classes(labels: str | None, labels_file: str | None) -> list[list[str]]
     if labels is not None:
         return parse_labels(labels)
     return None
+
+
+def say_accept(head) -> None:
+    """The accept-or-review threshold a calibrated head applies (``--accept-precision``), on stderr: the
+    confidence, the share and precision it reached on the calibration images, how many there were, and the
+    calibration's warning when they are too few. One wording for classify and sort."""
+    accept = getattr(head, "accept", None)
+    if accept is None:
+        return
+    shown = "nothing (no confidence reached it)" if accept.precision is None else \
+        f"confidence >= {accept.threshold:.6g} ({accept.accepted_share:.0%} of them, at precision " \
+        f"{accept.precision:.3f})"
+    click.echo(f"zsclip: accept-or-review at precision {accept.target:g}: accepts {shown}; from "
+               f"{accept.num_images} calibration images", err=True)
+    if accept.warning:
+        click.echo(f"zsclip: warning: {printable(accept.warning)}", err=True)

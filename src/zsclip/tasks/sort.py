@@ -12,8 +12,9 @@ journal holds, and an image placed just before the kill (not yet journalled) is 
 (``Placer.place(adopt=True)``), so each image is placed once. The CSVs are rewritten from the journal at the
 end of every run, atomically.
 
-The threshold is a score (``accept``); ``accept_threshold`` is the hook for a calibrated head that knows the
-score giving a target precision.
+The threshold is a score (``accept``), or a target precision (``accept_precision``) for a classifier file
+calibrated by ``zsclip calibrate``: the head then marks each answer ``accepted`` at the threshold the file's
+accept table gives (``HeadOptions.accept_threshold``, the same as ``classify --accept-precision``).
 """
 
 from __future__ import annotations
@@ -52,23 +53,32 @@ class SortSummary:
     per_class: dict[str, int] = field(default_factory=dict)
 
 
-def accept_threshold(head, accept: float | None = None, target_precision: float | None = None) -> float:
-    """The score an answer needs to be accepted: ``accept`` as given, or the score that a calibrated head
-    (``head.accept_threshold(target_precision)``, see the calibration issue) says reaches the precision."""
+def check_accept(accept: float | None, target_precision: float | None, classifier_given: bool) -> None:
+    """Refuse, while parsing, a threshold that cannot apply: exactly one of ``accept`` (a score) and
+    ``target_precision`` (which needs a classifier file; ``HeadOptions.check`` then refuses one that is not
+    calibrated, and a precision out of range, in the same words as classify)."""
     if (accept is None) == (target_precision is None):
         raise InputError("give --accept SCORE, or --accept-precision P with a calibrated classifier (not both)")
-    if target_precision is not None:
-        if not 0 < target_precision <= 1:
-            raise InputError(f"--accept-precision {target_precision}: give a precision between 0 and 1, e.g. 0.95")
-        finder = None if head is None else (getattr(head, "accept_threshold", None)
-                                            or getattr(head.classifier, "accept_threshold", None))
-        if finder is None:
-            raise InputError("--accept-precision needs a classifier calibrated on labelled images; this one is not: "
-                             "give --accept SCORE")
-        return float(finder(target_precision))
-    if not 0 <= accept <= 1:
+    if target_precision is not None and not classifier_given:
+        raise InputError("--accept-precision needs a classifier file calibrated on labelled images (`zsclip calibrate "
+                         "--data LABELLED -c FILE -o FILE`, then -c FILE): with labels, give --accept SCORE")
+    if accept is not None and not 0 <= accept <= 1:
         raise InputError(f"--accept {accept}: give a score between 0 and 1, e.g. 0.9")
-    return float(accept)
+
+
+def accept_threshold(head, accept: float | None = None, target_precision: float | None = None) -> float:
+    """The score an answer needs to be accepted: ``accept`` as given, or, for ``target_precision``, the threshold
+    the head carries (``FlatHead.accept``, chosen by ``HeadOptions.accept_threshold`` from the calibrated
+    classifier file's accept table; ``inf`` when no confidence reaches the precision). Sorting then follows each
+    answer's ``accepted``, so sort and ``classify --accept-precision`` accept the same images."""
+    check_accept(accept, target_precision, head is not None)
+    if target_precision is None:
+        return float(accept)
+    chosen = getattr(head, "accept", None)
+    if chosen is None or chosen.target != target_precision:
+        raise InputError("--accept-precision needs a calibrated classifier file: run `zsclip calibrate --data LABELLED "
+                         "-c FILE -o FILE` and sort with -c FILE")
+    return float(chosen.threshold)
 
 
 class Journal:
@@ -137,7 +147,8 @@ class Sorter:
         labelled = self.space.read(prediction)
         if labelled.rejected:
             bucket, folder = "unknown", Path(UNKNOWN)
-        elif labelled.labels and labelled.score >= self.threshold:
+        elif labelled.labels and (labelled.score >= self.threshold if prediction.accepted is None
+                                  else prediction.accepted):
             bucket, folder = "class", self.folders[labelled.labels[0]]
         else:
             bucket, folder = "review", Path(REVIEW)
@@ -234,7 +245,9 @@ def sort(inputs, into: str | os.PathLike, *, accept: float | None = None, accept
 
     head_keys = ("labels", "classifier", "templates", "descriptions", "labels_tree", "tree_mode", "beam", "reject",
                  "reject_calibrate", "tpr", "reject_score", "reject_label", "top_k", "scale")
-    head_options = HeadOptions(**{key: job.pop(key) for key in head_keys if key in job})
+    check_accept(accept, accept_precision, job.get("classifier") is not None)
+    head_options = HeadOptions(**{key: job.pop(key) for key in head_keys if key in job},
+                               accept_precision=accept_precision)
     if head_options.top_k is None and not head_options.is_tree():
         head_options.top_k = 2  # the runner-up, for the margin
     plan_keys = ("encoder", "model", "pretrained", "options", "cache", "cache_dir", "ray")
@@ -265,5 +278,5 @@ def skip_done(source, sorter: Sorter) -> int:
     return 0
 
 
-__all__ = ["sort", "Sorter", "SortSummary", "Journal", "accept_threshold", "class_folders", "sort_answers",
-           "skip_done", "check_into", "JOURNAL", "REVIEW", "UNKNOWN", "REVIEW_CSV", "ERRORS_CSV"]
+__all__ = ["sort", "Sorter", "SortSummary", "Journal", "accept_threshold", "check_accept", "class_folders",
+           "sort_answers", "skip_done", "check_into", "JOURNAL", "REVIEW", "UNKNOWN", "REVIEW_CSV", "ERRORS_CSV"]
