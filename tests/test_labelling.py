@@ -90,13 +90,15 @@ def test_label_studio_multi_label_tree_and_reject_heads(world, tmp_path):
     photos = str(world / "photos")
     # multi-label: several choices in one result, a config that allows them
     out = tmp_path / "multi.json"
-    run(photos, "--labels-file", str(world / "labels.txt"), "--multi-label", "--threshold", "0.05", *COMMON,
+    run(photos, "--labels-file", str(world / "labels.txt"), "--multi-label", "--multi-score", "negative",
+        "--threshold", "0.05", *COMMON,
         "-o", str(out), "--format", "label-studio")
     tasks, config = read_tasks(out)
     assert config.find("Choices").get("choice") == "multiple"
     reference = {}
     jsonl = tmp_path / "multi.jsonl"
-    run(photos, "--labels-file", str(world / "labels.txt"), "--multi-label", "--threshold", "0.05", *COMMON,
+    run(photos, "--labels-file", str(world / "labels.txt"), "--multi-label", "--multi-score", "negative",
+        "--threshold", "0.05", *COMMON,
         "-o", str(jsonl))
     for line in jsonl.read_text().splitlines():
         row = json.loads(line)
@@ -166,8 +168,8 @@ def test_fiftyone_dataset_holds_copies_and_labels_in_its_documented_layout(world
 @pytest.mark.slow
 def test_fiftyone_multi_label_targets_are_lists(world, tmp_path):
     out = tmp_path / "dataset"
-    run(str(world / "photos"), "--labels-file", str(world / "labels.txt"), "--multi-label", "--threshold", "0.05",
-        *COMMON, "-o", str(out), "--format", "fiftyone")
+    run(str(world / "photos"), "--labels-file", str(world / "labels.txt"), "--multi-label", "--multi-score", "negative",
+        "--threshold", "0.05", *COMMON, "-o", str(out), "--format", "fiftyone")
     labels = read_fiftyone(out)
     assert all(isinstance(targets, list) for targets in labels.values())
     assert any(len(targets) > 1 for targets in labels.values())

@@ -139,7 +139,7 @@ def _not_a_video(image: str | os.PathLike) -> None:
 
     name = os.fspath(image)
     video = is_video_name(name)
-    if not video:
+    if not video and os.path.isfile(name):  # a FIFO or a device is never opened here: reading it could block
         try:
             with open(name, "rb") as handle:
                 video = looks_like_video(handle.read(192))
