@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ray = pytest.importorskip("ray")
 
@@ -77,7 +78,12 @@ def test_actors_on_two_nodes_give_the_local_store(cluster, demo, folder, uninter
     assert len(nodes) == 2 and set(nodes) == workers, nodes  # both worker nodes encoded, the CPU-less head none
     assert sum(nodes.values()) == IMAGES
     local = EmbeddingStore.create_or_open(tmp_path / "local.zse", demo, precision="fp32")
-    embed(local, list(expand_inputs([str(folder)])), demo, OPTIONS)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each 1-CPU worker node's actor runs (actor_threads): fp32 sums follow the threads
+    try:
+        embed(local, list(expand_inputs([str(folder)])), demo, OPTIONS)
+    finally:
+        torch.set_num_threads(threads)
     reference = rows(tmp_path / "local.zse")
     assert set(stored) == set(reference)
     assert max(float(np.abs(stored[p] - reference[p]).max()) for p in reference) == 0.0
