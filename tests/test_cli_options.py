@@ -309,7 +309,16 @@ ELSEWHERE = {
 }
 
 
+#: task modules that bind library names (``plan``, ...) when first imported: imported before any stop is patched,
+#: so a stand-in never outlives its probe inside a module that a later test uses
+BINDING_MODULES = ("classify", "search", "explain", "evaluate", "multilabel", "retrieval")
+
+
 def _run(command: str, args: list[str], spec: dict, monkeypatch) -> tuple[Recorder, object]:
+    import importlib
+
+    for name in BINDING_MODULES:
+        importlib.import_module(f"zsclip.tasks.{name}")
     recorder = Recorder()
     with monkeypatch.context() as patch:
         for target, how in spec["stops"].items():
