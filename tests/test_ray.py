@@ -365,18 +365,21 @@ class CrashOnce(EncodeActor):
     so its marker, travels to the workers by value)."""
 
     marker = ""
+    driver = 0  # the test process: never ended here (an actor run in it would end the whole pytest run)
 
     def __call__(self, batch):
         marker = Path(self.marker)
         if not marker.exists():
             marker.write_text("crashed")
+            if os.getpid() == self.driver:
+                raise RuntimeError("the crashing actor ran in the test process, not in a Ray worker")
             os._exit(1)
         return super().__call__(batch)
 
 
 def test_a_dead_actor_is_replaced_and_its_batch_retried(demo, tree, tmp_path):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    CrashOnce.marker = str(tmp_path / "crashed")
+    CrashOnce.marker, CrashOnce.driver = str(tmp_path / "crashed"), os.getpid()
     sources = list(expand_inputs([str(tree)]))
     remote = list(ray_feature_batches(sources, demo, OPTIONS, RaySettings(keep_actors_s=0), actor=CrashOnce))
     assert (tmp_path / "crashed").read_text() == "crashed"  # the actor did die
