@@ -134,9 +134,13 @@ class MultiLabelClassifier:
 
         features = features.float()
         if len(features) < MIN_COLLECTION:
+            given = self.calibration.get("threshold")
+            unused = (f"; the threshold {given:g} given for the collection score does not apply to {COLLECTION_FALLBACK}"
+                      " probabilities (give --multi-score softmax to set one)"
+                      if given is not None and given != DEFAULT_THRESHOLDS.get(self.score) else "")
             warnings.warn(f"{len(features)} images: the collection score standardises each label over at least "
                           f"{MIN_COLLECTION} images; these are scored by {COLLECTION_FALLBACK} (threshold "
-                          f"{DEFAULT_THRESHOLDS[COLLECTION_FALLBACK]}) instead", ZsclipWarning, stacklevel=2)
+                          f"{DEFAULT_THRESHOLDS[COLLECTION_FALLBACK]}) instead{unused}", ZsclipWarning, stacklevel=2)
             value = DEFAULT_THRESHOLDS[COLLECTION_FALLBACK]
             return replace(self, score=COLLECTION_FALLBACK, thresholds=torch.full_like(self.thresholds, value),
                            mean=None, std=None, calibration={**self.calibration, "fallback": COLLECTION_FALLBACK,

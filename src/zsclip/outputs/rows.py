@@ -286,7 +286,8 @@ def _json_value(value: object) -> object:
 
 
 def print_record(source: str, record: dict, error: str | None, stream: TextIO, suffix: str = "") -> None:
-    """A label tree's answer for reading on a terminal: one line per level."""
+    """A label tree's answer (one line per level) or a multi-label answer (one line per label) for reading on
+    a terminal, in aligned columns: names padded to the longest in the answer, then the scores."""
     stream.write(f"{printable(source)}{suffix}\n")
     if error:
         stream.write(f"    error: {printable(error)}\n")
@@ -294,15 +295,19 @@ def print_record(source: str, record: dict, error: str | None, stream: TextIO, s
     if isinstance(record.get("labels"), list):  # multi-label: every label over its threshold
         if not record["labels"]:
             stream.write("  (no label over its threshold)\n")
-        for label, score in zip(record["labels"], record["scores"], strict=True):
-            stream.write(f"  {printable(label)}  {score:.4f}\n")
+            return
+        labels = [printable(label) for label in record["labels"]]
+        width = max(len(label) for label in labels)
+        for label, score in zip(labels, record["scores"], strict=True):
+            stream.write(f"  {label:<{width}}  {score:.4f}\n")
         return
-    for key, value in record.items():
-        if key.endswith("_probability") or key == "openset_score":
-            continue
-        probability = record.get(f"{key}_probability")
-        shown = "" if probability is None else f"  {probability:7.2%}"
-        stream.write(f"  {key:8s} {printable(value)}{shown}\n")
+    levels = [(printable(key), printable(value), record.get(f"{key}_probability")) for key, value in record.items()
+              if not key.endswith("_probability") and key != "openset_score"]
+    key_width = max((len(key) for key, _, _ in levels), default=0)
+    value_width = max((len(value) for _, value, probability in levels if probability is not None), default=0)
+    for key, value, probability in levels:
+        shown = value if probability is None else f"{value:<{value_width}}  {probability:7.2%}"
+        stream.write(f"  {key:<{key_width}}  {shown}\n")
     if "openset_score" in record:
         stream.write(f"  open-set score {record['openset_score']:.4f}\n")
 
