@@ -208,3 +208,19 @@ def test_sort_accept_precision_refuses_an_uncalibrated_classifier(tmp_path):
         result = sort(str(images), "--model", "demo", "--into", str(tmp_path / "s"), *args, code=2)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_the_python_sort_places_what_the_command_places(photos, tmp_path):
+    """``zsclip.sort`` (the library call under the command) places every image where `zsclip sort` does."""
+    import zsclip
+
+    by_command, by_library = tmp_path / "command", tmp_path / "library"
+    sort(str(photos / "images"), "--labels-file", str(photos / "labels.txt"), *COMMON, "--into", str(by_command),
+         "--accept", "0.5")
+    summary = zsclip.sort(str(photos / "images"), by_library, accept=0.5,
+                          labels=zsclip.read_labels(photos / "labels.txt"),
+                          templates="photo", model="demo", options=zsclip.RunOptions(precision="fp32", workers=0))
+    assert isinstance(summary, zsclip.SortSummary) and summary.errors == 1
+    placed = {p.relative_to(by_command) for p in by_command.rglob("*.png")}
+    assert placed and placed == {p.relative_to(by_library) for p in by_library.rglob("*.png")}
+    assert summary.accepted + summary.review + summary.unknown == len(placed)

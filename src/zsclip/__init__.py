@@ -41,7 +41,7 @@ _EXPORTS = {
     ".store": ["EmbeddingStore", "embed"],
     ".tasks": ["DEFAULT_MODEL", "DEFAULT_PRETRAINED", "EvalResult", "Hit", "Prediction", "TopK", "classify",
                "calibrate", "evaluate", "evaluate_multilabel", "evaluate_retrieval", "resolve_classifier",
-               "resolve_model", "search", "explain", "Explanation"],
+               "resolve_model", "search", "explain", "Explanation", "sort", "SortSummary"],
 }
 
 
@@ -70,6 +70,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; the same names as _EXPORTS
         Explanation,
         Hit,
         Prediction,
+        SortSummary,
         TopK,
         calibrate,
         classify,
@@ -80,6 +81,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; the same names as _EXPORTS
         resolve_classifier,
         resolve_model,
         search,
+        sort,
     )
 
 __all__ = [
@@ -88,5 +90,6 @@ __all__ = [
     "Prediction", "TopK", "EvalResult", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "TEMPLATE_SETS", "read_labels",
     "resolve_templates", "ZsclipError", "InputError", "ImageReadError", "ModelLoadError", "ClassifierFileError",
     "OutputError", "ZsclipWarning", "EmbeddingStore", "embed", "search", "Hit",
-    "evaluate_multilabel", "evaluate_retrieval", "explain", "Explanation", "calibrate",
+    "evaluate_multilabel", "evaluate_retrieval", "explain", "Explanation", "calibrate", "sort",
+    "SortSummary",
 ]

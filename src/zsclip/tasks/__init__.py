@@ -6,6 +6,7 @@ Each task consumes a job (``zsclip.job``: a source, a head, a runner) and writes
 - ``classify``: a row per input (top-k, tree levels, rejections), streamed;
 - ``evaluate`` / ``metrics``: zero-shot metrics on labelled data, streamed, per head;
 - ``search``: the inputs nearest to a text or an image;
+- ``sort``: answers placed into class folders (accepted / to review);
 - ``explain``: each answer with a heatmap per explained class (needs pixels);
 - ``models``: which model a run uses; ``inventory``: what can be loaded and what is cached;
 - ``stored`` / ``hierarchy``: round-2 names of store and tree jobs.
@@ -22,11 +23,13 @@ _EXPORTS = {
     ".classify": ["Prediction", "TopK", "classify", "classify_items"],
     ".evaluate": ["EvalResult", "benchmark_record", "evaluate"],
     ".explain": ["Explanation", "explain"],
-    ".calibrate": ["CalibrationResult", "calibrate"],
+    ".calibrate": ["CalibrationResult", "calibrate",
+           "SortSummary", "sort"],
     ".models": ["DEFAULT_MODEL", "DEFAULT_PRETRAINED", "resolve_classifier", "resolve_model"],
     ".multilabel": ["evaluate_multilabel"],
     ".retrieval": ["evaluate_retrieval"],
     ".search": ["Hit", "search"],
+    ".sort": ["SortSummary", "sort"],
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
@@ -39,7 +42,9 @@ if TYPE_CHECKING:
     from .multilabel import evaluate_multilabel
     from .retrieval import evaluate_retrieval
     from .search import Hit, search
+    from .sort import SortSummary, sort
 
 __all__ = ["Prediction", "TopK", "classify", "classify_items", "EvalResult", "benchmark_record", "evaluate",
            "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "resolve_classifier", "resolve_model", "Hit", "search",
-           "evaluate_multilabel", "evaluate_retrieval", "Explanation", "explain", "CalibrationResult", "calibrate"]
+           "evaluate_multilabel", "evaluate_retrieval", "Explanation", "explain", "CalibrationResult", "calibrate",
+           "SortSummary", "sort"]
