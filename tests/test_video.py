@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -554,6 +555,21 @@ def test_video_options_without_a_video_get_a_note(clips, tmp_path):
     quiet = CliRunner().invoke(main, ["classify", str(clips), "--labels", ",".join(LABELS), *CLI,
                                                       "--segment", "2"])
     assert quiet.exit_code == 0 and "note: --segment" not in quiet.stderr  # videos among the inputs: no note
+
+
+@pytest.mark.parametrize("command", ["search", "sort"])
+def test_search_and_sort_note_video_options_without_a_video_too(clips, tmp_path, command):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(clips / "photo.png", photos / "photo.png")
+    args = {"search": ["search", str(photos), "a blue square", "--model", "demo", "-j", "0"],
+            "sort": ["sort", str(photos), "--labels", ",".join(LABELS), *CLI, "--into", str(tmp_path / "sorted"), "--accept", "0.5"]}
+    result = CliRunner().invoke(main, [*args[command], "--frames", "3"])
+    assert result.exit_code == 0, result.stderr
+    assert "zsclip: note: --frames applies to videos as they are decoded, and there is no video among the " \
+           "inputs" in result.stderr
+    quiet = CliRunner().invoke(main, args[command])
+    assert quiet.exit_code == 0 and "note: --frames" not in quiet.stderr  # not given: no note
 
 
 def test_a_video_query_and_a_manifest_input_say_where_they_go(clips, tmp_path):

@@ -15,6 +15,7 @@ from ..options import DEFAULT_TOP_K
 from ..outputs.text import printable
 from .common import (
     Interrupted,
+    decodes_videos,
     image_options,
     label_options,
     model_options,
@@ -135,7 +136,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         check_labelling(sink_name, source, options, per_video, image_root)
         _check_explain(explain_dir, method, upscale, source, per_video, ray_address, transductive)
     _notes(source)
-    note_video_options(_decodes_videos(source))
+    note_video_options(decodes_videos(source))
     with usage_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         job = plan(source, head_options, model=model, pretrained=pretrained, run=options, cache=not no_cache,
@@ -186,13 +187,6 @@ def _check_explain(explain_dir, method, upscale, source, per_video: bool, ray_ad
 
     check_source(source)
     check_output_dir(explain_dir)
-
-
-def _decodes_videos(source) -> bool:
-    """Whether the job decodes videos (its source, or the one ``--per-video`` pools, is photos and videos)."""
-    from ..job import MediaFiles
-
-    return isinstance(getattr(source, "inner", source), MediaFiles)
 
 
 def _notes(source) -> None:

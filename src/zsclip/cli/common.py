@@ -155,6 +155,30 @@ def note_video_options(decodes_videos: bool) -> None:
                    f"{'they change' if len(given) > 1 else 'it changes'} nothing here", err=True)
 
 
+def decodes_videos(source) -> bool:
+    """Whether a job decodes videos (its source, or the one ``--per-video`` pools, is photos and videos)."""
+    from ..job import MediaFiles
+
+    return isinstance(getattr(source, "inner", source), MediaFiles)
+
+
+def note_video_options_for(inputs) -> None:
+    """``note_video_options`` for commands that take paths (search): decoded videos are video files among the
+    inputs that are not embedding stores. Listed only when a video option was given."""
+    context = click.get_current_context(silent=True)
+    if context is None or not context.meta.get("zsclip_video_given"):
+        return
+    from ..data.sources import expand_inputs
+    from ..job.sources import has_videos, is_store
+
+    paths = [str(item) for item in inputs if not is_store(str(item))]
+    try:
+        decodes = bool(paths) and has_videos(list(expand_inputs(paths)))
+    except Exception:  # noqa: BLE001 -- an unreadable input is the command's own error to report, not the note's
+        return
+    note_video_options(decodes)
+
+
 def ray_options(function):
     """--ray, --ray-actors: run the pipeline on Ray Data (the ray extra)."""
     return _apply(function, [

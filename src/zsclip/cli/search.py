@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 
 from ..outputs.text import printable
-from .common import UsageFailure, image_options, ray_options, ray_settings, run_options, usage_errors
+from .common import (
+    UsageFailure,
+    image_options,
+    note_video_options_for,
+    ray_options,
+    ray_settings,
+    run_options,
+    usage_errors,
+)
 
 
 @click.command()
@@ -48,6 +56,7 @@ def search(store_path, query, image_path, top_k, output, model, pretrained, devi
     options = run_options(device, "fp32", batch_size, workers, max_pixels, url_timeout, decode)
     ray = ray_settings(ray_address, ray_actors, ray_stall_timeout)
     with usage_errors():
+        note_video_options_for([store_path])
         hits = run_search(store_path, query, image=image_path, top_k=top_k, model=model, pretrained=pretrained,
                           options=options, output=output, ray=ray)
     if not output:

@@ -9,9 +9,11 @@ import click
 from ..outputs.placing import PLACE_MODES
 from ..outputs.text import printable
 from .common import (
+    decodes_videos,
     image_options,
     label_options,
     model_options,
+    note_video_options,
     ray_options,
     ray_settings,
     read_classes,
@@ -85,6 +87,7 @@ def sort_command(inputs, labels, labels_file, templates, classifier_file, into, 
             source = per_video_source(source)
         elif options.segment is not None:
             raise click.UsageError("sort places each file once, and --segment answers per clip: add --per-video")
+        note_video_options(decodes_videos(source))
         head_options = HeadOptions(read_classes(labels, labels_file), classifier_file, templates, descriptions,
                                    labels_tree, tree_mode, beam, reject, reject_calibrate, tpr, reject_score,
                                    reject_label, None, scale, accept_precision=accept_precision)
