@@ -45,3 +45,34 @@ def test_ray_settings_refuse_seconds_that_are_not_a_finite_number(field, value):
     with pytest.raises(InputError, match=rf"^RaySettings {field}=.*: give a finite number of seconds"):
         RaySettings(**{field: value})
     assert RaySettings(**{field: 5}).__dict__[field] == 5  # a plain number is taken as it is
+
+
+IDLE_POOL_AFTER_SHUTDOWN = """
+import sys, time
+from pathlib import Path
+import ray, zsclip
+from zsclip.cluster import RaySettings, actors
+examples = Path(sys.argv[1])
+settings = RaySettings(num_cpus=2, keep_actors_s=1.0)
+rows = list(zsclip.classify(str(examples), labels=["red triangle", "blue ring"], model="demo",
+                            options=zsclip.RunOptions(precision="fp32", workers=0), ray=settings))
+assert rows and actors._pool is not None  # the warm pool, with its idle timer running
+ray.shutdown()
+time.sleep(4)  # the timer fires in here
+print(ray.is_initialized(), actors._pool is None)
+"""
+
+
+@pytest.mark.slow
+def test_a_warm_pool_released_after_ray_shutdown_starts_no_new_ray():
+    """The idle timer of a warm actor pool fired after ``ray.shutdown()`` and called ``ray.kill``, which starts
+    a new local Ray when none is connected; that stray instance lost its GCS and ended the whole process a
+    minute later with status 1 and no word (it ended the test suite twice). A pool now calls Ray only in the
+    session that made it."""
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    result = subprocess.run([sys.executable, "-c", IDLE_POOL_AFTER_SHUTDOWN, str(examples)], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["False", "True"], result.stdout

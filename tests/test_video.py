@@ -563,7 +563,8 @@ def test_search_and_sort_note_video_options_without_a_video_too(clips, tmp_path,
     photos.mkdir()
     shutil.copy(clips / "photo.png", photos / "photo.png")
     args = {"search": ["search", str(photos), "a blue square", "--model", "demo", "-j", "0"],
-            "sort": ["sort", str(photos), "--labels", ",".join(LABELS), *CLI, "--into", str(tmp_path / "sorted"), "--accept", "0.5"]}
+            "sort": ["sort", str(photos), "--labels", ",".join(LABELS), *CLI, "--into", str(tmp_path / "sorted"),
+                     "--accept", "0.5"]}
     result = CliRunner().invoke(main, [*args[command], "--frames", "3"])
     assert result.exit_code == 0, result.stderr
     assert "zsclip: note: --frames applies to videos as they are decoded, and there is no video among the " \

@@ -43,6 +43,7 @@ class EncoderPool:
 
     def __init__(self, ray, actor_class: type, spec: Any, size: int, options: dict, key: Hashable) -> None:
         self.ray, self.key, self.spec = ray, key, spec
+        self.session = session(ray)
         remote = ray.remote(actor_class).options(**options)
         self.actors = [remote.remote(spec) for _ in range(size)]
         self.busy = False
@@ -91,11 +92,20 @@ class EncoderPool:
         self.fingerprint = fingerprint
 
     def release(self) -> None:
-        """End the actors (their model memory and GPUs go back to the cluster)."""
-        for actor in self.actors:
-            with contextlib.suppress(Exception):  # Ray already shut down, or the actor already gone
+        """End the actors (their model memory and GPUs go back to the cluster). Only in the Ray session that
+        made them: once it is shut down its actors are gone with it, and a Ray call then (``ray.kill`` starts a
+        new local instance when none is connected; a stale handle in a later session) must not happen -- from
+        the idle timer, that new instance outlived ``ray.shutdown()`` and ended the whole process a minute later."""
+        actors, self.actors = self.actors, []
+        if not self.live():
+            return
+        for actor in actors:
+            with contextlib.suppress(Exception):  # the actor already gone
                 self.ray.kill(actor)
-        self.actors = []
+
+    def live(self) -> bool:
+        """Whether the Ray session this pool was made in is still the connected one."""
+        return self.session is not None and session(self.ray) == self.session
 
 
 def other_weights(model: str, found: str, expected: str | None) -> InputError:
@@ -108,9 +118,19 @@ _lock = threading.Lock()
 _pool: EncoderPool | None = None
 
 
-def job_id(ray) -> str:
-    """The driver's Ray job: a pool from an earlier connection (since shut down) is never reused."""
-    return ray.get_runtime_context().get_job_id()
+def session(ray) -> tuple[str, str] | None:
+    """The connected Ray session (its GCS address and the driver's node, new for every local instance), or
+    None when Ray is not connected. Never starts Ray: ``ray.get_runtime_context()`` would."""
+    if not ray.is_initialized():
+        return None
+    context = ray.get_runtime_context()
+    return context.gcs_address, context.get_node_id()
+
+
+def job_id(ray) -> tuple:
+    """The driver's Ray job in its session: a pool from an earlier connection (since shut down) is never reused
+    (job ids start again at 01000000 in every new local instance)."""
+    return ray.get_runtime_context().get_job_id(), session(ray)
 
 
 class lease:

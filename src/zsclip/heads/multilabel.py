@@ -135,8 +135,8 @@ class MultiLabelClassifier:
         features = features.float()
         if len(features) < MIN_COLLECTION:
             given = self.calibration.get("threshold")
-            unused = (f"; the threshold {given:g} given for the collection score does not apply to {COLLECTION_FALLBACK}"
-                      " probabilities (give --multi-score softmax to set one)"
+            unused = (f"; the threshold {given:g} given for the collection score does not apply to "
+                      f"{COLLECTION_FALLBACK} probabilities (give --multi-score softmax to set one)"
                       if given is not None and given != DEFAULT_THRESHOLDS.get(self.score) else "")
             warnings.warn(f"{len(features)} images: the collection score standardises each label over at least "
                           f"{MIN_COLLECTION} images; these are scored by {COLLECTION_FALLBACK} (threshold "
