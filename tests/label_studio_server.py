@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
+
+from serving import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CANDIDATES = [os.environ.get("ZSCLIP_LABEL_STUDIO_BIN", ""), str(REPO / ".venv-ls" / "bin" / "label-studio"),
@@ -27,12 +28,6 @@ START_TIMEOUT_S = 900
 
 def label_studio_bin() -> str | None:
     return next((c for c in CANDIDATES if c and os.access(c, os.X_OK)), None)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class LabelStudio:

@@ -314,26 +314,11 @@ def test_adapt_on_a_manifest_with_bad_rows(corpus):
 def test_serve_under_the_limits_answers_hostile_uploads_and_keeps_serving(corpus):
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
-    import socket
-    import time
+    from serving import start_serve
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "ZSCLIP_CACHE_DIR": str(corpus / "cache"), "MALLOC_ARENA_MAX": "2"}
-    server = subprocess.Popen([sys.executable, "-m", "zsclip", "serve", "--model", "demo", "--port", str(port),
-                               "--templates", "photo", "--log-level", "warning"], cwd=corpus, env=env,
-                              preexec_fn=_limits, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_serve(env={"ZSCLIP_CACHE_DIR": str(corpus / "cache"), "MALLOC_ARENA_MAX": "2"}, cwd=corpus,
+                              preexec_fn=_limits, timeout=TIME_LIMIT_S)
     try:
-        deadline = time.monotonic() + TIME_LIMIT_S
-        while time.monotonic() < deadline:
-            assert server.poll() is None, server.stderr.read().decode()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
         hostile = ["bomb.png", "strip.png", "empty.jpg", "text.png", "cut.jpg"]
         files = [("images", (name, (corpus / "images" / name).read_bytes(), "image/png")) for name in hostile]
         files.append(("images", ("good.png", (corpus / "images" / "red_circle.png").read_bytes(), "image/png")))

@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import CliRunner
 
-from label_studio_server import TOKEN, LabelStudio, copy_images, free_port, label_studio_bin
+from label_studio_server import TOKEN, LabelStudio, copy_images, label_studio_bin
+from serving import start_serve
 from zsclip.cli import main
 
 pytestmark = pytest.mark.slow
@@ -94,24 +92,8 @@ def test_tasks_import_into_label_studio_with_every_prediction_and_score(label_st
 
 
 def start_zsclip_serve(*args: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "zsclip", "serve", "--model", "demo", "--precision", "fp32",
-                                "--port", str(port), "--templates", "photo", "--log-level", "warning", *args],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"zsclip serve exited: {process.stderr.read().decode()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise RuntimeError("zsclip serve did not become ready")
+    return start_serve("--precision", "fp32", *args, env={"HF_HUB_OFFLINE": "1"}, timeout=180,
+                       stdout=subprocess.DEVNULL)
 
 
 def test_zsclip_serve_is_a_label_studio_ml_backend(label_studio, tmp_path):

@@ -7,13 +7,9 @@ browser test drives Debian's chromium through chromedriver (selenium), never a d
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,40 +22,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 LABELS = ",".join(p.stem.replace("_", " ") for p in sorted(EXAMPLES.glob("*.png")))
 TIMEOUT = httpx.Timeout(30.0)
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _start(*args: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {**os.environ, "ZSCLIP_CACHE_DIR": os.environ.get("ZSCLIP_CACHE_DIR", "/tmp/zsclip-serve-test")}
-    process = subprocess.Popen([sys.executable, "-m", "zsclip", "serve", "--model", "demo", "--port", str(port),
-                                "--templates", "photo", "--log-level", "warning", *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {process.stderr.read().decode()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise RuntimeError("server did not become ready in 90 s")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+from serving import start_serve as _start  # noqa: E402 (after the importorskips); other tests import them here
+from serving import stop_serve as _stop  # noqa: E402
 
 
 @pytest.fixture(scope="module")
