@@ -267,7 +267,8 @@ def _commands(world: dict[str, Path], tmp: Path) -> dict[str, dict]:
             "--tpr": (["--reject-calibrate", tree], None), "--reject-score": (["--reject", "0.37"], None),
             "--reject-label": (["--reject", "0.37"], None), "--multi-score": (["--multi-label"], None),
             "--threshold": (["--multi-label"], None), "--calibrate": (["--multi-label"], None),
-            "--target-precision": (["--multi-label", "--calibrate", str(root / "tags.csv")], None)},
+            "--target-precision": (["--multi-label", "--calibrate", str(root / "tags.csv")], None),
+            "--ray-stall-timeout": (["--ray", "auto"], None), "--ray-actors": (["--ray", "auto"], None)},
             "stops": {"zsclip.tasks.explain.explain": "stop"}},
         "sort": {"base": [*into, *flat], "needs": {
             "--labels-file": ([], into), "--classifier": ([], into), "--labels-tree": ([], into),

@@ -222,8 +222,6 @@ def test_explain_refusals_are_one_line(tmp_path, tiny_clip_dir, scene_dir):
     assert len(result.output.strip().splitlines()) == 1
     result = _run("classify", store, "--labels", "a,b", "--explain", tmp_path / "x")
     assert result.exit_code == 2 and "explain the image files" in result.output
-    result = _run("classify", root, "--labels", "a,b", "--explain", tmp_path / "x", "--ray", "auto")
-    assert result.exit_code == 2 and "leave out --ray" in result.output
     result = _run("classify", root, "--labels", "a,b", "--method", "gradcam")
     assert result.exit_code == 2 and "add --explain DIR" in result.output
     result = _run("explain", root / "scene0.png", root / "missing.png", "--labels", "a,b", "--model", tiny_clip_dir,

@@ -134,13 +134,14 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
         from ..tasks.classify import check_labelling
 
         check_labelling(sink_name, source, options, per_video, image_root)
-        _check_explain(explain_dir, method, upscale, source, per_video, ray_address, transductive)
+        _check_explain(explain_dir, method, upscale, source, per_video, transductive)
     _notes(source)
     note_video_options(decodes_videos(source))
     with usage_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         job = plan(source, head_options, model=model, pretrained=pretrained, run=options, cache=not no_cache,
-                   cache_dir=cache_dir, ray=ray_settings(ray_address, ray_actors, ray_stall_timeout))
+                   cache_dir=cache_dir, ray=ray_settings(ray_address, ray_actors, ray_stall_timeout),
+                   encoding_actors=explain_dir is None)
     for warning in caught:  # zsclip's own (a threshold out of range, one label); libraries' notes are not the user's
         if issubclass(warning.category, ZsclipWarning):
             click.echo(f"zsclip: warning: {printable(str(warning.message))}", err=True)
@@ -167,7 +168,7 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
     _emit((explanation.prediction for explanation in explained), len(source), job, output, sinks)
 
 
-def _check_explain(explain_dir, method, upscale, source, per_video: bool, ray_address, transductive=None) -> None:
+def _check_explain(explain_dir, method, upscale, source, per_video: bool, transductive=None) -> None:
     """--explain's refusals, while parsing: what it cannot apply to, and its options without it."""
     from ..errors import InputError
 
@@ -175,9 +176,6 @@ def _check_explain(explain_dir, method, upscale, source, per_video: bool, ray_ad
         if method is not None or upscale is not None:
             raise InputError(f"{'--method' if method is not None else '--upscale'} shapes heatmaps: add --explain DIR")
         return
-    if ray_address is not None:
-        raise InputError("--explain runs in this process (a heatmap needs each image's pixels and, for gradcam, a "
-                         "backward pass): leave out --ray, or classify on Ray and explain the images you want to see")
     if per_video:
         raise InputError("--explain draws heatmaps on images: leave out --per-video")
     if transductive is not None:

@@ -12,7 +12,16 @@ import click
 from ..data.images import MAX_PIXELS
 from ..data.urls import URL_TIMEOUT_S
 from ..outputs.text import printable
-from .common import label_options, model_options, multilabel_options, read_classes, run_options, usage_errors
+from .common import (
+    label_options,
+    model_options,
+    multilabel_options,
+    ray_options,
+    ray_settings,
+    read_classes,
+    run_options,
+    usage_errors,
+)
 from .trees import tree_options
 
 METHOD_HELP = ("Heatmap method: patch (training-free patch similarity, the default: it pointed at the asked shape "
@@ -48,10 +57,12 @@ def explain_options(function):
               help="Refuse images with more pixels than this.")
 @click.option("--url-timeout", default=URL_TIMEOUT_S, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Seconds to wait for each URL.")
+@ray_options
 def explain_command(inputs, labels, labels_file, templates, classifier_file, top_k, texts, output_dir, method,
                     upscale, labels_tree, tree_mode, beam, descriptions, reject, reject_calibrate, tpr, reject_score,
                     reject_label, multi_label, multi_score, threshold, calibrate, target_precision, model, pretrained,
-                    device, precision, cache_dir, no_cache, max_pixels, url_timeout) -> None:
+                    device, precision, cache_dir, no_cache, max_pixels, url_timeout, ray_address, ray_actors,
+                    ray_stall_timeout) -> None:
     """Show where the model saw each label: a heatmap per label over each image.
 
     INPUTS are image files, folders, quoted globs or URLs (an embedding store has no pixels: explain the
@@ -64,6 +75,7 @@ def explain_command(inputs, labels, labels_file, templates, classifier_file, top
       zsclip explain photo.jpg --labels "dog,cat,forklift" -o explained/
       zsclip explain photos/ --classifier adapted.zsc -k 2 -o explained/
       zsclip explain scene.png --labels-file labels.txt --text "red star" --model demo -o explained/
+      zsclip explain photos/ --labels-file labels.txt -o explained/ --ray auto   # actors on a Ray cluster
 
     Writes OUTPUT_DIR/NNNNN-IMAGE-LABEL.png (the heatmap over the image), NNNNN-IMAGE-LABEL.npy (the raw
     values, float32, the image's own height x width) and OUTPUT_DIR/explained.jsonl (one row per heatmap).
@@ -81,7 +93,7 @@ def explain_command(inputs, labels, labels_file, templates, classifier_file, top
                           target_precision=target_precision, top_k=top_k,
                           texts=list(texts) or None, method=method, upscale=upscale, output_dir=output_dir,
                           model=model, pretrained=pretrained, options=options, cache=not no_cache,
-                          cache_dir=cache_dir)
+                          cache_dir=cache_dir, ray=ray_settings(ray_address, ray_actors, ray_stall_timeout))
     report(results, output_dir)
 
 

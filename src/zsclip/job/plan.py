@@ -180,8 +180,10 @@ def is_stored(data) -> bool:
 
 def plan(source: FeatureSource, head_options: HeadOptions, *, encoder: Encoder | None = None,
          model: str | None = None, pretrained: str | None = None, run: RunOptions | None = None,
-         cache: bool = True, cache_dir=None, ray=None) -> Job:
-    """A runnable job for ``source`` answered by the head ``head_options`` describe."""
+         cache: bool = True, cache_dir=None, ray=None, encoding_actors: bool = True) -> Job:
+    """A runnable job for ``source`` answered by the head ``head_options`` describe. ``encoding_actors``: with
+    ``ray``, start the encoding actor pool while this process loads its model (False for a job whose actors
+    are its own, such as explanations)."""
     run = run or RunOptions()
     head_options.check()
     settings = ray_settings(ray)
@@ -189,7 +191,7 @@ def plan(source: FeatureSource, head_options: HeadOptions, *, encoder: Encoder |
     if encoder is None:
         head_options = from_cache(source, head_options, run, cache=cache, cache_dir=cache_dir)
     encoder = resolve_encoder(source, head_options, encoder=encoder, model=model, pretrained=pretrained, run=run,
-                              ray=settings)
+                              ray=settings if encoding_actors else None)
     if encoder is not None:
         source.check_encoder(encoder)
 

@@ -14,20 +14,17 @@ import json
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InputError, OutputError, ZsclipError
-from ..heads.base import Prediction
+from ..errors import InputError, OutputError
+from ..heatmaps.explained import Explanation, chosen_labels, decode_chunk, explain_decoded
 from ..job import HeadOptions, Job, open_source, plan
 from ..options import RunOptions
 from .models import Classes, Templates
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
-    from PIL import Image
 
     from ..encoders.base import Encoder
     from ..heads import Head
@@ -35,24 +32,6 @@ if TYPE_CHECKING:
 #: Images per heatmap batch: the gradient method keeps one batch's graph alive, so this bounds memory.
 EXPLAIN_BATCH = 8
 INDEX_NAME = "explained.jsonl"
-
-
-@dataclass
-class Explanation:
-    """One image: its answer, the labels explained (with their scores), one [H, W] map per label (the image's
-    own size), and the files written for them (``png``, ``npy`` per label, when written)."""
-
-    source: str
-    prediction: Prediction
-    labels: list[str] = field(default_factory=list)
-    scores: list[float | None] = field(default_factory=list)
-    heatmaps: list[np.ndarray] = field(default_factory=list)
-    files: list[dict] = field(default_factory=list)
-    image: Image.Image | None = field(default=None, repr=False)
-
-    @property
-    def error(self) -> str | None:
-        return self.prediction.error
 
 
 def check_source(source) -> None:
@@ -112,6 +91,7 @@ def explain(
     options: RunOptions | None = None,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    ray=None,
 ) -> Iterator[Explanation]:
     """Classify ``inputs`` (image files, folders, globs, URLs) and explain each answer with heatmaps.
 
@@ -122,7 +102,8 @@ def explain(
     an 8x8 grid). With ``output_dir`` each
     heatmap is written as NAME.png (overlay) and NAME.npy (float32 values, the image's size), listed in
     ``explained.jsonl``. Returns an iterator of ``Explanation``s in input order; a bad image is one with an
-    error, never an exception that ends the run.
+    error, never an exception that ends the run. ``ray``: True / "auto" / an address / RaySettings explains on
+    Ray actors that each hold the model and the head (the files are written here, as they arrive in order).
     """
     from ..heatmaps import check_method
 
@@ -139,7 +120,7 @@ def explain(
         head_options.top_k = top_k
     directory = check_output_dir(output_dir) if output_dir is not None else None
     job = plan(source, head_options, encoder=encoder, model=model, pretrained=pretrained, run=options, cache=cache,
-               cache_dir=cache_dir)
+               cache_dir=cache_dir, ray=ray, encoding_actors=False)
     return explanations(job, top_k=top_k, texts=texts, method=method, upscale=upscale, directory=directory,
                         templates=templates)
 
@@ -147,28 +128,22 @@ def explain(
 def explanations(job: Job, *, top_k: int = 1, texts: Sequence[str] | None = None, method: str | None = None,
                  upscale: int | None = None, directory: Path | None = None, templates: Templates = None,
                  keep_images: bool = False) -> Iterator[Explanation]:
-    """The explanations of a planned job (an image source, a model), EXPLAIN_BATCH images at a time."""
-    from ..data.images import load_image
-
-    encoder, run = job.encoder, job.run
-    fixed = text_targets(job.head, encoder, texts, templates) if texts else None
+    """The explanations of a planned job (an image source, a model), EXPLAIN_BATCH images at a time: in this
+    process, or on Ray actors when the job was planned with ``ray`` (``zsclip.cluster.explain``)."""
+    fixed = text_targets(job.head, job.encoder, texts, templates) if texts else None
     writer = _Writer(directory, method) if directory is not None else None
     sources = job.source.sources
+    chunks = [sources[start:start + EXPLAIN_BATCH] for start in range(0, len(sources), EXPLAIN_BATCH)]
+    settings = {"top_k": top_k, "fixed": fixed, "method": method, "upscale": upscale}
+    if job.ray is not None:
+        from ..cluster.explain import ray_explanations
+
+        batches = ray_explanations(chunks, job.head, job.encoder, job.run, job.ray, **settings)
+    else:
+        batches = (explain_decoded(job.head, job.encoder, decode_chunk(chunk, job.run), precision=job.run.precision,
+                                   **settings) for chunk in chunks)
     try:
-        for start in range(0, len(sources), EXPLAIN_BATCH):
-            chunk = sources[start:start + EXPLAIN_BATCH]
-            decoded: list[tuple[str, Image.Image | None, str | None]] = []
-            for item in chunk:
-                if item.error is not None:
-                    decoded.append((item.name, None, item.error))
-                    continue
-                try:
-                    decoded.append((item.name, load_image(item.name, None, run.max_pixels, timeout=run.url_timeout,
-                                                          draft=False), None))
-                except ZsclipError as error:
-                    decoded.append((item.name, None, str(error)))
-            batch = explain_decoded(job.head, encoder, decoded, top_k=top_k, fixed=fixed, method=method,
-                                    upscale=upscale, precision=run.precision)
+        for batch in batches:
             for explanation in batch:
                 if writer is not None and explanation.error is None:
                     writer.write(explanation)
@@ -181,71 +156,6 @@ def explanations(job: Job, *, top_k: int = 1, texts: Sequence[str] | None = None
         raise
     if writer is not None:
         writer.close()
-
-
-def explain_decoded(head: Head, encoder: Encoder, decoded: Sequence[tuple[str, Image.Image | None, str | None]], *,
-                    top_k: int = 1, fixed=None, method: str | None = None, upscale: int | None = None,
-                    precision: str = "fp32") -> list[Explanation]:
-    """Explanations of already decoded images, ``(name, image or None, error or None)`` each: answered by
-    ``head`` and explained (its ``top_k`` / path / labels over threshold, or the ``fixed`` targets of
-    ``text_targets``) in one heatmap batch. The service calls this with its uploads."""
-    import torch
-
-    from ..heatmaps import image_heatmaps
-
-    good = [(name, image) for name, image, error in decoded if error is None]
-    answers: Iterator[Prediction] = iter(())
-    if good:
-        pixels = torch.stack([encoder.preprocess(image) for _, image in good])
-        answers = iter(head.answer(encoder.encode_images(pixels, precision)))
-    out: list[Explanation] = []
-    for name, image, error in decoded:
-        if error is not None:
-            out.append(Explanation(name, Prediction(name, [], [], error)))
-            continue
-        answer = next(answers)
-        answer.source = name
-        explanation = Explanation(name, answer, image=image)
-        if answer.error is None:
-            chosen = fixed if fixed is not None else chosen_labels(head, answer, top_k)
-            explanation.labels = [label for label, _, _ in chosen]
-            explanation.scores = [score for _, score, _ in chosen] if fixed is None else \
-                _scores_of(answer, explanation.labels)
-            explanation._targets = [vector for _, _, vector in chosen]  # type: ignore[attr-defined]
-        out.append(explanation)
-    todo = [e for e in out if e.error is None and e.labels]
-    if todo:
-        targets = [torch.stack(e._targets) for e in todo]  # type: ignore[attr-defined]
-        maps = image_heatmaps(encoder, [e.image for e in todo], targets, method=method, upscale=upscale)
-        for explanation, heat in zip(todo, maps, strict=True):
-            explanation.heatmaps = heat
-    for explanation in out:
-        explanation.__dict__.pop("_targets", None)
-    return out
-
-
-def chosen_labels(head: Head, answer: Prediction, top_k: int) -> list[tuple[str, float | None, torch.Tensor]]:
-    """(label, score, unit column) for each label this answer explains, through the head's own weights."""
-    inner = getattr(head, "inner", head)  # a rejector explains what its head answered (the reject label: nothing)
-    if inner.kind == "tree":
-        classes = inner.tree_classifier.node_classifier
-        levels = inner.tree_classifier.tree.level_names()
-        record = answer.record or {}
-        picked = [(record.get(level), record.get(f"{level}_probability")) for level in levels]
-        picked = [(label, score) for label, score in picked if label is not None]
-    elif inner.kind == "multilabel":
-        classes = inner.classifier
-        picked = list(zip(answer.labels, answer.scores, strict=True))
-    else:
-        classes = inner.classifier
-        picked = list(zip(answer.labels, answer.scores, strict=True))[:top_k]
-    names = list(classes.classnames)
-    weights = classes.weights
-    out = []
-    for label, score in picked:
-        if label in names:
-            out.append((label, None if score is None else float(score), weights[:, names.index(label)].float()))
-    return out
 
 
 def text_targets(head: Head, encoder: Encoder | None, texts: Sequence[str], templates: Templates
@@ -277,11 +187,6 @@ def text_targets(head: Head, encoder: Encoder | None, texts: Sequence[str], temp
         else:
             out.append((text, None, built.weights[:, built.classnames.index(text)].float()))
     return out
-
-
-def _scores_of(answer: Prediction, labels: list[str]) -> list[float | None]:
-    scores = dict(zip(answer.labels, answer.scores, strict=True))
-    return [scores.get(label) for label in labels]
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
