@@ -290,3 +290,84 @@ def test_the_service_serves_a_calibrated_file_with_accept_precision(world, calib
         assert refused.status_code == 422 and "calibrated" in refused.json()["error"]
     finally:
         _stop(process)
+
+
+# --- a label tree: a temperature per level, for each mode -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tree_file(world, tmp_path_factory) -> Path:
+    """A two-level tree over the calibration set's classes (shape -> colour shape), built as a tree file."""
+    from zsclip.hierarchy.modes import TreeClassifier
+    from zsclip.hierarchy.tree import read_tree
+
+    root = tmp_path_factory.mktemp("calibration-tree")
+    labels = (world / "calib" / "labels.txt").read_text().split("\n")
+    labels = [label for label in labels if label]
+    by_shape: dict[str, list[str]] = {}
+    for label in labels:
+        by_shape.setdefault(label.split()[-1], []).append(label)
+    tree = root / "tree.yaml"
+    tree.write_text("".join(f"{shape}:\n" + "".join(f"  - {label}\n" for label in members)
+                            for shape, members in by_shape.items()))
+    demo = zsclip.load_model("demo", device="cpu")
+    TreeClassifier.build(demo, read_tree(tree), "photo", cache=False).save(root / "tree.zsct")
+    return root / "tree.zsct"
+
+
+def test_a_tree_gets_a_temperature_per_level_and_classify_reports_tempered_level_probabilities(
+        world, tree_file, tmp_path):
+    from zsclip.hierarchy.modes import LEVEL_FLOOR, TreeClassifier
+
+    output = tmp_path / "calibrated.zsct"
+    code, out, err = _run("calibrate", "--data", str(world / "calib" / "manifest.csv"), "-c", str(tree_file),
+                          "-o", str(output), *FAST)
+    assert code == 0, err
+    fitted = TreeClassifier.load(output)
+    modes = fitted.calibration["modes"]
+    assert set(modes) == {"flat", "top-down", "chils"} and all(len(t) == 2 for t in modes.values())
+    for mode, temperatures in modes.items():
+        for level, temperature in zip(("level1", "level2"), temperatures, strict=True):
+            assert f"{mode:9s} {level}: temperature {temperature:.4f} fitted on 64 images" in out
+    lines = [line for line in out.splitlines() if "NLL" in line]
+    for line in lines:  # the fit minimises NLL: never worse than untempered on the images it was fitted on
+        before, after = (float(v) for v in line.split("NLL ")[1].split(",")[0].split(" -> "))
+        assert after <= before + 1e-9, line
+    # classify with the calibrated file: the same labels; each level's probability is its cut's tempered
+    images = world / "test" / "images"
+    rows = {}
+    for name, path in (("raw", tree_file), ("calibrated", output)):
+        code, _, err = _run("classify", str(images), "-c", str(path), "--tree-mode", "top-down", "-o",
+                            str(tmp_path / f"{name}.csv"), *FAST)
+        assert code == 0, err
+        with open(tmp_path / f"{name}.csv", newline="") as handle:
+            rows[name] = list(csv.DictReader(handle))
+    assert [(r["level1"], r["level2"]) for r in rows["raw"]] == [(r["level1"], r["level2"]) for r in rows["calibrated"]]
+    raw = TreeClassifier.load(tree_file)
+    demo = zsclip.load_model("demo", device="cpu")
+    first = Image.open(rows["raw"][0]["path"]).convert("RGB")
+    prediction = raw.predict(demo.encode_images(demo.preprocess(first)[None], "fp32"), "top-down")
+    for level, (distribution, temperature) in enumerate(zip(raw.level_distributions(prediction), modes["top-down"],
+                                                            strict=True)):
+        tempered = (distribution.clamp_min(LEVEL_FLOOR).log() / temperature).softmax(dim=-1)[0]
+        chosen = raw.tree.find(rows["calibrated"][0][f"level{level + 1}"]).index
+        column = [node.index for node in raw.tree.level(level + 1)].index(chosen)
+        assert float(rows["calibrated"][0][f"level{level + 1}_probability"]) == pytest.approx(
+            float(tempered[column]), abs=2e-6)
+
+
+def test_a_damaged_tree_calibration_is_one_line(tree_file, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(tree_file), framework="pt") as handle:
+        metadata = json.loads(handle.metadata()["zsclip"])
+        weights = handle.get_tensor("weights")
+    metadata["calibration"] = {"method": "temperature-per-level", "modes": {"flat": [1.0, float("nan")]}}
+    damaged = tmp_path / "damaged.zsct"
+    save_file({"weights": weights}, str(damaged), metadata={"zsclip": json.dumps(metadata)})
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (8, 8)).save(images / "one.png")
+    code, _, err = _run("classify", str(images), "-c", str(damaged), *FAST)
+    assert code == 2 and "calibration temperature nan" in err and len(err.strip().splitlines()) == 1, err

@@ -146,7 +146,7 @@ def test_classify_with_a_labels_tree_writes_every_level(world, tmp_path):
     assert len(right) / len(rows) > 0.8 and all(r["level2"].endswith(r["level1"]) for r in rows)
     terminal = CliRunner().invoke(main, ["classify", str(world["known"] / "red circle"), "--labels-tree",
                                          str(world["tree"]), "--model", "demo", "-t", "photo"])
-    assert "level1   circle" in terminal.stdout and "level2   red circle" in terminal.stdout
+    assert "level1  circle" in terminal.stdout and "level2  red circle" in terminal.stdout
 
 
 def test_classify_rejects_unknown_shapes(world, tmp_path):

@@ -33,7 +33,7 @@ from .common import image_options, model_options, ray_options, ray_settings, run
 def calibrate_command(data, classifier_file, labels_file, templates, dataset, output, model, pretrained, device,
                       precision, cache_dir, no_cache, batch_size, workers, max_pixels, decode, url_timeout,
                       ray_address, ray_actors, ray_stall_timeout) -> None:
-    """Fit a flat classifier's temperature on labelled images, and its accept-or-review table.
+    """Fit a classifier's temperature on labelled images (a tree: one per level), and its accept table.
 
     The temperature (one number dividing every logit, fitted by NLL: Guo et al. 2017) is stored in the
     classifier file with what it was fitted on; classify, eval, the service and --ray then give
@@ -45,10 +45,14 @@ def calibrate_command(data, classifier_file, labels_file, templates, dataset, ou
       zsclip calibrate --data labelled/ --classifier animals.zsc -o animals.zsc
       zsclip calibrate --data labelled.csv --labels-file classes.txt --model demo -o calibrated.zsc
       zsclip eval --data test/ --classifier animals.zsc --report report/      # ECE, reliability diagram
+      zsclip calibrate --data labelled/ --classifier taxonomy.zsct -o taxonomy.zsct   # per level
+
+    A tree classifier file (.zsct, from `zsclip build --labels-tree`) gets a temperature per level for each
+    tree mode: each level's reported probability is then calibrated on its own (written to a .zsct).
 
     Calibrate on images like those you will classify, and not on the ones you measure with.
     """
-    from ..tasks.calibrate import REPORTED_PRECISIONS, calibrate
+    from ..tasks.calibrate import TreeCalibrationResult, calibrate
 
     options = run_options(device, precision, batch_size, workers, max_pixels, url_timeout, decode)
     with usage_errors():
@@ -59,16 +63,46 @@ def calibrate_command(data, classifier_file, labels_file, templates, dataset, ou
             if "," in templates:
                 raise InputError(f"--templates {templates!r}: calibrate one classifier, with one template set")
             resolve_templates(templates)
-        if not output.lower().endswith(".zsc"):
-            raise InputError(f"--output {printable(output)}: a classifier file is written; name it .zsc")
+        loaded = None
+        if classifier_file:
+            from ..heads.files import load_head_file
+
+            loaded = load_head_file(classifier_file)  # its kind names the file written (a bad file: one line now)
+        suffixes = (".zsct", ".zsc") if type(loaded).__name__ == "TreeClassifier" else (".zsc",)
+        if not output.lower().endswith(suffixes):
+            raise InputError(f"--output {printable(output)}: a classifier file is written; name it {suffixes[0]}")
         check_writable(output, "--output")
         classes = read_labels(labels_file) if labels_file else None
         settings = ray_settings(ray_address, ray_actors, ray_stall_timeout)
-        result = calibrate(data, classifier=classifier_file, classes=classes, templates=templates, dataset=dataset,
+        result = calibrate(data, classifier=loaded, classes=classes, templates=templates, dataset=dataset,
                            model=model, pretrained=pretrained, options=options, cache=not no_cache,
                            cache_dir=cache_dir, progress=sys.stderr.isatty(), ray=settings)
     for failure in result.failures[:20]:
         click.echo(f"zsclip: skipped {printable(failure['path'])}: {printable(failure['error'])}", err=True)
+    if isinstance(result, TreeCalibrationResult):
+        _report_tree(result)
+    else:
+        _report_flat(result)
+    with usage_errors():
+        written = result.classifier.save(output)
+    click.echo(f"zsclip: calibrated classifier written to {printable(written)}", err=True)
+    sys.exit(1 if result.failures else 0)
+
+
+def _report_tree(result) -> None:
+    """One line per mode and level: its temperature and ECE before -> after."""
+    levels = result.classifier.tree.level_names()
+    for mode, fits in result.fits.items():
+        for level, fit, before, after in zip(levels, fits, result.ece_before[mode], result.ece_after[mode],
+                                             strict=True):
+            click.echo(f"{mode:9s} {level}: temperature {fit.temperature:.4f} fitted on {fit.num_images} images: "
+                       f"NLL {fit.nll_before:.4f} -> {fit.nll_after:.4f}, ECE {before:.4f} -> {after:.4f}")
+
+
+def _report_flat(result) -> None:
+    """The temperature, the measures before and after, and the accept thresholds at the reported precisions."""
+    from ..tasks.calibrate import REPORTED_PRECISIONS
+
     fit = result.fit
     click.echo(f"temperature {fit.temperature:.4f} fitted on {fit.num_images} images: NLL {fit.nll_before:.4f} -> "
                f"{fit.nll_after:.4f}, ECE {result.before['ece']:.4f} -> {result.after['ece']:.4f}")
@@ -82,7 +116,3 @@ def calibrate_command(data, classifier_file, labels_file, templates, dataset, ou
                        f"{choice.num_images})")
         if choice.warning:
             click.echo(f"zsclip: warning: {printable(choice.warning)}", err=True)
-    with usage_errors():
-        written = result.classifier.save(output)
-    click.echo(f"zsclip: calibrated classifier written to {printable(written)}", err=True)
-    sys.exit(1 if result.failures else 0)

@@ -46,6 +46,8 @@ from .tree import LabelTree, from_data
 
 MAX_BEAM = 1_000
 _FILE_FORMAT = formats.TREE
+#: The smallest level probability a temperature sees (log 0 would be -inf).
+LEVEL_FLOOR = 1e-12
 
 
 @dataclass
@@ -66,12 +68,15 @@ class TreeClassifier:
     it (``classifier_for``), so nothing is encoded twice.
     """
 
-    def __init__(self, tree: LabelTree, node_classifier: ZeroShotClassifier) -> None:
+    def __init__(self, tree: LabelTree, node_classifier: ZeroShotClassifier, calibration: dict | None = None) -> None:
         if node_classifier.weights.shape[1] != len(tree.nodes):
             raise ClassifierFileError(f"{node_classifier.weights.shape[1]} class vectors for a tree of "
                                       f"{len(tree.nodes)} nodes: rebuild the tree classifier")
         self.tree = tree
         self.node_classifier = node_classifier
+        #: per-level temperatures (``zsclip calibrate`` on a tree file): {"method", "modes": {mode: [T per level]},
+        #: what they were fitted on}; a level's reported probability is its cut's distribution tempered by T
+        self.calibration = calibration
         n = len(tree.nodes)
         self._parent = torch.tensor([node.parent.index for node in tree.nodes])  # -1: the root
         self._leaves = torch.tensor([node.index for node in tree.leaves])
@@ -82,6 +87,12 @@ class TreeClassifier:
         self._ancestor = [torch.tensor([tree.at_level(node, d).index for node in tree.nodes])
                           for d in range(1, tree.depth + 1)]
         self._groups = torch.where(self._parent < 0, torch.full_like(self._parent, n), self._parent)
+        # _position[d - 1][i]: node i's column in the cut at level d (-1: not in that cut)
+        self._position = []
+        for cut in self._cuts:
+            position = torch.full((n,), -1, dtype=torch.long)
+            position[cut] = torch.arange(len(cut))
+            self._position.append(position)
 
     # --- building and files ----------------------------------------------------------------
     @classmethod
@@ -114,6 +125,8 @@ class TreeClassifier:
         clf = self.node_classifier
         metadata = {"format": _FILE_FORMAT, "tree": self.tree.to_data(), "logit_scale": clf.logit_scale,
                     "logit_bias": clf.logit_bias, "provenance": clf.provenance}
+        if self.calibration is not None:
+            metadata["calibration"] = self.calibration
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as temporary:
             save_file({"weights": clf.weights.contiguous()}, temporary,
@@ -146,14 +159,14 @@ class TreeClassifier:
         if weights.dim() != 2 or weights.shape[1] != len(tree.nodes) or not weights.is_floating_point():
             raise ClassifierFileError(f"{path}: weights {tuple(weights.shape)} do not match the tree's "
                                       f"{len(tree.nodes)} nodes: rebuild it")
-        problem = _scalars_problem(metadata) or (None if torch.isfinite(weights).all() else
-                                                 "weights hold NaN or infinite values")
+        problem = _scalars_problem(metadata) or _calibration_problem(metadata.get("calibration"), tree.depth) or (
+            None if torch.isfinite(weights).all() else "weights hold NaN or infinite values")
         if problem:
             raise ClassifierFileError(f"{path} is damaged ({problem}): rebuild it")
         synonyms = [node.synonyms for node in tree.nodes]
         clf = ZeroShotClassifier(weights.float(), [s[0] for s in synonyms], synonyms, float(metadata["logit_scale"]),
                                  metadata["logit_bias"], metadata.get("provenance") or {})
-        return cls(tree, clf)
+        return cls(tree, clf, metadata.get("calibration"))
 
     # --- views -----------------------------------------------------------------------------
     def classifier_for(self, nodes: Sequence[int] | torch.Tensor) -> ZeroShotClassifier:
@@ -187,10 +200,40 @@ class TreeClassifier:
         scale = clf.logit_scale if scale is None else scale
         logits = scale * features.float() @ clf.weights  # [B, N]; a sigmoid bias cancels in every softmax
         if mode == "flat":
-            return self._flat(logits)
-        if mode == "top-down":
-            return self._top_down(logits, int(beam))
-        return self._chils(logits)
+            prediction = self._flat(logits)
+        elif mode == "top-down":
+            prediction = self._top_down(logits, int(beam))
+        else:
+            prediction = self._chils(logits)
+        temperatures = (self.calibration or {}).get("modes", {}).get(mode)
+        return self._tempered(prediction, temperatures) if temperatures else prediction
+
+    def level_distributions(self, prediction: TreePrediction) -> list[torch.Tensor]:
+        """Each level's distribution over its cut [B, |cut|] (it sums to 1 in every mode), untempered: what a
+        per-level temperature is fitted on and applied to."""
+        return [prediction.node_probabilities[:, cut] for cut in self._cuts]
+
+    def level_targets(self, nodes: torch.Tensor) -> list[torch.Tensor]:
+        """For true nodes [B], each level's target column in its cut, -1 where the level is below a true
+        internal node (a coarse label says nothing about the finer levels)."""
+        depth = torch.tensor([node.depth for node in self.tree.nodes])
+        leaf = torch.tensor([node.is_leaf for node in self.tree.nodes])
+        out = []
+        for level, (ancestor, position) in enumerate(zip(self._ancestor, self._position, strict=True), start=1):
+            known = (depth[nodes] >= level) | leaf[nodes]
+            out.append(torch.where(known, position[ancestor[nodes]], torch.full_like(nodes, -1)))
+        return out
+
+    def _tempered(self, prediction: TreePrediction, temperatures: Sequence[float]) -> TreePrediction:
+        """``prediction`` with each level's reported probability read from its cut's distribution tempered by
+        that level's temperature (softmax(log p / T)); the chosen nodes and node probabilities stay."""
+        probabilities = prediction.probabilities.clone()
+        for level, (distribution, temperature) in enumerate(
+                zip(self.level_distributions(prediction), temperatures, strict=True)):
+            tempered = (distribution.clamp_min(LEVEL_FLOOR).log() / float(temperature)).softmax(dim=-1)
+            column = self._position[level][prediction.nodes[:, level]]
+            probabilities[:, level] = tempered.gather(1, column[:, None])[:, 0]
+        return TreePrediction(prediction.nodes, probabilities, prediction.node_probabilities)
 
     def _sum_up(self, leaf_probabilities: torch.Tensor) -> torch.Tensor:
         """Leaf probabilities [B, leaves] -> every node's (sum over its leaves), deepest level first."""
@@ -284,6 +327,27 @@ def _scalars_problem(metadata: dict) -> str | None:
         return f"logit_bias {str(bias)[:20]} is not a number"
     if not isinstance(metadata.get("provenance", {}), dict):
         return "provenance is not an object"
+    return None
+
+
+def _calibration_problem(calibration: object, depth: int) -> str | None:
+    """What is wrong with a tree file's per-level calibration, or None: a temperature per level for each
+    mode it names, each a finite number in the range flat classifiers allow."""
+    if calibration is None:
+        return None
+    from ..calibration.temperature import MAX_TEMPERATURE, MIN_TEMPERATURE
+
+    modes = calibration.get("modes") if isinstance(calibration, dict) else None
+    if not isinstance(modes, dict) or not modes:
+        return "calibration holds no temperatures per mode"
+    for mode, temperatures in modes.items():
+        if mode not in MODES or not isinstance(temperatures, list) or len(temperatures) != depth:
+            return f"calibration for mode {str(mode)[:20]} is not one temperature per level ({depth})"
+        for value in temperatures:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not MIN_TEMPERATURE <= value <= MAX_TEMPERATURE:
+                return f"calibration temperature {str(value)[:20]} is not a number in [{MIN_TEMPERATURE}, " \
+                       f"{MAX_TEMPERATURE:g}]"
     return None
 
 

@@ -86,6 +86,7 @@ def evaluate(
     progress: bool = False,
     on_prediction: Callable[[str, str, list[str]], None] | None = None,
     on_logits: Callable[[str, torch.Tensor, torch.Tensor], None] | None = None,
+    on_tree: Callable | None = None,
     transductive: str | None = None,
     ray=None,
 ) -> EvalResult:
@@ -99,7 +100,8 @@ def evaluate(
     each of ``tree_modes``). ``unknown``: images of none of the classes, for open-set AUROC / FPR at
     ``tpr``. The model is ``encoder``, a store's own, a classifier file's own, else ``model``.
     ``on_prediction(path, true_label, top5_labels)`` is called per decoded image (the first flat head's ranking);
-    ``on_logits(head, logits [B, C], targets [B])`` per batch and flat head (``zsclip calibrate`` fits on them).
+    ``on_logits(head, logits [B, C], targets [B])`` per batch and flat head (``zsclip calibrate`` fits on them);
+    ``on_tree(mode, TreePrediction, true nodes [B])`` per batch and tree mode (a tree's per-level calibration).
     Each flat head also gets calibration measures (ECE, NLL, Brier, AURC: ``zsclip.calibration.measures``).
     ``transductive`` ("em", "ot", "ot-em"): each flat head is also measured after the collection-level
     correction, in ``EvalResult.transductive``.
@@ -224,8 +226,10 @@ def evaluate(
                         on_prediction(path, clf.classnames[target], [clf.classnames[i] for i in top])
             if tree_classifier is not None:
                 for mode in modes:
-                    predicted = tree_classifier.predict(good_features, mode, beam or 1).nodes
-                    tree_metrics[mode].update(predicted, node_of[targets])
+                    prediction = tree_classifier.predict(good_features, mode, beam or 1)
+                    tree_metrics[mode].update(prediction.nodes, node_of[targets])
+                    if on_tree is not None:
+                        on_tree(mode, prediction, node_of[targets])
             if openset is not None:
                 openset.update(openset_classifier, good_features, known=True)
     if openset is not None:
