@@ -437,6 +437,60 @@ def test_eval_multilabel_json_and_report(scenes, tmp_path):
     assert record["metrics"]["mAP"] == pytest.approx(sum(present) / len(present))
     assert {"softmax", "standardised"} <= set(record["score_comparison"])
     assert (tmp_path / "report" / "per_label_ap.png").is_file() and (tmp_path / "report" / "index.html").is_file()
+    assert record["calibration"]["ece"] is None and "not a probability" in record["calibration"]["note"]
+    assert not (tmp_path / "report" / "reliability.png").exists()  # a standardised cosine has no diagram
+
+
+def test_label_calibration_equals_torchmetrics_and_torch():
+    """The per-label probabilities' ECE is torchmetrics' binary calibration error (15 bins, l1) over every
+    (image, label) pair; Brier and NLL are the mean squared error and binary cross-entropy."""
+    from torchmetrics.functional.classification import binary_calibration_error
+
+    from zsclip.calibration.measures import label_calibration
+
+    g = torch.Generator().manual_seed(5)
+    probabilities = torch.rand(200, 6, generator=g, dtype=torch.float64)
+    truth = torch.rand(200, 6, generator=g, dtype=torch.float64) < probabilities ** 2  # over-confident
+    mine = label_calibration(probabilities.numpy(), truth.numpy())
+    reference = binary_calibration_error(probabilities.ravel().float(), truth.ravel().long(), n_bins=15, norm="l1")
+    assert mine["ece"] == pytest.approx(float(reference), abs=1e-6)
+    assert mine["brier"] == pytest.approx(float(((probabilities - truth.double()) ** 2).mean()))
+    bce = torch.nn.functional.binary_cross_entropy(probabilities, truth.double())
+    assert mine["nll"] == pytest.approx(float(bce), rel=1e-9)
+    for label in range(6):
+        column = binary_calibration_error(probabilities[:, label].float(), truth[:, label].long(), n_bins=15)
+        assert mine["per_label_ece"][label] == pytest.approx(float(column), abs=1e-6)
+    assert sum(b["count"] for b in mine["reliability"]) == probabilities.numel()
+
+
+@pytest.mark.slow
+def test_eval_multilabel_reports_the_calibration_of_probability_scores(demo, scenes, tmp_path):
+    from zsclip.calibration.measures import label_calibration
+    from zsclip.data.images import load_image
+
+    result = CliRunner().invoke(main, ["eval", "--data", str(scenes["jsonl"]), "--labels-file", str(scenes["labels"]),
+                                       "--multi-label", "--multi-score", "softmax", "-t", "photo",
+                                       "-o", str(tmp_path / "m.json"), "--report", str(tmp_path / "report"),
+                                       *CLI_COMMON])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "m.json").read_text())
+    assert "per-label probabilities: ECE" in result.stdout
+    # the same probabilities computed here: the demo model's softmax over the labels, every image
+    labels = zsclip.read_labels(scenes["labels"])
+    classifier = zsclip.ZeroShotClassifier.build(demo, labels, "photo", cache=False)
+    names = [synonyms[0] for synonyms in labels]
+    rows = [json.loads(line) for line in scenes["jsonl"].read_text().splitlines() if line.strip()]
+    paths = [str(scenes["jsonl"].parent / row["path"]) for row in rows]
+    truth = torch.zeros(len(paths), len(labels), dtype=torch.bool)
+    for index, row in enumerate(rows):
+        truth[index, [names.index(label) for label in row["labels"]]] = True
+    probabilities = classifier.logits(demo.encode_images(
+        torch.stack([demo.preprocess(load_image(p)) for p in paths]), "fp32")).softmax(dim=-1)
+    expected = label_calibration(probabilities.numpy(), truth.numpy())
+    assert record["calibration"]["ece"] == pytest.approx(expected["ece"], abs=1e-5)
+    assert record["calibration"]["brier"] == pytest.approx(expected["brier"], abs=1e-6)
+    assert (tmp_path / "report" / "reliability.png").stat().st_size > 1000
+    assert "calibration of the per-label probabilities" in (tmp_path / "report" / "index.html").read_text()
 
 
 @pytest.mark.parametrize("arguments,message", [

@@ -67,6 +67,32 @@ def risk_coverage(confidences: np.ndarray, correct: np.ndarray) -> tuple[np.ndar
     return accepted / len(order), risk, float(risk.mean())
 
 
+def label_calibration(probabilities: np.ndarray, truth: np.ndarray, bins: int = ECE_BINS) -> dict:
+    """Calibration of multi-label probabilities [n, C] against truth [n, C] (bool): every (image, label) pair is
+    a yes/no event with its own probability, as multi-label heads answer. ``ece``: the 15 equal-width bins of
+    the probabilities, |observed frequency - mean probability| weighted by the bin's share (the binary form of
+    the ECE above, as torchmetrics' binary calibration error computes it; ``reliability``: its bins, with the
+    observed frequency as "accuracy"); ``brier``: mean (p - y)^2; ``nll``:
+    mean binary cross-entropy (p clipped to [1e-12, 1 - 1e-12]); ``per_label_ece``: the same ECE per label."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(truth, dtype=bool)
+    if not p.size:
+        return {"ece": None, "brier": None, "nll": None, "per_label_ece": []}
+    clipped = np.clip(p, 1e-12, 1 - 1e-12)
+    which = ece_bin(p.ravel(), bins)
+    count = np.bincount(which, minlength=bins)
+    mean_p = np.bincount(which, p.ravel(), minlength=bins)
+    seen = np.bincount(which, y.ravel().astype(np.float64), minlength=bins)
+    reliability = [{"low": i / bins, "high": (i + 1) / bins, "count": int(n),
+                    "confidence": float(c / n) if n else None, "accuracy": float(k / n) if n else None}
+                   for i, (n, c, k) in enumerate(zip(count, mean_p, seen, strict=True))]
+    return {"ece": expected_calibration_error(p.ravel(), y.ravel(), bins), "ece_bins": bins,
+            "reliability": reliability,
+            "brier": float(((p - y) ** 2).mean()),
+            "nll": float(-(y * np.log(clipped) + ~y * np.log1p(-clipped)).mean()),
+            "per_label_ece": [expected_calibration_error(p[:, c], y[:, c], bins) for c in range(p.shape[1])]}
+
+
 class CalibrationMeasures:
     """ECE bins, NLL, Brier and the per-image (confidence, correct) pairs, accumulated batch by batch."""
 
@@ -148,4 +174,4 @@ class CalibrationMeasures:
 
 
 __all__ = ["CalibrationMeasures", "ECE_BINS", "expected_calibration_error", "risk_coverage", "softmax",
-           "log_softmax", "ece_bin"]
+           "log_softmax", "ece_bin", "label_calibration"]

@@ -234,6 +234,10 @@ def _other_task(task, captions, data, dataset, labels_file, templates, classifie
                        f"{m['macro_f1']:.4f}  precision {m['micro_precision']:.4f}  recall {m['micro_recall']:.4f}")
             for name, value in record["score_comparison"].items():
                 click.echo(f"  mAP ranking by {name}: {value:.4f}" if value is not None else f"  {name}: n/a")
+            measured = record["calibration"]
+            if measured["ece"] is not None:
+                click.echo(f"  per-label probabilities: ECE {measured['ece']:.4f}  Brier {measured['brier']:.4f}  "
+                           f"NLL {measured['nll']:.4f}")
             click.echo(f"zsclip: evaluated {record['num_images']} images ({record['num_failed']} failed), "
                        f"{record['images_per_second']:.1f} images/s", err=True)
         _report_failures(record["failures"])

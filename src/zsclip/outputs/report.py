@@ -108,27 +108,29 @@ def _recall_plot(path: Path, recall: list[float | None], names: list[str]) -> No
     _save_figure(figure, path)
 
 
-def reliability_plot(path: Path, calibration: dict) -> None:
+def reliability_plot(path: Path, calibration: dict, what: str = "top-1 confidence", outcome: str = "accuracy",
+                     counted: str = "images") -> None:
     """The reliability diagram: accuracy against mean confidence per confidence bin (bars), the diagonal of
-    perfect calibration, and the share of images per bin; ECE in the title."""
+    perfect calibration, and the share of images per bin; ECE in the title. Multi-label probabilities name
+    their axes through ``what`` / ``outcome`` / ``counted``."""
     bins = calibration["reliability"]
     width = 1.0 / len(bins)
     figure, (axes, counts) = plt.subplots(2, 1, figsize=(5.5, 6.5), height_ratios=[3, 1], sharex=True)
     centres = [(b["low"] + b["high"]) / 2 for b in bins]
-    axes.bar(centres, [b["accuracy"] or 0.0 for b in bins], width=width * 0.95, color="#4477aa", label="accuracy")
+    axes.bar(centres, [b["accuracy"] or 0.0 for b in bins], width=width * 0.95, color="#4477aa", label=outcome)
     axes.bar(centres, [(b["confidence"] or 0.0) - (b["accuracy"] or 0.0) if b["count"] else 0.0 for b in bins],
              bottom=[b["accuracy"] or 0.0 for b in bins], width=width * 0.95, color="#ee6677", alpha=0.5,
              label="gap to confidence")
     axes.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1)
-    axes.set_ylabel("accuracy")
+    axes.set_ylabel(outcome)
     axes.legend(loc="upper left", fontsize=8)
     axes.set_title(f"reliability ({len(bins)} bins): ECE {calibration['ece']:.4f}")
     total = max(sum(b["count"] for b in bins), 1)
     counts.bar(centres, [b["count"] / total for b in bins], width=width * 0.95, color="#999999")
-    counts.set_xlabel("top-1 confidence")
-    counts.set_ylabel("share of images")
+    counts.set_xlabel(what)
+    counts.set_ylabel(f"share of {counted}")
     figure.tight_layout()
     _save_figure(figure, path)
 
@@ -165,6 +167,10 @@ def write_multilabel_report(folder: str | os.PathLike, record: dict) -> Path:
                                      else f" (mAP {record['metrics']['mAP']:.3f})"))
     figure.tight_layout()
     _save_figure(figure, folder / "per_label_ap.png")
+    calibration = record.get("calibration") or {}
+    if calibration.get("ece") is not None:
+        reliability_plot(folder / "reliability.png", calibration, "per-label probability", "observed frequency",
+                         "(image, label) pairs")
     escape = html.escape
     metrics = "".join(f"<tr><td>{escape(k)}</td><td>{_number(v)}</td></tr>" for k, v in record["metrics"].items())
     compared = "".join(f"<tr><td>{escape(k)}</td><td>{_number(v)}</td></tr>"
@@ -180,10 +186,22 @@ def write_multilabel_report(folder: str | os.PathLike, record: dict) -> Path:
             f"{escape(str(record['thresholds'].get('thresholds', 'fixed')))}</p>"
             f"<table border=1><tr><th>metric</th><th>value</th></tr>{metrics}</table>"
             f"<h2>mAP by way of scoring</h2><table border=1>{compared}</table>"
+            + _label_calibration_section(calibration) +
             f"<h2>per-label AP</h2><img src='per_label_ap.png' alt='per-label AP'>"
             f"<table border=1><tr><th>label</th><th>AP</th><th>threshold</th><th>precision</th><th>recall</th>"
             f"<th>F1</th><th>support</th></tr>{labels}</table>")
     return write_atomically(folder / "index.html", page)
+
+
+def _label_calibration_section(calibration: dict) -> str:
+    """ECE, Brier and NLL of the per-label probabilities with their reliability diagram, or why there are none."""
+    if calibration.get("ece") is None:
+        note = calibration.get("note")
+        return f"<h2>calibration</h2><p>{html.escape(note)}</p>" if note else ""
+    return (f"<h2>calibration of the per-label probabilities</h2><table border=1><tr><th>ECE</th><th>Brier</th>"
+            f"<th>NLL</th></tr><tr><td>{_number(calibration['ece'])}</td><td>{_number(calibration['brier'])}</td>"
+            f"<td>{_number(calibration['nll'])}</td></tr></table>"
+            "<img src='reliability.png' alt='reliability diagram of the per-label probabilities'>")
 
 
 def _save_figure(figure, path: Path) -> None:

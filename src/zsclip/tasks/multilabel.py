@@ -63,6 +63,7 @@ def evaluate_multilabel(data, labels=None, *, classifier=None, templates=None, d
         raise InputError(f"none of the {len(failures)} images could be read{first}")
     thresholds = head.multilabel.thresholds[columns]
     result = metrics.result(thresholds)
+    calibration = _calibration(metrics, head.multilabel.score, data_names)
     comparison = {head.multilabel.score: result["mAP"], "softmax": softmax.result()["mAP"],
                   "cosine (= standardised ranking)": cosine.result()["mAP"]}
     headline = ("mAP", "micro_f1", "macro_f1", "micro_precision", "micro_recall", "macro_precision", "macro_recall")
@@ -76,11 +77,29 @@ def evaluate_multilabel(data, labels=None, *, classifier=None, templates=None, d
         "score": head.multilabel.score, "thresholds": head.multilabel.calibration,
         "per_label_threshold": dict(zip(data_names, thresholds.tolist(), strict=True)),
         "per_label_ap": result["per_label_ap"], "per_label": result["per_label"],
-        "label_counts": result["label_counts"], "score_comparison": comparison,
+        "label_counts": result["label_counts"], "score_comparison": comparison, "calibration": calibration,
         "num_images": result["num_images"], "num_failed": len(failures), "failures": failures,
         "images_per_second": round(result["num_images"] / seconds, 2) if seconds > 0 else 0.0,
         "classnames": data_names,
     }
+
+
+#: The multi-label scores that are probabilities (the others are standardised cosines: no calibration to measure).
+PROBABILITY_SCORES = ("negative", "sigmoid", "softmax")
+
+
+def _calibration(metrics: MultiLabelMetrics, score: str, data_names: list[str]) -> dict:
+    """ECE, Brier and NLL of the head's per-label probabilities (``label_calibration``), or why there are none."""
+    from ..calibration.measures import label_calibration
+
+    if score not in PROBABILITY_SCORES:
+        return {"ece": None, "brier": None, "nll": None,
+                "note": f"the {score} score is a standardised cosine, not a probability: its calibration is its "
+                        "thresholds (eval --calibrate)"}
+    scores, truth = metrics.arrays()
+    measured = label_calibration(scores.numpy(), truth.numpy())
+    measured["per_label_ece"] = dict(zip(data_names, measured["per_label_ece"], strict=True))
+    return measured
 
 
 def _columns(data_names: list[str], head_names: list[str]) -> torch.Tensor:
