@@ -67,12 +67,13 @@ def long_tail(counts_max: int, classes: int, ratio: float) -> list[int]:
 
 
 def part_transductive(root: Path, encoder, label: str, style: str, templates: str, seed: int,
-                      methods: tuple[str, ...] = ("em",), calibrated: bool = False) -> None:
+                      methods: tuple[str, ...] = ("em",), calibrated: bool = False, bias: bool = False) -> None:
     classes = shapes.classnames(label)
     head: dict = {"classifier": None}
     if calibrated:  # calibrate first, on a balanced labelled set of the same labelling and style (other images)
         calib = shapes.write_dataset(root / f"tcalib-{label}-{style}", 10, 301 + seed, "all", label, style=style)
-        fitted = zsclip.calibrate(str(calib), classes=classes, templates=templates, model="demo", options=OPTIONS)
+        fitted = zsclip.calibrate(str(calib), classes=classes, templates=templates, model="demo", options=OPTIONS,
+                                  bias=bias)
         head["classifier"] = str(fitted.classifier.save(root / f"tcalibrated-{label}-{style}.zsc"))
     per_pair = 40
     pool = shapes.write_dataset(root / f"pool-{label}-{style}", per_pair, 203 + seed, "all", label, style=style)
@@ -99,7 +100,7 @@ def part_transductive(root: Path, encoder, label: str, style: str, templates: st
             name = next(iter(result.metrics))
             without, corrected = result.metrics[name], result.transductive[name]
             figures.append(f"{method} {corrected['acc1']:.1%} ({(corrected['acc1'] - without['acc1']) * 100:+.1f})")
-        print(f"(c) {label:6s} {style:8s} {'calibrated ' if calibrated else ''}"
+        print(f"(c) {label:6s} {style:8s} {('calibrated+bias ' if bias else 'calibrated ') if calibrated else ''}"
               f"{'balanced' if ratio == 1 else f'{ratio}:1':9s} {len(rows):4d} images: "
               f"acc1 without {without['acc1']:.1%}; with " + ", ".join(figures), flush=True)
 
@@ -137,6 +138,8 @@ def main() -> None:
     parser.add_argument("--labels", default="shape,colour", help="(c): how the collections are labelled.")
     parser.add_argument("--calibrated", action="store_true",
                         help="(c): calibrate the classifier first (zsclip calibrate on other images of the style).")
+    parser.add_argument("--bias", action="store_true",
+                        help="(c) with --calibrated: fit a bias per class too (zsclip calibrate --bias).")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--classes", type=int, default=1000)
     args = parser.parse_args()
@@ -151,7 +154,8 @@ def main() -> None:
             for label in args.labels.split(","):
                 for style in args.styles.split(","):
                     part_transductive(root, encoder, label, style, args.templates, seed=len(style),
-                                      methods=tuple(args.methods.split(",")), calibrated=args.calibrated)
+                                      methods=tuple(args.methods.split(",")), calibrated=args.calibrated,
+                                      bias=args.bias)
         if "time" in parts:
             part_time(root, encoder, args.rows, args.classes)
 

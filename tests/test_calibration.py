@@ -68,7 +68,8 @@ def _reference_logits(world: Path, classifier: Path) -> tuple[np.ndarray, np.nda
     with torch.no_grad():
         features = encoder.model.encode_image(pixels, normalize=True)
     temperature = (metadata.get("calibration") or {}).get("temperature", 1.0)
-    logits = (metadata["logit_scale"] * features @ weights / temperature).numpy()
+    bias = torch.tensor((metadata.get("calibration") or {}).get("bias") or [0.0] * weights.shape[1])
+    logits = (metadata["logit_scale"] * features @ weights / temperature + bias.float()).numpy()
     targets = np.array([metadata["classnames"].index(row["label"]) for row in rows])
     return logits, targets, [row["path"] for row in rows]
 
@@ -371,3 +372,82 @@ def test_a_damaged_tree_calibration_is_one_line(tree_file, tmp_path):
     Image.new("RGB", (8, 8)).save(images / "one.png")
     code, _, err = _run("classify", str(images), "-c", str(damaged), *FAST)
     assert code == 2 and "calibration temperature nan" in err and len(err.strip().splitlines()) == 1, err
+
+
+# --- bias-corrected temperature scaling (--bias) ---------------------------------------------------------------
+
+
+def test_temperature_and_bias_fit_recovers_planted_values():
+    """Labels drawn from softmax(z / 2 + b*) with a known class bias b*: the fit finds T ~ 2 and b ~ b* (centred),
+    and its NLL is below the temperature-only fit's (which cannot model a class bias)."""
+    from zsclip.calibration.temperature import fit_temperature, fit_temperature_bias
+
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(20000, 5)) * 3
+    planted = np.array([1.0, -0.5, 0.0, 0.8, -1.3])
+    shifted = logits / 2 + planted
+    p = np.exp(shifted - shifted.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    targets = np.array([rng.choice(5, p=row) for row in p])
+    fit = fit_temperature_bias(logits, targets)
+    assert fit.temperature == pytest.approx(2.0, rel=0.05)
+    assert np.allclose(fit.bias, planted - planted.mean(), atol=0.06) and abs(sum(fit.bias)) < 1e-9
+    assert fit.nll_after < fit_temperature(logits, targets).nll_after < fit.nll_before
+
+
+@pytest.fixture(scope="module")
+def biased_world(tmp_path_factory) -> Path:
+    """Outlined shapes labelled by shape: a shift the demo model never saw, where its prompts favour some shapes
+    for every image (the class bias the fit is for)."""
+    root = tmp_path_factory.mktemp("biased-world")
+    shapes.write_dataset(root / "calib", 3, 61, "all", "shape", size=48, style="outline")
+    shapes.write_dataset(root / "test", 2, 62, "all", "shape", size=48, style="outline")
+    return root
+
+
+def test_calibrate_bias_is_stored_and_classify_answers_with_it(biased_world, tmp_path):
+    output = tmp_path / "biased.zsc"
+    code, out, err = _run("calibrate", "--data", str(biased_world / "calib" / "manifest.csv"), "--labels-file",
+                          str(biased_world / "calib" / "labels.txt"), "--templates", "photo", "--bias",
+                          "-o", str(output), *FAST)
+    assert code == 0, err
+    assert "class bias fitted with it" in out
+    calibration = _metadata(output)["calibration"]
+    names = _metadata(output)["classnames"]
+    assert calibration["method"] == "temperature+bias" and len(calibration["bias"]) == len(names) == 6
+    assert calibration["nll_after"] < calibration["nll_before"] and max(map(abs, calibration["bias"])) > 0.1
+    rows_file = tmp_path / "rows.csv"
+    code, _, err = _run("classify", str(biased_world / "test" / "images"), "-c", str(output), "-o", str(rows_file),
+                        "-k", "1", *FAST)
+    assert code == 0, err
+    logits, _, paths = _reference_logits(biased_world, output)  # scale * f @ W / T + b from the file's numbers
+    probabilities = torch.from_numpy(logits).softmax(dim=1)
+    unbiased = logits - np.asarray(calibration["bias"], dtype=np.float32)
+    assert (unbiased.argmax(axis=1) != logits.argmax(axis=1)).any()  # the bias changes answers on this set
+    expected = {Path(p).name: (names[int(i)], float(v)) for p, v, i in
+                zip(paths, *probabilities.max(dim=1), strict=True)}
+    with open(rows_file, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(paths)
+    for row in rows:
+        label, score = expected[Path(row["path"]).name]
+        assert row["label"] == label and float(row["score"]) == pytest.approx(score, abs=2e-4)
+
+
+def test_a_damaged_bias_is_one_line(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (8, 8)).save(images / "one.png")
+    weights = np.linalg.qr(np.random.default_rng(0).normal(size=(16, 2)))[0].astype(np.float32)
+    for bias, message in (([0.1], "1 values for 2 classes"), ([0.1, "x"], "not a list of finite numbers")):
+        damaged = tmp_path / "damaged.zsc"
+        ZeroShotClassifier(weights, ["a", "b"], [["a"], ["b"]], 100.0, None, {"model": "demo"},
+                           calibration={"temperature": 2.0, "bias": bias}).save(damaged)
+        code, _, err = _run("classify", str(images), "-c", str(damaged), "--model", "demo")
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_bias_with_a_tree_file_is_refused_in_one_line(world, tree_file, tmp_path):
+    code, _, err = _run("calibrate", "--data", str(world / "calib" / "manifest.csv"), "-c", str(tree_file), "--bias",
+                        "-o", str(tmp_path / "x.zsct"), *FAST)
+    assert code == 2 and "leave out --bias" in err and len(err.strip().splitlines()) == 1, err

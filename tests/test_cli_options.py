@@ -173,6 +173,7 @@ def _values(world: dict[str, Path], tmp: Path) -> dict[str, list[str]]:
         "--format": ["label-studio"], "--image-prefix": ["https://files.example/"],
         "--image-root": [str(world["root"])], "--files": ["hardlink"], "--accept-precision": ["0.37"],
         "--transductive": ["ot"], "--explain": [str(tmp / "explained")], "--upscale": ["3"], "--reembed": [],
+        "--bias": [],
         "--label-studio-url": ["http://ls.example:8080"], "--label-studio-token": ["token-x"],
         "--text": ["a red star"], "--accept": ["0.37"],
     }

@@ -67,6 +67,55 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, iterations: int = 8
     return TemperatureFit(temperature, nll(logits, targets), nll(logits, targets, temperature), len(targets))
 
 
+@dataclass(frozen=True)
+class BiasFit:
+    """A temperature and a bias per class (bias-corrected temperature scaling), and the NLL before and after."""
+
+    temperature: float
+    bias: tuple[float, ...]
+    nll_before: float
+    nll_after: float
+    num_images: int
+
+
+#: The L2 weight on the class biases: it picks the mean-zero solution (softmax ignores a constant) and keeps a
+#: class the calibration images never show from drifting to minus infinity.
+BIAS_L2 = 1e-4
+
+
+def fit_temperature_bias(logits: np.ndarray, targets: np.ndarray, iterations: int = 500) -> BiasFit:
+    """T and b [C] minimising NLL of ``targets`` under softmax(``logits`` / T + b) (+ ``BIAS_L2`` |b|^2): the
+    bias-corrected temperature scaling of Alexandari et al. (2020), which removes a zero-shot classifier's class
+    bias (some prompts score higher for every image) as well as its over-confidence. Unlike the temperature
+    alone it can change answers: a class the prompts favour is pulled back. Convex in (1/T, b); solved by
+    L-BFGS in float64 from T = 1, b = 0 (deterministic). Memory: the logits in float64, as ``fit_temperature``."""
+    import torch
+
+    z = torch.as_tensor(np.asarray(logits, dtype=np.float64))
+    y = torch.as_tensor(np.asarray(targets, dtype=np.int64))
+    if z.ndim != 2 or len(z) != len(y) or not len(y):
+        raise ValueError(f"logits {tuple(z.shape)} and targets {tuple(y.shape)}: give [n, C] and [n], n > 0")
+    inverse = torch.zeros(1, dtype=torch.float64, requires_grad=True)  # log(1 / T)
+    bias = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([inverse, bias], lr=1, max_iter=iterations, tolerance_grad=1e-10,
+                                  tolerance_change=1e-14, history_size=20, line_search_fn="strong_wolfe")
+    low, high = math.log(1 / MAX_TEMPERATURE), math.log(1 / MIN_TEMPERATURE)
+
+    def loss():
+        optimiser.zero_grad()
+        value = torch.nn.functional.cross_entropy(inverse.clamp(low, high).exp() * z + bias, y) \
+            + BIAS_L2 * (bias ** 2).sum()
+        value.backward()
+        return value
+
+    optimiser.step(loss)
+    with torch.no_grad():
+        temperature = float(1 / inverse.clamp(low, high).exp())
+        centred = (bias - bias.mean()).numpy()
+        after = float(torch.nn.functional.cross_entropy(z / temperature + torch.as_tensor(centred), y))
+    return BiasFit(temperature, tuple(float(v) for v in centred), nll(logits, targets), after, len(y))
+
+
 def calibration_problem(calibration: object) -> str | None:
     """What is wrong with a classifier file's ``calibration`` entry, or None: a temperature must be a
     finite number in [MIN_TEMPERATURE, MAX_TEMPERATURE]; an accept table must be well formed."""
@@ -79,6 +128,10 @@ def calibration_problem(calibration: object) -> str | None:
             or not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
         return f"calibration temperature {str(temperature)[:20]} is not a number in [{MIN_TEMPERATURE}, " \
                f"{MAX_TEMPERATURE:g}]"
+    bias = calibration.get("bias")
+    if bias is not None and (not isinstance(bias, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bias)):
+        return "calibration bias is not a list of finite numbers"
     accept = calibration.get("accept")
     if accept is not None:
         from .accept import table_problem
@@ -87,4 +140,5 @@ def calibration_problem(calibration: object) -> str | None:
     return None
 
 
-__all__ = ["TemperatureFit", "fit_temperature", "nll", "calibration_problem", "MIN_TEMPERATURE", "MAX_TEMPERATURE"]
+__all__ = ["TemperatureFit", "fit_temperature", "nll", "calibration_problem", "MIN_TEMPERATURE", "MAX_TEMPERATURE",
+           "BiasFit", "fit_temperature_bias", "BIAS_L2"]

@@ -196,11 +196,20 @@ class ZeroShotClassifier:
         return float(self.calibration["temperature"]) if self.calibration else 1.0
 
     def logits(self, image_features: torch.Tensor, scale: float | None = None) -> torch.Tensor:
-        """(scale * features @ weights (+ bias)) / temperature: [B, D] normalised features -> [B, C]."""
+        """(scale * features @ weights (+ bias)) / temperature (+ a calibrated class bias): [B, D] normalised
+        features -> [B, C]."""
         scale = self.logit_scale if scale is None else checked_scale(scale)
         logits = scale * image_features.float() @ self.weights
         logits = logits + self.logit_bias if self.logit_bias is not None else logits
-        return logits / self.temperature if self.calibration else logits
+        if not self.calibration:
+            return logits
+        logits = logits / self.temperature
+        bias = self.calibration.get("bias")
+        if bias is None:
+            return logits
+        import torch
+
+        return logits + torch.tensor(bias, dtype=logits.dtype, device=logits.device)
 
     def probabilities(self, image_features: torch.Tensor, scale: float | None = None) -> torch.Tensor:
         """Softmax over classes, or per-class sigmoid for sigmoid-trained models."""
@@ -228,7 +237,11 @@ class ZeroShotClassifier:
         scale = self.logit_scale if scale is None else checked_scale(scale)
         logits = scale * np.asarray(features, dtype=np.float32) @ self.weights_array
         logits = logits + np.float32(self.logit_bias) if self.logit_bias is not None else logits
-        return logits / np.float32(self.temperature) if self.calibration else logits
+        if not self.calibration:
+            return logits
+        logits = logits / np.float32(self.temperature)
+        bias = self.calibration.get("bias")
+        return logits + np.asarray(bias, dtype=np.float32) if bias is not None else logits
 
     def predict(
         self,
@@ -438,6 +451,9 @@ def _metadata_problem(metadata: object, weights: np.ndarray | torch.Tensor) -> s
     problem = calibration_problem(metadata.get("calibration"))
     if problem:
         return problem
+    calibrated_bias = (metadata.get("calibration") or {}).get("bias")
+    if calibrated_bias is not None and len(calibrated_bias) != len(names):
+        return f"calibration bias has {len(calibrated_bias)} values for {len(names)} classes"
     if weights.ndim != 2 or weights.shape[1] != len(names) or not np.issubdtype(weights.dtype, np.floating):
         return f"weights {tuple(weights.shape)} do not match {len(names)} class names"
     if not np.isfinite(weights).all():

@@ -27,10 +27,13 @@ from .common import image_options, model_options, ray_options, ray_settings, run
 @click.option("--dataset", default=None, help="Name recorded with the calibration (and imagenet1k's class names).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="The calibrated classifier file to write (it may be the --classifier file itself).")
+@click.option("--bias", is_flag=True, default=False,
+              help="Fit a bias per class too (bias-corrected temperature scaling): it pulls back the classes the "
+                   "prompts favour for every image, so it can change answers (flat classifiers only).")
 @model_options
 @image_options
 @ray_options
-def calibrate_command(data, classifier_file, labels_file, templates, dataset, output, model, pretrained, device,
+def calibrate_command(data, classifier_file, labels_file, templates, dataset, output, bias, model, pretrained, device,
                       precision, cache_dir, no_cache, batch_size, workers, max_pixels, decode, url_timeout,
                       ray_address, ray_actors, ray_stall_timeout) -> None:
     """Fit a classifier's temperature on labelled images (a tree: one per level), and its accept table.
@@ -46,6 +49,7 @@ def calibrate_command(data, classifier_file, labels_file, templates, dataset, ou
       zsclip calibrate --data labelled.csv --labels-file classes.txt --model demo -o calibrated.zsc
       zsclip eval --data test/ --classifier animals.zsc --report report/      # ECE, reliability diagram
       zsclip calibrate --data labelled/ --classifier taxonomy.zsct -o taxonomy.zsct   # per level
+      zsclip calibrate --data labelled/ --classifier animals.zsc --bias -o animals.zsc   # and a bias per class
 
     A tree classifier file (.zsct, from `zsclip build --labels-tree`) gets a temperature per level for each
     tree mode: each level's reported probability is then calibrated on its own (written to a .zsct).
@@ -76,7 +80,7 @@ def calibrate_command(data, classifier_file, labels_file, templates, dataset, ou
         settings = ray_settings(ray_address, ray_actors, ray_stall_timeout)
         result = calibrate(data, classifier=loaded, classes=classes, templates=templates, dataset=dataset,
                            model=model, pretrained=pretrained, options=options, cache=not no_cache,
-                           cache_dir=cache_dir, progress=sys.stderr.isatty(), ray=settings)
+                           cache_dir=cache_dir, progress=sys.stderr.isatty(), ray=settings, bias=bias)
     for failure in result.failures[:20]:
         click.echo(f"zsclip: skipped {printable(failure['path'])}: {printable(failure['error'])}", err=True)
     if isinstance(result, TreeCalibrationResult):
@@ -104,6 +108,9 @@ def _report_flat(result) -> None:
     from ..tasks.calibrate import REPORTED_PRECISIONS
 
     fit = result.fit
+    biases = getattr(fit, "bias", None)
+    if biases:
+        click.echo(f"class bias fitted with it: from {min(biases):+.4f} to {max(biases):+.4f}")
     click.echo(f"temperature {fit.temperature:.4f} fitted on {fit.num_images} images: NLL {fit.nll_before:.4f} -> "
                f"{fit.nll_after:.4f}, ECE {result.before['ece']:.4f} -> {result.after['ece']:.4f}")
     for target in REPORTED_PRECISIONS:

@@ -20,7 +20,7 @@ import numpy as np
 from .. import __version__
 from ..calibration.accept import AcceptTable
 from ..calibration.measures import CalibrationMeasures
-from ..calibration.temperature import TemperatureFit, fit_temperature
+from ..calibration.temperature import BiasFit, TemperatureFit, fit_temperature, fit_temperature_bias
 from ..classifier import ZeroShotClassifier
 from ..errors import InputError
 from ..hierarchy.modes import TreeClassifier
@@ -36,7 +36,7 @@ class CalibrationResult:
     """The calibrated classifier (not yet saved), the fit and the measures before and after it."""
 
     classifier: ZeroShotClassifier
-    fit: TemperatureFit
+    fit: TemperatureFit | BiasFit
     table: AcceptTable
     before: dict
     after: dict
@@ -57,14 +57,20 @@ def calibrate(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = False,
     ray=None,
+    bias: bool = False,
 ) -> CalibrationResult:
     """Fit the temperature and accept table of ``classifier`` (a flat classifier file or object: built,
     linear probe or Tip-Adapter), or of the classifier built from ``classes`` and ``templates``, on the
     labelled images of ``data``. A classifier that is already calibrated is fitted afresh (its old
-    temperature is set aside first). Returns the result; ``result.classifier.save(path)`` writes it."""
+    temperature is set aside first). ``bias``: fit a bias per class too (bias-corrected temperature scaling,
+    ``fit_temperature_bias``): it removes the prompts' class bias and can change answers (a flat head only).
+    Returns the result; ``result.classifier.save(path)`` writes it."""
     if classifier is not None:
         classifier = _flat_or_tree(classifier)
         if isinstance(classifier, TreeClassifier):
+            if bias:
+                raise InputError("--bias fits a bias per class of a flat classifier: a tree gets a temperature per "
+                                 "level; leave out --bias")
             return calibrate_tree(data, classifier, dataset=dataset, options=options, cache=cache,
                                   cache_dir=cache_dir, progress=progress, ray=ray)
     logits: list[np.ndarray] = []
@@ -82,14 +88,16 @@ def calibrate(
         raise InputError("temperature scaling is fitted for softmax scores: this classifier's model is "
                          "sigmoid-trained (SigLIP); its per-class probabilities are not calibrated here")
     all_logits, all_targets = np.concatenate(logits), np.concatenate(targets)
-    fit = fit_temperature(all_logits, all_targets)
+    fit = fit_temperature_bias(all_logits, all_targets) if bias else fit_temperature(all_logits, all_targets)
+    shift = np.asarray(fit.bias, dtype=np.float64) if bias else 0.0
     before, after = CalibrationMeasures(), CalibrationMeasures()
     before.update(all_logits, all_targets)
-    after.update(all_logits / fit.temperature, all_targets)
+    after.update(all_logits / fit.temperature + shift, all_targets)
     table = AcceptTable.from_predictions(after.confidences, after.correct)
     before_result, after_result = before.result(), after.result()
     fitted.calibration = {
-        "method": "temperature", "temperature": fit.temperature,
+        "method": "temperature+bias" if bias else "temperature", "temperature": fit.temperature,
+        **({"bias": list(fit.bias)} if bias else {}),
         "fitted_on": {"data": os.fspath(data) if isinstance(data, (str, os.PathLike)) else type(data).__name__,
                       "dataset": dataset, "num_images": fit.num_images, "num_failed": len(result.failures)},
         "nll_before": fit.nll_before, "nll_after": fit.nll_after,
