@@ -52,3 +52,20 @@ def isolated_cache(tmp_path, monkeypatch):
     cache = tmp_path / "zsclip-cache"
     monkeypatch.setenv("ZSCLIP_CACHE_DIR", str(cache))
     return cache
+
+
+@pytest.fixture(scope="module")
+def ray_ends_with_the_module():
+    """For modules that run jobs with ``--ray auto`` in this process: the warm actor pool released and the local
+    Ray shut down when the module ends, so later modules do not run beside an idle Ray."""
+    yield
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None:
+        return
+    from zsclip.cluster.actors import release_pool
+
+    release_pool()
+    if ray.is_initialized():
+        ray.shutdown()

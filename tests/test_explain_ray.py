@@ -17,22 +17,10 @@ pytest.importorskip("ray")
 
 from zsclip.cli import main  # noqa: E402
 
-pytestmark = pytest.mark.slow  # a local Ray instance and its actors
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_ends_with_the_module")]  # a local Ray and its actors
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 COMMON = ["--model", "demo", "--precision", "fp32", "-t", "photo"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_ends_with_this_module():
-    yield
-    import ray
-
-    from zsclip.cluster.actors import release_pool
-
-    release_pool()
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
