@@ -5,6 +5,14 @@ locally a shard and the manifest are written under temporary names and renamed, 
 keeps a second writer out; on an object store, each object appears whole when its upload
 completes (PUT is atomic), so shards are written under their final unique names and the manifest
 is replaced by one PUT. Object stores have no locks: run one writer per store there.
+
+Durability against power loss (local folders): a shard is synced before its rename and the folder
+after it; the manifest's bytes are synced, then the folder (so every shard it lists is on disk
+under its name), then it is renamed into place and the folder synced again. A manifest that
+survives a crash therefore never lists a shard that did not. Remote file systems have no fsync
+through pyarrow: an object store makes an upload durable when its PUT completes (before the call
+returns), and the manifest is uploaded only after its shards' uploads returned, which is the same
+order; HDFS and other remote file systems give what their close() gives.
 """
 
 from __future__ import annotations
@@ -82,14 +90,14 @@ class Location:
 
     def write_text(self, name: str, text: str) -> None:
         if self.local is not None:
-            write_atomically(self.local / name, text)
+            write_atomically(self.local / name, text, durable=True)
             return
         with self.fs.open_output_stream(self._key(name)) as stream:
             stream.write(text.encode("utf-8"))
 
     def write_table(self, name: str, table: pa.Table, **options) -> None:
         if self.local is not None:
-            with atomic_path(self.local / name) as temporary:
+            with atomic_path(self.local / name, durable=True) as temporary:
                 pq.write_table(table, temporary, **options)
             return
         pq.write_table(table, self._key(name), filesystem=self.fs, **options)
