@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import time
 from collections.abc import Iterator
@@ -101,6 +102,38 @@ class Location:
                 pq.write_table(table, temporary, **options)
             return
         pq.write_table(table, self._key(name), filesystem=self.fs, **options)
+
+    def write_batches(self, name: str, schema: pa.Schema, batches, *, row_group_size: int, **options) -> int:
+        """Write record ``batches`` of ``schema`` as one Parquet file, streamed (about one row group in
+        memory at a time: small batches are gathered into row groups of ``row_group_size``), under the
+        same commit rules as ``write_table``; the number of rows written."""
+        rows = 0
+
+        def write(where, **extra) -> None:
+            nonlocal rows
+            with pq.ParquetWriter(where, schema, **extra, **options) as writer:
+                gathered: list[pa.RecordBatch] = []
+                for batch in itertools.chain(batches, [None]):  # None: the end
+                    if batch is not None:
+                        gathered.append(batch)
+                        rows += batch.num_rows
+                    if gathered and (batch is None or sum(b.num_rows for b in gathered) >= row_group_size):
+                        writer.write_table(pa.Table.from_batches(gathered, schema), row_group_size=row_group_size)
+                        gathered = []
+
+        if self.local is not None:
+            with atomic_path(self.local / name, durable=True) as temporary:
+                write(str(temporary))
+        else:
+            write(self._key(name), filesystem=self.fs)
+        return rows
+
+    def size(self, name: str) -> int:
+        """A file's size in bytes (0 when it cannot be read)."""
+        try:
+            return int(self.fs.get_file_info(self._key(name)).size or 0)
+        except (pa.ArrowException, OSError):
+            return 0
 
     def read_table(self, name: str, columns: list[str]) -> pa.Table:
         # one file through ParquetFile, single-threaded: pq.read_table imports pyarrow.dataset (and pandas),
