@@ -197,6 +197,11 @@ def test_the_view_from_new_path_marks_equals_the_view_from_every_path(tmp_path):
         reopened = EmbeddingStore.open(store.folder)
         marked, plain = _views(reopened)
         assert [m.tolist() for m in marked] == [p.tolist() for p in plain], history
+        if len(reopened):  # the rows' paths read back by position are the ones the batches carry
+            streamed = [key for batch in reopened.batches() for key in batch.keys]
+            order = list(range(len(streamed)))
+            rng.shuffle(order)
+            assert reopened.keys_at(order) == [streamed[i] for i in order]
     assert marked_shards >= 3  # the histories did exercise marked shards after the first two
 
 
