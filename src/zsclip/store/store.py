@@ -1,9 +1,11 @@
 """``EmbeddingStore``: open, create, append to and stream an embedding store (see format.py).
 
 Reading streams shard by shard in record batches, so classify / eval / search over a store of any
-size hold one batch of embeddings at a time (plus one small entry per path for the view).
-Writing appends whole shards: each is written under a temporary name, renamed, then listed in the
-manifest, which is replaced atomically; that is what makes a killed ``zsclip embed`` resumable.
+size hold one batch of embeddings at a time, plus the view: one bool per row, computed without
+holding every row's path (see ``view_masks``). Writing appends whole shards: each is written under a
+temporary name, synced, renamed (the folder synced), then listed in the manifest, which is replaced
+atomically and durably; that is what makes a killed ``zsclip embed`` resumable and a power loss
+harmless. ``zsclip compact`` (compact.py) rewrites shards without the rows that left the view.
 Every commit happens under the store's write lock, against the manifest as it is on disk then
 (re-read when the lock is taken), so writers never drop each other's shards.
 
