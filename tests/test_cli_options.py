@@ -283,6 +283,7 @@ def _commands(world: dict[str, Path], tmp: Path) -> dict[str, dict]:
             "stops": {"zsclip.job.plan": lambda rec: rec.record("plan", FakeJob()),
                       "zsclip.outputs.labelling.LabelSpace.of": "fake",
                       "zsclip.tasks.sort.accept_threshold": "fake", "zsclip.tasks.sort.Sorter": "stop"}},
+        "compact": {"base": [str(tmp / "c.zse")], "needs": {}, "stops": {"zsclip.store.compact.compact": "stop"}},
         "calibrate": {"base": ["--data", tree, "-o", str(tmp / "cal.zsc")], "needs": {
             "--ray-stall-timeout": (["--ray", "auto"], None), "--ray-actors": (["--ray", "auto"], None)},
             "stops": {"zsclip.tasks.calibrate.calibrate": "stop"}},

@@ -4,6 +4,12 @@ A reader never sees half a file, a crash leaves the previous file intact, two ru
 same target never share a temporary name (the last rename wins with a whole file), and the
 temporary file is created fresh (O_EXCL), so a symlink planted at a predictable name is never
 written through. The finished file gets the mode the user's umask gives a new file.
+
+``durable=True`` (the embedding store's shards and manifest) also survives power loss: the file's
+bytes are synced before the rename, and the folder after it (a rename lives in the folder's entry,
+which ``fsync`` of the file does not write), so once the call returns the new file is on disk under
+its name. The store relies on that order: shard synced -> folder synced -> manifest renamed -> folder
+synced, so a manifest on disk never lists a shard the disk lost.
 """
 
 from __future__ import annotations
@@ -33,12 +39,37 @@ def _umask_mode() -> int:
     return 0o666 & ~current
 
 
+def fsync_folder(folder: str | os.PathLike) -> None:
+    """Sync a folder's entries (the renames and creations in it) to disk. A file system that cannot
+    sync a folder (some network and FUSE mounts refuse ``fsync`` on a directory) is left as it is:
+    the file's own data was synced, which is all such a file system offers."""
+    try:
+        handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def _fsync_file(path: str | os.PathLike) -> None:
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, durable: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary path beside ``target``; on success it replaces ``target``.
 
     For writers that insist on a path (safetensors, pyarrow, matplotlib). On any error the
-    temporary file is removed and ``target`` is left as it was.
+    temporary file is removed and ``target`` is left as it was. ``durable``: the file is synced
+    before the rename and its folder after (see the module docstring).
     """
     target = Path(target)
     try:
@@ -49,7 +80,11 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(temporary)
         os.chmod(temporary, _umask_mode())
+        if durable:
+            _fsync_file(temporary)
         os.replace(temporary, target)
+        if durable:
+            fsync_folder(target.parent)
     except OSError as error:
         raise OutputError(f"cannot write {target}: {error.strerror or error}; the previous file, if any, "
                           "is unchanged") from None
@@ -65,8 +100,9 @@ class AtomicFile:
     (``NAME.partial`` if free, else the unique temporary name) and returns that path.
     """
 
-    def __init__(self, target: str | os.PathLike, mode: str = "w", **open_kwargs) -> None:
+    def __init__(self, target: str | os.PathLike, mode: str = "w", durable: bool = False, **open_kwargs) -> None:
         self.target = Path(target)
+        self.durable = durable
         try:
             handle, temporary = tempfile.mkstemp(dir=self.target.parent, prefix=f".{self.target.name[:80]}.",
                                                  suffix=".partial")
@@ -76,13 +112,18 @@ class AtomicFile:
         self.file: IO = os.fdopen(handle, mode, **open_kwargs)
 
     def commit(self) -> Path:
-        """Flush, close and rename into place."""
+        """Flush, sync, close and rename into place (``durable``: the folder is synced before the
+        rename, so files renamed into it earlier are on disk before this one names them, and after)."""
         try:
             self.file.flush()
             os.fsync(self.file.fileno())
             self.file.close()
             os.chmod(self.temporary, _umask_mode())
+            if self.durable:
+                fsync_folder(self.target.parent)
             os.replace(self.temporary, self.target)
+            if self.durable:
+                fsync_folder(self.target.parent)
         except OSError as error:
             self.discard()
             raise OutputError(f"cannot write {self.target}: {error.strerror or error}; the previous file, if "
@@ -147,11 +188,13 @@ def check_writable(target: str | os.PathLike, what: str = "output") -> Path:
     return target
 
 
-def write_atomically(target: str | os.PathLike, content: str | bytes | Callable[[IO], None]) -> Path:
-    """Write ``content`` (text, bytes, or a function that writes to the open file) to ``target`` atomically."""
+def write_atomically(target: str | os.PathLike, content: str | bytes | Callable[[IO], None],
+                     durable: bool = False) -> Path:
+    """Write ``content`` (text, bytes, or a function that writes to the open file) to ``target`` atomically
+    (``durable``: and its folder synced before and after the rename, see the module docstring)."""
     binary = isinstance(content, bytes)
     kwargs = {} if binary else {"encoding": "utf-8", "newline": ""}
-    output = AtomicFile(target, "wb" if binary else "w", **kwargs)
+    output = AtomicFile(target, "wb" if binary else "w", durable=durable, **kwargs)
     try:
         if callable(content):
             content(output.file)
@@ -163,4 +206,4 @@ def write_atomically(target: str | os.PathLike, content: str | bytes | Callable[
     return output.commit()
 
 
-__all__ = ["AtomicFile", "atomic_path", "check_writable", "write_atomically"]
+__all__ = ["AtomicFile", "atomic_path", "check_writable", "fsync_folder", "write_atomically"]

@@ -14,7 +14,17 @@ not list are leftovers and are ignored (and removed by the next writer).
 
 Rows are appended, never rewritten: the store's view of a path is its latest row. A changed file
 gets a new row; a file that is gone when ``zsclip embed`` runs again gets a ``deleted`` row, which
-drops it from the view (its old rows stay in older shards until the store is rebuilt).
+drops it from the view (its old rows stay in older shards until ``zsclip compact`` rewrites them).
+
+A shard entry may say ``"new_paths": true``: none of its rows replaces or deletes a path the view
+held before it, and no path appears twice in it (its writer checked, under the lock, against the
+view; every shard ``zsclip compact`` writes or keeps is one). Readers then need none of its paths to
+compute the view, unless a later unmarked shard holds some, which is what keeps opening a store flat
+in memory; older readers ignore the field and compute the same view from the paths.
+
+Durability: each shard is synced to disk before its rename and the folder after it, and the
+manifest's folder is synced before and after the manifest's rename (``location.py``), so after a
+power loss the manifest on disk lists only shards that are on disk.
 
 A store holding video clips records how they were sampled (``"video_sampling": {"frames", "segment",
 "max_frames"}``): clips of other settings are other rows, so ``embed`` refuses to add videos with other
@@ -133,6 +143,8 @@ def _problem(manifest: object) -> str | None:
         rows = shard.get("rows")
         if not _is_int(rows) or rows < 0:
             return f"shards[{index}].rows is {_shown(rows)}, not a row count"
+        if not isinstance(shard.get("new_paths", False), bool):
+            return f"shards[{index}].new_paths is {_shown(shard.get('new_paths'))}, not true or false"
     classnames = manifest.get("classnames")
     if classnames is not None:
         if not isinstance(classnames, list):

@@ -5,12 +5,21 @@ locally a shard and the manifest are written under temporary names and renamed, 
 keeps a second writer out; on an object store, each object appears whole when its upload
 completes (PUT is atomic), so shards are written under their final unique names and the manifest
 is replaced by one PUT. Object stores have no locks: run one writer per store there.
+
+Durability against power loss (local folders): a shard is synced before its rename and the folder
+after it; the manifest's bytes are synced, then the folder (so every shard it lists is on disk
+under its name), then it is renamed into place and the folder synced again. A manifest that
+survives a crash therefore never lists a shard that did not. Remote file systems have no fsync
+through pyarrow: an object store makes an upload durable when its PUT completes (before the call
+returns), and the manifest is uploaded only after its shards' uploads returned, which is the same
+order; HDFS and other remote file systems give what their close() gives.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import time
 from collections.abc import Iterator
@@ -82,17 +91,49 @@ class Location:
 
     def write_text(self, name: str, text: str) -> None:
         if self.local is not None:
-            write_atomically(self.local / name, text)
+            write_atomically(self.local / name, text, durable=True)
             return
         with self.fs.open_output_stream(self._key(name)) as stream:
             stream.write(text.encode("utf-8"))
 
     def write_table(self, name: str, table: pa.Table, **options) -> None:
         if self.local is not None:
-            with atomic_path(self.local / name) as temporary:
+            with atomic_path(self.local / name, durable=True) as temporary:
                 pq.write_table(table, temporary, **options)
             return
         pq.write_table(table, self._key(name), filesystem=self.fs, **options)
+
+    def write_batches(self, name: str, schema: pa.Schema, batches, *, row_group_size: int, **options) -> int:
+        """Write record ``batches`` of ``schema`` as one Parquet file, streamed (about one row group in
+        memory at a time: small batches are gathered into row groups of ``row_group_size``), under the
+        same commit rules as ``write_table``; the number of rows written."""
+        rows = 0
+
+        def write(where, **extra) -> None:
+            nonlocal rows
+            with pq.ParquetWriter(where, schema, **extra, **options) as writer:
+                gathered: list[pa.RecordBatch] = []
+                for batch in itertools.chain(batches, [None]):  # None: the end
+                    if batch is not None:
+                        gathered.append(batch)
+                        rows += batch.num_rows
+                    if gathered and (batch is None or sum(b.num_rows for b in gathered) >= row_group_size):
+                        writer.write_table(pa.Table.from_batches(gathered, schema), row_group_size=row_group_size)
+                        gathered = []
+
+        if self.local is not None:
+            with atomic_path(self.local / name, durable=True) as temporary:
+                write(str(temporary))
+        else:
+            write(self._key(name), filesystem=self.fs)
+        return rows
+
+    def size(self, name: str) -> int:
+        """A file's size in bytes (0 when it cannot be read)."""
+        try:
+            return int(self.fs.get_file_info(self._key(name)).size or 0)
+        except (pa.ArrowException, OSError):
+            return 0
 
     def read_table(self, name: str, columns: list[str]) -> pa.Table:
         # one file through ParquetFile, single-threaded: pq.read_table imports pyarrow.dataset (and pandas),

@@ -1,9 +1,11 @@
 """``EmbeddingStore``: open, create, append to and stream an embedding store (see format.py).
 
 Reading streams shard by shard in record batches, so classify / eval / search over a store of any
-size hold one batch of embeddings at a time (plus one small entry per path for the view).
-Writing appends whole shards: each is written under a temporary name, renamed, then listed in the
-manifest, which is replaced atomically; that is what makes a killed ``zsclip embed`` resumable.
+size hold one batch of embeddings at a time, plus the view: one bool per row, computed without
+holding every row's path (see ``view_masks``). Writing appends whole shards: each is written under a
+temporary name, synced, renamed (the folder synced), then listed in the manifest, which is replaced
+atomically and durably; that is what makes a killed ``zsclip embed`` resumable and a power loss
+harmless. ``zsclip compact`` (compact.py) rewrites shards without the rows that left the view.
 Every commit happens under the store's write lock, against the manifest as it is on disk then
 (re-read when the lock is taken), so writers never drop each other's shards.
 
@@ -83,6 +85,10 @@ class EmbeddingStore:
         self._masks: dict[int, np.ndarray] | None = None  # the view, computed once per manifest state
         self._lock_depth = 0  # > 0 while this handle holds the store's write lock
         self._locked_at = 0.0  # when it took it (time.time())
+        # the view's paths as ``facts`` found them under the lock, and the paths appended since: what
+        # lets ``append`` mark a shard that only adds new paths (``new_paths``, see ``view_masks``)
+        self._view_keys: dict | None = None
+        self._added_keys: set[str] = set()
 
     # --- opening ---------------------------------------------------------------------------
     @classmethod
@@ -255,17 +261,53 @@ class EmbeddingStore:
     # --- reading -----------------------------------------------------------------------------
     def view_masks(self) -> dict[int, np.ndarray]:
         """Per readable shard, which of its rows are in the view: each path's latest row, unless
-        that row is a deletion. Computed by Arrow over the path column alone (a hash aggregate in
-        native memory): the embeddings are never read for it. Computed once per state of the
-        manifest (``append`` resets it), so an unreadable shard is reported once."""
+        that row is a deletion. Computed once per state of the manifest (``append`` resets it), so
+        an unreadable shard is reported once. One bool per row is all it keeps.
+
+        Memory stays flat in the number of rows: a shard marked ``new_paths`` in the manifest (a
+        compacted shard, or one whose writer knew the view and added only paths not in it, without
+        deletions) needs no path read at all unless a later unmarked shard may replace some of its rows;
+        only the unmarked shards' paths are gathered (a hash aggregate in Arrow's native memory, never
+        the embeddings). A store made only of marked shards (any store after ``zsclip compact``)
+        opens by reading each shard's footer."""
         if self._masks is None:
             self._masks = self._compute_view()
         return self._masks
 
     def _compute_view(self) -> dict[int, np.ndarray]:
-        tables = list(self._tables(("resolved", "deleted")))
+        shards = self.manifest["shards"]
+        sizes: dict[int, int] = {}  # readable shard -> its rows, from its footer (reported in shard order)
+        for index, shard in enumerate(shards):
+            try:
+                reader = self.location.parquet_file(shard["file"])
+                self._check_shard(shard["file"], reader.schema_arrow)
+                sizes[index] = reader.metadata.num_rows
+            except (OSError, pa.ArrowException, ShardError) as error:
+                _warn_unreadable(shard["file"], error)
+        marked = [index for index in sizes if shards[index].get("new_paths") is True]
+        unmarked = set(sizes) - set(marked)
+        masks, keys = self._latest_rows(unmarked) if unmarked else ({}, {})
+        for index in marked:
+            mask = np.ones(sizes[index], dtype=bool)
+            later = [keys[n] for n in sorted(keys) if n > index]
+            if later:  # rows a later unmarked shard replaced or deleted leave the view
+                name = shards[index]["file"]
+                try:
+                    resolved = self.location.read_table(name, ["resolved"]).column("resolved")
+                except (OSError, pa.ArrowException) as error:
+                    _warn_unreadable(name, error)
+                    continue
+                mask &= ~pc.is_in(resolved, value_set=pa.concat_arrays(later), skip_nulls=True).to_numpy(
+                    zero_copy_only=False)
+            masks[index] = mask
+        return {index: masks[index] for index in sorted(masks)}
+
+    def _latest_rows(self, only: set[int]) -> tuple[dict[int, np.ndarray], dict[int, pa.Array]]:
+        """The view's rows of the shards ``only`` (those not marked ``new_paths``), by their paths:
+        each path's latest row among them, unless it is a deletion; and the paths of each of them."""
+        tables = list(self._tables(("resolved", "deleted"), only=only))
         if not tables:
-            return {}
+            return {}, {}
         sizes = [table.num_rows for _, table in tables]
         resolved = pa.concat_arrays([table.column("resolved").combine_chunks() for _, table in tables])
         # a null ``deleted`` is not a deletion; a null ``resolved`` (damage) cannot be grouped with
@@ -279,7 +321,58 @@ class EmbeddingStore:
         keep[resolved.is_null().to_numpy(zero_copy_only=False)] = True
         keep &= ~deleted
         offsets = np.cumsum([0, *sizes])
-        return {index: keep[offsets[n] : offsets[n + 1]] for n, (index, _) in enumerate(tables)}
+        return ({index: keep[offsets[n] : offsets[n + 1]] for n, (index, _) in enumerate(tables)},
+                {index: resolved.slice(offsets[n], sizes[n]) for n, (index, _) in enumerate(tables)})
+
+    def view_rows(self, rows) -> list[tuple[int, int]]:
+        """(shard index, row in that shard's file) of each of ``rows``: positions in the view, in
+        the order ``batches`` yields them (0 = the first row of the first batch)."""
+        masks = self.view_masks()
+        order = sorted(masks)
+        counts = np.cumsum([0] + [int(masks[index].sum()) for index in order])
+        wanted = np.asarray(list(rows), dtype=np.int64)
+        if len(wanted) and (wanted.min() < 0 or wanted.max() >= counts[-1]):
+            raise IndexError(f"view row out of range: the store's view has {int(counts[-1])} rows")
+        shard_of = np.searchsorted(counts, wanted, side="right") - 1
+        out: list[tuple[int, int]] = [(0, 0)] * len(wanted)
+        for n in np.unique(shard_of).tolist():
+            positions = np.flatnonzero(masks[order[n]])
+            for i in np.flatnonzero(shard_of == n).tolist():
+                out[i] = (order[n], int(positions[wanted[i] - counts[n]]))
+        return out
+
+    def keys_at(self, rows, column: str = "resolved") -> list[str]:
+        """Each of ``rows``' identity (``resolved``: the path recorded absolute when it was embedded,
+        what ``StoreBatch.keys`` holds) or, with ``column="path"``, its path as given (``StoreBatch.paths``),
+        read from disk for just those rows. ``rows`` are positions in the view (see ``view_rows``).
+
+        This is how an answer that names a few rows of a big store (search hits, duplicates, index
+        candidates) gets their paths without holding every row's path in memory: per shard touched,
+        only the row groups holding wanted rows are read, and only the path columns. A damaged row
+        without a path gets the name ``batches`` gives it (``<SHARD row N>``)."""
+        located = self.view_rows(rows)
+        out: list[str] = [""] * len(located)
+        by_shard: dict[int, list[int]] = {}
+        for i, (shard_index, _) in enumerate(located):
+            by_shard.setdefault(shard_index, []).append(i)
+        for shard_index, wanted in by_shard.items():
+            name = self.manifest["shards"][shard_index]["file"]
+            reader = self.location.parquet_file(name)
+            sizes = [reader.metadata.row_group(g).num_rows for g in range(reader.metadata.num_row_groups)]
+            starts = np.cumsum([0, *sizes])
+            file_rows = np.array([located[i][1] for i in wanted], dtype=np.int64)
+            group_of = np.searchsorted(starts, file_rows, side="right") - 1
+            groups = sorted(set(group_of.tolist()))  # only the row groups holding wanted rows are read
+            table = reader.read_row_groups(groups, columns=["path", "resolved"], use_threads=False)
+            offset_of = dict(zip(groups, np.cumsum([0] + [sizes[g] for g in groups]).tolist(), strict=False))
+            local = [offset_of[int(g)] + int(row - starts[g]) for g, row in zip(group_of, file_rows, strict=True)]
+            picked = table.take(pa.array(local, type=pa.int64()))
+            paths, resolved = picked.column("path").to_pylist(), picked.column("resolved").to_pylist()
+            for j, i in enumerate(wanted):
+                path = paths[j] if paths[j] is not None else resolved[j] if resolved[j] is not None \
+                    else f"<{name} row {located[i][1]}>"
+                out[i] = path if column == "path" else resolved[j] if resolved[j] is not None else path
+        return out
 
     def facts(self) -> dict[str, tuple[int | None, int | None]]:
         """resolved path -> (size, mtime_ns) of its latest row: what ``embed`` compares to skip work."""
@@ -293,6 +386,8 @@ class EmbeddingStore:
                                         picked.column("mtime_ns").to_pylist(), strict=True):
                 if key is not None:  # a damaged row without its identity matches no file: it is encoded again
                     out[key] = (size, mtime)
+        if self._lock_depth:  # a writer's view under its lock: what ``append`` checks new paths against
+            self._view_keys, self._added_keys = out, set()
         return out
 
     def __len__(self) -> int:
@@ -371,8 +466,12 @@ class EmbeddingStore:
         dim, dtype = self.embed_dim, self.dtype
         numpy_dtype = np.float16 if dtype == "float16" else np.float32
         columns = {name: [row.get(name) for row in rows] for name in self.schema.names if name != "embedding"}
-        flat = [None if e is None else np.asarray(e, dtype=numpy_dtype).reshape(-1) for e in embeddings]
-        columns["embedding"] = pa.array([None if e is None else e for e in flat], type=pa.list_(DTYPES[dtype], dim))
+        if isinstance(embeddings, np.ndarray) and embeddings.ndim == 2:  # every row has one: no per-row objects
+            flat = pa.array(np.ascontiguousarray(embeddings, dtype=numpy_dtype).reshape(-1))
+            columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, dim)
+        else:
+            flat = [None if e is None else np.asarray(e, dtype=numpy_dtype).reshape(-1) for e in embeddings]
+            columns["embedding"] = pa.array(flat, type=pa.list_(DTYPES[dtype], dim))
         shard_schema = self.schema
         if any(row.get("start") is not None for row in rows):  # video clips: optional span columns
             for name in SPAN_COLUMNS:
@@ -380,9 +479,13 @@ class EmbeddingStore:
                 shard_schema = shard_schema.append(pa.field(name, pa.float64()))
         table = pa.table(columns, schema=shard_schema)
         with self._locked(APPEND_LOCK_WAIT_S):
+            keys = [row.get("resolved") for row in rows]
             name = f"shard-{len(self.manifest['shards']):05d}-{uuid.uuid4().hex[:8]}.parquet"
             self.location.write_table(name, table, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-            self.manifest["shards"].append({"file": name, "rows": len(rows)})
+            entry = {"file": name, "rows": len(rows)}
+            if self._adds_new_paths(rows, keys):
+                entry["new_paths"] = True
+            self.manifest["shards"].append(entry)
             try:
                 self._write_manifest()
             except BaseException:
@@ -391,7 +494,19 @@ class EmbeddingStore:
                 raise
             finally:
                 self._masks = None
+            if self._view_keys is not None:
+                self._added_keys.update(key for key in keys if key is not None)
         return self.location.path_of(name)
+
+    def _adds_new_paths(self, rows: list[dict], keys: list[str | None]) -> bool:
+        """Whether a shard of ``rows`` may be marked ``new_paths``: no deletion, no path twice, and no
+        path the view holds (as ``facts`` read it under this lock, plus what was appended since).
+        Unknown (no ``facts`` under the lock) is no: an unmarked shard is always read right."""
+        if self._view_keys is None or any(row.get("deleted") for row in rows):
+            return False
+        named = [key for key in keys if key is not None]
+        return len(set(named)) == len(named) and not any(
+            key in self._view_keys or key in self._added_keys for key in named)
 
     def remove_leftovers(self) -> list[Path | str]:
         """Delete what a killed writer left behind: shard files the manifest on disk does not list
@@ -446,6 +561,7 @@ class EmbeddingStore:
                 yield
             finally:
                 self._lock_depth = 0
+                self._view_keys, self._added_keys = None, set()  # another writer may come next
 
     def _reload(self) -> None:
         """Take the manifest on disk as this handle's (it must still describe the same store)."""
@@ -456,6 +572,7 @@ class EmbeddingStore:
                                  f"{field} changed): open it again")
         if current["shards"] != self.manifest["shards"]:
             self._masks = None
+            self._view_keys = None  # another writer changed the view since ``facts`` read it
         self.manifest = current
 
     def _write_manifest(self) -> None:
