@@ -49,4 +49,4 @@ def index_command(store_path, rebuild, lists, probes, check, drop, ray_address) 
               f"; recall@10 {report.recall:.3f} against exact search on {report.queries} sampled rows")
     click.echo(f"zsclip: indexed {report.rows:,} rows in {report.parts} part{'s' if report.parts != 1 else ''} "
                f"({report.built} built, {report.kept} kept) in {report.seconds:.1f} s, "
-               f"{report.bytes / 1e6:.1f} MB{recall}")
+               f"{report.bytes / 1e6:.1f} MB{recall}", err=True)
