@@ -284,3 +284,21 @@ def test_index_built_and_searched_on_ray_equals_the_local_answer(demo, tmp_path)
 def test_index_cli_refuses_remove_with_build_options(tmp_path):
     result = _cli("index", str(tmp_path / "s.zse"), "--remove", "--rebuild", ok=(2,))
     assert "--remove deletes the index" in result.stderr and len(io.StringIO(result.stderr).readlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_service_searches_an_indexed_store_as_the_cli_does(demo, tmp_path):
+    pytest.importorskip("fastapi")
+    import httpx
+    from test_serve import _start, _stop
+
+    store = clustered_store(tmp_path / "s.zse", demo, shards=2, rows=200)
+    _cli("index", str(store), "--lists", "4", "--probes", "4", "--check", "0")
+    exact = _printed(_cli("search", str(store), "a green star", "--exact", "-k", "12", ok=(1,)).stdout)
+    process, url = _start("--store", str(store))
+    try:
+        response = httpx.post(f"{url}/v1/search", data={"text": "a green star", "top_k": "12"}, timeout=60)
+    finally:
+        _stop(process)
+    assert response.status_code == 200, response.text
+    _same([(r["path"], r["score"]) for r in response.json()["results"]], exact, 1e-4)

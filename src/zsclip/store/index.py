@@ -278,6 +278,7 @@ class StoreIndex:
         self.parts = parts
         self.refused = refused  # one line per part (or sidecar) that could not be used
         masks = store.view_masks()
+        self.masks_of = masks  # the view this index was checked against (``cached`` reuses it while it holds)
         names = [shard["file"] for shard in store.manifest["shards"]]
         self.masks = {names[i]: mask for i, mask in masks.items()}
         covered = {shard for loaded in parts for shard in loaded.part.shards}
@@ -311,6 +312,24 @@ class StoreIndex:
             _warn(f"index of store {store.folder}: {len(refused)} part(s) not used ({refused[0]}); their rows are "
                   f"searched exactly; `zsclip index {store.folder}` rebuilds them")
         return cls(store, parts, refused)
+
+    @classmethod
+    def cached(cls, store) -> StoreIndex | None:
+        """``open``, kept on the store handle while its sidecar and shard list are unchanged (a server searches
+        one store many times: the parts are loaded once)."""
+        try:
+            stat = (_local(store) / INDEX_FILE).stat()
+            key = (stat.st_mtime_ns, stat.st_size, tuple(shard["file"] for shard in store.manifest["shards"]))
+        except OSError:
+            key = None
+        held = getattr(store, "_zsclip_index", None)
+        if key is not None and held is not None and held[0] == key and held[1] is not None \
+                and held[1].masks_of is store._masks:
+            return held[1]
+        index = cls.open(store)
+        if key is not None:
+            store._zsclip_index = (key, index)
+        return index
 
     def search(self, queries: np.ndarray, k: int, runner=None) -> list[list[tuple[str, int, float]]]:
         """Per query: the ``k`` nearest rows of the view as (shard, row, exact score), best first: each part's

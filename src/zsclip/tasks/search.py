@@ -219,7 +219,7 @@ def store_index(source: FeatureSource):
 
     if not has_index(source.store):
         return None
-    index = StoreIndex.open(source.store)
+    index = StoreIndex.cached(source.store)
     return index if index is not None and index.parts else None
 
 
