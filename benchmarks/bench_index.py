@@ -104,6 +104,15 @@ def index_section(args) -> dict:
                index_single_query_ms=round(1000 * single_s / single, 2),
                speedup_vs_exact=round((args.queries / batch_s) / (args.queries / exact_s), 1),
                peak_rss_mb=round(peak_rss_mb()))
+    out["sweep"] = []
+    for swept in args.sweep:  # the same index, other --probes: recall and queries/s
+        start = time.perf_counter()
+        positions, _ = rescored(candidates(index, queries, count, swept), stored, queries, 10)
+        seconds = time.perf_counter() - start
+        hits = np.mean([len(set(p) & set(t)) / 10 for p, t in zip(positions.tolist(), truth.tolist(), strict=True)])
+        out["sweep"].append({"probes": swept, "recall_at_10": round(float(hits), 4),
+                             "queries_per_s": round(args.queries / seconds, 1),
+                             "speedup_vs_exact": round(exact_s / seconds, 1)})
     # 10M estimate: build is linear in rows (k-means on a fixed sample + assignment); a query scans
     # probes/lists of the rows (lists ~ sqrt(rows): sqrt(10) x more lists, the same share with probes = lists/32)
     out["estimate_10m"] = {"build_s": round(build_s * 10),
@@ -179,6 +188,8 @@ def main() -> None:
     parser.add_argument("--lists", type=int, default=None)
     parser.add_argument("--probes", type=int, default=None)
     parser.add_argument("--classify-rows", type=int, default=1_000_000, help="0 skips (c)")
+    parser.add_argument("--sweep", type=lambda text: [int(p) for p in text.split(",") if p], default=[],
+                        help="also measure these --probes values on the same index, e.g. 4,8,16")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
     figures = {"index": index_section(args)}

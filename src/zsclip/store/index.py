@@ -109,20 +109,31 @@ def candidates(index, queries: np.ndarray, count: int, probes: int) -> np.ndarra
 def rescored(found: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int,
              alive: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(positions [m, k], exact scores [m, k]) per query: the candidates ``found`` that are ``alive`` (in the
-    view), scored with the stored ``vectors`` in float32, best first; -1 / -inf pad a query with fewer."""
+    view), scored with the stored ``vectors`` in float32, best first (equal scores: lower position first);
+    -1 / -inf pad a query with fewer. All queries at once: one gather, one batched dot product."""
     m = len(queries)
+    valid = found >= 0
+    safe = np.where(valid, found, 0)
+    if alive is not None:
+        valid &= alive[safe]
+    named = np.where(found >= 0, found, -1 - np.arange(found.shape[1]))  # each padding slot its own key
+    by_position = np.argsort(named, axis=1, kind="stable")  # a position named twice is scored once
+    repeated = np.zeros_like(valid)
+    sorted_positions = np.take_along_axis(named, by_position, axis=1)
+    np.put_along_axis(repeated, by_position[:, 1:], sorted_positions[:, 1:] == sorted_positions[:, :-1], axis=1)
+    valid &= ~repeated
+    order = np.argsort(safe, axis=None)  # gather in file order: sequential reads of a memory map
+    gathered = np.empty((safe.size, vectors.shape[1]), dtype=np.float32)
+    gathered[order] = np.asarray(vectors[safe.reshape(-1)[order]], dtype=np.float32)
+    exact = np.einsum("mcd,md->mc", gathered.reshape(*safe.shape, -1), np.asarray(queries, dtype=np.float32))
+    exact = np.where(valid, exact, -np.inf).astype(np.float32)
+    ranked = np.lexsort((np.where(valid, safe, np.iinfo(np.int64).max), -exact), axis=-1)[:, :k]
     positions = np.full((m, k), -1, dtype=np.int64)
     scores = np.full((m, k), -np.inf, dtype=np.float32)
-    for i in range(m):
-        rows = found[i][found[i] >= 0]
-        if alive is not None:
-            rows = rows[alive[rows]]
-        if not len(rows):
-            continue
-        rows = np.unique(rows)
-        exact = np.asarray(vectors[rows], dtype=np.float32) @ np.asarray(queries[i], dtype=np.float32)
-        top = np.argsort(-exact, kind="stable")[:k]
-        positions[i, :len(top)], scores[i, :len(top)] = rows[top], exact[top]
+    take = ranked.shape[1]
+    picked = np.take_along_axis(valid, ranked, axis=-1)
+    positions[:, :take] = np.where(picked, np.take_along_axis(safe, ranked, axis=-1), -1)
+    scores[:, :take] = np.where(picked, np.take_along_axis(exact, ranked, axis=-1), -np.inf)
     return positions, scores
 
 
