@@ -309,6 +309,12 @@ class StoreIndex:
             return cls(store, [], [str(error)])
         if read is None:
             return None
+        try:
+            _faiss()
+        except InputError as error:
+            if warn:
+                _warn(f"index of store {store.folder} is not used: {error}")
+            return cls(store, [], [str(error)])
         folder, listed = _local(store), {shard["file"] for shard in store.manifest["shards"]}
         parts, refused = [], []
         for part in read[1]:
