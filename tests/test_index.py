@@ -110,6 +110,9 @@ def test_index_answers_equal_exact_search_for_text_and_image_queries(demo, tmp_p
     vector = demo.encode_text(["a red circle"], precision="fp32")[0]
     opened = EmbeddingStore.open(store)
     _same(search_store(opened, vector, 10), search_store(opened, vector, 10, exact=True))
+    removed = _cli("index", str(store), "--remove")
+    assert "removed the index" in removed.stderr and not list(store.glob("index-*"))
+    assert not (store / INDEX_FILE).exists()
 
 
 @pytest.mark.slow
