@@ -295,6 +295,7 @@ def test_index_cli_refuses_remove_with_build_options(tmp_path):
 def test_the_service_searches_an_indexed_store_as_the_cli_does(demo, tmp_path):
     pytest.importorskip("fastapi")
     import httpx
+
     from test_serve import _start, _stop
 
     store = clustered_store(tmp_path / "s.zse", demo, shards=2, rows=200)

@@ -14,7 +14,7 @@ from .common import UsageFailure, ray_settings, usage_errors
 @click.option("--lists", type=click.IntRange(min=0), default=None,
               help="Inverted lists per part (default: about sqrt(rows); 0 = flat, every row scored).")
 @click.option("--probes", type=click.IntRange(min=1), default=None,
-              help="Lists scanned per query (default: 1/32 of the lists, at least 8): more = higher recall, slower.")
+              help="Lists scanned per query (default: 1/128 of the lists, at least 8): more = higher recall, slower.")
 @click.option("--check", type=click.IntRange(min=0), default=100, show_default=True,
               help="Sampled rows searched with the index and exactly, to report recall@10 (0 = skip).")
 @click.option("--remove", "drop", is_flag=True, help="Delete the store's index (search is then exact).")
