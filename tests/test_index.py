@@ -152,6 +152,12 @@ def test_index_extends_after_a_new_embed_and_never_returns_deleted_rows(demo, tm
     after = answers("after.csv")
     _same(after, answers("exact2.csv", "--exact"))
     assert not set(gone) & {p for p, _ in after}
+    for i in (3, 4, 5):  # now 5 of the first part's 10 rows have left the view: `zsclip index` rebuilds it
+        (folder / f"{i}.png").unlink()
+    embed(store, list(expand_inputs([str(folder)])), demo, _options())
+    rebuilt = _cli("index", str(store_path), "--lists", "2", "--probes", "2")
+    assert "rows left the store's view" in rebuilt.stderr and "in 2 parts (1 built, 1 kept)" in rebuilt.stderr
+    _same(answers("last.csv"), answers("exact3.csv", "--exact"))
 
 
 @pytest.mark.parametrize("damage", ["garbled part", pytest.param("truncated vectors", marks=pytest.mark.slow),
