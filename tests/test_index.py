@@ -262,33 +262,35 @@ def test_dedup_finds_planted_duplicates_and_makes_no_false_groups(demo, tmp_path
 
 
 @pytest.mark.slow
-def test_index_built_and_searched_on_ray_equals_the_local_answer(demo, tmp_path):
-    """Local Ray (one node; tests/test_ray_nodes.py's multi-node cluster costs a minute more to start): each
-    part built in a Ray task, each searched in a Ray task returning its partial top-k, merged on the driver."""
-    pytest.importorskip("ray")
-    store = clustered_store(tmp_path / "s.zse", demo, shards=4, rows=300)
-    local = tmp_path / "local.zse"
-    clustered_store(local, demo, shards=4, rows=300)
-    # parts of 2 shards each (part_rows through the library: the CLI keeps one part per million rows)
-    from zsclip.store.index import build
-
-    build(EmbeddingStore.open(local), lists=4, probes=4, part_rows=700, check_queries=0)
+def test_index_built_and_searched_on_ray_nodes_equals_the_local_answer(demo, tmp_path):
+    """On the multi-node test cluster (zsclip.cluster.nodes: a head without CPUs and two 1-CPU worker nodes):
+    each part built in a Ray task, each searched in a Ray task returning its partial top-k, merged on the
+    driver, equal to the single-machine answer."""
+    ray = pytest.importorskip("ray")
     from zsclip.cluster import RaySettings
     from zsclip.cluster.index import NODE_COUNTS, build_runner
+    from zsclip.cluster.nodes import ray_nodes
+    from zsclip.cluster.session import connect
+    from zsclip.store.index import build
 
-    try:
+    store = clustered_store(tmp_path / "s.zse", demo, shards=4, rows=300)
+    local = clustered_store(tmp_path / "local.zse", demo, shards=4, rows=300)
+    # parts of 2 shards each (part_rows through the library: the CLI keeps one part per million rows)
+    build(EmbeddingStore.open(local), lists=4, probes=4, part_rows=700, check_queries=0)
+    if ray.is_initialized():
+        ray.shutdown()
+    with ray_nodes(workers=2) as cluster:
+        settings = RaySettings(address=cluster.address)
+        connect(settings)
         build(EmbeddingStore.open(store), lists=4, probes=4, part_rows=700, check_queries=0,
-              runner=build_runner(RaySettings(address="auto")))
+              runner=build_runner(settings))
         assert len(json.loads((store / INDEX_FILE).read_text())["parts"]) == 2 and sum(NODE_COUNTS.values()) == 2
         for query in QUERIES[:2]:
-            on_ray = _cli("search", str(store), query, "-k", "25", "--ray", "auto", "-o", str(tmp_path / "r.csv"),
-                          ok=(1,))
+            on_ray = _cli("search", str(store), query, "-k", "25", "--ray", cluster.address, "-o",
+                          str(tmp_path / "r.csv"), ok=(1,))
             assert sum(NODE_COUNTS.values()) == 2, on_ray.output  # one task per part
             _cli("search", str(local), query, "-k", "25", "-o", str(tmp_path / "l.csv"), ok=(1,))
             _same(_hits(tmp_path / "r.csv"), _hits(tmp_path / "l.csv"))
-    finally:
-        import ray
-
         ray.shutdown()
 
 
