@@ -176,13 +176,16 @@ def _values(world: dict[str, Path], tmp: Path) -> dict[str, list[str]]:
         "--bias": [],
         "--label-studio-url": ["http://ls.example:8080"], "--label-studio-token": ["token-x"],
         "--text": ["a red star"], "--accept": ["0.37"],
+        "--exact": [], "--rebuild": [], "--lists": ["7"], "--probes": ["3"], "--check": ["7"], "--remove": [],
+        "--neighbours": ["7"],
     }
 
 
 #: a probe value that differs by command (eval writes JSON; build, adapt, calibrate a classifier; embed a store;
 #: embed's labels file renames the folders' classes); "world:NAME" is a file of the shared world, else a new one;
 #: a list is the value itself (an option name two commands use for different things: --method)
-PER_COMMAND = {("eval", "--output"): "m.json", ("build", "--output"): "c.zsc", ("adapt", "--output"): "c.zsc",
+PER_COMMAND = {("eval", "--output"): "m.json", ("dedup", "--output"): "d.csv",
+               ("build", "--output"): "c.zsc", ("adapt", "--output"): "c.zsc",
                ("calibrate", "--output"): "c.zsc",
                ("embed", "--output"): "f.zse", ("embed", "--labels-file"): "world:renamed.txt",
                ("adapt", "--method"): ["tip-adapter"], ("classify", "--method"): ["gradcam"],
@@ -246,6 +249,10 @@ def _commands(world: dict[str, Path], tmp: Path) -> dict[str, dict]:
             "--ray-stall-timeout": (["--ray", "auto"], None), "--ray-actors": (["--ray", "auto"], None)},
             "stops": {"zsclip.cli.embed._open_store": lambda rec: rec.record("_open_store", (None, SimpleNamespace())),
                       "zsclip.store.embed": "stop", "zsclip.cluster.tasks.embed_on_ray": "stop"}},
+        "index": {"base": [str(tmp / "s.zse")], "needs": {},
+                  "stops": {"zsclip.tasks.indexing.index_store": "stop"}},
+        "dedup": {"base": [str(tmp / "s.zse")], "needs": {},
+                  "stops": {"zsclip.tasks.dedup.find_duplicates": "stop"}},
         "search": {"base": [tree, "red"], "needs": {
             "--image": ([], [tree]),
             "--ray-stall-timeout": (["--ray", "auto"], None), "--ray-actors": (["--ray", "auto"], None)},

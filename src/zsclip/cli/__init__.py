@@ -20,7 +20,22 @@ import click
 
 from ..errors import OutputError, ZsclipError
 from ..outputs.text import printable
-from . import adapt, build, calibrate, classify, compact, embed, eval, explain, models, search, serve, sort
+from . import (
+    adapt,
+    build,
+    calibrate,
+    classify,
+    compact,
+    dedup,
+    embed,
+    eval,
+    explain,
+    index,
+    models,
+    search,
+    serve,
+    sort,
+)
 
 DEBUG_ENV = "ZSCLIP_DEBUG"
 #: exit status when stdout is a pipe whose reader left: 128 + SIGPIPE, what a shell reports for `cat`, `grep`
@@ -185,7 +200,7 @@ EXIT_STATUS = ("Exit status: 0 all inputs handled, 1 some inputs failed (results
 
 for command in (classify.classify, build.build, eval.eval_command, embed.embed_command, search.search,
                 models.models, adapt.adapt_command, serve.serve, explain.explain_command, sort.sort_command,
-                calibrate.calibrate_command, compact.compact):
+                calibrate.calibrate_command, compact.compact, index.index_command, dedup.dedup_command):
     main.add_command(command)
     # every --help ends with what the command reads and its exit statuses (serve documents its own)
     ending = [INPUT_KINDS[command.name]] if command.name in INPUT_KINDS else []

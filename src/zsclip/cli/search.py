@@ -28,15 +28,16 @@ from .common import (
               help="For images or a clip-retrieval folder: the model to encode with (a store uses its own).")
 @click.option("--pretrained", default=None, help="Weights for an open_clip --model name.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--exact", is_flag=True, help="Score every stored row, even when the store has an index.")
 @image_options
 @ray_options
-def search(store_path, query, image_path, top_k, output, model, pretrained, device, batch_size, workers, max_pixels,
-           decode, url_timeout, ray_address, ray_actors, ray_stall_timeout) -> None:
+def search(store_path, query, image_path, top_k, output, model, pretrained, device, exact, batch_size, workers,
+           max_pixels, decode, url_timeout, ray_address, ray_actors, ray_stall_timeout) -> None:
     """The inputs nearest to QUERY (a text) or --image, by cosine similarity, best first.
 
     INPUT is an embedding store from `zsclip embed` (answers from the stored embeddings, no image
-    decoded), a clip-retrieval output folder (with --model), or images, a folder or shards (encoded
-    on the way).
+    decoded; through its index when `zsclip index` made one, candidates rescored exactly), a
+    clip-retrieval output folder (with --model), or images, a folder or shards (encoded on the way).
 
     Inputs that cannot be read (a missing path, a file that does not decode) are each one line on
     stderr and a row with its error in --output; the exit status is then 1. A missing INPUT is
@@ -58,7 +59,7 @@ def search(store_path, query, image_path, top_k, output, model, pretrained, devi
     with usage_errors():
         note_video_options_for([store_path])
         hits = run_search(store_path, query, image=image_path, top_k=top_k, model=model, pretrained=pretrained,
-                          options=options, output=output, ray=ray)
+                          options=options, output=output, ray=ray, exact=exact)
     if not output:
         for hit in hits:
             span = "" if hit.start is None else f"  [{hit.start:.2f}-{hit.end:.2f} s]"

@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..encoders.base import Encoder
 from ..job.heads import HeadOptions
-from ..options import DEFAULT_TOP_K, RunOptions
+from ..options import DEFAULT_TOP_K
 from ..precision import resolve_precision
 from ..prompts import TEMPLATE_SETS
 from .batching import BatchQueue, QueueClosed, QueueFull
@@ -332,8 +332,7 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
         image: Annotated[UploadFile | None, File(description="or an image to find similar ones")] = None,
         top_k: Annotated[int, Form(ge=1, description="results")] = 10,
     ) -> SearchResponse:
-        from ..job import StoreSource
-        from ..tasks.search import nearest
+        from ..tasks.search import store_hits
 
         if current.store is None:
             raise ClientError(404, "this server has no store to search: start it with zsclip serve --store STORE")
@@ -350,8 +349,7 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
             if len(text) > limits.max_label_chars:
                 raise ClientError(422, f"the text is over {limits.max_label_chars} characters")
             query = await asyncio.to_thread(lambda: current.encoder.encode_text([text], precision="fp32")[0])
-        source = StoreSource(current.store).unlabelled()
-        hits = await asyncio.to_thread(lambda: nearest(source.batches(None, RunOptions(device="cpu")), query, top_k))
+        hits = await asyncio.to_thread(lambda: store_hits(current.store, query, top_k))  # its index when it has one
         return SearchResponse(model=current.encoder.name,
                               results=[SearchHit(rank=h.rank, path=h.source, score=h.score, start=h.start, end=h.end)
                                        for h in hits])

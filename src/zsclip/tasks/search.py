@@ -88,11 +88,13 @@ def nearest(batches: Iterator[FeatureBatch], query: torch.Tensor, top_k: int,
 
 def search(inputs, query: str | None = None, *, image=None, top_k: int = 10, encoder: Encoder | None = None,
            model: str | None = None, pretrained: str | None = None, options: RunOptions | None = None,
-           output: str | os.PathLike | None = None, ray=None) -> Hits:
+           output: str | os.PathLike | None = None, ray=None, exact: bool = False) -> Hits:
     """The inputs (a store, images, folders, shards) nearest to a text ``query`` or an ``image``
     (a path or PIL image); with ``output`` (.csv, .jsonl, .json, .parquet) also written there, with a
     row per input that could not be read (its error). Those inputs are the result's ``failures``;
-    when every input is known bad before decoding (a mistyped path), no model is loaded."""
+    when every input is known bad before decoding (a mistyped path), no model is loaded. A store with
+    an index (``zsclip index``) is searched through it, candidates rescored exactly; ``exact``: score
+    every row instead."""
     from ..data.images import load_image, probe_image
 
     if (query is None) == (image is None):
@@ -109,6 +111,8 @@ def search(inputs, query: str | None = None, *, image=None, top_k: int = 10, enc
         with _naming(image):  # a query image that cannot be read is its one line before the model loads
             probe_image(image, options.max_pixels)
     source: FeatureSource = open_source(inputs, model=model)
+    if exact and getattr(source, "kind", None) != "store":
+        raise InputError("--exact applies to a store (images and shards are always scored one by one): leave it out")
     settings = ray_settings(ray)
     check_ray(source, settings)
     unread = _known_bad(source, inputs)
@@ -125,7 +129,11 @@ def search(inputs, query: str | None = None, *, image=None, top_k: int = 10, enc
         else:
             vector = encoder.encode_text([query], precision="fp32")[0]
         failures: list[dict] = []
-        hits = Hits(nearest(features(source, encoder, options, settings), vector, top_k, failures), failures)
+        indexed = None if exact else store_index(source)
+        if indexed is not None:
+            hits = Hits(indexed_hits(indexed, vector, top_k, failures, settings), failures)
+        else:
+            hits = Hits(nearest(features(source, encoder, options, settings), vector, top_k, failures), failures)
     if output is not None:
         from ..outputs.rows import HitSink
 
@@ -174,17 +182,76 @@ def _naming(image) -> Iterator[None]:
         raise InputError(f"search image {os.fspath(image)}: {error}") from None
 
 
-def search_store(store, query: torch.Tensor, top_k: int = 10, batch_size: int = 8192) -> list[tuple[str, float]]:
-    """The ``top_k`` stored images nearest to ``query`` (a normalised [D] feature), best first."""
-    from ..job import StoreSource
-
+def search_store(store, query: torch.Tensor, top_k: int = 10, batch_size: int = 8192,
+                 exact: bool = False) -> list[tuple[str, float]]:
+    """The ``top_k`` stored images nearest to ``query`` (a normalised [D] feature), best first (through the
+    store's index when it has one, unless ``exact``)."""
     if query.numel() != store.embed_dim:
         from ..store.format import StoreError
 
         raise StoreError(f"a query of width {query.numel()} cannot search a store of width {store.embed_dim}: "
                          "use the store's model")
-    hits = nearest(StoreSource(store, batch_size).unlabelled().batches(None, RunOptions()), query, top_k)
+    hits = store_hits(store, query, top_k, exact=exact, batch_size=batch_size)
     return [(hit.source, hit.score) for hit in hits]
 
 
-__all__ = ["Hit", "Hits", "nearest", "search", "search_store", "MAX_RESULTS"]
+def store_hits(store, query: torch.Tensor, top_k: int, failures: list[dict] | None = None, *, exact: bool = False,
+               batch_size: int = 8192, ray=None) -> list[Hit]:
+    """The ``top_k`` rows of ``store`` nearest to ``query``: through its index when it has one (and not
+    ``exact``), else every row scored. The one search of a store that the CLI, Python API and service share."""
+    from ..job import StoreSource
+
+    source = StoreSource(store, batch_size).unlabelled()
+    indexed = None if exact else store_index(source)
+    if indexed is not None:
+        return indexed_hits(indexed, query, top_k, failures, ray)
+    return nearest(source.batches(None, RunOptions(device="cpu")), query, top_k, failures)
+
+
+def store_index(source: FeatureSource):
+    """The index of a store source (``zsclip.store.index.StoreIndex``), or None: not a store, no index, or
+    an index that could not be used at all (said in one warning line)."""
+    from ..job import StoreSource
+
+    if not isinstance(source, StoreSource):
+        return None
+    from ..store.index import StoreIndex, has_index
+
+    if not has_index(source.store):
+        return None
+    index = StoreIndex.cached(source.store)
+    return index if index is not None and index.parts else None
+
+
+def indexed_hits(index, query: torch.Tensor, top_k: int, failures: list[dict] | None = None, ray=None) -> list[Hit]:
+    """``nearest`` answered by a store's index: candidates per part (in Ray tasks with ``ray``), rescored
+    exactly, merged; rows are named through ``zsclip.store.rows.describe_rows``; the view's rows recorded
+    with an error are ``failures``, as an exact search reports them."""
+    import numpy as np
+
+    from ..store.rows import describe_rows, failed_rows
+
+    if not 1 <= top_k <= MAX_RESULTS:
+        raise InputError(f"--top-k {top_k}: ask for 1 to {MAX_RESULTS} results")
+    vector = np.asarray(query.float().reshape(1, -1).numpy() if hasattr(query, "numpy") else query,
+                        dtype=np.float32).reshape(1, -1)
+    runner = None
+    if ray is not None:
+        from ..cluster.index import part_runner
+
+        runner = part_runner(index.store, ray)
+    found = index.search(vector, top_k, runner)[0]
+    named = describe_rows(index.store, [(shard, row) for shard, row, _ in found])
+    if failures is not None:
+        failures.extend(failed_rows(index.store, index.masks))
+    hits = []
+    for rank, (shard, row, score) in enumerate(found, start=1):
+        facts = named[(shard, row)]
+        start, end = facts["start"], facts["end"]
+        timed = start is not None and end is not None and start == start
+        hits.append(Hit(rank, facts["path"], float(score), float(start) if timed else None,
+                        float(end) if timed else None))
+    return hits
+
+
+__all__ = ["Hit", "Hits", "indexed_hits", "nearest", "search", "search_store", "store_hits", "MAX_RESULTS"]
