@@ -348,7 +348,8 @@ def test_no_nan_reaches_classify_search_or_eval_output(demo, tmp_path):
     results = search_store(EmbeddingStore.open(folder), query, top_k=20)
     assert len(results) == 5 and all(math.isfinite(score) and -1.001 <= score <= 1.001 for _, score in results)
     search = CliRunner().invoke(main, ["search", str(folder), "a red circle", "-k", "20"])
-    assert search.exit_code == 0, search.output
+    assert search.exit_code == 1, search.output  # the damaged rows are reported (exit 1), the rest answered
+    assert "skipped nan.png" in search.stderr and "skipped inf.png" in search.stderr
     assert len(search.stdout.splitlines()) == 5 and all(math.isfinite(float(line.split()[1]))
                                                         for line in search.stdout.splitlines())
     evaluated = CliRunner().invoke(main, ["eval", "--data", str(folder), "-t", "photo", "-o", str(tmp_path / "e.json")])
