@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..outputs.text import printable
-from .common import UsageFailure, image_options, ray_options, ray_settings, run_options, usage_errors
+from .common import UsageFailure, image_options, ray_options, ray_settings, run_options, runtime_option, usage_errors
 
 
 @click.command()
@@ -20,6 +20,7 @@ from .common import UsageFailure, image_options, ray_options, ray_settings, run_
               help="For images or a clip-retrieval folder: the model to encode with (a store uses its own).")
 @click.option("--pretrained", default=None, help="Weights for an open_clip --model name.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@runtime_option
 @image_options
 @ray_options
 def search(store_path, query, image_path, top_k, output, model, pretrained, device, batch_size, workers, max_pixels,

@@ -61,6 +61,12 @@ class RuntimeEncoder(Encoder):
         self._engine = _engine(runtime)
 
     # --- what stays the adapter's -----------------------------------------------------------
+    def __getattr__(self, name: str):
+        """Everything else the adapter has (``pretrained``, ``tokenizer``, ...) is the adapter's."""
+        if name.startswith("__") or name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     @property
     def fingerprint(self) -> str:
         return self.inner.fingerprint

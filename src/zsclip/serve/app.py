@@ -205,6 +205,7 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
     async def info(current: State) -> dict:
         return {"model": current.encoder.name, "device": str(current.encoder.device),
                 "precision": resolve_precision(settings.precision, current.encoder.device),
+                "runtime": getattr(current.encoder, "runtime", "torch"),
                 "template_sets": list(TEMPLATE_SETS),
                 "default_templates": settings.default_templates if isinstance(settings.default_templates, str)
                 else f"custom ({len(settings.default_templates)} templates)", "limits": limits.public(),
@@ -405,7 +406,12 @@ def _start(settings: ServeSettings, encoder: Encoder | None, metrics: ServeMetri
     if encoder is None:
         from ..encoders import load_model
 
-        encoder = load_model(settings.model, settings.pretrained, device=settings.device)
+        encoder = load_model(settings.model, settings.pretrained, device=settings.model_device)
+    if settings.runtime != "torch" and getattr(encoder, "runtime", "torch") == "torch":
+        from ..encoders.pick import with_runtime
+
+        # after the forward's threads are set (zsclip serve --threads): the runtime takes the same number
+        encoder = with_runtime(encoder, settings.runtime, settings.precision)
     registry = ClassifierRegistry(encoder, settings.precision, max_entries=settings.max_classifiers,
                                   max_pending=settings.max_pending_builds, on_build=metrics.builds.inc)
     for path in settings.classifier_files:
