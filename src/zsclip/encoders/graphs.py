@@ -17,7 +17,9 @@ half-written graph that a later run would load.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import logging
 import os
 import re
@@ -45,9 +47,14 @@ def graphs_root() -> Path:
 
 
 def model_dir(encoder: Encoder) -> Path:
-    """The folder of one model's graphs, named by its fingerprint (and the export recipe)."""
+    """The folder of one model's graphs, named by its fingerprint, what the adapter decided about its text
+    tower, and the export recipe. The fingerprint hashes config and weights, but not buffers a model does not
+    save: open_clip's causal mask is one, so a causal tower and a bidirectional one with the same weights share
+    a fingerprint; their exported text graphs differ, so the folder tells them apart."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "-", encoder.fingerprint)
-    return graphs_root() / f"{safe}-e{EXPORT_FORMAT}"
+    tower = json.dumps([type(encoder).__name__, encoder.truncates_padding, getattr(encoder, "truncation_blocker", None),
+                        encoder.context_length, encoder.image_size])
+    return graphs_root() / f"{safe}-{hashlib.sha256(tower.encode()).hexdigest()[:8]}-e{EXPORT_FORMAT}"
 
 
 def tower_graph(encoder: Encoder, tower: str) -> Path:
