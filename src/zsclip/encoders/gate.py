@@ -32,8 +32,6 @@ GATE_VERSION = 1
 
 def checked_int8(encoder: RuntimeEncoder, source: Path) -> dict:
     """The gate's record for ``encoder``'s int8 image graph (measured now unless kept); refused below the floor."""
-    from .runtime import note_path, read_note
-
     note = note_path(source, encoder.runtime, "int8")
     record = read_note(note)
     if record is None or record.get("version") != GATE_VERSION:
@@ -45,6 +43,18 @@ def checked_int8(encoder: RuntimeEncoder, source: Path) -> dict:
                          f"{record['images']} held-out images, below the {AGREEMENT_FLOOR:.0%} gate: "
                          "use --precision fp32 for this model")
     return record
+
+
+def note_path(source: Path, runtime: str, precision: str) -> Path:
+    """Where the notes of a variant (its measured agreement) are kept: beside the graph."""
+    return source.with_name(f"{runtime}-{precision}.json")
+
+
+def read_note(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def measure(encoder: RuntimeEncoder, source: Path, count: int = HELD_OUT_IMAGES) -> dict:
@@ -69,4 +79,4 @@ def measure(encoder: RuntimeEncoder, source: Path, count: int = HELD_OUT_IMAGES)
             "accuracy_int8": float((top["int8"] == truth).float().mean()), "floor": AGREEMENT_FLOOR}
 
 
-__all__ = ["AGREEMENT_FLOOR", "HELD_OUT_IMAGES", "checked_int8", "measure"]
+__all__ = ["AGREEMENT_FLOOR", "HELD_OUT_IMAGES", "checked_int8", "measure", "note_path", "read_note"]

@@ -68,6 +68,8 @@ def pick(encoder: Encoder, precision: str) -> Encoder:
                 seconds[runtime] = _time(candidate, precision)
             except InputError:  # e.g. the int8 gate refuses this runtime for this model
                 continue
+        if not seconds:  # nothing runs at this precision: eager PyTorch says why, in its own line
+            return encoder
         record = {"picked": min(seconds, key=seconds.get), "seconds": seconds}
         kept[key] = record
         path.parent.mkdir(parents=True, exist_ok=True)

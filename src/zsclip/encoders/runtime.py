@@ -18,7 +18,6 @@ eager PyTorch in the same process gives both the same budget.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -246,16 +245,4 @@ def _engine(runtime: str):
         raise InputError(f"runtime {runtime} is not installed: {INSTALL_HINT}") from None
 
 
-def note_path(source: Path, runtime: str, precision: str) -> Path:
-    """Where the notes of a variant (its measured agreement) are kept: beside the graph."""
-    return source.with_name(f"{runtime}-{precision}.json")
-
-
-def read_note(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-__all__ = ["RuntimeEncoder", "note_path", "read_note"]
+__all__ = ["RuntimeEncoder"]
