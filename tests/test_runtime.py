@@ -308,3 +308,23 @@ def test_the_service_serves_on_the_runtime(shared_cache):
         for a, b in zip(eager["predictions"], graph["predictions"], strict=True):
             assert abs(a["score"] - b["score"]) <= 1e-4
     assert os.environ["ZSCLIP_CACHE_DIR"] == str(shared_cache)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_runtime_runs_with_torchs_thread_budget(threads, shared_cache, tiny_clip_dir, monkeypatch):
+    """A comparison with eager PyTorch in the same process gives both the same number of threads."""
+    _need("onnxruntime")
+    from zsclip.encoders.runtime import RuntimeEncoder
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        graph = RuntimeEncoder(zsclip.load_model(tiny_clip_dir, device="cpu"), "onnxruntime")
+        seen = []
+        load = graph._engine.load
+        monkeypatch.setattr(graph._engine, "load", lambda path, at, n: seen.append(n) or load(path, at, n))
+        graph.prepare("fp32")
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [threads, threads]  # the image and the text graph
