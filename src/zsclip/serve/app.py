@@ -403,14 +403,17 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
 # --- helpers ---------------------------------------------------------------------------------------
 def _start(settings: ServeSettings, encoder: Encoder | None, metrics: ServeMetrics) -> ServerState:
     """Load what is missing, warm the model up, start the queue (runs in a thread at startup)."""
-    if encoder is None:
+    loaded_here = encoder is None
+    if loaded_here:
         from ..encoders import load_model
 
         encoder = load_model(settings.model, settings.pretrained, device=settings.model_device)
-    if settings.runtime != "torch" and getattr(encoder, "runtime", "torch") == "torch":
+    # a model handed in already went through --runtime where "auto" may have kept eager PyTorch (`zsclip serve`
+    # does so after setting --threads, so the runtime takes the same number): only a named runtime wraps it here
+    if getattr(encoder, "runtime", "torch") == "torch" and (
+            settings.runtime in ("onnxruntime", "openvino") or (settings.runtime == "auto" and loaded_here)):
         from ..encoders.pick import with_runtime
 
-        # after the forward's threads are set (zsclip serve --threads): the runtime takes the same number
         encoder = with_runtime(encoder, settings.runtime, settings.precision)
     registry = ClassifierRegistry(encoder, settings.precision, max_entries=settings.max_classifiers,
                                   max_pending=settings.max_pending_builds, on_build=metrics.builds.inc)
