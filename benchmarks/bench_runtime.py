@@ -200,7 +200,7 @@ def main() -> None:
     peak, how = peak_flops(args.threads)
     report = {"threads": args.threads, "peak_flops": peak, "peak": how, "bf16_native": cpu_has_bf16(), "models": {}}
     print(f"peak fp32: {peak / 1e9:.0f} GFLOP/s ({how}); native bf16: {cpu_has_bf16()}", file=sys.stderr)
-    for name in args.models.split(","):
+    for name in [model for model in args.models.split(",") if model and model != "none"]:  # none: end to end only
         encoder = zsclip.load_model(name, "random" if name != "demo" else None, device="cpu")
         flops = image_flops(encoder)
         print(f"{name}: {flops / 1e9:.2f} GFLOP per image", file=sys.stderr)
