@@ -1,11 +1,12 @@
 """Which runtime runs a loaded model's towers (``--runtime``): the one asked for, or for ``auto`` the fastest
 measured on this machine for this model, at the run's precision.
 
-``auto`` times every candidate (eager PyTorch and each installed graph runtime) on one image batch of 8
-and one text batch of 32 prompts, with the same thread budget, after a warm-up; the choice is kept beside
-the model's graphs, keyed by this machine (CPU model, flags, threads) and precision, so it is measured once.
-It says in one line (stderr) what it picked and the times it picked by. A candidate that cannot run here
-(its int8 gate refuses, say) is left out. On a GPU ``auto`` is eager PyTorch: the runtimes here are CPU-only.
+``auto`` times every candidate (eager PyTorch and each installed graph runtime) on one image batch of 8 and one
+text batch of 32 prompts, with the same thread budget, after a warm-up, best of three rounds taken in turns. The
+choice is kept beside the model's graphs, keyed by this machine (CPU model, flags, threads) and precision, so it
+is measured once. It says in one line (stderr) what it picked and the times it picked by. A candidate that cannot
+run here (its int8 gate refuses, say) is left out. On a GPU ``auto`` is eager PyTorch: the runtimes here are
+CPU-only.
 """
 
 from __future__ import annotations
@@ -62,12 +63,7 @@ def pick(encoder: Encoder, precision: str) -> Encoder:
             candidates[runtime] = RuntimeEncoder(encoder, runtime)
     record = kept.get(key)
     if record is None or record.get("picked") not in candidates:
-        seconds = {}
-        for runtime, candidate in candidates.items():
-            try:
-                seconds[runtime] = _time(candidate, precision)
-            except InputError:  # e.g. the int8 gate refuses this runtime for this model
-                continue
+        seconds = _times(candidates, precision)
         if not seconds:  # nothing runs at this precision: eager PyTorch says why, in its own line
             return encoder
         record = {"picked": min(seconds, key=seconds.get), "seconds": seconds}
@@ -83,21 +79,35 @@ def pick(encoder: Encoder, precision: str) -> Encoder:
     print(f"zsclip: runtime auto: {record['picked']} for {encoder.name} at {precision} ({how}: 8 images + 32 "
           f"prompts take {times})", file=sys.stderr)
     chosen = candidates[record["picked"]]
+    chosen.prepare(precision)
     return chosen
 
 
-def _time(encoder: Encoder, precision: str, repeats: int = 3) -> float:
-    """Best of ``repeats`` seconds for one image batch of 8 and one text batch of 32 prompts (after a warm-up)."""
-    side = encoder.image_size or 224
+def _times(candidates: dict[str, Encoder], precision: str, rounds: int = 3) -> dict[str, float]:
+    """Best of ``rounds`` seconds per candidate for one image batch of 8 and one text batch of 32 prompts,
+    after a warm-up, the candidates taking turns round by round (load that comes and goes on a shared machine
+    then hits each alike). A candidate that cannot run (its int8 gate refuses, say) is left out."""
+    side = next(iter(candidates.values())).image_size or 224
     pixels = torch.randn(8, 3, side, side, generator=torch.Generator().manual_seed(0))
-    encoder.prepare(precision)
-    best = float("inf")
-    for attempt in range(repeats + 1):
+
+    def once(encoder: Encoder) -> float:
         start = time.perf_counter()
         encoder.encode_images(pixels, precision)
         encoder.encode_text(PROMPTS[:32], precision, batch_size=32)
-        if attempt:  # the first is the warm-up
-            best = min(best, time.perf_counter() - start)
+        return time.perf_counter() - start
+
+    ready = {}
+    for runtime, candidate in candidates.items():
+        try:
+            candidate.prepare(precision)
+            once(candidate)  # the warm-up
+        except InputError:
+            continue
+        ready[runtime] = candidate
+    best = dict.fromkeys(ready, float("inf"))
+    for _ in range(rounds):
+        for runtime, candidate in ready.items():
+            best[runtime] = min(best[runtime], once(candidate))
     return best
 
 
