@@ -175,7 +175,7 @@ def _values(world: dict[str, Path], tmp: Path) -> dict[str, list[str]]:
         "--transductive": ["ot"], "--explain": [str(tmp / "explained")], "--upscale": ["3"], "--reembed": [],
         "--bias": [],
         "--label-studio-url": ["http://ls.example:8080"], "--label-studio-token": ["token-x"],
-        "--text": ["a red star"], "--accept": ["0.37"],
+        "--text": ["a red star"], "--accept": ["0.37"], "--runtime": ["onnxruntime"],
         "--exact": [], "--rebuild": [], "--lists": ["7"], "--probes": ["3"], "--check": ["7"], "--remove": [],
         "--neighbours": ["7"],
     }
@@ -261,7 +261,7 @@ def _commands(world: dict[str, Path], tmp: Path) -> dict[str, dict]:
             "--steps": (["--method", "finetune", "-o", str(tmp / "tuned")], ["--data", tree]),
             "--lr": (["--method", "finetune", "-o", str(tmp / "tuned")], ["--data", tree]),
             "--sweep-alpha": (["--eval", tree], None), "--report": (["--eval", tree], None)},
-            "stops": {"zsclip.load_model": "fake",
+            "stops": {"zsclip.load_model": "fake", "zsclip.encoders.pick.with_runtime": "fake",
                       "zsclip.adapt.features.encode_collection": lambda rec: rec.record(
                           "encode_collection", lambda *a, **k: FakePool(rec)),
                       "zsclip.adapt.features.check_shots": "fake",
@@ -301,7 +301,8 @@ def _commands(world: dict[str, Path], tmp: Path) -> dict[str, dict]:
                       "bind_listener", SimpleNamespace(close=lambda: None)),
                       "zsclip.cli.serve._load": lambda rec: rec.record(
                           "_load", SimpleNamespace(device=SimpleNamespace(type="cpu"))),
-                      "zsclip.cli.serve._forward_threads": "fake", "zsclip.cli.serve._run": "stop"}},
+                      "zsclip.cli.serve._forward_threads": "fake", "zsclip.cli.serve._on_runtime": "fake",
+                      "zsclip.cli.serve._run": "stop"}},
     }
 
 

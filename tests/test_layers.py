@@ -13,12 +13,13 @@ ROOT = Path(zsclip.__file__).parent
 
 #: Lowest first. A module belongs to the longest prefix listed.
 LAYERS = [
-    ["_lazy", "_process", "errors", "precision", "outputs.text", "outputs.atomic", "data.textfiles", "data.urls"],
+    ["_lazy", "_process", "errors", "precision", "runtimes", "cachedirs", "shapes", "outputs.text", "outputs.atomic",
+     "data.textfiles", "data.urls"],
     ["data", "prompts", "options", "calibration"],
     ["encoders"],
     ["pipeline"],
     ["classifier", "hierarchy", "heads", "heatmaps"],
-    ["store", "shapes", "testing"],
+    ["store", "testing"],
     ["cluster"],
     ["job"],
     ["tasks", "adapt", "outputs"],

@@ -15,6 +15,7 @@ from .data.urls import URL_TIMEOUT_S
 from .data.video import DEFAULT_FRAMES, MAX_VIDEO_FRAMES, Sampling
 from .errors import InputError
 from .precision import DEFAULT_PRECISION, PRECISIONS
+from .runtimes import DEFAULT_RUNTIME, GRAPH_RUNTIMES, check_runtime
 
 #: Where JPEGs can be decoded (see RunOptions.decode).
 DECODE_MODES = ("auto", "cpu", "device")
@@ -43,6 +44,9 @@ class RunOptions:
         frames: frames sampled per video (uniformly), or per segment with ``segment``.
         segment: seconds per row of a video (None = one row per video).
         max_video_frames: sampled frames per video at most (a longer video is cut, with a note row).
+        runtime: what runs the towers: "torch" (eager PyTorch), "onnxruntime" or "openvino" (graphs exported
+            once per model, CPU only; with device "auto" the model then loads on the CPU), or "auto" (the
+            fastest measured on this machine for this model; see runtimes.py and encoders/runtime.py).
     """
 
     device: str = "auto"
@@ -56,10 +60,12 @@ class RunOptions:
     frames: int = DEFAULT_FRAMES
     segment: float | None = None
     max_video_frames: int = MAX_VIDEO_FRAMES
+    runtime: str = DEFAULT_RUNTIME
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise InputError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        check_runtime(self.runtime, self.device, self.precision)
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise InputError(f"batch size {self.batch_size!r} must be a whole number >= 1")
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
@@ -74,6 +80,11 @@ class RunOptions:
             Sampling(self.frames, self.segment, self.max_video_frames)
         except ValueError as error:
             raise InputError(str(error)) from None
+
+    @property
+    def model_device(self) -> str:
+        """Where the model loads: ``device``, except that a graph runtime (CPU only) makes "auto" the CPU."""
+        return "cpu" if self.runtime in GRAPH_RUNTIMES and self.device == "auto" else self.device
 
     @property
     def decode_workers(self) -> int:

@@ -9,23 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
-import platformdirs
+from ..cachedirs import CACHE_ENV, cache_dir  # the one rule, shared with the encoders' exported graphs
 
-CACHE_ENV = "ZSCLIP_CACHE_DIR"
 CACHE_FORMAT = 1
-
-
-def cache_dir(override: str | os.PathLike | None = None) -> Path:
-    """The classifier cache folder: the argument, else $ZSCLIP_CACHE_DIR, else the user cache dir."""
-    if override is not None:
-        return Path(override).expanduser()
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    return Path(platformdirs.user_cache_dir("zsclip")) / "classifiers"
 
 
 def cache_key(
@@ -43,3 +31,6 @@ def cache_key(
         "precision": precision,
     }
     return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()[:32]
+
+
+__all__ = ["CACHE_ENV", "CACHE_FORMAT", "cache_dir", "cache_key"]

@@ -16,9 +16,10 @@ import click
 
 from ..data.images import MAX_PIXELS
 from ..errors import InputError, ZsclipWarning
+from ..options import RunOptions
 from ..outputs.text import printable
 from ..precision import PRECISIONS
-from .common import given, usage_errors
+from .common import given, runtime_option, usage_errors
 
 if TYPE_CHECKING:
     from ..adapt.features import LabelledFeatures
@@ -63,6 +64,7 @@ FINETUNE_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 @click.option("--pretrained", default=None, help="Weights tag or checkpoint for an open_clip name.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True)
+@runtime_option
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache folder for classifiers and encoded features.")
 @click.option("--no-cache", is_flag=True, help="Encode and build afresh; store nothing.")
@@ -99,6 +101,11 @@ def adapt_command(data, labels_file, templates, method, shots, seed, alpha, swee
         if trained and method != "finetune":
             raise InputError(f"{trained[0]} applies to --method finetune (training the image tower); {method} "
                              "chooses its settings by cross-validation on the shots")
+        runtime = click.get_current_context().meta.get("zsclip_runtime", "torch")
+        if method == "finetune" and runtime != "torch":
+            raise InputError(f"--runtime {runtime} runs frozen towers; --method finetune trains the image tower "
+                             "in eager PyTorch: drop --runtime (or use --method linear or tip-adapter)")
+        options = RunOptions(device=device, precision=precision, runtime=runtime)
         if (sweep_alpha or report_dir) and not eval_sets:
             raise InputError("--sweep-alpha and --report measure on --eval data: add --eval DATA")
         _check_output(output, method)  # before any image is encoded or any step trained
@@ -111,7 +118,11 @@ def adapt_command(data, labels_file, templates, method, shots, seed, alpha, swee
         model = model or DEFAULT_MODEL
         if model == DEFAULT_MODEL and pretrained is None:
             pretrained = DEFAULT_PRETRAINED
-        encoder = load_model(model, pretrained, device=device)
+        encoder = load_model(model, pretrained, device=options.model_device)
+        if runtime != "torch":  # frozen towers on the runtime (the same wrapping every command's model gets)
+            from ..encoders.pick import with_runtime
+
+            encoder = with_runtime(encoder, runtime, precision)
         pool = encode_collection(collection, encoder, **encode)
         _report_failures(pool)
         chosen = pool.few_shot(shots, seed) if shots else pool

@@ -19,6 +19,7 @@ from ..encoders.resolve import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..precision import PRECISIONS
 from ..prompts import TEMPLATE_SETS
 from ..serve.settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_REQUEST_BYTES, Limits
+from .common import runtime_option
 
 #: import name -> distribution, for the one-line "install the extra" message
 SERVE_MODULES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart",
@@ -95,6 +96,7 @@ def missing_serve_modules() -> list[str]:
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="Image and text towers' precision: auto = bf16 on GPUs that have it, fp32 on CPUs, as in every "
                    "command (GET /v1/info reports what it resolved to).")
+@runtime_option
 @click.option("--store", "store", default=None,
               help="An embedding store of this model (`zsclip embed`): POST /v1/search finds its images nearest to "
                    "a text or an uploaded image. Clients never name paths: this is the only store served.")
@@ -190,13 +192,15 @@ def serve(model, pretrained, device, precision, store, classifiers, templates, h
             classifier_files=tuple(classifiers), store=store, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
             queue_limit=queue_limit, decode_workers=decode_workers, max_classifiers=max_classifiers,
             default_templates=default_templates, api_key=api_key, cors_origins=tuple(cors_origins), limits=limits,
-            label_studio_url=label_studio_url, label_studio_token=label_studio_token)
+            label_studio_url=label_studio_url, label_studio_token=label_studio_token,
+            runtime=click.get_current_context().meta.get("zsclip_runtime", "torch"))
     except (ValueError, ZsclipError) as error:
         raise ServeError(str(error)) from None
     listener = bind_listener(host, port)  # a busy port is one line now, not after the model loaded
     try:
         encoder = _load(settings)
         _forward_threads(encoder, threads)
+        encoder = _on_runtime(encoder, settings)  # after the threads are set: the runtime takes the same number
         _run(settings, encoder, listener, root_path, graceful_timeout, log_level, header_timeout, max_connections)
     finally:
         listener.close()
@@ -237,7 +241,7 @@ def _load(settings):
         from ..encoders import load_model
 
         click.echo(f"zsclip serve: loading {settings.model} ...", err=True)
-        encoder = load_model(settings.model, settings.pretrained, device=settings.device)
+        encoder = load_model(settings.model, settings.pretrained, device=settings.model_device)
         for classifier in loaded:
             classifier.check_encoder(encoder)
         if store is not None:
@@ -245,6 +249,19 @@ def _load(settings):
     except ZsclipError as error:
         raise ServeError(str(error)) from None
     return encoder
+
+
+def _on_runtime(encoder, settings):
+    """The loaded model with its towers on ``--runtime`` (exported, converted and gated now: one-line errors)."""
+    if settings.runtime == "torch":
+        return encoder
+    from ..encoders.pick import with_runtime
+    from ..errors import ZsclipError
+
+    try:
+        return with_runtime(encoder, settings.runtime, settings.precision)
+    except ZsclipError as error:
+        raise ServeError(str(error)) from None
 
 
 def bind_listener(host: str, port: int) -> socket.socket:

@@ -33,7 +33,8 @@ class ExplainActor:
             torch.set_num_threads(actor_threads(spec.actors_per_node))
         self.spec, self.head, self.run = spec, head, run
         self.encoder = resolve_model(spec.model, spec.pretrained, RunOptions(device=spec.device,
-                                                                             precision=spec.precision))
+                                                                             precision=spec.precision,
+                                                                             runtime=spec.runtime))
         if spec.fingerprint is not None and self.encoder.fingerprint != spec.fingerprint:
             raise other_weights(spec.model, self.encoder.fingerprint, spec.fingerprint)
 

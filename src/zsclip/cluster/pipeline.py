@@ -70,12 +70,13 @@ class ModelSpec:
     fingerprint: str | None  # None: started before the driver's model loaded (checked by the job)
     actors_per_node: int = 1
     batch_size: int = 64
+    runtime: str = "torch"  # RunOptions.runtime; the driver's own choice where it resolved "auto"
 
     @classmethod
     def of(cls, encoder, options: RunOptions, actors_per_node: int = 1) -> ModelSpec:
         return cls(encoder.name, getattr(encoder, "pretrained", None),
                    "cuda" if encoder.device.type == "cuda" else "cpu", options.precision, encoder.fingerprint,
-                   actors_per_node, options.batch_size)
+                   actors_per_node, options.batch_size, getattr(encoder, "runtime", "torch"))
 
 
 def decode_rows(batch_size: int, pixel_shape: tuple[int, ...]) -> int:
@@ -173,7 +174,8 @@ class EncodeActor:
             torch.set_num_threads(actor_threads(spec.actors_per_node))
         self.node = _node_id()
         self.encoder = resolve_model(spec.model, spec.pretrained, RunOptions(device=spec.device,
-                                                                             precision=spec.precision))
+                                                                             precision=spec.precision,
+                                                                             runtime=spec.runtime))
         if spec.fingerprint is not None and self.encoder.fingerprint != spec.fingerprint:  # e.g. other files here
             raise actors.other_weights(spec.model, self.encoder.fingerprint, spec.fingerprint)
 
@@ -292,12 +294,12 @@ def prestart(model: str, pretrained: str | None, options: RunOptions, settings: 
     from ..encoders import resolve_device
 
     ray = connect(settings)
-    gpus = resolve_device(options.device).type == "cuda"
+    gpus = resolve_device(options.model_device).type == "cuda"
     with warnings.catch_warnings():  # a pool sized down is reported once, by the job
         warnings.simplefilter("ignore", ZsclipWarning)
         size, per_node = pool_size(ray, settings, gpus)
     spec = ModelSpec(model, pretrained, "cuda" if gpus else "cpu", options.precision, None, per_node,
-                     options.batch_size)
+                     options.batch_size, options.runtime)
     actors.start(ray, EncodeActor, spec, size, actor_options(gpus), settings.keep_actors_s)
 
 

@@ -31,12 +31,17 @@ def resolve_model(
     *,
     cache_dir: str | None = None,
 ) -> Encoder:
-    """Load ``model`` (default: ViT-B-32 with LAION-2B weights) on ``options.device``."""
+    """Load ``model`` (default: ViT-B-32 with LAION-2B weights) on ``options.device``, its towers run by
+    ``options.runtime`` (eager PyTorch, or graphs on ONNX Runtime / OpenVINO: see encoders/runtime.py)."""
     options = options or RunOptions()
     model, pretrained = default_weights(model, pretrained)
     if model.startswith(TRANSFORMERS_PREFIX):
         quiet_transformers()
-    encoder = load_model(model, pretrained, device=options.device, cache_dir=cache_dir)
+    encoder = load_model(model, pretrained, device=options.model_device, cache_dir=cache_dir)
+    if options.runtime != "torch":
+        from .pick import with_runtime
+
+        encoder = with_runtime(encoder, options.runtime, options.precision)
     encoder.prepare(options.precision)  # e.g. int8 on a tower it cannot speed up: one line now, not mid-run
     return encoder
 

@@ -205,6 +205,7 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
     async def info(current: State) -> dict:
         return {"model": current.encoder.name, "device": str(current.encoder.device),
                 "precision": resolve_precision(settings.precision, current.encoder.device),
+                "runtime": getattr(current.encoder, "runtime", "torch"),
                 "template_sets": list(TEMPLATE_SETS),
                 "default_templates": settings.default_templates if isinstance(settings.default_templates, str)
                 else f"custom ({len(settings.default_templates)} templates)", "limits": limits.public(),
@@ -400,10 +401,18 @@ def create_app(settings: ServeSettings | None = None, encoder: Encoder | None = 
 # --- helpers ---------------------------------------------------------------------------------------
 def _start(settings: ServeSettings, encoder: Encoder | None, metrics: ServeMetrics) -> ServerState:
     """Load what is missing, warm the model up, start the queue (runs in a thread at startup)."""
-    if encoder is None:
+    loaded_here = encoder is None
+    if loaded_here:
         from ..encoders import load_model
 
-        encoder = load_model(settings.model, settings.pretrained, device=settings.device)
+        encoder = load_model(settings.model, settings.pretrained, device=settings.model_device)
+    # a model handed in already went through --runtime where "auto" may have kept eager PyTorch (`zsclip serve`
+    # does so after setting --threads, so the runtime takes the same number): only a named runtime wraps it here
+    if getattr(encoder, "runtime", "torch") == "torch" and (
+            settings.runtime in ("onnxruntime", "openvino") or (settings.runtime == "auto" and loaded_here)):
+        from ..encoders.pick import with_runtime
+
+        encoder = with_runtime(encoder, settings.runtime, settings.precision)
     registry = ClassifierRegistry(encoder, settings.precision, max_entries=settings.max_classifiers,
                                   max_pending=settings.max_pending_builds, on_build=metrics.builds.inc)
     for path in settings.classifier_files:

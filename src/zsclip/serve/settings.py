@@ -49,6 +49,8 @@ class ServeSettings:
 
     Attributes:
         model, pretrained, device, precision: as ``zsclip.load_model`` / ``encode_images`` take them.
+        runtime: what runs the towers, as ``--runtime`` everywhere (RunOptions.runtime): torch, onnxruntime,
+            openvino or auto.
         classifier_files: classifier files (``zsclip build`` output) served from start, by file stem.
         store: an embedding store (the operator's, opened at start) that ``POST /v1/search`` searches.
         max_batch_size: images in one forward pass at most.
@@ -78,13 +80,22 @@ class ServeSettings:
     max_classifiers: int = 64
     max_pending_builds: int = 4
     default_templates: str | tuple[str, ...] = "openai-imagenet"
+    runtime: str = "torch"
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     label_studio_url: str | None = None
     label_studio_token: str | None = None
 
+    @property
+    def model_device(self) -> str:
+        """Where the model loads: ``device``, except that a graph runtime (CPU only) makes "auto" the CPU."""
+        return "cpu" if self.runtime in ("onnxruntime", "openvino") and self.device == "auto" else self.device
+
     def __post_init__(self) -> None:
+        from ..runtimes import check_runtime
+
+        check_runtime(self.runtime, self.device, self.precision)  # an InputError: one line, as the commands give
         positive = ("max_batch_size", "queue_limit", "decode_workers", "max_classifiers", "max_pending_builds")
         for name in positive:
             if getattr(self, name) < 1:

@@ -42,8 +42,8 @@ def traced_encoder(encoder: Encoder, precision: str, example: torch.Tensor) -> E
     from ..precision import resolve_precision
 
     if encoder.device.type != "cpu" or resolve_precision(precision, encoder.device) != "fp32" \
-            or not isinstance(encoder.model, torch.nn.Module):
-        return encoder
+            or not isinstance(encoder.model, torch.nn.Module) or getattr(encoder, "runtime", "torch") != "torch":
+        return encoder  # (an inference runtime's graph already runs without the GIL)
     generator = torch.Generator().manual_seed(0)
     try:
         with torch.inference_mode(), warnings.catch_warnings():

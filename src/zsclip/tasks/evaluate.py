@@ -262,12 +262,12 @@ def resolved_precision(options: RunOptions, encoder: Encoder | None) -> str:
     features and cached classifiers) on the device the options name, through the one resolver."""
     if encoder is not None:
         return resolve_precision(options.precision, encoder.device)
-    known = known_without_torch(options.precision, options.device)
+    known = known_without_torch(options.precision, options.model_device)
     if known is not None:
         return known
     from ..encoders import resolve_device
 
-    return resolve_precision(options.precision, resolve_device(options.device))
+    return resolve_precision(options.precision, resolve_device(options.model_device))
 
 
 class _Kept:
