@@ -37,17 +37,20 @@ from zsclip.data.collections import manifest  # noqa: E402
 OPTIONS = RunOptions(workers=0, precision="fp32", device="cpu")
 
 
-def part_calibration(root: Path, encoder, per_class: int, style: str, templates: str, split: str = "all") -> None:
+def part_calibration(root: Path, encoder, per_class: int, style: str, templates: str, split: str = "all",
+                     bias: bool = False) -> None:
     calib = shapes.write_dataset(root / f"calib-{style}-{split}", per_class, 201, split, "both", style=style)
     test = shapes.write_dataset(root / f"test-{style}-{split}", per_class, 202, split, "both", style=style)
     classes = shapes.classnames("both")
     before = evaluate(manifest(test, classes), encoder, templates, options=OPTIONS)
-    fitted = zsclip.calibrate(str(calib), classes=classes, templates=templates, model="demo", options=OPTIONS)
+    fitted = zsclip.calibrate(str(calib), classes=classes, templates=templates, model="demo", options=OPTIONS,
+                              bias=bias)
     path = fitted.classifier.save(root / f"calibrated-{style}-{split}.zsc")
-    style = f"{style}/{split}"
+    style = f"{style}/{split}" + (" +bias" if bias else "")
     after = evaluate(str(test), classifier=str(path), options=OPTIONS)
     first_before, first_after = next(iter(before.metrics.values())), next(iter(after.metrics.values()))
-    print(f"(a) {style:8s} {before.num_images} held-out images, 48 classes, acc1 {first_before['acc1']:.1%}: "
+    print(f"(a) {style:8s} {before.num_images} held-out images, 48 classes, acc1 {first_before['acc1']:.1%} -> "
+          f"{first_after['acc1']:.1%}: "
           f"ECE {first_before['calibration']['ece']:.4f} -> {first_after['calibration']['ece']:.4f} after "
           f"temperature {fitted.fit.temperature:.3f} (fitted on {fitted.fit.num_images} images; NLL "
           f"{first_before['calibration']['nll']:.3f} -> {first_after['calibration']['nll']:.3f})", flush=True)
@@ -139,7 +142,7 @@ def main() -> None:
     parser.add_argument("--calibrated", action="store_true",
                         help="(c): calibrate the classifier first (zsclip calibrate on other images of the style).")
     parser.add_argument("--bias", action="store_true",
-                        help="(c) with --calibrated: fit a bias per class too (zsclip calibrate --bias).")
+                        help="(a, b) and (c) with --calibrated: fit a bias per class too (zsclip calibrate --bias).")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--classes", type=int, default=1000)
     args = parser.parse_args()
@@ -149,7 +152,7 @@ def main() -> None:
         root = Path(tmp)
         if "calibration" in parts:
             for style in args.styles.split(","):
-                part_calibration(root, encoder, args.per_class, style, args.templates, args.split)
+                part_calibration(root, encoder, args.per_class, style, args.templates, args.split, args.bias)
         if "transductive" in parts:
             for label in args.labels.split(","):
                 for style in args.styles.split(","):
