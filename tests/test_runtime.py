@@ -278,7 +278,10 @@ def test_the_ray_actor_loads_the_model_on_the_same_runtime(shared_cache):
     driver = resolve_model("demo", None, options)
     spec = ModelSpec.of(driver, options)
     assert spec.runtime == "onnxruntime"
+    ray = pytest.importorskip("ray")
+    connected = ray.is_initialized()
     actor = EncodeActor(spec)  # the class Ray runs remotely, built here in-process
+    assert ray.is_initialized() == connected  # building it outside Ray starts no Ray (a stray one ended the suite)
     assert getattr(actor.encoder, "runtime", None) == "onnxruntime"
     assert actor.encoder.fingerprint == driver.fingerprint
 

@@ -29,6 +29,8 @@ def _search_task(folder: str, record: dict, dim: int, alive: np.ndarray, count: 
 def _node() -> str:
     import ray
 
+    if not ray.is_initialized():  # outside Ray: ``ray.get_runtime_context()`` would start a local instance
+        return "driver"
     try:
         return ray.get_runtime_context().get_node_id()[:12]
     except Exception:  # noqa: BLE001 - outside a task: no node to name

@@ -91,9 +91,11 @@ def actor_threads(actors_per_node: int) -> int:
     (never more than the cores this process may run on). Ray would give a 1-CPU actor one thread."""
     import ray
 
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not ray.is_initialized():  # built outside Ray (a test, a local check): asking Ray would start one
+        return max(1, usable // max(1, actors_per_node))
     node = ray.get_runtime_context().get_node_id()
     cpus = next((info["Resources"].get("CPU", 0) for info in ray.nodes() if info["NodeID"] == node), 1)
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(int(cpus) // max(1, actors_per_node), usable))
 
 
@@ -208,9 +210,10 @@ class EncodeActor:
 
 
 def _node_id() -> str:
+    """The Ray node this runs on, or "local" outside Ray (``ray.get_runtime_context()`` would start a Ray)."""
     import ray
 
-    return ray.get_runtime_context().get_node_id()
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 
 
 def pool_size(ray, settings: RaySettings, gpus: bool) -> tuple[int, int]:
