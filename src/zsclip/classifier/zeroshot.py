@@ -30,6 +30,7 @@ from ..prompts import Template, expand_prompts, resolve_classes, resolve_templat
 from . import formats
 from .cache import cache_dir as default_cache_dir
 from .cache import cache_key
+from .topk import array_top_k
 
 if TYPE_CHECKING:
     import torch
@@ -279,7 +280,7 @@ class ZeroShotClassifier:
         """
         k = max(1, min(int(k), len(self.classnames)))
         if isinstance(image_features, np.ndarray):
-            return _array_top_k(self.array_logits(image_features, scale), k, self.is_sigmoid)
+            return array_top_k(self.array_logits(image_features, scale), k, self.is_sigmoid)
         import torch
 
         logits = self.logits(image_features, scale)
@@ -479,38 +480,6 @@ def _read_weights(path: Path) -> np.ndarray:
     except errors as error:
         reason = " ".join(str(error).split())[:160]
         raise ClassifierFileError(f"{path} is not a zsclip classifier file ({reason}): rebuild it") from None
-
-
-def _array_top_k(logits: np.ndarray, k: int, sigmoid: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``top_k`` in numpy: indices of the k largest logits (ties: lower index first), their probabilities."""
-    indices = _top_indices(logits, k)
-    with np.errstate(over="ignore"):  # exp of a very negative logit: inf -> probability 0, as torch gives
-        if sigmoid:
-            probabilities = 1.0 / (1.0 + np.exp(-logits))
-        else:
-            shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-            probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
-    return np.take_along_axis(probabilities, indices, axis=-1).astype(np.float32, copy=False), indices
-
-
-def _top_indices(logits: np.ndarray, k: int) -> np.ndarray:
-    """The indices of the ``k`` largest of each row, largest first, ties by lower index: what a stable argsort of
-    ``-logits`` gives, without sorting every class. Rows are partitioned (O(C)), and only the k picked are
-    sorted; a row whose k-th value is tied with one left out (or holds a NaN) is sorted whole, as before,
-    so the answer is the stable argsort's in every case (1,000 classes: the full sort was half the time)."""
-    count = logits.shape[-1]
-    if k >= count or count < 64 or logits.ndim != 2:
-        return np.argsort(-logits, axis=-1, kind="stable")[..., :k]
-    negated = -logits
-    picked = np.argpartition(negated, k - 1, axis=-1)[:, :k]
-    values = np.take_along_axis(negated, picked, axis=-1)
-    order = np.lexsort((picked, values), axis=-1)
-    indices = np.take_along_axis(picked, order, axis=-1)
-    worst = values.max(axis=-1, keepdims=True)
-    unsure = ((negated <= worst).sum(axis=-1) != k) | np.isnan(worst[:, 0])
-    if unsure.any():
-        indices[unsure] = np.argsort(negated[unsure], axis=-1, kind="stable")[:, :k]
-    return indices
 
 
 def _weights_tensor(self: ZeroShotClassifier) -> torch.Tensor:

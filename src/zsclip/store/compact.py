@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from .format import StoreError
+from .format import StoreError, shard_write_options
 from .store import ROW_GROUP_ROWS, EmbeddingStore, ShardError
 
 #: Rows read at a time from a shard being rewritten (one record batch in memory).
@@ -94,8 +94,9 @@ def compact(store: EmbeddingStore, *, on_shard=None) -> CompactReport:
                 name = _new_name(len(listed))
                 written.append(name)
                 try:
-                    rows = store.location.write_batches(name, *_live_batches(store, shard["file"], mask),
-                                                        compression="zstd", row_group_size=ROW_GROUP_ROWS)
+                    schema, batches = _live_batches(store, shard["file"], mask)
+                    rows = store.location.write_batches(name, schema, batches, row_group_size=ROW_GROUP_ROWS,
+                                                        **shard_write_options(schema))
                 except (OSError, pa.ArrowException, ShardError) as error:
                     raise StoreError(f"store shard {shard['file']} cannot be rewritten ({error}): the store is "
                                      "unchanged; fix the cause and run `zsclip compact` again") from None

@@ -83,6 +83,14 @@ def schema(dim: int, dtype: str, multi_label: bool = False) -> pa.Schema:
     return pa.schema(fields)
 
 
+def shard_write_options(schema: pa.Schema) -> dict:
+    """Parquet writer options for a shard: zstd, and dictionary encoding for every column but the embedding.
+    float16 has only 65,536 values, so Parquet's writer keeps a dictionary for the embedding column and every
+    reader then decodes 16-bit indices: four times slower to read (1.55 s against 0.41 s per 100,000 512-d rows,
+    docs/round4-index.md) for no smaller file. Readers take either encoding, so older shards stay readable."""
+    return {"compression": "zstd", "use_dictionary": [field.name for field in schema if field.name != "embedding"]}
+
+
 def read_manifest(folder) -> dict:
     """The validated manifest of the store at ``folder`` (a ``Location``; one-line StoreError otherwise)."""
     path = folder.path_of(MANIFEST)

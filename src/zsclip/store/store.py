@@ -32,7 +32,17 @@ import pyarrow.compute as pc
 
 from .. import __version__
 from ..errors import ClassifierFileError
-from .format import DTYPES, FORMAT, MANIFEST, SINGLE_LABEL_VERSION, VERSION, StoreError, read_manifest, schema
+from .format import (
+    DTYPES,
+    FORMAT,
+    MANIFEST,
+    SINGLE_LABEL_VERSION,
+    VERSION,
+    StoreError,
+    read_manifest,
+    schema,
+    shard_write_options,
+)
 from .location import Location
 
 #: What ``batches`` reads by default (everything but the file facts).
@@ -481,7 +491,7 @@ class EmbeddingStore:
         with self._locked(APPEND_LOCK_WAIT_S):
             keys = [row.get("resolved") for row in rows]
             name = f"shard-{len(self.manifest['shards']):05d}-{uuid.uuid4().hex[:8]}.parquet"
-            self.location.write_table(name, table, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+            self.location.write_table(name, table, row_group_size=ROW_GROUP_ROWS, **shard_write_options(shard_schema))
             entry = {"file": name, "rows": len(rows)}
             if self._adds_new_paths(rows, keys):
                 entry["new_paths"] = True
