@@ -28,7 +28,7 @@ from zsclip.pipeline import feature_batches
 from zsclip.store import EmbeddingStore, StoreError, embed, open_store
 from zsclip.store.embed import CHANGED, RETRIES
 from zsclip.store.format import MANIFEST, schema
-from zsclip.tasks.stored import classify_store, evaluate_store, search_store
+from zsclip.tasks.stored import classify_store, classify_store_arrays, evaluate_store, search_store
 
 OPTIONS = zsclip.RunOptions(workers=0, precision="fp32", batch_size=4)
 
@@ -324,6 +324,24 @@ def test_a_class_list_shorter_than_the_labels_makes_error_rows_and_eval_goes_on(
     out_of_range = {Path(f["path"]).name for f in result.failures
                     if "is not one of the store's 1 classes" in f["error"]}
     assert out_of_range == {"0.png", "1.png", "zero.png", "big.png", "neg.png", "long.png"}  # red/*: label 1
+
+
+def test_store_scores_as_arrays_equal_the_predictions_damaged_rows_included(demo, tmp_path):
+    folder, _ = _damaged_store(demo, tmp_path)
+    classifier = zsclip.ZeroShotClassifier.build(demo, ["red circle", "blue square", "green star"], "photo")
+    predictions = list(classify_store(EmbeddingStore.open(folder), classifier, top_k=2))
+    batches = list(classify_store_arrays(EmbeddingStore.open(folder), classifier, top_k=2, batch_size=5))
+    assert len(batches) > 1 and sum(len(b.paths) for b in batches) == len(predictions)
+    rows = [(path, error, indices, scores) for b in batches
+            for path, error, indices, scores in zip(b.paths, b.errors, b.indices, b.scores, strict=True)]
+    assert sum(error is not None for _, error, _, _ in rows) == 11  # the damaged rows, as classify reports them
+    for prediction, (path, error, indices, scores) in zip(predictions, rows, strict=True):
+        assert (prediction.source, prediction.error) == (path, error)
+        if error is None:
+            assert [classifier.classnames[i] for i in indices] == prediction.labels
+            assert scores.tolist() == prediction.scores  # bit for bit
+        else:
+            assert indices.tolist() == [-1, -1] and np.isnan(scores).all()
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from zsclip.classifier.topk import BLOCK_ROWS, FEW, array_top_k, top_indices
+from zsclip.classifier.topk import BLOCK_ROWS, FEW, THREADS, array_top_k, top_indices
 
 
 def defined(logits: np.ndarray, k: int, sigmoid: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +62,15 @@ def test_top_k_equals_the_definition_on_any_logits(case, sigmoid):
     logits, k = case
     scores, indices = array_top_k(logits, k, sigmoid)
     expected_scores, expected_indices = defined(logits, k, sigmoid)
+    assert np.array_equal(indices, expected_indices)
+    assert np.array_equal(scores, expected_scores, equal_nan=True)
+
+
+@pytest.mark.parametrize("k", [5, FEW + 4])
+def test_blocks_answered_on_the_thread_pool_equal_the_definition(k):
+    logits = awkward(1000, rows=3 * THREADS * BLOCK_ROWS + 31, seed=k)  # enough blocks for the pool
+    scores, indices = array_top_k(logits, k, False)
+    expected_scores, expected_indices = defined(logits, k, False)
     assert np.array_equal(indices, expected_indices)
     assert np.array_equal(scores, expected_scores, equal_nan=True)
 

@@ -21,7 +21,7 @@ BLOCK_ROWS = 256
 #: up to this k, k passes of argmax (each O(C), vectorised); beyond it a partition plus a sort of the picked
 FEW = 16
 #: threads that answer blocks at once (numpy's passes are single-threaded; the matmul before them is not)
-THREADS = max(1, min(4, os.cpu_count() or 1))
+THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 _POOL: ThreadPoolExecutor | None = None
 
 
@@ -53,6 +53,15 @@ def _pool() -> ThreadPoolExecutor:
     if _POOL is None:
         _POOL = ThreadPoolExecutor(THREADS, thread_name_prefix="zsclip-topk")
     return _POOL
+
+
+def _forget_pool() -> None:
+    """A forked child has none of its parent's threads: a pool it inherited would take work and never run it."""
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _probabilities(block: np.ndarray, picked: np.ndarray, sigmoid: bool) -> np.ndarray:

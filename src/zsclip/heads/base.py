@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -85,8 +86,7 @@ class Head(ABC):
             good = iter(self._answer(features[finite]) if bool(finite.any()) else [])
             answers = [next(good) if ok else Prediction("", [], [], NOT_FINITE) for ok in finite.tolist()]
         for answer in answers:
-            if answer.error is None and not all(score == score and abs(score) != float("inf")
-                                                for score in answer.scores):
+            if answer.error is None and not all(map(math.isfinite, answer.scores)):
                 answer.labels, answer.scores, answer.record, answer.error = [], [], None, NOT_FINITE
                 answer.accepted = None
         return answers

@@ -619,7 +619,7 @@ def checked_batch(record: pa.RecordBatch | pa.Table, mask: np.ndarray, *, shard:
     ``record`` needs the columns path, resolved, label, error and embedding, and ``labels`` when
     ``multi_label`` (each row's label set, checked by ``_label_sets``; ``label`` is then unused)."""
     keep = np.flatnonzero(mask)
-    picked = record.take(pa.array(keep, type=pa.int64()))
+    picked = record if len(keep) == record.num_rows else record.take(pa.array(keep, type=pa.int64()))
     errors = picked.column("error").to_pylist()
     paths, keys = [], []
     for i, (path, resolved) in enumerate(zip(picked.column("path").to_pylist(),
@@ -695,7 +695,7 @@ def _embeddings(column: pa.Array, dim: int, errors: list[str | None], damage) ->
         return np.empty((0, dim), dtype=np.float32)
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    vectors = column.take(pa.array(candidates, type=pa.int64()))
+    vectors = column if len(candidates) == len(column) else column.take(pa.array(candidates, type=pa.int64()))
     usable = ~vectors.is_null().to_numpy(zero_copy_only=False)
     lengths = np.full(len(candidates), dim)
     if not pa.types.is_fixed_size_list(vectors.type):  # a list column (other writers): lengths vary by row
@@ -707,7 +707,8 @@ def _embeddings(column: pa.Array, dim: int, errors: list[str | None], damage) ->
                                                       f"width is {dim}")
     usable &= lengths == dim
     rows = np.flatnonzero(usable)
-    values = vectors.take(pa.array(rows, type=pa.int64())).flatten().to_numpy(zero_copy_only=False)
+    usable_vectors = vectors if len(rows) == len(vectors) else vectors.take(pa.array(rows, type=pa.int64()))
+    values = usable_vectors.flatten().to_numpy(zero_copy_only=False)  # flatten: a slice's own values only
     values = values.astype(np.float32).reshape(len(rows), dim)
     problems, values = checked_vectors(values)
     for j, problem in zip(rows.tolist(), problems, strict=True):
