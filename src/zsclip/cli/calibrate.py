@@ -10,15 +10,22 @@ from ..errors import InputError
 from ..outputs.atomic import check_writable
 from ..outputs.text import printable
 from ..prompts import read_labels, resolve_templates
-from .common import image_options, model_options, ray_options, ray_settings, run_options, usage_errors
+from .common import (
+    classifier_option,
+    image_options,
+    model_options,
+    ray_options,
+    ray_settings,
+    run_options,
+    usage_errors,
+)
 
 
 @click.command(name="calibrate")
 @click.option("--data", "-d", required=True,
               help="Labelled images, as eval takes them: a class-per-folder tree, a .csv/.jsonl manifest of "
                    "path,label, WebDataset shards (with --labels-file), a labelled store or a Hugging Face dataset.")
-@click.option("--classifier", "-c", "classifier_file", type=click.Path(dir_okay=False), default=None,
-              help="The flat classifier file to calibrate (from `zsclip build` or `zsclip adapt`: built, linear "
+@classifier_option("The flat classifier file to calibrate (from `zsclip build` or `zsclip adapt`: built, linear "
                    "probe, Tip-Adapter); without it, one is built from --labels-file / the data's classes.")
 @click.option("--labels-file", type=click.Path(dir_okay=False), default=None,
               help="Without --classifier: class names, one per line in the folders' sorted order.")

@@ -15,12 +15,14 @@ from ..options import DEFAULT_TOP_K
 from ..outputs.text import printable
 from .common import (
     Interrupted,
+    classifier_option,
     decodes_videos,
     image_options,
     label_options,
     model_options,
     multilabel_options,
     note_video_options,
+    per_video_option,
     ray_options,
     ray_settings,
     read_classes,
@@ -38,8 +40,7 @@ from .trees import tree_options
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @label_options
-@click.option("--classifier", "-c", "classifier_file", type=click.Path(dir_okay=False), default=None,
-              help="A classifier file instead of --labels: from `zsclip build`, `zsclip adapt` (linear probe, "
+@classifier_option("A classifier file instead of --labels: from `zsclip build`, `zsclip adapt` (linear probe, "
                    "Tip-Adapter) or a saved tree classifier.")
 @click.option("--top-k", "-k", default=None, type=click.IntRange(min=1),
               help=f"How many labels per image (default {DEFAULT_TOP_K}; flat labels only).")
@@ -47,9 +48,8 @@ from .trees import tree_options
               help="Write results to .csv, .jsonl, .json or .parquet (by extension), or with --format a Label "
                    "Studio, FiftyOne or imagefolder dataset, instead of the terminal.")
 @sink_options
-@click.option("--per-video", is_flag=True, default=False,
-              help="One row per video from its segments (a store embedded with --segment, or --segment here): "
-                   "their embeddings' duration-weighted mean.")
+@per_video_option("One row per video from its segments (a store embedded with --segment, or --segment here): "
+                  "their embeddings' duration-weighted mean.")
 @click.option("--accept-precision", type=float, default=None,
               help="With a calibrated classifier file (`zsclip calibrate`): each row gets accepted true/false, true "
                    "when its top-1 confidence reaches the threshold that gave this precision on the calibration "
@@ -122,10 +122,13 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
             from ..tasks.classify import per_video_source
 
             source = per_video_source(source)
-        head_options = HeadOptions(read_classes(labels, labels_file), classifier_file, templates, descriptions,
-                                   labels_tree, tree_mode, beam, reject, reject_calibrate, tpr, reject_score,
-                                   reject_label, top_k, scale, multi_label, multi_score, threshold, calibrate,
-                                   target_precision, accept_precision, transductive)
+        head_options = HeadOptions(labels=read_classes(labels, labels_file), classifier=classifier_file,
+                                   templates=templates, descriptions=descriptions, labels_tree=labels_tree,
+                                   tree_mode=tree_mode, beam=beam, reject=reject, reject_calibrate=reject_calibrate,
+                                   tpr=tpr, reject_score=reject_score, reject_label=reject_label, top_k=top_k,
+                                   scale=scale, multi_label=multi_label, multi_score=multi_score,
+                                   threshold=threshold, calibrate=calibrate, target_precision=target_precision,
+                                   accept_precision=accept_precision, transductive=transductive)
         head_options.check()
         if top_k is None and not head_options.is_tree() and not head_options.is_multi_label():
             head_options.top_k = DEFAULT_TOP_K  # the service's too; the Python API's is 5

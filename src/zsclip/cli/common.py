@@ -99,6 +99,17 @@ RUNTIME_HELP = ("What runs the image and text towers: torch (eager PyTorch), onn
                 'said in one line). Needs pip install "zsclip[runtime]".')
 
 
+def classifier_option(help: str):
+    """-c/--classifier FILE in place of labels; ``help`` says which kinds of classifier file the command takes."""
+    return click.option("--classifier", "-c", "classifier_file", type=click.Path(dir_okay=False), default=None,
+                        help=help)
+
+
+def per_video_option(help: str):
+    """--per-video: one answer per video from its segments; ``help`` says what the command makes of it."""
+    return click.option("--per-video", is_flag=True, default=False, help=help)
+
+
 def runtime_option(function):
     """--runtime: kept for ``run_options`` (every command that loads a model reads it there), like the video
     options, so no command re-declares it in its signature."""

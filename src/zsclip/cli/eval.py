@@ -16,6 +16,7 @@ from ..outputs.text import printable
 from ..prompts import read_labels, resolve_templates
 from .common import (
     UsageFailure,
+    classifier_option,
     debugging,
     image_options,
     model_options,
@@ -45,8 +46,7 @@ from .common import (
 @click.option("--templates", "-t", default=None,
               help="One or more template sets or files, comma-separated: all are scored on one pass over the images "
                    "(default openai-imagenet; not with --classifier, whose file holds its prompts).")
-@click.option("--classifier", "-c", "classifier_file", type=click.Path(dir_okay=False), default=None,
-              help="Evaluate a classifier file (from `zsclip build`, `zsclip adapt`, or a tree classifier) instead "
+@classifier_option("Evaluate a classifier file (from `zsclip build`, `zsclip adapt`, or a tree classifier) instead "
                    "of building one from the data's class names; its classes must cover the data's.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write results as .json (CLIP_benchmark's layout plus per-class metrics and failures).")

@@ -13,6 +13,7 @@ from ..data.images import MAX_PIXELS
 from ..data.urls import URL_TIMEOUT_S
 from ..outputs.text import printable
 from .common import (
+    classifier_option,
     label_options,
     model_options,
     multilabel_options,
@@ -39,8 +40,7 @@ def explain_options(function):
 @click.command("explain")
 @click.argument("inputs", nargs=-1, required=True)
 @label_options
-@click.option("--classifier", "-c", "classifier_file", type=click.Path(dir_okay=False), default=None,
-              help="A classifier file instead of --labels (built, linear probe, Tip-Adapter, multi-label, tree): "
+@classifier_option("A classifier file instead of --labels (built, linear probe, Tip-Adapter, multi-label, tree): "
                    "its own columns are explained.")
 @click.option("--top-k", "-k", default=1, show_default=True, type=click.IntRange(min=1),
               help="Explain this many top labels per image (flat heads).")

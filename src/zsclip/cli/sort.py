@@ -9,11 +9,13 @@ import click
 from ..outputs.placing import PLACE_MODES
 from ..outputs.text import printable
 from .common import (
+    classifier_option,
     decodes_videos,
     image_options,
     label_options,
     model_options,
     note_video_options,
+    per_video_option,
     ray_options,
     ray_settings,
     read_classes,
@@ -28,8 +30,7 @@ from .trees import tree_options
 @click.command("sort")
 @click.argument("inputs", nargs=-1, required=True)
 @label_options
-@click.option("--classifier", "-c", "classifier_file", type=click.Path(dir_okay=False), default=None,
-              help="A classifier file instead of --labels (from `zsclip build` or `zsclip adapt`).")
+@classifier_option("A classifier file instead of --labels (from `zsclip build` or `zsclip adapt`).")
 @click.option("--into", required=True, type=click.Path(file_okay=False),
               help="The folder to sort into (created; an earlier run's folder is resumed).")
 @click.option("--accept", type=float, default=None,
@@ -40,8 +41,7 @@ from .trees import tree_options
                    "--accept-precision uses, chosen on the calibration images, on calibrated confidences.")
 @click.option("--files", type=click.Choice(PLACE_MODES), default="copy", show_default=True,
               help="Copy the images or hard-link them (no extra space). Originals are never moved.")
-@click.option("--per-video", is_flag=True, default=False,
-              help="Videos: one answer per video from its segments (with --segment).")
+@per_video_option("Videos: one answer per video from its segments (with --segment).")
 @tree_options
 @model_options
 @image_options
@@ -88,9 +88,11 @@ def sort_command(inputs, labels, labels_file, templates, classifier_file, into, 
         elif options.segment is not None:
             raise click.UsageError("sort places each file once, and --segment answers per clip: add --per-video")
         note_video_options(decodes_videos(source))
-        head_options = HeadOptions(read_classes(labels, labels_file), classifier_file, templates, descriptions,
-                                   labels_tree, tree_mode, beam, reject, reject_calibrate, tpr, reject_score,
-                                   reject_label, None, scale, accept_precision=accept_precision)
+        head_options = HeadOptions(labels=read_classes(labels, labels_file), classifier=classifier_file,
+                                   templates=templates, descriptions=descriptions, labels_tree=labels_tree,
+                                   tree_mode=tree_mode, beam=beam, reject=reject, reject_calibrate=reject_calibrate,
+                                   tpr=tpr, reject_score=reject_score, reject_label=reject_label, scale=scale,
+                                   accept_precision=accept_precision)
         head_options.check()
         if not head_options.is_tree():
             head_options.top_k = 2  # the runner-up, for the review list's margin

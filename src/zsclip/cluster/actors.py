@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -36,6 +36,34 @@ from ..errors import InputError
 IN_FLIGHT_PER_ACTOR = 2
 #: How long a reused pool may take to answer that it is alive before a fresh one replaces it.
 READY_TIMEOUT_S = 30.0
+
+
+def dispatch(ray, actors: list, calls: Iterable[Callable[[Any], Any]],
+             before_first: Callable[[], None] | None = None) -> Iterator[Any]:
+    """Each call's result, in input order: a call (``actor -> object reference``) goes to the least-loaded of
+    ``actors``, at most ``IN_FLIGHT_PER_ACTOR`` each, so no actor idles between calls and the driver holds a
+    bounded number of results however many calls come. ``before_first`` runs once before the first result is
+    fetched (the pool's fingerprint check: an actor answers its calls in order, so it is answered first)."""
+    pending: deque = deque()
+    load = [0] * len(actors)
+
+    def oldest():
+        nonlocal before_first
+        if before_first is not None:
+            before_first, check = None, before_first
+            check()
+        reference, index = pending.popleft()
+        load[index] -= 1
+        return ray.get(reference)
+
+    for call in calls:
+        while min(load) >= IN_FLIGHT_PER_ACTOR:
+            yield oldest()
+        index = load.index(min(load))
+        pending.append((call(actors[index]), index))
+        load[index] += 1
+    while pending:
+        yield oldest()
 
 
 class EncoderPool:
@@ -64,26 +92,15 @@ class EncoderPool:
         """Each (block reference, row slice or None)'s encoded result, in input order. ``fingerprint``:
         the driver's model, checked against every actor's before the first result when the pool was
         started without it (an actor runs its calls in order: the check is answered first)."""
-        pending: deque = deque()
-        load = [0] * len(self.actors)
         checks = [actor.ready.remote() for actor in self.actors] if self.fingerprint is None else []
 
-        def oldest():
+        def check() -> None:
             if checks:
                 self.check_fingerprints(self.ray.get(checks), fingerprint)
-                checks.clear()
-            result, index = pending.popleft()
-            load[index] -= 1
-            return self.ray.get(result)
 
-        for block, rows in blocks:
-            while min(load) >= IN_FLIGHT_PER_ACTOR:
-                yield oldest()
-            index = load.index(min(load))
-            pending.append((self.actors[index].encode_block.remote(block, rows), index))
-            load[index] += 1
-        while pending:
-            yield oldest()
+        calls = (lambda actor, block=block, rows=rows: actor.encode_block.remote(block, rows)
+                 for block, rows in blocks)
+        return dispatch(self.ray, self.actors, calls, before_first=check)
 
     def check_fingerprints(self, found: list, fingerprint: str | None) -> None:
         other = next((value for value in found if value != fingerprint), None)

@@ -11,12 +11,11 @@ per actor, so the driver holds a bounded number of decoded images however large 
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..options import RunOptions
-from .actors import IN_FLIGHT_PER_ACTOR, other_weights
+from .actors import dispatch, other_weights
 from .pipeline import ModelSpec, _actor_errors_named, actor_options, actor_threads, pool_size
 from .session import RaySettings, connect, watched
 
@@ -63,28 +62,12 @@ def ray_explanations(chunks: Sequence[Sequence], head, encoder, run: RunOptions,
     shared = ray.put(head)
     actors = [remote.remote(spec, shared, run) for _ in range(size)]
     try:
-        yield from _actor_errors_named(watched(_in_order(ray, actors, chunks, explain_settings),
-                                               settings.stall_timeout_s), ray)
+        calls = (lambda actor, chunk=chunk: actor.explain.remote(list(chunk), explain_settings) for chunk in chunks)
+        yield from _actor_errors_named(watched(dispatch(ray, actors, calls), settings.stall_timeout_s), ray)
     finally:
         for actor in actors:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(actor)
-
-
-def _in_order(ray, actors: list, chunks: Sequence[Sequence], explain_settings: dict) -> Iterator[list]:
-    """Chunks to the least-loaded actor, at most ``IN_FLIGHT_PER_ACTOR`` each; results in input order."""
-    pending: deque = deque()
-    load = [0] * len(actors)
-    for chunk in chunks:
-        while min(load) >= IN_FLIGHT_PER_ACTOR:
-            reference, index = pending.popleft()
-            load[index] -= 1
-            yield ray.get(reference)
-        index = load.index(min(load))
-        pending.append((actors[index].explain.remote(list(chunk), explain_settings), index))
-        load[index] += 1
-    while pending:
-        yield ray.get(pending.popleft()[0])
 
 
 __all__ = ["ExplainActor", "ray_explanations"]

@@ -22,6 +22,8 @@ from .text import csv_cell, printable, undecodable_escaped
 FORMATS = (".csv", ".jsonl", ".json", ".parquet")
 #: Parquet rows are written in row groups of this many predictions (memory stays flat).
 PARQUET_ROWS = 8192
+#: labels whose CSV cell a writer keeps (a large label space is cleared and refilled, never grows past it)
+MAX_KEPT_LABEL_CELLS = 65536
 #: A video clip's span in seconds: the columns timed rows carry right after the path.
 SPAN = ("start", "end")
 
@@ -61,6 +63,7 @@ class ResultWriter:
         self._file = self._output.file
         if self.format == ".csv":
             self._csv = csv.writer(self._file)
+            self._label_cells: dict[str, str] = {}
             self._csv.writerow(row_fields([*_top_k_columns(top_k), *(["accepted"] if accept else [])], timed))
         elif self.format == ".json":
             self._file.write("[")
@@ -87,7 +90,7 @@ class ResultWriter:
                 cells += [_seconds(prediction.start), _seconds(prediction.end)]
             for rank in range(self.top_k):
                 if rank < len(prediction.labels):
-                    cells += [csv_cell(prediction.labels[rank]), f"{prediction.scores[rank]:.6f}"]
+                    cells += [self._label_cell(prediction.labels[rank]), f"{prediction.scores[rank]:.6f}"]
                 else:
                     cells += ["", ""]
             if self.accept:
@@ -101,6 +104,15 @@ class ResultWriter:
                 text += "\n"
             self._file.write(text)
         self._rows += 1
+
+    def _label_cell(self, label: str) -> str:
+        """``csv_cell`` of a label, kept: the same few classes fill every row of a large run."""
+        cell = self._label_cells.get(label)
+        if cell is None:
+            if len(self._label_cells) >= MAX_KEPT_LABEL_CELLS:
+                self._label_cells.clear()
+            cell = self._label_cells[label] = csv_cell(label)
+        return cell
 
     def close(self) -> Path:
         """Finish the file and move it into place."""

@@ -40,7 +40,10 @@ def utf8_safe(value: object) -> object:
 
 def printable(text: object) -> str:
     """One line, no control characters: newlines, tabs and escapes shown as ``\\n``, ``\\x1b``..."""
-    return _CONTROL.sub(_escape, undecodable_escaped(str(text)))
+    text = str(text)
+    if text.isascii() and text.isprintable():  # the common case, decided in C: nothing to escape or decode
+        return text
+    return _CONTROL.sub(_escape, undecodable_escaped(text))
 
 
 def csv_cell(text: object) -> str:

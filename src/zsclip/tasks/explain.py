@@ -112,9 +112,11 @@ def explain(
         raise InputError(f"top_k {top_k!r}: explain at least one label per image")
     source = open_source(inputs)
     check_source(source)
-    head_options = HeadOptions(labels, classifier, templates, descriptions, labels_tree, tree_mode, beam, reject,
-                               reject_calibrate, tpr, reject_score, reject_label, None, None, multi_label, multi_score,
-                               threshold, calibrate, target_precision)
+    head_options = HeadOptions(labels=labels, classifier=classifier, templates=templates, descriptions=descriptions,
+                               labels_tree=labels_tree, tree_mode=tree_mode, beam=beam, reject=reject,
+                               reject_calibrate=reject_calibrate, tpr=tpr, reject_score=reject_score,
+                               reject_label=reject_label, multi_label=multi_label, multi_score=multi_score,
+                               threshold=threshold, calibrate=calibrate, target_precision=target_precision)
     head_options.check()
     if not head_options.is_tree() and not head_options.is_multi_label():
         head_options.top_k = top_k
