@@ -13,6 +13,9 @@ each of these is timed, in turns, ``--rounds`` times (the best of each is report
 - ``arrays``: ``zsclip.tasks.stored.classify_store_arrays``: read + logits + top-k + probabilities, as arrays;
 - ``predictions``: ``classify_store``: the same, one ``Prediction`` per row (what the command's sinks write);
 - ``cli``: ``zsclip classify STORE -c FILE -o out.csv -k 5`` (only with ``--cli``: it writes every row).
+
+The store steps run in a child process each (its peak RSS is the step's own; the reference matrix lives in the
+parent); ``--store`` classifies an existing store (e.g. the 10 M rows of bench_index_store.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -27,6 +31,26 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+
+def step(name: str, folder: Path, classifier_file: Path, top_k: int, rows: int) -> dict:
+    """One timed step in this process (a child of the run): seconds and this process's peak RSS."""
+    from zsclip import ZeroShotClassifier
+    from zsclip.store import EmbeddingStore
+    from zsclip.tasks.stored import classify_store, classify_store_arrays
+
+    classifier = ZeroShotClassifier.load(classifier_file)
+    store = EmbeddingStore.open(folder)
+    started = time.perf_counter()
+    if name == "read":
+        count = sum(len(batch.paths) for batch in store.batches())
+    elif name == "arrays":
+        count = sum(len(batch.paths) for batch in classify_store_arrays(store, classifier, top_k=top_k))
+    else:
+        count = sum(1 for _ in classify_store(store, classifier, top_k=top_k))
+    seconds = time.perf_counter() - started
+    assert count == rows, (count, rows)
+    return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:
@@ -38,61 +62,75 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cli", action="store_true", help="also time the zsclip command writing a CSV")
     parser.add_argument("--workdir", default=None, help="keep the store here (reused when it exists)")
+    parser.add_argument("--store", default=None, help="classify this existing store (its rows and width) instead")
+    parser.add_argument("--matmul-rows", type=int, default=1_000_000,
+                        help="the reference matmul's matrix in memory (float32); more rows are timed as that "
+                             "many blocks again (BLAS time is linear in rows)")
     parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument("--step", default=None, help=argparse.SUPPRESS)  # a child's one step
     args = parser.parse_args()
 
-    from zsclip import ZeroShotClassifier
     from zsclip.store import EmbeddingStore
-    from zsclip.tasks.stored import classify_store, classify_store_arrays
     from zsclip.testing.stores import synthetic_classifier, synthetic_store
 
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.workdir or scratch)
         work.mkdir(parents=True, exist_ok=True)
-        folder = work / f"store-{args.rows}x{args.dim}.zse"
+        folder = Path(args.store) if args.store else work / f"store-{args.rows}x{args.dim}.zse"
+        if args.step:
+            print(json.dumps(step(args.step, folder, work / "classes.zsc", args.top_k, args.rows)))
+            return
         if not (folder / "zsclip-store.json").exists():
             started = time.perf_counter()
             synthetic_store(folder, args.rows, args.dim)
             print(f"wrote {args.rows:,} rows in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        classifier_file = synthetic_classifier(work / "classes.zsc", args.dim, args.classes)
-        classifier = ZeroShotClassifier.load(classifier_file)
-        weights = classifier.weights_array
-        rng = np.random.default_rng(2)
-        matrix = rng.standard_normal((args.rows, args.dim), dtype=np.float32)
+        opened = EmbeddingStore.open(folder)
+        rows, dim = len(opened), opened.embed_dim
+        classifier_file = synthetic_classifier(work / "classes.zsc", dim, args.classes)
+        from zsclip import ZeroShotClassifier
 
-        def matmul() -> None:
-            for start in range(0, args.rows, 65_536):
-                matrix[start:start + 65_536] @ weights
+        weights = ZeroShotClassifier.load(classifier_file).weights_array
+        in_memory = min(rows, args.matmul_rows)
+        matrix = np.random.default_rng(2).standard_normal((in_memory, dim), dtype=np.float32)
 
-        def read() -> None:
-            assert sum(len(batch.paths) for batch in EmbeddingStore.open(folder).batches()) == args.rows
+        def matmul() -> dict:
+            started, done = time.perf_counter(), 0
+            while done < rows:
+                for start in range(0, min(in_memory, rows - done), 65_536):
+                    matrix[start:start + min(65_536, rows - done - start)] @ weights
+                done += in_memory
+            return {"seconds": time.perf_counter() - started}
 
-        def arrays() -> None:
-            answered = classify_store_arrays(EmbeddingStore.open(folder), classifier, top_k=args.top_k)
-            assert sum(len(batch.paths) for batch in answered) == args.rows
+        def child(name: str) -> dict:
+            command = [sys.executable, __file__, "--step", name, "--rows", str(rows), "--top-k", str(args.top_k),
+                       "--workdir", str(work), "--store", str(folder)]
+            return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
 
-        def predictions() -> None:
-            assert sum(1 for _ in classify_store(EmbeddingStore.open(folder), classifier, top_k=args.top_k)) == \
-                args.rows
-
-        def cli() -> None:
+        def cli() -> dict:
+            started = time.perf_counter()
             subprocess.run([sys.executable, "-m", "zsclip", "classify", str(folder), "-c", str(classifier_file),
                             "-k", str(args.top_k), "-o", str(work / "out.csv")], check=True,
-                           stderr=subprocess.DEVNULL, env={**os.environ, "ZSCLIP_NO_PROGRESS": "1"})
+                           stderr=subprocess.DEVNULL)
+            return {"seconds": time.perf_counter() - started}
 
-        runs = {"matmul": matmul, "read": read, "arrays": arrays, "predictions": predictions}
+        runs = {"matmul": matmul, **{name: (lambda name=name: child(name)) for name in ("read", "arrays",
+                                                                                    "predictions")}}
         if args.cli:
             runs["cli"] = cli
-        best: dict[str, float] = {}
+        best: dict[str, dict] = {}
         for _ in range(args.rounds):
             for name, run in runs.items():
-                started = time.perf_counter()
-                run()
-                best[name] = min(best.get(name, float("inf")), time.perf_counter() - started)
-                print(f"{name}: {time.perf_counter() - started:.2f} s", file=sys.stderr, flush=True)
-    figures = {"rows": args.rows, "dim": args.dim, "classes": args.classes, "top_k": args.top_k,
-               "seconds": {name: round(seconds, 2) for name, seconds in best.items()},
-               "vs_matmul": {name: round(seconds / best["matmul"], 2) for name, seconds in best.items()},
+                result = run()
+                print(f"{name}: {result['seconds']:.2f} s", file=sys.stderr, flush=True)
+                if name not in best or result["seconds"] < best[name]["seconds"]:
+                    best[name] = result
+    figures = {"rows": rows, "dim": dim, "classes": args.classes, "top_k": args.top_k,
+               "matmul_rows_in_memory": in_memory,
+               "seconds": {name: round(result["seconds"], 2) for name, result in best.items()},
+               "vs_matmul": {name: round(result["seconds"] / best["matmul"]["seconds"], 2)
+                             for name, result in best.items()},
+               "peak_rss_mb": {name: round(result["peak_rss_mb"]) for name, result in best.items()
+                               if "peak_rss_mb" in result},
                "load_average": os.getloadavg()}
     print(json.dumps(figures, indent=1))
     if args.json:
