@@ -19,7 +19,7 @@ from ..encoders.resolve import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..precision import PRECISIONS
 from ..prompts import TEMPLATE_SETS
 from ..serve.settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_REQUEST_BYTES, Limits
-from .common import runtime_option
+from .common import calibration_for, runtime_option
 
 #: import name -> distribution, for the one-line "install the extra" message
 SERVE_MODULES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart",
@@ -193,7 +193,8 @@ def serve(model, pretrained, device, precision, store, classifiers, templates, h
             queue_limit=queue_limit, decode_workers=decode_workers, max_classifiers=max_classifiers,
             default_templates=default_templates, api_key=api_key, cors_origins=tuple(cors_origins), limits=limits,
             label_studio_url=label_studio_url, label_studio_token=label_studio_token,
-            runtime=click.get_current_context().meta.get("zsclip_runtime", "torch"))
+            runtime=click.get_current_context().meta.get("zsclip_runtime", "torch"),
+            calibration=calibration_for(click.get_current_context().meta.get("zsclip_runtime", "torch"), precision))
     except (ValueError, ZsclipError) as error:
         raise ServeError(str(error)) from None
     listener = bind_listener(host, port)  # a busy port is one line now, not after the model loaded
@@ -259,7 +260,7 @@ def _on_runtime(encoder, settings):
     from ..errors import ZsclipError
 
     try:
-        return with_runtime(encoder, settings.runtime, settings.precision)
+        return with_runtime(encoder, settings.runtime, settings.precision, settings.calibration)
     except ZsclipError as error:
         raise ServeError(str(error)) from None
 
