@@ -531,3 +531,29 @@ def test_a_vision_transformer_is_calibrated_as_one_and_gated(shared_cache, tiny_
     record = json.loads(note.read_text())
     assert (min(record["agreement"], record["calibration"]["agreement"]) >= 0.99) == passed
     assert note.with_suffix(".xml").read_text().count('type="FakeQuantize"') > 4
+
+
+def test_the_service_refuses_calibration_images_without_int8():
+    pytest.importorskip("fastapi")
+    _need("openvino")
+    result = CliRunner().invoke(main, ["serve", "--model", "demo", "--runtime", "openvino", "--calibration-images",
+                                       str(EXAMPLES)])
+    assert result.exit_code != 0 and "--calibration-images calibrates int8 activations" in result.output
+
+
+@pytest.mark.slow
+def test_the_ray_actor_loads_the_same_calibrated_int8(shared_cache):
+    """Ray's actors get the calibration images with the runtime, so they run the driver's calibrated graph."""
+    _need("onnxruntime")
+    pytest.importorskip("ray")
+    from zsclip.cluster.pipeline import EncodeActor, ModelSpec
+    from zsclip.encoders.resolve import resolve_model
+    from zsclip.options import RunOptions
+
+    images = tuple(str(path) for path in sorted(EXAMPLES.glob("*.png")))
+    options = RunOptions(device="cpu", runtime="onnxruntime", precision="int8", calibration=images)
+    driver = resolve_model("demo", None, options)
+    spec = ModelSpec.of(driver, options)
+    assert spec.calibration == images
+    actor = EncodeActor(spec)
+    assert actor.encoder.int8_name() == driver.int8_name() and "-int8-static-" in driver.int8_name()
