@@ -19,7 +19,7 @@ from ..errors import InputError, ZsclipWarning
 from ..options import RunOptions
 from ..outputs.text import printable
 from ..precision import PRECISIONS
-from .common import calibration_for, given, runtime_option, usage_errors
+from .common import calibration_images_for, given, runtime_option, usage_errors
 
 if TYPE_CHECKING:
     from ..adapt.features import LabelledFeatures
@@ -106,7 +106,7 @@ def adapt_command(data, labels_file, templates, method, shots, seed, alpha, swee
             raise InputError(f"--runtime {runtime} runs frozen towers; --method finetune trains the image tower "
                              "in eager PyTorch: drop --runtime (or use --method linear or tip-adapter)")
         options = RunOptions(device=device, precision=precision, runtime=runtime,
-                             calibration=calibration_for(runtime, precision))
+                             calibration=calibration_images_for(runtime, precision))
         if (sweep_alpha or report_dir) and not eval_sets:
             raise InputError("--sweep-alpha and --report measure on --eval data: add --eval DATA")
         _check_output(output, method)  # before any image is encoded or any step trained

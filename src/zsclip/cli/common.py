@@ -107,24 +107,34 @@ CALIBRATION_HELP = ("With --precision int8 on --runtime openvino or onnxruntime:
                     "(onnxruntime).")
 
 
-def runtime_option(function):
-    """--runtime and --calibration-images: kept for ``run_options`` (every command that loads a model reads them
-    there), like the video options, so no command re-declares them in its signature."""
-    def keep(ctx: click.Context, param: click.Parameter, value):
-        ctx.meta["zsclip_runtime"] = value
-        return value
+def _runtime_options(calibration: bool):
+    def decorate(function):
+        """--runtime (and --calibration-images): kept for ``run_options`` (every command that loads a model reads
+        them there), like the video options, so no command re-declares them in its signature."""
+        def keep(ctx: click.Context, param: click.Parameter, value):
+            ctx.meta["zsclip_runtime"] = value
+            return value
 
-    def keep_calibration(ctx: click.Context, param: click.Parameter, value):
-        ctx.meta["zsclip_calibration"] = value
-        return value
+        def keep_calibration(ctx: click.Context, param: click.Parameter, value):
+            ctx.meta["zsclip_calibration"] = value
+            return value
 
-    function = click.option("--calibration-images", default=None, expose_value=False, callback=keep_calibration,
-                            metavar="PATH", help=CALIBRATION_HELP)(function)
-    return click.option("--runtime", type=click.Choice(RUNTIMES), default=DEFAULT_RUNTIME, show_default=True,
-                        expose_value=False, callback=keep, help=RUNTIME_HELP)(function)
+        if calibration:
+            function = click.option("--calibration-images", default=None, expose_value=False,
+                                    callback=keep_calibration, metavar="PATH", help=CALIBRATION_HELP)(function)
+        return click.option("--runtime", type=click.Choice(RUNTIMES), default=DEFAULT_RUNTIME, show_default=True,
+                            expose_value=False, callback=keep, help=RUNTIME_HELP)(function)
+
+    return decorate
 
 
-def calibration_for(runtime: str, precision: str) -> tuple[str, ...]:
+#: --runtime and --calibration-images (every command with --precision)
+runtime_option = _runtime_options(calibration=True)
+#: --runtime alone (search encodes its queries in fp32: calibrated int8 can never apply there)
+runtime_only_option = _runtime_options(calibration=False)
+
+
+def calibration_images_for(runtime: str, precision: str) -> tuple[str, ...]:
     """The files of ``--calibration-images`` (empty when not given), refused in one line where they cannot apply
     (checked before the path is read)."""
     from ..runtimes import check_calibration
@@ -304,7 +314,7 @@ def run_options(device: str = "auto", precision: str = DEFAULT_PRECISION, batch_
     runtime = context.meta.get("zsclip_runtime", DEFAULT_RUNTIME) if context is not None else DEFAULT_RUNTIME
     with usage_errors():
         check_runtime(runtime, device, precision)  # a runtime that cannot run: said before any calibration path
-        calibration = calibration_for(runtime, precision)
+        calibration = calibration_images_for(runtime, precision)
         return RunOptions(device=device, precision=precision, batch_size=batch_size, workers=workers,
                           max_pixels=max_pixels, url_timeout=url_timeout, decode=decode, runtime=runtime,
                           calibration=calibration, **video)
