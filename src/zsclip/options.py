@@ -70,8 +70,9 @@ class RunOptions:
         if self.precision not in PRECISIONS:
             raise InputError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         check_runtime(self.runtime, self.device, self.precision)
-        if not isinstance(self.calibration, tuple):
-            raise InputError("calibration must be a tuple of image paths")
+        if isinstance(self.calibration, (str, bytes)) or not all(isinstance(p, str) for p in self.calibration):
+            raise InputError("calibration must be a sequence of image paths (str), e.g. a list of files")
+        object.__setattr__(self, "calibration", tuple(self.calibration))  # hashable, as every other field
         check_calibration(self.runtime, self.precision, bool(self.calibration))
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise InputError(f"batch size {self.batch_size!r} must be a whole number >= 1")
