@@ -3,12 +3,15 @@
     python benchmarks/bench_runtime.py                       # demo model + ViT-B-32 (random weights), ~5 min
     python benchmarks/bench_runtime.py --models demo --classify-images 1000
     python benchmarks/bench_runtime.py --threads 2 --batches 1,8,64 --json runtime.json
+    python benchmarks/bench_runtime.py --threads 1 --variants "eager fp32,int8" --batches 8,64 --no-text
 
 Per model: image images/s and text prompts/s at each batch size for eager fp32, eager bf16 (autocast),
 ONNX Runtime fp32 / int8, OpenVINO fp32 / int8 (/ bf16 where the CPU has native bf16); the fraction of
 the CPU's peak fp32 FLOP/s the image tower reaches (FLOPs counted by torch's FlopCounterMode on the eager
 tower; peak = cores x clock x FLOPs per cycle from the CPU's flags); top-1 agreement of each precision with
-fp32 on held-out shapes images (zsclip's int8 gate's measurement); end-to-end ``zsclip classify`` of N
+fp32 on held-out shapes images (zsclip's int8 gate's measurement); int8 calibrated on N rendered shapes images
+(``--calibration-images``' static int8: weights and activations; another seed than the gate's images) per
+runtime, with the seconds its calibration took; end-to-end ``zsclip classify`` of N
 images and a 1,000-class ``zsclip build`` per runtime (demo model), as wall-clock ratios to eager.
 Every variant runs with the same thread budget: torch.set_num_threads(T) and the runtimes' intra-op T.
 ViT-B-32 is built with random weights (speed does not depend on them; its agreement figures on shapes
@@ -79,9 +82,34 @@ def best_seconds(calls: dict[str, object], rounds: int, warm_up: bool = True) ->
     return best
 
 
+#: set by main(): rendered calibration images for the calibrated int8 variants, and which variants run
+CALIBRATION: list[str] = []
+CHOSEN: list[str] = []
+TEXT = [True]
+CALIBRATION_SECONDS: dict[str, dict[str, float]] = {}
+
+
+def calibration_images(folder: Path, count: int) -> list[str]:
+    """``count`` rendered shapes images (seed 7, not the gate's) as PNG files: what a user would point
+    ``--calibration-images`` at."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, spec in enumerate(shapes.sample_specs(count, 7, split="all")):
+        path = folder / f"cal{i:04d}.png"
+        shapes.render(spec, size=64).save(path)
+        paths.append(str(path))
+    return paths
+
+
 def variants(encoder, threads: int) -> dict[str, tuple]:
     """name -> (image call(pixels), text call(prompts, batch), precision label); int8 graphs run ungated here
     (the speed of each is measured; the gate's figure is reported beside it)."""
+    found = _variants(encoder, threads)
+    return {name: calls for name, calls in found.items() if not CHOSEN or any(part in name for part in CHOSEN)
+            or name == "eager fp32"}
+
+
+def _variants(encoder, threads: int) -> dict[str, tuple]:
     found = {"eager fp32": (lambda p: encoder.encode_images(p, "fp32"),
                             lambda t, b: encoder.encode_text(t, "fp32", batch_size=b)),
              "eager bf16": (lambda p: encoder.encode_images(p, "bf16"),
@@ -100,6 +128,13 @@ def variants(encoder, threads: int) -> dict[str, tuple]:
                                     lambda t, b, w=wrapped: w.encode_text(t, "fp32", batch_size=b))
         int8 = wrapped._engine.load(wrapped.int8_graph(graphs.tower_graph(encoder, "image")), "int8", threads)
         found[f"{runtime} int8"] = (lambda p, run=int8: run({"pixels": p.numpy()}), None)
+        if CALIBRATION and (not CHOSEN or any(part in f"{runtime} int8 calibrated" for part in CHOSEN)):
+            calibrated = RuntimeEncoder(encoder, runtime, CALIBRATION)
+            start = time.perf_counter()
+            made = calibrated.int8_graph(graphs.tower_graph(encoder, "image"))
+            CALIBRATION_SECONDS.setdefault(encoder.name, {}).setdefault(runtime, time.perf_counter() - start)
+            static = wrapped._engine.load(made, "int8", threads)
+            found[f"{runtime} int8 calibrated"] = (lambda p, run=static: run({"pixels": p.numpy()}), None)
         if runtime == "openvino" and cpu_has_bf16():
             found["openvino bf16"] = (lambda p, w=wrapped: w.encode_images(p, "bf16"),
                                       lambda t, b, w=wrapped: w.encode_text(t, "bf16", batch_size=b))
@@ -150,7 +185,8 @@ def towers(encoder, batches: list[int], threads: int, rounds: int) -> dict:
             results[name][f"image b{batch}"] = batch / seconds
         prompts = [f"a photo of a {w}, number {i}." for i, w in enumerate((words * 4)[:max(batch, 64)])]
         best = best_seconds({name: (lambda run=text, p=prompts, b=batch: run(p, b)) for name, (_, text) in found.items()
-                             if text is not None and (batch == min(batches) or not emulated_bf16(name))}, rounds)
+                             if TEXT[0] and text is not None and (batch == min(batches) or not emulated_bf16(name))},
+                            rounds)
         for name, seconds in best.items():
             results[name][f"text b{batch}"] = len(prompts) / seconds
         print(f"  batch {batch}: " + ", ".join(f"{name} {row[f'image b{batch}']:.1f} img/s" for name, row
@@ -193,9 +229,19 @@ def main() -> None:
     parser.add_argument("--classify-images", type=int, default=1000)
     parser.add_argument("--build-classes", type=int, default=1000)
     parser.add_argument("--agreement-images", type=int, default=gate.HELD_OUT_IMAGES)
+    parser.add_argument("--calibration-images", type=int, default=64,
+                        help="rendered images that calibrate the static int8 variants (0: leave them out)")
+    parser.add_argument("--variants", default="", help="comma-separated parts of the variant names to run "
+                        "(eager fp32 always runs: every ratio is to it); default all")
+    parser.add_argument("--no-text", action="store_true", help="time the image tower only")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    CHOSEN.extend(part.strip() for part in args.variants.split(",") if part.strip())
+    TEXT[0] = not args.no_text
+    if args.calibration_images:
+        CALIBRATION.extend(calibration_images(Path(tempfile.mkdtemp(prefix="zsclip-calibration-")),
+                                              args.calibration_images))
     batches = [int(b) for b in args.batches.split(",")]
     peak, how = peak_flops(args.threads)
     report = {"threads": args.threads, "peak_flops": peak, "peak": how, "bf16_native": cpu_has_bf16(), "models": {}}
@@ -206,7 +252,9 @@ def main() -> None:
         print(f"{name}: {flops / 1e9:.2f} GFLOP per image", file=sys.stderr)
         speeds = towers(encoder, batches, args.threads, args.rounds)
         report["models"][name] = {"image_gflop": flops / 1e9, "speed": speeds,
-                                  "agreement": agreement(encoder, args.threads, args.agreement_images)}
+                                  "agreement": agreement(encoder, args.threads, args.agreement_images),
+                                  "calibration_seconds": CALIBRATION_SECONDS.get(encoder.name, {}),
+                                  "calibration_images": args.calibration_images}
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=1), encoding="utf-8")
     if args.classify_images:
@@ -235,6 +283,9 @@ def print_tables(report: dict, batches: list[int]) -> None:
             agree = model["agreement"].get(variant, {})
             print(f"| {variant} | " + " | ".join(cells) + f" | {fraction:.0%} | "
                   f"{agree.get('agreement', float('nan')):.1%} / {agree.get('accuracy', float('nan')):.1%} |")
+        for runtime, seconds in model.get("calibration_seconds", {}).items():
+            print(f"\n{runtime} int8 calibrated: calibration on {model['calibration_images']} images took "
+                  f"{seconds:.1f} s")
     e2e = report.get("end_to_end")
     if e2e:
         print(f"\n### end to end (demo model): classify {e2e['images']} images, build {e2e['classes']} classes\n")

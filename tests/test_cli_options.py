@@ -176,6 +176,7 @@ def _values(world: dict[str, Path], tmp: Path) -> dict[str, list[str]]:
         "--bias": [],
         "--label-studio-url": ["http://ls.example:8080"], "--label-studio-token": ["token-x"],
         "--text": ["a red star"], "--accept": ["0.37"], "--runtime": ["onnxruntime"],
+        "--calibration-images": [str(world["tree"])],
         "--exact": [], "--rebuild": [], "--lists": ["7"], "--probes": ["3"], "--check": ["7"], "--remove": [],
         "--neighbours": ["7"],
     }
@@ -306,6 +307,9 @@ def _commands(world: dict[str, Path], tmp: Path) -> dict[str, dict]:
     }
 
 
+#: what an option needs beside it in every command that has it (unless the command's own ``needs`` says otherwise)
+COMMON_NEEDS = {"--calibration-images": (["--runtime", "onnxruntime", "--precision", "int8"], None)}
+
 #: options refused where the probe gives them, with words of the one line they get
 REFUSED = {
     ("embed", "--cache-dir"): "classifier", ("embed", "--no-cache"): "classifier",  # embed builds none
@@ -382,7 +386,7 @@ def test_every_option_reaches_the_library_or_is_refused_in_one_line(name, world,
                  else [str(world["root"] / named.removeprefix("world:")) if named.startswith("world:")
                        else str(tmp_path / named)])
         given = [long, *value] if not option.is_flag else [long]
-        needs, base = spec["needs"].get(long, ([], None))
+        needs, base = spec["needs"].get(long, COMMON_NEEDS.get(long, ([], None)))
         before = (base if base is not None else spec["base"]) + needs
         if (name, long) in REFUSED:
             _, result = _run(name, before + given, spec, monkeypatch)

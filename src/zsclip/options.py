@@ -15,7 +15,7 @@ from .data.urls import URL_TIMEOUT_S
 from .data.video import DEFAULT_FRAMES, MAX_VIDEO_FRAMES, Sampling
 from .errors import InputError
 from .precision import DEFAULT_PRECISION, PRECISIONS
-from .runtimes import DEFAULT_RUNTIME, GRAPH_RUNTIMES, check_runtime
+from .runtimes import DEFAULT_RUNTIME, GRAPH_RUNTIMES, check_calibration, check_runtime
 
 #: Where JPEGs can be decoded (see RunOptions.decode).
 DECODE_MODES = ("auto", "cpu", "device")
@@ -47,6 +47,9 @@ class RunOptions:
         runtime: what runs the towers: "torch" (eager PyTorch), "onnxruntime" or "openvino" (graphs exported
             once per model, CPU only; with device "auto" the model then loads on the CPU), or "auto" (the
             fastest measured on this machine for this model; see runtimes.py and encoders/runtime.py).
+        calibration: image files to calibrate a graph runtime's int8 image tower on (full post-training
+            quantisation, weights and activations; encoders/ptq.py); empty = weight-only / dynamic int8.
+            Needs precision "int8" and runtime "onnxruntime" or "openvino".
     """
 
     device: str = "auto"
@@ -61,11 +64,16 @@ class RunOptions:
     segment: float | None = None
     max_video_frames: int = MAX_VIDEO_FRAMES
     runtime: str = DEFAULT_RUNTIME
+    calibration: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise InputError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         check_runtime(self.runtime, self.device, self.precision)
+        if isinstance(self.calibration, (str, bytes)) or not all(isinstance(p, str) for p in self.calibration):
+            raise InputError("calibration must be a sequence of image paths (str), e.g. a list of files")
+        object.__setattr__(self, "calibration", tuple(self.calibration))  # hashable, as every other field
+        check_calibration(self.runtime, self.precision, bool(self.calibration))
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise InputError(f"batch size {self.batch_size!r} must be a whole number >= 1")
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):

@@ -75,5 +75,21 @@ def check_runtime(runtime: str, device: str, precision: str) -> None:
         raise InputError(no_bf16_line())
 
 
+def check_calibration(runtime: str, precision: str, calibrated: bool) -> None:
+    """Refuse, in one line, calibration images (``--calibration-images``) where they cannot apply: they calibrate
+    the activations of a graph runtime's int8 image tower, so they need ``--precision int8`` and ``--runtime
+    onnxruntime`` or ``openvino`` (eager PyTorch's int8 is dynamic; ``auto`` would calibrate every runtime to
+    time them: name one)."""
+    if not calibrated:
+        return
+    if precision != "int8":
+        raise InputError(f"--calibration-images calibrates int8 activations, and the precision is {precision}: "
+                         "add --precision int8 (or drop --calibration-images)")
+    if runtime not in GRAPH_RUNTIMES:
+        raise InputError(f"--calibration-images applies to --runtime onnxruntime or openvino (static int8 of the "
+                         f"exported image graph), not --runtime {runtime}: name one of them")
+
+
 __all__ = ["RUNTIMES", "DEFAULT_RUNTIME", "GRAPH_RUNTIMES", "INSTALL_HINT", "installed", "cpu_flags",
-           "cpu_has_bf16", "no_bf16_line", "check_runtime"]
+           "cpu_has_bf16", "no_bf16_line", "check_runtime",
+           "check_calibration"]

@@ -19,7 +19,7 @@ from ..errors import InputError, ZsclipWarning
 from ..options import RunOptions
 from ..outputs.text import printable
 from ..precision import PRECISIONS
-from .common import given, runtime_option, usage_errors
+from .common import calibration_images_for, given, runtime_option, usage_errors
 
 if TYPE_CHECKING:
     from ..adapt.features import LabelledFeatures
@@ -105,7 +105,8 @@ def adapt_command(data, labels_file, templates, method, shots, seed, alpha, swee
         if method == "finetune" and runtime != "torch":
             raise InputError(f"--runtime {runtime} runs frozen towers; --method finetune trains the image tower "
                              "in eager PyTorch: drop --runtime (or use --method linear or tip-adapter)")
-        options = RunOptions(device=device, precision=precision, runtime=runtime)
+        options = RunOptions(device=device, precision=precision, runtime=runtime,
+                             calibration=calibration_images_for(runtime, precision))
         if (sweep_alpha or report_dir) and not eval_sets:
             raise InputError("--sweep-alpha and --report measure on --eval data: add --eval DATA")
         _check_output(output, method)  # before any image is encoded or any step trained
@@ -122,7 +123,7 @@ def adapt_command(data, labels_file, templates, method, shots, seed, alpha, swee
         if runtime != "torch":  # frozen towers on the runtime (the same wrapping every command's model gets)
             from ..encoders.pick import with_runtime
 
-            encoder = with_runtime(encoder, runtime, precision)
+            encoder = with_runtime(encoder, runtime, precision, options.calibration)
         pool = encode_collection(collection, encoder, **encode)
         _report_failures(pool)
         chosen = pool.few_shot(shots, seed) if shots else pool

@@ -12,7 +12,7 @@ from .common import (
     ray_options,
     ray_settings,
     run_options,
-    runtime_option,
+    runtime_only_option,
     usage_errors,
 )
 
@@ -30,7 +30,7 @@ from .common import (
 @click.option("--pretrained", default=None, help="Weights for an open_clip --model name.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--exact", is_flag=True, help="Score every stored row, even when the store has an index.")
-@runtime_option
+@runtime_only_option
 @image_options
 @ray_options
 def search(store_path, query, image_path, top_k, output, model, pretrained, device, exact, batch_size, workers,

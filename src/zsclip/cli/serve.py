@@ -19,7 +19,7 @@ from ..encoders.resolve import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from ..precision import PRECISIONS
 from ..prompts import TEMPLATE_SETS
 from ..serve.settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_REQUEST_BYTES, Limits
-from .common import runtime_option
+from .common import calibration_images_for, runtime_option
 
 #: import name -> distribution, for the one-line "install the extra" message
 SERVE_MODULES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart",
@@ -187,13 +187,14 @@ def serve(model, pretrained, device, precision, store, classifiers, templates, h
             tuple(t.text for t in resolve_templates(templates))
         limits = Limits(max_request_bytes=int(max_request_mb * 2**20), max_images=max_images, max_pixels=max_pixels,
                         max_labels=max_labels, request_timeout_s=request_timeout)
+        runtime = click.get_current_context().meta.get("zsclip_runtime", "torch")
         settings = ServeSettings(
             model=model, pretrained=pretrained, device=device, precision=precision,
             classifier_files=tuple(classifiers), store=store, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
             queue_limit=queue_limit, decode_workers=decode_workers, max_classifiers=max_classifiers,
             default_templates=default_templates, api_key=api_key, cors_origins=tuple(cors_origins), limits=limits,
             label_studio_url=label_studio_url, label_studio_token=label_studio_token,
-            runtime=click.get_current_context().meta.get("zsclip_runtime", "torch"))
+            runtime=runtime, calibration=calibration_images_for(runtime, precision))
     except (ValueError, ZsclipError) as error:
         raise ServeError(str(error)) from None
     listener = bind_listener(host, port)  # a busy port is one line now, not after the model loaded
@@ -259,7 +260,7 @@ def _on_runtime(encoder, settings):
     from ..errors import ZsclipError
 
     try:
-        return with_runtime(encoder, settings.runtime, settings.precision)
+        return with_runtime(encoder, settings.runtime, settings.precision, settings.calibration)
     except ZsclipError as error:
         raise ServeError(str(error)) from None
 

@@ -71,12 +71,13 @@ class ModelSpec:
     actors_per_node: int = 1
     batch_size: int = 64
     runtime: str = "torch"  # RunOptions.runtime; the driver's own choice where it resolved "auto"
+    calibration: tuple[str, ...] = ()  # RunOptions.calibration: each actor finds (or makes) the same static int8
 
     @classmethod
     def of(cls, encoder, options: RunOptions, actors_per_node: int = 1) -> ModelSpec:
         return cls(encoder.name, getattr(encoder, "pretrained", None),
                    "cuda" if encoder.device.type == "cuda" else "cpu", options.precision, encoder.fingerprint,
-                   actors_per_node, options.batch_size, getattr(encoder, "runtime", "torch"))
+                   actors_per_node, options.batch_size, getattr(encoder, "runtime", "torch"), options.calibration)
 
 
 def decode_rows(batch_size: int, pixel_shape: tuple[int, ...]) -> int:
@@ -177,7 +178,8 @@ class EncodeActor:
         self.node = _node_id()
         self.encoder = resolve_model(spec.model, spec.pretrained, RunOptions(device=spec.device,
                                                                              precision=spec.precision,
-                                                                             runtime=spec.runtime))
+                                                                             runtime=spec.runtime,
+                                                                             calibration=spec.calibration))
         if spec.fingerprint is not None and self.encoder.fingerprint != spec.fingerprint:  # e.g. other files here
             raise actors.other_weights(spec.model, self.encoder.fingerprint, spec.fingerprint)
 
@@ -302,7 +304,7 @@ def prestart(model: str, pretrained: str | None, options: RunOptions, settings: 
         warnings.simplefilter("ignore", ZsclipWarning)
         size, per_node = pool_size(ray, settings, gpus)
     spec = ModelSpec(model, pretrained, "cuda" if gpus else "cpu", options.precision, None, per_node,
-                     options.batch_size, options.runtime)
+                     options.batch_size, options.runtime, options.calibration)
     actors.start(ray, EncodeActor, spec, size, actor_options(gpus), settings.keep_actors_s)
 
 

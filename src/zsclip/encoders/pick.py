@@ -17,6 +17,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 
 import torch
 
@@ -30,16 +31,19 @@ PROMPTS = [f"a photo of a {word}." for word in ("dog", "cat", "red car", "small 
                                                    "blue star", "plane", "horse", "green field", "person")] * 3
 
 
-def with_runtime(encoder: Encoder, runtime: str, precision: str) -> Encoder:
+def with_runtime(encoder: Encoder, runtime: str, precision: str, calibration: Sequence[str] = ()) -> Encoder:
     """``encoder`` with its towers on ``runtime`` ("torch" returns it as it is), prepared for ``precision``
-    (graphs exported or found, loaded, int8 gated), so a model that cannot run fails here in one line."""
+    (graphs exported or found, loaded, int8 gated), so a model that cannot run fails here in one line.
+    ``calibration``: image files that calibrate a static int8 image tower (ptq.py; named runtimes only)."""
+    if calibration and runtime not in GRAPH_RUNTIMES:
+        raise InputError(f"calibration images apply to runtime onnxruntime or openvino, not {runtime}")
     if runtime == "torch":
         return encoder
     if runtime == "auto":
         return pick(encoder, precision)
     from .runtime import RuntimeEncoder
 
-    wrapped = RuntimeEncoder(encoder, runtime)
+    wrapped = RuntimeEncoder(encoder, runtime, calibration)
     wrapped.prepare(precision)
     return wrapped
 

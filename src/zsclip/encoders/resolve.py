@@ -41,7 +41,7 @@ def resolve_model(
     if options.runtime != "torch":
         from .pick import with_runtime
 
-        encoder = with_runtime(encoder, options.runtime, options.precision)
+        encoder = with_runtime(encoder, options.runtime, options.precision, options.calibration)
     encoder.prepare(options.precision)  # e.g. int8 on a tower it cannot speed up: one line now, not mid-run
     return encoder
 

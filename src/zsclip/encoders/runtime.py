@@ -9,8 +9,10 @@ eager within 1e-5 (tests/test_runtime.py). The shared-prefix text path (shared_p
 Precisions: fp32; bf16 (OpenVINO, CPUs with native bf16 only: refused elsewhere while parsing, see
 runtimes.py); int8 for the image tower (text stays fp32, so classifiers stay exact): ONNX Runtime's
 dynamic quantization (int8 weights, activations quantized per batch) or OpenVINO weight-only int8
-(NNCF ``compress_weights``). An int8 tower is used only after its gate (gate.py) measured top-1
-agreement with fp32 >= 99% on held-out images; the figure is kept beside the graph.
+(NNCF ``compress_weights``); or, given calibration images (``--calibration-images``), full post-training
+quantisation, int8 weights and activations, calibrated on them (ptq.py). An int8 tower is used only after its
+gate (gate.py) measured top-1 agreement with fp32 >= 99% on held-out images; the figure is kept beside the
+graph.
 
 Threads: the runtime runs with ``torch.get_num_threads()`` intra-op threads, so a comparison with
 eager PyTorch in the same process gives both the same budget.
@@ -30,7 +32,7 @@ from PIL import Image
 from ..errors import InputError
 from ..precision import DEFAULT_PRECISION, resolve_precision, text_precision
 from ..runtimes import GRAPH_RUNTIMES, INSTALL_HINT, cpu_has_bf16, no_bf16_line
-from . import graphs
+from . import graphs, ptq
 from .base import Encoder, TokenBatch
 
 Run = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -39,7 +41,7 @@ Run = Callable[[dict[str, np.ndarray]], np.ndarray]
 class RuntimeEncoder(Encoder):
     """``inner``'s towers run by ``runtime`` ("onnxruntime" or "openvino") on the CPU."""
 
-    def __init__(self, inner: Encoder, runtime: str) -> None:
+    def __init__(self, inner: Encoder, runtime: str, calibration: Sequence[str] = ()) -> None:
         super().__init__()
         if runtime not in GRAPH_RUNTIMES:
             raise InputError(f"unknown runtime {runtime!r}: choose one of {', '.join(GRAPH_RUNTIMES)}")
@@ -58,6 +60,8 @@ class RuntimeEncoder(Encoder):
         self._text_at = "fp32"
         self._lock = threading.RLock()  # the int8 gate loads the fp32 graphs while the int8 one loads
         self._engine = _engine(runtime)
+        #: the user's calibration images: int8 is then static (weights and activations), calibrated on them
+        self.calibration = ptq.CalibrationSet(tuple(calibration)) if calibration else None
 
     # --- what stays the adapter's -----------------------------------------------------------
     def __getattr__(self, name: str):
@@ -139,11 +143,22 @@ class RuntimeEncoder(Encoder):
             from .gate import checked_int8
 
             checked_int8(self, source)
+            return self._engine.load(self.int8_graph(source), "int8", threads)
         return self._engine.load(source, precision, threads)
 
+    def int8_name(self) -> str:
+        """The stem of the int8 image graph and its gate note: ``<runtime>-int8`` (weight-only / dynamic), or
+        ``<runtime>-int8-static-<calibration set's fingerprint>``."""
+        if self.calibration is None:
+            return f"{self.runtime}-int8"
+        return ptq.graph_name(self.runtime, self.calibration.fingerprint)
+
     def int8_graph(self, source: Path) -> Path:
-        """The int8 variant of the image graph ``source``, made now unless cached (no gate: see gate.py)."""
-        return self._engine.int8(source)
+        """The int8 variant of the image graph ``source``, made now unless cached (no gate: see gate.py):
+        calibrated on ``calibration`` when given, else weight-only (OpenVINO) or dynamic (ONNX Runtime)."""
+        if self.calibration is None:
+            return self._engine.int8(source)
+        return self._engine.static_int8(source, self, self.calibration)
 
     def __repr__(self) -> str:
         return f"RuntimeEncoder({self.name!r}, runtime={self.runtime}, embed_dim={self.embed_dim})"
@@ -162,17 +177,17 @@ class _OnnxRuntime:
     name = "onnxruntime"
 
     def load(self, graph: Path, precision: str, threads: int) -> Run:
+        """A run of ``graph``: the fp32 graph, or for int8 the int8 variant itself (``RuntimeEncoder.int8_graph``)."""
         import onnxruntime as ort
 
         if precision == "bf16":
             raise InputError("runtime onnxruntime has no bf16 kernels on the CPU: use --runtime openvino for bf16")
-        path = self.int8(graph) if precision == "int8" else graph
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         return lambda feed: session.run(None, feed)[0]
 
     def int8(self, graph: Path) -> Path:
@@ -184,6 +199,9 @@ class _OnnxRuntime:
                 quantize_dynamic(str(graph), str(temporary), weight_type=QuantType.QInt8, per_channel=True)
         return path
 
+    def static_int8(self, graph: Path, encoder: Encoder, calibration: ptq.CalibrationSet) -> Path:
+        return ptq.onnxruntime_static(graph, encoder, calibration)
+
 
 class _OpenVino:
     """OpenVINO on the CPU: the ONNX graph converted once to OpenVINO's IR (fp32 weights kept fp32); bf16 is
@@ -192,10 +210,11 @@ class _OpenVino:
     name = "openvino"
 
     def load(self, graph: Path, precision: str, threads: int) -> Run:
+        """A run of ``graph``: the ONNX fp32 graph (converted to IR once), or for int8 the int8 IR itself."""
         import openvino as ov
 
         core = ov.Core()
-        path = self.int8(graph) if precision == "int8" else self.ir(graph)
+        path = graph if precision == "int8" else self.ir(graph)
         config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
                   "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
         compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
@@ -230,6 +249,9 @@ class _OpenVino:
             with graphs.staged(path, ".bin") as temporary:
                 ov.save_model(compressed, str(temporary), compress_to_fp16=False)
         return path
+
+    def static_int8(self, graph: Path, encoder: Encoder, calibration: ptq.CalibrationSet) -> Path:
+        return ptq.openvino_static(self.ir(graph), encoder, calibration)
 
 
 def _engine(runtime: str):

@@ -412,7 +412,7 @@ def _start(settings: ServeSettings, encoder: Encoder | None, metrics: ServeMetri
             settings.runtime in ("onnxruntime", "openvino") or (settings.runtime == "auto" and loaded_here)):
         from ..encoders.pick import with_runtime
 
-        encoder = with_runtime(encoder, settings.runtime, settings.precision)
+        encoder = with_runtime(encoder, settings.runtime, settings.precision, settings.calibration)
     registry = ClassifierRegistry(encoder, settings.precision, max_entries=settings.max_classifiers,
                                   max_pending=settings.max_pending_builds, on_build=metrics.builds.inc)
     for path in settings.classifier_files:

@@ -81,6 +81,8 @@ class ServeSettings:
     max_pending_builds: int = 4
     default_templates: str | tuple[str, ...] = "openai-imagenet"
     runtime: str = "torch"
+    #: image files that calibrate the static int8 image tower (``--calibration-images``; RunOptions.calibration)
+    calibration: tuple[str, ...] = ()
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
@@ -93,9 +95,10 @@ class ServeSettings:
         return "cpu" if self.runtime in ("onnxruntime", "openvino") and self.device == "auto" else self.device
 
     def __post_init__(self) -> None:
-        from ..runtimes import check_runtime
+        from ..runtimes import check_calibration, check_runtime
 
         check_runtime(self.runtime, self.device, self.precision)  # an InputError: one line, as the commands give
+        check_calibration(self.runtime, self.precision, bool(self.calibration))
         positive = ("max_batch_size", "queue_limit", "decode_workers", "max_classifiers", "max_pending_builds")
         for name in positive:
             if getattr(self, name) < 1:
