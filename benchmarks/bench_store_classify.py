@@ -2,6 +2,7 @@
 
     python benchmarks/bench_store_classify.py                      # 1,000,000 rows x 512, 1,000 classes, top-5
     python benchmarks/bench_store_classify.py --rows 100000 --rounds 3
+    PYTHONPATH=OLD/src python benchmarks/bench_store_classify.py --steps read,predictions   # an older tree
 
 A synthetic store (unit vectors clustered like real embeddings, float16, 100,000-row shards written by the
 store's own writer: ``zsclip.testing.stores.synthetic_store``) is classified with 1,000 random classes, and
@@ -37,14 +38,18 @@ def step(name: str, folder: Path, classifier_file: Path, top_k: int, rows: int) 
     """One timed step in this process (a child of the run): seconds and this process's peak RSS."""
     from zsclip import ZeroShotClassifier
     from zsclip.store import EmbeddingStore
-    from zsclip.tasks.stored import classify_store, classify_store_arrays
+    from zsclip.tasks.stored import classify_store
 
     classifier = ZeroShotClassifier.load(classifier_file)
     store = EmbeddingStore.open(folder)
     started = time.perf_counter()
+    if name not in ("read", "arrays", "predictions"):
+        raise SystemExit(f"unknown step {name!r}: read, arrays or predictions")
     if name == "read":
         count = sum(len(batch.paths) for batch in store.batches())
     elif name == "arrays":
+        from zsclip.tasks.stored import classify_store_arrays
+
         count = sum(len(batch.paths) for batch in classify_store_arrays(store, classifier, top_k=top_k))
     else:
         count = sum(1 for _ in classify_store(store, classifier, top_k=top_k))
@@ -75,6 +80,8 @@ def main() -> None:
     parser.add_argument("--matmul-rows", type=int, default=1_000_000,
                         help="the reference matmul's matrix in memory (float32); more rows are timed as that "
                              "many blocks again (BLAS time is linear in rows)")
+    parser.add_argument("--steps", default="read,arrays,predictions",
+                        help="the store steps to time (an older tree has no arrays: read,predictions)")
     parser.add_argument("--json", default=None, help="also write the figures here")
     parser.add_argument("--step", default=None, help=argparse.SUPPRESS)  # a child's one step
     args = parser.parse_args()
@@ -122,8 +129,7 @@ def main() -> None:
                            stderr=subprocess.DEVNULL)
             return {"seconds": time.perf_counter() - started}
 
-        runs = {"matmul": matmul, **{name: (lambda name=name: child(name)) for name in ("read", "arrays",
-                                                                                    "predictions")}}
+        runs = {"matmul": matmul, **{name: (lambda name=name: child(name)) for name in args.steps.split(",")}}
         if args.cli:
             runs["cli"] = cli
         best: dict[str, dict] = {}
