@@ -134,7 +134,7 @@ def step_search(args) -> dict:
     out: dict = {"open_index_s": round(time.perf_counter() - started, 1), "parts": len(index.parts),
                  "uncovered_shards": len(index.uncovered), "probes": [p.part.probes for p in index.parts][:1]}
     runs = []
-    for _ in range(2):  # the first pass reads the rescoring vectors from disk, the second from the page cache
+    for _ in range(3):  # the first pass reads the rescoring vectors from disk, later ones from the page cache
         started = time.perf_counter()
         found = index.search(asked, 10)
         runs.append(time.perf_counter() - started)
@@ -149,9 +149,11 @@ def step_search(args) -> dict:
     for probes in args.sweep:  # the same parts searched with other probes (what `zsclip index --probes` sets)
         for loaded in index.parts:
             loaded.part.probes = min(probes, loaded.part.lists) if loaded.part.lists else 0
-        started = time.perf_counter()
-        swept = index.search(asked, 10)
-        seconds = time.perf_counter() - started
+        seconds = float("inf")
+        for _ in range(2):  # the best of two: the machine is shared
+            started = time.perf_counter()
+            swept = index.search(asked, 10)
+            seconds = min(seconds, time.perf_counter() - started)
         sweep.append({"probes": probes, "queries_per_s": round(len(asked) / seconds, 1),
                       "answers": [[[shard, row] for shard, row, _ in hits] for hits in swept]})
     out["sweep"] = sweep
