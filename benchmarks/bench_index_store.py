@@ -4,7 +4,8 @@
     nice -n 10 python benchmarks/bench_index_store.py --rows 10000000 --workdir /tmp/ix --json /tmp/ix/10m.json
 
 ``bench_index.py`` measures the index's arrays in one process; this measures what users run, each step in a
-process of its own (its peak RSS is the kernel's ``VmHWM`` of that process, printed at its exit):
+process of its own: its peak RSS is the kernel's ``VmHWM`` of that process; sampled every 0.2 s, also the peaks
+of its anonymous memory and of its memory-mapped file pages (reclaimable page cache), which VmHWM adds together:
 
 write   a store of --rows float16 unit vectors x --dim, clustered like real embeddings (``bench_index.mixture``:
         a Gaussian mixture around --centres random centres), --shard-rows per shard, written through
@@ -48,6 +49,38 @@ def vmhwm_mb() -> float:
     """This process's peak RSS as the kernel counts it."""
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+
+
+class MemorySampler:
+    """The peaks of this process's anonymous memory (``RssAnon``: what it allocated) and file-backed memory
+    (``RssFile``: pages of memory-mapped files, which the kernel can drop and read again), sampled every 0.2 s.
+    ``VmHWM`` counts both: a scan of memory-mapped vectors raises it by their size without allocating."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peaks = {"RssAnon:": 0, "RssFile:": 0}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def sample(self) -> None:
+        with open("/proc/self/status") as status:
+            for line in status:
+                key = line.split(maxsplit=1)[0]
+                if key in self.peaks:
+                    self.peaks[key] = max(self.peaks[key], int(line.split()[1]))
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            self.sample()
+
+    def stop(self) -> dict:
+        self.done.set()
+        self.thread.join()
+        self.sample()
+        return {"peak_anon_mb": round(self.peaks["RssAnon:"] / 1024, 1),
+                "peak_file_mb": round(self.peaks["RssFile:"] / 1024, 1)}
 
 
 def centres(args) -> np.ndarray:
@@ -277,8 +310,10 @@ def main() -> None:
     args = parser.parse_args()
     args.store = args.workdir / f"mix-{args.rows}-d{args.dim}-c{args.centres}.zse"
     if args.step:
+        sampler = MemorySampler()
         out = STEPS[args.step](args)
         out["peak_rss_mb"] = round(vmhwm_mb(), 1)
+        out.update(sampler.stop())
         print(json.dumps(out), flush=True)
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
