@@ -9,7 +9,8 @@
     8-bit codes, ~sqrt(rows) lists, candidates rescored exactly with the stored float16 vectors), and
     measured against exact search (a float32 BLAS matmul over all rows + top-k): recall@10, queries/s (a
     batch of queries, and one query at a time), build time and rate, bytes on disk, peak RSS.
-(b) 10M rows: estimated from (a)'s build rate and scan cost (not run: see docs/round4-index.md).
+(b) 10M rows: extrapolated from (a)'s build rate and scan cost; the measured 10M figures (a real store, the
+    real build and search) are benchmarks/bench_index_store.py's (docs/round4-index.md).
 (c) --classify-rows x 512 float16 store rows x 1,000 classes: zsclip's store classify path (classify_store,
     every prediction consumed) against one plain float32 BLAS matmul of the same shape.
 """

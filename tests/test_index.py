@@ -339,3 +339,30 @@ def test_rescoring_scores_each_live_candidate_once_best_first():
             assert positions[i][:len(order)].tolist() == rows[order].tolist()
             assert (positions[i][len(order):] == -1).all()
             assert np.allclose(scores[i][:len(order)], exact[order], atol=1e-5)
+
+
+def test_indexed_search_names_rows_from_every_row_group_of_a_shard(tmp_path):
+    """Hits are named by reading only the row groups that hold them (``describe_rows``): a stored row searched
+    with its own vector comes back first under its own path, wherever it sits in its shard (first, last, either
+    side of a row-group boundary) and in whichever shard."""
+    import torch
+
+    from zsclip.store.index import build
+    from zsclip.store.store import ROW_GROUP_ROWS
+    from zsclip.tasks.search import search_store
+    from zsclip.testing.stores import synthetic_store
+
+    store = synthetic_store(tmp_path / "s.zse", 2 * 10_000, 16, shard_rows=10_000, clusters=2000)
+    build(store, check_queries=0)
+    store = EmbeddingStore.open(tmp_path / "s.zse")
+    picks = [0, ROW_GROUP_ROWS - 1, ROW_GROUP_ROWS, 2 * ROW_GROUP_ROWS + 7, 9_999, 10_000, 10_000 + ROW_GROUP_ROWS,
+             19_999]
+    vectors = {}
+    for batch in store.batches(8192):
+        for path, vector in zip(batch.paths, batch.embeddings, strict=True):
+            vectors[path] = vector
+    for n in picks:
+        path = f"/synthetic/{n:09d}.jpg"
+        hits = search_store(store, torch.from_numpy(np.asarray(vectors[path], dtype=np.float32)), top_k=3)
+        assert hits[0][0] == path
+        assert len({p for p, _ in hits}) == 3

@@ -377,3 +377,18 @@ def test_a_killed_writers_temporary_files_are_removed_by_the_next_writer(demo, p
     report = embed(EmbeddingStore.open(folder), list(expand_inputs([str(photos / "red_circle")])), demo, _options())
     assert report.skipped == 7 and report.encoded == 0
     assert {p.name for p in folder.iterdir()} == kept                  # only the leftovers went
+
+
+def test_a_store_handle_sees_video_clips_in_a_shard_appended_after_it_asked(tmp_path):
+    """``timed`` (whether a store holds video clips, asked by every search) reads each shard's footer once per
+    handle: a shard appended later is still read, so a clip shard makes the same handle timed, and a fresh
+    handle agrees."""
+    from zsclip.testing.stores import synthetic_rows, synthetic_store
+
+    store = synthetic_store(tmp_path / "s.zse", 20, 8, shard_rows=10)
+    assert store.timed is False
+    assert store.timed is False  # asked again: from what it read
+    rows = [dict(row, start=float(i), end=float(i) + 1.0) for i, row in enumerate(synthetic_rows(20, 5))]
+    store.append(rows, np.eye(5, 8, dtype=np.float32))
+    assert store.timed is True
+    assert EmbeddingStore.open(tmp_path / "s.zse").timed is True

@@ -99,6 +99,7 @@ class EmbeddingStore:
         # lets ``append`` mark a shard that only adds new paths (``new_paths``, see ``view_masks``)
         self._view_keys: dict | None = None
         self._added_keys: set[str] = set()
+        self._timed_shards: dict[str, bool] = {}  # shard file -> whether it has clip spans (files never change)
 
     # --- opening ---------------------------------------------------------------------------
     @classmethod
@@ -405,13 +406,18 @@ class EmbeddingStore:
 
     @property
     def timed(self) -> bool:
-        """Whether any shard holds video clips (rows with start and end seconds)."""
+        """Whether any shard holds video clips (rows with start and end seconds). Each shard's footer is read
+        once per handle (a listed shard file is never rewritten): every search of a store asks, and a 10 M-row
+        store has 100 shards."""
         for shard in self.manifest["shards"]:
-            try:
-                if "start" in self.location.parquet_file(shard["file"]).schema_arrow.names:
-                    return True
-            except (OSError, pa.ArrowException):
-                continue
+            name = shard["file"]
+            if name not in self._timed_shards:
+                try:
+                    self._timed_shards[name] = "start" in self.location.parquet_file(name).schema_arrow.names
+                except (OSError, pa.ArrowException):
+                    continue
+            if self._timed_shards[name]:
+                return True
         return False
 
     def batches(self, batch_size: int = 8192) -> Iterator[StoreBatch]:
