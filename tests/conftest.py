@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
-
 import pytest
 import torch
 
 import zsclip
 from zsclip.testing.tiny_open_clip import TINY_BIDIRECTIONAL_CFG, TINY_CLIP_CFG, save_local_dir
 
-# Under pytest-xdist (``-n 2``) each worker takes one core's worth of torch threads: two workers of two threads
-# each on two cores would spin against each other in OpenMP.
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+torch.set_num_threads(2)
 
 
 #: Fixtures that start a real server: every test using one is an end-to-end case (``-m "not slow"`` skips it).
@@ -25,17 +19,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-        item.add_marker(pytest.mark.xdist_group(worker_group(item)))
-
-
-def worker_group(item) -> str:
-    """Which tests share an xdist worker (``-n 2 --dist loadgroup``, the README's test command): every test that
-    starts a local Ray (its module or its name says ray) on one worker, one after another -- two local Rays on
-    two cores starve each other, and some tests count Ray's processes; every other module on one worker as a
-    whole, so a module's fixtures (a real server, a corpus) start once."""
-    module = item.nodeid.split("::")[0]
-    words = set(re.split(r"[_\[\]\-.]", f"{Path(module).stem}_{item.name}"))
-    return "ray" if "ray" in words else module
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from zsclip.classifier.topk import BLOCK_ROWS, FEW, THREADS, array_top_k, top_in
 def defined(logits: np.ndarray, k: int, sigmoid: bool) -> tuple[np.ndarray, np.ndarray]:
     """The definition: every class sorted (stable), every probability computed, the k best taken."""
     indices = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore"):
         if sigmoid:
             probabilities = 1.0 / (1.0 + np.exp(-logits))
         else:
