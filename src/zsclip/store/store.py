@@ -615,6 +615,12 @@ def _same_type(found: pa.DataType, expected: pa.DataType) -> bool:
     return found.equals(expected)
 
 
+def _taken(rows: pa.RecordBatch | pa.Table | pa.Array, indices) -> pa.RecordBatch | pa.Table | pa.Array:
+    """``rows.take(indices)`` for ascending, distinct ``indices``; ``rows`` itself when they are every row (the
+    common case of a clean shard: a copy of every embedding saved per batch)."""
+    return rows if len(indices) == len(rows) else rows.take(pa.array(indices, type=pa.int64()))
+
+
 def checked_batch(record: pa.RecordBatch | pa.Table, mask: np.ndarray, *, shard: str, offset: int, embed_dim: int,
                   classnames: list[str] | None, multi_label: bool = False) -> StoreBatch:
     """The rows of ``record`` that ``mask`` keeps (rows ``offset``... of ``shard``), each checked: a row
@@ -625,7 +631,7 @@ def checked_batch(record: pa.RecordBatch | pa.Table, mask: np.ndarray, *, shard:
     ``record`` needs the columns path, resolved, label, error and embedding, and ``labels`` when
     ``multi_label`` (each row's label set, checked by ``_label_sets``; ``label`` is then unused)."""
     keep = np.flatnonzero(mask)
-    picked = record if len(keep) == record.num_rows else record.take(pa.array(keep, type=pa.int64()))
+    picked = _taken(record, keep)
     errors = picked.column("error").to_pylist()
     paths, keys = [], []
     for i, (path, resolved) in enumerate(zip(picked.column("path").to_pylist(),
@@ -701,7 +707,7 @@ def _embeddings(column: pa.Array, dim: int, errors: list[str | None], damage) ->
         return np.empty((0, dim), dtype=np.float32)
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    vectors = column if len(candidates) == len(column) else column.take(pa.array(candidates, type=pa.int64()))
+    vectors = _taken(column, candidates)
     usable = ~vectors.is_null().to_numpy(zero_copy_only=False)
     lengths = np.full(len(candidates), dim)
     if not pa.types.is_fixed_size_list(vectors.type):  # a list column (other writers): lengths vary by row
@@ -713,8 +719,7 @@ def _embeddings(column: pa.Array, dim: int, errors: list[str | None], damage) ->
                                                       f"width is {dim}")
     usable &= lengths == dim
     rows = np.flatnonzero(usable)
-    usable_vectors = vectors if len(rows) == len(vectors) else vectors.take(pa.array(rows, type=pa.int64()))
-    values = usable_vectors.flatten().to_numpy(zero_copy_only=False)  # flatten: a slice's own values only
+    values = _taken(vectors, rows).flatten().to_numpy(zero_copy_only=False)  # flatten: a slice's own values only
     values = values.astype(np.float32).reshape(len(rows), dim)
     problems, values = checked_vectors(values)
     for j, problem in zip(rows.tolist(), problems, strict=True):

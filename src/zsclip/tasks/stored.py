@@ -33,7 +33,7 @@ def classify_store(store: EmbeddingStore, classifier: ZeroShotClassifier, *, top
 @dataclass
 class StoreScores:
     """One batch of a store's view classified, as arrays: for a program that ranks, filters or saves millions of
-    answers, which a Python object per row would slow more than the matmul itself (docs/round4-index.md).
+    answers, which a Python object per row would slow more than the matmul itself (docs/round4-store.md).
     Row ``i`` answers ``paths[i]``; a row with an error has index -1 and probability NaN in every place."""
 
     #: each row's path as embedded, and its identity (the resolved absolute path recorded then)
@@ -53,7 +53,8 @@ def classify_store_arrays(store: EmbeddingStore, classifier: ZeroShotClassifier,
     a flat classifier only (trees, rejection and multi-label answer through ``classify`` / ``classify_store``)."""
     store.check_classifier(classifier)
     k = FlatHead(classifier, top_k, scale).top_k  # the head's own checks of top_k and scale
-    k = min(k, len(classifier.classnames))
+    names = list(classifier.classnames)
+    k = min(k, len(names))
     for batch in StoreSource(store, batch_size).unlabelled().batches(None, RunOptions()):
         errors = list(batch.errors)
         indices = np.full((len(errors), k), -1, dtype=np.int64)
@@ -65,8 +66,7 @@ def classify_store_arrays(store: EmbeddingStore, classifier: ZeroShotClassifier,
             for row in rows[~finite]:
                 errors[row] = NOT_FINITE
             indices[rows[finite]], scores[rows[finite]] = picked[finite], values[finite]
-        yield StoreScores(batch.ids, batch.keys or list(batch.ids), errors, indices, scores,
-                          list(classifier.classnames))
+        yield StoreScores(batch.ids, batch.keys or list(batch.ids), errors, indices, scores, names)
 
 
 def evaluate_store(store: EmbeddingStore, encoder: Encoder, template_sets: str | Sequence[str] = "openai-imagenet",
