@@ -2,6 +2,8 @@
 only) answers bit for bit what a stable argsort and a full softmax / sigmoid give, ties by lower index, NaN and
 infinite rows included: it is the store's classify path at a million rows (issue 37's measurement)."""
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -80,3 +82,123 @@ def test_top_indices_of_a_wide_row_take_the_lower_index_among_ties():
     logits[:, [400, 7, 250]] = 1.0
     assert top_indices(logits, 2).tolist() == [[7, 250]] * 3
     assert top_indices(logits, 4).tolist() == [[7, 250, 400, 0]] * 3
+
+
+# --- the classifier's blocks: logits made and answered a block at a time, on the pool ---------------------------
+def _classifier(classes: int, dim: int = 48, seed: int = 3):
+    import torch
+
+    from zsclip import ZeroShotClassifier
+
+    weights = np.random.default_rng(seed).standard_normal((dim, classes)).astype(np.float32)
+    weights /= np.linalg.norm(weights, axis=0)
+    names = [f"c{n}" for n in range(classes)]
+    return ZeroShotClassifier(torch.from_numpy(weights), names, [[n] for n in names], 100.0, None, {})
+
+
+def _features(rows: int, dim: int = 48, seed: int = 5) -> np.ndarray:
+    features = np.random.default_rng(seed).standard_normal((rows, dim)).astype(np.float32)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    features[::7] = features[3]  # equal rows: equal logits, ties across rows
+    return features
+
+
+def _by_blocks(classifier, features: np.ndarray, rows_per_call: int) -> np.ndarray:
+    """The classifier's logits as the blocks compute them: one matmul per ``rows_per_call`` rows."""
+    return np.concatenate([classifier.array_logits(features[start:start + rows_per_call])
+                           for start in range(0, len(features), rows_per_call)])
+
+
+@pytest.mark.parametrize("k", [5, FEW + 3])
+def test_the_classifiers_blocks_on_the_pool_answer_as_the_definition_of_their_logits(k):
+    from zsclip.classifier import topk
+
+    classifier, features = _classifier(400), _features(3 * THREADS * BLOCK_ROWS + 77)
+    scores, indices = classifier.top_k(features, k)
+    with topk.one_blas_thread():  # the blocks' matmuls each ran on one BLAS thread
+        logits = _by_blocks(classifier, features, BLOCK_ROWS)
+    expected_scores, expected_indices = defined(logits, k, False)
+    assert np.array_equal(indices, expected_indices) and np.array_equal(scores, expected_scores)
+    again = classifier.top_k(features, k)  # the same batch, the same answers, whichever thread took a block
+    assert np.array_equal(again[0], scores) and np.array_equal(again[1], indices)
+
+
+def test_where_blas_threads_cannot_be_set_chunks_are_computed_inline_and_answered_alike(monkeypatch):
+    from zsclip.classifier import topk
+
+    monkeypatch.setattr(topk, "_SETTERS", [])  # a BLAS whose threads cannot be set
+    classifier, features = _classifier(300), _features(2 * topk.INLINE_BLOCKS * BLOCK_ROWS + 5)
+    scores, indices = classifier.top_k(features, 4)
+    logits = _by_blocks(classifier, features, topk.INLINE_BLOCKS * BLOCK_ROWS)
+    expected_scores, expected_indices = defined(logits, 4, False)
+    assert np.array_equal(indices, expected_indices) and np.array_equal(scores, expected_scores)
+
+
+def test_one_blas_thread_puts_the_count_back_when_the_last_overlapping_call_ends():
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from zsclip.classifier.topk import _blas_setters, one_blas_thread
+
+    def counts() -> list[int]:  # numpy's BLAS (FAISS, when loaded, brings its own, which is left alone)
+        return [entry["num_threads"] for entry in threadpool_info() if entry["user_api"] == "blas"
+                and entry["filepath"].startswith(os.path.dirname(np.__file__))]
+
+    if not _blas_setters():
+        pytest.skip("numpy's BLAS is not an OpenBLAS >= 0.3.27")
+    before = counts()
+    inside, release = threading.Event(), threading.Event()
+
+    def other_call() -> None:
+        with one_blas_thread():
+            inside.set()
+            release.wait(10)
+
+    with one_blas_thread() as limited:
+        assert limited and set(counts()) == {1}
+        other = threading.Thread(target=other_call)
+        other.start()
+        assert inside.wait(10)
+    assert set(counts()) == {1}  # the other call is still inside
+    release.set()
+    other.join(10)
+    assert counts() == before
+
+
+def test_read_ahead_keeps_order_raises_in_place_and_stops_when_closed():
+    import threading
+    import time
+
+    from zsclip.store.ahead import read_ahead
+
+    assert list(read_ahead(iter(range(50)))) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("shard 2 is damaged")
+
+    got = []
+    with pytest.raises(ValueError, match="shard 2"):
+        for item in read_ahead(failing()):
+            got.append(item)
+    assert got == [1]
+
+    made, closed = [], threading.Event()
+
+    def endless():
+        try:
+            for n in range(10**9):
+                made.append(n)
+                yield n
+        finally:
+            closed.set()
+
+    reader = read_ahead(endless(), depth=2)
+    assert [next(reader) for _ in range(3)] == [0, 1, 2]
+    reader.close()
+    assert closed.wait(5)  # the source was closed once its thread had stopped
+    count = len(made)
+    time.sleep(0.3)
+    assert len(made) == count <= 3 + 2 + 1  # no more made: at most the queue's and the one in hand
+    assert not [t for t in threading.enumerate() if t.name == "zsclip-read-ahead"]

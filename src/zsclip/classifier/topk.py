@@ -1,18 +1,28 @@
-"""Top-k classes and their probabilities for logits held in numpy: the store's classify path.
+"""Top-k classes and their probabilities for logits computed with numpy: the store's classify path.
 
-A store of a million rows against 1,000 classes spends as much time after the matmul as in it when each
-row is sorted and every probability is computed and kept. Here every pass over the logits runs on a
-block of rows that fits the CPU's cache (the matmul's output is far larger than it), the k best are found
-by k passes of ``argmax`` (for small k; a partition beyond), and a softmax probability is computed for the
-k picked only, dividing by the same sum of exponentials. The answers are bit for bit those of a stable
-argsort of ``-logits`` (ties by lower index) and of the full softmax or sigmoid (``tests/test_topk.py``
-checks this on ties, NaN and infinite rows).
+A store of a million rows against 1,000 classes spends as much time after the matmul as in it when the
+logits of a whole batch are written to memory and read back by each pass (sort, softmax, pick). Here the
+rows go in blocks small enough that a block's logits stay in the CPU's cache from the matmul that makes
+them to the last pass that reads them: each block is computed on a small thread pool whose threads run
+one BLAS thread each (two blocks at once beat one block on two BLAS threads), the k best are found by k
+passes of ``argmax`` in place (for small k; a partition beyond), and a probability is computed for the k
+picked only, dividing by the same sum of exponentials. The answers are bit for bit those of a stable
+argsort of ``-logits`` (ties by lower index) and of the full softmax or sigmoid of the same logits
+(``tests/test_topk.py`` checks this on ties, NaN and infinite rows).
+
+BLAS results are not batch-invariant: a row's logits can differ in the last bit with the size of the
+matmul that computes it and the BLAS threads that share it. Blocks therefore start at the same rows
+whatever the pool does, so the same batch gets the same answers on every run of the same machine.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
@@ -22,85 +32,129 @@ BLOCK_ROWS = 256
 FEW = 16
 #: threads that answer blocks at once (numpy's passes are single-threaded; the matmul before them is not)
 THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+#: blocks computed inline, one after the other, when a matmul cannot be kept to one BLAS thread per pool
+#: thread: this many at once, so the BLAS threads have rows enough to share
+INLINE_BLOCKS = 16
 _POOL: ThreadPoolExecutor | None = None
+_SCRATCH = threading.local()
+
+#: ``logits_of(start, stop, out)``: the logits of rows start..stop as float32 [stop - start, classes], written into
+#: ``out`` (a scratch array of that shape) or into a new array; the caller may overwrite what it returns
+LogitsOf = Callable[[int, int, np.ndarray], np.ndarray]
 
 
 def array_top_k(logits: np.ndarray, k: int, sigmoid: bool) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities [N, k] float32, class indices [N, k] int64) of the k largest logits per row, best first.
 
     ``sigmoid``: each probability is its own logit's sigmoid; else the softmax over the row's classes."""
-    rows = logits.shape[0]
+    return blocked_top_k(len(logits), logits.shape[-1], lambda start, stop, out: _copied(logits[start:stop], out),
+                         k, sigmoid)
+
+
+def blocked_top_k(rows: int, classes: int, logits_of: LogitsOf, k: int, sigmoid: bool, *,
+                  matmul: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``array_top_k`` of logits made block by block by ``logits_of``, each block answered while in the cache.
+
+    ``matmul``: ``logits_of`` runs a BLAS matmul, so the pool's threads take blocks only while every BLAS
+    runs one thread (``one_blas_thread``); where that cannot be set, chunks of ``INLINE_BLOCKS`` blocks are
+    computed in this thread with every BLAS thread, and their blocks answered on the pool."""
     scores = np.empty((rows, k), dtype=np.float32)
     indices = np.empty((rows, k), dtype=np.int64)
+    starts = range(0, rows, BLOCK_ROWS)
 
     def answer(start: int) -> None:
-        block = logits[start:start + BLOCK_ROWS]
-        picked = top_indices(block, k)
-        indices[start:start + len(block)] = picked
-        scores[start:start + len(block)] = _probabilities(block, picked, sigmoid)
+        stop = min(start + BLOCK_ROWS, rows)
+        block = logits_of(start, stop, _scratch(stop - start, classes))
+        _answer(block, k, sigmoid, scores[start:stop], indices[start:stop])
 
-    starts = range(0, rows, BLOCK_ROWS)
     if len(starts) < 2 * THREADS:
         for start in starts:
             answer(start)
-    else:  # numpy lets go of the GIL in each pass: blocks run on the cores the matmul used
-        list(_pool().map(answer, starts))
+        return scores, indices
+    with one_blas_thread() if matmul else nullcontext(True) as limited:
+        if limited:
+            list(_pool().map(answer, starts))
+            return scores, indices
+    for chunk in range(0, rows, INLINE_BLOCKS * BLOCK_ROWS):  # BLAS threads as they are: chunks inline
+        stop = min(chunk + INLINE_BLOCKS * BLOCK_ROWS, rows)
+        computed = logits_of(chunk, stop, np.empty((stop - chunk, classes), dtype=np.float32))
+
+        def answer_part(start: int, chunk: int = chunk, computed: np.ndarray = computed, stop: int = stop) -> None:
+            end = min(start + BLOCK_ROWS, stop)
+            _answer(computed[start - chunk:end - chunk], k, sigmoid, scores[start:end], indices[start:end])
+
+        list(_pool().map(answer_part, range(chunk, stop, BLOCK_ROWS)))
     return scores, indices
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(THREADS, thread_name_prefix="zsclip-topk")
-    return _POOL
+def _copied(block: np.ndarray, out: np.ndarray) -> np.ndarray:
+    np.copyto(out, block, casting="no")
+    return out
 
 
-def _forget_pool() -> None:
-    """A forked child has none of its parent's threads: a pool it inherited would take work and never run it."""
-    global _POOL
-    _POOL = None
+def _scratch(rows: int, classes: int) -> np.ndarray:
+    """This thread's float32 [rows, classes] scratch block (kept between blocks: no allocation per block)."""
+    held = getattr(_SCRATCH, "block", None)
+    if held is None or held.shape[1] != classes or held.shape[0] < rows:
+        held = _SCRATCH.block = np.empty((max(rows, BLOCK_ROWS), classes), dtype=np.float32)
+    return held[:rows]
 
 
-os.register_at_fork(after_in_child=_forget_pool)
-
-
-def _probabilities(block: np.ndarray, picked: np.ndarray, sigmoid: bool) -> np.ndarray:
-    """The probabilities of the ``picked`` classes: the same float32 operations as computing every class's
-    probability and taking the picked ones, without keeping the others."""
+def _answer(logits: np.ndarray, k: int, sigmoid: bool, scores: np.ndarray, indices: np.ndarray) -> None:
+    """Fill ``scores`` and ``indices`` [n, k] for the float32 ``logits`` [n, C], which this overwrites."""
+    count = logits.shape[-1]
     with np.errstate(over="ignore", invalid="ignore"):  # exp overflow: probability 0, as torch gives; inf - inf: NaN
+        if k >= count or count < 64:
+            indices[:] = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+            top = logits.max(axis=-1, keepdims=True)
+        elif k <= FEW:
+            values = _by_argmax(logits, k, indices)
+            top = values[:, :1]
+            _sort_unsure(logits, indices, np.isnan(values[:, 0]) | (values[:, -1] == -np.inf))
+        else:
+            indices[:] = _by_partition(logits, k)
+            top = logits.max(axis=-1, keepdims=True)
+            kth = np.take_along_axis(logits, indices[:, -1:], axis=-1)[:, 0]
+            _sort_unsure(logits, indices, np.isnan(top[:, 0]) | (kth == -np.inf))
         if sigmoid:
-            return 1.0 / (1.0 + np.exp(-np.take_along_axis(block, picked, axis=-1)))
-        shifted = np.subtract(block, block.max(axis=-1, keepdims=True), dtype=np.float32)
-        np.exp(shifted, out=shifted)
-        total = shifted.sum(axis=-1, keepdims=True)
-        return (np.take_along_axis(shifted, picked, axis=-1) / total).astype(np.float32, copy=False)
+            scores[:] = 1.0 / (1.0 + np.exp(-np.take_along_axis(logits, indices, axis=-1)))
+            return
+        np.subtract(logits, top, out=logits)
+        np.exp(logits, out=logits)
+        total = logits.sum(axis=-1, keepdims=True)
+        scores[:] = np.take_along_axis(logits, indices, axis=-1) / total
+
+
+def _sort_unsure(logits: np.ndarray, indices: np.ndarray, unsure: np.ndarray) -> None:
+    """A row holding a NaN, or one whose k-th pick is -inf (argmax cannot tell a picked -inf from one left), is
+    sorted whole."""
+    if unsure.any():
+        indices[unsure] = np.argsort(-logits[unsure], axis=-1, kind="stable")[:, :indices.shape[1]]
 
 
 def top_indices(logits: np.ndarray, k: int) -> np.ndarray:
     """The indices of the ``k`` largest of each row, largest first, ties by lower index: what a stable argsort of
-    ``-logits`` gives, without sorting every class. A row holding a NaN, or one whose k-th pick is -inf (argmax
-    cannot tell a picked -inf from one left), is sorted whole."""
+    ``-logits`` gives, without sorting every class."""
     count = logits.shape[-1]
     if k >= count or count < 64 or logits.ndim != 2:
         return np.argsort(-logits, axis=-1, kind="stable")[..., :k]
-    indices = _by_argmax(logits, k) if k <= FEW else _by_partition(logits, k)
-    values = np.take_along_axis(logits, indices[:, -1:], axis=-1)[:, 0]
-    unsure = np.isnan(logits.max(axis=-1)) | (values == -np.inf)
-    if unsure.any():
-        indices[unsure] = np.argsort(-logits[unsure], axis=-1, kind="stable")[:, :k]
+    _, indices = array_top_k(logits, k, sigmoid=True)
     return indices
 
 
-def _by_argmax(logits: np.ndarray, k: int) -> np.ndarray:
-    """k passes of argmax (the first of equal maxima: ties by lower index), each pick then set to -inf."""
-    left = np.array(logits, dtype=logits.dtype, copy=True)
-    rows = np.arange(len(left))
-    indices = np.empty((len(left), k), dtype=np.int64)
+def _by_argmax(logits: np.ndarray, k: int, indices: np.ndarray) -> np.ndarray:
+    """k passes of argmax (the first of equal maxima: ties by lower index; a NaN before all), each pick set to
+    -inf for the next pass and put back after the last: the picks in ``indices``, their values returned [n, k]."""
+    rows = np.arange(len(logits))
+    values = np.empty((len(logits), k), dtype=logits.dtype)
     for place in range(k):
-        best = left.argmax(axis=-1)
+        best = logits.argmax(axis=-1)
         indices[:, place] = best
-        left[rows, best] = -np.inf
-    return indices
+        values[:, place] = logits[rows, best]
+        logits[rows, best] = -np.inf
+    for place in reversed(range(k)):  # last first: a place picked twice (only -inf left) gets its first value back
+        logits[rows, indices[:, place]] = values[:, place]
+    return values
 
 
 def _by_partition(logits: np.ndarray, k: int) -> np.ndarray:
@@ -118,4 +172,90 @@ def _by_partition(logits: np.ndarray, k: int) -> np.ndarray:
     return indices
 
 
-__all__ = ["BLOCK_ROWS", "FEW", "array_top_k", "top_indices"]
+# --- the pool and its threads' BLAS ----------------------------------------------------------------------------
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(THREADS, thread_name_prefix="zsclip-topk")
+    return _POOL
+
+
+def _forget_pool() -> None:
+    """A forked child has none of its parent's threads: a pool it inherited would take work and never run it."""
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+_SETTERS: list | None = None
+_LIMIT_LOCK = threading.Lock()
+_LIMIT_DEPTH = 0
+_SAVED: list[int] = []
+
+
+def _blas_setters() -> list:
+    """``openblas_set_num_threads_local`` of numpy's BLAS, found once by threadpoolctl; empty unless it is an
+    OpenBLAS that has it (>= 0.3.27). Despite its name it sets the count for the whole process and returns the one
+    it replaces, and it does so from any thread, which ``openblas_set_num_threads`` does not reliably do once the
+    main thread has set a count (measured on numpy's OpenBLAS 0.3.31). Other libraries' BLAS (FAISS brings its
+    own OpenBLAS) are left alone: numpy never calls them."""
+    global _SETTERS
+    if _SETTERS is None:
+        _SETTERS = _find_setters()
+    return _SETTERS
+
+
+def _find_setters() -> list:
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return []
+    found = ThreadpoolController().select(user_api="blas").lib_controllers
+    numpy_folder = os.path.dirname(np.__file__)
+    own = [c for c in found if os.path.dirname(c.filepath or "").startswith(numpy_folder)]  # a wheel's own
+    chosen = own or (found if len(found) == 1 else [])  # else the one BLAS loaded (a distribution's numpy)
+    setters = []
+    for controller in chosen:
+        setter = getattr(getattr(controller, "dynlib", None), "openblas_set_num_threads_local", None)
+        if controller.internal_api != "openblas" or setter is None:
+            return []
+        setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
+        setters.append(setter)
+    return setters
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[bool]:
+    """Every BLAS at one thread while the pool's threads each run a block's matmul (two blocks at once beat one
+    block on two BLAS threads: 10.1 against 12.6 s per million rows classified against 1,000 classes here), the
+    count put back when the last of the calls that overlap ends, from whichever thread. Yields whether it could
+    (False without threadpoolctl, or with a BLAS other than a recent OpenBLAS)."""
+    global _LIMIT_DEPTH, _SAVED
+    setters = _blas_setters()
+    if not setters:
+        yield False
+        return
+    with _LIMIT_LOCK:
+        if _LIMIT_DEPTH == 0:
+            _SAVED = [setter(1) for setter in setters]
+        _LIMIT_DEPTH += 1
+    try:
+        yield True
+    finally:
+        with _LIMIT_LOCK:
+            _LIMIT_DEPTH -= 1
+            if _LIMIT_DEPTH == 0:
+                for setter, threads in zip(setters, _SAVED, strict=True):
+                    setter(threads)
+
+
+def _forget_limits() -> None:
+    global _LIMIT_LOCK, _LIMIT_DEPTH
+    _LIMIT_LOCK, _LIMIT_DEPTH = threading.Lock(), 0
+
+
+os.register_at_fork(after_in_child=_forget_limits)
+
+
+__all__ = ["BLOCK_ROWS", "FEW", "LogitsOf", "array_top_k", "blocked_top_k", "one_blas_thread", "top_indices"]

@@ -30,7 +30,7 @@ from ..prompts import Template, expand_prompts, resolve_classes, resolve_templat
 from . import formats
 from .cache import cache_dir as default_cache_dir
 from .cache import cache_key
-from .topk import array_top_k
+from .topk import blocked_top_k
 
 if TYPE_CHECKING:
     import torch
@@ -232,17 +232,20 @@ class ZeroShotClassifier:
             return weights
         return weights.detach().float().cpu().numpy()
 
-    def array_logits(self, features: np.ndarray, scale: float | None = None) -> np.ndarray:
+    def array_logits(self, features: np.ndarray, scale: float | None = None, *,
+                     out: np.ndarray | None = None) -> np.ndarray:
         """``logits`` for features held in a numpy array, computed with numpy, operation for operation:
-        an embedding store's rows are answered without importing torch (seconds at startup)."""
+        an embedding store's rows are answered without importing torch (seconds at startup). ``out``: a
+        float32 [N, C] array to write them into (the top-k's blocks reuse one per thread)."""
         scale = self.logit_scale if scale is None else checked_scale(scale)
-        logits = scale * np.asarray(features, dtype=np.float32) @ self.weights_array
-        logits = logits + np.float32(self.logit_bias) if self.logit_bias is not None else logits
+        logits = np.matmul(scale * np.asarray(features, dtype=np.float32), self.weights_array, out=out)
+        if self.logit_bias is not None:
+            np.add(logits, np.float32(self.logit_bias), out=logits)
         if not self.calibration:
             return logits
-        logits = logits / np.float32(self.temperature)
+        np.divide(logits, np.float32(self.temperature), out=logits)
         bias = self.calibration.get("bias")
-        return logits + np.asarray(bias, dtype=np.float32) if bias is not None else logits
+        return logits if bias is None else np.add(logits, np.asarray(bias, dtype=np.float32), out=logits)
 
     def predict(
         self,
@@ -280,7 +283,9 @@ class ZeroShotClassifier:
         """
         k = max(1, min(int(k), len(self.classnames)))
         if isinstance(image_features, np.ndarray):
-            return array_top_k(self.array_logits(image_features, scale), k, self.is_sigmoid)
+            weights = self.weights_array
+            return blocked_top_k(len(image_features), weights.shape[1], lambda start, stop, out: self.array_logits(
+                image_features[start:stop], scale, out=out), k, self.is_sigmoid, matmul=True)
         import torch
 
         logits = self.logits(image_features, scale)
