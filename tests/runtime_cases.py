@@ -181,9 +181,13 @@ def _embeddings(store: Path) -> dict:
     from zsclip.store.format import MANIFEST
 
     vectors = {}
-    for shard in json.loads((store / MANIFEST).read_text())["shards"]:
+    manifest = json.loads((store / MANIFEST).read_text())
+    for shard in manifest["shards"]:
         for row in pq.read_table(store / shard["file"], columns=["path", "embedding"]).to_pylist():
-            vectors[row["path"]] = np.asarray(row["embedding"], dtype=np.float32)
+            stored = row["embedding"]  # packed: the values little-endian (store/format.py)
+            values = np.frombuffer(stored, {"float16": "<f2", "float32": "<f4"}[manifest["dtype"]]) \
+                if isinstance(stored, bytes) else stored
+            vectors[row["path"]] = np.asarray(values, dtype=np.float32)
     return vectors
 
 

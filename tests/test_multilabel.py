@@ -250,7 +250,7 @@ def test_a_multilabel_store_evaluates_and_calibrates_as_its_images_with_no_image
                                            "--dtype", "float32", *CLI_COMMON])
         assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "test.zse" / "zsclip-store.json").read_text())
-    assert manifest["multi_label"] is True and manifest["version"] == 2 and manifest["classnames"] == names
+    assert manifest["multi_label"] is True and manifest["version"] == 3 and manifest["classnames"] == names
     for folder in ("test", "calibration"):
         shutil.rmtree(tmp_path / folder / "images")  # nothing below can decode an image
     result = CliRunner().invoke(main, ["eval", "--data", str(tmp_path / "test.zse"), "--multi-label", "--calibrate",
@@ -309,7 +309,7 @@ def test_a_multilabel_store_refuses_single_label_use_and_other_data(demo, tmp_pa
     plain = tmp_path / "plain.zse"
     assert CliRunner().invoke(main, ["embed", str(test.parent / "images"), "-o", str(plain),
                                      *CLI_COMMON]).exit_code == 0
-    assert json.loads((plain / "zsclip-store.json").read_text())["version"] == 1  # older readers still read it
+    assert json.loads((plain / "zsclip-store.json").read_text())["version"] == 3  # packed (store/format.py)
 
 
 @pytest.mark.slow

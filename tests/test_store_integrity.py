@@ -58,8 +58,12 @@ def _feature(demo, path: Path) -> np.ndarray:
 def _latest_rows(folder: Path) -> dict[str, dict]:
     """resolved path -> its latest row, read straight from the shards the manifest lists."""
     rows: dict[str, dict] = {}
-    for shard in json.loads((folder / MANIFEST).read_text())["shards"]:
+    manifest = json.loads((folder / MANIFEST).read_text())
+    for shard in manifest["shards"]:
         for row in pq.read_table(folder / shard["file"]).to_pylist():
+            if isinstance(row["embedding"], bytes):  # packed: the values little-endian (store/format.py)
+                row["embedding"] = np.frombuffer(row["embedding"], {"float16": "<f2", "float32": "<f4"}[
+                    manifest["dtype"]])
             rows[row["resolved"]] = row
     return rows
 

@@ -30,6 +30,14 @@ A store holding video clips records how they were sampled (``"video_sampling": {
 "max_frames"}``): clips of other settings are other rows, so ``embed`` refuses to add videos with other
 settings unless asked to re-embed them all (``--reembed``); older readers ignore the field.
 
+Version 3 packs the embeddings: a store made by this zsclip writes each row's embedding as one
+fixed-size binary value (``embedding_layout: "packed"`` in the manifest; the D values in the store's
+dtype, little-endian, row after row: ``np.frombuffer(value, "<f2")`` for float16), uncompressed. Parquet
+stores float16 as a 2-byte value with a definition level each, which pyarrow decodes one value at a
+time: 3.6 s per million 512-d rows, against 0.15 s for the packed column, where reading is a copy
+(docs/round4-store.md), for a file 9% larger (zstd gains little on float mantissas). A store made
+before keeps writing lists, so the zsclip that made it still reads it; readers take both layouts.
+
 Version 2 adds multi-label stores (``"multi_label": true`` in the manifest, embedded from a manifest
 whose ``labels`` hold several names): their shards have a ``labels`` column (a list of class indices
 per row, empty = none of the labels) and a null ``label``. Every other store is written as version 1,
@@ -48,10 +56,16 @@ from ..errors import InputError
 
 MANIFEST = "zsclip-store.json"
 FORMAT = "zsclip-store"
-VERSION = 2
+VERSION = 3
 #: The version written for a store without label sets (what zsclip before multi-label stores reads).
 SINGLE_LABEL_VERSION = 1
+#: The version of a multi-label store in lists (what zsclip before packed embeddings reads).
+MULTI_LABEL_VERSION = 2
 DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
+#: each stored dtype as numpy reads a packed embedding's bytes (little-endian whatever the machine)
+PACKED_DTYPES = {"float16": "<f2", "float32": "<f4"}
+#: the manifest field and value of a store whose shards pack each embedding into one binary value
+LAYOUT_FIELD, PACKED = "embedding_layout", "packed"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 MAX_EMBED_DIM = 65536
 #: The longest model name, tag or class name a manifest may hold.
@@ -62,9 +76,19 @@ class StoreError(InputError):
     """A store that cannot be used: not a store, a newer format, empty, damaged, another model."""
 
 
-def schema(dim: int, dtype: str, multi_label: bool = False) -> pa.Schema:
+def written_version(multi_label: bool, packed: bool) -> int:
+    """The oldest format version that describes a store: what the most zsclip versions read."""
+    return VERSION if packed else MULTI_LABEL_VERSION if multi_label else SINGLE_LABEL_VERSION
+
+
+def embedding_type(dim: int, dtype: str, packed: bool) -> pa.DataType:
+    """The embedding column's type: D values of ``dtype`` packed into one binary value, or a list of them."""
+    return pa.binary(dim * DTYPES[dtype].byte_width) if packed else pa.list_(DTYPES[dtype], dim)
+
+
+def schema(dim: int, dtype: str, multi_label: bool = False, packed: bool = False) -> pa.Schema:
     """The columns of every shard of a store of ``dim``-dimensional embeddings stored as ``dtype``
-    (with ``labels``, each image's label indices, in a multi-label store)."""
+    (with ``labels``, each image's label indices, in a multi-label store; ``packed``: see the module)."""
     fields = [
         ("path", pa.string()),          # as the user gave it
         ("resolved", pa.string()),      # absolute, links resolved: the row's identity
@@ -76,7 +100,7 @@ def schema(dim: int, dtype: str, multi_label: bool = False) -> pa.Schema:
         ("label", pa.int32()),          # class index when embedded from a labelled collection
         ("error", pa.string()),         # why the image has no embedding (recorded, never dropped)
         ("deleted", pa.bool_()),        # a tombstone: the file is gone, drop it from the view
-        ("embedding", pa.list_(DTYPES[dtype], dim)),
+        ("embedding", embedding_type(dim, dtype, packed)),
     ]
     if multi_label:
         fields.append(("labels", pa.list_(pa.int32())))  # class indices of every label of the image
@@ -85,10 +109,21 @@ def schema(dim: int, dtype: str, multi_label: bool = False) -> pa.Schema:
 
 def shard_write_options(schema: pa.Schema) -> dict:
     """Parquet writer options for a shard: zstd, and dictionary encoding for every column but the embedding.
-    float16 has only 65,536 values, so Parquet's writer keeps a dictionary for the embedding column and every
-    reader then decodes 16-bit indices: four times slower to read (1.55 s against 0.41 s per 100,000 512-d rows,
-    docs/round4-index.md) for no smaller file. Readers take either encoding, so older shards stay readable."""
-    return {"compression": "zstd", "use_dictionary": [field.name for field in schema if field.name != "embedding"]}
+    float16 has only 65,536 values, so Parquet's writer keeps a dictionary for a list embedding column and
+    every reader then decodes 16-bit indices: four times slower to read (1.55 s against 0.41 s per 100,000
+    512-d rows, docs/round4-index.md) for no smaller file. A packed embedding column is not compressed (zstd
+    takes 9% off and costs reading it seven times over). Readers take every encoding, so older shards stay
+    readable."""
+    dictionary = [field.name for field in schema if field.name != "embedding"]
+    if not pa.types.is_fixed_size_binary(schema.field("embedding").type):
+        return {"compression": "zstd", "use_dictionary": dictionary}
+    return {"compression": {_leaf(field): "none" if field.name == "embedding" else "zstd" for field in schema},
+            "use_dictionary": dictionary}
+
+
+def _leaf(field: pa.Field) -> str:
+    """The Parquet column path of a top-level field as pyarrow writes it (a list's values are its leaf)."""
+    return f"{field.name}.list.element" if pa.types.is_list(field.type) else field.name
 
 
 def read_manifest(folder) -> dict:
@@ -122,6 +157,9 @@ def _problem(manifest: object) -> str | None:
     if version > VERSION:
         return (f"format version {version} is newer than this zsclip reads ({VERSION}): upgrade zsclip "
                 "(pip install -U zsclip)")
+    layout = manifest.get(LAYOUT_FIELD)
+    if layout not in (None, PACKED):
+        return f"field {LAYOUT_FIELD!r} is {_shown(layout)}, not {PACKED!r}"
     dtype = manifest.get("dtype")
     if not isinstance(dtype, str) or dtype not in DTYPES:
         return f"field 'dtype' is {_shown(dtype)}, not one of {', '.join(DTYPES)}"
@@ -216,4 +254,6 @@ def _shown(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-__all__ = ["DTYPES", "FORMAT", "MANIFEST", "SINGLE_LABEL_VERSION", "StoreError", "VERSION", "read_manifest", "schema"]
+__all__ = ["DTYPES", "FORMAT", "LAYOUT_FIELD", "MANIFEST", "MULTI_LABEL_VERSION", "PACKED", "PACKED_DTYPES",
+           "SINGLE_LABEL_VERSION", "StoreError", "VERSION", "embedding_type", "read_manifest", "schema",
+           "written_version"]

@@ -35,13 +35,15 @@ from ..errors import ClassifierFileError
 from .format import (
     DTYPES,
     FORMAT,
+    LAYOUT_FIELD,
     MANIFEST,
-    SINGLE_LABEL_VERSION,
-    VERSION,
+    PACKED,
+    PACKED_DTYPES,
     StoreError,
     read_manifest,
     schema,
     shard_write_options,
+    written_version,
 )
 from .location import Location
 
@@ -160,7 +162,7 @@ class EmbeddingStore:
 
         preprocessing = device_preprocessing(encoder.image_transform())
         manifest = {
-            "format": FORMAT, "version": VERSION if multi_label else SINGLE_LABEL_VERSION,
+            "format": FORMAT, "version": written_version(multi_label, packed=True), LAYOUT_FIELD: PACKED,
             "zsclip_version": __version__,
             "model": model_name(encoder), "pretrained": getattr(encoder, "pretrained", None),
             "fingerprint": encoder.fingerprint, "backend": encoder.backend, "embed_dim": int(encoder.embed_dim),
@@ -229,9 +231,15 @@ class EmbeddingStore:
             self._write_manifest()
 
     @property
+    def packed(self) -> bool:
+        """Whether this store writes each embedding as one binary value (``store.format``: made by a zsclip
+        that reads version 3), or as a list of values (made before: kept so, for the zsclip that made it)."""
+        return self.manifest.get(LAYOUT_FIELD) == PACKED
+
+    @property
     def schema(self) -> pa.Schema:
-        """The columns every shard of this store has."""
-        return schema(self.embed_dim, self.dtype, self.multi_label)
+        """The columns every shard this store writes has (a shard in the other layout is read as well)."""
+        return schema(self.embed_dim, self.dtype, self.multi_label, self.packed)
 
     @property
     def read_columns(self) -> tuple[str, ...]:
@@ -468,7 +476,9 @@ class EmbeddingStore:
             if len(indices) > 1:
                 raise ShardError(f"column {field.name!r} appears more than once")
             index = indices[0]
-            if not _same_type(found.field(index).type, field.type):
+            if field.name == "embedding" and embedding_fits(found.field(index).type, self.embed_dim, self.dtype):
+                continue
+            if not found.field(index).type.equals(field.type):
                 raise ShardError(f"column {field.name!r} is {found.field(index).type}, the store's is {field.type}")
 
     # --- writing -----------------------------------------------------------------------------
@@ -482,7 +492,9 @@ class EmbeddingStore:
         dim, dtype = self.embed_dim, self.dtype
         numpy_dtype = np.float16 if dtype == "float16" else np.float32
         columns = {name: [row.get(name) for row in rows] for name in self.schema.names if name != "embedding"}
-        if isinstance(embeddings, np.ndarray) and embeddings.ndim == 2:  # every row has one: no per-row objects
+        if self.packed:
+            columns["embedding"] = _packed(embeddings, dim, PACKED_DTYPES[dtype])
+        elif isinstance(embeddings, np.ndarray) and embeddings.ndim == 2:  # every row has one: no per-row objects
             flat = pa.array(np.ascontiguousarray(embeddings, dtype=numpy_dtype).reshape(-1))
             columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, dim)
         else:
@@ -603,16 +615,26 @@ class ShardError(ValueError):
     """A shard file that is readable Parquet but not a shard of this store."""
 
 
-def _same_type(found: pa.DataType, expected: pa.DataType) -> bool:
-    """Type equality that ignores a list's item name and nullability (writers differ on both). A
-    variable-length list of the right item type is accepted for the embedding: its rows' lengths
-    are checked one by one when read."""
-    if pa.types.is_fixed_size_list(expected):
-        if pa.types.is_fixed_size_list(found):
-            return found.list_size == expected.list_size and found.value_type.equals(expected.value_type)
-        return ((pa.types.is_list(found) or pa.types.is_large_list(found))
-                and found.value_type.equals(expected.value_type))
-    return found.equals(expected)
+def _packed(embeddings, dim: int, little_endian: str) -> pa.FixedSizeBinaryArray:
+    """The packed embedding column: each row's D values as one binary value (null for a row without one)."""
+    width = dim * np.dtype(little_endian).itemsize
+    if isinstance(embeddings, np.ndarray) and embeddings.ndim == 2:  # every row has one: one buffer, no objects
+        data = np.ascontiguousarray(embeddings, dtype=little_endian)
+        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(data), [None, pa.py_buffer(data)])
+    return pa.array([None if e is None else np.asarray(e, dtype=little_endian).reshape(-1).tobytes()
+                     for e in embeddings], type=pa.binary(width))
+
+
+def embedding_fits(found: pa.DataType, dim: int, dtype: str) -> bool:
+    """Whether an embedding column of type ``found`` holds ``dim`` values of ``dtype`` per row in one of the two
+    layouts (``store.format``): packed, or a list. A store made before packed embeddings and extended or
+    compacted since keeps its lists; a variable-length list of the right item type is accepted too (other
+    writers): its rows' lengths are checked one by one when read."""
+    if pa.types.is_fixed_size_binary(found):
+        return found.byte_width == dim * DTYPES[dtype].byte_width
+    if pa.types.is_fixed_size_list(found):
+        return found.list_size == dim and found.value_type.equals(DTYPES[dtype])
+    return (pa.types.is_list(found) or pa.types.is_large_list(found)) and found.value_type.equals(DTYPES[dtype])
 
 
 def _taken(rows: pa.RecordBatch | pa.Table | pa.Array, indices) -> pa.RecordBatch | pa.Table | pa.Array:
@@ -633,14 +655,14 @@ def checked_batch(record: pa.RecordBatch | pa.Table, mask: np.ndarray, *, shard:
     keep = np.flatnonzero(mask)
     picked = _taken(record, keep)
     errors = picked.column("error").to_pylist()
-    paths, keys = [], []
-    for i, (path, resolved) in enumerate(zip(picked.column("path").to_pylist(),
-                                             picked.column("resolved").to_pylist(), strict=True)):
-        paths.append(path if path is not None else resolved if resolved is not None
-                     else f"<{shard} row {offset + int(keep[i])}>")
-        keys.append(resolved if resolved is not None else paths[-1])
-        if path is None or resolved is None:
-            errors[i] = _damage(shard, offset + int(keep[i]), f"no {'path' if path is None else 'resolved path'}")
+    path_column, resolved_column = picked.column("path"), picked.column("resolved")
+    paths, keys = path_column.to_pylist(), resolved_column.to_pylist()
+    for i in np.flatnonzero(_nulls(path_column) | _nulls(resolved_column)).tolist():  # none in a sound shard
+        path, resolved = paths[i], keys[i]
+        paths[i] = path if path is not None else resolved if resolved is not None else \
+            f"<{shard} row {offset + int(keep[i])}>"
+        keys[i] = resolved if resolved is not None else paths[i]
+        errors[i] = _damage(shard, offset + int(keep[i]), f"no {'path' if path is None else 'resolved path'}")
     labels = [-1] * len(keep)  # no classes: the labels mean nothing and are not used
     classes = classnames
     label_sets = None
@@ -648,12 +670,15 @@ def checked_batch(record: pa.RecordBatch | pa.Table, mask: np.ndarray, *, shard:
         label_sets = _label_sets(picked.column("labels"), len(classes), errors, lambda i, problem: _damage(
             shard, offset + int(keep[i]), problem))
     elif classes is not None:
-        for i, label in enumerate(picked.column("label").to_pylist()):
-            if label is not None and 0 <= label < len(classes):
-                labels[i] = int(label)
-            elif errors[i] is None:
-                errors[i] = _damage(shard, offset + int(keep[i]), "no label" if label is None else
-                                    f"label {label} is not one of the store's {len(classes)} classes")
+        column = picked.column("label")
+        missing = _nulls(column)
+        numbers = np.asarray(column.fill_null(0), dtype=np.int64)
+        known = ~missing & (numbers >= 0) & (numbers < len(classes))
+        labels = np.where(known, numbers, -1).tolist()
+        for i in np.flatnonzero(~known).tolist():
+            if errors[i] is None:
+                errors[i] = _damage(shard, offset + int(keep[i]), "no label" if missing[i] else
+                                    f"label {int(numbers[i])} is not one of the store's {len(classes)} classes")
     embeddings = _embeddings(picked.column("embedding"), embed_dim, errors, lambda i, problem: _damage(
         shard, offset + int(keep[i]), problem))
     spans = None
@@ -701,31 +726,54 @@ def _label_sets(column: pa.Array, count: int, errors: list[str | None], damage) 
 
 def _embeddings(column: pa.Array, dim: int, errors: list[str | None], damage) -> np.ndarray:
     """The float32 [n_ok, D] embeddings of the rows whose error is None, in order; the rows
-    whose embedding is unusable get ``damage(i, problem)`` as their error (in ``errors``)."""
-    candidates = [i for i, error in enumerate(errors) if error is None]
-    if not candidates:
+    whose embedding is unusable get ``damage(i, problem)`` as their error (in ``errors``).
+    Either layout (``store.format``): a packed column's values are read from its buffer in place."""
+    if errors.count(None) == len(errors):
+        candidates = np.arange(len(errors))
+    else:
+        candidates = np.array([i for i, error in enumerate(errors) if error is None], dtype=np.int64)
+    if not len(candidates):
         return np.empty((0, dim), dtype=np.float32)
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     vectors = _taken(column, candidates)
-    usable = ~vectors.is_null().to_numpy(zero_copy_only=False)
+    usable = ~_nulls(vectors)
     lengths = np.full(len(candidates), dim)
-    if not pa.types.is_fixed_size_list(vectors.type):  # a list column (other writers): lengths vary by row
+    packed = pa.types.is_fixed_size_binary(vectors.type)
+    if packed:  # values per row: the width over the item size of the store's dtype (checked by the reader)
+        width = vectors.type.byte_width
+        itemsize = width // dim if width % dim == 0 and width // dim in (2, 4) else 0
+        lengths[:] = width // itemsize if itemsize else -1
+    elif not pa.types.is_fixed_size_list(vectors.type):  # a list column (other writers): lengths vary by row
         lengths = pc.list_value_length(vectors).fill_null(0).to_numpy(zero_copy_only=False)
     for j in np.flatnonzero(~usable):
         errors[candidates[j]] = damage(candidates[j], "no embedding")
     for j in np.flatnonzero(usable & (lengths != dim)):
-        errors[candidates[j]] = damage(candidates[j], f"embedding has {int(lengths[j])} values, the store's "
-                                                      f"width is {dim}")
+        errors[candidates[j]] = damage(candidates[j], f"embedding of {vectors.type.byte_width} bytes is not {dim} "
+                                       "float16 or float32 values" if packed else
+                                       f"embedding has {int(lengths[j])} values, the store's width is {dim}")
     usable &= lengths == dim
     rows = np.flatnonzero(usable)
-    values = _taken(vectors, rows).flatten().to_numpy(zero_copy_only=False)  # flatten: a slice's own values only
-    values = values.astype(np.float32).reshape(len(rows), dim)
-    problems, values = checked_vectors(values)
-    for j, problem in zip(rows.tolist(), problems, strict=True):
-        if problem is not None:
-            errors[candidates[j]] = damage(candidates[j], problem)
-    return values[[problem is None for problem in problems]]
+    if packed:
+        stored = np.frombuffer(vectors.buffers()[1], dtype=f"<f{itemsize}" if itemsize else "<f2",
+                               count=len(vectors) * dim, offset=vectors.offset * width).reshape(len(vectors), dim)
+        values = (stored if len(rows) == len(vectors) else stored[rows]).astype(np.float32)
+    else:
+        values = _taken(vectors, rows).flatten().to_numpy(zero_copy_only=False)  # flatten: a slice's own values
+        values = values.astype(np.float32).reshape(len(rows), dim)
+    usable_rows, problems, values = _checked(values)
+    for j, problem in problems.items():
+        errors[candidates[rows[j]]] = damage(candidates[rows[j]], problem)
+    return values if not problems else values[usable_rows]
+
+
+def _nulls(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Which rows of ``column`` are null, as a numpy bool array."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if not column.null_count:
+        return np.zeros(len(column), dtype=bool)
+    return column.is_null().to_numpy(zero_copy_only=False)
 
 
 def checked_vectors(values: np.ndarray) -> tuple[list[str | None], np.ndarray]:
@@ -733,19 +781,29 @@ def checked_vectors(values: np.ndarray) -> tuple[list[str | None], np.ndarray]:
     unit length). A row with a NaN or infinite value or of length zero is unusable (its scores
     would be NaN); a row whose length is not 1 within ``NORM_TOLERANCE`` is scaled to length 1
     (rows within it are kept bit for bit), so every score of a usable row is finite and bounded."""
+    _, problems, values = _checked(values)
+    return [problems.get(i) for i in range(len(values))], values
+
+
+def _checked(values: np.ndarray) -> tuple[np.ndarray, dict[int, str], np.ndarray]:
+    """``checked_vectors`` as (usable rows mask, {row: problem} of the others, the rows with unit length): one
+    pass for the lengths, none per row in Python unless a row is wrong."""
     with np.errstate(all="ignore"):
-        finite = np.isfinite(values).all(axis=1)
-        norms = np.sqrt(np.einsum("ij,ij->i", values, values, dtype=np.float64))  # float64: no overflow
-        off = finite & (norms > 0) & (np.abs(norms - 1.0) > NORM_TOLERANCE)
+        norms = np.sqrt(np.einsum("ij,ij->i", values, values))  # float32: three times faster than float64
+        unsure = ~(np.abs(norms - 1.0) <= NORM_TOLERANCE / 2)  # far from the line, or not finite in float32
+        if unsure.any():  # these decided in float64 (no overflow, no underflow), as every row was before
+            norms = norms.astype(np.float64)
+            norms[unsure] = np.sqrt(np.einsum("ij,ij->i", values[unsure], values[unsure], dtype=np.float64))
+        finite = np.isfinite(norms)  # a NaN or infinite value makes the sum of squares NaN or infinite
+        usable = finite & (norms > 0)
+        off = usable & (np.abs(norms - 1.0) > NORM_TOLERANCE)
         if off.any():
             if not values.flags.writeable:  # a read-only memory map
                 values = values.copy()
             values[off] = (values[off] / norms[off, None]).astype(np.float32)
-    problems: list[str | None] = []
-    for ok, norm in zip(finite.tolist(), norms.tolist(), strict=True):
-        problems.append("embedding has NaN or infinite values" if not ok else
-                        "embedding is all zeros" if not norm > 0 else None)
-    return problems, values
+    problems = {i: "embedding has NaN or infinite values" if not finite[i] else "embedding is all zeros"
+                for i in np.flatnonzero(~usable).tolist()}
+    return usable, problems, values
 
 
 def model_name(encoder) -> str:

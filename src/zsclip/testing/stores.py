@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ..store.format import FORMAT, SINGLE_LABEL_VERSION
+from ..store.format import FORMAT, LAYOUT_FIELD, PACKED, written_version
 from ..store.location import Location
 from ..store.store import EmbeddingStore
 
@@ -21,14 +21,16 @@ FINGERPRINT = "synthetic:1"
 
 def synthetic_store(folder: str | os.PathLike, rows: int, dim: int = 512, *, shard_rows: int = 100_000,
                     dtype: str = "float16", seed: int = 0, clusters: int = 64,
-                    prefix: str = "/synthetic/") -> EmbeddingStore:
+                    prefix: str = "/synthetic/", packed: bool = True) -> EmbeddingStore:
     """A new store of ``rows`` unit vectors (clustered around ``clusters`` centres, as real embeddings
     are, not uniform noise), ``shard_rows`` per shard, paths ``PREFIX/NNNNNNNNN.jpg``. Shards are
     appended under the write lock after ``facts``, as ``zsclip embed`` appends them, so they are marked
-    ``new_paths`` exactly as an embed of new files would be."""
+    ``new_paths`` exactly as an embed of new files would be. ``packed=False``: the embeddings in lists, as a
+    store made before packed embeddings has them (``store.format``)."""
     location = Location(folder)
     location.mkdir()
-    manifest = {"format": FORMAT, "version": SINGLE_LABEL_VERSION, "zsclip_version": "synthetic",
+    manifest = {"format": FORMAT, "version": written_version(False, packed),
+                **({LAYOUT_FIELD: PACKED} if packed else {}), "zsclip_version": "synthetic",
                 "model": "synthetic", "pretrained": None, "fingerprint": FINGERPRINT, "backend": "synthetic",
                 "embed_dim": dim, "precision": "fp32", "dtype": dtype, "logit_scale": 100.0, "logit_bias": None,
                 "preprocessing": None, "classnames": None, "shards": [],
