@@ -22,6 +22,7 @@ from ..data.shards import is_shards
 from ..data.sources import Source
 from ..errors import InputError
 from ..options import RunOptions
+from ..store.ahead import read_ahead
 
 if TYPE_CHECKING:
     import torch
@@ -404,7 +405,7 @@ class StoreSource(FeatureSource):
         return FeatureBatch(list(paths), errors, features, None, label_sets, keys=keys)
 
     def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
-        for batch in self.store.batches(self.batch_size):
+        for batch in read_ahead(self.store.batches(self.batch_size)):  # the next one read while this is answered
             features = np.ascontiguousarray(batch.embeddings, dtype=np.float32)
             yield self._batch(batch.paths, batch.errors, features, batch.labels, batch.label_sets,
                               getattr(batch, "spans", None) if self.timed else None, batch.keys)
