@@ -2,10 +2,13 @@
 
     python benchmarks/bench_store_classify.py                      # 1,000,000 rows x 512, 1,000 classes, top-5
     python benchmarks/bench_store_classify.py --rows 100000 --rounds 3
+    python benchmarks/bench_store_classify.py --layout lists       # a store made before packed embeddings
+    python benchmarks/bench_store_classify.py --dtype float32       # embedded with --dtype float32
     PYTHONPATH=OLD/src python benchmarks/bench_store_classify.py --steps read,predictions   # an older tree
 
 A synthetic store (unit vectors clustered like real embeddings, float16, 100,000-row shards written by the
-store's own writer: ``zsclip.testing.stores.synthetic_store``) is classified with 1,000 random classes, and
+store's own writer: ``zsclip.testing.stores.synthetic_store``; packed embeddings, as a new store has them, or
+lists, as a store made before version 3 keeps them) is classified with 1,000 random classes, and
 each of these is timed, in turns, ``--rounds`` times (the best of each is reported):
 
 - ``matmul``: the reference, one float32 BLAS matmul [rows, 512] x [512, 1,000] from memory, 65,536-row blocks;
@@ -22,6 +25,7 @@ parent); ``--store`` classifies an existing store (e.g. the 10 M rows of bench_i
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import resource
@@ -73,6 +77,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    parser.add_argument("--layout", choices=("packed", "lists"), default="packed",
+                        help="packed: a new store's embedding column; lists: a store made before format 3")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cli", action="store_true", help="also time the zsclip command writing a CSV")
     parser.add_argument("--workdir", default=None, help="keep the store here (reused when it exists)")
@@ -92,13 +99,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.workdir or scratch)
         work.mkdir(parents=True, exist_ok=True)
-        folder = Path(args.store) if args.store else work / f"store-{args.rows}x{args.dim}.zse"
+        name = f"store-{args.rows}x{args.dim}-{args.dtype}-{args.layout}.zse"
+        folder = Path(args.store) if args.store else work / name
         if args.step:
             print(json.dumps(step(args.step, folder, work / "classes.zsc", args.top_k, args.rows)))
             return
         if not (folder / "zsclip-store.json").exists():
             started = time.perf_counter()
-            synthetic_store(folder, args.rows, args.dim)
+            layout = {"packed": args.layout == "packed"}  # an older tree's writer has lists only
+            if "packed" not in inspect.signature(synthetic_store).parameters:
+                layout = {}
+            synthetic_store(folder, args.rows, args.dim, dtype=args.dtype, **layout)
             print(f"wrote {args.rows:,} rows in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         opened = EmbeddingStore.open(folder)
         rows, dim = len(opened), opened.embed_dim
@@ -139,7 +150,8 @@ def main() -> None:
                 print(f"{name}: {result['seconds']:.2f} s", file=sys.stderr, flush=True)
                 if name not in best or result["seconds"] < best[name]["seconds"]:
                     best[name] = result
-    figures = {"rows": rows, "dim": dim, "classes": args.classes, "top_k": args.top_k,
+    figures = {"rows": rows, "dim": dim, "classes": args.classes, "top_k": args.top_k, "dtype": args.dtype,
+               "layout": args.layout,
                "matmul_rows_in_memory": in_memory,
                "seconds": {name: round(result["seconds"], 2) for name, result in best.items()},
                "vs_matmul": {name: round(result["seconds"] / best["matmul"]["seconds"], 2)

@@ -4,7 +4,7 @@
       zsclip-store.json        the manifest: format version, model, fingerprint, preprocessing,
                                precision, storage dtype, class names, and the committed shards
       shard-00000-<id>.parquet one row per image: path, resolved, size, mtime_ns, sha256, width,
-      shard-00001-<id>.parquet height, label, error, deleted, embedding (float16 or float32 list);
+      shard-00001-<id>.parquet height, label, error, deleted, embedding (float16 or float32, packed);
                                a multi-label store adds ``labels`` (each image's label indices)
 
 The manifest is the commit point: a shard exists for readers only once the manifest lists it,
@@ -40,9 +40,10 @@ before keeps writing lists, so the zsclip that made it still reads it; readers t
 
 Version 2 adds multi-label stores (``"multi_label": true`` in the manifest, embedded from a manifest
 whose ``labels`` hold several names): their shards have a ``labels`` column (a list of class indices
-per row, empty = none of the labels) and a null ``label``. Every other store is written as version 1,
-exactly as before, so older zsclip versions keep reading it; a multi-label store is refused by them
-with "upgrade zsclip" rather than read as rows without labels.
+per row, empty = none of the labels) and a null ``label``. Before version 3 every other store was written
+as version 1, so older zsclip versions kept reading it; a multi-label store is refused by them with
+"upgrade zsclip" rather than read as rows without labels, and so is a version 3 store. A store keeps the
+version it was made with (``written_version``).
 """
 
 from __future__ import annotations
