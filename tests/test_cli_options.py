@@ -178,7 +178,7 @@ def _values(world: dict[str, Path], tmp: Path) -> dict[str, list[str]]:
         "--text": ["a red star"], "--accept": ["0.37"], "--runtime": ["onnxruntime"],
         "--calibration-images": [str(world["tree"])],
         "--exact": [], "--rebuild": [], "--lists": ["7"], "--probes": ["3"], "--check": ["7"], "--remove": [],
-        "--neighbours": ["7"],
+        "--neighbours": ["7"], "--pack": [],
     }
 
 
@@ -291,7 +291,9 @@ def _commands(world: dict[str, Path], tmp: Path) -> dict[str, dict]:
             "stops": {"zsclip.job.plan": lambda rec: rec.record("plan", FakeJob()),
                       "zsclip.outputs.labelling.LabelSpace.of": "fake",
                       "zsclip.tasks.sort.accept_threshold": "fake", "zsclip.tasks.sort.Sorter": "stop"}},
-        "compact": {"base": [str(tmp / "c.zse")], "needs": {}, "stops": {"zsclip.store.compact.compact": "stop"}},
+        "compact": {"base": [str(tmp / "c.zse")], "needs": {},
+                    "stops": {"zsclip.store.store.EmbeddingStore.open": "fake",
+                              "zsclip.store.compact.compact": "stop"}},
         "calibrate": {"base": ["--data", tree, "-o", str(tmp / "cal.zsc")], "needs": {
             "--ray-stall-timeout": (["--ray", "auto"], None), "--ray-actors": (["--ray", "auto"], None)},
             "stops": {"zsclip.tasks.calibrate.calibrate": "stop"}},

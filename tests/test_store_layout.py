@@ -244,3 +244,70 @@ def test_the_benchmarks_store_classifies_alike_in_both_layouts(tmp_path):
         answers.append((np.concatenate([b.indices for b in batches]), np.concatenate([b.scores for b in batches])))
     assert np.array_equal(answers[0][0], answers[1][0]) and np.array_equal(answers[0][1], answers[1][1])
     shutil.rmtree(tmp_path / "False.zse")
+
+
+def test_compact_pack_makes_a_store_made_before_format_3_with_the_same_answers(twins, tmp_path):
+    lists, packed, classifier = twins
+    before = _classified(lists, classifier, tmp_path / "before.csv")
+    result = CliRunner().invoke(main, ["compact", str(lists), "--pack"])
+    assert result.exit_code == 0, result.output
+    assert "dropped 40" in result.output and "4 shards packed" in result.output and "now format 3" in result.output
+    manifest = _manifest(lists)
+    assert (manifest["version"], manifest["embedding_layout"]) == (3, "packed")
+    for shard in manifest["shards"]:
+        assert pq.read_schema(lists / shard["file"]).field("embedding").type == pa.binary(64)
+    assert _classified(lists, classifier, tmp_path / "after.csv") == before
+    assert _classified(packed, classifier, tmp_path / "twin.csv") == before
+    same = _vectors(packed)
+    assert all(np.array_equal(vector, same[path]) for path, vector in _vectors(lists).items())
+    store = EmbeddingStore.open(lists)  # what it writes from now on is packed too
+    with store.writing():
+        store.facts()
+        store.append(synthetic_rows(1000, 5), np.eye(32, dtype=np.float32)[:5])
+    assert pq.read_schema(lists / _manifest(lists)["shards"][-1]["file"]).field("embedding").type == pa.binary(64)
+    again = CliRunner().invoke(main, ["compact", str(lists), "--pack"])
+    assert again.exit_code == 0 and "nothing to drop" in again.output and "packed" not in again.output
+
+
+def test_packing_keeps_damaged_rows_damaged_and_refuses_a_row_of_another_width(tmp_path):
+    folder = tmp_path / "s.zse"
+    synthetic_store(folder, 10, 4, shard_rows=10, dtype="float32", packed=False)
+    rows = synthetic_rows(100, 3)
+    vectors = [None, [None, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]]
+    for row, name in zip(rows, ("null", "hole", "fine"), strict=True):
+        row["path"] = row["resolved"] = f"/d/{name}.jpg"
+    layout = schema(4, "float32")
+    table = pa.table({**{f.name: [row.get(f.name) for row in rows] for f in layout if f.name != "embedding"},
+                      "embedding": pa.array(vectors, type=layout.field("embedding").type)}, schema=layout)
+    pq.write_table(table, folder / "shard-damaged.parquet")
+    manifest = _manifest(folder)
+    manifest["shards"].append({"file": "shard-damaged.parquet", "rows": 3})
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+    def errors() -> dict[str, str | None]:
+        batches = list(EmbeddingStore.open(folder).batches())
+        return {p: e for b in batches for p, e in zip(b.paths, b.errors, strict=True)}
+
+    before = errors()
+    assert "no embedding" in before["/d/null.jpg"] and "NaN or infinite" in before["/d/hole.jpg"]
+    result = CliRunner().invoke(main, ["compact", str(folder), "--pack"])
+    assert result.exit_code == 0, result.output
+    after = errors()
+    assert after.keys() == before.keys() and after["/d/fine.jpg"] is None
+    for name in ("null", "hole"):  # the same problem, named in the packed shard now
+        assert after[f"/d/{name}.jpg"].split(": ")[-1] == before[f"/d/{name}.jpg"].split(": ")[-1]
+    # a row of another length (a list column of another writer) cannot be packed: nothing changes
+    other = tmp_path / "o.zse"
+    synthetic_store(other, 10, 4, shard_rows=10, dtype="float32", packed=False)
+    ragged = table.set_column(table.schema.get_field_index("embedding"), "embedding",
+                              pa.array([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0], None], type=pa.list_(pa.float32())))
+    pq.write_table(ragged, other / "shard-ragged.parquet")
+    manifest = _manifest(other)
+    manifest["shards"].append({"file": "shard-ragged.parquet", "rows": 3})
+    (other / MANIFEST).write_text(json.dumps(manifest))
+    listing = sorted(p.name for p in other.iterdir())
+    result = CliRunner().invoke(main, ["compact", str(other), "--pack"])
+    assert result.exit_code == 2
+    assert "shard-ragged.parquet cannot be rewritten (row 1 has 2 values, the store's width is 4: it cannot be " \
+           "packed)" in result.output and "Traceback" not in result.output
+    assert _manifest(other) == manifest and sorted(p.name for p in other.iterdir()) == listing
