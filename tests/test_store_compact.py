@@ -19,6 +19,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -152,19 +153,41 @@ KILLER = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
         Location.delete = delete
     from zsclip.cli import main
-    sys.argv = ["zsclip", "compact", sys.argv[2]]
+    sys.argv = ["zsclip", "compact", *sys.argv[2:]]
     main()
 """)
 
 
+def _as_lists(store: Path) -> None:
+    """``store`` as a zsclip before format 3 made it: every shard's embeddings in lists, manifest version 1."""
+    manifest = json.loads((store / MANIFEST).read_text())
+    for shard in manifest["shards"]:
+        table = pq.read_table(store / shard["file"])
+        column = table.column("embedding").combine_chunks()
+        valid = np.asarray(column.is_valid())
+        values = np.frombuffer(column.buffers()[1], "<f2")[: len(column) * manifest["embed_dim"]]
+        vectors = [row.tolist() if ok else None for row, ok in zip(values.reshape(len(column), -1), valid,
+                                                                   strict=True)]
+        lists = pa.array(vectors, type=pa.list_(pa.float16(), manifest["embed_dim"]))
+        pq.write_table(table.set_column(table.schema.get_field_index("embedding"), "embedding", lists),
+                       store / shard["file"])
+    del manifest["embedding_layout"]
+    manifest["version"] = 1
+    (store / MANIFEST).write_text(json.dumps(manifest))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["before-commit", "after-commit"])
-def test_a_killed_compaction_leaves_a_readable_store_and_a_rerun_finishes(churned, tmp_path, point):
+@pytest.mark.parametrize("pack", [False, True])
+def test_a_killed_compaction_leaves_a_readable_store_and_a_rerun_finishes(churned, tmp_path, point, pack):
     store = _copy(churned, tmp_path)
+    if pack:  # a store made before format 3, packed by the compaction
+        _as_lists(store)
     before = _answers(store, tmp_path, "before")
     shards_before, _ = _on_disk(store)
     env = {**os.environ, "PYTHONPATH": SRC}
-    killed = subprocess.run([sys.executable, "-c", KILLER, point, str(store)], env=env, capture_output=True,
+    flags = ["--pack"] if pack else []
+    killed = subprocess.run([sys.executable, "-c", KILLER, point, str(store), *flags], env=env, capture_output=True,
                             text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr
     listed, _ = _on_disk(store)
@@ -172,14 +195,20 @@ def test_a_killed_compaction_leaves_a_readable_store_and_a_rerun_finishes(churne
     assert len(list(store.glob("*.parquet"))) > len(listed)  # what the kill left: unlisted shards
     assert _answers(store, tmp_path, "killed") == before  # readable, and the same answers
 
-    rerun = subprocess.run([sys.executable, "-m", "zsclip", "compact", str(store)], env=env, capture_output=True,
-                           text=True, timeout=300)
+    version = json.loads((store / MANIFEST).read_text())["version"]
+    assert version == (1 if pack and point == "before-commit" else 3)  # the old manifest, or the new one
+
+    rerun = subprocess.run([sys.executable, "-m", "zsclip", "compact", str(store), *flags], env=env,
+                           capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert "leftover files of a killed run" in rerun.stdout
     listed, rows = _on_disk(store)
     assert rows == 8 and sorted(p.name for p in store.glob("*.parquet")) == sorted(listed)
     assert not list(store.glob(".*.partial"))
     assert _answers(store, tmp_path, "rerun") == before
+    assert json.loads((store / MANIFEST).read_text())["version"] == 3
+    for name in listed:
+        assert pa.types.is_fixed_size_binary(pq.read_schema(store / name).field("embedding").type)
 
 
 def _views(store: EmbeddingStore) -> tuple[list[np.ndarray], list[np.ndarray]]:
