@@ -88,7 +88,8 @@ def blocked_top_k(rows: int, classes: int, logits_of: LogitsOf, k: int, sigmoid:
 
 
 def _copied(block: np.ndarray, out: np.ndarray) -> np.ndarray:
-    np.copyto(out, block, casting="no")
+    """``block`` in the float32 scratch ``out`` (float64 logits are answered in float32, as before)."""
+    np.copyto(out, block, casting="same_kind")
     return out
 
 
@@ -136,9 +137,9 @@ def top_indices(logits: np.ndarray, k: int) -> np.ndarray:
     """The indices of the ``k`` largest of each row, largest first, ties by lower index: what a stable argsort of
     ``-logits`` gives, without sorting every class."""
     count = logits.shape[-1]
-    if k >= count or count < 64 or logits.ndim != 2:
+    if k >= count or count < 64 or logits.ndim != 2 or logits.dtype != np.float32:
         return np.argsort(-logits, axis=-1, kind="stable")[..., :k]
-    _, indices = array_top_k(logits, k, sigmoid=True)
+    _, indices = array_top_k(logits, k, sigmoid=True)  # sigmoid: k exponentials a row, not one per class
     return indices
 
 
