@@ -205,7 +205,7 @@ def test_read_ahead_keeps_order_raises_in_place_and_stops_when_closed():
 
 
 def test_float64_logits_are_answered_in_float32():
-    logits = awkward(300, rows=70, seed=9).astype(np.float64)
+    logits = awkward(300, rows=300, seed=9).astype(np.float64)
     scores, indices = array_top_k(logits, 3, False)
     expected_scores, expected_indices = defined(logits.astype(np.float32), 3, False)
     assert np.array_equal(indices, expected_indices) and np.array_equal(scores, expected_scores, equal_nan=True)
