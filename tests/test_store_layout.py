@@ -311,3 +311,19 @@ def test_packing_keeps_damaged_rows_damaged_and_refuses_a_row_of_another_width(t
     assert "shard-ragged.parquet cannot be rewritten (row 1 has 2 values, the store's width is 4: it cannot be " \
            "packed)" in result.output and "Traceback" not in result.output
     assert _manifest(other) == manifest and sorted(p.name for p in other.iterdir()) == listing
+
+
+def test_a_packed_column_of_another_width_read_without_the_shard_check_is_error_rows():
+    """``checked_batch`` is also called on shards read elsewhere (Ray's store tasks), where no schema check ran:
+    a packed width that is neither float16 nor float32 of the store's width makes error rows, not a crash."""
+    from zsclip.store.store import checked_batch
+
+    rows = synthetic_rows(0, 3)
+    layout = schema(32, "float16", packed=True)
+    record = pa.RecordBatch.from_pydict(
+        {**{f.name: [row.get(f.name) for row in rows] for f in layout if f.name != "embedding"},
+         "embedding": pa.array([b"\1" * 40] * 3, type=pa.binary(40))})
+    batch = checked_batch(record, np.ones(3, dtype=bool), shard="s.parquet", offset=0, embed_dim=32, classnames=None)
+    assert len(batch.embeddings) == 0
+    assert all("embedding of 40 bytes is not 32 float16 or float32 values" in e and "s.parquet" in e
+               for e in batch.errors)

@@ -181,14 +181,6 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def _forget_pool() -> None:
-    """A forked child has none of its parent's threads: a pool it inherited would take work and never run it."""
-    global _POOL
-    _POOL = None
-
-
-os.register_at_fork(after_in_child=_forget_pool)
-
 _SETTERS: list | None = None
 _LIMIT_LOCK = threading.Lock()
 _LIMIT_DEPTH = 0
@@ -228,7 +220,7 @@ def _find_setters() -> list:
 
 @contextmanager
 def one_blas_thread() -> Iterator[bool]:
-    """Every BLAS at one thread while the pool's threads each run a block's matmul (two blocks at once beat one
+    """numpy's BLAS at one thread while the pool's threads each run a block's matmul (two blocks at once beat one
     block on two BLAS threads: 10.1 against 12.6 s per million rows classified against 1,000 classes here), the
     count put back when the last of the calls that overlap ends, from whichever thread. Yields whether it could
     (False without threadpoolctl, or with a BLAS other than a recent OpenBLAS)."""
@@ -251,12 +243,14 @@ def one_blas_thread() -> Iterator[bool]:
                     setter(threads)
 
 
-def _forget_limits() -> None:
-    global _LIMIT_LOCK, _LIMIT_DEPTH
-    _LIMIT_LOCK, _LIMIT_DEPTH = threading.Lock(), 0
+def _after_fork() -> None:
+    """A forked child has none of its parent's threads: a pool it inherited would take work and never run it,
+    and a lock or count of its calls would be theirs."""
+    global _POOL, _LIMIT_LOCK, _LIMIT_DEPTH
+    _POOL, _LIMIT_LOCK, _LIMIT_DEPTH = None, threading.Lock(), 0
 
 
-os.register_at_fork(after_in_child=_forget_limits)
+os.register_at_fork(after_in_child=_after_fork)
 
 
 __all__ = ["BLOCK_ROWS", "FEW", "LogitsOf", "array_top_k", "blocked_top_k", "one_blas_thread", "top_indices"]

@@ -38,8 +38,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .format import LAYOUT_FIELD, PACKED, PACKED_DTYPES, StoreError, shard_write_options, written_version
-from .store import ROW_GROUP_ROWS, EmbeddingStore, ShardError, _nulls
+from .format import (
+    LAYOUT_FIELD,
+    PACKED,
+    PACKED_DTYPES,
+    StoreError,
+    embedding_type,
+    shard_write_options,
+    written_version,
+)
+from .store import ROW_GROUP_ROWS, EmbeddingStore, ShardError, _nulls, packed_column
 
 #: Rows read at a time from a shard being rewritten (one record batch in memory).
 READ_BATCH_ROWS = 8192
@@ -77,7 +85,7 @@ def compact(store: EmbeddingStore, *, pack: bool = False, on_shard=None) -> Comp
     report = CompactReport()
     with store._locked(0.0):  # refuses at once while another run writes; re-reads the manifest
         report.leftovers = len(store.remove_leftovers())
-        layout = {key: store.manifest.get(key) for key in (LAYOUT_FIELD, "version")}
+        before = dict(store.manifest)  # put back as it was if anything below fails
         report.became_packed = pack and not store.packed
         shards = [dict(shard) for shard in store.manifest["shards"]]
         masks = store.view_masks()
@@ -128,10 +136,7 @@ def compact(store: EmbeddingStore, *, pack: bool = False, on_shard=None) -> Comp
             store._masks = None
             store._write_manifest()  # the commit point
         except BaseException:
-            store.manifest["shards"] = shards
-            store.manifest.update(layout)
-            if layout[LAYOUT_FIELD] is None:
-                store.manifest.pop(LAYOUT_FIELD)
+            store.manifest = before
             store._masks = None
             for name in written:
                 store.location.delete(name)
@@ -153,8 +158,8 @@ def _live_batches(store: EmbeddingStore, name: str, mask: np.ndarray,
     if reader.metadata.num_rows != len(mask):
         raise ShardError(f"it has {reader.metadata.num_rows} rows, the view was computed for {len(mask)}")
     index = schema.get_field_index("embedding")
-    width = store.embed_dim * np.dtype(PACKED_DTYPES[store.dtype]).itemsize
-    written = schema.set(index, pa.field("embedding", pa.binary(width))) if pack else schema
+    written = schema.set(index, pa.field("embedding", embedding_type(store.embed_dim, store.dtype, True))) \
+        if pack else schema
 
     def batches() -> Iterator[pa.RecordBatch]:
         offset = 0
@@ -195,9 +200,7 @@ def _packed_column(column: pa.Array, dim: int, dtype: str, row_of) -> pa.FixedSi
     present = column.filter(pa.array(~missing)) if missing.any() else column
     if len(present):
         values[~missing] = present.flatten().to_numpy(zero_copy_only=False).reshape(len(present), dim)
-    validity = pa.array(~missing).buffers()[1] if missing.any() else None
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(values.shape[1] * values.itemsize), len(column),
-                                                [validity, pa.py_buffer(values)])
+    return packed_column(values, dim, PACKED_DTYPES[dtype], missing)
 
 
 def _new_name(position: int) -> str:

@@ -493,7 +493,7 @@ class EmbeddingStore:
         numpy_dtype = np.float16 if dtype == "float16" else np.float32
         columns = {name: [row.get(name) for row in rows] for name in self.schema.names if name != "embedding"}
         if self.packed:
-            columns["embedding"] = _packed(embeddings, dim, PACKED_DTYPES[dtype])
+            columns["embedding"] = packed_column(embeddings, dim, PACKED_DTYPES[dtype])
         elif isinstance(embeddings, np.ndarray) and embeddings.ndim == 2:  # every row has one: no per-row objects
             flat = pa.array(np.ascontiguousarray(embeddings, dtype=numpy_dtype).reshape(-1))
             columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, dim)
@@ -615,14 +615,19 @@ class ShardError(ValueError):
     """A shard file that is readable Parquet but not a shard of this store."""
 
 
-def _packed(embeddings, dim: int, little_endian: str) -> pa.FixedSizeBinaryArray:
-    """The packed embedding column: each row's D values as one binary value (null for a row without one)."""
-    width = dim * np.dtype(little_endian).itemsize
-    if isinstance(embeddings, np.ndarray) and embeddings.ndim == 2:  # every row has one: one buffer, no objects
-        data = np.ascontiguousarray(embeddings, dtype=little_endian)
-        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(data), [None, pa.py_buffer(data)])
-    return pa.array([None if e is None else np.asarray(e, dtype=little_endian).reshape(-1).tobytes()
-                     for e in embeddings], type=pa.binary(width))
+def packed_column(embeddings, dim: int, little_endian: str,
+                  missing: np.ndarray | None = None) -> pa.FixedSizeBinaryArray:
+    """The packed embedding column (``store.format``): each row's D values as one binary value, from an [n, D]
+    array (``missing``: the rows that have none, null) or a list of rows, None for a row without one."""
+    if not (isinstance(embeddings, np.ndarray) and embeddings.ndim == 2):
+        missing = np.array([e is None for e in embeddings], dtype=bool)
+        embeddings = np.array([np.zeros(dim, dtype=little_endian) if e is None
+                               else np.asarray(e, dtype=little_endian).reshape(dim)
+                               for e in embeddings]).reshape(len(missing), dim)
+    data = np.ascontiguousarray(embeddings, dtype=little_endian)
+    validity = pa.array(~missing).buffers()[1] if missing is not None and missing.any() else None
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(dim * data.itemsize), len(data),
+                                                [validity, pa.py_buffer(data)])
 
 
 def embedding_fits(found: pa.DataType, dim: int, dtype: str) -> bool:
@@ -698,7 +703,7 @@ def _label_sets(column: pa.Array, count: int, errors: list[str | None], damage) 
         column = column.combine_chunks()
     sets: list[tuple[int, ...]] = [()] * len(column)
     problems: dict[int, str] = {}
-    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    valid = ~_nulls(column)
     lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     for i in np.flatnonzero(~valid):
         problems[int(i)] = "no labels"
@@ -740,11 +745,9 @@ def _embeddings(column: pa.Array, dim: int, errors: list[str | None], damage) ->
     usable = ~_nulls(vectors)
     lengths = np.full(len(candidates), dim)
     packed = pa.types.is_fixed_size_binary(vectors.type)
-    if packed:  # values per row: the width over the item size of the store's dtype (checked by the reader)
-        width = vectors.type.byte_width
-        itemsize = width // dim if width % dim == 0 and width // dim in (2, 4) else 0
-        lengths[:] = width // itemsize if itemsize else -1
-    elif not pa.types.is_fixed_size_list(vectors.type):  # a list column (other writers): lengths vary by row
+    if packed and vectors.type.byte_width not in (2 * dim, 4 * dim):  # neither float16 nor float32 values
+        lengths[:] = -1
+    elif not packed and not pa.types.is_fixed_size_list(vectors.type):  # other writers' lists: lengths vary
         lengths = pc.list_value_length(vectors).fill_null(0).to_numpy(zero_copy_only=False)
     for j in np.flatnonzero(~usable):
         errors[candidates[j]] = damage(candidates[j], "no embedding")
@@ -754,9 +757,12 @@ def _embeddings(column: pa.Array, dim: int, errors: list[str | None], damage) ->
                                        f"embedding has {int(lengths[j])} values, the store's width is {dim}")
     usable &= lengths == dim
     rows = np.flatnonzero(usable)
-    if packed:
-        stored = np.frombuffer(vectors.buffers()[1], dtype=f"<f{itemsize}" if itemsize else "<f2",
-                               count=len(vectors) * dim, offset=vectors.offset * width).reshape(len(vectors), dim)
+    if packed and not len(rows):  # none usable, perhaps none of the width: nothing to read from the buffer
+        values = np.empty((0, dim), dtype=np.float32)
+    elif packed:
+        width = vectors.type.byte_width
+        stored = np.frombuffer(vectors.buffers()[1], dtype=f"<f{width // dim}", count=len(vectors) * dim,
+                               offset=vectors.offset * width).reshape(len(vectors), dim)
         values = (stored if len(rows) == len(vectors) else stored[rows]).astype(np.float32)
     else:
         values = _taken(vectors, rows).flatten().to_numpy(zero_copy_only=False)  # flatten: a slice's own values
@@ -866,5 +872,4 @@ def _warn_unreadable(name: str, error: Exception) -> None:
 
 
 __all__ = ["EmbeddingStore", "StoreBatch", "StoreError", "checked_batch", "checked_vectors", "model_name",
-           "sampling_mismatch",
-           "same_model"]
+           "packed_column", "sampling_mismatch", "same_model"]
