@@ -194,7 +194,8 @@ def test_read_ahead_keeps_order_raises_in_place_and_stops_when_closed():
         finally:
             closed.set()
 
-    reader = read_ahead(endless(), depth=2)
+    source = endless()  # held here, so only read_ahead's own close (not garbage collection) can close it
+    reader = read_ahead(source, depth=2)
     assert [next(reader) for _ in range(3)] == [0, 1, 2]
     reader.close()
     assert closed.wait(5)  # the source was closed once its thread had stopped
