@@ -172,7 +172,7 @@ def test_two_handles_opened_before_either_writes_keep_both_shards(demo, tmp_path
 WRITER = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from zsclip.store import EmbeddingStore
+    from zsclip.store import EmbeddingStore, StoreError
     store = EmbeddingStore.open(sys.argv[1])              # opened before the other process writes
     start = float(sys.argv[3])
     while time.time() < start:
@@ -184,8 +184,16 @@ WRITER = textwrap.dedent("""
         rows = [{"path": f"{sys.argv[2]}{shard}-{i}", "resolved": f"/{sys.argv[2]}{shard}-{i}", "deleted": False}
                 for i in range(50)]
         store.append(rows, list(vectors))
-        with store.writing():                              # what each embed run does first
-            pass
+        for _ in range(500):                               # what each embed run does first: refused
+            try:                                           # while the other process appends (a user
+                with store.writing():                      # is told to wait for it), so tried again
+                    break
+            except StoreError as error:
+                if "being written by another run" not in str(error):
+                    raise
+                time.sleep(0.01)
+        else:
+            raise SystemExit("never got the write lock")
 """)
 
 
