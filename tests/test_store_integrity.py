@@ -344,6 +344,8 @@ def test_store_scores_as_arrays_equal_the_predictions_damaged_rows_included(demo
     predictions = list(classify_store(EmbeddingStore.open(folder), classifier, top_k=2))
     batches = list(classify_store_arrays(EmbeddingStore.open(folder), classifier, top_k=2, batch_size=5))
     assert len(batches) > 1 and sum(len(b.paths) for b in batches) == len(predictions)
+    clean = [all(error is None for error in b.errors) for b in batches]
+    assert any(clean) and not all(clean)  # both ways a batch is answered: as it comes, and row by row
     rows = [(path, error, indices, scores) for b in batches
             for path, error, indices, scores in zip(b.paths, b.errors, b.indices, b.scores, strict=True)]
     assert sum(error is not None for _, error, _, _ in rows) == 11  # the damaged rows, as classify reports them

@@ -165,27 +165,37 @@ def test_an_unknown_embedding_layout_is_refused_in_one_line(tmp_path):
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
-def test_damaged_packed_rows_are_error_rows_and_a_packed_shard_of_another_width_is_skipped(tmp_path):
-    folder = tmp_path / "s.zse"
-    synthetic_store(folder, 20, 8, shard_rows=20, dtype="float32")
-    unit = np.eye(8, dtype=np.float32)[0]
-    vectors = {"nan": np.full(8, np.nan), "inf": np.r_[np.inf, np.zeros(7)], "zeros": np.zeros(8), "null": None,
-               "huge": unit * 1e30, "short": unit * 0.5}
+def _with_damaged_shard(folder: Path, vectors: dict, dtype: str) -> pa.Table:
+    """A packed ``dtype`` store of 20 rows of width 8 plus a shard "shard-damaged.parquet" of one row per
+    ``vectors`` entry (path ``/d/NAME.jpg``; None: no embedding), listed in the manifest; returns that shard."""
+    synthetic_store(folder, 20, 8, shard_rows=20, dtype=dtype)
     rows = synthetic_rows(100, len(vectors))
     for row, name in zip(rows, vectors, strict=True):
         row["path"] = row["resolved"] = f"/d/{name}.jpg"
-    column = pa.array([None if v is None else np.asarray(v, "<f4").tobytes() for v in vectors.values()],
-                      type=pa.binary(32))
-    layout = schema(8, "float32", packed=True)
+    width = np.dtype(LITTLE_ENDIAN[dtype]).itemsize * 8
+    column = pa.array([None if v is None else np.asarray(v, LITTLE_ENDIAN[dtype]).tobytes() for v in vectors.values()],
+                      type=pa.binary(width))
+    layout = schema(8, dtype, packed=True)
     table = pa.table({**{f.name: [row.get(f.name) for row in rows] for f in layout if f.name != "embedding"},
                       "embedding": column}, schema=layout)
     pq.write_table(table, folder / "shard-damaged.parquet")
+    manifest = _manifest(folder)
+    manifest["shards"] += [{"file": "shard-damaged.parquet", "rows": len(rows)}]
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return table
+
+
+def test_damaged_packed_rows_are_error_rows_and_a_packed_shard_of_another_width_is_skipped(tmp_path):
+    folder = tmp_path / "s.zse"
+    unit = np.eye(8, dtype=np.float32)[0]
+    vectors = {"nan": np.full(8, np.nan), "inf": np.r_[np.inf, np.zeros(7)], "zeros": np.zeros(8), "null": None,
+               "huge": unit * 1e30, "short": unit * 0.5}
+    table = _with_damaged_shard(folder, vectors, "float32")
     wide = table.set_column(table.schema.get_field_index("embedding"), "embedding",
-                            pa.array([b"\0" * 40] * len(rows), type=pa.binary(40)))
+                            pa.array([b"\0" * 40] * len(vectors), type=pa.binary(40)))
     pq.write_table(wide, folder / "shard-wide.parquet")
     manifest = _manifest(folder)
-    manifest["shards"] += [{"file": "shard-damaged.parquet", "rows": len(rows)},
-                           {"file": "shard-wide.parquet", "rows": len(rows)}]
+    manifest["shards"] += [{"file": "shard-wide.parquet", "rows": len(vectors)}]
     (folder / MANIFEST).write_text(json.dumps(manifest))
     with pytest.warns(UserWarning, match=r"shard-wide\.parquet.*fixed_size_binary\[40\]"):
         batches = list(EmbeddingStore.open(folder).batches())
@@ -327,3 +337,74 @@ def test_a_packed_column_of_another_width_read_without_the_shard_check_is_error_
     assert len(batch.embeddings) == 0
     assert all("embedding of 40 bytes is not 32 float16 or float32 values" in e and "s.parquet" in e
                for e in batch.errors)
+
+
+# --- float16 widened by bit arithmetic (store/halves.py) -------------------------------------------------------------
+EVERY_HALF = np.arange(65536, dtype=np.uint16).view(np.float16)  # zeros, subnormals, normals, infinities, NaN payloads
+
+
+def _same_bits(widened_values: np.ndarray, halves: np.ndarray) -> bool:
+    expected = halves.astype(np.float32)
+    return (widened_values.dtype == np.float32 and widened_values.shape == expected.shape
+            and np.array_equal(widened_values.view(np.uint32), expected.view(np.uint32)))
+
+
+@pytest.mark.parametrize("halves", [EVERY_HALF, EVERY_HALF[::-1].reshape(256, 256),
+                                    EVERY_HALF.reshape(256, 256)[:, ::3], np.tile(EVERY_HALF, 3)[5:], EVERY_HALF[:0]],
+                         ids=["every", "every-2d", "strided", "chunks-unaligned", "empty"])
+def test_every_float16_widens_to_numpys_float32_bit_for_bit(halves):
+    from zsclip.store.halves import widened
+
+    assert _same_bits(widened(halves), halves)
+
+
+def test_a_thread_that_flushes_subnormal_inputs_still_widens_them_exactly():
+    """DAZ (torch.set_flush_denormal) would read the subnormal float32 the bit move makes as zero: such a thread
+    is noticed and numpy widens its values."""
+    import threading
+
+    from zsclip.store import halves as module
+
+    seen: dict[str, bool] = {}
+
+    def flushing() -> None:
+        if not torch.set_flush_denormal(True):
+            return
+        try:
+            seen["kept"] = module._subnormals_kept()
+            seen["exact"] = _same_bits(module.widened(EVERY_HALF), EVERY_HALF)
+        finally:
+            torch.set_flush_denormal(False)
+
+    thread = threading.Thread(target=flushing)
+    thread.start()
+    thread.join()
+    if not seen:
+        pytest.skip("this CPU cannot flush subnormals")
+    assert seen == {"kept": False, "exact": True}
+    assert module._subnormals_kept()  # this thread's own unit was left as it was
+
+
+def test_float16_infinities_and_nan_in_a_store_are_error_rows_and_its_extremes_read_exactly(tmp_path):
+    """Through the store's reader: float16's specials (widened as large finite values, then patched) become the
+    row's error; its largest finite value and its subnormals are read as numpy widens them."""
+    folder = tmp_path / "s.zse"
+    unit = np.eye(8, dtype=np.float16)[0]
+    payload = np.array([0x7E01], dtype=np.uint16).view(np.float16)[0]  # a NaN with a payload
+    vectors = {"inf": np.r_[np.float16(np.inf), np.zeros(7, np.float16)],
+               "minus-inf": np.r_[np.zeros(7, np.float16), np.float16(-np.inf)],
+               "nan": np.r_[unit[:4], payload, unit[5:]], "largest": unit * np.float16(65504),
+               "subnormal": np.array([2**-24, -2**-20, 0, 0, 0, 0, 0, 2**-15], dtype=np.float16),
+               "plain": np.array([0.5, -0.25, 0.5, 0.5, 0.25, -0.25, 0.125, 0.25], dtype=np.float16)}
+    _with_damaged_shard(folder, vectors, "float16")
+    batches = list(EmbeddingStore.open(folder).batches())
+    errors = {p: e for b in batches for p, e in zip(b.paths, b.errors, strict=True)}
+    assert all("NaN or infinite" in errors[f"/d/{name}.jpg"] for name in ("inf", "minus-inf", "nan"))
+    kept = {p: v for b in batches for p, v in zip([p for p, e in zip(b.paths, b.errors, strict=True) if e is None],
+                                                  b.embeddings, strict=True)}
+    names = ("largest", "subnormal", "plain")
+    problems, expected = checked_vectors(np.stack([vectors[name].astype(np.float32) for name in names]))
+    assert problems == [None] * 3
+    for name, row in zip(names, expected, strict=True):
+        assert np.array_equal(kept[f"/d/{name}.jpg"].view(np.uint32), row.view(np.uint32)), name
+    assert np.array_equal(kept["/d/largest.jpg"], np.eye(8, dtype=np.float32)[0])

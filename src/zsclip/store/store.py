@@ -45,6 +45,7 @@ from .format import (
     shard_write_options,
     written_version,
 )
+from .halves import widened
 from .location import Location
 
 #: What ``batches`` reads by default (everything but the file facts).
@@ -763,10 +764,10 @@ def _embeddings(column: pa.Array, dim: int, errors: list[str | None], damage) ->
         width = vectors.type.byte_width
         stored = np.frombuffer(vectors.buffers()[1], dtype=f"<f{width // dim}", count=len(vectors) * dim,
                                offset=vectors.offset * width).reshape(len(vectors), dim)
-        values = (stored if len(rows) == len(vectors) else stored[rows]).astype(np.float32)
+        values = widened(stored if len(rows) == len(vectors) else stored[rows])
     else:
         values = _taken(vectors, rows).flatten().to_numpy(zero_copy_only=False)  # flatten: a slice's own values
-        values = values.astype(np.float32).reshape(len(rows), dim)
+        values = widened(values).reshape(len(rows), dim)
     usable_rows, problems, values = _checked(values)
     for j, problem in problems.items():
         errors[candidates[rows[j]]] = damage(candidates[rows[j]], problem)

@@ -57,12 +57,18 @@ def classify_store_arrays(store: EmbeddingStore, classifier: ZeroShotClassifier,
     k = min(k, len(names))
     for batch in StoreSource(store, batch_size).unlabelled().batches(None, RunOptions()):
         errors = list(batch.errors)
-        indices = np.full((len(errors), k), -1, dtype=np.int64)
-        scores = np.full((len(errors), k), np.nan, dtype=np.float32)
-        rows = np.array([i for i, error in enumerate(errors) if error is None], dtype=np.int64)
-        if len(rows):
+        every = errors.count(None) == len(errors)  # a sound shard's batch: answers used as they come
+        rows = np.arange(len(errors)) if every else np.flatnonzero([error is None for error in errors])
+        values = np.empty((0, k), dtype=np.float32)
+        picked = np.empty((0, k), dtype=np.int64)
+        if len(rows):  # the reader's rows are finite and of unit length (``checked_batch``): only scores are checked
             values, picked = classifier.top_k(batch.values, k, scale)
-            finite = np.isfinite(batch.values).all(axis=1) & np.isfinite(values).all(axis=1)
+        finite = np.isfinite(values).all(axis=1)
+        if every and finite.all():
+            indices, scores = picked, values
+        else:
+            indices = np.full((len(errors), k), -1, dtype=np.int64)
+            scores = np.full((len(errors), k), np.nan, dtype=np.float32)
             for row in rows[~finite]:
                 errors[row] = NOT_FINITE
             indices[rows[finite]], scores[rows[finite]] = picked[finite], values[finite]
