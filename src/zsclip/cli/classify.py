@@ -161,7 +161,8 @@ def classify(inputs, labels, labels_file, templates, classifier_file, top_k, out
                    f"{float(values.max()):.4g}", err=True)
     say_accept(job.head)
     if explain_dir is None:
-        _emit(answers(job, transductive), len(source), job, output, sinks)
+        scored = _store_scores(job, transductive, sink_name)
+        _emit(answers(job, transductive) if scored is None else None, len(source), job, output, sinks, scored)
         return
     from ..tasks.explain import explanations
 
@@ -199,38 +200,36 @@ def _notes(source) -> None:
         click.echo(f"zsclip: note: {len(duplicates) - 5} more files were given twice; each classified once", err=True)
 
 
-def _emit(predictions, total: int, job, output: str | None, sinks=None) -> None:
-    """Write or print answers as they stream; report failures; exit with the documented status."""
+def _store_scores(job, transductive, sink_name: str):
+    """A store's flat top-k answers as arrays when they go to a CSV file: written a batch at a time (no Python
+    object per row; the same bytes). None for any other run."""
+    if transductive is not None or sink_name != "csv":
+        return None
+    from ..tasks.scores import store_scores
+
+    return store_scores(job)
+
+
+def _emit(predictions, total: int, job, output: str | None, sinks=None, scored=None) -> None:
+    """Write or print answers as they stream; report failures; exit with the documented status. ``scored``:
+    the answers as batches of arrays (``_store_scores``) instead of ``predictions``."""
     from tqdm.auto import tqdm
 
-    from ..outputs.rows import print_prediction
     from ..tasks.classify import open_sink
 
     with usage_errors():
         sink = open_sink(output, job, sinks) if output else None
-    from ..data.video import NOTE, is_note
-
     failures = count = 0
     bar = tqdm(total=total or None, unit="img", desc="classifying", file=sys.stderr,
                disable=not sys.stderr.isatty() or total < 2, dynamic_ncols=True)
     try:
-        for prediction in predictions:
-            if is_note(prediction.error):  # a video cut short: its other rows stand (the file keeps the note row)
-                tqdm.write(f"zsclip: note: {printable(prediction.source)}: "
-                           f"{printable(prediction.error[len(NOTE):])}", file=sys.stderr)
-                if sink:
-                    sink.write(prediction)
-                continue
-            count += 1
-            if prediction.error:
+        for rows, failed in (_batches_written(scored, sink) if scored is not None else
+                             _predictions_written(predictions, sink)):
+            count += rows
+            for source, error in failed:
                 failures += 1
-                tqdm.write(f"zsclip: skipped {printable(prediction.source)}: {printable(prediction.error)}",
-                           file=sys.stderr)
-            if sink:
-                sink.write(prediction)
-            else:
-                print_prediction(prediction, sys.stdout)
-            bar.update(1)
+                tqdm.write(f"zsclip: skipped {printable(source)}: {printable(error)}", file=sys.stderr)
+            bar.update(rows)
     except KeyboardInterrupt:
         kept = (f"the rows so far are in {printable(sink.abandon())} ({printable(output)} is written only when a run "
                 "completes)" if sink else "the rows so far are printed above")
@@ -248,3 +247,32 @@ def _emit(predictions, total: int, job, output: str | None, sinks=None) -> None:
                + (f"; {failures} failed" if failures else "")
                + (f"; results in {printable(output)}" if output else ""), err=True)
     sys.exit(1 if failures else 0)
+
+
+def _predictions_written(predictions, sink):
+    """(rows counted, [(source, error)] failed) per answer, each then written to ``sink`` or printed (an interrupted
+    run counts the row it was writing, as before); a video's note row (cut short) is written, shown, not counted."""
+    from tqdm.auto import tqdm
+
+    from ..data.video import NOTE, is_note
+    from ..outputs.rows import print_prediction
+
+    for prediction in predictions:
+        if is_note(prediction.error):  # a video cut short: its other rows stand (the file keeps the note row)
+            tqdm.write(f"zsclip: note: {printable(prediction.source)}: {printable(prediction.error[len(NOTE):])}",
+                       file=sys.stderr)
+            if sink:
+                sink.write(prediction)
+            continue
+        yield 1, [(prediction.source, prediction.error)] if prediction.error else []  # counted, then written
+        if sink:
+            sink.write(prediction)
+        else:
+            print_prediction(prediction, sys.stdout)
+
+
+def _batches_written(scored, sink):
+    """(rows, [(source, error)] failed) per batch of a store's answers as arrays, each then written to ``sink``."""
+    for batch in scored:
+        yield len(batch.paths), [(path, error) for path, error in zip(batch.paths, batch.errors, strict=True) if error]
+        sink.write_arrays(batch.paths, batch.errors, batch.indices, batch.scores, batch.classnames)

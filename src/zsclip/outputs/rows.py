@@ -105,6 +105,22 @@ class ResultWriter:
             self._file.write(text)
         self._rows += 1
 
+    def write_arrays(self, paths: list[str], errors: list[str | None], indices, scores, classnames: list[str]) -> None:
+        """Rows of a flat head's answers held as arrays (``zsclip.tasks.stored.StoreScores``: [n, k] class
+        indices, -1 on error rows, and probabilities): the same rows ``write`` makes of their predictions. CSV
+        rows are made a batch at a time (``csv_columns``), without a Python object per row."""
+        if self.format == ".csv" and not self.timed and not self.accept:
+            from .csv_columns import top_k_rows
+
+            text = top_k_rows(paths, errors, indices, scores, [csv_cell(name) for name in classnames], self.top_k)
+            if text is not None:
+                self._file.write(text)
+                self._rows += len(paths)
+                return
+        for path, error, picked, values in zip(paths, errors, indices.tolist(), scores.tolist(), strict=True):
+            self.write(Prediction(path, [], [], error) if error is not None else
+                       Prediction(path, [classnames[i] for i in picked], values))
+
     def _label_cell(self, label: str) -> str:
         """``csv_cell`` of a label, kept: the same few classes fill every row of a large run."""
         cell = self._label_cells.get(label)
@@ -342,6 +358,12 @@ class RowSink:
                                (prediction.start, prediction.end))
         else:
             self._writer.write(prediction)
+
+    def write_arrays(self, paths: list[str], errors: list[str | None], indices, scores, classnames: list[str]) -> None:
+        """A flat head's rows held as arrays (see ``ResultWriter.write_arrays``)."""
+        if self.columns is not None:
+            raise TypeError("rows of named fields are written one prediction at a time")
+        self._writer.write_arrays(paths, errors, indices, scores, classnames)
 
     def close(self) -> Path:
         return self._writer.close()
