@@ -27,6 +27,8 @@ _SPECIAL = r'[,"\r\n]'
 #: text that ``csv_cell`` keeps as it is: printable ASCII, not starting as a formula would (``text._FORMULA_START``)
 _PLAIN = r"^([\x20-\x2a\x2c\x2e-\x3c\x3e\x3f\x41-\x7e][\x20-\x7e]*)?$"
 _DIGITS = 6
+#: 64-bit offsets: a batch's text may pass 2 GB (long labels), which 32-bit string offsets could not hold
+_TEXT = pa.large_string()
 _UNIT = 10**_DIGITS
 
 
@@ -48,33 +50,32 @@ def top_k_rows(paths: Sequence[str], errors: Sequence[str | None], indices: np.n
     if not np.all((probabilities >= 0) & (probabilities <= 1)):
         return None
     columns = [_cells(paths)]
-    labels = pa.array([quoted(cell) for cell in label_cells] + [""])  # the last: an error row's empty cells
+    labels = pa.array([quoted(cell) for cell in label_cells] + [""], type=_TEXT)  # last: an error row's cells
     for rank in range(top_k):
         if rank >= picked:
-            columns += [pa.array([""] * count, type=pa.string())] * 2
+            columns += [pa.array([""] * count, type=_TEXT)] * 2
             continue
         chosen = np.where(ok, indices[:, rank], len(label_cells))
         columns.append(labels.take(pa.array(chosen)))
-        columns.append(pc.if_else(pa.array(ok), _formatted(probabilities[:, rank]), ""))
-    ends = pa.array(["\r\n"] * count, type=pa.string()) if ok.all() else pa.array(
-        [quoted(csv_cell(error)) + "\r\n" if error else "\r\n" for error in errors], type=pa.string())
-    columns.append(ends)
-    joined = pc.binary_join_element_wise(*columns, ",")  # one string per row, in one buffer, in order
+        columns.append(pc.if_else(pa.array(ok), _formatted(probabilities[:, rank]), pa.scalar("", _TEXT)))
+    columns.append(pa.array(["\r\n"] * count, type=_TEXT) if ok.all() else pa.array(
+        [quoted(csv_cell(error)) + "\r\n" if error else "\r\n" for error in errors], type=_TEXT))
+    joined = pc.binary_join_element_wise(*columns, pa.scalar(",", _TEXT))  # a string per row, one buffer, in order
     if not len(joined):
         return ""
-    ends = np.frombuffer(joined.buffers()[1], dtype=np.int32, count=len(joined) + 1, offset=joined.offset * 4)
-    return joined.buffers()[2].to_pybytes()[ends[0]:ends[-1]].decode("utf-8")
+    bounds = np.frombuffer(joined.buffers()[1], dtype=np.int64, count=len(joined) + 1, offset=joined.offset * 8)
+    return joined.buffers()[2].to_pybytes()[bounds[0]:bounds[-1]].decode("utf-8")
 
 
 def _cells(texts: Sequence[str]) -> pa.Array:
     """The CSV cells of ``texts`` (``quoted(csv_cell(text))``): a text of printable ASCII that starts no formula is
     its own cell, decided for the whole column in C; only the others are made one by one."""
-    array = pa.array(texts, type=pa.string())
+    array = pa.array(texts, type=_TEXT)
     plain = pc.and_(pc.match_substring_regex(array, _PLAIN), pc.invert(pc.match_substring_regex(array, _SPECIAL)))
     if pc.all(plain).as_py():
         return array
     return pa.array([text if keep else quoted(csv_cell(text)) for text, keep in zip(texts, plain.to_pylist(),
-                                                                                   strict=True)], type=pa.string())
+                                                                                   strict=True)], type=_TEXT)
 
 
 def _formatted(values: np.ndarray) -> pa.Array:
@@ -86,8 +87,8 @@ def _formatted(values: np.ndarray) -> pa.Array:
     fraction = units % _UNIT
     for place in range(_DIGITS):
         characters[:, 2 + place] = ord("0") + (fraction // 10 ** (_DIGITS - 1 - place)) % 10
-    offsets = np.arange(0, characters.size + 1, 2 + _DIGITS, dtype=np.int32)
-    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(characters.tobytes()))
+    offsets = np.arange(0, characters.size + 1, 2 + _DIGITS, dtype=np.int64)
+    return pa.LargeStringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(characters.tobytes()))
 
 
 __all__ = ["quoted", "top_k_rows"]
