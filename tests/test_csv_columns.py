@@ -136,3 +136,31 @@ def test_other_runs_keep_the_per_row_way(demo, tmp_path):
     assert _store_scores(job, "tim", "csv") is None and _store_scores(job, None, "jsonl") is None
     images = plan(open_source([str(tmp_path / "imgs")]), options, encoder=demo, run=zsclip.RunOptions())
     assert _store_scores(images, None, "csv") is None
+
+
+def test_other_formats_write_arrays_as_their_rows(tmp_path):
+    """``write_arrays`` into JSON Lines or Parquet: the rows ``write`` makes of the same predictions."""
+    import pyarrow.parquet as pq
+
+    rows = [("a.jpg", None, [1, 0], [0.75, 0.25]), ("b.jpg", "unreadable", [], []),
+            ("c,d.jpg", None, [0, 1], [0.5, 0.5])]
+    classnames = ["cat", "dog"]
+    for name in ("rows.jsonl", "rows.parquet"):
+        by_rows = tmp_path / "by-rows" / name
+        by_arrays = tmp_path / "by-arrays" / name
+        by_rows.parent.mkdir(exist_ok=True)
+        by_arrays.parent.mkdir(exist_ok=True)
+        writer = ResultWriter(by_rows, 2)
+        for path, error, picked, values in rows:
+            writer.write(Prediction(path, [], [], error) if error else Prediction(path, [classnames[i] for i in picked],
+                                                                                  values))
+        writer.close()
+        writer = ResultWriter(by_arrays, 2)
+        writer.write_arrays([r[0] for r in rows], [r[1] for r in rows],
+                            np.array([r[2] or [-1, -1] for r in rows]), np.array([r[3] or [np.nan] * 2 for r in rows],
+                                                                                 dtype=np.float32), classnames)
+        writer.close()
+        if name.endswith(".parquet"):
+            assert pq.read_table(by_arrays).to_pylist() == pq.read_table(by_rows).to_pylist()
+        else:
+            assert by_arrays.read_bytes() == by_rows.read_bytes()
