@@ -40,8 +40,11 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
+    from zsclip.cluster.actors import release_pool
+
     connect(RaySettings(num_cpus=2))
     yield
+    release_pool()  # the warm pool's actors ended before Ray is
     ray.shutdown()
 
 
@@ -451,3 +454,37 @@ def _counted(init, made: list):
         made.append(self)
 
     return counting
+
+
+def test_a_released_pool_returns_once_ray_has_its_actors_dead():
+    """``ray.kill`` is asynchronous: a release returns only when a call to each killed actor has failed here, so a
+    ``ray.shutdown()`` right after it does not race this process's handling of the calls that were in flight (that
+    race ended the whole test process once, with "Raylet IPC connection failed")."""
+    from types import SimpleNamespace
+
+    from zsclip.cluster.actors import EncoderPool
+
+    class Sleeper:  # defined here, so Ray's workers get it by value: calls that take a while, still in flight
+        def __init__(self, spec) -> None:
+            self.spec = spec
+
+        def ready(self) -> str:
+            return "ready"
+
+        def encode_block(self, seconds: float, rows=None) -> float:
+            time.sleep(seconds)
+            return seconds
+
+    pool = EncoderPool(ray, Sleeper, SimpleNamespace(fingerprint="f"), 2, {"num_cpus": 0}, key="sleepers")
+    assert pool.ready()
+    in_flight = [actor.encode_block.remote(30.0) for actor in pool.actors for _ in range(2)]
+    killed = list(pool.actors)
+    started = time.monotonic()
+    pool.release()
+    assert time.monotonic() - started < 10
+    probes = [actor.ready.remote() for actor in killed]
+    done, _ = ray.wait(probes + in_flight, num_returns=len(probes) + len(in_flight), timeout=0)
+    assert len(done) == len(probes) + len(in_flight)  # every call on them has already failed
+    for reference in probes + in_flight:
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(reference)

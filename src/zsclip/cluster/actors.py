@@ -36,6 +36,8 @@ from ..errors import InputError
 IN_FLIGHT_PER_ACTOR = 2
 #: How long a reused pool may take to answer that it is alive before a fresh one replaces it.
 READY_TIMEOUT_S = 30.0
+#: how long a release waits for Ray to mark its killed actors dead
+RELEASE_WAIT_S = 10.0
 
 
 def dispatch(ray, actors: list, calls: Iterable[Callable[[Any], Any]],
@@ -119,6 +121,20 @@ class EncoderPool:
         for actor in actors:
             with contextlib.suppress(Exception):  # the actor already gone
                 self.ray.kill(actor)
+        self._await_deaths(actors)
+
+    def _await_deaths(self, actors: list) -> None:
+        """Return once Ray has marked the killed ``actors`` dead here (a call to each has failed), or after
+        ``RELEASE_WAIT_S``. ``ray.kill`` is asynchronous: a ``ray.shutdown()`` right after it, while this process
+        was still failing the calls in flight on those actors, ended the whole process ("Exiting because the
+        Raylet IPC connection failed", seen after a job refused an actor's weights and the suite shut Ray down)."""
+        probes = []
+        for actor in actors:
+            with contextlib.suppress(Exception):
+                probes.append(actor.ready.remote())
+        if probes:
+            with contextlib.suppress(Exception):
+                self.ray.wait(probes, num_returns=len(probes), timeout=RELEASE_WAIT_S)
 
     def live(self) -> bool:
         """Whether the Ray session this pool was made in is still the connected one."""
