@@ -164,3 +164,10 @@ def test_other_formats_write_arrays_as_their_rows(tmp_path):
             assert pq.read_table(by_arrays).to_pylist() == pq.read_table(by_rows).to_pylist()
         else:
             assert by_arrays.read_bytes() == by_rows.read_bytes()
+
+
+def test_a_path_with_bytes_that_are_not_utf8_is_escaped_as_the_row_writer_escapes_it(tmp_path):
+    rows = [("caf\udce9.jpg", None, [0], [1.0]), ("plain.jpg", None, [0], [1.0])]
+    expected = _written(tmp_path, "rows.csv", 1, rows, ["c"], arrays=False)
+    assert b"caf\\xe9.jpg" in expected
+    assert _written(tmp_path, "arrays.csv", 1, rows, ["c"], arrays=True) == expected

@@ -70,7 +70,10 @@ def top_k_rows(paths: Sequence[str], errors: Sequence[str | None], indices: np.n
 def _cells(texts: Sequence[str]) -> pa.Array:
     """The CSV cells of ``texts`` (``quoted(csv_cell(text))``): a text of printable ASCII that starts no formula is
     its own cell, decided for the whole column in C; only the others are made one by one."""
-    array = pa.array(texts, type=_TEXT)
+    try:
+        array = pa.array(texts, type=_TEXT)
+    except UnicodeEncodeError:  # a name with bytes that are not UTF-8 (surrogates): csv_cell escapes them
+        return pa.array([quoted(csv_cell(text)) for text in texts], type=_TEXT)
     plain = pc.and_(pc.match_substring_regex(array, _PLAIN), pc.invert(pc.match_substring_regex(array, _SPECIAL)))
     if pc.all(plain).as_py():
         return array
