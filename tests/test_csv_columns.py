@@ -171,3 +171,15 @@ def test_a_path_with_bytes_that_are_not_utf8_is_escaped_as_the_row_writer_escape
     expected = _written(tmp_path, "rows.csv", 1, rows, ["c"], arrays=False)
     assert b"caf\\xe9.jpg" in expected
     assert _written(tmp_path, "arrays.csv", 1, rows, ["c"], arrays=True) == expected
+
+
+def test_one_writer_given_other_classes_for_a_later_batch_writes_their_labels(tmp_path):
+    """The writer keeps the label cells of the classes it last wrote: another class list is made anew."""
+    first, second = ["cat", "a,b"], ['say "hi"', "=dog"]
+    by_arrays, by_rows = ResultWriter(tmp_path / "arrays.csv", 1), ResultWriter(tmp_path / "rows.csv", 1)
+    for classnames in (first, second, first):
+        by_arrays.write_arrays(["p.jpg", "q.jpg"], [None, None], np.array([[1], [0]]),
+                               np.array([[0.5], [0.25]], dtype=np.float32), classnames)
+        by_rows.write(Prediction("p.jpg", [classnames[1]], [0.5]))
+        by_rows.write(Prediction("q.jpg", [classnames[0]], [0.25]))
+    assert by_arrays.close().read_bytes() == by_rows.close().read_bytes()

@@ -3,11 +3,12 @@
 ``zsclip classify STORE -o out.csv`` over a million stored rows spent more time making a Python object per row and
 formatting it than classifying it (docs/round4-store.md). Here a batch of a store's answers (paths, errors, [n, k]
 class indices and float32 probabilities) becomes its CSV text with no Python work per row but the path's cell:
-each class's label cell is made once, probabilities are formatted as ``"%.6f"`` by integer arithmetic (a float32
-times 10**6 is exact in float64, so ``rint`` rounds it as Python's formatting does: half to even on the exact
-value), and pyarrow joins the columns in C. Quoting is the ``csv`` module's own, applied to each distinct cell
-that holds one of the excel dialect's special characters (``tests/test_csv_columns.py`` compares the bytes with
-``ResultWriter``'s on arbitrary text, probabilities and damaged rows).
+each class's label cell is made once per run (by the writer), probabilities are formatted as ``"%.6f"`` by
+integer arithmetic (a float32 times 10**6 is exact in float64, so ``rint`` rounds it as Python's formatting
+does: half to even on the exact value), and pyarrow joins the columns in C. Quoting is the ``csv`` module's
+own, applied to each distinct cell that holds one of the excel dialect's special characters
+(``tests/test_csv_columns.py`` compares the bytes with ``ResultWriter``'s on arbitrary text, probabilities and
+damaged rows).
 """
 
 from __future__ import annotations
@@ -42,15 +43,15 @@ def quoted(cell: str) -> str:
 def top_k_rows(paths: Sequence[str], errors: Sequence[str | None], indices: np.ndarray, scores: np.ndarray,
                label_cells: Sequence[str], top_k: int) -> str | None:
     """The CSV text of these rows (path, label, score, label_2, score_2, ..., error), each ending ``\\r\\n``, as
-    ``ResultWriter`` writes them; ``label_cells``: each class's ``csv_cell`` of its label. Error rows carry index
-    -1. None when a probability is not in [0, 1] (then the writer formats the rows itself)."""
+    ``ResultWriter`` writes them; ``label_cells``: each class's cell as written (``quoted(csv_cell(label))``).
+    Error rows carry index -1. None when a probability is not in [0, 1] (then the writer formats the rows)."""
     count, picked = indices.shape
     ok = np.array([error is None for error in errors], dtype=bool)
     probabilities = np.where(ok[:, None], scores, 0.0).astype(np.float64)
     if not np.all((probabilities >= 0) & (probabilities <= 1)):
         return None
     columns = [_cells(paths)]
-    labels = pa.array([quoted(cell) for cell in label_cells] + [""], type=_TEXT)  # last: an error row's cells
+    labels = pa.array([*label_cells, ""], type=_TEXT)  # the last: an error row's empty cells
     for rank in range(top_k):
         if rank >= picked:
             columns += [pa.array([""] * count, type=_TEXT)] * 2

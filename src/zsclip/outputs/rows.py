@@ -64,6 +64,7 @@ class ResultWriter:
         if self.format == ".csv":
             self._csv = csv.writer(self._file)
             self._label_cells: dict[str, str] = {}
+            self._written_labels: tuple[tuple[str, ...], list[str]] | None = None  # for write_arrays: the last classes
             self._csv.writerow(row_fields([*_top_k_columns(top_k), *(["accepted"] if accept else [])], timed))
         elif self.format == ".json":
             self._file.write("[")
@@ -112,7 +113,7 @@ class ResultWriter:
         if self.format == ".csv" and not self.timed and not self.accept:
             from .csv_columns import top_k_rows
 
-            text = top_k_rows(paths, errors, indices, scores, [csv_cell(name) for name in classnames], self.top_k)
+            text = top_k_rows(paths, errors, indices, scores, self._written_label_cells(classnames), self.top_k)
             if text is not None:
                 self._file.write(text)
                 self._rows += len(paths)
@@ -120,6 +121,16 @@ class ResultWriter:
         for path, error, picked, values in zip(paths, errors, indices.tolist(), scores.tolist(), strict=True):
             self.write(Prediction(path, [], [], error) if error is not None else
                        Prediction(path, [classnames[i] for i in picked], values))
+
+    def _written_label_cells(self, classnames: list[str]) -> list[str]:
+        """Each class's label cell as the csv module writes it (``_label_cell``, quoted where it must be), made
+        once for the classes of a run's batches rather than for every batch."""
+        from .csv_columns import quoted
+
+        key = tuple(classnames)
+        if self._written_labels is None or self._written_labels[0] != key:
+            self._written_labels = (key, [quoted(self._label_cell(name)) for name in classnames])
+        return self._written_labels[1]
 
     def _label_cell(self, label: str) -> str:
         """``csv_cell`` of a label, kept: the same few classes fill every row of a large run."""
