@@ -358,6 +358,33 @@ def test_every_float16_widens_to_numpys_float32_bit_for_bit(halves):
     assert _same_bits(widened(halves), halves)
 
 
+@pytest.mark.parametrize("shape", [(768, 256), (12288, 16), (384, 512), (24, 8192)])
+def test_rows_widened_with_their_sums_of_squares_equal_numpys_cast_and_einsum_bit_for_bit(shape):
+    """Each row's sum of squares made while widening (which also finds the chunks holding an infinity or NaN) is
+    what einsum gives over the widened rows; every float16 value, in rows of several widths."""
+    from zsclip.store.halves import CHUNK, rows_widened
+
+    rng = np.random.default_rng(shape[1])
+    halves = rng.permutation(np.tile(EVERY_HALF, 3)).reshape(shape)  # several chunks of rows at every width
+    halves[-1] = np.float16(60000.0)  # large and finite: a sum past 2**32 with nothing to patch
+    values, squares = rows_widened(halves)
+    assert _same_bits(values, halves)
+    expected = halves.astype(np.float32)
+    with np.errstate(all="ignore"):
+        expected_squares = np.einsum("ij,ij->i", expected, expected)
+    assert squares.dtype == np.float32 and squares.shape == (shape[0],)
+    assert np.array_equal(squares.view(np.uint32), expected_squares.view(np.uint32))
+    assert shape[0] > CHUNK // shape[1]
+
+
+def test_rows_wider_than_einsums_buffer_are_widened_and_left_for_the_caller_to_sum():
+    from zsclip.store.halves import WIDEST_SUMMED, rows_widened
+
+    halves = np.tile(EVERY_HALF, 2)[: 3 * (WIDEST_SUMMED + 1)].reshape(3, WIDEST_SUMMED + 1)
+    values, squares = rows_widened(halves)
+    assert squares is None and _same_bits(values, halves)
+
+
 def test_a_thread_that_flushes_subnormal_inputs_still_widens_them_exactly():
     """DAZ (torch.set_flush_denormal) would read the subnormal float32 the bit move makes as zero: such a thread
     is noticed and numpy widens its values."""

@@ -26,6 +26,11 @@ _FIELDS = np.uint32(0x8FFFE000).view(np.int32)
 _SCALE = np.float32(2.0**112)
 #: float32 magnitude from which a widened value was a float16 infinity or NaN
 _SPECIAL = np.float32(65536.0)
+#: the widest rows summed while widened: einsum sums a wider row in pieces of its buffer's size, in an order that
+#: depends on the rows summed with it (a chunk of one row differs), so those are summed whole by the caller
+WIDEST_SUMMED = 8192
+#: a row's sum of squares from which it may hold one (2**16 squared)
+_SPECIAL_SQUARES = np.float32(2.0**32)
 _SUBNORMAL = np.array([np.uint32(1)], dtype=np.uint32).view(np.float32)  # 2**-149, float32's least subnormal
 
 
@@ -40,15 +45,53 @@ def widened(halves: np.ndarray) -> np.ndarray:
     flat = result.reshape(-1)
     for start in range(0, len(flat), CHUNK):
         values = flat[start:start + CHUNK]
-        bits = values.view(np.int32)
-        np.copyto(bits, source[start:start + CHUNK])  # sign-extended: the sign fills bits 15..31
-        np.left_shift(bits, 13, out=bits)
-        np.bitwise_and(bits, _FIELDS, out=bits)
-        np.multiply(values, _SCALE, out=values)
+        _widen(source[start:start + CHUNK], values)
         if values.max() >= _SPECIAL or values.min() <= -_SPECIAL:
-            special = np.abs(values) >= _SPECIAL
-            values[special] = flat_halves[start:start + CHUNK][special].astype(np.float32)
+            _specials_patched(values, flat_halves[start:start + CHUNK])
     return result
+
+
+def rows_widened(halves: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(``widened(halves)``, each row's sum of squares) for float16 rows [n, D]: the sums are what
+    ``np.einsum("ij,ij->i", values, values)`` gives (float32), made a chunk of rows at a time while the chunk is
+    in the cache (the rows are not read back from memory for their lengths), and they replace ``widened``'s
+    search for infinities and NaN: a row holding one sums to at least 2**32 (one widened value of 2**16 or more),
+    so only a chunk with such a sum is looked at again. The sums are None where numpy widens (``widened``) and
+    for rows wider than ``WIDEST_SUMMED``."""
+    if (halves.dtype != np.float16 or halves.ndim != 2 or not halves.size or halves.shape[1] > WIDEST_SUMMED
+            or not _subnormals_kept()):
+        return widened(halves), None
+    rows, dim = halves.shape
+    source_halves = np.ascontiguousarray(halves)
+    source = source_halves.view(np.int16)
+    result = np.empty((rows, dim), dtype=np.float32)
+    squares = np.empty(rows, dtype=np.float32)
+    step = max(1, CHUNK // max(dim, 1))
+    for start in range(0, rows, step):
+        values, sums = result[start:start + step], squares[start:start + step]
+        _widen(source[start:start + step], values)
+        np.einsum("ij,ij->i", values, values, out=sums)
+        if sums.max() >= _SPECIAL_SQUARES:  # perhaps an infinity or NaN, perhaps only large values
+            _specials_patched(values.reshape(-1), source_halves[start:start + step].reshape(-1))
+            with np.errstate(all="ignore"):
+                np.einsum("ij,ij->i", values, values, out=sums)
+    return result, squares
+
+
+def _widen(source: np.ndarray, values: np.ndarray) -> None:
+    """float16 bits ``source`` (as int16) into the float32 ``values`` of the same shape, by bit arithmetic
+    (infinities and NaN come out as values of magnitude 2**16 or more: see ``_specials_patched``)."""
+    bits = values.view(np.int32)
+    np.copyto(bits, source)  # sign-extended: the sign fills bits 15..31
+    np.left_shift(bits, 13, out=bits)
+    np.bitwise_and(bits, _FIELDS, out=bits)
+    np.multiply(values, _SCALE, out=values)
+
+
+def _specials_patched(values: np.ndarray, halves: np.ndarray) -> None:
+    """The values of 1-d ``values`` widened from a float16 infinity or NaN replaced by numpy's own widening."""
+    special = np.abs(values) >= _SPECIAL
+    values[special] = halves[special].astype(np.float32)
 
 
 def _subnormals_kept() -> bool:
@@ -56,4 +99,4 @@ def _subnormals_kept() -> bool:
     return bool(np.multiply(_SUBNORMAL, _SCALE)[0] != 0)
 
 
-__all__ = ["widened"]
+__all__ = ["rows_widened", "widened"]
