@@ -210,3 +210,112 @@ def test_float64_logits_are_answered_in_float32():
     scores, indices = array_top_k(logits, 3, False)
     expected_scores, expected_indices = defined(logits.astype(np.float32), 3, False)
     assert np.array_equal(indices, expected_indices) and np.array_equal(scores, expected_scores, equal_nan=True)
+
+
+# --- a stream of batches: read and answered as one pipeline on the pool ------------------------------------------
+def _logits_for(classifier):
+    return lambda features: (len(features), lambda start, stop, out: classifier.array_logits(features[start:stop],
+                                                                                             out=out))
+
+
+def test_a_stream_answers_each_batch_as_top_k_does_in_order_and_reads_them_on_the_pool():
+    import threading
+
+    from zsclip.classifier import topk
+
+    classifier = _classifier(300)
+    sizes = [3 * THREADS * BLOCK_ROWS + 77, 0, 5, BLOCK_ROWS, 2 * THREADS * BLOCK_ROWS + 1, 1]
+    batches = [_features(rows + 4, seed=rows)[:rows] for rows in sizes]
+    readers = []
+
+    def items():
+        for features in batches:
+            readers.append(threading.current_thread().name)
+            yield features
+
+    streamed = list(classifier.top_k_stream(items(), lambda features: features, 7))
+    assert [item is features for (item, _, _), features in zip(streamed, batches, strict=True)] == [True] * len(sizes)
+    for (features, scores, indices), rows in zip(streamed, sizes, strict=True):
+        expected_scores, expected_indices = classifier.top_k(features, 7)
+        assert scores.shape == indices.shape == (rows, 7)
+        assert np.array_equal(scores, expected_scores) and np.array_equal(indices, expected_indices)
+    if topk._blas_setters():  # the pipeline (else the batches are answered one by one, as top_k does)
+        assert readers and all(name.startswith("zsclip-topk") for name in readers)
+
+
+def test_a_stream_raises_a_batch_that_failed_to_read_after_the_batches_before_it():
+    classifier = _classifier(200)
+
+    def items():
+        yield _features(600)
+        yield _features(7)[:3]
+        raise ValueError("shard 2 is damaged")
+
+    got = []
+    with pytest.raises(ValueError, match="shard 2"):
+        for features, scores, _ in classifier.top_k_stream(items(), lambda features: features, 3):
+            got.append((len(features), len(scores)))
+    assert got == [(600, 600), (3, 3)]
+
+
+def test_a_stream_closed_early_leaves_no_work_queued_closes_its_batches_and_puts_blas_threads_back():
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from zsclip.classifier import topk
+
+    def counts() -> list[int]:
+        return [entry["num_threads"] for entry in threadpool_info() if entry["user_api"] == "blas"
+                and entry["filepath"].startswith(os.path.dirname(np.__file__))]
+
+    classifier, before, closed, made = _classifier(300), counts(), threading.Event(), []
+
+    def endless():
+        try:
+            for n in range(10**6):
+                made.append(n)
+                yield _features(3 * THREADS * BLOCK_ROWS, seed=n)
+        finally:
+            closed.set()
+
+    stream = classifier.top_k_stream(endless(), lambda features: features, 5)
+    next(stream)
+    stream.close()
+    assert closed.is_set() and counts() == before
+    count = len(made)
+    assert count <= 3  # the one answered, the one queued, the one being read
+    done = topk._pool().submit(lambda: len(made))  # the pool is free: nothing of the stream is left before it
+    assert done.result(timeout=10) == count
+
+
+def test_a_batch_reader_that_uses_the_top_k_itself_is_answered_inline_not_deadlocked():
+    import threading
+
+    classifier = _classifier(200)
+    inner = []
+
+    def items():
+        for seed in range(3):
+            inner.append(classifier.top_k(_features(3 * THREADS * BLOCK_ROWS, seed=seed), 2))  # from the pool
+            yield _features(3 * THREADS * BLOCK_ROWS, seed=seed)
+
+    result: list = []
+    worker = threading.Thread(target=lambda: result.extend(classifier.top_k_stream(items(), lambda f: f, 2)),
+                              daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive() and len(result) == 3
+    for (_, scores, indices), (inner_scores, inner_indices) in zip(result, inner, strict=True):
+        assert np.array_equal(scores, inner_scores) and np.array_equal(indices, inner_indices)
+
+
+def test_where_blas_threads_cannot_be_set_a_stream_answers_batch_by_batch_alike(monkeypatch):
+    from zsclip.classifier import topk
+
+    monkeypatch.setattr(topk, "_SETTERS", [])
+    classifier = _classifier(300)
+    batches = [_features(2 * topk.INLINE_BLOCKS * BLOCK_ROWS + 5, seed=seed) for seed in range(2)]
+    for features, scores, indices in classifier.top_k_stream(iter(batches), lambda features: features, 4):
+        expected_scores, expected_indices = classifier.top_k(features, 4)
+        assert np.array_equal(scores, expected_scores) and np.array_equal(indices, expected_indices)

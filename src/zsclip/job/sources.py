@@ -404,8 +404,11 @@ class StoreSource(FeatureSource):
             features = features[np.array(kept, dtype=bool)] if kept else features
         return FeatureBatch(list(paths), errors, features, None, label_sets, keys=keys)
 
-    def batches(self, encoder: Encoder | None, options: RunOptions) -> Iterator[FeatureBatch]:
-        for batch in read_ahead(self.store.batches(self.batch_size)):  # the next one read while this is answered
+    def batches(self, encoder: Encoder | None, options: RunOptions, *, ahead: bool = True) -> Iterator[FeatureBatch]:
+        """The store's rows a batch at a time; ``ahead``: the next batch read on a thread while this one is
+        answered (False for a caller that advances this generator on its own worker threads)."""
+        rows = self.store.batches(self.batch_size)
+        for batch in read_ahead(rows) if ahead else rows:
             features = np.ascontiguousarray(batch.embeddings, dtype=np.float32)
             yield self._batch(batch.paths, batch.errors, features, batch.labels, batch.label_sets,
                               getattr(batch, "spans", None) if self.timed else None, batch.keys)

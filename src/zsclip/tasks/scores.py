@@ -58,14 +58,12 @@ def _scored(source: StoreSource, head: FlatHead) -> Iterator[StoreScores]:
     classifier = head.classifier
     names = list(classifier.classnames)
     k = min(head.top_k, len(names))
-    for batch in source.batches(None, RunOptions()):
+    batches = source.batches(None, RunOptions(), ahead=False)  # read on the top-k's threads, between blocks
+    for batch, values, picked in classifier.top_k_stream(batches, lambda batch: batch.values, k, head.scale):
         errors = list(batch.errors)
         every = errors.count(None) == len(errors)  # a sound shard's batch: answers used as they come
         rows = np.arange(len(errors)) if every else np.flatnonzero([error is None for error in errors])
-        values = np.empty((0, k), dtype=np.float32)
-        picked = np.empty((0, k), dtype=np.int64)
-        if len(rows):  # the reader's rows are finite and of unit length (``checked_batch``): only scores are checked
-            values, picked = classifier.top_k(batch.values, k, head.scale)
+        # the reader's rows are finite and of unit length (``checked_batch``): only scores are checked
         finite = np.isfinite(values).all(axis=1)
         if every and finite.all():
             indices, scores = picked, values
