@@ -143,6 +143,12 @@ class Location:
             return pq.ParquetFile(handle).read(columns=columns, use_threads=False)
 
     def parquet_file(self, name: str) -> pq.ParquetFile:
+        """A shard opened for reading: a local file memory-mapped (its pages read in place, not copied into
+        Arrow's buffers first: a million 512-d float16 embeddings decode in 0.21 s instead of 0.46 s here).
+        Shards are never written in place (a new file is renamed in, an old one unlinked: its mapped pages stay
+        valid), so a mapping cannot see a file shrink under it."""
+        if self.local is not None:
+            return pq.ParquetFile(pa.memory_map(self._key(name)))
         return pq.ParquetFile(self.fs.open_input_file(self._key(name)))
 
     def delete(self, name: str) -> None:
