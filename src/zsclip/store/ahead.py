@@ -3,7 +3,9 @@
 Decoding a shard's rows (Parquet, float16 to float32, the checks of every row) takes a fifth of the time of
 classifying them against 1,000 classes, and most of it runs in pyarrow and numpy without the GIL; done in
 turn with the classification it adds its whole time, done on a thread beside it the cores that the top-k
-leaves idle between blocks take it (docs/round4-store.md has the figures).
+leaves idle between blocks take it (docs/round4-store.md has the figures). A flat head's answers as arrays
+(``classify_store_arrays``, the command's CSV of a store) go one better: their batches are read as tasks on the
+top-k's own threads (``classifier.topk.streamed_top_k``), so no third thread time-slices with its two.
 """
 
 from __future__ import annotations
