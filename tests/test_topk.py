@@ -3,6 +3,7 @@ only) answers bit for bit what a stable argsort and a full softmax / sigmoid giv
 infinite rows included: it is the store's classify path at a million rows (issue 37's measurement)."""
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -319,3 +320,24 @@ def test_where_blas_threads_cannot_be_set_a_stream_answers_batch_by_batch_alike(
     for features, scores, indices in classifier.top_k_stream(iter(batches), lambda features: features, 4):
         expected_scores, expected_indices = classifier.top_k(features, 4)
         assert np.array_equal(scores, expected_scores) and np.array_equal(indices, expected_indices)
+
+
+def test_streams_started_on_every_thread_of_the_pool_answer_batch_by_batch_there_not_deadlocked():
+    """A stream whose caller is one of the pool's threads does not queue work for the pool and wait for it (with
+    every thread of the pool such a caller, nothing would ever run it)."""
+    from zsclip.classifier import topk
+
+    classifier = _classifier(200)
+    batches = [_features(3 * THREADS * BLOCK_ROWS, seed=seed) for seed in range(3)]
+    started = threading.Barrier(THREADS, timeout=30)
+
+    def stream() -> list:
+        started.wait()  # every thread of the pool is one of these callers
+        return list(classifier.top_k_stream(iter(batches), lambda f: f, 3))
+
+    calls = [topk._pool().submit(stream) for _ in range(THREADS)]
+    for call in calls:
+        for (features, scores, indices), batch in zip(call.result(timeout=60), batches, strict=True):
+            expected_scores, expected_indices = classifier.top_k(batch, 3)
+            assert features is batch and np.array_equal(scores, expected_scores)
+            assert np.array_equal(indices, expected_indices)

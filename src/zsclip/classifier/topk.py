@@ -106,7 +106,7 @@ def streamed_top_k(items: Iterable[T], logits_for: Callable[[T], tuple[int, Logi
     numpy's BLAS runs one thread until this generator ends or is closed."""
     items = iter(items)
     with one_blas_thread() as limited:
-        if not limited or THREADS < 2:
+        if not limited or THREADS < 2 or _on_pool():  # (on the pool: its tasks must not wait for the pool)
             for item in items:
                 rows, logits_of = logits_for(item)
                 yield (item, *blocked_top_k(rows, classes, logits_of, k, sigmoid, matmul=True))
