@@ -267,7 +267,10 @@ def test_a_compacted_store_computes_its_view_without_reading_a_path(tmp_path, mo
 def test_memory_of_opening_and_classifying_a_store_is_flat_in_its_rows(tmp_path):
     """Peak RSS (the kernel's count) of opening and classifying a store of N and 4N rows, each in a fresh
     process: what the 3N more rows add stays under a bound that holding their paths would break. N is two
-    shards: reading a second shard grows Arrow's allocator once (~17 MB, then flat), which is not the rows."""
+    shards: reading a second shard grows Arrow's allocator once (~17 MB, then flat), which is not the rows.
+    Each size's peak is the lower of two runs: the store's batches are read on whichever of the top-k's threads
+    is free, and where the allocators' freed pages land moves a run's peak by up to ~10 MB now and then (about
+    one run in ten); holding the rows would raise every run."""
     script = textwrap.dedent("""
         import sys
         from zsclip.store import EmbeddingStore
@@ -288,9 +291,12 @@ def test_memory_of_opening_and_classifying_a_store_is_flat_in_its_rows(tmp_path)
     for rows in (50_000, 200_000):  # two shards and eight: the first shard read also warms Arrow's allocator
         folder = tmp_path / f"s{rows}.zse"
         synthetic_store(folder, rows, 4, shard_rows=25_000, prefix="/" + "deep/" * 40)
-        done = subprocess.run([sys.executable, "-c", script, str(folder), str(rows), str(classifier)],
-                              env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr
-        peaks[rows] = int(done.stdout.split()[-1]) * 1024
+        runs = []
+        for _ in range(2):
+            done = subprocess.run([sys.executable, "-c", script, str(folder), str(rows), str(classifier)],
+                                  env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, done.stderr
+            runs.append(int(done.stdout.split()[-1]) * 1024)
+        peaks[rows] = min(runs)
     # 150,000 more rows of ~230-byte paths: holding them would add over 34 MB; the view adds 150 KB
     assert peaks[200_000] - peaks[50_000] < 8 * 2**20, peaks
