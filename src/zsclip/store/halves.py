@@ -66,7 +66,7 @@ def rows_widened(halves: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     source = source_halves.view(np.int16)
     result = np.empty((rows, dim), dtype=np.float32)
     squares = np.empty(rows, dtype=np.float32)
-    step = max(1, CHUNK // max(dim, 1))
+    step = CHUNK // dim  # rows of at most WIDEST_SUMMED values: at least 16 rows a chunk
     for start in range(0, rows, step):
         values, sums = result[start:start + step], squares[start:start + step]
         _widen(source[start:start + step], values)
