@@ -280,7 +280,8 @@ def test_a_stream_closed_early_leaves_no_work_queued_closes_its_batches_and_puts
         finally:
             closed.set()
 
-    stream = classifier.top_k_stream(endless(), lambda features: features, 5)
+    source = endless()  # held here, so only the stream's own close (not garbage collection) can close it
+    stream = classifier.top_k_stream(source, lambda features: features, 5)
     next(stream)
     stream.close()
     assert closed.is_set() and counts() == before
